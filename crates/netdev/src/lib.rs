@@ -1,0 +1,112 @@
+//! Frame devices: where d11 programs read and write Ethernet frames.
+//!
+//! One trait, [`FrameDevice`], with a real TAP ([`tap::Tap`]), an in-memory pair for tests
+//! ([`mem::MemPair`]) and two wrappers that stack on any device: [`pcap::Capture`] (pcapng,
+//! optional per-frame comments) and [`impair::Impaired`] (seeded loss, duplication, reorder,
+//! delay, rate limit). Time is passed in; nothing here reads a clock or sleeps, except that
+//! capture timestamps are wall-clock time, as pcapng requires.
+//!
+//! Every device is non-blocking and has a file descriptor, so a runtime can wait on it with
+//! tokio's `AsyncFd` and drain it until `recv` returns `Ok(None)`.
+
+pub mod impair;
+pub mod mem;
+pub mod netns;
+pub mod pcap;
+pub mod tap;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+/// The largest frame any d11 device carries: 14 + 65535 (so a jumbo MTU fits), rounded up.
+pub const MAX_FRAME: usize = 65536 + 64;
+
+/// A non-blocking source and sink of Ethernet frames.
+pub trait FrameDevice {
+    /// The port's name (a TAP name, or a name given to a test device).
+    fn name(&self) -> &str;
+
+    /// Reads one frame into `buf`. `Ok(None)` when no frame is waiting.
+    fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>>;
+
+    /// Writes one frame. A full queue below is reported as `ErrorKind::WouldBlock`.
+    fn send(&mut self, now: Instant, frame: &[u8]) -> io::Result<()>;
+
+    /// Whether [`send_noted`](Self::send_noted) would keep a note (so callers only format
+    /// notes when someone reads them).
+    fn wants_notes(&self) -> bool {
+        false
+    }
+
+    /// Writes a frame with a human-readable note of what the sender decided; a capture wrapper
+    /// stores it as the packet's comment.
+    fn send_noted(&mut self, now: Instant, frame: &[u8], note: &str) -> io::Result<()> {
+        let _ = note;
+        self.send(now, frame)
+    }
+
+    /// The earliest time at which [`poll`](Self::poll) has work (delayed frames).
+    fn poll_at(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Does timed work: releases delayed frames, flushes captures.
+    fn poll(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// The descriptor that becomes readable when `recv` may return a frame.
+    fn raw_fd(&self) -> RawFd;
+
+    /// Counters of this device and its wrappers, as (name, value).
+    fn counters(&self, out: &mut dyn FnMut(&'static str, u64)) {
+        let _ = out;
+    }
+}
+
+impl<D: FrameDevice + ?Sized> FrameDevice for Box<D> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        (**self).recv(now, buf)
+    }
+    fn send(&mut self, now: Instant, frame: &[u8]) -> io::Result<()> {
+        (**self).send(now, frame)
+    }
+    fn wants_notes(&self) -> bool {
+        (**self).wants_notes()
+    }
+    fn send_noted(&mut self, now: Instant, frame: &[u8], note: &str) -> io::Result<()> {
+        (**self).send_noted(now, frame, note)
+    }
+    fn poll_at(&self) -> Option<Instant> {
+        (**self).poll_at()
+    }
+    fn poll(&mut self, now: Instant) {
+        (**self).poll(now)
+    }
+    fn raw_fd(&self) -> RawFd {
+        (**self).raw_fd()
+    }
+    fn counters(&self, out: &mut dyn FnMut(&'static str, u64)) {
+        (**self).counters(out)
+    }
+}
+
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+pub(crate) fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}

@@ -1,0 +1,176 @@
+//! TAP devices through a few `ioctl`s on `/dev/net/tun`.
+//!
+//! Why not a crate: `tun-tap` is unmaintained (last release 2023, its default features pull
+//! tokio 0.1 and mio 0.6, no offload or multi-queue). `tun-rs` 2.x is maintained and fine, but
+//! we need exactly four ioctls (create, flags, MTU, join a bridge) plus a namespace switch that
+//! must happen around the open, and nothing of its async or offload layers: a hundred lines
+//! here cost less build time and keep the namespace handling visible.
+//!
+//! The device is not persistent (no `TUNSETPERSIST`): when the process dies its TAP goes with
+//! it, so a crashed program never leaves a device behind.
+
+use crate::{cvt, cvt_size, netns, FrameDevice};
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const SIOCBRADDIF: libc::c_ulong = 0x89a2;
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: IfReqData,
+}
+
+#[repr(C)]
+union IfReqData {
+    flags: libc::c_short,
+    ifindex: libc::c_int,
+    mtu: libc::c_int,
+    _pad: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> io::Result<Self> {
+        let c = CString::new(name).map_err(|_| invalid("interface name contains NUL"))?;
+        let bytes = c.as_bytes_with_nul();
+        if bytes.len() > libc::IFNAMSIZ {
+            return Err(invalid(&format!("interface name {name:?} is longer than 15 bytes")));
+        }
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: IfReqData { _pad: [0; 24] },
+        };
+        for (d, s) in req.name.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        Ok(req)
+    }
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
+}
+
+/// How to open a TAP.
+#[derive(Debug, Clone, Default)]
+pub struct TapConfig<'a> {
+    /// Interface name (at most 15 bytes).
+    pub name: &'a str,
+    /// Namespace to create the device in (e.g. the lab's fabric namespace); `None` = current.
+    pub netns: Option<&'a Path>,
+    /// A bridge in that namespace to join.
+    pub bridge: Option<&'a str>,
+    /// MTU of the kernel side; `None` leaves the default (1500).
+    pub mtu: Option<u32>,
+}
+
+/// A TAP device: frames written here appear on the kernel interface, and frames the kernel
+/// sends to the interface are read here.
+pub struct Tap {
+    file: File,
+    name: String,
+}
+
+impl Tap {
+    /// Creates the TAP (in `cfg.netns` if given), sets MTU, joins the bridge, sets it up.
+    pub fn open(cfg: &TapConfig<'_>) -> io::Result<Self> {
+        netns::within(cfg.netns, || {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open("/dev/net/tun")?;
+            let mut req = IfReq::new(cfg.name)?;
+            req.data.flags = IFF_TAP | IFF_NO_PI;
+            // SAFETY: TUNSETIFF reads and writes an ifreq we own.
+            cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) })
+                .map_err(|e| io::Error::new(e.kind(), format!("TUNSETIFF {}: {e}", cfg.name)))?;
+            let ctl = ControlSocket::new()?;
+            if let Some(mtu) = cfg.mtu {
+                ctl.set_mtu(cfg.name, mtu)?;
+            }
+            if let Some(br) = cfg.bridge {
+                ctl.add_to_bridge(br, cfg.name)?;
+            }
+            ctl.set_up(cfg.name)?;
+            Ok(Tap {
+                file,
+                name: cfg.name.to_string(),
+            })
+        })
+    }
+}
+
+impl FrameDevice for Tap {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: reading into a buffer we own, bounded by its length.
+        let r = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match cvt_size(r) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn send(&mut self, _now: Instant, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: writing from a slice we borrow, bounded by its length.
+        let r = unsafe { libc::write(self.file.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        cvt_size(r).map(|_| ())
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// An AF_INET datagram socket used only for interface ioctls in the current namespace.
+struct ControlSocket(std::os::fd::OwnedFd);
+
+impl ControlSocket {
+    fn new() -> io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: socket(2) returns a new descriptor we take ownership of.
+        let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+        Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ioctl(&self, what: &str, req: libc::c_ulong, ifr: &mut IfReq) -> io::Result<()> {
+        // SAFETY: every request used here reads/writes a struct ifreq.
+        cvt(unsafe { libc::ioctl(self.0.as_raw_fd(), req as _, ifr as *mut IfReq) })
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
+    }
+
+    fn set_mtu(&self, name: &str, mtu: u32) -> io::Result<()> {
+        let mut r = IfReq::new(name)?;
+        r.data.mtu = mtu as libc::c_int;
+        self.ioctl(&format!("set MTU {mtu} on {name}"), libc::SIOCSIFMTU, &mut r)
+    }
+
+    fn set_up(&self, name: &str) -> io::Result<()> {
+        let mut r = IfReq::new(name)?;
+        self.ioctl("get flags", libc::SIOCGIFFLAGS, &mut r)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member.
+        unsafe { r.data.flags |= libc::IFF_UP as libc::c_short };
+        self.ioctl(&format!("set {name} up"), libc::SIOCSIFFLAGS, &mut r)
+    }
+
+    fn add_to_bridge(&self, bridge: &str, name: &str) -> io::Result<()> {
+        let mut r = IfReq::new(name)?;
+        self.ioctl(&format!("find {name}"), libc::SIOCGIFINDEX, &mut r)?;
+        // SAFETY: SIOCGIFINDEX filled the ifindex member.
+        let index = unsafe { r.data.ifindex };
+        let mut b = IfReq::new(bridge)?;
+        b.data.ifindex = index;
+        self.ioctl(&format!("add {name} to bridge {bridge}"), SIOCBRADDIF, &mut b)
+    }
+}

@@ -1,1 +1,139 @@
+//! The element runtime: what every d11 network program shares.
+//!
+//! A program is an [`Element`] (sans-IO logic: frames and time in, frames out) plus this
+//! runtime, which owns the ports, waits on them with tokio's `AsyncFd`, drives timers, answers
+//! the control socket (`d11 show`), signals readiness to the lab builder, and stops cleanly on
+//! SIGTERM or SIGINT.
+//!
+//! The loop runs on a current-thread runtime: ports are opened (with `setns`) before it starts,
+//! and one thread per program keeps the lab's many programs from fighting over two cores.
 
+pub mod args;
+pub mod control;
+pub mod counters;
+mod runtime;
+
+pub use args::{ElementArgs, PortSpec};
+pub use runtime::{open_ports, run, Port};
+
+use std::time::Instant;
+
+/// Index of a port in the order the program was given its ports.
+pub type PortId = usize;
+
+/// Where an element sends frames.
+pub trait Transmit {
+    /// Sends a frame out of `port`. Errors are counted by the runtime, not returned: an element
+    /// has nothing better to do with a full queue than to drop.
+    fn send(&mut self, port: PortId, frame: &[u8]);
+
+    /// Whether anyone keeps notes for `port` (a capture is on); format notes only then.
+    fn wants_notes(&self, port: PortId) -> bool {
+        let _ = port;
+        false
+    }
+
+    /// Sends a frame with a note of what the element decided (a pcapng comment).
+    fn send_noted(&mut self, port: PortId, frame: &[u8], note: &str) {
+        let _ = note;
+        self.send(port, frame)
+    }
+}
+
+/// Collects frames in memory: for unit tests of elements.
+#[derive(Debug, Default)]
+pub struct Collect {
+    pub frames: Vec<(PortId, Vec<u8>)>,
+}
+
+impl Transmit for Collect {
+    fn send(&mut self, port: PortId, frame: &[u8]) {
+        self.frames.push((port, frame.to_vec()));
+    }
+}
+
+/// The logic of one network element, free of I/O: it reads no clock and owns no device.
+pub trait Element {
+    /// A short role name (`router`, `host`, ...), shown by `d11 show NODE info`.
+    fn role(&self) -> &'static str;
+
+    /// Handles one frame received on `port`. The buffer may be rewritten in place (a router
+    /// forwards by rewriting MACs and TTL). Must never panic on any input.
+    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit);
+
+    /// When [`poll`](Self::poll) next has work (retransmissions, ageing, ARP retries).
+    fn poll_at(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Does timed work.
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        let _ = (now, tx);
+    }
+
+    /// The tables `show` answers, besides the runtime's own `info`, `ports` and `counters`.
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// A table as JSON, or `None` if the element has no such table.
+    fn show(&self, table: &str, now: Instant) -> Option<serde_json::Value>;
+
+    /// The element's counters (frames seen, dropped by reason, ...).
+    fn counters(&self, out: &mut dyn FnMut(&str, u64));
+}
+
+/// A stable, locally administered unicast MAC for a node's port, so that captures of two runs
+/// of the same lab show the same addresses (and journey reports can name them).
+pub fn derive_mac(node: &str, port: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain([0u8]).chain(port.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let parts: Vec<_> = s.split(':').collect();
+    if parts.len() != 6 {
+        anyhow::bail!("MAC {s:?}: expected six hex octets separated by ':'");
+    }
+    for (o, p) in out.iter_mut().zip(parts) {
+        *o = u8::from_str_radix(p, 16).map_err(|_| anyhow::anyhow!("MAC {s:?}: bad octet {p:?}"))?;
+    }
+    if out[0] & 1 != 0 {
+        anyhow::bail!("MAC {s:?} is multicast; a port needs a unicast address");
+    }
+    Ok(out)
+}
+
+/// Puts ports in the order the element's config names them; every configured port must have
+/// been given with `--port`, and no other.
+pub fn order_ports(mut ports: Vec<Port>, names: &[&str]) -> anyhow::Result<Vec<Port>> {
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let i = ports
+            .iter()
+            .position(|p| p.name == *n)
+            .ok_or_else(|| anyhow::anyhow!("config names port {n:?} but no --port {n}=TAP was given"))?;
+        out.push(ports.swap_remove(i));
+    }
+    if let Some(p) = ports.first() {
+        anyhow::bail!("--port {} is not in the config", p.name);
+    }
+    Ok(out)
+}
+
+/// The `main` of every element program: runs `f`, prints an error as one line, exits non-zero.
+pub fn main_with(program: &str, f: impl FnOnce() -> anyhow::Result<()>) -> std::process::ExitCode {
+    match f() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

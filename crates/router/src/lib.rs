@@ -1,1 +1,740 @@
+//! An IPv4 router as a sans-IO [`Element`]: frames and time in, frames out.
+//!
+//! What it does to a packet it forwards (RFC 1812): checks the header, looks the destination up
+//! by longest prefix ([`rib`]), decrements TTL and patches the checksum, rewrites source and
+//! destination MAC for the next hop (resolved by ARP, [`neigh`]), and fragments or answers
+//! "fragmentation needed" when the egress MTU is too small. Nothing else in the packet changes.
+//! It answers ARP and ping for its own addresses, and sends ICMP time exceeded, destination
+//! unreachable (net, host, port, protocol) and fragmentation needed, rate limited by a token
+//! bucket, never about ICMP errors, fragments after the first, or non-unicast packets.
 
+pub mod neigh;
+pub mod rib;
+
+use d11_element::counters::GuardDrops;
+use d11_element::{counters, Element, PortId, Transmit};
+use d11_wire::guard::{check_frame, Frame, ETHERNET_HEADER_LEN as ETH};
+use d11_wire::{fill_ipv4_checksum, internet_checksum};
+use ipnet::Ipv4Net;
+use neigh::{Neighbours, Resolution};
+use rib::{Rib, Route, Source};
+use serde::Deserialize;
+use serde_json::json;
+use smoltcp::wire::{ArpOperation, ArpRepr, EthernetAddress, IpProtocol};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// A port of the router, as configured.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortConfig {
+    pub name: String,
+    /// MAC address; derived from node and port names when absent.
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<Ipv4Net>,
+    /// IP MTU of the link; 1500 when absent.
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+/// A static route.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    pub prefix: Ipv4Net,
+    #[serde(default)]
+    pub via: Option<Ipv4Addr>,
+    /// Leave by this port (for routes without a gateway, or to pin the port).
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+/// ICMP error rate limit: a token bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct IcmpLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for IcmpLimit {
+    fn default() -> Self {
+        Self { per_second: 100, burst: 50 }
+    }
+}
+
+/// The router's configuration: its node's entry of the topology file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouterConfig {
+    pub name: String,
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub icmp_limit: IcmpLimit,
+}
+
+counters! {
+    pub struct RouterCounters {
+        rx_frames,
+        rx_arp,
+        rx_ipv4,
+        not_for_us,
+        forwarded,
+        fragmented,
+        fragments_sent,
+        local_delivered,
+        echo_replies,
+        arp_requests_sent,
+        arp_replies_sent,
+        no_route,
+        ttl_expired,
+        frag_needed,
+        host_unreachable,
+        port_unreachable,
+        protocol_unreachable,
+        icmp_errors_sent,
+        icmp_rate_limited,
+        icmp_suppressed,
+        neighbour_queue_dropped,
+        local_broadcast_dropped,
+        local_tcp_dropped,
+    }
+}
+
+#[derive(Debug)]
+struct RouterPort {
+    name: String,
+    mac: EthernetAddress,
+    addrs: Vec<Ipv4Net>,
+    mtu: usize,
+}
+
+impl RouterPort {
+    /// The address to speak from towards `peer`: one on the same subnet, else the first.
+    fn source_for(&self, peer: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.addrs
+            .iter()
+            .find(|n| n.contains(&peer))
+            .or(self.addrs.first())
+            .map(|n| n.addr())
+    }
+}
+
+/// ICMP error kinds the router sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IcmpError {
+    TimeExceeded,
+    NetUnreachable,
+    HostUnreachable,
+    ProtocolUnreachable,
+    PortUnreachable,
+    FragNeeded(u16),
+}
+
+impl IcmpError {
+    fn type_code(self) -> (u8, u8) {
+        match self {
+            IcmpError::TimeExceeded => (11, 0),
+            IcmpError::NetUnreachable => (3, 0),
+            IcmpError::HostUnreachable => (3, 1),
+            IcmpError::ProtocolUnreachable => (3, 2),
+            IcmpError::PortUnreachable => (3, 3),
+            IcmpError::FragNeeded(_) => (3, 4),
+        }
+    }
+}
+
+/// What a frame's capture comment will say; formatted only when a capture is on.
+#[derive(Debug, Clone, Copy)]
+enum Note {
+    Forwarded { in_port: PortId, prefix: Ipv4Net, ttl: u8 },
+    Originated,
+}
+
+/// The router.
+pub struct Router {
+    name: String,
+    ports: Vec<RouterPort>,
+    rib: Rib,
+    neigh: Neighbours,
+    c: RouterCounters,
+    drops: GuardDrops,
+    limit: IcmpLimit,
+    tokens: f64,
+    refilled: Option<Instant>,
+    /// Scratch for frames the router builds itself; reused, never allocated per frame.
+    scratch: Vec<u8>,
+    frag: Vec<u8>,
+}
+
+fn eth(mac: [u8; 6]) -> EthernetAddress {
+    EthernetAddress(mac)
+}
+
+impl Router {
+    pub fn new(cfg: &RouterConfig) -> anyhow::Result<Self> {
+        let mut ports = Vec::new();
+        for p in &cfg.ports {
+            let mac = match &p.mac {
+                Some(m) => d11_element::parse_mac(m)?,
+                None => d11_element::derive_mac(&cfg.name, &p.name),
+            };
+            let mtu = usize::from(p.mtu.unwrap_or(1500));
+            if mtu < 68 {
+                anyhow::bail!("port {}: MTU {mtu} is below the IPv4 minimum of 68", p.name);
+            }
+            ports.push(RouterPort {
+                name: p.name.clone(),
+                mac: eth(mac),
+                addrs: p.addresses.clone(),
+                mtu,
+            });
+        }
+        let mut rib = Rib::new();
+        for (i, p) in ports.iter().enumerate() {
+            for a in &p.addrs {
+                rib.add(Route { prefix: a.trunc(), next_hop: None, port: Some(i), source: Source::Connected });
+            }
+        }
+        for r in &cfg.routes {
+            let port = match &r.port {
+                Some(n) => Some(
+                    ports
+                        .iter()
+                        .position(|p| &p.name == n)
+                        .ok_or_else(|| anyhow::anyhow!("route {}: no port named {n:?}", r.prefix))?,
+                ),
+                None => None,
+            };
+            if port.is_none() && r.via.is_none() {
+                anyhow::bail!("route {}: needs `via` or `port`", r.prefix);
+            }
+            rib.add(Route { prefix: r.prefix, next_hop: r.via, port, source: Source::Static });
+        }
+        Ok(Self {
+            name: cfg.name.clone(),
+            ports,
+            rib,
+            neigh: Neighbours::default(),
+            c: RouterCounters::default(),
+            drops: GuardDrops::default(),
+            tokens: f64::from(cfg.icmp_limit.burst),
+            limit: cfg.icmp_limit.clone(),
+            refilled: None,
+            scratch: vec![0; 2048],
+            frag: vec![0; d11_netdev::MAX_FRAME],
+        })
+    }
+
+    pub fn rib_mut(&mut self) -> &mut Rib {
+        &mut self.rib
+    }
+
+    pub fn counters_ref(&self) -> &RouterCounters {
+        &self.c
+    }
+
+    pub fn drops(&self) -> &GuardDrops {
+        &self.drops
+    }
+
+    pub fn port_mac(&self, port: PortId) -> Option<EthernetAddress> {
+        self.ports.get(port).map(|p| p.mac)
+    }
+
+    fn is_local(&self, a: Ipv4Addr) -> bool {
+        self.ports.iter().any(|p| p.addrs.iter().any(|n| n.addr() == a))
+    }
+
+    fn is_broadcast_for(&self, a: Ipv4Addr) -> bool {
+        a.is_broadcast()
+            || self
+                .ports
+                .iter()
+                .any(|p| p.addrs.iter().any(|n| n.prefix_len() < 31 && n.broadcast() == a))
+    }
+
+    fn handle_arp(&mut self, now: Instant, port: PortId, arp: ArpRepr, tx: &mut dyn Transmit) {
+        let ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr: sha,
+            source_protocol_addr: spa,
+            target_protocol_addr: tpa,
+            ..
+        } = arp
+        else {
+            return;
+        };
+        let p = &self.ports[port];
+        let for_us = p.addrs.iter().any(|n| n.addr() == tpa);
+        let learnable = !spa.is_unspecified() && sha.is_unicast();
+        if learnable {
+            let waiting = self.neigh.learn(now, port, spa, sha, for_us);
+            for mut f in waiting {
+                f[0..6].copy_from_slice(&sha.0);
+                tx.send(port, &f);
+            }
+        }
+        if for_us && operation == ArpOperation::Request {
+            let reply = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: p.mac,
+                source_protocol_addr: tpa,
+                target_hardware_addr: sha,
+                target_protocol_addr: spa,
+            };
+            let n = write_arp(&mut self.scratch, p.mac, sha, &reply);
+            tx.send(port, &self.scratch[..n]);
+            self.c.arp_replies_sent += 1;
+        }
+    }
+
+    fn send_arp_request(&mut self, port: PortId, target: Ipv4Addr, tx: &mut dyn Transmit) {
+        let p = &self.ports[port];
+        let Some(src) = p.source_for(target) else { return };
+        let req = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: p.mac,
+            source_protocol_addr: src,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        };
+        let n = write_arp(&mut self.scratch, p.mac, EthernetAddress::BROADCAST, &req);
+        tx.send(port, &self.scratch[..n]);
+        self.c.arp_requests_sent += 1;
+    }
+
+    /// Sends a whole Ethernet frame (source MAC set, destination to fill) to `next_hop` on
+    /// `port`, resolving it by ARP.
+    fn send_l2(&mut self, now: Instant, port: PortId, next_hop: Ipv4Addr, frame: &mut [u8], tx: &mut dyn Transmit, note: Note) {
+        frame[6..12].copy_from_slice(&self.ports[port].mac.0);
+        match self.neigh.resolve(now, port, next_hop, frame) {
+            Resolution::Known { mac, probe } => {
+                frame[0..6].copy_from_slice(&mac.0);
+                if tx.wants_notes(port) {
+                    let text = match note {
+                        Note::Forwarded { in_port, prefix, ttl } => format!(
+                            "forwarded {} -> {}, route {prefix} via {next_hop}, ttl now {ttl}",
+                            self.ports[in_port].name, self.ports[port].name
+                        ),
+                        Note::Originated => format!("originated by {}, via {next_hop}", self.name),
+                    };
+                    tx.send_noted(port, frame, &text);
+                } else {
+                    tx.send(port, frame);
+                }
+                if probe {
+                    self.send_arp_request(port, next_hop, tx);
+                }
+            }
+            Resolution::Queued { request } => {
+                if request {
+                    self.send_arp_request(port, next_hop, tx);
+                }
+            }
+            Resolution::QueuedDroppedOldest { request } => {
+                self.c.neighbour_queue_dropped += 1;
+                if request {
+                    self.send_arp_request(port, next_hop, tx);
+                }
+            }
+        }
+    }
+
+    /// Routes a packet the router made itself; `buf[ETH..ETH + len]` holds the IP packet.
+    fn output_local(&mut self, now: Instant, len: usize, tx: &mut dyn Transmit) {
+        let dst = Ipv4Addr::new(self.scratch[ETH + 16], self.scratch[ETH + 17], self.scratch[ETH + 18], self.scratch[ETH + 19]);
+        let Some(route) = self.rib.lookup(dst).copied() else {
+            self.c.no_route += 1;
+            return;
+        };
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let nh = route.next_hop.unwrap_or(dst);
+        self.send_l2(now, route.port, nh, &mut frame[..ETH + len], tx, Note::Originated);
+        self.scratch = frame;
+    }
+
+    fn take_token(&mut self, now: Instant) -> bool {
+        let elapsed = self.refilled.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.refilled = Some(now);
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(self.limit.per_second)).min(f64::from(self.limit.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Sends an ICMP error about `orig` (an IP packet as received) that arrived on `in_port`.
+    fn icmp_error(&mut self, now: Instant, in_port: PortId, orig: &[u8], kind: IcmpError, tx: &mut dyn Transmit) {
+        // RFC 1812 4.3.2.7: never about ICMP errors, non-initial fragments, or packets whose
+        // source is not a unicast host or whose destination is not unicast.
+        let ihl = usize::from(orig[0] & 0x0f) * 4;
+        let src = Ipv4Addr::new(orig[12], orig[13], orig[14], orig[15]);
+        let dst = Ipv4Addr::new(orig[16], orig[17], orig[18], orig[19]);
+        let frag_offset = u16::from_be_bytes([orig[6], orig[7]]) & 0x1fff;
+        let is_icmp_error = orig[9] == 1 && orig.len() > ihl && !matches!(orig[ihl], 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18);
+        if is_icmp_error
+            || frag_offset != 0
+            || src.is_unspecified()
+            || src.is_broadcast()
+            || src.is_multicast()
+            || src.is_loopback()
+            || dst.is_multicast()
+            || self.is_broadcast_for(dst)
+        {
+            self.c.icmp_suppressed += 1;
+            return;
+        }
+        if !self.take_token(now) {
+            self.c.icmp_rate_limited += 1;
+            return;
+        }
+        // Speak from the address of the port the error leaves by (what traceroute shows).
+        let out_port = self.rib.lookup(src).map_or(in_port, |r| r.port);
+        let Some(from) = self.ports[out_port].source_for(src).or_else(|| self.ports[in_port].source_for(src)) else {
+            return;
+        };
+        // At most 576 octets in all (RFC 1812 4.3.2.3): 20 IP + 8 ICMP + 548 of the original.
+        let quoted = orig.len().min(548);
+        let total = 20 + 8 + quoted;
+        let b = &mut self.scratch[ETH..ETH + total];
+        write_ipv4_header(b, total, 64, 1, from, src);
+        let (t, c) = kind.type_code();
+        let icmp = &mut b[20..];
+        icmp[0] = t;
+        icmp[1] = c;
+        icmp[2..8].fill(0);
+        if let IcmpError::FragNeeded(mtu) = kind {
+            icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+        }
+        icmp[8..8 + quoted].copy_from_slice(&orig[..quoted]);
+        let sum = internet_checksum(icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        self.c.icmp_errors_sent += 1;
+        self.output_local(now, total, tx);
+    }
+
+    fn deliver_local(&mut self, now: Instant, in_port: PortId, ip: &[u8], tx: &mut dyn Transmit) {
+        self.c.local_delivered += 1;
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let frag = u16::from_be_bytes([ip[6], ip[7]]);
+        if frag & 0x3fff != 0 {
+            // We do not reassemble; nothing addressed to a router needs it.
+            self.c.icmp_suppressed += 1;
+            return;
+        }
+        let payload = &ip[ihl..];
+        match IpProtocol::from(ip[9]) {
+            IpProtocol::Icmp => {
+                if payload.len() < 8 || payload[0] != 8 || internet_checksum(payload) != 0 {
+                    return;
+                }
+                let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+                let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+                let total = 20 + payload.len();
+                if ETH + total > self.scratch.len() {
+                    self.scratch.resize(ETH + total, 0);
+                }
+                let b = &mut self.scratch[ETH..ETH + total];
+                write_ipv4_header(b, total, 64, 1, dst, src);
+                b[20..].copy_from_slice(payload);
+                b[20] = 0; // echo reply
+                b[22..24].fill(0);
+                let sum = internet_checksum(&b[20..]);
+                b[22..24].copy_from_slice(&sum.to_be_bytes());
+                self.c.echo_replies += 1;
+                self.output_local(now, total, tx);
+            }
+            IpProtocol::Udp => {
+                self.c.port_unreachable += 1;
+                self.icmp_error(now, in_port, ip, IcmpError::PortUnreachable, tx);
+            }
+            IpProtocol::Tcp => self.c.local_tcp_dropped += 1,
+            _ => {
+                self.c.protocol_unreachable += 1;
+                self.icmp_error(now, in_port, ip, IcmpError::ProtocolUnreachable, tx);
+            }
+        }
+    }
+
+    fn forward(&mut self, now: Instant, in_port: PortId, frame: &mut [u8], total_len: usize, tx: &mut dyn Transmit) {
+        let dst = {
+            let ip = &frame[ETH..];
+            Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19])
+        };
+        let ip_end = ETH + total_len;
+        if frame[ETH + 8] <= 1 {
+            self.c.ttl_expired += 1;
+            let orig = frame[ETH..ip_end].to_vec();
+            self.icmp_error(now, in_port, &orig, IcmpError::TimeExceeded, tx);
+            return;
+        }
+        let Some(route) = self.rib.lookup(dst).copied() else {
+            self.c.no_route += 1;
+            let orig = frame[ETH..ip_end].to_vec();
+            self.icmp_error(now, in_port, &orig, IcmpError::NetUnreachable, tx);
+            return;
+        };
+        let mtu = self.ports[route.port].mtu;
+        let df = frame[ETH + 6] & 0x40 != 0;
+        if total_len > mtu && df {
+            self.c.frag_needed += 1;
+            let orig = frame[ETH..ip_end].to_vec();
+            self.icmp_error(now, in_port, &orig, IcmpError::FragNeeded(mtu as u16), tx);
+            return;
+        }
+        // TTL - 1 and an incremental checksum update (RFC 1624): the TTL is the high octet of
+        // its 16-bit word, so the sum changes by 0x0100.
+        frame[ETH + 8] -= 1;
+        let old = u16::from_be_bytes([frame[ETH + 10], frame[ETH + 11]]);
+        let mut sum = u32::from(!old) + u32::from(!0x0100u16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        frame[ETH + 10..ETH + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let nh = route.next_hop.unwrap_or(dst);
+        let note = Note::Forwarded { in_port, prefix: route.prefix, ttl: frame[ETH + 8] };
+        if total_len > mtu {
+            self.c.fragmented += 1;
+            let mut done = 0;
+            let ip = frame[ETH..ip_end].to_vec();
+            fragment(&ip, mtu, |f| {
+                let n = ETH + f.len();
+                let mut buf = std::mem::take(&mut self.frag);
+                buf[ETH..n].copy_from_slice(f);
+                buf[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                self.send_l2(now, route.port, nh, &mut buf[..n], tx, note);
+                self.frag = buf;
+                done += 1;
+            });
+            self.c.fragments_sent += done;
+            return;
+        }
+        self.c.forwarded += 1;
+        self.send_l2(now, route.port, nh, &mut frame[..ip_end], tx, note);
+    }
+}
+
+/// Splits an IPv4 packet into fragments of at most `mtu` octets (RFC 791 §3.2): offsets in
+/// units of 8, MF on all but the last (or on all if the packet was itself a non-last fragment),
+/// and only the options with the copied flag in fragments after the first.
+pub fn fragment(ip: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) {
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
+    let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
+    let orig_mf = flags_off & 0x2000 != 0;
+    let orig_off = usize::from(flags_off & 0x1fff) * 8;
+    let payload = &ip[ihl..total];
+
+    let mut later_header = [0u8; 60];
+    later_header[..20].copy_from_slice(&ip[..20]);
+    let mut lh = 20;
+    let mut i = 20;
+    while i < ihl {
+        let t = ip[i];
+        match t {
+            0 => break,
+            1 => i += 1,
+            _ => {
+                let len = usize::from(*ip.get(i + 1).unwrap_or(&2)).max(2);
+                let end = (i + len).min(ihl);
+                if t & 0x80 != 0 {
+                    later_header[lh..lh + end - i].copy_from_slice(&ip[i..end]);
+                    lh += end - i;
+                }
+                i = end;
+            }
+        }
+    }
+    let lh = lh.div_ceil(4) * 4; // pad with End of Options (zeros)
+
+    let mut out = vec![0u8; mtu];
+    let mut at = 0;
+    let mut first = true;
+    while at < payload.len() {
+        let hl = if first { ihl } else { lh };
+        let room = (mtu - hl) / 8 * 8;
+        let chunk = room.min(payload.len() - at);
+        let last = at + chunk == payload.len();
+        let (hdr, data) = out.split_at_mut(hl);
+        if first {
+            hdr.copy_from_slice(&ip[..ihl]);
+        } else {
+            hdr.copy_from_slice(&later_header[..lh]);
+            hdr[0] = 0x40 | (lh / 4) as u8;
+        }
+        data[..chunk].copy_from_slice(&payload[at..at + chunk]);
+        let len = hl + chunk;
+        hdr[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        let mf = if !last || orig_mf { 0x2000 } else { 0 };
+        let off = ((orig_off + at) / 8) as u16;
+        let fo = (flags_off & 0x4000) | mf | off;
+        hdr[6..8].copy_from_slice(&fo.to_be_bytes());
+        fill_ipv4_checksum(hdr);
+        emit(&out[..len]);
+        at += chunk;
+        first = false;
+    }
+}
+
+fn write_ipv4_header(b: &mut [u8], total: usize, ttl: u8, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) {
+    b[0] = 0x45;
+    b[1] = 0;
+    b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    b[4..6].fill(0);
+    b[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF: PMTUD-friendly, as Linux does
+    b[8] = ttl;
+    b[9] = proto;
+    b[12..16].copy_from_slice(&src.octets());
+    b[16..20].copy_from_slice(&dst.octets());
+    fill_ipv4_checksum(&mut b[..20]);
+}
+
+fn write_arp(buf: &mut [u8], src: EthernetAddress, dst: EthernetAddress, arp: &ArpRepr) -> usize {
+    use smoltcp::wire::ArpPacket;
+    buf[0..6].copy_from_slice(&dst.0);
+    buf[6..12].copy_from_slice(&src.0);
+    buf[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let n = arp.buffer_len();
+    arp.emit(&mut ArpPacket::new_unchecked(&mut buf[ETH..ETH + n]));
+    // Pad to the Ethernet minimum, as a NIC would.
+    let end = (ETH + n).max(60);
+    buf[ETH + n..end].fill(0);
+    end
+}
+
+impl Element for Router {
+    fn role(&self) -> &'static str {
+        "router"
+    }
+
+    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+        self.c.rx_frames += 1;
+        if port >= self.ports.len() {
+            return;
+        }
+        let info = match check_frame(frame) {
+            Ok(f) => f,
+            Err(r) => {
+                self.drops.count(r);
+                return;
+            }
+        };
+        match info {
+            Frame::Arp { arp, .. } => {
+                self.c.rx_arp += 1;
+                self.handle_arp(now, port, arp, tx);
+            }
+            Frame::Ipv4 { dst_mac, total_len, dst, .. } => {
+                self.c.rx_ipv4 += 1;
+                let mine = self.ports[port].mac;
+                if dst_mac != mine && !dst_mac.is_broadcast() {
+                    // A bridge floods unknown unicast: frames for other hosts reach us too.
+                    self.c.not_for_us += 1;
+                    return;
+                }
+                let dst: Ipv4Addr = dst;
+                if self.is_local(dst) {
+                    let ip = frame[ETH..ETH + total_len].to_vec();
+                    self.deliver_local(now, port, &ip, tx);
+                } else if dst_mac.is_broadcast() || self.is_broadcast_for(dst) || dst.is_multicast() {
+                    self.c.local_broadcast_dropped += 1;
+                } else {
+                    self.forward(now, port, frame, total_len, tx);
+                }
+            }
+        }
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.neigh.poll_at()
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        let expired = self.neigh.poll(now);
+        for (port, addr) in expired.retry {
+            self.send_arp_request(port, addr, tx);
+        }
+        for (port, f) in expired.failed {
+            self.c.host_unreachable += 1;
+            if f.len() > ETH + 20 {
+                self.icmp_error(now, port, &f[ETH..], IcmpError::HostUnreachable, tx);
+            }
+        }
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["interfaces", "routes", "rib", "arp"]
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<serde_json::Value> {
+        let port_name = |i: PortId| self.ports.get(i).map_or("?", |p| p.name.as_str());
+        match table {
+            "interfaces" => Some(json!(self
+                .ports
+                .iter()
+                .map(|p| json!({
+                    "name": p.name,
+                    "mac": p.mac.to_string(),
+                    "addresses": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "mtu": p.mtu,
+                }))
+                .collect::<Vec<_>>())),
+            "routes" => Some(json!(self
+                .rib
+                .installed()
+                .iter()
+                .map(|e| json!({
+                    "prefix": e.prefix.to_string(),
+                    "port": port_name(e.port),
+                    "next_hop": e.next_hop.map(|n| n.to_string()),
+                    "source": e.source,
+                }))
+                .collect::<Vec<_>>())),
+            "rib" => Some(json!(self
+                .rib
+                .candidates()
+                .iter()
+                .map(|r| json!({
+                    "prefix": r.prefix.to_string(),
+                    "next_hop": r.next_hop.map(|n| n.to_string()),
+                    "port": r.port.map(port_name),
+                    "source": r.source,
+                    "installed": self.rib.lookup(r.prefix.addr()).is_some_and(|e| e.prefix == r.prefix && e.source == r.source),
+                }))
+                .collect::<Vec<_>>())),
+            "arp" => Some(json!(self
+                .neigh
+                .view(now)
+                .into_iter()
+                .map(|n| json!({
+                    "port": port_name(n.port),
+                    "address": n.address.to_string(),
+                    "state": n.state,
+                    "mac": n.mac,
+                    "age_s": n.age_s,
+                    "queued": n.queued,
+                }))
+                .collect::<Vec<_>>())),
+            _ => None,
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        self.c.for_each(out);
+        self.drops.for_each(out);
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("name", &self.name).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -58,3 +58,36 @@ pub(crate) fn need(layer: &'static str, buf: &[u8], offset: usize, len: usize) -
         Ok(())
     }
 }
+
+/// The Internet checksum (RFC 1071) of `data`, folded and complemented, ready to store.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Recomputes the IPv4 header checksum of `header` (IHL octets) in place.
+pub fn fill_ipv4_checksum(header: &mut [u8]) {
+    header[10] = 0;
+    header[11] = 0;
+    let c = internet_checksum(header);
+    header[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod checksum_tests {
+    #[test]
+    fn rfc1071_example() {
+        // The example of RFC 1071 §3: sum 0xddf2, checksum its complement.
+        assert_eq!(super::internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
+    }
+}

@@ -1,0 +1,362 @@
+use crate::args::ElementArgs;
+use crate::control::MAX_REQUEST;
+use crate::{Element, PortId, Transmit};
+use anyhow::{Context, Result};
+use d11_netdev::impair::Impaired;
+use d11_netdev::pcap::Capture;
+use d11_netdev::tap::{Tap, TapConfig};
+use d11_netdev::{FrameDevice, MAX_FRAME};
+use serde_json::{json, Map, Value};
+use std::future::poll_fn;
+use std::io::{BufWriter, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+
+/// Frames read from one port per wakeup before the others get a turn.
+const BUDGET: usize = 64;
+
+/// A port as the runtime holds it.
+pub struct Port {
+    pub name: String,
+    pub dev: Box<dyn FrameDevice>,
+    rx_frames: u64,
+    rx_bytes: u64,
+    tx_frames: u64,
+    tx_bytes: u64,
+    tx_errors: u64,
+    rx_errors: u64,
+    oversize: u64,
+}
+
+impl Port {
+    pub fn new(name: impl Into<String>, dev: Box<dyn FrameDevice>) -> Self {
+        Self {
+            name: name.into(),
+            dev,
+            rx_frames: 0,
+            rx_bytes: 0,
+            tx_frames: 0,
+            tx_bytes: 0,
+            tx_errors: 0,
+            rx_errors: 0,
+            oversize: 0,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("name".into(), json!(self.name));
+        m.insert("device".into(), json!(self.dev.name()));
+        for (k, v) in [
+            ("rx_frames", self.rx_frames),
+            ("rx_bytes", self.rx_bytes),
+            ("tx_frames", self.tx_frames),
+            ("tx_bytes", self.tx_bytes),
+            ("tx_errors", self.tx_errors),
+            ("rx_errors", self.rx_errors),
+            ("rx_oversize", self.oversize),
+        ] {
+            m.insert(k.into(), json!(v));
+        }
+        self.dev.counters(&mut |k, v| {
+            m.insert(k.into(), json!(v));
+        });
+        Value::Object(m)
+    }
+}
+
+struct Ports<'a> {
+    ports: &'a mut [Port],
+    now: Instant,
+}
+
+impl Transmit for Ports<'_> {
+    fn send(&mut self, port: PortId, frame: &[u8]) {
+        let now = self.now;
+        if let Some(p) = self.ports.get_mut(port) {
+            match p.dev.send(now, frame) {
+                Ok(()) => {
+                    p.tx_frames += 1;
+                    p.tx_bytes += frame.len() as u64;
+                }
+                Err(_) => p.tx_errors += 1,
+            }
+        }
+    }
+    fn wants_notes(&self, port: PortId) -> bool {
+        self.ports.get(port).is_some_and(|p| p.dev.wants_notes())
+    }
+    fn send_noted(&mut self, port: PortId, frame: &[u8], note: &str) {
+        let now = self.now;
+        if let Some(p) = self.ports.get_mut(port) {
+            match p.dev.send_noted(now, frame, note) {
+                Ok(()) => {
+                    p.tx_frames += 1;
+                    p.tx_bytes += frame.len() as u64;
+                }
+                Err(_) => p.tx_errors += 1,
+            }
+        }
+    }
+}
+
+/// Opens the ports named by `--port`, wrapped as `--impair` and `--capture-dir` say.
+///
+/// Must run before any multi-threaded runtime exists: it enters the fabric namespace on this
+/// thread to create the TAPs there.
+pub fn open_ports(args: &ElementArgs) -> Result<Vec<Port>> {
+    let mut ports = Vec::new();
+    for spec in args.port_specs()? {
+        let tap = Tap::open(&TapConfig {
+            name: &spec.tap,
+            netns: args.fabric.as_deref(),
+            bridge: spec.bridge.as_deref(),
+            mtu: None,
+        })
+        .with_context(|| format!("port {}: cannot open TAP {}", spec.name, spec.tap))?;
+        let imp = args.impairment(&spec.name)?;
+        let mut dev: Box<dyn FrameDevice> = Box::new(tap);
+        if let Some(dir) = &args.capture_dir {
+            let path = dir.join(format!("{}-{}.pcapng", args.node, spec.name));
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create capture {}", path.display()))?;
+            dev = Box::new(Capture::new(dev, BufWriter::new(file))?);
+        }
+        if !imp.tx.is_none() || !imp.rx.is_none() {
+            let seed = args.seed ^ fnv(&spec.name);
+            dev = Box::new(Impaired::new(dev, imp.tx, imp.rx, seed));
+        }
+        ports.push(Port::new(spec.name, dev));
+    }
+    Ok(ports)
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+struct RawFdRef(RawFd);
+impl AsRawFd for RawFdRef {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+type Request = (Option<String>, oneshot::Sender<Value>);
+
+/// Runs `element` over `ports` until SIGTERM or SIGINT.
+pub fn run<E: Element>(args: &ElementArgs, element: E, ports: Vec<Port>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(run_loop(args, element, ports))
+}
+
+async fn run_loop<E: Element>(args: &ElementArgs, mut element: E, mut ports: Vec<Port>) -> Result<()> {
+    let started = Instant::now();
+    let fds: Vec<AsyncFd<RawFdRef>> = ports
+        .iter()
+        .map(|p| {
+            // SAFETY: each descriptor belongs to a port in `ports`, which outlives `fds`
+            // (parameters drop after locals), so it stays open while registered.
+            unsafe {
+                AsyncFd::register_with_interest(RawFdRef(p.dev.raw_fd()), Interest::READABLE)
+            }
+            .map_err(|e| e.into_parts().1)
+        })
+        .collect::<std::io::Result<_>>()
+        .context("cannot register ports with the runtime")?;
+
+    let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
+    if let Some(path) = &args.control {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("cannot bind control socket {}", path.display()))?;
+        tokio::spawn(serve_control(listener, req_tx));
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    if let Some(fd) = args.ready_fd {
+        signal_ready(fd);
+    }
+    tracing::info!(node = %args.node, role = element.role(), ports = ports.len(), "ready");
+
+    let mut buf = vec![0u8; MAX_FRAME];
+    // Ports whose budget ran out last turn: served again without waiting for an edge.
+    let mut pending = vec![false; ports.len()];
+    let mut ready = vec![false; ports.len()];
+    loop {
+        let deadline = ports
+            .iter()
+            .filter_map(|p| p.dev.poll_at())
+            .chain(element.poll_at())
+            .min()
+            // Captures flush on poll; wake at least this often.
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(200));
+        let any_pending = pending.iter().any(|p| *p);
+        tokio::select! {
+            biased;
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some((table, reply)) = req_rx.recv() => {
+                let _ = reply.send(answer(&args.node, started, &element, &ports, table.as_deref()));
+                continue;
+            }
+            _ = poll_fn(|cx| {
+                let mut any = any_pending;
+                for (i, fd) in fds.iter().enumerate() {
+                    if let Poll::Ready(Ok(mut g)) = fd.poll_read_ready(cx) {
+                        // Cleared before draining: a frame that lands while we drain raises
+                        // a new edge; a drain cut short by the budget is kept in `pending`.
+                        g.clear_ready();
+                        ready[i] = true;
+                        any = true;
+                    }
+                }
+                if any { Poll::Ready(()) } else { Poll::Pending }
+            }) => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        let now = Instant::now();
+        for i in 0..ports.len() {
+            if !(ready[i] || pending[i]) {
+                continue;
+            }
+            ready[i] = false;
+            pending[i] = true;
+            for _ in 0..BUDGET {
+                let r = ports[i].dev.recv(now, &mut buf);
+                match r {
+                    Ok(Some(n)) => {
+                        let p = &mut ports[i];
+                        p.rx_frames += 1;
+                        p.rx_bytes += n as u64;
+                        if n > buf.len() {
+                            p.oversize += 1;
+                            continue;
+                        }
+                        let mut tx = Ports { ports: &mut ports, now };
+                        element.handle_frame(now, i, &mut buf[..n], &mut tx);
+                    }
+                    Ok(None) => {
+                        pending[i] = false;
+                        break;
+                    }
+                    Err(e) => {
+                        ports[i].rx_errors += 1;
+                        tracing::warn!(port = %ports[i].name, error = %e, "receive failed");
+                        pending[i] = false;
+                        break;
+                    }
+                }
+            }
+        }
+        for p in ports.iter_mut() {
+            p.dev.poll(now);
+        }
+        if element.poll_at().is_some_and(|t| t <= now) {
+            let mut tx = Ports { ports: &mut ports, now };
+            element.poll(now, &mut tx);
+        }
+    }
+    tracing::info!(node = %args.node, "stopping");
+    if let Some(path) = &args.control {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn signal_ready(fd: RawFd) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the builder handed us this descriptor for exactly this purpose; we own it now.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if let Err(e) = f.write_all(b"READY\n") {
+        tracing::warn!(error = %e, "cannot signal readiness");
+    }
+}
+
+fn answer<E: Element>(node: &str, started: Instant, element: &E, ports: &[Port], table: Option<&str>) -> Value {
+    let now = Instant::now();
+    let ok = |v: Value| json!({ "ok": v });
+    match table {
+        None => {
+            let mut tables = vec!["info", "ports", "counters"];
+            tables.extend_from_slice(element.tables());
+            ok(json!({ "node": node, "role": element.role(), "tables": tables }))
+        }
+        Some("info") => ok(json!({
+            "node": node,
+            "role": element.role(),
+            "pid": std::process::id(),
+            "uptime_s": now.duration_since(started).as_secs_f64(),
+            "ports": ports.iter().map(|p| json!({"name": p.name, "device": p.dev.name()})).collect::<Vec<_>>(),
+        })),
+        Some("ports") => ok(Value::Array(ports.iter().map(Port::to_json).collect())),
+        Some("counters") => {
+            let mut m = Map::new();
+            element.counters(&mut |k, v| {
+                m.insert(k.to_string(), json!(v));
+            });
+            ok(Value::Object(m))
+        }
+        Some(t) => match element.show(t, now) {
+            Some(v) => ok(v),
+            None => {
+                let mut tables = vec!["info", "ports", "counters"];
+                tables.extend_from_slice(element.tables());
+                json!({ "error": format!("{node} has no table {t:?}; tables: {}", tables.join(", ")) })
+            }
+        },
+    }
+}
+
+async fn serve_control(listener: UnixListener, requests: mpsc::Sender<Request>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST as u64));
+            let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let reply = match read {
+                Ok(Ok(_)) => match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        let table = v.get("table").and_then(Value::as_str).map(str::to_string);
+                        let (tx, rx) = oneshot::channel();
+                        if requests.send((table, tx)).await.is_err() {
+                            return;
+                        }
+                        rx.await.unwrap_or_else(|_| json!({"error": "element stopped"}))
+                    }
+                    Err(e) => json!({ "error": format!("bad request: {e}") }),
+                },
+                _ => json!({ "error": "no request line" }),
+            };
+            let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv("eth0"), fnv("eth0"));
+        assert_ne!(fnv("eth0"), fnv("eth1"));
+    }
+}

@@ -1,0 +1,260 @@
+//! The neighbour (ARP) cache of a forwarding element.
+//!
+//! A packet for a next hop whose MAC is unknown waits in a short queue (as Linux's
+//! `unres_qlen`) while ARP requests go out once a second, three times; after that the queue is
+//! given back to the caller for ICMP host-unreachable. A resolved entry is used for
+//! `REACHABLE`; after that it is still used but re-probed, and forgotten after `STALE_LIMIT`
+//! without confirmation.
+
+use crate::PortId;
+use serde::Serialize;
+use smoltcp::wire::EthernetAddress;
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+pub const RETRY: Duration = Duration::from_secs(1);
+pub const TRIES: u8 = 3;
+pub const QUEUE: usize = 8;
+pub const REACHABLE: Duration = Duration::from_secs(30);
+pub const STALE_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+enum State {
+    Incomplete {
+        queue: VecDeque<Vec<u8>>,
+        tries: u8,
+        next_try: Instant,
+    },
+    Reachable {
+        mac: EthernetAddress,
+        confirmed: Instant,
+        probed: Option<Instant>,
+    },
+}
+
+/// What the caller must do after [`Neighbours::resolve`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Send now to this MAC; if `probe`, also send an ARP request to refresh the entry.
+    Known { mac: EthernetAddress, probe: bool },
+    /// The frame was queued; if `request`, send an ARP request now.
+    Queued { request: bool },
+    /// The queue was full: the oldest frame was dropped to make room.
+    QueuedDroppedOldest { request: bool },
+}
+
+/// Work that timers produced.
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// (port, address) to send another ARP request for.
+    pub retry: Vec<(PortId, Ipv4Addr)>,
+    /// Frames whose next hop never answered.
+    pub failed: Vec<(PortId, Vec<u8>)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Neighbours {
+    entries: HashMap<(PortId, Ipv4Addr), State>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NeighbourView {
+    pub port: PortId,
+    pub address: Ipv4Addr,
+    pub state: &'static str,
+    pub mac: Option<String>,
+    pub age_s: Option<f64>,
+    pub queued: usize,
+}
+
+impl Neighbours {
+    pub fn lookup(&self, port: PortId, addr: Ipv4Addr) -> Option<EthernetAddress> {
+        match self.entries.get(&(port, addr)) {
+            Some(State::Reachable { mac, .. }) => Some(*mac),
+            _ => None,
+        }
+    }
+
+    /// Finds the MAC for `addr` on `port`, or queues `frame` (a whole Ethernet frame whose
+    /// destination MAC is to be filled in) until ARP answers.
+    pub fn resolve(&mut self, now: Instant, port: PortId, addr: Ipv4Addr, frame: &[u8]) -> Resolution {
+        let e = self.entries.entry((port, addr)).or_insert_with(|| State::Incomplete {
+            queue: VecDeque::new(),
+            tries: 0,
+            next_try: now,
+        });
+        if let State::Reachable { mac, confirmed, probed } = e {
+            let age = now.saturating_duration_since(*confirmed);
+            if age < REACHABLE {
+                return Resolution::Known { mac: *mac, probe: false };
+            }
+            if age < STALE_LIMIT {
+                let probe = probed.is_none_or(|p| now.saturating_duration_since(p) >= RETRY);
+                if probe {
+                    *probed = Some(now);
+                }
+                return Resolution::Known { mac: *mac, probe };
+            }
+            *e = State::Incomplete {
+                queue: VecDeque::new(),
+                tries: 0,
+                next_try: now,
+            };
+        }
+        let State::Incomplete { queue, tries, next_try } = e else {
+            unreachable!("entry was made incomplete above")
+        };
+        let request = *tries == 0;
+        if request {
+            *tries = 1;
+            *next_try = now + RETRY;
+        }
+        let dropped = if queue.len() >= QUEUE {
+            queue.pop_front();
+            true
+        } else {
+            false
+        };
+        queue.push_back(frame.to_vec());
+        if dropped {
+            Resolution::QueuedDroppedOldest { request }
+        } else {
+            Resolution::Queued { request }
+        }
+    }
+
+    /// Records `mac` for `addr`. With `create` false only an existing entry is updated (RFC 826:
+    /// a node learns from every ARP packet only what it already knows, unless it is the target).
+    /// Returns the frames that were waiting for it.
+    pub fn learn(&mut self, now: Instant, port: PortId, addr: Ipv4Addr, mac: EthernetAddress, create: bool) -> Vec<Vec<u8>> {
+        let key = (port, addr);
+        if !create && !self.entries.contains_key(&key) {
+            return Vec::new();
+        }
+        let reachable = State::Reachable {
+            mac,
+            confirmed: now,
+            probed: None,
+        };
+        match self.entries.insert(key, reachable) {
+            Some(State::Incomplete { queue, .. }) => queue.into(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter_map(|s| match s {
+                State::Incomplete { next_try, .. } => Some(*next_try),
+                State::Reachable { .. } => None,
+            })
+            .min()
+    }
+
+    /// Retries and expiries due at `now`; entries past the stale limit are forgotten.
+    pub fn poll(&mut self, now: Instant) -> Expired {
+        let mut out = Expired::default();
+        self.entries.retain(|&(port, addr), s| match s {
+            State::Incomplete { queue, tries, next_try } => {
+                if *next_try > now {
+                    return true;
+                }
+                if *tries >= TRIES {
+                    out.failed.extend(queue.drain(..).map(|f| (port, f)));
+                    return false;
+                }
+                *tries += 1;
+                *next_try = now + RETRY;
+                out.retry.push((port, addr));
+                true
+            }
+            State::Reachable { confirmed, .. } => now.saturating_duration_since(*confirmed) < STALE_LIMIT,
+        });
+        out
+    }
+
+    pub fn view(&self, now: Instant) -> Vec<NeighbourView> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(&(port, address), s)| match s {
+                State::Incomplete { queue, .. } => NeighbourView {
+                    port,
+                    address,
+                    state: "incomplete",
+                    mac: None,
+                    age_s: None,
+                    queued: queue.len(),
+                },
+                State::Reachable { mac, confirmed, .. } => {
+                    let age = now.saturating_duration_since(*confirmed);
+                    NeighbourView {
+                        port,
+                        address,
+                        state: if age < REACHABLE { "reachable" } else { "stale" },
+                        mac: Some(mac.to_string()),
+                        age_s: Some(age.as_secs_f64()),
+                        queued: 0,
+                    }
+                }
+            })
+            .collect();
+        v.sort_by_key(|n| (n.port, u32::from(n.address)));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
+
+    #[test]
+    fn queue_then_learn_releases_frames() {
+        let mut n = Neighbours::default();
+        let t = Instant::now();
+        assert_eq!(n.resolve(t, 0, A, &[1]), Resolution::Queued { request: true });
+        assert_eq!(n.resolve(t, 0, A, &[2]), Resolution::Queued { request: false });
+        assert_eq!(n.learn(t, 0, A, MAC, true), vec![vec![1], vec![2]]);
+        assert_eq!(n.resolve(t, 0, A, &[3]), Resolution::Known { mac: MAC, probe: false });
+        // Stale: still used, probed once per RETRY.
+        let later = t + REACHABLE + Duration::from_millis(1);
+        assert_eq!(n.resolve(later, 0, A, &[4]), Resolution::Known { mac: MAC, probe: true });
+        assert_eq!(n.resolve(later, 0, A, &[4]), Resolution::Known { mac: MAC, probe: false });
+    }
+
+    #[test]
+    fn retries_then_fails() {
+        let mut n = Neighbours::default();
+        let mut t = Instant::now();
+        n.resolve(t, 0, A, &[9]);
+        let mut retries = 0;
+        loop {
+            t = n.poll_at().expect("pending");
+            let e = n.poll(t);
+            retries += e.retry.len();
+            if !e.failed.is_empty() {
+                assert_eq!(e.failed, vec![(0, vec![9])]);
+                break;
+            }
+        }
+        assert_eq!(retries, usize::from(TRIES) - 1);
+        assert!(n.poll_at().is_none());
+    }
+
+    #[test]
+    fn queue_is_bounded_and_unsolicited_learning_needs_an_entry() {
+        let mut n = Neighbours::default();
+        let t = Instant::now();
+        for i in 0..QUEUE {
+            n.resolve(t, 0, A, &[i as u8]);
+        }
+        assert_eq!(n.resolve(t, 0, A, &[99]), Resolution::QueuedDroppedOldest { request: false });
+        assert!(n.learn(t, 1, A, MAC, false).is_empty());
+        assert!(n.lookup(1, A).is_none());
+    }
+}

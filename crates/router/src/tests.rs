@@ -1,0 +1,277 @@
+use super::*;
+use d11_element::Collect;
+use proptest::prelude::*;
+
+const HA: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+const HB: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+const A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+const B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
+fn router() -> Router {
+    let cfg: RouterConfig = serde_json::from_value(json!({
+        "name": "r",
+        "ports": [
+            {"name": "eth0", "addresses": ["10.0.1.1/24"]},
+            {"name": "eth1", "addresses": ["10.0.2.1/24"], "mtu": 600},
+        ],
+        "routes": [{"prefix": "192.168.0.0/16", "via": "10.0.2.2"}],
+        "icmp_limit": {"per_second": 10, "burst": 5},
+    }))
+    .unwrap();
+    Router::new(&cfg).unwrap()
+}
+
+fn arp(op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr, dst: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa.octets());
+    f.resize(60, 0);
+    f
+}
+
+/// An ICMP echo request of `payload` octets from A to `dst`, to MAC `dst_mac`.
+fn ping(dst: Ipv4Addr, dst_mac: [u8; 6], ttl: u8, payload: usize, df: bool) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&HA);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = 20 + 8 + payload;
+    let mut ip = vec![0u8; total];
+    write_ipv4_header(&mut ip, total, ttl, 1, A, dst);
+    if !df {
+        ip[6] = 0;
+        fill_ipv4_checksum(&mut ip[..20]);
+    }
+    ip[20] = 8;
+    for (i, b) in ip[28..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let c = internet_checksum(&ip[20..]);
+    ip[22..24].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f
+}
+
+fn r_mac(r: &Router, port: PortId) -> [u8; 6] {
+    r.port_mac(port).unwrap().0
+}
+
+/// Teaches the router A's MAC on eth0 and B's on eth1.
+fn learned(r: &mut Router, now: Instant) {
+    let mut tx = Collect::default();
+    let m0 = r_mac(r, 0);
+    let m1 = r_mac(r, 1);
+    r.handle_frame(now, 0, &mut arp(1, HA, A, [0; 6], Ipv4Addr::new(10, 0, 1, 1), [0xff; 6]), &mut tx);
+    r.handle_frame(now, 1, &mut arp(1, HB, B, [0; 6], Ipv4Addr::new(10, 0, 2, 1), [0xff; 6]), &mut tx);
+    assert_eq!(tx.frames.len(), 2, "two ARP replies");
+    assert_eq!(&tx.frames[0].1[0..6], &HA);
+    assert_eq!(&tx.frames[0].1[6..12], &m0);
+    assert_eq!(&tx.frames[1].1[6..12], &m1);
+}
+
+#[test]
+fn forwards_with_ttl_and_macs_rewritten() {
+    let mut r = router();
+    let now = Instant::now();
+    let mut tx = Collect::default();
+    // Unknown next hop: ARP request on eth1, packet queued.
+    let mut f = ping(B, r_mac(&r, 0), 64, 32, true);
+    let orig = f.clone();
+    r.handle_frame(now, 0, &mut f, &mut tx);
+    assert_eq!(tx.frames.len(), 1);
+    let (port, req) = &tx.frames[0];
+    assert_eq!(*port, 1);
+    assert_eq!(&req[0..6], &[0xff; 6]);
+    assert_eq!(&req[38..42], &B.octets());
+    // The reply releases it.
+    tx.frames.clear();
+    r.handle_frame(now, 1, &mut arp(2, HB, B, r_mac(&r, 1), Ipv4Addr::new(10, 0, 2, 1), r_mac(&r, 1)), &mut tx);
+    assert_eq!(tx.frames.len(), 1);
+    let (port, out) = &tx.frames[0];
+    assert_eq!(*port, 1);
+    assert_eq!(&out[0..6], &HB);
+    assert_eq!(&out[6..12], &r_mac(&r, 1));
+    assert_eq!(out[14 + 8], 63);
+    assert_eq!(internet_checksum(&out[14..34]), 0, "header checksum still valid");
+    // Nothing else changed.
+    let mut expect = orig[14..].to_vec();
+    expect[8] = 63;
+    expect[10..12].copy_from_slice(&out[24..26]);
+    assert_eq!(&out[14..], &expect[..]);
+    assert_eq!(r.counters_ref().forwarded, 1);
+}
+
+#[test]
+fn ttl_expired_and_no_route_draw_icmp_from_the_ingress_address() {
+    let mut r = router();
+    let now = Instant::now();
+    learned(&mut r, now);
+    let mut tx = Collect::default();
+    r.handle_frame(now, 0, &mut ping(B, r_mac(&r, 0), 1, 8, true), &mut tx);
+    r.handle_frame(now, 0, &mut ping(Ipv4Addr::new(8, 8, 8, 8), r_mac(&r, 0), 64, 8, true), &mut tx);
+    assert_eq!(tx.frames.len(), 2);
+    for ((port, f), (t, c)) in tx.frames.iter().zip([(11, 0), (3, 0)]) {
+        assert_eq!(*port, 0);
+        assert_eq!(&f[0..6], &HA);
+        assert_eq!(&f[26..30], &[10, 0, 1, 1], "from the address A knows");
+        assert_eq!(&f[30..34], &A.octets());
+        assert_eq!((f[34], f[35]), (t, c));
+        assert_eq!(internet_checksum(&f[34..]), 0);
+        // The quoted header is the original one.
+        assert_eq!(&f[42 + 12..42 + 16], &A.octets());
+    }
+}
+
+#[test]
+fn df_too_big_gets_frag_needed_with_mtu() {
+    let mut r = router();
+    let now = Instant::now();
+    learned(&mut r, now);
+    let mut tx = Collect::default();
+    r.handle_frame(now, 0, &mut ping(B, r_mac(&r, 0), 64, 1000, true), &mut tx);
+    assert_eq!(tx.frames.len(), 1);
+    let f = &tx.frames[0].1;
+    assert_eq!((f[34], f[35]), (3, 4));
+    assert_eq!(u16::from_be_bytes([f[40], f[41]]), 600);
+    assert_eq!(r.counters_ref().frag_needed, 1);
+}
+
+#[test]
+fn fragments_without_df_and_reassembles_exactly() {
+    let mut r = router();
+    let now = Instant::now();
+    learned(&mut r, now);
+    let mut tx = Collect::default();
+    let f = ping(B, r_mac(&r, 0), 64, 1400, false);
+    let orig_payload = f[34..].to_vec();
+    r.handle_frame(now, 0, &mut f.clone(), &mut tx);
+    assert_eq!(tx.frames.len(), 3, "1428 octets over MTU 600");
+    let mut data = vec![0u8; orig_payload.len()];
+    let mut covered = 0;
+    for (i, (port, fr)) in tx.frames.iter().enumerate() {
+        assert_eq!(*port, 1);
+        let ip = &fr[14..];
+        assert!(ip.len() <= 600);
+        assert_eq!(internet_checksum(&ip[..20]), 0);
+        let fo = u16::from_be_bytes([ip[6], ip[7]]);
+        let mf = fo & 0x2000 != 0;
+        assert_eq!(mf, i < 2);
+        let off = usize::from(fo & 0x1fff) * 8;
+        let len = usize::from(u16::from_be_bytes([ip[2], ip[3]])) - 20;
+        data[off..off + len].copy_from_slice(&ip[20..20 + len]);
+        covered += len;
+    }
+    assert_eq!(covered, orig_payload.len());
+    assert_eq!(data, orig_payload);
+}
+
+#[test]
+fn fragment_copies_only_copied_options() {
+    // IHL 7: a Record Route option (type 7, not copied) then NOPs, a Security-like option
+    // with the copied bit (0x82, length 4 padded).
+    let mut ip = vec![0u8; 28 + 100];
+    ip[0] = 0x47;
+    ip[2..4].copy_from_slice(&(128u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[20..28].copy_from_slice(&[0x07, 0x03, 0x04, 0x82, 0x04, 0xaa, 0xbb, 0x00]);
+    fill_ipv4_checksum(&mut ip[..28]);
+    let mut frags = Vec::new();
+    fragment(&ip, 68, |f| frags.push(f.to_vec()));
+    assert!(frags.len() > 1);
+    assert_eq!(frags[0][0], 0x47);
+    assert_eq!(frags[1][0], 0x46, "only the 4-octet copied option remains");
+    assert_eq!(&frags[1][20..24], &[0x82, 0x04, 0xaa, 0xbb]);
+    let total: usize = frags.iter().enumerate().map(|(i, f)| f.len() - if i == 0 { 28 } else { 24 }).sum();
+    assert_eq!(total, 100);
+}
+
+#[test]
+fn answers_ping_and_udp_to_itself() {
+    let mut r = router();
+    let now = Instant::now();
+    learned(&mut r, now);
+    let mut tx = Collect::default();
+    r.handle_frame(now, 0, &mut ping(Ipv4Addr::new(10, 0, 2, 1), r_mac(&r, 0), 64, 16, true), &mut tx);
+    assert_eq!(tx.frames.len(), 1);
+    let f = &tx.frames[0].1;
+    assert_eq!(&f[26..30], &[10, 0, 2, 1]);
+    assert_eq!(f[34], 0, "echo reply");
+    assert_eq!(internet_checksum(&f[34..]), 0);
+}
+
+#[test]
+fn icmp_errors_are_rate_limited() {
+    let mut r = router();
+    let now = Instant::now();
+    learned(&mut r, now);
+    let mut tx = Collect::default();
+    for _ in 0..20 {
+        r.handle_frame(now, 0, &mut ping(B, r_mac(&r, 0), 1, 8, true), &mut tx);
+    }
+    assert_eq!(tx.frames.len(), 5, "burst of 5");
+    assert_eq!(r.counters_ref().icmp_rate_limited, 15);
+    // A second later ten more tokens (capped at the burst of 5).
+    tx.frames.clear();
+    for _ in 0..20 {
+        r.handle_frame(now + Duration::from_secs(1), 0, &mut ping(B, r_mac(&r, 0), 1, 8, true), &mut tx);
+    }
+    assert_eq!(tx.frames.len(), 5);
+}
+
+#[test]
+fn unanswered_arp_gives_host_unreachable() {
+    let mut r = router();
+    let mut now = Instant::now();
+    learned(&mut r, now);
+    let mut tx = Collect::default();
+    let c = Ipv4Addr::new(10, 0, 2, 77);
+    r.handle_frame(now, 0, &mut ping(c, r_mac(&r, 0), 64, 8, true), &mut tx);
+    while let Some(t) = r.poll_at() {
+        now = t;
+        r.poll(now, &mut tx);
+    }
+    let reqs = tx.frames.iter().filter(|(p, f)| *p == 1 && f[12..14] == [8, 6]).count();
+    assert_eq!(reqs, 3);
+    let unreach: Vec<_> = tx.frames.iter().filter(|(p, f)| *p == 0 && f.len() > 35 && f[34] == 3 && f[35] == 1).collect();
+    assert_eq!(unreach.len(), 1);
+}
+
+#[test]
+fn frames_for_other_macs_and_malformed_frames_are_counted() {
+    let mut r = router();
+    let now = Instant::now();
+    let mut tx = Collect::default();
+    r.handle_frame(now, 0, &mut ping(B, HB, 64, 8, true), &mut tx);
+    assert_eq!(r.counters_ref().not_for_us, 1);
+    let mut bad = ping(B, r_mac(&r, 0), 64, 8, true);
+    bad[24] ^= 0xff; // checksum
+    r.handle_frame(now, 0, &mut bad, &mut tx);
+    r.handle_frame(now, 0, &mut [0u8; 5], &mut tx);
+    assert!(tx.frames.is_empty());
+    assert_eq!(r.drops().total(), 2);
+}
+
+proptest! {
+    #[test]
+    fn never_panics_on_garbage(mut data in proptest::collection::vec(any::<u8>(), 0..200), ipv4: bool, port in 0usize..3) {
+        let mut r = router();
+        let now = Instant::now();
+        if ipv4 && data.len() > 34 {
+            let mac = r_mac(&r, 0);
+            data[0..6].copy_from_slice(&mac);
+            data[12] = 8; data[13] = 0;
+            data[14] = 0x45;
+            fill_ipv4_checksum(&mut data[14..34]);
+        }
+        let mut tx = Collect::default();
+        r.handle_frame(now, port, &mut data, &mut tx);
+        r.poll(now + Duration::from_secs(10), &mut tx);
+    }
+}

@@ -1,1 +1,304 @@
-fn main() {}
+//! d11: bring labs up and down, look inside them, capture their links.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use d11_lab::capture::{capture, CaptureOptions};
+use d11_lab::topology::Topology;
+use d11_lab::{LabState, UpOptions};
+use serde_json::Value;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// d11: the path of one online order, packet by packet, in a lab of network namespaces.
+///
+/// A lab is a topology file (labs/*.toml) brought to life: one network namespace per node,
+/// one Linux bridge per segment, and a d11 program (or the kernel's own stack) on every node.
+#[derive(Parser)]
+#[command(name = "d11", version)]
+struct Cli {
+    /// Namespace prefix of the lab: namespaces are PREFIX-<node>, state in /run/d11/PREFIX.
+    #[arg(long, global = true, env = "D11_PREFIX", default_value = "d11")]
+    prefix: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build, inspect and remove labs.
+    #[command(subcommand)]
+    Lab(LabCmd),
+    /// Show a running node's state (tables: info, ports, counters, and the role's own).
+    Show {
+        node: String,
+        /// The table; without it, the list of tables.
+        table: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Bring a lab up from a topology file; returns when every node has reported ready.
+    Up {
+        file: PathBuf,
+        /// Capture every segment to DIR/<segment>.pcapng from the start.
+        #[arg(long, value_name = "DIR")]
+        capture: Option<PathBuf>,
+        /// Programs also write each port's frames, with decision notes, to DIR.
+        #[arg(long, value_name = "DIR")]
+        program_captures: Option<PathBuf>,
+        /// Seed for link impairments.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where the d11-* programs are (default: beside this executable).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Remove the lab: stop its processes, delete its namespaces and run directory.
+    Down,
+    /// Show each node's state (running, dead, kernel) and ports.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the labs that are up.
+    List,
+    /// Run a command in a node's network namespace.
+    Exec {
+        node: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Capture a segment or NODE:PORT to pcapng (stdout by default: `| wireshark -k -i -`).
+    Capture {
+        /// A segment name, or NODE:PORT.
+        target: String,
+        /// Write to FILE instead of stdout.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after N frames.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// (internal) Capture interface IFNAME of the current namespace; used by `lab up --capture`.
+    #[command(hide = true)]
+    CaptureRaw {
+        ifname: String,
+        #[arg(long)]
+        name: String,
+        #[arg(short = 'w')]
+        write: PathBuf,
+        #[arg(long)]
+        ready_fd: Option<i32>,
+    },
+    /// Print a node's log.
+    Logs {
+        node: String,
+        /// Keep printing as the log grows.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("d11: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let prefix = cli.prefix;
+    match cli.cmd {
+        Cmd::Lab(LabCmd::Up { file, capture, program_captures, seed, bin_dir }) => {
+            let topo = Topology::load(&file)?;
+            let st = d11_lab::up(
+                &topo,
+                Some(&file),
+                &UpOptions { prefix: prefix.clone(), bin_dir, capture_dir: capture, program_capture_dir: program_captures, seed },
+            )?;
+            println!("lab {} is up: {} nodes, {} segments (prefix {prefix})", st.name, st.nodes.len(), st.segments.len());
+            print_status(&st);
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::Down) => {
+            let r = d11_lab::down(&prefix)?;
+            if r.namespaces == 0 && r.processes == 0 {
+                println!("no lab with prefix {prefix} is up");
+            } else {
+                println!("lab {prefix} removed: {} processes stopped ({} killed), {} namespaces deleted", r.processes, r.killed, r.namespaces);
+            }
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::Status { json }) => {
+            let st = LabState::load(&prefix)?;
+            if json {
+                let v = serde_json::json!({
+                    "prefix": st.prefix, "name": st.name, "topology": st.topology,
+                    "nodes": d11_lab::status(&st),
+                    "segments": st.segments,
+                    "captures": st.captures,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("lab {} (prefix {}, topology {})", st.name, st.prefix, st.topology.as_ref().map_or("-".into(), |p| p.display().to_string()));
+                print_status(&st);
+            }
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::List) => {
+            for p in d11_lab::list() {
+                println!("{p}");
+            }
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::Exec { node, cmd }) => {
+            let st = LabState::load(&prefix)?;
+            let n = st.node(&node)?;
+            let err = std::process::Command::new("ip").args(["netns", "exec", &n.netns]).args(&cmd).exec();
+            Err(err).context("cannot run ip netns exec")
+        }
+        Cmd::Lab(LabCmd::Capture { target, write, count, duration }) => {
+            d11_lab::sys::require_root()?;
+            let st = LabState::load(&prefix)?;
+            let (ifname, label) = st.capture_ifname(&target)?;
+            let _ns = d11_netdev::netns::NetnsGuard::enter(&PathBuf::from("/run/netns").join(&st.fabric))?;
+            let opts = CaptureOptions {
+                ifname: &ifname,
+                label: &target,
+                port: target.contains(':'),
+                count,
+                duration: duration.map(Duration::from_secs_f64),
+            };
+            let ready = || eprintln!("d11: capturing {label}; Ctrl-C to stop");
+            let n = match write {
+                Some(p) => {
+                    let f = std::fs::File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+                    capture(&opts, std::io::BufWriter::new(f), ready)?
+                }
+                None => {
+                    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                        bail!("pcapng is binary: give -w FILE, or pipe it (d11 lab capture {target} | wireshark -k -i -)");
+                    }
+                    capture(&opts, std::io::stdout().lock(), ready)?
+                }
+            };
+            eprintln!("d11: {n} frames captured");
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::CaptureRaw { ifname, name, write, ready_fd }) => {
+            let f = std::fs::File::create(&write).with_context(|| format!("cannot create {}", write.display()))?;
+            let opts = CaptureOptions { ifname: &ifname, label: &name, port: name.contains(':'), count: None, duration: None };
+            capture(&opts, std::io::BufWriter::new(f), || {
+                if let Some(fd) = ready_fd {
+                    use std::os::fd::FromRawFd;
+                    // SAFETY: the builder passed this descriptor for the readiness line.
+                    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+                    let _ = f.write_all(b"READY\n");
+                }
+            })?;
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::Logs { node, follow }) => {
+            let st = LabState::load(&prefix)?;
+            let n = st.node(&node)?;
+            let log = n.log.as_ref().with_context(|| format!("node {node} is a kernel host: it has no log of ours"))?;
+            if follow {
+                let err = std::process::Command::new("tail").arg("-n").arg("+1").arg("-f").arg(log).exec();
+                return Err(err).context("cannot run tail");
+            }
+            let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
+            print!("{text}");
+            Ok(())
+        }
+        Cmd::Show { node, table, json } => {
+            let st = LabState::load(&prefix)?;
+            let n = st.node(&node)?;
+            let sock = n.control.as_ref().with_context(|| format!("node {node} is a kernel host: use `d11 lab exec {node} -- ip addr` and friends"))?;
+            let v = d11_element::control::query(sock, table.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                render(&v);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_status(st: &LabState) {
+    let rows: Vec<Vec<String>> = d11_lab::status(st)
+        .into_iter()
+        .map(|n| vec![n.name, n.role, n.state.to_string(), n.pid.map_or("-".into(), |p| p.to_string()), n.ports.join("  ")])
+        .collect();
+    print_table(&["NODE", "ROLE", "STATE", "PID", "PORTS"], &rows);
+}
+
+fn print_table(head: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.len());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<width$}", c, width = w[i])).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(head.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Arrays of objects as tables, objects as `key: value` lines.
+fn render(v: &Value) {
+    match v {
+        Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
+            let mut cols: Vec<String> = Vec::new();
+            for it in items {
+                for k in it.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if !cols.contains(k) {
+                        cols.push(k.clone());
+                    }
+                }
+            }
+            let rows: Vec<Vec<String>> = items.iter().map(|it| cols.iter().map(|c| cell(&it[c])).collect()).collect();
+            let head: Vec<String> = cols.iter().map(|c| c.to_uppercase()).collect();
+            let head: Vec<&str> = head.iter().map(String::as_str).collect();
+            print_table(&head, &rows);
+        }
+        Value::Array(items) if items.is_empty() => println!("(empty)"),
+        Value::Object(m) => {
+            let w = m.keys().map(String::len).max().unwrap_or(0);
+            for (k, v) in m {
+                println!("{k:<w$}  {}", cell(v));
+            }
+        }
+        other => println!("{}", cell(other)),
+    }
+}

@@ -91,7 +91,8 @@ pub fn derive_mac(node: &str, port: &str) -> [u8; 6] {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     let b = h.to_be_bytes();
-    [0x02, b[1], b[2], b[3], b[4], b[5]]
+    // 02 = locally administered unicast; d1 keeps clear of vendor prefixes Wireshark names.
+    [0x02, 0xd1, b[2], b[3], b[4], b[5]]
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -136,4 +137,9 @@ pub fn main_with(program: &str, f: impl FnOnce() -> anyhow::Result<()>) -> std::
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff`, as Wireshark and `ip link` write MACs.
+pub fn mac_string(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }

@@ -317,7 +317,7 @@ impl Element for Host {
         match table {
             "interfaces" => Some(json!([{
                 "name": "eth0",
-                "mac": self.mac.to_string(),
+                "mac": d11_element::mac_string(&self.mac.0),
                 "addresses": self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "gateway": self.gateway.map(|g| g.to_string()),
                 "mtu": self.mtu,

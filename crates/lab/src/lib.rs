@@ -1,1 +1,593 @@
+//! The lab builder: turns a topology file into network namespaces, bridges, TAPs, veths and
+//! running programs, and removes exactly what it made.
+//!
+//! Layout of a lab with prefix P:
+//! - namespace `P-fabric` holds one Linux bridge per segment; the kernel only switches frames
+//!   there (no IP addresses, IPv6 off, so captures carry only the lab's own traffic);
+//! - namespace `P-<node>` per node: a d11 program runs in it, its TAPs created in `P-fabric`
+//!   and joined to the segments' bridges; a kernel host instead gets a veth whose one end is
+//!   its `ethN` and whose other end joins the bridge;
+//! - run directory `/run/d11/P/`: `state.json` (everything made, written before each step so a
+//!   crash mid-way still leaves a complete record), `config/`, `ctl/` (control sockets),
+//!   `logs/`.
 
+pub mod capture;
+pub mod sys;
+pub mod topology;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use topology::{Node, Topology, FABRIC};
+
+/// Where labs keep their state.
+pub const RUN_ROOT: &str = "/run/d11";
+/// How long a program may take to report ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortState {
+    pub name: String,
+    pub segment: String,
+    /// The interface in the fabric namespace that joins the bridge (TAP or veth end).
+    pub ifname: String,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    pub name: String,
+    pub role: String,
+    pub netns: String,
+    pub program: Option<String>,
+    pub pid: Option<u32>,
+    pub start_time: Option<u64>,
+    pub control: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+    pub ports: Vec<PortState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegmentState {
+    pub name: String,
+    pub subnet: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptureState {
+    pub target: String,
+    pub file: PathBuf,
+    pub pid: u32,
+    pub start_time: Option<u64>,
+}
+
+/// Everything a lab made, in the order it was made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub prefix: String,
+    pub name: String,
+    pub topology: Option<PathBuf>,
+    pub run_dir: PathBuf,
+    pub fabric: String,
+    /// Namespaces made (fabric first).
+    pub namespaces: Vec<String>,
+    pub segments: Vec<SegmentState>,
+    pub nodes: Vec<NodeState>,
+    #[serde(default)]
+    pub captures: Vec<CaptureState>,
+}
+
+pub fn run_dir(prefix: &str) -> PathBuf {
+    Path::new(RUN_ROOT).join(prefix)
+}
+
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty()
+        || prefix.len() > 24
+        || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        bail!("prefix {prefix:?}: 1-24 of letters, digits, '-'");
+    }
+    Ok(())
+}
+
+impl LabState {
+    pub fn load(prefix: &str) -> Result<Self> {
+        let path = run_dir(prefix).join("state.json");
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("no lab with prefix {prefix:?} ({} not found)", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("corrupt state file {}", path.display()))
+    }
+
+    fn save(&self) -> Result<()> {
+        let path = self.run_dir.join("state.json");
+        let tmp = self.run_dir.join("state.json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn node(&self, name: &str) -> Result<&NodeState> {
+        self.nodes.iter().find(|n| n.name == name).with_context(|| {
+            let names: Vec<_> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!("lab {} has no node {name:?}; nodes: {}", self.prefix, names.join(", "))
+        })
+    }
+
+    /// The fabric-side interface for `node:port`, or a segment's bridge.
+    pub fn capture_ifname(&self, target: &str) -> Result<(String, String)> {
+        if let Some((node, port)) = target.split_once(':') {
+            let n = self.node(node)?;
+            let p = n
+                .ports
+                .iter()
+                .find(|p| p.name == port)
+                .with_context(|| format!("node {node} has no port {port:?}"))?;
+            return Ok((p.ifname.clone(), format!("{node}:{port} on segment {}", p.segment)));
+        }
+        let s = self
+            .segments
+            .iter()
+            .find(|s| s.name == target)
+            .with_context(|| {
+                let names: Vec<_> = self.segments.iter().map(|s| s.name.as_str()).collect();
+                format!("no segment {target:?} (segments: {}); or give NODE:PORT", names.join(", "))
+            })?;
+        Ok((s.name.clone(), format!("segment {}", s.name)))
+    }
+}
+
+/// Options of `d11 lab up`.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    pub prefix: String,
+    /// Directory holding the d11-* programs (default: beside the running executable).
+    pub bin_dir: Option<PathBuf>,
+    /// Capture every segment to DIR/<segment>.pcapng from the start.
+    pub capture_dir: Option<PathBuf>,
+    /// Programs write their ports' frames to DIR/<node>-<port>.pcapng, with decision notes.
+    pub program_capture_dir: Option<PathBuf>,
+    pub seed: u64,
+}
+
+fn tap_name(node: &str, port: &str, ni: usize, pi: usize) -> String {
+    let n = format!("{node}-{port}");
+    if n.len() <= 15 {
+        n
+    } else {
+        format!("n{ni}p{pi}")
+    }
+}
+
+fn bin_dir(opts: &UpOptions) -> Result<PathBuf> {
+    if let Some(d) = &opts.bin_dir {
+        return Ok(d.clone());
+    }
+    let exe = std::env::current_exe().context("cannot find the running executable")?;
+    Ok(exe.parent().context("executable has no directory")?.to_path_buf())
+}
+
+/// Brings a lab up. On any failure, everything made so far is removed before the error returns.
+pub fn up(topo: &Topology, topo_path: Option<&Path>, opts: &UpOptions) -> Result<LabState> {
+    sys::require_root()?;
+    validate_prefix(&opts.prefix)?;
+    let dir = run_dir(&opts.prefix);
+    if dir.join("state.json").exists() {
+        bail!(
+            "a lab with prefix {:?} is already up; `d11 lab down --prefix {}` first",
+            opts.prefix,
+            opts.prefix
+        );
+    }
+    let bins = bin_dir(opts)?;
+    for n in &topo.nodes {
+        if let Some(p) = n.program() {
+            if !bins.join(&p).exists() {
+                bail!("node {}: role {:?} needs program {} in {} (build it with cargo build)", n.name, n.role, p, bins.display());
+            }
+        }
+    }
+    for d in ["config", "ctl", "logs"] {
+        fs::create_dir_all(dir.join(d)).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut st = LabState {
+        prefix: opts.prefix.clone(),
+        name: topo.name.clone(),
+        topology: topo_path.map(|p| p.canonicalize().unwrap_or(p.to_path_buf())),
+        run_dir: dir.clone(),
+        fabric: format!("{}-{FABRIC}", opts.prefix),
+        namespaces: Vec::new(),
+        segments: Vec::new(),
+        nodes: Vec::new(),
+        captures: Vec::new(),
+    };
+    st.save()?;
+    match build(topo, opts, &bins, &mut st) {
+        Ok(()) => Ok(st),
+        Err(e) => {
+            let _ = st.save();
+            let _ = down(&opts.prefix);
+            Err(e)
+        }
+    }
+}
+
+fn add_netns(st: &mut LabState, ns: &str) -> Result<()> {
+    if sys::netns_exists(ns) {
+        bail!("network namespace {ns} already exists and is not ours; choose another --prefix");
+    }
+    st.namespaces.push(ns.to_string());
+    st.save()?;
+    sys::ip(&["netns", "add", ns])?;
+    let path = Path::new("/run/netns").join(ns);
+    // No IPv6 anywhere in the lab unless asked: no router solicitations or ND in captures.
+    sys::sysctl_in(&path, "net.ipv6.conf.all.disable_ipv6", "1")?;
+    sys::sysctl_in(&path, "net.ipv6.conf.default.disable_ipv6", "1")?;
+    sys::ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> Result<()> {
+    let fabric = st.fabric.clone();
+    add_netns(st, &fabric)?;
+    for s in &topo.segments {
+        st.segments.push(SegmentState { name: s.name.clone(), subnet: s.subnet.clone() });
+        st.save()?;
+        // STP off (the default): ports forward at once. A switch, learning MACs, as the lab's
+        // segments are switched Ethernet.
+        sys::ip(&["-n", &fabric, "link", "add", &s.name, "type", "bridge", "stp_state", "0", "mcast_snooping", "0"])?;
+        if let Some(mtu) = s.mtu {
+            sys::ip(&["-n", &fabric, "link", "set", &s.name, "mtu", &mtu.to_string()])?;
+        }
+        sys::ip(&["-n", &fabric, "link", "set", &s.name, "up"])?;
+    }
+    let mut used_ifnames: Vec<String> = topo.segments.iter().map(|s| s.name.clone()).collect();
+    for (ni, n) in topo.nodes.iter().enumerate() {
+        let ns = format!("{}-{}", opts.prefix, n.name);
+        add_netns(st, &ns)?;
+        let mut ports = Vec::new();
+        for (pi, p) in n.ports.iter().enumerate() {
+            let mut ifname = tap_name(&n.name, &p.name, ni, pi);
+            if used_ifnames.contains(&ifname) {
+                ifname = format!("n{ni}p{pi}");
+            }
+            used_ifnames.push(ifname.clone());
+            ports.push(PortState {
+                name: p.name.clone(),
+                segment: p.segment.clone(),
+                ifname,
+                addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
+            });
+        }
+        st.nodes.push(NodeState {
+            name: n.name.clone(),
+            role: n.role.clone(),
+            netns: ns.clone(),
+            program: n.program(),
+            pid: None,
+            start_time: None,
+            control: None,
+            log: None,
+            ports,
+        });
+        st.save()?;
+        if n.is_kernel() {
+            setup_kernel_host(topo, n, st, ni)?;
+        } else {
+            start_program(topo, n, opts, bins, st, ni)?;
+        }
+    }
+    if let Some(dir) = &opts.capture_dir {
+        fs::create_dir_all(dir)?;
+        for s in &topo.segments {
+            let file = dir.join(format!("{}.pcapng", s.name));
+            start_capture(st, &s.name, &file, bins)?;
+        }
+    }
+    Ok(())
+}
+
+fn segment_mtu(topo: &Topology, seg: &str) -> Option<u16> {
+    topo.segments.iter().find(|s| s.name == seg).and_then(|s| s.mtu)
+}
+
+fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) -> Result<()> {
+    let fabric = st.fabric.clone();
+    let ns = st.nodes[ni].netns.clone();
+    for (pi, p) in n.ports.iter().enumerate() {
+        let outer = st.nodes[ni].ports[pi].ifname.clone();
+        sys::ip(&["-n", &fabric, "link", "add", &outer, "type", "veth", "peer", "name", &p.name, "netns", &ns])?;
+        let mtu = p.mtu.or(segment_mtu(topo, &p.segment));
+        if let Some(m) = mtu {
+            let m = m.to_string();
+            sys::ip(&["-n", &fabric, "link", "set", &outer, "mtu", &m])?;
+            sys::ip(&["-n", &ns, "link", "set", &p.name, "mtu", &m])?;
+        }
+        sys::ip(&["-n", &fabric, "link", "set", &outer, "master", &p.segment, "up"])?;
+        // Full checksums and no segmentation offload on the kernel host's NIC, so that what a
+        // capture shows is what travels, and our programs receive complete frames.
+        sys::run("ip", &["netns", "exec", &ns, "ethtool", "-K", &p.name, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])
+            .context("ethtool is needed for kernel hosts (apt-get install ethtool)")?;
+        for a in &p.addresses {
+            sys::ip(&["-n", &ns, "addr", "add", &a.to_string(), "dev", &p.name])?;
+        }
+        sys::ip(&["-n", &ns, "link", "set", &p.name, "up"])?;
+    }
+    if let Some(gw) = n.gateway {
+        sys::ip(&["-n", &ns, "route", "add", "default", "via", &gw.to_string()])?;
+    }
+    for r in &n.routes {
+        let mut args = vec!["-n".to_string(), ns.clone(), "route".into(), "add".into(), r.prefix.to_string()];
+        if let Some(v) = r.via {
+            args.extend(["via".into(), v.to_string()]);
+        }
+        if let Some(p) = &r.port {
+            args.extend(["dev".into(), p.clone()]);
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        sys::ip(&a)?;
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two new descriptors that we take ownership of.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe");
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Spawns `cmd` inside namespace `ns`, in its own session, with a readiness pipe on fd 3, and
+/// waits for "READY". Returns the pid.
+fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Result<u32> {
+    let nsfd = File::open(ns_path).with_context(|| format!("open {}", ns_path.display()))?;
+    let (r, w) = pipe()?;
+    let logf = OpenOptions::new().create(true).append(true).open(log)?;
+    cmd.stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf);
+    let ns_raw = nsfd.as_raw_fd();
+    let w_raw = w.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (setns, setsid, dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns_raw, libc::CLONE_NEWNET) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Own session: a Ctrl-C meant for the shell that ran `d11 lab up` does not reach it.
+            libc::setsid();
+            if libc::dup2(w_raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
+    drop(w); // our copy: EOF on `r` now means the child closed or died
+    let pid = child.id();
+    // The child is reaped by `lab down` (it outlives us); do not wait on it here.
+    std::mem::forget(child);
+    let mut rf = File::from(r);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("{what} did not report ready within {READY_TIMEOUT:?}; see {}", log.display());
+        }
+        let mut pfd = libc::pollfd { fd: rf.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+        if n < 0 {
+            continue;
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut b = [0u8; 64];
+        let k = rf.read(&mut b).unwrap_or(0);
+        if k == 0 {
+            let tail = fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("{what} exited before it was ready:\n  {}", tail.join("\n  "));
+        }
+        got.extend_from_slice(&b[..k]);
+        if got.starts_with(b"READY") {
+            return Ok(pid);
+        }
+    }
+}
+
+fn start_program(topo: &Topology, n: &Node, opts: &UpOptions, bins: &Path, st: &mut LabState, ni: usize) -> Result<()> {
+    let dir = st.run_dir.clone();
+    let prog = n.program().expect("not a kernel host");
+    let cfg_path = dir.join("config").join(format!("{}.json", n.name));
+    let mut cfg = n.program_config();
+    // Ports inherit their segment's MTU unless they set their own.
+    if let Some(ports) = cfg.get_mut("ports").and_then(|p| p.as_array_mut()) {
+        for (p, tp) in ports.iter_mut().zip(&n.ports) {
+            if tp.mtu.is_none() {
+                if let Some(m) = segment_mtu(topo, &tp.segment) {
+                    p["mtu"] = serde_json::json!(m);
+                }
+            }
+        }
+    }
+    fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg)?)?;
+    let control = dir.join("ctl").join(format!("{}.sock", n.name));
+    let log = dir.join("logs").join(format!("{}.log", n.name));
+    let mut cmd = Command::new(bins.join(&prog));
+    cmd.arg("--node").arg(&n.name);
+    cmd.arg("--config").arg(&cfg_path);
+    cmd.arg("--control").arg(&control);
+    cmd.arg("--fabric").arg(Path::new("/run/netns").join(&st.fabric));
+    cmd.arg("--ready-fd").arg("3");
+    cmd.arg("--seed").arg(opts.seed.to_string());
+    for (p, ps) in n.ports.iter().zip(&st.nodes[ni].ports) {
+        cmd.arg("--port").arg(format!("{}={}@{}", p.name, ps.ifname, p.segment));
+        for i in &p.impair {
+            cmd.arg("--impair").arg(format!("{}:{}", p.name, i));
+        }
+    }
+    if let Some(d) = &opts.program_capture_dir {
+        fs::create_dir_all(d)?;
+        cmd.arg("--capture-dir").arg(d);
+    }
+    st.nodes[ni].control = Some(control);
+    st.nodes[ni].log = Some(log.clone());
+    st.save()?;
+    let ns_path = Path::new("/run/netns").join(&st.nodes[ni].netns);
+    let pid = spawn_ready(cmd, &ns_path, &log, &format!("node {} ({prog})", n.name))?;
+    st.nodes[ni].pid = Some(pid);
+    st.nodes[ni].start_time = sys::start_time(pid);
+    st.save()?;
+    Ok(())
+}
+
+/// Starts `d11 lab capture TARGET -w FILE` in the background, in the fabric namespace.
+pub fn start_capture(st: &mut LabState, target: &str, file: &Path, bins: &Path) -> Result<()> {
+    let (ifname, _) = st.capture_ifname(target)?;
+    let mut cmd = Command::new(bins.join("d11"));
+    cmd.args(["lab", "capture-raw", &ifname, "--ready-fd", "3", "--name", target, "-w"]).arg(file);
+    let log = st.run_dir.join("logs").join(format!("capture-{}.log", target.replace(':', "-")));
+    let ns_path = Path::new("/run/netns").join(&st.fabric);
+    let pid = spawn_ready(cmd, &ns_path, &log, &format!("capture of {target}"))?;
+    st.captures.push(CaptureState { target: target.to_string(), file: file.to_path_buf(), pid, start_time: sys::start_time(pid) });
+    st.save()
+}
+
+/// Removes the lab with `prefix`: stops its programs (SIGTERM, then SIGKILL after 5 s),
+/// deletes its namespaces (and with them bridges, TAPs, veths) and its run directory. Touches
+/// only what the state file records. Idempotent.
+pub fn down(prefix: &str) -> Result<DownReport> {
+    sys::require_root()?;
+    validate_prefix(prefix)?;
+    let dir = run_dir(prefix);
+    let st = match LabState::load(prefix) {
+        Ok(s) => s,
+        Err(_) if !dir.exists() => return Ok(DownReport::default()),
+        Err(e) => return Err(e),
+    };
+    let mut report = DownReport::default();
+    // Every process inside our namespaces: programs, captures, and whatever `lab exec` left.
+    let mut pids: Vec<u32> = st.namespaces.iter().flat_map(|ns| sys::netns_pids(ns)).collect();
+    for n in &st.nodes {
+        if let Some(pid) = n.pid {
+            if sys::alive(pid, n.start_time) && !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    for c in &st.captures {
+        if sys::alive(c.pid, c.start_time) && !pids.contains(&c.pid) {
+            pids.push(c.pid);
+        }
+    }
+    pids.retain(|&p| p != std::process::id());
+    for &p in &pids {
+        sys::kill(p, libc::SIGTERM);
+    }
+    let stuck = sys::wait_exit(&pids, Duration::from_secs(5));
+    for &p in &stuck {
+        sys::kill(p, libc::SIGKILL);
+    }
+    sys::wait_exit(&stuck, Duration::from_secs(5));
+    report.processes = pids.len();
+    report.killed = stuck.len();
+    // Nodes first, the fabric last.
+    for ns in st.namespaces.iter().rev() {
+        if sys::netns_exists(ns) {
+            sys::ip(&["netns", "del", ns])?;
+            report.namespaces += 1;
+        }
+    }
+    fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(report)
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DownReport {
+    pub processes: usize,
+    pub killed: usize,
+    pub namespaces: usize,
+}
+
+/// Prefixes of the labs that have a run directory.
+pub fn list() -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(RUN_ROOT)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("state.json").exists())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A node's status for `d11 lab status`.
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub role: String,
+    pub netns: String,
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub ports: Vec<String>,
+}
+
+pub fn status(st: &LabState) -> Vec<NodeStatus> {
+    st.nodes
+        .iter()
+        .map(|n| {
+            let state = if n.program.is_none() {
+                if sys::netns_exists(&n.netns) { "kernel" } else { "missing" }
+            } else {
+                match n.pid {
+                    Some(pid) if sys::alive(pid, n.start_time) => "running",
+                    Some(_) => "dead",
+                    None => "not started",
+                }
+            };
+            NodeStatus {
+                name: n.name.clone(),
+                role: n.role.clone(),
+                netns: n.netns.clone(),
+                state,
+                pid: n.pid,
+                ports: n
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        if p.addresses.is_empty() {
+                            format!("{}@{}", p.name, p.segment)
+                        } else {
+                            format!("{}@{} {}", p.name, p.segment, p.addresses.join(","))
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_names_fit() {
+        assert_eq!(tap_name("r1", "eth0", 0, 0), "r1-eth0");
+        assert_eq!(tap_name("cdn-parent-x", "eth0", 3, 1), "n3p1");
+        assert!(validate_prefix("d11").is_ok());
+        assert!(validate_prefix("a/b").is_err());
+    }
+}

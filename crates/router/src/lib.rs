@@ -679,7 +679,7 @@ impl Element for Router {
                 .iter()
                 .map(|p| json!({
                     "name": p.name,
-                    "mac": p.mac.to_string(),
+                    "mac": d11_element::mac_string(&p.mac.0),
                     "addresses": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "mtu": p.mtu,
                 }))

@@ -194,7 +194,7 @@ impl Neighbours {
                         port,
                         address,
                         state: if age < REACHABLE { "reachable" } else { "stale" },
-                        mac: Some(mac.to_string()),
+                        mac: Some(d11_element::mac_string(&mac.0)),
                         age_s: Some(age.as_secs_f64()),
                         queued: 0,
                     }

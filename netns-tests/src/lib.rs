@@ -1,1 +1,339 @@
+//! The root test harness: each test builds its own lab under a unique prefix and tears it down
+//! on every exit path: `Drop` on success and on panic, and a signal watcher on SIGINT/SIGTERM
+//! (`./scripts/test` also sweeps the run's prefixes on exit, in case of SIGKILL).
+//!
+//! Tests drive the real binaries (`d11`, `d11-router`, ...) from the workspace's target
+//! directory and read what happened from `d11 show` and from captures decoded by tshark.
 
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+static WATCHER: Once = Once::new();
+
+/// The directory holding the built binaries: `D11_BIN_DIR`, else this test's target dir.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("D11_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/debug/deps/<test> -> target/debug
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn d11() -> Command {
+    Command::new(bin_dir().join("d11"))
+}
+
+/// Fails the test clearly unless we are root with the tools the tests need.
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("netns tests need root (namespaces, TAPs): run `sudo ./scripts/test`");
+    }
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe.
+        unsafe {
+            libc::write(fd, [1u8].as_ptr().cast(), 1);
+        }
+    }
+}
+
+/// On SIGINT or SIGTERM: tear down every live lab of this process, then exit.
+fn install_watcher() {
+    WATCHER.call_once(|| {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return;
+        }
+        SIGNAL_PIPE.store(fds[1], Ordering::SeqCst);
+        // SAFETY: the handler only writes to a pipe.
+        unsafe {
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        }
+        let rfd = fds[0];
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            // SAFETY: blocking read of one byte from our pipe.
+            let n = unsafe { libc::read(rfd, b.as_mut_ptr().cast(), 1) };
+            if n == 1 {
+                let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+                for p in live {
+                    let _ = d11().args(["--prefix", &p, "lab", "down"]).output();
+                }
+                std::process::exit(130);
+            }
+        });
+    });
+}
+
+/// A lab brought up for one test; removed when dropped.
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    /// Brings up `topology` (TOML text) under a fresh prefix, with every segment captured.
+    pub fn up(topology: &str) -> Lab {
+        Self::up_with(topology, &[])
+    }
+
+    pub fn up_with(topology: &str, extra_args: &[&str]) -> Lab {
+        require_root();
+        install_watcher();
+        let tag = std::env::var("D11_TEST_TAG").unwrap_or_else(|_| "t".into());
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("{tag}-{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("d11-test-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let topo = dir.join("topology.toml");
+        std::fs::write(&topo, topology).expect("write topology");
+        LIVE.lock().unwrap().push(prefix.clone());
+        let lab = Lab { prefix, dir };
+        let out = d11()
+            .args(["--prefix", &lab.prefix, "lab", "up"])
+            .arg(&topo)
+            .arg("--capture")
+            .arg(lab.dir.join("pcap"))
+            .args(extra_args)
+            .output()
+            .expect("run d11 lab up");
+        if !out.status.success() {
+            panic!("lab up failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        lab
+    }
+
+    pub fn pcap(&self, segment: &str) -> PathBuf {
+        self.dir.join("pcap").join(format!("{segment}.pcapng"))
+    }
+
+    /// Runs `cmd` in `node`'s namespace.
+    pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        d11()
+            .args(["--prefix", &self.prefix, "lab", "exec", node, "--"])
+            .args(cmd)
+            .output()
+            .expect("run d11 lab exec")
+    }
+
+    /// Like [`exec`](Self::exec), and fails the test unless the command succeeded.
+    pub fn exec_ok(&self, node: &str, cmd: &[&str]) -> String {
+        let o = self.exec(node, cmd);
+        assert!(
+            o.status.success(),
+            "{node}: {cmd:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn show(&self, node: &str, table: &str) -> Value {
+        let o = d11()
+            .args(["--prefix", &self.prefix, "show", node, table, "--json"])
+            .output()
+            .expect("run d11 show");
+        assert!(o.status.success(), "d11 show {node} {table}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("show output is JSON")
+    }
+
+    pub fn counter(&self, node: &str, name: &str) -> u64 {
+        self.show(node, "counters")[name].as_u64().unwrap_or_else(|| panic!("{node} has no counter {name}"))
+    }
+
+    pub fn status(&self) -> Value {
+        let o = d11().args(["--prefix", &self.prefix, "lab", "status", "--json"]).output().expect("status");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("status JSON")
+    }
+
+    /// The MAC of `node`'s `port` as its program reports it.
+    pub fn mac(&self, node: &str, port: &str) -> String {
+        let ifs = self.show(node, "interfaces");
+        ifs.as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == port))
+            .and_then(|i| i["mac"].as_str())
+            .unwrap_or_else(|| panic!("{node} has no interface {port}"))
+            .to_string()
+    }
+
+    /// Starts capturing `target` (segment or NODE:PORT); returns once the capture is bound.
+    pub fn capture(&self, target: &str) -> Capture {
+        let file = self.dir.join(format!("cap-{}.pcapng", target.replace(':', "-")));
+        let mut child = d11()
+            .args(["--prefix", &self.prefix, "lab", "capture", target, "-w"])
+            .arg(&file)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start capture");
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().expect("stderr"))
+            .read_line(&mut line)
+            .expect("capture readiness line");
+        assert!(line.contains("capturing"), "capture did not start: {line}");
+        Capture { child, file }
+    }
+
+    /// Removes the lab now (also done on drop); returns `d11 lab down`'s output.
+    pub fn down(&self) -> Output {
+        d11().args(["--prefix", &self.prefix, "lab", "down"]).output().expect("lab down")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let o = self.down();
+        if !o.status.success() {
+            eprintln!("lab down {} failed: {}", self.prefix, String::from_utf8_lossy(&o.stderr));
+        }
+        if let Ok(mut l) = LIVE.lock() {
+            l.retain(|p| p != &self.prefix);
+        }
+    }
+}
+
+/// A running `d11 lab capture`.
+pub struct Capture {
+    child: Child,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    /// Stops the capture (SIGTERM; it flushes and exits) and returns the file.
+    pub fn stop(mut self) -> PathBuf {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        self.file.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs tshark over `file` with a display filter and returns the chosen fields per packet.
+pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str], extra: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-n").arg("-r").arg(file).args(extra).args(["-Y", filter, "-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let o = cmd.output().expect("run tshark (apt-get install tshark)");
+    assert!(o.status.success(), "tshark failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+/// Frames tshark marks malformed or with an error-level expert note.
+pub fn malformed(file: &Path, extra: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-n").arg("-r").arg(file).args(extra).args(["-Y", "_ws.malformed || _ws.expert.severity == error"]);
+    let o = cmd.output().expect("run tshark");
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+}
+
+/// Sends raw frames out of `ifname` in the network namespace `netns` (AF_PACKET), as a
+/// misbehaving neighbour would.
+pub fn inject(netns: &str, ifname: &str, frames: &[Vec<u8>]) -> Result<()> {
+    let ns = PathBuf::from("/run/netns").join(netns);
+    let ifname = ifname.to_string();
+    let frames = frames.to_vec();
+    std::thread::spawn(move || -> Result<()> {
+        let nsf = std::fs::File::open(&ns).with_context(|| format!("open {}", ns.display()))?;
+        // SAFETY: this thread alone moves into the namespace and ends afterwards.
+        if unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let c = std::ffi::CString::new(ifname.clone())?;
+        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if idx == 0 {
+            bail!("no interface {ifname}");
+        }
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = idx as i32;
+        sll.sll_halen = 6;
+        for f in &frames {
+            let n = unsafe {
+                libc::sendto(fd, f.as_ptr().cast(), f.len(), 0, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                unsafe { libc::close(fd) };
+                bail!("sendto ({} bytes): {e}", f.len());
+            }
+        }
+        unsafe { libc::close(fd) };
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("inject thread panicked"))?
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn mac_bytes(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(s.split(':')) {
+        *o = u8::from_str_radix(p, 16).expect("hex");
+    }
+    m
+}
+
+/// tshark prints numbers in decimal or hex and booleans as 1/0 or True/False, depending on the
+/// field and version: one canonical decimal form for comparisons.
+pub fn num(s: &str) -> String {
+    let l = s.trim().to_ascii_lowercase();
+    if let Some(h) = l.strip_prefix("0x") {
+        if let Ok(v) = u64::from_str_radix(h, 16) {
+            return v.to_string();
+        }
+    }
+    match l.as_str() {
+        "true" => "1".into(),
+        "false" => "0".into(),
+        _ => l,
+    }
+}
+
+/// Waits until process `pid` exits (a pidfd becomes readable), at most `timeout`.
+pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> bool {
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    if fd < 0 {
+        return true; // already gone
+    }
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd; then we close our descriptor.
+    let n = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
+    unsafe { libc::close(fd) };
+    n == 1
+}

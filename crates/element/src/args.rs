@@ -122,6 +122,21 @@ impl ElementArgs {
         Ok(out)
     }
 
+    /// Checks every option that needs no system access (ports, impairments), so that a typo
+    /// fails before anything is opened.
+    pub fn validate(&self) -> Result<()> {
+        for p in self.port_specs()? {
+            self.impairment(&p.name)?;
+        }
+        for s in &self.impairments {
+            let port = s.split(':').next().unwrap_or_default();
+            if !self.ports.iter().any(|p| p.split('=').next() == Some(port)) {
+                bail!("--impair {s:?}: no --port named {port:?}");
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and parses the config file into `T`.
     pub fn load_config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         let path = self.config.as_ref().context("--config FILE is required")?;

@@ -236,6 +236,16 @@ fn add_netns(st: &mut LabState, ns: &str) -> Result<()> {
 fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> Result<()> {
     let fabric = st.fabric.clone();
     add_netns(st, &fabric)?;
+    // Where br_netfilter is loaded (Docker loads it), bridged IPv4 goes through netfilter and
+    // its header checks, which would drop malformed frames before our programs could count
+    // them. A segment is a plain switch: turn that off in the fabric namespace (per namespace
+    // since Linux 5.3; the files exist only while the module is loaded).
+    let fabric_path = Path::new("/run/netns").join(&fabric);
+    for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"] {
+        if Path::new("/proc/sys/net/bridge").join(key).exists() {
+            sys::sysctl_in(&fabric_path, &format!("net.bridge.{key}"), "0")?;
+        }
+    }
     for s in &topo.segments {
         st.segments.push(SegmentState { name: s.name.clone(), subnet: s.subnet.clone() });
         st.save()?;

@@ -18,6 +18,7 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     main_with("d11-host", || {
+        cli.element.validate()?;
         cli.element.init_logging();
         let cfg: HostConfig = cli.element.load_config()?;
         let host = Host::new(&cfg, std::time::Instant::now())?;

@@ -19,6 +19,7 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     main_with("d11-router", || {
+        cli.element.validate()?;
         cli.element.init_logging();
         let cfg: RouterConfig = cli.element.load_config()?;
         let router = Router::new(&cfg)?;

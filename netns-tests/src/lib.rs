@@ -26,7 +26,10 @@ pub fn bin_dir() -> PathBuf {
     }
     // target/debug/deps/<test> -> target/debug
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn d11() -> Command {
@@ -150,16 +153,25 @@ impl Lab {
             .args(["--prefix", &self.prefix, "show", node, table, "--json"])
             .output()
             .expect("run d11 show");
-        assert!(o.status.success(), "d11 show {node} {table}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "d11 show {node} {table}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         serde_json::from_slice(&o.stdout).expect("show output is JSON")
     }
 
     pub fn counter(&self, node: &str, name: &str) -> u64 {
-        self.show(node, "counters")[name].as_u64().unwrap_or_else(|| panic!("{node} has no counter {name}"))
+        self.show(node, "counters")[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{node} has no counter {name}"))
     }
 
     pub fn status(&self) -> Value {
-        let o = d11().args(["--prefix", &self.prefix, "lab", "status", "--json"]).output().expect("status");
+        let o = d11()
+            .args(["--prefix", &self.prefix, "lab", "status", "--json"])
+            .output()
+            .expect("status");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).expect("status JSON")
     }
@@ -176,7 +188,9 @@ impl Lab {
 
     /// Starts capturing `target` (segment or NODE:PORT); returns once the capture is bound.
     pub fn capture(&self, target: &str) -> Capture {
-        let file = self.dir.join(format!("cap-{}.pcapng", target.replace(':', "-")));
+        let file = self
+            .dir
+            .join(format!("cap-{}.pcapng", target.replace(':', "-")));
         let mut child = d11()
             .args(["--prefix", &self.prefix, "lab", "capture", target, "-w"])
             .arg(&file)
@@ -193,7 +207,10 @@ impl Lab {
 
     /// Removes the lab now (also done on drop); returns `d11 lab down`'s output.
     pub fn down(&self) -> Output {
-        d11().args(["--prefix", &self.prefix, "lab", "down"]).output().expect("lab down")
+        d11()
+            .args(["--prefix", &self.prefix, "lab", "down"])
+            .output()
+            .expect("lab down")
     }
 }
 
@@ -201,7 +218,11 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let o = self.down();
         if !o.status.success() {
-            eprintln!("lab down {} failed: {}", self.prefix, String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "lab down {} failed: {}",
+                self.prefix,
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
         if let Ok(mut l) = LIVE.lock() {
             l.retain(|p| p != &self.prefix);
@@ -235,14 +256,30 @@ impl Drop for Capture {
 }
 
 /// Runs tshark over `file` with a display filter and returns the chosen fields per packet.
-pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str], extra: &[&str]) -> Vec<Vec<String>> {
+pub fn tshark_fields(
+    file: &Path,
+    filter: &str,
+    fields: &[&str],
+    extra: &[&str],
+) -> Vec<Vec<String>> {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-n").arg("-r").arg(file).args(extra).args(["-Y", filter, "-T", "fields", "-E", "separator=|"]);
+    cmd.arg("-n").arg("-r").arg(file).args(extra).args([
+        "-Y",
+        filter,
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+    ]);
     for f in fields {
         cmd.args(["-e", f]);
     }
     let o = cmd.output().expect("run tshark (apt-get install tshark)");
-    assert!(o.status.success(), "tshark failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(|l| l.split('|').map(str::to_string).collect())
@@ -252,9 +289,16 @@ pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str], extra: &[&str])
 /// Frames tshark marks malformed or with an error-level expert note.
 pub fn malformed(file: &Path, extra: &[&str]) -> Vec<String> {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-n").arg("-r").arg(file).args(extra).args(["-Y", "_ws.malformed || _ws.expert.severity == error"]);
+    cmd.arg("-n")
+        .arg("-r")
+        .arg(file)
+        .args(extra)
+        .args(["-Y", "_ws.malformed || _ws.expert.severity == error"]);
     let o = cmd.output().expect("run tshark");
-    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Sends raw frames out of `ifname` in the network namespace `netns` (AF_PACKET), as a
@@ -284,7 +328,14 @@ pub fn inject(netns: &str, ifname: &str, frames: &[Vec<u8>]) -> Result<()> {
         sll.sll_halen = 6;
         for f in &frames {
             let n = unsafe {
-                libc::sendto(fd, f.as_ptr().cast(), f.len(), 0, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
             };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
@@ -331,7 +382,11 @@ pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> bool {
     if fd < 0 {
         return true; // already gone
     }
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one pollfd; then we close our descriptor.
     let n = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
     unsafe { libc::close(fd) };

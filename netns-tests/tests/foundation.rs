@@ -12,17 +12,34 @@ fn ping_traceroute_and_tcp_echo_through_the_router() {
     let right = lab.capture("right");
     let port = lab.capture("r1:eth1");
 
-    let out = lab.exec_ok("k1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.2"]);
+    let out = lab.exec_ok(
+        "k1",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.2"],
+    );
     assert!(out.contains("3 received"), "{out}");
 
-    let out = lab.exec_ok("k1", &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.2.2"]);
-    let hops: Vec<Vec<&str>> = out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    let out = lab.exec_ok(
+        "k1",
+        &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.2.2"],
+    );
+    let hops: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(hops.len(), 2, "{out}");
     assert_eq!(hops[0][1], "10.0.1.1", "first hop is the router: {out}");
     assert_eq!(hops[1][1], "10.0.2.2", "then the far host: {out}");
 
     // TCP echo (RFC 862) on the far userspace host, through the router.
-    let out = lab.exec_ok("k1", &["sh", "-c", "printf 'order-11.11\\n' | nc -N -w 5 10.0.2.2 7"]);
+    let out = lab.exec_ok(
+        "k1",
+        &[
+            "sh",
+            "-c",
+            "printf 'order-11.11\\n' | nc -N -w 5 10.0.2.2 7",
+        ],
+    );
     assert_eq!(out.trim(), "order-11.11");
 
     // The userspace host reaches across too: h2 pings nobody, but k1 pings h1 on its own segment.
@@ -34,20 +51,53 @@ fn ping_traceroute_and_tcp_echo_through_the_router() {
     let r1_eth1 = lab.mac("r1", "eth1");
     let h2 = lab.mac("h2", "eth0");
     // On the far segment the echo request has TTL one less and the router's MAC as source.
-    let reqs = tshark_fields(&right, "icmp.type == 8", &["eth.src", "eth.dst", "ip.ttl", "ip.src", "ip.dst"], &[]);
+    let reqs = tshark_fields(
+        &right,
+        "icmp.type == 8",
+        &["eth.src", "eth.dst", "ip.ttl", "ip.src", "ip.dst"],
+        &[],
+    );
     assert_eq!(reqs.len(), 3, "{reqs:?}");
     for r in &reqs {
-        assert_eq!(r, &vec![r1_eth1.clone(), h2.clone(), "63".into(), "10.0.1.3".into(), "10.0.2.2".into()]);
+        assert_eq!(
+            r,
+            &vec![
+                r1_eth1.clone(),
+                h2.clone(),
+                "63".into(),
+                "10.0.1.3".into(),
+                "10.0.2.2".into()
+            ]
+        );
     }
-    let replies = tshark_fields(&right, "icmp.type == 0", &["eth.src", "eth.dst", "ip.ttl"], &[]);
+    let replies = tshark_fields(
+        &right,
+        "icmp.type == 0",
+        &["eth.src", "eth.dst", "ip.ttl"],
+        &[],
+    );
     assert_eq!(replies.len(), 3);
     assert_eq!(replies[0], vec![h2.clone(), r1_eth1.clone(), "64".into()]);
     // The port capture sees both directions, marked from the router's side.
-    let dirs = tshark_fields(&port, "icmp.type == 8", &["frame.interface_name", "frame.packet_flags_direction"], &[]);
+    let dirs = tshark_fields(
+        &port,
+        "icmp.type == 8",
+        &["frame.interface_name", "frame.packet_flags_direction"],
+        &[],
+    );
     assert_eq!(dirs.len(), 3);
-    assert_eq!((dirs[0][0].as_str(), num(&dirs[0][1]).as_str()), ("r1:eth1", "2"), "outbound from r1");
+    assert_eq!(
+        (dirs[0][0].as_str(), num(&dirs[0][1]).as_str()),
+        ("r1:eth1", "2"),
+        "outbound from r1"
+    );
     for f in [right, port, lab.pcap("left"), lab.pcap("right")] {
-        assert!(malformed(&f, &[]).is_empty(), "{}: {:?}", f.display(), malformed(&f, &[]));
+        assert!(
+            malformed(&f, &[]).is_empty(),
+            "{}: {:?}",
+            f.display(),
+            malformed(&f, &[])
+        );
     }
     assert!(lab.counter("r1", "forwarded") >= 6);
 }
@@ -56,27 +106,66 @@ fn ping_traceroute_and_tcp_echo_through_the_router() {
 fn kill_9_shows_dead_and_down_removes_everything() {
     let lab = Lab::up(LAB);
     let st = lab.status();
-    let r1 = st["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "r1").unwrap().clone();
+    let r1 = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "r1")
+        .unwrap()
+        .clone();
     assert_eq!(r1["state"], "running");
     let pid = r1["pid"].as_u64().unwrap() as i32;
     // SAFETY: killing the process the lab started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     // kill(2) returns before the process is gone: wait for its exit on a pidfd.
-    assert!(wait_exit(pid as u32, std::time::Duration::from_secs(10)), "r1 did not die");
+    assert!(
+        wait_exit(pid as u32, std::time::Duration::from_secs(10)),
+        "r1 did not die"
+    );
     let st = lab.status();
-    let r1 = st["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "r1").unwrap().clone();
+    let r1 = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "r1")
+        .unwrap()
+        .clone();
     assert_eq!(r1["state"], "dead", "{st}");
-    let h1 = st["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "h1").unwrap().clone();
+    let h1 = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "h1")
+        .unwrap()
+        .clone();
     assert_eq!(h1["state"], "running");
-    let pids: Vec<i32> = st["nodes"].as_array().unwrap().iter().filter_map(|n| n["pid"].as_i64()).map(|p| p as i32).collect();
+    let pids: Vec<i32> = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
 
     let o = lab.down();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let netns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     let netns = String::from_utf8_lossy(&netns.stdout);
-    assert!(!netns.contains(&format!("{}-", lab.prefix)), "namespaces left: {netns}");
+    assert!(
+        !netns.contains(&format!("{}-", lab.prefix)),
+        "namespaces left: {netns}"
+    );
     for p in pids {
-        assert!(!Path::new(&format!("/proc/{p}/stat")).exists() || std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default().contains(") Z"), "process {p} left");
+        assert!(
+            !Path::new(&format!("/proc/{p}/stat")).exists()
+                || std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z"),
+            "process {p} left"
+        );
     }
     assert!(!Path::new("/run/d11").join(&lab.prefix).exists());
     // Idempotent.
@@ -99,7 +188,20 @@ fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> 
 
 fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
     let total = 20 + payload.len();
-    let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        proto,
+        0,
+        0,
+    ];
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     d11_wire::fill_ipv4_checksum(&mut ip[..20]);
@@ -113,13 +215,25 @@ fn garbage_on_the_wire_is_counted_and_service_goes_on() {
     let r1 = mac_bytes(&lab.mac("r1", "eth0"));
     let h1 = mac_bytes(&lab.mac("h1", "eth0"));
     let me = [0x02, 0x66, 0, 0, 0, 1];
-    let good = ipv4([10, 0, 1, 3], [10, 0, 2, 2], 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+    let good = ipv4(
+        [10, 0, 1, 3],
+        [10, 0, 2, 2],
+        1,
+        &[8, 0, 0xf7, 0xff, 0, 0, 0, 0],
+    );
     let mut frames = Vec::new();
     for dst in [r1, h1] {
         // Random bytes (a fixed seed, so a failure can be replayed).
         let mut x: u32 = 0x1111_2011;
         for len in [14usize, 20, 60, 200, 1500] {
-            let payload: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 17; x ^= x << 5; x as u8 }).collect();
+            let payload: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
             frames.push(frame(dst, me, 0x0800, &payload));
         }
         // Truncated IPv4 (total length claims more than is there).
@@ -135,26 +249,59 @@ fn garbage_on_the_wire_is_counted_and_service_goes_on() {
         c[10] ^= 0x55;
         frames.push(frame(dst, me, 0x0800, &c));
         // ARP with a 4-octet hardware address length.
-        let arp = [0, 1, 8, 0, 4, 4, 0, 1, 2, 0x66, 0, 0, 10, 0, 1, 3, 0, 0, 0, 0, 10, 0, 1, 1];
+        let arp = [
+            0, 1, 8, 0, 4, 4, 0, 1, 2, 0x66, 0, 0, 10, 0, 1, 3, 0, 0, 0, 0, 10, 0, 1, 1,
+        ];
         frames.push(frame(dst, me, 0x0806, &arp));
     }
     let netns = format!("{}-k1", lab.prefix);
     inject(&netns, "eth0", &frames).expect("inject");
 
     // Still serving: ping through the router and to the host on the same segment.
-    lab.exec_ok("k1", &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.2.2"]);
-    lab.exec_ok("k1", &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.2"]);
+    lab.exec_ok(
+        "k1",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.2.2"],
+    );
+    lab.exec_ok(
+        "k1",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.2"],
+    );
     for node in ["r1", "h1"] {
         let c = lab.show(node, "counters");
-        let dropped: u64 = c.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("drop_")).map(|(_, v)| v.as_u64().unwrap()).sum();
-        assert!(c["drop_ipv4_bad_checksum"].as_u64().unwrap() >= 1, "{node}: {c}");
-        assert!(c["drop_ipv4_bad_header_length"].as_u64().unwrap() >= 1, "{node}: {c}");
-        assert!(c["drop_ipv4_bad_total_length"].as_u64().unwrap() >= 1, "{node}: {c}");
-        assert!(c["drop_arp_malformed"].as_u64().unwrap() >= 1, "{node}: {c}");
+        let dropped: u64 = c
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("drop_"))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum();
+        assert!(
+            c["drop_ipv4_bad_checksum"].as_u64().unwrap() >= 1,
+            "{node}: {c}"
+        );
+        assert!(
+            c["drop_ipv4_bad_header_length"].as_u64().unwrap() >= 1,
+            "{node}: {c}"
+        );
+        assert!(
+            c["drop_ipv4_bad_total_length"].as_u64().unwrap() >= 1,
+            "{node}: {c}"
+        );
+        assert!(
+            c["drop_arp_malformed"].as_u64().unwrap() >= 1,
+            "{node}: {c}"
+        );
         assert!(dropped >= 8, "{node} dropped {dropped}: {c}");
     }
     let st = lab.status();
-    assert!(st["nodes"].as_array().unwrap().iter().all(|n| n["state"] != "dead"), "{st}");
+    assert!(
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] != "dead"),
+        "{st}"
+    );
 }
 
 fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
@@ -178,23 +325,48 @@ fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Ve
 
 #[test]
 fn codecs_decode_in_tshark_field_by_field() {
-    use d11_wire::gtpu::{self, ext, emit_signalling, ExtensionChain, ExtensionHeader, Ie, MessageType, Repr};
+    use d11_wire::gtpu::{
+        self, emit_signalling, ext, ExtensionChain, ExtensionHeader, Ie, MessageType, Repr,
+    };
     use d11_wire::vxlan;
     use std::net::{IpAddr, Ipv4Addr};
     let enb = [172, 16, 1, 2];
     let sgw = [172, 16, 1, 3];
     let m1 = [2, 0xd1, 0, 0, 0, 2];
     let m2 = [2, 0xd1, 0, 0, 0, 3];
-    let inner = ipv4([10, 45, 0, 2], [203, 0, 113, 10], 17, &[0x30, 0x39, 0x01, 0xbb, 0, 12, 0, 0, b'o', b'r', b'd', b'r']);
+    let inner = ipv4(
+        [10, 45, 0, 2],
+        [203, 0, 113, 10],
+        17,
+        &[0x30, 0x39, 0x01, 0xbb, 0, 12, 0, 0, b'o', b'r', b'd', b'r'],
+    );
     let mut frames = Vec::new();
-    let gtp = |msg: Vec<u8>| frame(m2, m1, 0x0800, &udp(enb, sgw, gtpu::UDP_PORT, gtpu::UDP_PORT, &msg));
+    let gtp = |msg: Vec<u8>| {
+        frame(
+            m2,
+            m1,
+            0x0800,
+            &udp(enb, sgw, gtpu::UDP_PORT, gtpu::UDP_PORT, &msg),
+        )
+    };
     let mut buf = vec![0u8; 2048];
 
     // G-PDU with a PDU Session Container (UL, QFI 9) and sequence number 5.
     let content = ExtensionHeader::pdu_session_container(1, 9);
     let mut chain = [0u8; 4];
-    let chain = ExtensionChain::encode(&[ExtensionHeader { kind: ext::PDU_SESSION_CONTAINER, content: &content }], &mut chain).unwrap();
-    let r = Repr { extensions: chain, sequence_number: Some(5), ..Repr::g_pdu(0x1001, inner.len()) };
+    let chain = ExtensionChain::encode(
+        &[ExtensionHeader {
+            kind: ext::PDU_SESSION_CONTAINER,
+            content: &content,
+        }],
+        &mut chain,
+    )
+    .unwrap();
+    let r = Repr {
+        extensions: chain,
+        sequence_number: Some(5),
+        ..Repr::g_pdu(0x1001, inner.len())
+    };
     r.emit(&mut buf).unwrap();
     let hl = r.header_len();
     buf[hl..hl + inner.len()].copy_from_slice(&inner);
@@ -202,40 +374,89 @@ fn codecs_decode_in_tshark_field_by_field() {
     // Echo Request, Echo Response (Recovery 3), Error Indication, SEHN, End Marker.
     let n = emit_signalling(MessageType::EchoRequest, 0, Some(100), &[], &mut buf).unwrap();
     frames.push(gtp(buf[..n].to_vec()));
-    let n = emit_signalling(MessageType::EchoResponse, 0, Some(100), &[Ie::Recovery(3)], &mut buf).unwrap();
+    let n = emit_signalling(
+        MessageType::EchoResponse,
+        0,
+        Some(100),
+        &[Ie::Recovery(3)],
+        &mut buf,
+    )
+    .unwrap();
     frames.push(gtp(buf[..n].to_vec()));
     let n = emit_signalling(
         MessageType::ErrorIndication,
         0,
         Some(7),
-        &[Ie::TeidDataI(0xdead), Ie::GtpuPeerAddress(IpAddr::V4(Ipv4Addr::new(172, 16, 1, 3)))],
+        &[
+            Ie::TeidDataI(0xdead),
+            Ie::GtpuPeerAddress(IpAddr::V4(Ipv4Addr::new(172, 16, 1, 3))),
+        ],
         &mut buf,
     )
     .unwrap();
     frames.push(gtp(buf[..n].to_vec()));
-    let n = emit_signalling(MessageType::SupportedExtensionHeadersNotification, 0, Some(8), &[Ie::ExtensionHeaderTypeList(&[ext::PDU_SESSION_CONTAINER])], &mut buf).unwrap();
+    let n = emit_signalling(
+        MessageType::SupportedExtensionHeadersNotification,
+        0,
+        Some(8),
+        &[Ie::ExtensionHeaderTypeList(&[ext::PDU_SESSION_CONTAINER])],
+        &mut buf,
+    )
+    .unwrap();
     frames.push(gtp(buf[..n].to_vec()));
     let n = emit_signalling(MessageType::EndMarker, 0x1001, None, &[], &mut buf).unwrap();
     frames.push(gtp(buf[..n].to_vec()));
     // VXLAN VNI 1001 carrying an Ethernet frame with the inner IPv4 packet.
-    let inner_eth = frame([2, 0xd1, 0, 0, 1, 0x10], [2, 0xd1, 0, 0, 1, 1], 0x0800, &inner);
+    let inner_eth = frame(
+        [2, 0xd1, 0, 0, 1, 0x10],
+        [2, 0xd1, 0, 0, 1, 1],
+        0x0800,
+        &inner,
+    );
     let mut vx = vec![0u8; 8];
     vxlan::Repr::new(1001).unwrap().emit(&mut vx).unwrap();
     vx.extend_from_slice(&inner_eth);
-    frames.push(frame(m2, m1, 0x0800, &udp([10, 1, 0, 1], [10, 1, 0, 11], 49152, vxlan::UDP_PORT, &vx)));
+    frames.push(frame(
+        m2,
+        m1,
+        0x0800,
+        &udp([10, 1, 0, 1], [10, 1, 0, 11], 49152, vxlan::UDP_PORT, &vx),
+    ));
 
     let dir = std::env::temp_dir().join(format!("d11-codec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("codecs.pcapng");
-    let mut sink = d11_netdev::pcap::PcapngSink::new(std::fs::File::create(&file).unwrap(), "codec-test", None).unwrap();
+    let mut sink = d11_netdev::pcap::PcapngSink::new(
+        std::fs::File::create(&file).unwrap(),
+        "codec-test",
+        None,
+    )
+    .unwrap();
     for f in &frames {
-        sink.write(f, d11_netdev::pcap::Direction::Unknown, None).unwrap();
+        sink.write(f, d11_netdev::pcap::Direction::Unknown, None)
+            .unwrap();
     }
     sink.flush().unwrap();
     drop(sink);
 
-    assert!(malformed(&file, &[]).is_empty(), "{:?}", malformed(&file, &[]));
-    let rows = tshark_fields(&file, "gtp", &["gtp.message", "gtp.teid", "gtp.seq_number", "gtp.flags.e", "gtp.flags.s", "gtp.length"], &[]);
+    assert!(
+        malformed(&file, &[]).is_empty(),
+        "{:?}",
+        malformed(&file, &[])
+    );
+    let rows = tshark_fields(
+        &file,
+        "gtp",
+        &[
+            "gtp.message",
+            "gtp.teid",
+            "gtp.seq_number",
+            "gtp.flags.e",
+            "gtp.flags.s",
+            "gtp.length",
+        ],
+        &[],
+    );
     let want = [
         ["0xff", "0x00001001", "5", "1", "1", "40"],
         ["0x01", "0x00000000", "100", "0", "1", "4"],
@@ -249,18 +470,51 @@ fn codecs_decode_in_tshark_field_by_field() {
         let got: Vec<String> = got.iter().map(|s| num(s)).collect();
         assert_eq!(got, want.iter().map(|s| num(s)).collect::<Vec<_>>());
     }
-    let pdu = tshark_fields(&file, "gtp.message == 0xff", &["gtp.ext_hdr.pdu_ses_con.pdu_type", "gtp.ext_hdr.pdu_ses_con.qos_flow_id", "ip.src", "ip.dst"], &[]);
-    assert_eq!(pdu, vec![vec!["1".to_string(), "9".into(), "172.16.1.2,10.45.0.2".into(), "172.16.1.3,203.0.113.10".into()]]);
+    let pdu = tshark_fields(
+        &file,
+        "gtp.message == 0xff",
+        &[
+            "gtp.ext_hdr.pdu_ses_con.pdu_type",
+            "gtp.ext_hdr.pdu_ses_con.qos_flow_id",
+            "ip.src",
+            "ip.dst",
+        ],
+        &[],
+    );
+    assert_eq!(
+        pdu,
+        vec![vec![
+            "1".to_string(),
+            "9".into(),
+            "172.16.1.2,10.45.0.2".into(),
+            "172.16.1.3,203.0.113.10".into()
+        ]]
+    );
     let rec = tshark_fields(&file, "gtp.message == 2", &["gtp.recovery"], &[]);
     assert_eq!(rec, vec![vec!["3".to_string()]]);
-    let ei = tshark_fields(&file, "gtp.message == 26", &["gtp.teid_data", "gtp.gsn_ipv4"], &[]);
+    let ei = tshark_fields(
+        &file,
+        "gtp.message == 26",
+        &["gtp.teid_data", "gtp.gsn_ipv4"],
+        &[],
+    );
     assert_eq!(ei.len(), 1);
     assert_eq!(num(&ei[0][0]), num("0xdead"));
     assert_eq!(ei[0][1], "172.16.1.3");
-    let sehn = tshark_fields(&file, "gtp.message == 31", &["gtp.num_ext_hdr_types", "gtp.ext_hdr_type"], &[]);
+    let sehn = tshark_fields(
+        &file,
+        "gtp.message == 31",
+        &["gtp.num_ext_hdr_types", "gtp.ext_hdr_type"],
+        &[],
+    );
     assert_eq!(sehn[0][0], "1");
     assert_eq!(num(&sehn[0][1]), "133", "PDU Session Container");
-    let vx = tshark_fields(&file, "vxlan", &["vxlan.vni", "vxlan.flag_i", "eth.dst", "ip.dst"], &[]);
+    let vx = tshark_fields(
+        &file,
+        "vxlan",
+        &["vxlan.vni", "vxlan.flag_i", "eth.dst", "ip.dst"],
+        &[],
+    );
     assert_eq!(vx.len(), 1);
     assert_eq!(vx[0][0], "1001");
     assert!(matches!(vx[0][1].as_str(), "1" | "True"), "{vx:?}");
@@ -275,21 +529,45 @@ fn bad_topology_and_cli_input_get_one_line_errors() {
     let dir = std::env::temp_dir().join(format!("d11-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, LAB.replace("segment = \"right\", addresses = [\"10.0.2.2/24\"]", "segment = \"nowhere\", addresses = [\"10.0.2.2/24\"]")).unwrap();
-    let o = d11().args(["--prefix", "tbad", "lab", "up"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        LAB.replace(
+            "segment = \"right\", addresses = [\"10.0.2.2/24\"]",
+            "segment = \"nowhere\", addresses = [\"10.0.2.2/24\"]",
+        ),
+    )
+    .unwrap();
+    let o = d11()
+        .args(["--prefix", "tbad", "lab", "up"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no segment \"nowhere\""), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!Path::new("/run/d11/tbad").exists());
 
-    let o = d11().args(["--prefix", "bad/prefix", "lab", "down"]).output().unwrap();
+    let o = d11()
+        .args(["--prefix", "bad/prefix", "lab", "down"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    let o = d11().args(["--prefix", "tnone", "show", "r1"]).output().unwrap();
+    let o = d11()
+        .args(["--prefix", "tnone", "show", "r1"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no lab with prefix"));
-    let o = std::process::Command::new(bin_dir().join("d11-router")).args(["--port", "eth0"]).output().unwrap();
+    let o = std::process::Command::new(bin_dir().join("d11-router"))
+        .args(["--port", "eth0"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("expected NAME=TAP"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("expected NAME=TAP"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

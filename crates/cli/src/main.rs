@@ -28,6 +28,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the journey: bring the lab up with captures, send traffic, check every hop
+    /// against the lab's own state, print the report, tear down. Exits 1 if a hop differs.
+    Journey {
+        /// The lab to run.
+        #[arg(long, default_value = "labs/two-hosts-router.toml")]
+        lab: PathBuf,
+        /// Where to write out/journey-<time>/ (captures, report.md, report.json).
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Leave the lab up afterwards (remove it with `d11 lab down`).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Build, inspect and remove labs.
     #[command(subcommand)]
     Lab(LabCmd),
@@ -123,14 +136,43 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let prefix = cli.prefix;
     match cli.cmd {
-        Cmd::Lab(LabCmd::Up { file, capture, program_captures, seed, bin_dir }) => {
+        Cmd::Journey { lab, out, keep } => {
+            let ok = d11_journey::run(&d11_journey::Options {
+                topology: lab,
+                out,
+                prefix,
+                keep,
+            })?;
+            if !ok {
+                bail!("some hops did not match what the lab's state says they must be");
+            }
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::Up {
+            file,
+            capture,
+            program_captures,
+            seed,
+            bin_dir,
+        }) => {
             let topo = Topology::load(&file)?;
             let st = d11_lab::up(
                 &topo,
                 Some(&file),
-                &UpOptions { prefix: prefix.clone(), bin_dir, capture_dir: capture, program_capture_dir: program_captures, seed },
+                &UpOptions {
+                    prefix: prefix.clone(),
+                    bin_dir,
+                    capture_dir: capture,
+                    program_capture_dir: program_captures,
+                    seed,
+                },
             )?;
-            println!("lab {} is up: {} nodes, {} segments (prefix {prefix})", st.name, st.nodes.len(), st.segments.len());
+            println!(
+                "lab {} is up: {} nodes, {} segments (prefix {prefix})",
+                st.name,
+                st.nodes.len(),
+                st.segments.len()
+            );
             print_status(&st);
             Ok(())
         }
@@ -139,7 +181,10 @@ fn run(cli: Cli) -> Result<()> {
             if r.namespaces == 0 && r.processes == 0 {
                 println!("no lab with prefix {prefix} is up");
             } else {
-                println!("lab {prefix} removed: {} processes stopped ({} killed), {} namespaces deleted", r.processes, r.killed, r.namespaces);
+                println!(
+                    "lab {prefix} removed: {} processes stopped ({} killed), {} namespaces deleted",
+                    r.processes, r.killed, r.namespaces
+                );
             }
             Ok(())
         }
@@ -154,7 +199,14 @@ fn run(cli: Cli) -> Result<()> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("lab {} (prefix {}, topology {})", st.name, st.prefix, st.topology.as_ref().map_or("-".into(), |p| p.display().to_string()));
+                println!(
+                    "lab {} (prefix {}, topology {})",
+                    st.name,
+                    st.prefix,
+                    st.topology
+                        .as_ref()
+                        .map_or("-".into(), |p| p.display().to_string())
+                );
                 print_status(&st);
             }
             Ok(())
@@ -168,14 +220,24 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Lab(LabCmd::Exec { node, cmd }) => {
             let st = LabState::load(&prefix)?;
             let n = st.node(&node)?;
-            let err = std::process::Command::new("ip").args(["netns", "exec", &n.netns]).args(&cmd).exec();
+            let err = std::process::Command::new("ip")
+                .args(["netns", "exec", &n.netns])
+                .args(&cmd)
+                .exec();
             Err(err).context("cannot run ip netns exec")
         }
-        Cmd::Lab(LabCmd::Capture { target, write, count, duration }) => {
+        Cmd::Lab(LabCmd::Capture {
+            target,
+            write,
+            count,
+            duration,
+        }) => {
             d11_lab::sys::require_root()?;
             let st = LabState::load(&prefix)?;
             let (ifname, label) = st.capture_ifname(&target)?;
-            let _ns = d11_netdev::netns::NetnsGuard::enter(&PathBuf::from("/run/netns").join(&st.fabric))?;
+            let _ns = d11_netdev::netns::NetnsGuard::enter(
+                &PathBuf::from("/run/netns").join(&st.fabric),
+            )?;
             let opts = CaptureOptions {
                 ifname: &ifname,
                 label: &target,
@@ -186,7 +248,8 @@ fn run(cli: Cli) -> Result<()> {
             let ready = || eprintln!("d11: capturing {label}; Ctrl-C to stop");
             let n = match write {
                 Some(p) => {
-                    let f = std::fs::File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+                    let f = std::fs::File::create(&p)
+                        .with_context(|| format!("cannot create {}", p.display()))?;
                     capture(&opts, std::io::BufWriter::new(f), ready)?
                 }
                 None => {
@@ -199,9 +262,21 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("d11: {n} frames captured");
             Ok(())
         }
-        Cmd::Lab(LabCmd::CaptureRaw { ifname, name, write, ready_fd }) => {
-            let f = std::fs::File::create(&write).with_context(|| format!("cannot create {}", write.display()))?;
-            let opts = CaptureOptions { ifname: &ifname, label: &name, port: name.contains(':'), count: None, duration: None };
+        Cmd::Lab(LabCmd::CaptureRaw {
+            ifname,
+            name,
+            write,
+            ready_fd,
+        }) => {
+            let f = std::fs::File::create(&write)
+                .with_context(|| format!("cannot create {}", write.display()))?;
+            let opts = CaptureOptions {
+                ifname: &ifname,
+                label: &name,
+                port: name.contains(':'),
+                count: None,
+                duration: None,
+            };
             capture(&opts, std::io::BufWriter::new(f), || {
                 if let Some(fd) = ready_fd {
                     use std::os::fd::FromRawFd;
@@ -215,12 +290,21 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Lab(LabCmd::Logs { node, follow }) => {
             let st = LabState::load(&prefix)?;
             let n = st.node(&node)?;
-            let log = n.log.as_ref().with_context(|| format!("node {node} is a kernel host: it has no log of ours"))?;
+            let log = n
+                .log
+                .as_ref()
+                .with_context(|| format!("node {node} is a kernel host: it has no log of ours"))?;
             if follow {
-                let err = std::process::Command::new("tail").arg("-n").arg("+1").arg("-f").arg(log).exec();
+                let err = std::process::Command::new("tail")
+                    .arg("-n")
+                    .arg("+1")
+                    .arg("-f")
+                    .arg(log)
+                    .exec();
                 return Err(err).context("cannot run tail");
             }
-            let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
+            let text = std::fs::read_to_string(log)
+                .with_context(|| format!("cannot read {}", log.display()))?;
             print!("{text}");
             Ok(())
         }
@@ -242,7 +326,15 @@ fn run(cli: Cli) -> Result<()> {
 fn print_status(st: &LabState) {
     let rows: Vec<Vec<String>> = d11_lab::status(st)
         .into_iter()
-        .map(|n| vec![n.name, n.role, n.state.to_string(), n.pid.map_or("-".into(), |p| p.to_string()), n.ports.join("  ")])
+        .map(|n| {
+            vec![
+                n.name,
+                n.role,
+                n.state.to_string(),
+                n.pid.map_or("-".into(), |p| p.to_string()),
+                n.ports.join("  "),
+            ]
+        })
         .collect();
     print_table(&["NODE", "ROLE", "STATE", "PID", "PORTS"], &rows);
 }
@@ -257,7 +349,11 @@ fn print_table(head: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<width$}", c, width = w[i])).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<width$}", c, width = w[i]))
+            .collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(head.iter().map(|s| s.to_string()).collect());
@@ -270,7 +366,9 @@ fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
-        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
+            a.iter().map(cell).collect::<Vec<_>>().join(",")
+        }
         other => other.to_string(),
     }
 }
@@ -287,7 +385,10 @@ fn render(v: &Value) {
                     }
                 }
             }
-            let rows: Vec<Vec<String>> = items.iter().map(|it| cols.iter().map(|c| cell(&it[c])).collect()).collect();
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|it| cols.iter().map(|c| cell(&it[c])).collect())
+                .collect();
             let head: Vec<String> = cols.iter().map(|c| c.to_uppercase()).collect();
             let head: Vec<&str> = head.iter().map(String::as_str).collect();
             print_table(&head, &rows);

@@ -88,7 +88,11 @@ pub struct PortImpairment {
 
 impl ElementArgs {
     pub fn port_specs(&self) -> Result<Vec<PortSpec>> {
-        let specs: Vec<_> = self.ports.iter().map(|p| PortSpec::parse(p)).collect::<Result<_>>()?;
+        let specs: Vec<_> = self
+            .ports
+            .iter()
+            .map(|p| PortSpec::parse(p))
+            .collect::<Result<_>>()?;
         for (i, a) in specs.iter().enumerate() {
             if specs[..i].iter().any(|b| b.name == a.name) {
                 bail!("--port: port {:?} given twice", a.name);
@@ -108,7 +112,8 @@ impl ElementArgs {
             if port != name {
                 continue;
             }
-            let imp = Impairment::parse(spec).map_err(|e| anyhow::anyhow!("--impair {s:?}: {e}"))?;
+            let imp =
+                Impairment::parse(spec).map_err(|e| anyhow::anyhow!("--impair {s:?}: {e}"))?;
             match dir {
                 "tx" => out.tx = imp,
                 "rx" => out.rx = imp,
@@ -142,8 +147,8 @@ impl ElementArgs {
         let path = self.config.as_ref().context("--config FILE is required")?;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: T = parse_json_config(&text)
-            .with_context(|| format!("config {}", path.display()))?;
+        let cfg: T =
+            parse_json_config(&text).with_context(|| format!("config {}", path.display()))?;
         Ok(cfg)
     }
 
@@ -151,7 +156,9 @@ impl ElementArgs {
     pub fn init_logging(&self) {
         use tracing_subscriber::EnvFilter;
         let filter = EnvFilter::try_from_env("D11_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-        let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let b = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         if self.log_json {
             b.json().init();
         } else {

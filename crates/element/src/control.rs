@@ -16,8 +16,12 @@ pub const MAX_REQUEST: usize = 4096;
 
 /// Asks a running program for `table` (None = the list of tables) and returns the JSON.
 pub fn query(socket: &Path, table: Option<&str>) -> Result<Value> {
-    let mut s = UnixStream::connect(socket)
-        .with_context(|| format!("cannot reach control socket {} (is the node running?)", socket.display()))?;
+    let mut s = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach control socket {} (is the node running?)",
+            socket.display()
+        )
+    })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     let req = match table {
@@ -33,5 +37,7 @@ pub fn query(socket: &Path, table: Option<&str>) -> Result<Value> {
     if let Some(e) = v.get("error") {
         bail!("{}", e.as_str().unwrap_or("error"));
     }
-    v.get("ok").cloned().context("bad answer on the control socket")
+    v.get("ok")
+        .cloned()
+        .context("bad answer on the control socket")
 }

@@ -103,7 +103,8 @@ pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
         anyhow::bail!("MAC {s:?}: expected six hex octets separated by ':'");
     }
     for (o, p) in out.iter_mut().zip(parts) {
-        *o = u8::from_str_radix(p, 16).map_err(|_| anyhow::anyhow!("MAC {s:?}: bad octet {p:?}"))?;
+        *o =
+            u8::from_str_radix(p, 16).map_err(|_| anyhow::anyhow!("MAC {s:?}: bad octet {p:?}"))?;
     }
     if out[0] & 1 != 0 {
         anyhow::bail!("MAC {s:?} is multicast; a port needs a unicast address");
@@ -116,10 +117,9 @@ pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
 pub fn order_ports(mut ports: Vec<Port>, names: &[&str]) -> anyhow::Result<Vec<Port>> {
     let mut out = Vec::with_capacity(names.len());
     for n in names {
-        let i = ports
-            .iter()
-            .position(|p| p.name == *n)
-            .ok_or_else(|| anyhow::anyhow!("config names port {n:?} but no --port {n}=TAP was given"))?;
+        let i = ports.iter().position(|p| p.name == *n).ok_or_else(|| {
+            anyhow::anyhow!("config names port {n:?} but no --port {n}=TAP was given")
+        })?;
         out.push(ports.swap_remove(i));
     }
     if let Some(p) = ports.first() {
@@ -141,5 +141,8 @@ pub fn main_with(program: &str, f: impl FnOnce() -> anyhow::Result<()>) -> std::
 
 /// `aa:bb:cc:dd:ee:ff`, as Wireshark and `ip link` write MACs.
 pub fn mac_string(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }

@@ -139,8 +139,9 @@ pub fn open_ports(args: &ElementArgs) -> Result<Vec<Port>> {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 struct RawFdRef(RawFd);
@@ -161,17 +162,19 @@ pub fn run<E: Element>(args: &ElementArgs, element: E, ports: Vec<Port>) -> Resu
     rt.block_on(run_loop(args, element, ports))
 }
 
-async fn run_loop<E: Element>(args: &ElementArgs, mut element: E, mut ports: Vec<Port>) -> Result<()> {
+async fn run_loop<E: Element>(
+    args: &ElementArgs,
+    mut element: E,
+    mut ports: Vec<Port>,
+) -> Result<()> {
     let started = Instant::now();
     let fds: Vec<AsyncFd<RawFdRef>> = ports
         .iter()
         .map(|p| {
             // SAFETY: each descriptor belongs to a port in `ports`, which outlives `fds`
             // (parameters drop after locals), so it stays open while registered.
-            unsafe {
-                AsyncFd::register_with_interest(RawFdRef(p.dev.raw_fd()), Interest::READABLE)
-            }
-            .map_err(|e| e.into_parts().1)
+            unsafe { AsyncFd::register_with_interest(RawFdRef(p.dev.raw_fd()), Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)
         })
         .collect::<std::io::Result<_>>()
         .context("cannot register ports with the runtime")?;
@@ -245,7 +248,10 @@ async fn run_loop<E: Element>(args: &ElementArgs, mut element: E, mut ports: Vec
                             p.oversize += 1;
                             continue;
                         }
-                        let mut tx = Ports { ports: &mut ports, now };
+                        let mut tx = Ports {
+                            ports: &mut ports,
+                            now,
+                        };
                         element.handle_frame(now, i, &mut buf[..n], &mut tx);
                     }
                     Ok(None) => {
@@ -265,7 +271,10 @@ async fn run_loop<E: Element>(args: &ElementArgs, mut element: E, mut ports: Vec
             p.dev.poll(now);
         }
         if element.poll_at().is_some_and(|t| t <= now) {
-            let mut tx = Ports { ports: &mut ports, now };
+            let mut tx = Ports {
+                ports: &mut ports,
+                now,
+            };
             element.poll(now, &mut tx);
         }
     }
@@ -285,7 +294,13 @@ fn signal_ready(fd: RawFd) {
     }
 }
 
-fn answer<E: Element>(node: &str, started: Instant, element: &E, ports: &[Port], table: Option<&str>) -> Value {
+fn answer<E: Element>(
+    node: &str,
+    started: Instant,
+    element: &E,
+    ports: &[Port],
+    table: Option<&str>,
+) -> Value {
     let now = Instant::now();
     let ok = |v: Value| json!({ "ok": v });
     match table {
@@ -330,7 +345,8 @@ async fn serve_control(listener: UnixListener, requests: mpsc::Sender<Request>) 
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
             let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST as u64));
-            let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
             let reply = match read {
                 Ok(Ok(_)) => match serde_json::from_str::<Value>(&line) {
                     Ok(v) => {
@@ -339,7 +355,8 @@ async fn serve_control(listener: UnixListener, requests: mpsc::Sender<Request>) 
                         if requests.send((table, tx)).await.is_err() {
                             return;
                         }
-                        rx.await.unwrap_or_else(|_| json!({"error": "element stopped"}))
+                        rx.await
+                            .unwrap_or_else(|_| json!({"error": "element stopped"}))
                     }
                     Err(e) => json!({ "error": format!("bad request: {e}") }),
                 },

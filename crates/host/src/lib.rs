@@ -22,6 +22,9 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpListenEndpoint};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+/// The TTL of packets the host sends: smoltcp's default hop limit (`DEFAULT_HOP_LIMIT`).
+pub const DEFAULT_TTL: u8 = 64;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct HostPort {
     pub name: String,
@@ -47,7 +50,12 @@ pub struct Services {
 
 impl Default for Services {
     fn default() -> Self {
-        Self { udp_echo: 7, tcp_echo: 7, tcp_backlog: 8, tcp_buffer: 64 * 1024 }
+        Self {
+            udp_echo: 7,
+            tcp_echo: 7,
+            tcp_backlog: 8,
+            tcp_buffer: 64 * 1024,
+        }
     }
 }
 
@@ -115,11 +123,20 @@ impl Device for FrameIo<'_> {
 
     fn receive(&mut self, _t: SmolInstant) -> Option<(RxTok<'_>, TxTok<'_>)> {
         let f = self.rx.take()?;
-        Some((RxTok(f), TxTok { tx: &mut *self.tx, scratch: &mut *self.scratch }))
+        Some((
+            RxTok(f),
+            TxTok {
+                tx: &mut *self.tx,
+                scratch: &mut *self.scratch,
+            },
+        ))
     }
 
     fn transmit(&mut self, _t: SmolInstant) -> Option<TxTok<'_>> {
-        Some(TxTok { tx: &mut *self.tx, scratch: &mut *self.scratch })
+        Some(TxTok {
+            tx: &mut *self.tx,
+            scratch: &mut *self.scratch,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -152,7 +169,10 @@ pub struct Host {
 impl Host {
     pub fn new(cfg: &HostConfig, now: Instant) -> anyhow::Result<Self> {
         let [port] = cfg.ports.as_slice() else {
-            anyhow::bail!("a host has exactly one port; config has {}", cfg.ports.len());
+            anyhow::bail!(
+                "a host has exactly one port; config has {}",
+                cfg.ports.len()
+            );
         };
         if port.addresses.is_empty() {
             anyhow::bail!("port {}: a host needs an address", port.name);
@@ -164,9 +184,16 @@ impl Host {
         let mtu = usize::from(port.mtu.unwrap_or(1500));
         let mut scratch = vec![0u8; mtu + 14];
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
-        config.random_seed = u64::from_be_bytes([0, 0, mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5]]);
+        config.random_seed = u64::from_be_bytes([
+            0, 0, mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5],
+        ]);
         let mut sink = Collect::default();
-        let mut dev = FrameIo { rx: None, tx: &mut sink, scratch: &mut scratch, mtu };
+        let mut dev = FrameIo {
+            rx: None,
+            tx: &mut sink,
+            scratch: &mut scratch,
+            mtu,
+        };
         let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(0));
         iface.update_ip_addrs(|a| {
             for n in &port.addresses {
@@ -230,10 +257,20 @@ impl Host {
     /// Lets smoltcp consume `rx` (if any), runs the echo services, and flushes output.
     fn drive(&mut self, now: Instant, rx: Option<&[u8]>, tx: &mut dyn Transmit) {
         let t = self.smol(now);
-        let mut dev = FrameIo { rx, tx, scratch: &mut self.scratch, mtu: self.mtu };
+        let mut dev = FrameIo {
+            rx,
+            tx,
+            scratch: &mut self.scratch,
+            mtu: self.mtu,
+        };
         self.iface.poll(t, &mut dev, &mut self.sockets);
         self.services();
-        let mut dev = FrameIo { rx: None, tx, scratch: &mut self.scratch, mtu: self.mtu };
+        let mut dev = FrameIo {
+            rx: None,
+            tx,
+            scratch: &mut self.scratch,
+            mtu: self.mtu,
+        };
         self.iface.poll(t, &mut dev, &mut self.sockets);
         self.next_poll = self
             .iface
@@ -269,7 +306,12 @@ impl Host {
             }
             if !s.is_open() {
                 // Re-arm: this socket waits for the next client.
-                if s.listen(IpListenEndpoint { addr: None, port: self.tcp_port }).is_ok() {
+                if s.listen(IpListenEndpoint {
+                    addr: None,
+                    port: self.tcp_port,
+                })
+                .is_ok()
+                {
                     self.c.tcp_accepted += 1;
                 }
             }
@@ -282,7 +324,13 @@ impl Element for Host {
         "host"
     }
 
-    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
         self.c.rx_frames += 1;
         if port != 0 {
             return;
@@ -321,6 +369,7 @@ impl Element for Host {
                 "addresses": self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "gateway": self.gateway.map(|g| g.to_string()),
                 "mtu": self.mtu,
+                "default_ttl": DEFAULT_TTL,
             }])),
             "tcp" => Some(json!(self
                 .tcp
@@ -441,10 +490,12 @@ mod tests {
         );
         u.bind(5000).unwrap();
         let h = w.h1.sockets.add(u);
-        w.h1
-            .sockets
+        w.h1.sockets
             .get_mut::<udp::Socket>(h)
-            .send_slice(b"double eleven", (smoltcp::wire::IpAddress::v4(10, 0, 2, 2), 7))
+            .send_slice(
+                b"double eleven",
+                (smoltcp::wire::IpAddress::v4(10, 0, 2, 2), 7),
+            )
             .unwrap();
         let mut out = Collect::default();
         w.h1.poll(w.now, &mut out);
@@ -457,7 +508,11 @@ mod tests {
             w.settle(o.frames.into_iter().map(|x| x.1).collect());
         }
         let mut buf = [0u8; 64];
-        let (n, meta) = w.h1.sockets.get_mut::<udp::Socket>(h).recv_slice(&mut buf).unwrap();
+        let (n, meta) =
+            w.h1.sockets
+                .get_mut::<udp::Socket>(h)
+                .recv_slice(&mut buf)
+                .unwrap();
         assert_eq!(&buf[..n], b"double eleven");
         assert_eq!(meta.endpoint.port, 7);
         assert_eq!(w.h2.c.udp_echoed, 1);

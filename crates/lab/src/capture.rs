@@ -59,7 +59,14 @@ pub fn capture<W: Write>(opts: &CaptureOptions<'_>, out: W, ready: impl FnOnce()
     sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
     sll.sll_ifindex = ifindex as i32;
     // SAFETY: binding with a fully initialised sockaddr_ll.
-    if unsafe { libc::bind(sock.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32) } < 0 {
+    if unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    } < 0
+    {
         return Err(std::io::Error::last_os_error()).context("bind AF_PACKET");
     }
     let mreq = libc::packet_mreq {
@@ -68,46 +75,91 @@ pub fn capture<W: Write>(opts: &CaptureOptions<'_>, out: W, ready: impl FnOnce()
         mr_alen: 0,
         mr_address: [0; 8],
     };
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
     let rcvbuf: libc::c_int = 8 << 20;
     // SAFETY: plain socket options with correctly sized values.
     unsafe {
-        libc::setsockopt(sock.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, (&mreq as *const libc::packet_mreq).cast(), std::mem::size_of::<libc::packet_mreq>() as u32);
-        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
-        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&rcvbuf as *const libc::c_int).cast(), 4);
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            (&mreq as *const libc::packet_mreq).cast(),
+            std::mem::size_of::<libc::packet_mreq>() as u32,
+        );
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&rcvbuf as *const libc::c_int).cast(),
+            4,
+        );
     }
-    let mut sink = PcapngSink::new(out, opts.label, Some(&format!("d11 capture of {} (interface {})", opts.label, opts.ifname)))?;
+    let mut sink = PcapngSink::new(
+        out,
+        opts.label,
+        Some(&format!(
+            "d11 capture of {} (interface {})",
+            opts.label, opts.ifname
+        )),
+    )?;
     sink.flush()?;
     ready();
     let started = Instant::now();
     let mut buf = vec![0u8; 65536 + 64];
     let mut n_frames = 0u64;
     while !STOP.load(Ordering::SeqCst) {
-        if opts.count.is_some_and(|c| n_frames >= c) || opts.duration.is_some_and(|d| started.elapsed() >= d) {
+        if opts.count.is_some_and(|c| n_frames >= c)
+            || opts.duration.is_some_and(|d| started.elapsed() >= d)
+        {
             break;
         }
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut flen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         // SAFETY: bounded receive into our buffer, address into a sockaddr_ll.
         let n = unsafe {
-            libc::recvfrom(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_ll).cast(), &mut flen)
+            libc::recvfrom(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut flen,
+            )
         };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             match e.kind() {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => continue,
-                _ if e.raw_os_error() == Some(libc::ENETDOWN) || e.raw_os_error() == Some(libc::ENXIO) => break,
+                _ if e.raw_os_error() == Some(libc::ENETDOWN)
+                    || e.raw_os_error() == Some(libc::ENXIO) =>
+                {
+                    break
+                }
                 _ => return Err(e).context("capture receive"),
             }
         }
         let dir = if !opts.port {
             Direction::Unknown
-        } else if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+        } else if from.sll_pkttype == libc::PACKET_OUTGOING {
             Direction::Inbound // the kernel sends it into the TAP: the node receives it
         } else {
             Direction::Outbound
         };
-        if sink.write(&buf[..n as usize], dir, None).and_then(|_| sink.flush()).is_err() {
+        if sink
+            .write(&buf[..n as usize], dir, None)
+            .and_then(|_| sink.flush())
+            .is_err()
+        {
             break; // reader went away (e.g. Wireshark closed)
         }
         n_frames += 1;

@@ -91,7 +91,9 @@ pub fn run_dir(prefix: &str) -> PathBuf {
 pub fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix.is_empty()
         || prefix.len() > 24
-        || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         bail!("prefix {prefix:?}: 1-24 of letters, digits, '-'");
     }
@@ -101,9 +103,14 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
 impl LabState {
     pub fn load(prefix: &str) -> Result<Self> {
         let path = run_dir(prefix).join("state.json");
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("no lab with prefix {prefix:?} ({} not found)", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("corrupt state file {}", path.display()))
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no lab with prefix {prefix:?} ({} not found)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("corrupt state file {}", path.display()))
     }
 
     fn save(&self) -> Result<()> {
@@ -116,7 +123,11 @@ impl LabState {
     pub fn node(&self, name: &str) -> Result<&NodeState> {
         self.nodes.iter().find(|n| n.name == name).with_context(|| {
             let names: Vec<_> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-            format!("lab {} has no node {name:?}; nodes: {}", self.prefix, names.join(", "))
+            format!(
+                "lab {} has no node {name:?}; nodes: {}",
+                self.prefix,
+                names.join(", ")
+            )
         })
     }
 
@@ -129,7 +140,10 @@ impl LabState {
                 .iter()
                 .find(|p| p.name == port)
                 .with_context(|| format!("node {node} has no port {port:?}"))?;
-            return Ok((p.ifname.clone(), format!("{node}:{port} on segment {}", p.segment)));
+            return Ok((
+                p.ifname.clone(),
+                format!("{node}:{port} on segment {}", p.segment),
+            ));
         }
         let s = self
             .segments
@@ -137,7 +151,10 @@ impl LabState {
             .find(|s| s.name == target)
             .with_context(|| {
                 let names: Vec<_> = self.segments.iter().map(|s| s.name.as_str()).collect();
-                format!("no segment {target:?} (segments: {}); or give NODE:PORT", names.join(", "))
+                format!(
+                    "no segment {target:?} (segments: {}); or give NODE:PORT",
+                    names.join(", ")
+                )
             })?;
         Ok((s.name.clone(), format!("segment {}", s.name)))
     }
@@ -170,7 +187,10 @@ fn bin_dir(opts: &UpOptions) -> Result<PathBuf> {
         return Ok(d.clone());
     }
     let exe = std::env::current_exe().context("cannot find the running executable")?;
-    Ok(exe.parent().context("executable has no directory")?.to_path_buf())
+    Ok(exe
+        .parent()
+        .context("executable has no directory")?
+        .to_path_buf())
 }
 
 /// Brings a lab up. On any failure, everything made so far is removed before the error returns.
@@ -189,12 +209,19 @@ pub fn up(topo: &Topology, topo_path: Option<&Path>, opts: &UpOptions) -> Result
     for n in &topo.nodes {
         if let Some(p) = n.program() {
             if !bins.join(&p).exists() {
-                bail!("node {}: role {:?} needs program {} in {} (build it with cargo build)", n.name, n.role, p, bins.display());
+                bail!(
+                    "node {}: role {:?} needs program {} in {} (build it with cargo build)",
+                    n.name,
+                    n.role,
+                    p,
+                    bins.display()
+                );
             }
         }
     }
     for d in ["config", "ctl", "logs"] {
-        fs::create_dir_all(dir.join(d)).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::create_dir_all(dir.join(d))
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut st = LabState {
         prefix: opts.prefix.clone(),
@@ -241,19 +268,46 @@ fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> R
     // them. A segment is a plain switch: turn that off in the fabric namespace (per namespace
     // since Linux 5.3; the files exist only while the module is loaded).
     let fabric_path = Path::new("/run/netns").join(&fabric);
-    for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"] {
+    for key in [
+        "bridge-nf-call-iptables",
+        "bridge-nf-call-ip6tables",
+        "bridge-nf-call-arptables",
+    ] {
         if Path::new("/proc/sys/net/bridge").join(key).exists() {
             sys::sysctl_in(&fabric_path, &format!("net.bridge.{key}"), "0")?;
         }
     }
     for s in &topo.segments {
-        st.segments.push(SegmentState { name: s.name.clone(), subnet: s.subnet.clone() });
+        st.segments.push(SegmentState {
+            name: s.name.clone(),
+            subnet: s.subnet.clone(),
+        });
         st.save()?;
         // STP off (the default): ports forward at once. A switch, learning MACs, as the lab's
         // segments are switched Ethernet.
-        sys::ip(&["-n", &fabric, "link", "add", &s.name, "type", "bridge", "stp_state", "0", "mcast_snooping", "0"])?;
+        sys::ip(&[
+            "-n",
+            &fabric,
+            "link",
+            "add",
+            &s.name,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "mcast_snooping",
+            "0",
+        ])?;
         if let Some(mtu) = s.mtu {
-            sys::ip(&["-n", &fabric, "link", "set", &s.name, "mtu", &mtu.to_string()])?;
+            sys::ip(&[
+                "-n",
+                &fabric,
+                "link",
+                "set",
+                &s.name,
+                "mtu",
+                &mtu.to_string(),
+            ])?;
         }
         sys::ip(&["-n", &fabric, "link", "set", &s.name, "up"])?;
     }
@@ -304,7 +358,10 @@ fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> R
 }
 
 fn segment_mtu(topo: &Topology, seg: &str) -> Option<u16> {
-    topo.segments.iter().find(|s| s.name == seg).and_then(|s| s.mtu)
+    topo.segments
+        .iter()
+        .find(|s| s.name == seg)
+        .and_then(|s| s.mtu)
 }
 
 fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) -> Result<()> {
@@ -312,18 +369,29 @@ fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) ->
     let ns = st.nodes[ni].netns.clone();
     for (pi, p) in n.ports.iter().enumerate() {
         let outer = st.nodes[ni].ports[pi].ifname.clone();
-        sys::ip(&["-n", &fabric, "link", "add", &outer, "type", "veth", "peer", "name", &p.name, "netns", &ns])?;
+        sys::ip(&[
+            "-n", &fabric, "link", "add", &outer, "type", "veth", "peer", "name", &p.name, "netns",
+            &ns,
+        ])?;
         let mtu = p.mtu.or(segment_mtu(topo, &p.segment));
         if let Some(m) = mtu {
             let m = m.to_string();
             sys::ip(&["-n", &fabric, "link", "set", &outer, "mtu", &m])?;
             sys::ip(&["-n", &ns, "link", "set", &p.name, "mtu", &m])?;
         }
-        sys::ip(&["-n", &fabric, "link", "set", &outer, "master", &p.segment, "up"])?;
+        sys::ip(&[
+            "-n", &fabric, "link", "set", &outer, "master", &p.segment, "up",
+        ])?;
         // Full checksums and no segmentation offload on the kernel host's NIC, so that what a
         // capture shows is what travels, and our programs receive complete frames.
-        sys::run("ip", &["netns", "exec", &ns, "ethtool", "-K", &p.name, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])
-            .context("ethtool is needed for kernel hosts (apt-get install ethtool)")?;
+        sys::run(
+            "ip",
+            &[
+                "netns", "exec", &ns, "ethtool", "-K", &p.name, "tx", "off", "tso", "off", "gso",
+                "off", "gro", "off",
+            ],
+        )
+        .context("ethtool is needed for kernel hosts (apt-get install ethtool)")?;
         for a in &p.addresses {
             sys::ip(&["-n", &ns, "addr", "add", &a.to_string(), "dev", &p.name])?;
         }
@@ -333,7 +401,13 @@ fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) ->
         sys::ip(&["-n", &ns, "route", "add", "default", "via", &gw.to_string()])?;
     }
     for r in &n.routes {
-        let mut args = vec!["-n".to_string(), ns.clone(), "route".into(), "add".into(), r.prefix.to_string()];
+        let mut args = vec![
+            "-n".to_string(),
+            ns.clone(),
+            "route".into(),
+            "add".into(),
+            r.prefix.to_string(),
+        ];
         if let Some(v) = r.via {
             args.extend(["via".into(), v.to_string()]);
         }
@@ -361,7 +435,9 @@ fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Resu
     let nsfd = File::open(ns_path).with_context(|| format!("open {}", ns_path.display()))?;
     let (r, w) = pipe()?;
     let logf = OpenOptions::new().create(true).append(true).open(log)?;
-    cmd.stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf);
+    cmd.stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf);
     let ns_raw = nsfd.as_raw_fd();
     let w_raw = w.as_raw_fd();
     // SAFETY: only async-signal-safe calls (setns, setsid, dup2) between fork and exec.
@@ -378,7 +454,9 @@ fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Resu
             Ok(())
         });
     }
-    let child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
     drop(w); // our copy: EOF on `r` now means the child closed or died
     let pid = child.id();
     // The child is reaped by `lab down` (it outlives us); do not wait on it here.
@@ -389,9 +467,16 @@ fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Resu
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("{what} did not report ready within {READY_TIMEOUT:?}; see {}", log.display());
+            bail!(
+                "{what} did not report ready within {READY_TIMEOUT:?}; see {}",
+                log.display()
+            );
         }
-        let mut pfd = libc::pollfd { fd: rf.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: rf.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
         if n < 0 {
@@ -406,7 +491,10 @@ fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Resu
             let tail = fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{what} exited before it was ready:\n  {}", tail.join("\n  "));
+            bail!(
+                "{what} exited before it was ready:\n  {}",
+                tail.join("\n  ")
+            );
         }
         got.extend_from_slice(&b[..k]);
         if got.starts_with(b"READY") {
@@ -415,7 +503,14 @@ fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Resu
     }
 }
 
-fn start_program(topo: &Topology, n: &Node, opts: &UpOptions, bins: &Path, st: &mut LabState, ni: usize) -> Result<()> {
+fn start_program(
+    topo: &Topology,
+    n: &Node,
+    opts: &UpOptions,
+    bins: &Path,
+    st: &mut LabState,
+    ni: usize,
+) -> Result<()> {
     let dir = st.run_dir.clone();
     let prog = n.program().expect("not a kernel host");
     let cfg_path = dir.join("config").join(format!("{}.json", n.name));
@@ -437,11 +532,13 @@ fn start_program(topo: &Topology, n: &Node, opts: &UpOptions, bins: &Path, st: &
     cmd.arg("--node").arg(&n.name);
     cmd.arg("--config").arg(&cfg_path);
     cmd.arg("--control").arg(&control);
-    cmd.arg("--fabric").arg(Path::new("/run/netns").join(&st.fabric));
+    cmd.arg("--fabric")
+        .arg(Path::new("/run/netns").join(&st.fabric));
     cmd.arg("--ready-fd").arg("3");
     cmd.arg("--seed").arg(opts.seed.to_string());
     for (p, ps) in n.ports.iter().zip(&st.nodes[ni].ports) {
-        cmd.arg("--port").arg(format!("{}={}@{}", p.name, ps.ifname, p.segment));
+        cmd.arg("--port")
+            .arg(format!("{}={}@{}", p.name, ps.ifname, p.segment));
         for i in &p.impair {
             cmd.arg("--impair").arg(format!("{}:{}", p.name, i));
         }
@@ -465,11 +562,29 @@ fn start_program(topo: &Topology, n: &Node, opts: &UpOptions, bins: &Path, st: &
 pub fn start_capture(st: &mut LabState, target: &str, file: &Path, bins: &Path) -> Result<()> {
     let (ifname, _) = st.capture_ifname(target)?;
     let mut cmd = Command::new(bins.join("d11"));
-    cmd.args(["lab", "capture-raw", &ifname, "--ready-fd", "3", "--name", target, "-w"]).arg(file);
-    let log = st.run_dir.join("logs").join(format!("capture-{}.log", target.replace(':', "-")));
+    cmd.args([
+        "lab",
+        "capture-raw",
+        &ifname,
+        "--ready-fd",
+        "3",
+        "--name",
+        target,
+        "-w",
+    ])
+    .arg(file);
+    let log = st
+        .run_dir
+        .join("logs")
+        .join(format!("capture-{}.log", target.replace(':', "-")));
     let ns_path = Path::new("/run/netns").join(&st.fabric);
     let pid = spawn_ready(cmd, &ns_path, &log, &format!("capture of {target}"))?;
-    st.captures.push(CaptureState { target: target.to_string(), file: file.to_path_buf(), pid, start_time: sys::start_time(pid) });
+    st.captures.push(CaptureState {
+        target: target.to_string(),
+        file: file.to_path_buf(),
+        pid,
+        start_time: sys::start_time(pid),
+    });
     st.save()
 }
 
@@ -487,7 +602,11 @@ pub fn down(prefix: &str) -> Result<DownReport> {
     };
     let mut report = DownReport::default();
     // Every process inside our namespaces: programs, captures, and whatever `lab exec` left.
-    let mut pids: Vec<u32> = st.namespaces.iter().flat_map(|ns| sys::netns_pids(ns)).collect();
+    let mut pids: Vec<u32> = st
+        .namespaces
+        .iter()
+        .flat_map(|ns| sys::netns_pids(ns))
+        .collect();
     for n in &st.nodes {
         if let Some(pid) = n.pid {
             if sys::alive(pid, n.start_time) && !pids.contains(&pid) {
@@ -559,7 +678,11 @@ pub fn status(st: &LabState) -> Vec<NodeStatus> {
         .iter()
         .map(|n| {
             let state = if n.program.is_none() {
-                if sys::netns_exists(&n.netns) { "kernel" } else { "missing" }
+                if sys::netns_exists(&n.netns) {
+                    "kernel"
+                } else {
+                    "missing"
+                }
             } else {
                 match n.pid {
                     Some(pid) if sys::alive(pid, n.start_time) => "running",

@@ -64,7 +64,9 @@ pub fn alive(pid: u32, start: Option<u64>) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let Some(close) = stat.rfind(')') else { return false };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let state = stat[close + 2..].chars().next();
     if state == Some('Z') || state == Some('X') {
         return false;
@@ -82,7 +84,10 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 /// alive. Uses pidfds, which become readable when their process exits.
 pub fn wait_exit(pids: &[u32], timeout: Duration) -> Vec<u32> {
     let deadline = Instant::now() + timeout;
-    let mut fds: Vec<(u32, OwnedFd)> = pids.iter().filter_map(|&p| pidfd_open(p).map(|f| (p, f))).collect();
+    let mut fds: Vec<(u32, OwnedFd)> = pids
+        .iter()
+        .filter_map(|&p| pidfd_open(p).map(|f| (p, f)))
+        .collect();
     while !fds.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -90,10 +95,20 @@ pub fn wait_exit(pids: &[u32], timeout: Duration) -> Vec<u32> {
         }
         let mut pfds: Vec<libc::pollfd> = fds
             .iter()
-            .map(|(_, f)| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .map(|(_, f)| libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
         // SAFETY: pfds is a valid array of pollfd for the duration of the call.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, left.as_millis().min(i32::MAX as u128) as i32) };
+        let n = unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                left.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
         if n < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
@@ -108,7 +123,10 @@ pub fn wait_exit(pids: &[u32], timeout: Duration) -> Vec<u32> {
             keep
         });
     }
-    fds.into_iter().map(|(p, _)| p).filter(|&p| alive(p, None)).collect()
+    fds.into_iter()
+        .map(|(p, _)| p)
+        .filter(|&p| alive(p, None))
+        .collect()
 }
 
 pub fn kill(pid: u32, sig: i32) {
@@ -121,7 +139,11 @@ pub fn kill(pid: u32, sig: i32) {
 /// Pids of the processes in network namespace `ns` (as `ip netns pids` finds them).
 pub fn netns_pids(ns: &str) -> Vec<u32> {
     output("ip", &["netns", "pids", ns])
-        .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -106,7 +106,8 @@ impl Node {
 fn valid_name(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
 }
 
@@ -114,8 +115,9 @@ impl Topology {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read topology {}", path.display()))?;
-        let t: Topology = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("topology {}: {}", path.display(), e.to_string().trim()))?;
+        let t: Topology = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("topology {}: {}", path.display(), e.to_string().trim())
+        })?;
         t.validate()
             .with_context(|| format!("topology {}", path.display()))?;
         Ok(t)
@@ -149,20 +151,36 @@ impl Topology {
             let mut ports = HashSet::new();
             for p in &n.ports {
                 if !valid_name(&p.name, 15) {
-                    bail!("node {}: port {:?}: names are 1-15 of a-z, 0-9, '-'", n.name, p.name);
+                    bail!(
+                        "node {}: port {:?}: names are 1-15 of a-z, 0-9, '-'",
+                        n.name,
+                        p.name
+                    );
                 }
                 if !ports.insert(p.name.as_str()) {
                     bail!("node {}: port {:?} is declared twice", n.name, p.name);
                 }
                 if !segs.contains(p.segment.as_str()) {
-                    bail!("node {} port {}: no segment {:?}", n.name, p.name, p.segment);
+                    bail!(
+                        "node {} port {}: no segment {:?}",
+                        n.name,
+                        p.name,
+                        p.segment
+                    );
                 }
                 for i in &p.impair {
-                    let (dir, spec) = i
-                        .split_once(':')
-                        .with_context(|| format!("node {} port {}: impair {i:?}: expected tx|rx|both:SPEC", n.name, p.name))?;
+                    let (dir, spec) = i.split_once(':').with_context(|| {
+                        format!(
+                            "node {} port {}: impair {i:?}: expected tx|rx|both:SPEC",
+                            n.name, p.name
+                        )
+                    })?;
                     if !matches!(dir, "tx" | "rx" | "both") {
-                        bail!("node {} port {}: impair {i:?}: direction must be tx, rx or both", n.name, p.name);
+                        bail!(
+                            "node {} port {}: impair {i:?}: direction must be tx, rx or both",
+                            n.name,
+                            p.name
+                        );
                     }
                     d11_netdev::impair::Impairment::parse(spec)
                         .map_err(|e| anyhow::anyhow!("node {} port {}: {e}", n.name, p.name))?;
@@ -172,7 +190,10 @@ impl Topology {
                 }
                 if let Some(m) = &p.mac {
                     if n.is_kernel() {
-                        bail!("node {}: a kernel host's MAC is the kernel's; remove mac", n.name);
+                        bail!(
+                            "node {}: a kernel host's MAC is the kernel's; remove mac",
+                            n.name
+                        );
                     }
                     parse_mac_ok(m).with_context(|| format!("node {} port {}", n.name, p.name))?;
                 }
@@ -221,16 +242,21 @@ mod tests {
         "#;
         let t = parse(base).unwrap();
         let cfg = t.nodes[0].program_config();
-        assert_eq!(cfg["icmp_limit"]["per_second"], 5, "role settings pass through");
+        assert_eq!(
+            cfg["icmp_limit"]["per_second"], 5,
+            "role settings pass through"
+        );
         assert_eq!(t.nodes[0].program().as_deref(), Some("d11-router"));
 
         let e = parse(&base.replace("segment = \"left\"", "segment = \"right\"")).unwrap_err();
         assert!(e.to_string().contains("no segment \"right\""), "{e}");
-        let e = parse(&base.replace("name = \"left\"", "name = \"a-very-long-segment-name\"")).unwrap_err();
+        let e = parse(&base.replace("name = \"left\"", "name = \"a-very-long-segment-name\""))
+            .unwrap_err();
         assert!(e.to_string().contains("1-15"), "{e}");
         let e = parse(&base.replace("name = \"r1\"", "name = \"fabric\"")).unwrap_err();
         assert!(e.to_string().contains("reserved"), "{e}");
-        let e = parse(&base.replace("addresses", "impair = [\"sideways:loss=0.1\"], addresses")).unwrap_err();
+        let e = parse(&base.replace("addresses", "impair = [\"sideways:loss=0.1\"], addresses"))
+            .unwrap_err();
         assert!(e.to_string().contains("direction"), "{e}");
     }
 }

@@ -217,7 +217,11 @@ impl Lane {
     }
 
     fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.queue.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
+        if self
+            .queue
+            .peek()
+            .is_some_and(|Reverse((at, _, _))| *at <= now)
+        {
             self.queue.pop().map(|Reverse((_, _, f))| f)
         } else {
             None
@@ -341,9 +345,27 @@ impl<D: FrameDevice> FrameDevice for Impaired<D> {
     fn counters(&self, out: &mut dyn FnMut(&'static str, u64)) {
         self.inner.counters(out);
         for (prefix, s) in [("tx", &self.tx.stats), ("rx", &self.rx.stats)] {
-            let names: [(&'static str, &'static str, &'static str, &'static str, &'static str); 2] = [
-                ("impair_tx_lost", "impair_tx_duplicated", "impair_tx_reordered", "impair_tx_delayed", "impair_tx_rate_dropped"),
-                ("impair_rx_lost", "impair_rx_duplicated", "impair_rx_reordered", "impair_rx_delayed", "impair_rx_rate_dropped"),
+            let names: [(
+                &'static str,
+                &'static str,
+                &'static str,
+                &'static str,
+                &'static str,
+            ); 2] = [
+                (
+                    "impair_tx_lost",
+                    "impair_tx_duplicated",
+                    "impair_tx_reordered",
+                    "impair_tx_delayed",
+                    "impair_tx_rate_dropped",
+                ),
+                (
+                    "impair_rx_lost",
+                    "impair_rx_duplicated",
+                    "impair_rx_reordered",
+                    "impair_rx_delayed",
+                    "impair_rx_rate_dropped",
+                ),
             ];
             let n = if prefix == "tx" { names[0] } else { names[1] };
             out(n.0, s.lost);
@@ -412,8 +434,12 @@ mod tests {
 
     #[test]
     fn parse_errors_are_clear() {
-        assert!(Impairment::parse("loss=2").unwrap_err().contains("between 0 and 1"));
-        assert!(Impairment::parse("lose=0.1").unwrap_err().contains("unknown"));
+        assert!(Impairment::parse("loss=2")
+            .unwrap_err()
+            .contains("between 0 and 1"));
+        assert!(Impairment::parse("lose=0.1")
+            .unwrap_err()
+            .contains("unknown"));
         assert!(Impairment::parse("delay=10").unwrap_err().contains("unit"));
     }
 }

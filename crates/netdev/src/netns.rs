@@ -19,8 +19,12 @@ impl NetnsGuard {
     /// Moves the current thread into the namespace at `path` (e.g. `/run/netns/d11-fabric`).
     pub fn enter(path: &Path) -> io::Result<Self> {
         let original = File::open("/proc/thread-self/ns/net")?;
-        let target = File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("network namespace {}: {e}", path.display())))?;
+        let target = File::open(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("network namespace {}: {e}", path.display()),
+            )
+        })?;
         // SAFETY: setns on a valid namespace descriptor only changes this thread's namespace.
         cvt(unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) })?;
         Ok(Self { original })
@@ -33,7 +37,10 @@ impl Drop for NetnsGuard {
         let r = unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
         if r < 0 {
             // A thread left in the wrong namespace would open later devices in the wrong place.
-            panic!("cannot return to the original network namespace: {}", io::Error::last_os_error());
+            panic!(
+                "cannot return to the original network namespace: {}",
+                io::Error::last_os_error()
+            );
         }
     }
 }

@@ -46,7 +46,9 @@ impl<W: Write> PcapngSink<W> {
             InterfaceDescriptionOption::IfTsResol(9),
         ];
         if let Some(d) = description {
-            options.push(InterfaceDescriptionOption::IfDescription(Cow::Owned(d.to_string())));
+            options.push(InterfaceDescriptionOption::IfDescription(Cow::Owned(
+                d.to_string(),
+            )));
         }
         writer
             .write_pcapng_block(InterfaceDescriptionBlock {
@@ -197,7 +199,8 @@ mod tests {
         let (a, mut b) = MemPair::new("eth0", "peer").unwrap();
         let mut cap = Capture::new(a, Vec::new()).unwrap();
         let now = Instant::now();
-        cap.send_noted(now, &[0xaa; 60], "forwarded via eth1").unwrap();
+        cap.send_noted(now, &[0xaa; 60], "forwarded via eth1")
+            .unwrap();
         b.send(now, &[0xbb; 64]).unwrap();
         let mut buf = [0u8; 128];
         assert_eq!(cap.recv(now, &mut buf).unwrap(), Some(64));
@@ -207,7 +210,9 @@ mod tests {
         while let Some(block) = r.next_block() {
             match block.unwrap().into_owned() {
                 Block::InterfaceDescription(idb) => {
-                    assert!(idb.options.contains(&InterfaceDescriptionOption::IfName("eth0".into())))
+                    assert!(idb
+                        .options
+                        .contains(&InterfaceDescriptionOption::IfName("eth0".into())))
                 }
                 Block::EnhancedPacket(epb) => seen.push((epb.data.len(), epb.options.clone())),
                 _ => {}
@@ -215,7 +220,9 @@ mod tests {
         }
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].0, 60);
-        assert!(seen[0].1.contains(&EnhancedPacketOption::Comment("forwarded via eth1".into())));
+        assert!(seen[0]
+            .1
+            .contains(&EnhancedPacketOption::Comment("forwarded via eth1".into())));
         assert!(seen[0].1.contains(&EnhancedPacketOption::Flags(2)));
         assert!(seen[1].1.contains(&EnhancedPacketOption::Flags(1)));
     }

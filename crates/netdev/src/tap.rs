@@ -42,7 +42,9 @@ impl IfReq {
         let c = CString::new(name).map_err(|_| invalid("interface name contains NUL"))?;
         let bytes = c.as_bytes_with_nul();
         if bytes.len() > libc::IFNAMSIZ {
-            return Err(invalid(&format!("interface name {name:?} is longer than 15 bytes")));
+            return Err(invalid(&format!(
+                "interface name {name:?} is longer than 15 bytes"
+            )));
         }
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
@@ -139,7 +141,8 @@ impl ControlSocket {
     fn new() -> io::Result<Self> {
         use std::os::fd::FromRawFd;
         // SAFETY: socket(2) returns a new descriptor we take ownership of.
-        let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+        let fd =
+            cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
         Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
     }
 
@@ -153,7 +156,11 @@ impl ControlSocket {
     fn set_mtu(&self, name: &str, mtu: u32) -> io::Result<()> {
         let mut r = IfReq::new(name)?;
         r.data.mtu = mtu as libc::c_int;
-        self.ioctl(&format!("set MTU {mtu} on {name}"), libc::SIOCSIFMTU, &mut r)
+        self.ioctl(
+            &format!("set MTU {mtu} on {name}"),
+            libc::SIOCSIFMTU,
+            &mut r,
+        )
     }
 
     fn set_up(&self, name: &str) -> io::Result<()> {
@@ -171,6 +178,10 @@ impl ControlSocket {
         let index = unsafe { r.data.ifindex };
         let mut b = IfReq::new(bridge)?;
         b.data.ifindex = index;
-        self.ioctl(&format!("add {name} to bridge {bridge}"), SIOCBRADDIF, &mut b)
+        self.ioctl(
+            &format!("add {name} to bridge {bridge}"),
+            SIOCBRADDIF,
+            &mut b,
+        )
     }
 }

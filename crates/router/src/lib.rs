@@ -59,7 +59,10 @@ pub struct IcmpLimit {
 
 impl Default for IcmpLimit {
     fn default() -> Self {
-        Self { per_second: 100, burst: 50 }
+        Self {
+            per_second: 100,
+            burst: 50,
+        }
     }
 }
 
@@ -149,7 +152,11 @@ impl IcmpError {
 /// What a frame's capture comment will say; formatted only when a capture is on.
 #[derive(Debug, Clone, Copy)]
 enum Note {
-    Forwarded { in_port: PortId, prefix: Ipv4Net, ttl: u8 },
+    Forwarded {
+        in_port: PortId,
+        prefix: Ipv4Net,
+        ttl: u8,
+    },
     Originated,
 }
 
@@ -195,23 +202,31 @@ impl Router {
         let mut rib = Rib::new();
         for (i, p) in ports.iter().enumerate() {
             for a in &p.addrs {
-                rib.add(Route { prefix: a.trunc(), next_hop: None, port: Some(i), source: Source::Connected });
+                rib.add(Route {
+                    prefix: a.trunc(),
+                    next_hop: None,
+                    port: Some(i),
+                    source: Source::Connected,
+                });
             }
         }
         for r in &cfg.routes {
-            let port = match &r.port {
-                Some(n) => Some(
-                    ports
-                        .iter()
-                        .position(|p| &p.name == n)
-                        .ok_or_else(|| anyhow::anyhow!("route {}: no port named {n:?}", r.prefix))?,
-                ),
-                None => None,
-            };
+            let port =
+                match &r.port {
+                    Some(n) => Some(ports.iter().position(|p| &p.name == n).ok_or_else(|| {
+                        anyhow::anyhow!("route {}: no port named {n:?}", r.prefix)
+                    })?),
+                    None => None,
+                };
             if port.is_none() && r.via.is_none() {
                 anyhow::bail!("route {}: needs `via` or `port`", r.prefix);
             }
-            rib.add(Route { prefix: r.prefix, next_hop: r.via, port, source: Source::Static });
+            rib.add(Route {
+                prefix: r.prefix,
+                next_hop: r.via,
+                port,
+                source: Source::Static,
+            });
         }
         Ok(Self {
             name: cfg.name.clone(),
@@ -245,15 +260,18 @@ impl Router {
     }
 
     fn is_local(&self, a: Ipv4Addr) -> bool {
-        self.ports.iter().any(|p| p.addrs.iter().any(|n| n.addr() == a))
+        self.ports
+            .iter()
+            .any(|p| p.addrs.iter().any(|n| n.addr() == a))
     }
 
     fn is_broadcast_for(&self, a: Ipv4Addr) -> bool {
         a.is_broadcast()
-            || self
-                .ports
-                .iter()
-                .any(|p| p.addrs.iter().any(|n| n.prefix_len() < 31 && n.broadcast() == a))
+            || self.ports.iter().any(|p| {
+                p.addrs
+                    .iter()
+                    .any(|n| n.prefix_len() < 31 && n.broadcast() == a)
+            })
     }
 
     fn handle_arp(&mut self, now: Instant, port: PortId, arp: ArpRepr, tx: &mut dyn Transmit) {
@@ -293,7 +311,9 @@ impl Router {
 
     fn send_arp_request(&mut self, port: PortId, target: Ipv4Addr, tx: &mut dyn Transmit) {
         let p = &self.ports[port];
-        let Some(src) = p.source_for(target) else { return };
+        let Some(src) = p.source_for(target) else {
+            return;
+        };
         let req = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
             source_hardware_addr: p.mac,
@@ -308,14 +328,26 @@ impl Router {
 
     /// Sends a whole Ethernet frame (source MAC set, destination to fill) to `next_hop` on
     /// `port`, resolving it by ARP.
-    fn send_l2(&mut self, now: Instant, port: PortId, next_hop: Ipv4Addr, frame: &mut [u8], tx: &mut dyn Transmit, note: Note) {
+    fn send_l2(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        next_hop: Ipv4Addr,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+        note: Note,
+    ) {
         frame[6..12].copy_from_slice(&self.ports[port].mac.0);
         match self.neigh.resolve(now, port, next_hop, frame) {
             Resolution::Known { mac, probe } => {
                 frame[0..6].copy_from_slice(&mac.0);
                 if tx.wants_notes(port) {
                     let text = match note {
-                        Note::Forwarded { in_port, prefix, ttl } => format!(
+                        Note::Forwarded {
+                            in_port,
+                            prefix,
+                            ttl,
+                        } => format!(
                             "forwarded {} -> {}, route {prefix} via {next_hop}, ttl now {ttl}",
                             self.ports[in_port].name, self.ports[port].name
                         ),
@@ -345,7 +377,12 @@ impl Router {
 
     /// Routes a packet the router made itself; `buf[ETH..ETH + len]` holds the IP packet.
     fn output_local(&mut self, now: Instant, len: usize, tx: &mut dyn Transmit) {
-        let dst = Ipv4Addr::new(self.scratch[ETH + 16], self.scratch[ETH + 17], self.scratch[ETH + 18], self.scratch[ETH + 19]);
+        let dst = Ipv4Addr::new(
+            self.scratch[ETH + 16],
+            self.scratch[ETH + 17],
+            self.scratch[ETH + 18],
+            self.scratch[ETH + 19],
+        );
         let Some(route) = self.rib.lookup(dst).copied() else {
             self.c.no_route += 1;
             return;
@@ -353,14 +390,24 @@ impl Router {
         let mut frame = std::mem::take(&mut self.scratch);
         frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
         let nh = route.next_hop.unwrap_or(dst);
-        self.send_l2(now, route.port, nh, &mut frame[..ETH + len], tx, Note::Originated);
+        self.send_l2(
+            now,
+            route.port,
+            nh,
+            &mut frame[..ETH + len],
+            tx,
+            Note::Originated,
+        );
         self.scratch = frame;
     }
 
     fn take_token(&mut self, now: Instant) -> bool {
-        let elapsed = self.refilled.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let elapsed = self
+            .refilled
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.refilled = Some(now);
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(self.limit.per_second)).min(f64::from(self.limit.burst));
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(self.limit.per_second))
+            .min(f64::from(self.limit.burst));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -370,14 +417,23 @@ impl Router {
     }
 
     /// Sends an ICMP error about `orig` (an IP packet as received) that arrived on `in_port`.
-    fn icmp_error(&mut self, now: Instant, in_port: PortId, orig: &[u8], kind: IcmpError, tx: &mut dyn Transmit) {
+    fn icmp_error(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        orig: &[u8],
+        kind: IcmpError,
+        tx: &mut dyn Transmit,
+    ) {
         // RFC 1812 4.3.2.7: never about ICMP errors, non-initial fragments, or packets whose
         // source is not a unicast host or whose destination is not unicast.
         let ihl = usize::from(orig[0] & 0x0f) * 4;
         let src = Ipv4Addr::new(orig[12], orig[13], orig[14], orig[15]);
         let dst = Ipv4Addr::new(orig[16], orig[17], orig[18], orig[19]);
         let frag_offset = u16::from_be_bytes([orig[6], orig[7]]) & 0x1fff;
-        let is_icmp_error = orig[9] == 1 && orig.len() > ihl && !matches!(orig[ihl], 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18);
+        let is_icmp_error = orig[9] == 1
+            && orig.len() > ihl
+            && !matches!(orig[ihl], 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18);
         if is_icmp_error
             || frag_offset != 0
             || src.is_unspecified()
@@ -396,7 +452,10 @@ impl Router {
         }
         // Speak from the address of the port the error leaves by (what traceroute shows).
         let out_port = self.rib.lookup(src).map_or(in_port, |r| r.port);
-        let Some(from) = self.ports[out_port].source_for(src).or_else(|| self.ports[in_port].source_for(src)) else {
+        let Some(from) = self.ports[out_port]
+            .source_for(src)
+            .or_else(|| self.ports[in_port].source_for(src))
+        else {
             return;
         };
         // At most 576 octets in all (RFC 1812 4.3.2.3): 20 IP + 8 ICMP + 548 of the original.
@@ -462,7 +521,14 @@ impl Router {
         }
     }
 
-    fn forward(&mut self, now: Instant, in_port: PortId, frame: &mut [u8], total_len: usize, tx: &mut dyn Transmit) {
+    fn forward(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frame: &mut [u8],
+        total_len: usize,
+        tx: &mut dyn Transmit,
+    ) {
         let dst = {
             let ip = &frame[ETH..];
             Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19])
@@ -497,7 +563,11 @@ impl Router {
         sum = (sum & 0xffff) + (sum >> 16);
         frame[ETH + 10..ETH + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
         let nh = route.next_hop.unwrap_or(dst);
-        let note = Note::Forwarded { in_port, prefix: route.prefix, ttl: frame[ETH + 8] };
+        let note = Note::Forwarded {
+            in_port,
+            prefix: route.prefix,
+            ttl: frame[ETH + 8],
+        };
         if total_len > mtu {
             self.c.fragmented += 1;
             let mut done = 0;
@@ -612,7 +682,13 @@ impl Element for Router {
         "router"
     }
 
-    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
         self.c.rx_frames += 1;
         if port >= self.ports.len() {
             return;
@@ -629,7 +705,12 @@ impl Element for Router {
                 self.c.rx_arp += 1;
                 self.handle_arp(now, port, arp, tx);
             }
-            Frame::Ipv4 { dst_mac, total_len, dst, .. } => {
+            Frame::Ipv4 {
+                dst_mac,
+                total_len,
+                dst,
+                ..
+            } => {
                 self.c.rx_ipv4 += 1;
                 let mine = self.ports[port].mac;
                 if dst_mac != mine && !dst_mac.is_broadcast() {
@@ -641,7 +722,8 @@ impl Element for Router {
                 if self.is_local(dst) {
                     let ip = frame[ETH..ETH + total_len].to_vec();
                     self.deliver_local(now, port, &ip, tx);
-                } else if dst_mac.is_broadcast() || self.is_broadcast_for(dst) || dst.is_multicast() {
+                } else if dst_mac.is_broadcast() || self.is_broadcast_for(dst) || dst.is_multicast()
+                {
                     self.c.local_broadcast_dropped += 1;
                 } else {
                     self.forward(now, port, frame, total_len, tx);

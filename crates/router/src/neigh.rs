@@ -78,16 +78,33 @@ impl Neighbours {
 
     /// Finds the MAC for `addr` on `port`, or queues `frame` (a whole Ethernet frame whose
     /// destination MAC is to be filled in) until ARP answers.
-    pub fn resolve(&mut self, now: Instant, port: PortId, addr: Ipv4Addr, frame: &[u8]) -> Resolution {
-        let e = self.entries.entry((port, addr)).or_insert_with(|| State::Incomplete {
-            queue: VecDeque::new(),
-            tries: 0,
-            next_try: now,
-        });
-        if let State::Reachable { mac, confirmed, probed } = e {
+    pub fn resolve(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        addr: Ipv4Addr,
+        frame: &[u8],
+    ) -> Resolution {
+        let e = self
+            .entries
+            .entry((port, addr))
+            .or_insert_with(|| State::Incomplete {
+                queue: VecDeque::new(),
+                tries: 0,
+                next_try: now,
+            });
+        if let State::Reachable {
+            mac,
+            confirmed,
+            probed,
+        } = e
+        {
             let age = now.saturating_duration_since(*confirmed);
             if age < REACHABLE {
-                return Resolution::Known { mac: *mac, probe: false };
+                return Resolution::Known {
+                    mac: *mac,
+                    probe: false,
+                };
             }
             if age < STALE_LIMIT {
                 let probe = probed.is_none_or(|p| now.saturating_duration_since(p) >= RETRY);
@@ -102,7 +119,12 @@ impl Neighbours {
                 next_try: now,
             };
         }
-        let State::Incomplete { queue, tries, next_try } = e else {
+        let State::Incomplete {
+            queue,
+            tries,
+            next_try,
+        } = e
+        else {
             unreachable!("entry was made incomplete above")
         };
         let request = *tries == 0;
@@ -127,7 +149,14 @@ impl Neighbours {
     /// Records `mac` for `addr`. With `create` false only an existing entry is updated (RFC 826:
     /// a node learns from every ARP packet only what it already knows, unless it is the target).
     /// Returns the frames that were waiting for it.
-    pub fn learn(&mut self, now: Instant, port: PortId, addr: Ipv4Addr, mac: EthernetAddress, create: bool) -> Vec<Vec<u8>> {
+    pub fn learn(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        addr: Ipv4Addr,
+        mac: EthernetAddress,
+        create: bool,
+    ) -> Vec<Vec<u8>> {
         let key = (port, addr);
         if !create && !self.entries.contains_key(&key) {
             return Vec::new();
@@ -157,7 +186,11 @@ impl Neighbours {
     pub fn poll(&mut self, now: Instant) -> Expired {
         let mut out = Expired::default();
         self.entries.retain(|&(port, addr), s| match s {
-            State::Incomplete { queue, tries, next_try } => {
+            State::Incomplete {
+                queue,
+                tries,
+                next_try,
+            } => {
                 if *next_try > now {
                     return true;
                 }
@@ -170,7 +203,9 @@ impl Neighbours {
                 out.retry.push((port, addr));
                 true
             }
-            State::Reachable { confirmed, .. } => now.saturating_duration_since(*confirmed) < STALE_LIMIT,
+            State::Reachable { confirmed, .. } => {
+                now.saturating_duration_since(*confirmed) < STALE_LIMIT
+            }
         });
         out
     }
@@ -193,7 +228,11 @@ impl Neighbours {
                     NeighbourView {
                         port,
                         address,
-                        state: if age < REACHABLE { "reachable" } else { "stale" },
+                        state: if age < REACHABLE {
+                            "reachable"
+                        } else {
+                            "stale"
+                        },
                         mac: Some(d11_element::mac_string(&mac.0)),
                         age_s: Some(age.as_secs_f64()),
                         queued: 0,
@@ -217,14 +256,38 @@ mod tests {
     fn queue_then_learn_releases_frames() {
         let mut n = Neighbours::default();
         let t = Instant::now();
-        assert_eq!(n.resolve(t, 0, A, &[1]), Resolution::Queued { request: true });
-        assert_eq!(n.resolve(t, 0, A, &[2]), Resolution::Queued { request: false });
+        assert_eq!(
+            n.resolve(t, 0, A, &[1]),
+            Resolution::Queued { request: true }
+        );
+        assert_eq!(
+            n.resolve(t, 0, A, &[2]),
+            Resolution::Queued { request: false }
+        );
         assert_eq!(n.learn(t, 0, A, MAC, true), vec![vec![1], vec![2]]);
-        assert_eq!(n.resolve(t, 0, A, &[3]), Resolution::Known { mac: MAC, probe: false });
+        assert_eq!(
+            n.resolve(t, 0, A, &[3]),
+            Resolution::Known {
+                mac: MAC,
+                probe: false
+            }
+        );
         // Stale: still used, probed once per RETRY.
         let later = t + REACHABLE + Duration::from_millis(1);
-        assert_eq!(n.resolve(later, 0, A, &[4]), Resolution::Known { mac: MAC, probe: true });
-        assert_eq!(n.resolve(later, 0, A, &[4]), Resolution::Known { mac: MAC, probe: false });
+        assert_eq!(
+            n.resolve(later, 0, A, &[4]),
+            Resolution::Known {
+                mac: MAC,
+                probe: true
+            }
+        );
+        assert_eq!(
+            n.resolve(later, 0, A, &[4]),
+            Resolution::Known {
+                mac: MAC,
+                probe: false
+            }
+        );
     }
 
     #[test]
@@ -253,7 +316,10 @@ mod tests {
         for i in 0..QUEUE {
             n.resolve(t, 0, A, &[i as u8]);
         }
-        assert_eq!(n.resolve(t, 0, A, &[99]), Resolution::QueuedDroppedOldest { request: false });
+        assert_eq!(
+            n.resolve(t, 0, A, &[99]),
+            Resolution::QueuedDroppedOldest { request: false }
+        );
         assert!(n.learn(t, 1, A, MAC, false).is_empty());
         assert!(n.lookup(1, A).is_none());
     }

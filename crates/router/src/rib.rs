@@ -122,7 +122,12 @@ impl Rib {
 
     pub fn installed(&self) -> Vec<FibEntry> {
         let mut v: Vec<FibEntry> = self.fib.iter().flat_map(|m| m.values().copied()).collect();
-        v.sort_by_key(|e| (std::cmp::Reverse(e.prefix.prefix_len()), u32::from(e.prefix.addr())));
+        v.sort_by_key(|e| {
+            (
+                std::cmp::Reverse(e.prefix.prefix_len()),
+                u32::from(e.prefix.addr()),
+            )
+        });
         v
     }
 
@@ -133,7 +138,12 @@ impl Rib {
         self.lengths = 0;
         let mut order: Vec<&Route> = self.candidates.iter().collect();
         // Lower distance first, so a next hop resolves through routes already installed.
-        order.sort_by_key(|r| (r.source.distance(), std::cmp::Reverse(r.prefix.prefix_len())));
+        order.sort_by_key(|r| {
+            (
+                r.source.distance(),
+                std::cmp::Reverse(r.prefix.prefix_len()),
+            )
+        });
         let mut installed: Vec<FibEntry> = Vec::new();
         for r in order {
             let len = r.prefix.prefix_len();
@@ -176,10 +186,30 @@ mod tests {
 
     fn rib() -> Rib {
         let mut r = Rib::new();
-        r.add(Route { prefix: net("10.0.1.0/24"), next_hop: None, port: Some(0), source: Source::Connected });
-        r.add(Route { prefix: net("10.0.2.0/24"), next_hop: None, port: Some(1), source: Source::Connected });
-        r.add(Route { prefix: net("0.0.0.0/0"), next_hop: Some(ip("10.0.2.254")), port: None, source: Source::Static });
-        r.add(Route { prefix: net("192.168.0.0/16"), next_hop: Some(ip("10.0.1.9")), port: None, source: Source::Static });
+        r.add(Route {
+            prefix: net("10.0.1.0/24"),
+            next_hop: None,
+            port: Some(0),
+            source: Source::Connected,
+        });
+        r.add(Route {
+            prefix: net("10.0.2.0/24"),
+            next_hop: None,
+            port: Some(1),
+            source: Source::Connected,
+        });
+        r.add(Route {
+            prefix: net("0.0.0.0/0"),
+            next_hop: Some(ip("10.0.2.254")),
+            port: None,
+            source: Source::Static,
+        });
+        r.add(Route {
+            prefix: net("192.168.0.0/16"),
+            next_hop: Some(ip("10.0.1.9")),
+            port: None,
+            source: Source::Static,
+        });
         r
     }
 
@@ -187,7 +217,10 @@ mod tests {
     fn longest_prefix_wins() {
         let r = rib();
         assert_eq!(r.lookup(ip("10.0.1.7")).unwrap().port, 0);
-        assert_eq!(r.lookup(ip("192.168.4.4")).unwrap().next_hop, Some(ip("10.0.1.9")));
+        assert_eq!(
+            r.lookup(ip("192.168.4.4")).unwrap().next_hop,
+            Some(ip("10.0.1.9"))
+        );
         assert_eq!(r.lookup(ip("192.168.4.4")).unwrap().port, 0);
         let d = r.lookup(ip("8.8.8.8")).unwrap();
         assert_eq!((d.port, d.next_hop), (1, Some(ip("10.0.2.254"))));
@@ -196,15 +229,30 @@ mod tests {
     #[test]
     fn unresolvable_next_hop_is_not_installed_and_distance_decides() {
         let mut r = rib();
-        r.add(Route { prefix: net("172.16.0.0/12"), next_hop: Some(ip("10.9.9.9")), port: None, source: Source::Static });
+        r.add(Route {
+            prefix: net("172.16.0.0/12"),
+            next_hop: Some(ip("10.9.9.9")),
+            port: None,
+            source: Source::Static,
+        });
         // 10.9.9.9 resolves only through the default route, which is allowed (recursive).
         assert!(r.lookup(ip("172.16.1.1")).is_some());
         let mut r = Rib::new();
-        r.add(Route { prefix: net("172.16.0.0/12"), next_hop: Some(ip("10.9.9.9")), port: None, source: Source::Static });
+        r.add(Route {
+            prefix: net("172.16.0.0/12"),
+            next_hop: Some(ip("10.9.9.9")),
+            port: None,
+            source: Source::Static,
+        });
         assert!(r.lookup(ip("172.16.1.1")).is_none());
 
         let mut r = rib();
-        r.add(Route { prefix: net("192.168.0.0/16"), next_hop: Some(ip("10.0.2.1")), port: None, source: Source::Ebgp });
+        r.add(Route {
+            prefix: net("192.168.0.0/16"),
+            next_hop: Some(ip("10.0.2.1")),
+            port: None,
+            source: Source::Ebgp,
+        });
         assert_eq!(r.lookup(ip("192.168.1.1")).unwrap().source, Source::Static);
         assert!(r.remove(net("192.168.0.0/16"), Source::Static));
         assert_eq!(r.lookup(ip("192.168.1.1")).unwrap().source, Source::Ebgp);
@@ -213,7 +261,12 @@ mod tests {
     #[test]
     fn no_route() {
         let mut r = Rib::new();
-        r.add(Route { prefix: net("10.0.1.0/24"), next_hop: None, port: Some(0), source: Source::Connected });
+        r.add(Route {
+            prefix: net("10.0.1.0/24"),
+            next_hop: None,
+            port: Some(0),
+            source: Source::Connected,
+        });
         assert!(r.lookup(ip("10.0.2.1")).is_none());
     }
 }

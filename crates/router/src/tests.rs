@@ -67,8 +67,18 @@ fn learned(r: &mut Router, now: Instant) {
     let mut tx = Collect::default();
     let m0 = r_mac(r, 0);
     let m1 = r_mac(r, 1);
-    r.handle_frame(now, 0, &mut arp(1, HA, A, [0; 6], Ipv4Addr::new(10, 0, 1, 1), [0xff; 6]), &mut tx);
-    r.handle_frame(now, 1, &mut arp(1, HB, B, [0; 6], Ipv4Addr::new(10, 0, 2, 1), [0xff; 6]), &mut tx);
+    r.handle_frame(
+        now,
+        0,
+        &mut arp(1, HA, A, [0; 6], Ipv4Addr::new(10, 0, 1, 1), [0xff; 6]),
+        &mut tx,
+    );
+    r.handle_frame(
+        now,
+        1,
+        &mut arp(1, HB, B, [0; 6], Ipv4Addr::new(10, 0, 2, 1), [0xff; 6]),
+        &mut tx,
+    );
     assert_eq!(tx.frames.len(), 2, "two ARP replies");
     assert_eq!(&tx.frames[0].1[0..6], &HA);
     assert_eq!(&tx.frames[0].1[6..12], &m0);
@@ -91,14 +101,30 @@ fn forwards_with_ttl_and_macs_rewritten() {
     assert_eq!(&req[38..42], &B.octets());
     // The reply releases it.
     tx.frames.clear();
-    r.handle_frame(now, 1, &mut arp(2, HB, B, r_mac(&r, 1), Ipv4Addr::new(10, 0, 2, 1), r_mac(&r, 1)), &mut tx);
+    r.handle_frame(
+        now,
+        1,
+        &mut arp(
+            2,
+            HB,
+            B,
+            r_mac(&r, 1),
+            Ipv4Addr::new(10, 0, 2, 1),
+            r_mac(&r, 1),
+        ),
+        &mut tx,
+    );
     assert_eq!(tx.frames.len(), 1);
     let (port, out) = &tx.frames[0];
     assert_eq!(*port, 1);
     assert_eq!(&out[0..6], &HB);
     assert_eq!(&out[6..12], &r_mac(&r, 1));
     assert_eq!(out[14 + 8], 63);
-    assert_eq!(internet_checksum(&out[14..34]), 0, "header checksum still valid");
+    assert_eq!(
+        internet_checksum(&out[14..34]),
+        0,
+        "header checksum still valid"
+    );
     // Nothing else changed.
     let mut expect = orig[14..].to_vec();
     expect[8] = 63;
@@ -114,7 +140,12 @@ fn ttl_expired_and_no_route_draw_icmp_from_the_ingress_address() {
     learned(&mut r, now);
     let mut tx = Collect::default();
     r.handle_frame(now, 0, &mut ping(B, r_mac(&r, 0), 1, 8, true), &mut tx);
-    r.handle_frame(now, 0, &mut ping(Ipv4Addr::new(8, 8, 8, 8), r_mac(&r, 0), 64, 8, true), &mut tx);
+    r.handle_frame(
+        now,
+        0,
+        &mut ping(Ipv4Addr::new(8, 8, 8, 8), r_mac(&r, 0), 64, 8, true),
+        &mut tx,
+    );
     assert_eq!(tx.frames.len(), 2);
     for ((port, f), (t, c)) in tx.frames.iter().zip([(11, 0), (3, 0)]) {
         assert_eq!(*port, 0);
@@ -188,7 +219,11 @@ fn fragment_copies_only_copied_options() {
     assert_eq!(frags[0][0], 0x47);
     assert_eq!(frags[1][0], 0x46, "only the 4-octet copied option remains");
     assert_eq!(&frags[1][20..24], &[0x82, 0x04, 0xaa, 0xbb]);
-    let total: usize = frags.iter().enumerate().map(|(i, f)| f.len() - if i == 0 { 28 } else { 24 }).sum();
+    let total: usize = frags
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.len() - if i == 0 { 28 } else { 24 })
+        .sum();
     assert_eq!(total, 100);
 }
 
@@ -198,7 +233,12 @@ fn answers_ping_and_udp_to_itself() {
     let now = Instant::now();
     learned(&mut r, now);
     let mut tx = Collect::default();
-    r.handle_frame(now, 0, &mut ping(Ipv4Addr::new(10, 0, 2, 1), r_mac(&r, 0), 64, 16, true), &mut tx);
+    r.handle_frame(
+        now,
+        0,
+        &mut ping(Ipv4Addr::new(10, 0, 2, 1), r_mac(&r, 0), 64, 16, true),
+        &mut tx,
+    );
     assert_eq!(tx.frames.len(), 1);
     let f = &tx.frames[0].1;
     assert_eq!(&f[26..30], &[10, 0, 2, 1]);
@@ -220,7 +260,12 @@ fn icmp_errors_are_rate_limited() {
     // A second later ten more tokens (capped at the burst of 5).
     tx.frames.clear();
     for _ in 0..20 {
-        r.handle_frame(now + Duration::from_secs(1), 0, &mut ping(B, r_mac(&r, 0), 1, 8, true), &mut tx);
+        r.handle_frame(
+            now + Duration::from_secs(1),
+            0,
+            &mut ping(B, r_mac(&r, 0), 1, 8, true),
+            &mut tx,
+        );
     }
     assert_eq!(tx.frames.len(), 5);
 }
@@ -237,9 +282,17 @@ fn unanswered_arp_gives_host_unreachable() {
         now = t;
         r.poll(now, &mut tx);
     }
-    let reqs = tx.frames.iter().filter(|(p, f)| *p == 1 && f[12..14] == [8, 6]).count();
+    let reqs = tx
+        .frames
+        .iter()
+        .filter(|(p, f)| *p == 1 && f[12..14] == [8, 6])
+        .count();
     assert_eq!(reqs, 3);
-    let unreach: Vec<_> = tx.frames.iter().filter(|(p, f)| *p == 0 && f.len() > 35 && f[34] == 3 && f[35] == 1).collect();
+    let unreach: Vec<_> = tx
+        .frames
+        .iter()
+        .filter(|(p, f)| *p == 0 && f.len() > 35 && f[34] == 3 && f[35] == 1)
+        .collect();
     assert_eq!(unreach.len(), 1);
 }
 

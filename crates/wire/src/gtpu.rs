@@ -563,7 +563,10 @@ impl<'a> IeIter<'a> {
             }
             ie_type::TEID_DATA_I => {
                 need(L, b, 1, 4)?;
-                (Ie::TeidDataI(u32::from_be_bytes([b[1], b[2], b[3], b[4]])), 5)
+                (
+                    Ie::TeidDataI(u32::from_be_bytes([b[1], b[2], b[3], b[4]])),
+                    5,
+                )
             }
             ie_type::EXTENSION_HEADER_TYPE_LIST => {
                 need(L, b, 1, 1)?;
@@ -770,11 +773,17 @@ mod tests {
             MessageType::SupportedExtensionHeadersNotification,
             0,
             Some(2),
-            &[Ie::ExtensionHeaderTypeList(&[ext::PDU_SESSION_CONTAINER, ext::UDP_PORT])],
+            &[Ie::ExtensionHeaderTypeList(&[
+                ext::PDU_SESSION_CONTAINER,
+                ext::UDP_PORT,
+            ])],
             &mut buf,
         )
         .unwrap();
-        assert_eq!(&buf[..n], &hex!("32 1f 0008 00000000 0002 00 00 8d 02 85 40"));
+        assert_eq!(
+            &buf[..n],
+            &hex!("32 1f 0008 00000000 0002 00 00 8d 02 85 40")
+        );
 
         let n = emit_signalling(MessageType::EndMarker, 0x99, None, &[], &mut buf).unwrap();
         assert_eq!(&buf[..n], &hex!("30 fe 0000 00000099"));
@@ -795,9 +804,14 @@ mod tests {
         // S set but length too short for the optional field.
         assert!(Packet::new_checked(&hex!("32 ff 0002 00000001 0000")[..]).is_err());
         // Extension header with length 0.
-        assert!(Packet::new_checked(&hex!("34 ff 0008 00000001 0000 00 85 00 00 00 00")[..]).is_err());
+        assert!(
+            Packet::new_checked(&hex!("34 ff 0008 00000001 0000 00 85 00 00 00 00")[..]).is_err()
+        );
         // Extension chain that runs past Length.
-        assert!(Packet::new_checked(&hex!("34 ff 0008 00000001 0000 00 85 02 00 00 00 00 00 00 00")[..]).is_err());
+        assert!(Packet::new_checked(
+            &hex!("34 ff 0008 00000001 0000 00 85 02 00 00 00 00 00 00 00")[..]
+        )
+        .is_err());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! can index fields without fear.
 
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    IpProtocol, Ipv4Address, Ipv4Packet,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol,
+    Ipv4Address, Ipv4Packet,
 };
 
 /// Why a frame was dropped before any element logic saw it.
@@ -153,7 +153,9 @@ mod tests {
     fn ipv4_frame() -> Vec<u8> {
         let mut f = hex!("020000000002 020000000001 0800").to_vec();
         // 20-octet header, 4 octets of payload, checksum filled below
-        f.extend_from_slice(&hex!("45 00 0018 0001 4000 40 11 0000 0a000001 0a000002 01020304"));
+        f.extend_from_slice(&hex!(
+            "45 00 0018 0001 4000 40 11 0000 0a000001 0a000002 01020304"
+        ));
         let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
         p.fill_checksum();
         f
@@ -163,7 +165,12 @@ mod tests {
     fn accepts_and_classifies() {
         let f = ipv4_frame();
         match check_frame(&f).unwrap() {
-            Frame::Ipv4 { header_len, total_len, ttl, .. } => {
+            Frame::Ipv4 {
+                header_len,
+                total_len,
+                ttl,
+                ..
+            } => {
                 assert_eq!((header_len, total_len, ttl), (20, 24, 64))
             }
             other => panic!("{other:?}"),

@@ -88,6 +88,9 @@ mod checksum_tests {
     #[test]
     fn rfc1071_example() {
         // The example of RFC 1071 §3: sum 0xddf2, checksum its complement.
-        assert_eq!(super::internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
+        assert_eq!(
+            super::internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
     }
 }

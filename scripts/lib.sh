@@ -1,0 +1,39 @@
+# Shared by scripts/test and scripts/journey: checks and installs, nothing else.
+
+# Fails clearly unless we are root (the lab makes namespaces, bridges and TAP devices).
+require_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/$1: needs root (network namespaces, bridges, TAP devices): run 'sudo ./scripts/$1'" >&2
+    exit 1
+  fi
+}
+
+# Installs the Debian packages that are missing, and only those.
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# The toolchain is pinned in rust-toolchain.toml; it cannot be downloaded here, only checked.
+ensure_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    for d in "$HOME/.cargo/bin" /root/.cargo/bin; do
+      [ -x "$d/cargo" ] && export PATH="$d:$PATH" && break
+    done
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust $(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml) with rustup" >&2
+    exit 1
+  fi
+}
+
+# The packages a lab with kernel hosts and captures needs.
+LAB_PACKAGES=(iproute2 ethtool tshark iputils-ping traceroute netcat-openbsd)

@@ -571,3 +571,82 @@ fn bad_topology_and_cli_input_get_one_line_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One-letter names (which `ip` could read as keywords), a smaller MTU behind the router, and
+/// kernel peers on both sides: DF packets too big draw "fragmentation needed" with the MTU,
+/// others are fragmented by the router and reassembled by the far kernel.
+#[test]
+fn short_names_mtu_and_fragmentation_with_kernel_peers() {
+    let lab = Lab::up(
+        r#"
+name = "mtu"
+[[segments]]
+name = "a"
+[[segments]]
+name = "b"
+mtu = 1400
+[[nodes]]
+name = "x"
+role = "kernel"
+gateway = "10.9.1.1"
+ports = [{ name = "eth0", segment = "a", addresses = ["10.9.1.2/24"] }]
+[[nodes]]
+name = "r"
+role = "router"
+ports = [
+  { name = "eth0", segment = "a", addresses = ["10.9.1.1/24"] },
+  { name = "eth1", segment = "b", addresses = ["10.9.2.1/24"] },
+]
+[[nodes]]
+name = "y"
+role = "kernel"
+gateway = "10.9.2.1"
+ports = [{ name = "eth0", segment = "b", addresses = ["10.9.2.2/24"] }]
+"#,
+    );
+    let b = lab.capture("b");
+    // 1472 octets of ICMP data make a 1500-octet packet: too big for the 1400 link.
+    let o = lab.exec(
+        "x",
+        &[
+            "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1472", "10.9.2.2",
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("mtu = 1400") || text.contains("mtu=1400"),
+        "frag needed with MTU: {text}"
+    );
+    assert_eq!(lab.counter("r", "frag_needed"), 1);
+    // x's kernel learned the path MTU from that error; forget it, so that the next 1500-octet
+    // packet (without DF) reaches the router whole: the router fragments, y reassembles.
+    lab.exec_ok("x", &["ip", "route", "flush", "cache"]);
+    let out = lab.exec_ok(
+        "x",
+        &[
+            "ping", "-c", "1", "-W", "2", "-M", "dont", "-s", "1472", "10.9.2.2",
+        ],
+    );
+    assert!(out.contains("1 received"), "{out}");
+    assert_eq!(lab.counter("r", "fragmented"), 1);
+    assert_eq!(lab.counter("r", "fragments_sent"), 2);
+    let b = b.stop();
+    let frags = tshark_fields(
+        &b,
+        "ip.src == 10.9.1.2 && ip.proto == 1 && (ip.len > 1000 || ip.frag_offset > 0)",
+        &["ip.len", "ip.flags.mf", "ip.frag_offset"],
+        &["-o", "ip.defragment:FALSE"],
+    );
+    assert_eq!(frags.len(), 2, "fragments on b: {frags:?}");
+    assert_eq!(frags[0][1..], ["1".to_string(), "0".into()]);
+    // tshark 4.0 prints the offset in 8-octet units, newer releases in octets.
+    assert!(
+        matches!(frags[1][2].as_str(), "172" | "1376"),
+        "second fragment at 1376 octets: {frags:?}"
+    );
+    for f in &frags {
+        assert!(f[0].parse::<u32>().unwrap() <= 1400, "{frags:?}");
+    }
+    assert!(malformed(&b, &[]).is_empty());
+}

@@ -256,7 +256,7 @@ fn add_netns(st: &mut LabState, ns: &str) -> Result<()> {
     // No IPv6 anywhere in the lab unless asked: no router solicitations or ND in captures.
     sys::sysctl_in(&path, "net.ipv6.conf.all.disable_ipv6", "1")?;
     sys::sysctl_in(&path, "net.ipv6.conf.default.disable_ipv6", "1")?;
-    sys::ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    sys::ip(&["-n", ns, "link", "set", "dev", "lo", "up"])?;
     Ok(())
 }
 
@@ -290,6 +290,7 @@ fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> R
             &fabric,
             "link",
             "add",
+            "name",
             &s.name,
             "type",
             "bridge",
@@ -304,12 +305,13 @@ fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> R
                 &fabric,
                 "link",
                 "set",
+                "dev",
                 &s.name,
                 "mtu",
                 &mtu.to_string(),
             ])?;
         }
-        sys::ip(&["-n", &fabric, "link", "set", &s.name, "up"])?;
+        sys::ip(&["-n", &fabric, "link", "set", "dev", &s.name, "up"])?;
     }
     let mut used_ifnames: Vec<String> = topo.segments.iter().map(|s| s.name.clone()).collect();
     for (ni, n) in topo.nodes.iter().enumerate() {
@@ -370,17 +372,17 @@ fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) ->
     for (pi, p) in n.ports.iter().enumerate() {
         let outer = st.nodes[ni].ports[pi].ifname.clone();
         sys::ip(&[
-            "-n", &fabric, "link", "add", &outer, "type", "veth", "peer", "name", &p.name, "netns",
-            &ns,
+            "-n", &fabric, "link", "add", "name", &outer, "type", "veth", "peer", "name", &p.name,
+            "netns", &ns,
         ])?;
         let mtu = p.mtu.or(segment_mtu(topo, &p.segment));
         if let Some(m) = mtu {
             let m = m.to_string();
-            sys::ip(&["-n", &fabric, "link", "set", &outer, "mtu", &m])?;
-            sys::ip(&["-n", &ns, "link", "set", &p.name, "mtu", &m])?;
+            sys::ip(&["-n", &fabric, "link", "set", "dev", &outer, "mtu", &m])?;
+            sys::ip(&["-n", &ns, "link", "set", "dev", &p.name, "mtu", &m])?;
         }
         sys::ip(&[
-            "-n", &fabric, "link", "set", &outer, "master", &p.segment, "up",
+            "-n", &fabric, "link", "set", "dev", &outer, "master", &p.segment, "up",
         ])?;
         // Full checksums and no segmentation offload on the kernel host's NIC, so that what a
         // capture shows is what travels, and our programs receive complete frames.
@@ -395,7 +397,7 @@ fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) ->
         for a in &p.addresses {
             sys::ip(&["-n", &ns, "addr", "add", &a.to_string(), "dev", &p.name])?;
         }
-        sys::ip(&["-n", &ns, "link", "set", &p.name, "up"])?;
+        sys::ip(&["-n", &ns, "link", "set", "dev", &p.name, "up"])?;
     }
     if let Some(gw) = n.gateway {
         sys::ip(&["-n", &ns, "route", "add", "default", "via", &gw.to_string()])?;

@@ -1,0 +1,141 @@
+//! d11-blast: sends UDP frames as fast as it can (or at a rate) out of an interface of the
+//! current namespace, with AF_PACKET and sendmmsg, and prints what it sent as JSON.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Frame generator for benchmarks: UDP/IPv4 frames of a fixed size out of IFNAME.
+#[derive(Parser)]
+#[command(name = "d11-blast", version)]
+struct Cli {
+    /// Interface to send from (in the current network namespace).
+    #[arg(long)]
+    ifname: String,
+    /// Destination MAC (the next hop).
+    #[arg(long)]
+    dst_mac: String,
+    #[arg(long)]
+    src_ip: Ipv4Addr,
+    #[arg(long)]
+    dst_ip: Ipv4Addr,
+    /// Ethernet frame size in octets, without FCS (60 to 1514).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Frames per second at most (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+}
+
+fn mac(s: &str) -> Result<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let p: Vec<_> = s.split(':').collect();
+    if p.len() != 6 {
+        bail!("bad MAC {s}");
+    }
+    for (o, x) in m.iter_mut().zip(p) {
+        *o = u8::from_str_radix(x, 16).with_context(|| format!("bad MAC {s}"))?;
+    }
+    Ok(m)
+}
+
+fn frame(cli: &Cli, src_mac: [u8; 6]) -> Result<Vec<u8>> {
+    if !(60..=1514).contains(&cli.size) {
+        bail!("--size must be 60..=1514");
+    }
+    let mut f = vec![0u8; cli.size];
+    f[0..6].copy_from_slice(&mac(&cli.dst_mac)?);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = cli.size - 14;
+    let ip = &mut f[14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&cli.src_ip.octets());
+    ip[16..20].copy_from_slice(&cli.dst_ip.octets());
+    d11_wire::fill_ipv4_checksum(&mut ip[..20]);
+    let udp_len = ip_len - 20;
+    ip[20..22].copy_from_slice(&9u16.to_be_bytes()); // discard
+    ip[22..24].copy_from_slice(&9u16.to_be_bytes());
+    ip[24..26].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    Ok(f)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    d11_element::main_with("d11-blast", || blast(&cli))
+}
+
+fn blast(cli: &Cli) -> Result<()> {
+    let c = std::ffi::CString::new(cli.ifname.clone())?;
+    // SAFETY: plain libc calls on values we own.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("no interface {}", cli.ifname);
+    }
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+    }
+    let src_mac = {
+        let a = std::fs::read_to_string(format!("/sys/class/net/{}/address", cli.ifname))
+            .unwrap_or_default();
+        mac(a.trim()).unwrap_or([2, 0, 0, 0, 0, 1])
+    };
+    let f = frame(cli, src_mac)?;
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = idx as i32;
+    sll.sll_halen = 6;
+    const BATCH: usize = 64;
+    let mut iov = libc::iovec {
+        iov_base: f.as_ptr() as *mut _,
+        iov_len: f.len(),
+    };
+    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+        .map(|_| {
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            h.msg_hdr.msg_iov = &mut iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let start = Instant::now();
+    let dur = Duration::from_secs_f64(cli.duration);
+    let mut sent: u64 = 0;
+    let mut errors: u64 = 0;
+    while start.elapsed() < dur {
+        let batch = if cli.rate > 0 {
+            let due = (start.elapsed().as_secs_f64() * cli.rate as f64) as u64;
+            if due <= sent {
+                std::hint::spin_loop();
+                continue;
+            }
+            ((due - sent) as usize).min(BATCH)
+        } else {
+            BATCH
+        };
+        // SAFETY: msgs points at valid headers, iovec and address for the call's duration.
+        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), batch as u32, 0) };
+        if n < 0 {
+            errors += 1;
+        } else {
+            sent += n as u64;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    unsafe { libc::close(fd) };
+    println!(
+        "{}",
+        serde_json::json!({ "sent": sent, "seconds": secs, "errors": errors, "size": cli.size })
+    );
+    Ok(())
+}

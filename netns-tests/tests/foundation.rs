@@ -8,7 +8,8 @@ const LAB: &str = include_str!("../../labs/two-hosts-router.toml");
 
 #[test]
 fn ping_traceroute_and_tcp_echo_through_the_router() {
-    let lab = Lab::up(LAB);
+    let notes = std::env::temp_dir().join(format!("d11-notes-{}", std::process::id()));
+    let lab = Lab::up_with(LAB, &["--program-captures", notes.to_str().unwrap()]);
     let right = lab.capture("right");
     let port = lab.capture("r1:eth1");
 
@@ -100,19 +101,36 @@ fn ping_traceroute_and_tcp_echo_through_the_router() {
         );
     }
     assert!(lab.counter("r1", "forwarded") >= 6);
+
+    // The router's own capture of eth1 names the interface and says what it decided.
+    drop(lab); // programs flush their captures when they stop
+    let r1_cap = notes.join("r1-eth1.pcapng");
+    let noted = tshark_fields(
+        &r1_cap,
+        "icmp.type == 8",
+        &["frame.interface_name", "frame.comment"],
+        &[],
+    );
+    assert_eq!(noted.len(), 3, "{noted:?}");
+    assert_eq!(noted[0][0], "r1:eth1");
+    // The first waited for ARP; the others were forwarded at once.
+    assert_eq!(
+        noted[0][1], "released after ARP resolved 10.0.2.2 on eth1",
+        "{noted:?}"
+    );
+    assert_eq!(
+        noted[1][1], "forwarded eth0 -> eth1, route 10.0.2.0/24 via 10.0.2.2, ttl now 63",
+        "{noted:?}"
+    );
+    assert!(malformed(&r1_cap, &[]).is_empty());
+    let _ = std::fs::remove_dir_all(&notes);
 }
 
 #[test]
 fn kill_9_shows_dead_and_down_removes_everything() {
     let lab = Lab::up(LAB);
     let st = lab.status();
-    let r1 = st["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "r1")
-        .unwrap()
-        .clone();
+    let r1 = node_status(&st, "r1");
     assert_eq!(r1["state"], "running");
     let pid = r1["pid"].as_u64().unwrap() as i32;
     // SAFETY: killing the process the lab started.
@@ -123,21 +141,9 @@ fn kill_9_shows_dead_and_down_removes_everything() {
         "r1 did not die"
     );
     let st = lab.status();
-    let r1 = st["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "r1")
-        .unwrap()
-        .clone();
+    let r1 = node_status(&st, "r1");
     assert_eq!(r1["state"], "dead", "{st}");
-    let h1 = st["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "h1")
-        .unwrap()
-        .clone();
+    let h1 = node_status(&st, "h1");
     assert_eq!(h1["state"], "running");
     let pids: Vec<i32> = st["nodes"]
         .as_array()
@@ -149,6 +155,9 @@ fn kill_9_shows_dead_and_down_removes_everything() {
 
     let o = lab.down();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for seg in ["left", "right"] {
+        assert!(malformed(&lab.pcap(seg), &[]).is_empty(), "{seg}");
+    }
     let netns = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -172,6 +181,16 @@ fn kill_9_shows_dead_and_down_removes_everything() {
     let o = lab.down();
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("no lab"));
+}
+
+fn node_status(st: &serde_json::Value, name: &str) -> serde_json::Value {
+    st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("no node {name}: {st}"))
+        .clone()
 }
 
 fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {

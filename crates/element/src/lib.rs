@@ -146,3 +146,38 @@ pub fn mac_string(m: &[u8; 6]) -> String {
         m[0], m[1], m[2], m[3], m[4], m[5]
     )
 }
+
+#[derive(serde::Deserialize)]
+struct PortNames {
+    #[serde(default)]
+    ports: Vec<PortName>,
+}
+
+#[derive(serde::Deserialize)]
+struct PortName {
+    name: String,
+}
+
+/// The whole `main` of an element program: checks the flags, starts logging, loads the config
+/// as `C`, builds the element from it, opens the ports the config names (in its order) and
+/// runs until SIGTERM. Any error is one line on stderr and a non-zero exit.
+pub fn program_main<C, E>(
+    program: &str,
+    args: &ElementArgs,
+    build: impl FnOnce(&C) -> anyhow::Result<E>,
+) -> std::process::ExitCode
+where
+    C: serde::de::DeserializeOwned,
+    E: Element,
+{
+    main_with(program, || {
+        args.validate()?;
+        args.init_logging();
+        let cfg: C = args.load_config()?;
+        let names: PortNames = args.load_config()?;
+        let element = build(&cfg)?;
+        let names: Vec<&str> = names.ports.iter().map(|p| p.name.as_str()).collect();
+        let ports = order_ports(open_ports(args)?, &names)?;
+        run(args, element, ports)
+    })
+}

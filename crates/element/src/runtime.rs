@@ -127,7 +127,8 @@ pub fn open_ports(args: &ElementArgs) -> Result<Vec<Port>> {
             let path = dir.join(format!("{}-{}.pcapng", args.node, spec.name));
             let file = std::fs::File::create(&path)
                 .with_context(|| format!("cannot create capture {}", path.display()))?;
-            dev = Box::new(Capture::new(dev, BufWriter::new(file))?);
+            let label = format!("{}:{}", args.node, spec.name);
+            dev = Box::new(Capture::with_name(dev, BufWriter::new(file), &label)?);
         }
         if !imp.tx.is_none() || !imp.rx.is_none() {
             let seed = args.seed ^ fnv(&spec.name);

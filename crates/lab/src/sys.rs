@@ -8,18 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Runs `prog args...`; on failure the error names the command and quotes its stderr.
 pub fn run(prog: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(prog)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {prog} (is it installed?)"))?;
-    if !out.status.success() {
-        bail!(
-            "`{prog} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    output(prog, args).map(|_| ())
 }
 
 /// Runs `prog args...` and returns its stdout.

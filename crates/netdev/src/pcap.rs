@@ -114,11 +114,18 @@ pub struct Capture<D, W: Write> {
 }
 
 impl<D: FrameDevice, W: Write> Capture<D, W> {
+    /// Records under the device's own name.
     pub fn new(inner: D, writer: W) -> io::Result<Self> {
         let name = inner.name().to_string();
+        Self::with_name(inner, writer, &name)
+    }
+
+    /// Records with `if_name` in the interface block (e.g. `r1:eth1`, node and port).
+    pub fn with_name(inner: D, writer: W, if_name: &str) -> io::Result<Self> {
+        let desc = format!("device {}", inner.name());
         Ok(Self {
             inner,
-            sink: PcapngSink::new(writer, &name, None)?,
+            sink: PcapngSink::new(writer, if_name, Some(&desc))?,
             errors: 0,
             flushed: None,
         })

@@ -292,7 +292,12 @@ impl Router {
             let waiting = self.neigh.learn(now, port, spa, sha, for_us);
             for mut f in waiting {
                 f[0..6].copy_from_slice(&sha.0);
-                tx.send(port, &f);
+                if tx.wants_notes(port) {
+                    let note = format!("released after ARP resolved {spa} on {}", p.name);
+                    tx.send_noted(port, &f, &note);
+                } else {
+                    tx.send(port, &f);
+                }
             }
         }
         if for_us && operation == ArpOperation::Request {

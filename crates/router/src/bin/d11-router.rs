@@ -1,8 +1,8 @@
 //! d11-router: an IPv4 router on TAP ports. See the `d11_router` crate for what it does.
 
 use clap::Parser;
-use d11_element::{main_with, open_ports, order_ports, run, ElementArgs};
-use d11_router::{Router, RouterConfig};
+use d11_element::{program_main, ElementArgs};
+use d11_router::Router;
 
 /// IPv4 router: longest-prefix forwarding, ARP, TTL, ICMP errors, fragmentation.
 ///
@@ -18,13 +18,5 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    main_with("d11-router", || {
-        cli.element.validate()?;
-        cli.element.init_logging();
-        let cfg: RouterConfig = cli.element.load_config()?;
-        let router = Router::new(&cfg)?;
-        let names: Vec<&str> = cfg.ports.iter().map(|p| p.name.as_str()).collect();
-        let ports = order_ports(open_ports(&cli.element)?, &names)?;
-        run(&cli.element, router, ports)
-    })
+    program_main("d11-router", &cli.element, Router::new)
 }

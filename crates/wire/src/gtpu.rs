@@ -184,6 +184,31 @@ impl<'a> ExtensionChain<'a> {
     }
 }
 
+impl ExtensionChain<'_> {
+    /// What a receiver does with this chain (TS 29.281 §5.2.1), given the extension types it
+    /// `supported`s and whether it is the receiving `endpoint` of the tunnel (else an
+    /// intermediate node). `Err(type)`: a header whose comprehension is required here is not
+    /// supported; the packet is discarded and a Supported Extension Headers Notification
+    /// (listing `supported`) goes back to the sender. `Ok`: unknown headers are skipped.
+    pub fn check_comprehension(
+        &self,
+        supported: &[u8],
+        endpoint: bool,
+    ) -> core::result::Result<(), u8> {
+        for h in self.iter() {
+            if supported.contains(&h.kind) {
+                continue;
+            }
+            match Comprehension::of(h.kind) {
+                Comprehension::NotRequired | Comprehension::NotRequiredDiscard => {}
+                Comprehension::RequiredAtEndpoint if !endpoint => {}
+                Comprehension::RequiredAtEndpoint | Comprehension::Required => return Err(h.kind),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Iterates over a validated [`ExtensionChain`].
 #[derive(Debug, Clone)]
 pub struct ExtensionIter<'a> {
@@ -839,6 +864,48 @@ mod tests {
             let r: Result<Vec<_>> = IeIter::new(&ies[..k]).collect();
             assert_eq!(r.is_err(), k != 5, "IE prefix {k}");
         }
+    }
+
+    #[test]
+    fn unknown_headers_follow_their_comprehension_bits() {
+        // A chain of: UDP Port (0x40, not required), a made-up 0x9f (required at endpoint),
+        // and a made-up 0xdf (required everywhere).
+        let mut buf = [0u8; 12];
+        let hs = [
+            ExtensionHeader {
+                kind: 0x40,
+                content: &[0, 0],
+            },
+            ExtensionHeader {
+                kind: 0x9f,
+                content: &[0, 0],
+            },
+            ExtensionHeader {
+                kind: 0xdf,
+                content: &[0, 0],
+            },
+        ];
+        let chain = ExtensionChain::encode(&hs, &mut buf).unwrap();
+        assert_eq!(chain.check_comprehension(&[0x9f, 0xdf], true), Ok(()));
+        assert_eq!(
+            chain.check_comprehension(&[0xdf], false),
+            Ok(()),
+            "intermediate node forwards 10"
+        );
+        assert_eq!(
+            chain.check_comprehension(&[0xdf], true),
+            Err(0x9f),
+            "endpoint must understand 10"
+        );
+        assert_eq!(
+            chain.check_comprehension(&[0x9f], false),
+            Err(0xdf),
+            "everyone must understand 11"
+        );
+        assert_eq!(
+            ExtensionChain::default().check_comprehension(&[], true),
+            Ok(())
+        );
     }
 
     #[test]

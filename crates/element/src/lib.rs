@@ -14,7 +14,7 @@ pub mod counters;
 mod runtime;
 
 pub use args::{ElementArgs, PortSpec};
-pub use runtime::{open_ports, run, Port};
+pub use runtime::{open_ports, run, run_app, Port};
 
 use std::time::Instant;
 
@@ -72,8 +72,8 @@ pub trait Element {
     }
 
     /// The tables `show` answers, besides the runtime's own `info`, `ports` and `counters`.
-    fn tables(&self) -> &'static [&'static str] {
-        &[]
+    fn tables(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// A table as JSON, or `None` if the element has no such table.
@@ -81,7 +81,17 @@ pub trait Element {
 
     /// The element's counters (frames seen, dropped by reason, ...).
     fn counters(&self, out: &mut dyn FnMut(&str, u64));
+
+    /// Signalled when work arrives from outside the frame loop (a task wrote to a socket), so
+    /// the runtime calls [`poll`](Self::poll) without waiting for a frame or a timer.
+    fn wakeup(&self) -> Option<std::rc::Rc<tokio::sync::Notify>> {
+        None
+    }
 }
+
+/// An application running beside the frame loop (a server, a client): when it returns, the
+/// program exits with its result.
+pub type App = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
 /// A stable, locally administered unicast MAC for a node's port, so that captures of two runs
 /// of the same lab show the same addresses (and journey reports can name them).
@@ -170,14 +180,28 @@ where
     C: serde::de::DeserializeOwned,
     E: Element,
 {
+    program_main_app(program, args, |cfg: &C| Ok((build(cfg)?, None)))
+}
+
+/// [`program_main`] for programs with an application beside the element (endpoints: the
+/// element is the stack, the app serves or calls over it). `build` runs inside the runtime,
+/// so it may bind sockets; the program reports ready after it returns.
+pub fn program_main_app<C, E>(
+    program: &str,
+    args: &ElementArgs,
+    build: impl FnOnce(&C) -> anyhow::Result<(E, Option<App>)>,
+) -> std::process::ExitCode
+where
+    C: serde::de::DeserializeOwned,
+    E: Element,
+{
     main_with(program, || {
         args.validate()?;
         args.init_logging();
         let cfg: C = args.load_config()?;
         let names: PortNames = args.load_config()?;
-        let element = build(&cfg)?;
         let names: Vec<&str> = names.ports.iter().map(|p| p.name.as_str()).collect();
         let ports = order_ports(open_ports(args)?, &names)?;
-        run(args, element, ports)
+        run_app(args, ports, || build(&cfg))
     })
 }

@@ -156,11 +156,35 @@ type Request = (Option<String>, oneshot::Sender<Value>);
 
 /// Runs `element` over `ports` until SIGTERM or SIGINT.
 pub fn run<E: Element>(args: &ElementArgs, element: E, ports: Vec<Port>) -> Result<()> {
+    run_app(args, ports, || Ok((element, None)))
+}
+
+/// Builds the element and its app inside a current-thread runtime with a `LocalSet` (so the
+/// app can `spawn_local` tasks that share the stack), then runs the frame loop and the app
+/// until a signal, or until the app returns.
+pub fn run_app<E: Element>(
+    args: &ElementArgs,
+    ports: Vec<Port>,
+    build: impl FnOnce() -> Result<(E, Option<crate::App>)>,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    rt.block_on(run_loop(args, element, ports))
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let (element, app) = build()?;
+        let app = async move {
+            match app {
+                Some(a) => a.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = run_loop(args, element, ports) => r,
+            r = app => r,
+        }
+    })
 }
 
 async fn run_loop<E: Element>(
@@ -187,6 +211,7 @@ async fn run_loop<E: Element>(
             .with_context(|| format!("cannot bind control socket {}", path.display()))?;
         tokio::spawn(serve_control(listener, req_tx));
     }
+    let notify = element.wakeup();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
@@ -230,6 +255,12 @@ async fn run_loop<E: Element>(
                 if any { Poll::Ready(()) } else { Poll::Pending }
             }) => {}
             _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = async {
+                match &notify {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         let now = Instant::now();
         for i in 0..ports.len() {
@@ -306,8 +337,8 @@ fn answer<E: Element>(
     let ok = |v: Value| json!({ "ok": v });
     match table {
         None => {
-            let mut tables = vec!["info", "ports", "counters"];
-            tables.extend_from_slice(element.tables());
+            let mut tables: Vec<String> = ["info", "ports", "counters"].map(String::from).to_vec();
+            tables.extend(element.tables());
             ok(json!({ "node": node, "role": element.role(), "tables": tables }))
         }
         Some("info") => ok(json!({
@@ -328,8 +359,9 @@ fn answer<E: Element>(
         Some(t) => match element.show(t, now) {
             Some(v) => ok(v),
             None => {
-                let mut tables = vec!["info", "ports", "counters"];
-                tables.extend_from_slice(element.tables());
+                let mut tables: Vec<String> =
+                    ["info", "ports", "counters"].map(String::from).to_vec();
+                tables.extend(element.tables());
                 json!({ "error": format!("{node} has no table {t:?}; tables: {}", tables.join(", ")) })
             }
         },

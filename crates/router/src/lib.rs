@@ -754,8 +754,10 @@ impl Element for Router {
         }
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["interfaces", "routes", "rib", "arp"]
+    fn tables(&self) -> Vec<String> {
+        ["interfaces", "routes", "rib", "arp"]
+            .map(String::from)
+            .to_vec()
     }
 
     fn show(&self, table: &str, now: Instant) -> Option<serde_json::Value> {

@@ -1,13 +1,13 @@
-//! d11-host: a userspace IPv4 host (smoltcp) on one TAP port.
+//! d11-host: a userspace IPv4 host (d11-stack on smoltcp) on one TAP port.
 
 use clap::Parser;
-use d11_element::{program_main, ElementArgs};
-use d11_host::{Host, HostConfig};
+use d11_element::{program_main_app, ElementArgs};
 
-/// Userspace IPv4 host on smoltcp: answers ARP and ping, echoes UDP and TCP on port 7.
+/// Userspace IPv4 host: answers ARP and ping; echo (UDP/TCP 7), discard (TCP 9, with SHA-256
+/// of what arrives) and source (TCP 19, a seeded stream) services.
 ///
 /// The config (--config) is the node's entry of a topology file, as JSON: one port with its
-/// address, the default gateway, and the echo services.
+/// address, the default gateway, `tcp` tuning and `services`.
 #[derive(Parser)]
 #[command(name = "d11-host", version)]
 struct Cli {
@@ -17,7 +17,5 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    program_main("d11-host", &cli.element, |cfg: &HostConfig| {
-        Host::new(cfg, std::time::Instant::now())
-    })
+    program_main_app("d11-host", &cli.element, d11_host::build)
 }

@@ -1,0 +1,465 @@
+//! The userspace endpoint stack: a smoltcp interface on one frame port, shared by tokio tasks
+//! through async TCP and UDP sockets.
+//!
+//! A host here behaves as the seed's client does: an address and prefix, a default gateway; a
+//! packet to an address inside the prefix goes to that host (its MAC by ARP), anything else to
+//! the gateway. smoltcp does ARP, ICMP echo, TCP and UDP; this crate adds what smoltcp leaves
+//! to its user:
+//! - [`TcpListener`]: an accept backlog (smoltcp has none) as a pool of listening sockets,
+//!   re-armed after each accept, and a SYN-RECEIVED timeout so half-open connections cannot
+//!   hold the pool;
+//! - [`TcpStream`] and [`UdpSocket`]: `AsyncRead`/`AsyncWrite` and async datagrams for tokio
+//!   tasks, woken by smoltcp's wakers;
+//! - a per-connection view of TCP as the wire shows it ([`tracker`]): sequence numbers,
+//!   windows, retransmissions, for `d11 show NODE tcp`;
+//! - the frame guard in front of smoltcp, so malformed input is counted by reason.
+//!
+//! Everything runs on one thread: the stack is an `Rc<RefCell<_>>` shared by the element (which
+//! the runtime feeds frames and time) and the tasks (which read and write sockets). A task that
+//! changes a socket signals the runtime ([`Element::wakeup`]) so the stack transmits at once.
+
+mod device;
+mod tcp;
+pub mod tracker;
+mod udp;
+
+pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;
+
+use d11_element::counters::GuardDrops;
+use d11_element::{counters, Collect, Element, PortId, Transmit};
+use d11_wire::guard::{check_frame, Frame};
+use device::FrameIo;
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The TTL of packets the stack sends: smoltcp's default hop limit.
+pub const DEFAULT_TTL: u8 = 64;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StackPort {
+    pub name: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+    pub addresses: Vec<Ipv4Net>,
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+/// TCP settings for every socket of the stack.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TcpTuning {
+    /// Receive and send buffer per connection, octets. Above 64 KiB the stack advertises
+    /// window scaling (RFC 7323) with the shift the buffer needs.
+    pub buffer: usize,
+    /// "cubic", "reno" or "none".
+    pub congestion: String,
+    /// Delayed ACK in milliseconds (0 = ACK every segment).
+    pub ack_delay_ms: u64,
+    pub nagle: bool,
+    /// Half-open connections older than this are dropped from the accept pool.
+    pub syn_timeout_ms: u64,
+    /// Established connections idle this long are timed out (0 = never).
+    pub idle_timeout_s: u64,
+    /// Connections at most, listening sockets included; beyond it SYNs are refused.
+    pub max_sockets: usize,
+}
+
+impl Default for TcpTuning {
+    fn default() -> Self {
+        Self {
+            buffer: 256 * 1024,
+            congestion: "cubic".into(),
+            ack_delay_ms: 10,
+            nagle: false,
+            syn_timeout_ms: 3000,
+            idle_timeout_s: 0,
+            max_sockets: 4096,
+        }
+    }
+}
+
+/// An endpoint's configuration: its node's entry of the topology file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StackConfig {
+    pub name: String,
+    pub ports: Vec<StackPort>,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub tcp: TcpTuning,
+}
+
+counters! {
+    pub struct StackCounters {
+        rx_frames,
+        not_for_us,
+        tcp_accepted,
+        tcp_connected,
+        tcp_connect_failed,
+        tcp_syn_timeouts,
+        tcp_refused_full,
+        tcp_closed,
+        udp_sent,
+        udp_received,
+    }
+}
+
+type TableFn = Box<dyn Fn() -> Value>;
+
+pub(crate) struct Inner {
+    pub(crate) iface: Interface,
+    pub(crate) sockets: SocketSet<'static>,
+    epoch: Instant,
+    mac: EthernetAddress,
+    addrs: Vec<Ipv4Net>,
+    gateway: Option<Ipv4Addr>,
+    mtu: usize,
+    pub(crate) tuning: TcpTuning,
+    pub(crate) tracker: tracker::Tracker,
+    pub(crate) c: StackCounters,
+    drops: GuardDrops,
+    scratch: Vec<u8>,
+    /// Sockets whose owner dropped them: removed once closed.
+    pub(crate) orphans: Vec<SocketHandle>,
+    /// Accept pools by port.
+    pub(crate) pools: HashMap<u16, tcp::Pool>,
+    next_port: u16,
+    next_poll: Option<Instant>,
+    needs_poll: bool,
+    tables: Vec<(String, TableFn)>,
+    role: &'static str,
+}
+
+impl Inner {
+    pub(crate) fn tcp_socket(&self) -> tcp::Socket<'static> {
+        let t = &self.tuning;
+        let mut s = smoltcp::socket::tcp::Socket::new(
+            smoltcp::socket::tcp::SocketBuffer::new(vec![0; t.buffer]),
+            smoltcp::socket::tcp::SocketBuffer::new(vec![0; t.buffer]),
+        );
+        s.set_congestion_control(match t.congestion.as_str() {
+            "reno" => smoltcp::socket::tcp::CongestionControl::Reno,
+            "none" => smoltcp::socket::tcp::CongestionControl::None,
+            _ => smoltcp::socket::tcp::CongestionControl::Cubic,
+        });
+        s.set_ack_delay(
+            (t.ack_delay_ms > 0).then(|| smoltcp::time::Duration::from_millis(t.ack_delay_ms)),
+        );
+        s.set_nagle_enabled(t.nagle);
+        if t.idle_timeout_s > 0 {
+            s.set_timeout(Some(smoltcp::time::Duration::from_secs(t.idle_timeout_s)));
+        }
+        s
+    }
+
+    pub(crate) fn tcp_count(&self) -> usize {
+        self.sockets
+            .iter()
+            .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(_)))
+            .count()
+    }
+
+    /// An ephemeral port (RFC 6335 range) not used by a socket of ours.
+    pub(crate) fn ephemeral_port(&mut self) -> u16 {
+        for _ in 0..16384 {
+            let p = self.next_port;
+            self.next_port = if self.next_port == u16::MAX {
+                49152
+            } else {
+                self.next_port + 1
+            };
+            let used = self.sockets.iter().any(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => t.local_endpoint().is_some_and(|e| e.port == p),
+                _ => false,
+            });
+            if !used {
+                return p;
+            }
+        }
+        self.next_port
+    }
+
+    fn poll(&mut self, now: Instant, rx: Option<&[u8]>, tx: &mut dyn Transmit) {
+        let t =
+            SmolInstant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64);
+        self.needs_poll = false;
+        let mut dev = FrameIo {
+            rx,
+            tx,
+            scratch: &mut self.scratch,
+            mtu: self.mtu,
+            tracker: &mut self.tracker,
+            now,
+        };
+        self.iface.poll(t, &mut dev, &mut self.sockets);
+        // Accept pools: half-open sockets past the SYN-RECEIVED timeout go back to listening.
+        let mut changed = false;
+        let syn_timeout = Duration::from_millis(self.tuning.syn_timeout_ms);
+        for pool in self.pools.values_mut() {
+            changed |= pool.maintain(now, syn_timeout, &mut self.sockets, &mut self.c);
+        }
+        // Orphans: remove once closed.
+        let before = self.orphans.len();
+        let sockets = &mut self.sockets;
+        self.orphans.retain(|h| {
+            let closed =
+                sockets.get::<tcp::Socket>(*h).state() == smoltcp::socket::tcp::State::Closed;
+            if closed {
+                sockets.remove(*h);
+            }
+            !closed
+        });
+        self.c.tcp_closed += (before - self.orphans.len()) as u64;
+        if changed {
+            let mut dev = FrameIo {
+                rx: None,
+                tx,
+                scratch: &mut self.scratch,
+                mtu: self.mtu,
+                tracker: &mut self.tracker,
+                now,
+            };
+            self.iface.poll(t, &mut dev, &mut self.sockets);
+        }
+        self.tracker.prune(now);
+        self.next_poll = self
+            .iface
+            .poll_at(t, &self.sockets)
+            .map(|at| self.epoch + Duration::from_micros(at.total_micros().max(0) as u64));
+        // Pools with half-open sockets need a look when their timeout runs out.
+        if let Some(at) = self
+            .pools
+            .values()
+            .filter_map(|p| p.next_deadline(syn_timeout))
+            .min()
+        {
+            self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
+        }
+    }
+}
+
+/// A handle to the stack, cheap to clone, for tasks.
+#[derive(Clone)]
+pub struct Stack {
+    pub(crate) inner: Rc<RefCell<Inner>>,
+    pub(crate) notify: Rc<Notify>,
+}
+
+/// The stack as the runtime drives it.
+pub struct StackElement {
+    stack: Stack,
+}
+
+impl Stack {
+    /// Builds the stack for a config with exactly one port. `role` names the program in
+    /// `d11 show` (e.g. "ctl").
+    pub fn new(cfg: &StackConfig, role: &'static str) -> anyhow::Result<(Stack, StackElement)> {
+        let [port] = cfg.ports.as_slice() else {
+            anyhow::bail!(
+                "an endpoint has exactly one port; config has {}",
+                cfg.ports.len()
+            );
+        };
+        if port.addresses.is_empty() {
+            anyhow::bail!("port {}: an endpoint needs an address", port.name);
+        }
+        if cfg.tcp.buffer < 1024 || cfg.tcp.buffer > (1 << 30) {
+            anyhow::bail!(
+                "tcp.buffer {} is out of range (1 KiB to 1 GiB)",
+                cfg.tcp.buffer
+            );
+        }
+        if !matches!(cfg.tcp.congestion.as_str(), "cubic" | "reno" | "none") {
+            anyhow::bail!(
+                "tcp.congestion {:?}: cubic, reno or none",
+                cfg.tcp.congestion
+            );
+        }
+        let mac = EthernetAddress(match &port.mac {
+            Some(m) => d11_element::parse_mac(m)?,
+            None => d11_element::derive_mac(&cfg.name, &port.name),
+        });
+        let mtu = usize::from(port.mtu.unwrap_or(1500));
+        let mut scratch = vec![0u8; mtu + 14];
+        let mut config = Config::new(HardwareAddress::Ethernet(mac));
+        config.random_seed = u64::from_be_bytes([
+            0, 0, mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5],
+        ]);
+        let mut sink = Collect::default();
+        let mut tracker = tracker::Tracker::default();
+        let epoch = Instant::now();
+        let mut dev = FrameIo {
+            rx: None,
+            tx: &mut sink,
+            scratch: &mut scratch,
+            mtu,
+            tracker: &mut tracker,
+            now: epoch,
+        };
+        let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(0));
+        iface.update_ip_addrs(|a| {
+            for n in &port.addresses {
+                let _ = a.push(IpCidr::new(n.addr().into(), n.prefix_len()));
+            }
+        });
+        if let Some(gw) = cfg.gateway {
+            if !port.addresses.iter().any(|n| n.contains(&gw)) {
+                anyhow::bail!("gateway {gw} is not on the endpoint's subnet");
+            }
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(gw)
+                .map_err(|_| anyhow::anyhow!("cannot add default route"))?;
+        }
+        let inner = Inner {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            epoch,
+            mac,
+            addrs: port.addresses.clone(),
+            gateway: cfg.gateway,
+            mtu,
+            tuning: cfg.tcp.clone(),
+            tracker,
+            c: StackCounters::default(),
+            drops: GuardDrops::default(),
+            scratch,
+            orphans: Vec::new(),
+            pools: HashMap::new(),
+            next_port: 49152 + (u16::from(mac.0[5]) << 4),
+            next_poll: Some(epoch),
+            needs_poll: false,
+            tables: Vec::new(),
+            role,
+        };
+        let stack = Stack {
+            inner: Rc::new(RefCell::new(inner)),
+            notify: Rc::new(Notify::new()),
+        };
+        Ok((stack.clone(), StackElement { stack }))
+    }
+
+    /// The stack's first address.
+    pub fn address(&self) -> Ipv4Addr {
+        self.inner.borrow().addrs[0].addr()
+    }
+
+    /// Asks the runtime to poll the stack soon (after a socket changed).
+    pub(crate) fn kick(&self) {
+        let mut i = self.inner.borrow_mut();
+        if !i.needs_poll {
+            i.needs_poll = true;
+            self.notify.notify_one();
+        }
+    }
+
+    /// Adds a table to `d11 show` (e.g. the controller's orders).
+    pub fn add_table(&self, name: &str, f: impl Fn() -> Value + 'static) {
+        self.inner
+            .borrow_mut()
+            .tables
+            .push((name.to_string(), Box::new(f)));
+    }
+
+    pub fn counters(&self) -> StackCounters {
+        self.inner.borrow().c.clone()
+    }
+}
+
+impl Element for StackElement {
+    fn role(&self) -> &'static str {
+        self.stack.inner.borrow().role
+    }
+
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
+        let mut i = self.stack.inner.borrow_mut();
+        i.c.rx_frames += 1;
+        if port != 0 {
+            return;
+        }
+        let dst_mac = match check_frame(frame) {
+            Ok(Frame::Arp { dst_mac, .. }) | Ok(Frame::Ipv4 { dst_mac, .. }) => dst_mac,
+            Err(r) => {
+                i.drops.count(r);
+                return;
+            }
+        };
+        if dst_mac != i.mac && !dst_mac.is_broadcast() {
+            i.c.not_for_us += 1;
+            return;
+        }
+        i.poll(now, Some(frame), tx);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        let i = self.stack.inner.borrow();
+        if i.needs_poll {
+            Some(i.epoch)
+        } else {
+            i.next_poll
+        }
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        self.stack.inner.borrow_mut().poll(now, None, tx);
+    }
+
+    fn wakeup(&self) -> Option<Rc<Notify>> {
+        Some(self.stack.notify.clone())
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut t = vec!["interfaces".to_string(), "tcp".into()];
+        t.extend(
+            self.stack
+                .inner
+                .borrow()
+                .tables
+                .iter()
+                .map(|(n, _)| n.clone()),
+        );
+        t
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        let i = self.stack.inner.borrow();
+        match table {
+            "interfaces" => Some(json!([{
+                "name": "eth0",
+                "mac": d11_element::mac_string(&i.mac.0),
+                "addresses": i.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "gateway": i.gateway.map(|g| g.to_string()),
+                "mtu": i.mtu,
+                "default_ttl": DEFAULT_TTL,
+            }])),
+            "tcp" => Some(tcp::show(&i, now)),
+            _ => i.tables.iter().find(|(n, _)| n == table).map(|(_, f)| f()),
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        let i = self.stack.inner.borrow();
+        i.c.for_each(out);
+        out("tcp_sockets", i.tcp_count() as u64);
+        out("tcp_retransmits", i.tracker.total_retransmits());
+        i.drops.for_each(out);
+    }
+}

@@ -1,0 +1,192 @@
+//! TCP connections as the wire shows them: every segment the stack sends and receives is read
+//! here, so `d11 show NODE tcp` can give what smoltcp keeps private: sequence numbers
+//! (absolute and relative to the ISN, as Wireshark shows them), the windows each side
+//! advertised (scaled), and how many segments were sent again.
+
+use serde::Serialize;
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpOption, TcpPacket,
+};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    In,
+    Out,
+}
+
+/// One connection, keyed by (local, remote).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Conn {
+    pub isn_local: u32,
+    pub isn_remote: u32,
+    /// Highest sequence number sent + 1 (SND.MAX).
+    pub snd_max: u32,
+    /// Highest acknowledgment received (SND.UNA as the wire shows it).
+    pub snd_una: u32,
+    /// Highest acknowledgment sent (RCV.NXT as the wire shows it).
+    pub rcv_nxt: u32,
+    /// Peer's last advertised window, scaled.
+    pub snd_wnd: u32,
+    /// Our last advertised window, scaled.
+    pub rcv_wnd: u32,
+    pub ws_local: Option<u8>,
+    pub ws_remote: Option<u8>,
+    pub mss_remote: Option<u16>,
+    pub segments_out: u64,
+    pub segments_in: u64,
+    pub retransmits: u64,
+    pub resets_in: u64,
+    #[serde(skip)]
+    sent_any: bool,
+    #[serde(skip)]
+    last: Option<Instant>,
+}
+
+impl Conn {
+    fn shift_out(&self) -> u8 {
+        if self.ws_local.is_some() && self.ws_remote.is_some() {
+            self.ws_local.unwrap_or(0)
+        } else {
+            0
+        }
+    }
+    fn shift_in(&self) -> u8 {
+        if self.ws_local.is_some() && self.ws_remote.is_some() {
+            self.ws_remote.unwrap_or(0)
+        } else {
+            0
+        }
+    }
+}
+
+/// Keeps at most this many connections; the least recently active go first.
+const MAX: usize = 8192;
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    conns: HashMap<(SocketAddrV4, SocketAddrV4), Conn>,
+    retransmits: u64,
+}
+
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+impl Tracker {
+    pub fn get(&self, local: SocketAddrV4, remote: SocketAddrV4) -> Option<&Conn> {
+        self.conns.get(&(local, remote))
+    }
+
+    pub fn total_retransmits(&self) -> u64 {
+        self.retransmits
+    }
+
+    /// Reads one Ethernet frame; anything that is not a well-formed TCP/IPv4 segment is ignored.
+    pub fn observe(&mut self, now: Instant, frame: &[u8], dir: Dir) {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return;
+        };
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            return;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return;
+        };
+        if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+            return;
+        }
+        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+            return;
+        };
+        let (src, dst): (Ipv4Addr, Ipv4Addr) = (ip.src_addr(), ip.dst_addr());
+        let a = SocketAddrV4::new(src, tcp.src_port());
+        let b = SocketAddrV4::new(dst, tcp.dst_port());
+        let key = if dir == Dir::Out { (a, b) } else { (b, a) };
+        if !self.conns.contains_key(&key) && self.conns.len() >= MAX {
+            if let Some(oldest) = self
+                .conns
+                .iter()
+                .min_by_key(|(_, c)| c.last)
+                .map(|(k, _)| *k)
+            {
+                self.conns.remove(&oldest);
+            }
+        }
+        let c = self.conns.entry(key).or_default();
+        c.last = Some(now);
+        let mut ws = None;
+        let mut mss = None;
+        let mut opts = tcp.options();
+        while !opts.is_empty() {
+            let Ok((rest, opt)) = TcpOption::parse(opts) else {
+                break;
+            };
+            match opt {
+                TcpOption::WindowScale(s) => ws = Some(s),
+                TcpOption::MaxSegmentSize(m) => mss = Some(m),
+                TcpOption::EndOfList => break,
+                _ => {}
+            }
+            opts = rest;
+        }
+        let seq = tcp.seq_number().0 as u32;
+        let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
+        match dir {
+            Dir::Out => {
+                c.segments_out += 1;
+                if tcp.syn() {
+                    c.isn_local = seq;
+                    c.ws_local = ws;
+                }
+                let end = seq.wrapping_add(len);
+                if len > 0 {
+                    if c.sent_any && !after(end, c.snd_max) {
+                        c.retransmits += 1;
+                        self.retransmits += 1;
+                    }
+                    if !c.sent_any || after(end, c.snd_max) {
+                        c.snd_max = end;
+                    }
+                    c.sent_any = true;
+                }
+                if tcp.ack() {
+                    c.rcv_nxt = tcp.ack_number().0 as u32;
+                }
+                let w = u32::from(tcp.window_len());
+                c.rcv_wnd = if tcp.syn() { w } else { w << c.shift_out() };
+            }
+            Dir::In => {
+                c.segments_in += 1;
+                if tcp.syn() {
+                    c.isn_remote = seq;
+                    c.ws_remote = ws;
+                    c.mss_remote = mss;
+                }
+                if tcp.rst() {
+                    c.resets_in += 1;
+                }
+                if tcp.ack() {
+                    let ack = tcp.ack_number().0 as u32;
+                    if after(ack, c.snd_una) || c.snd_una == 0 {
+                        c.snd_una = ack;
+                    }
+                }
+                let w = u32::from(tcp.window_len());
+                c.snd_wnd = if tcp.syn() { w } else { w << c.shift_in() };
+            }
+        }
+    }
+
+    /// Forgets connections silent for two minutes.
+    pub fn prune(&mut self, now: Instant) {
+        if self.conns.len() > 256 {
+            self.conns.retain(|_, c| {
+                c.last
+                    .is_some_and(|l| now.saturating_duration_since(l) < Duration::from_secs(120))
+            });
+        }
+    }
+}

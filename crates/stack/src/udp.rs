@@ -1,0 +1,89 @@
+//! Async UDP over smoltcp.
+
+use crate::Stack;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::udp;
+use smoltcp::wire::IpEndpoint;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddrV4;
+use std::task::Poll;
+
+/// A bound UDP socket.
+pub struct UdpSocket {
+    stack: Stack,
+    handle: SocketHandle,
+}
+
+impl Stack {
+    /// Binds UDP `port` (0 = an ephemeral port).
+    pub fn udp_bind(&self, port: u16) -> io::Result<UdpSocket> {
+        let mut i = self.inner.borrow_mut();
+        let port = if port == 0 { i.ephemeral_port() } else { port };
+        let mut s = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * 1024]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * 1024]),
+        );
+        s.bind(port).map_err(|e| {
+            io::Error::new(io::ErrorKind::AddrInUse, format!("bind udp {port}: {e}"))
+        })?;
+        let handle = i.sockets.add(s);
+        Ok(UdpSocket {
+            stack: self.clone(),
+            handle,
+        })
+    }
+}
+
+impl UdpSocket {
+    /// Receives one datagram into `buf`; returns its length (cut to `buf`) and sender.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
+        poll_fn(|cx| {
+            let mut i = self.stack.inner.borrow_mut();
+            let s = i.sockets.get_mut::<udp::Socket>(self.handle);
+            match s.recv_slice(buf) {
+                Ok((n, meta)) => {
+                    let smoltcp::wire::IpAddress::Ipv4(a) = meta.endpoint.addr;
+                    i.c.udp_received += 1;
+                    Poll::Ready(Ok((n, SocketAddrV4::new(a, meta.endpoint.port))))
+                }
+                Err(udp::RecvError::Truncated) => {
+                    Poll::Ready(Err(io::Error::other("datagram larger than the buffer")))
+                }
+                Err(udp::RecvError::Exhausted) => {
+                    s.register_recv_waker(cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends one datagram to `to`.
+    pub async fn send_to(&self, data: &[u8], to: SocketAddrV4) -> io::Result<()> {
+        poll_fn(|cx| {
+            let mut i = self.stack.inner.borrow_mut();
+            let s = i.sockets.get_mut::<udp::Socket>(self.handle);
+            match s.send_slice(data, IpEndpoint::new((*to.ip()).into(), to.port())) {
+                Ok(()) => {
+                    i.c.udp_sent += 1;
+                    drop(i);
+                    self.stack.kick();
+                    Poll::Ready(Ok(()))
+                }
+                Err(udp::SendError::BufferFull) => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(io::Error::other(format!("send to {to}: {e}")))),
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        self.stack.inner.borrow_mut().sockets.remove(self.handle);
+    }
+}

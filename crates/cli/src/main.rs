@@ -69,6 +69,10 @@ enum LabCmd {
         /// Seed for link impairments.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Programs append their TLS secrets to FILE (SSLKEYLOGFILE), so Wireshark decrypts
+        /// the captures: `-o tls.keylog_file:FILE`.
+        #[arg(long, value_name = "FILE")]
+        keylog: Option<PathBuf>,
         /// Where the d11-* programs are (default: beside this executable).
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
@@ -154,6 +158,7 @@ fn run(cli: Cli) -> Result<()> {
             program_captures,
             seed,
             bin_dir,
+            keylog,
         }) => {
             let topo = Topology::load(&file)?;
             let st = d11_lab::up(
@@ -165,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
                     capture_dir: capture,
                     program_capture_dir: program_captures,
                     seed,
+                    keylog,
                 },
             )?;
             println!(
@@ -173,6 +179,12 @@ fn run(cli: Cli) -> Result<()> {
                 st.nodes.len(),
                 st.segments.len()
             );
+            if let Some(pki) = &st.pki {
+                println!(
+                    "lab CA: {} (curl --cacert, openssl -CAfile)",
+                    pki.join("root.pem").display()
+                );
+            }
             print_status(&st);
             Ok(())
         }
@@ -196,6 +208,8 @@ fn run(cli: Cli) -> Result<()> {
                     "nodes": d11_lab::status(&st),
                     "segments": st.segments,
                     "captures": st.captures,
+                    "pki": st.pki,
+                    "keylog": st.keylog,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

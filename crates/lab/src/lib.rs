@@ -82,6 +82,12 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     #[serde(default)]
     pub captures: Vec<CaptureState>,
+    /// The lab's PKI (`root.pem` for `curl --cacert`), if a node uses TLS.
+    #[serde(default)]
+    pub pki: Option<PathBuf>,
+    /// Where programs write TLS secrets (SSLKEYLOGFILE), with `lab up --keylog`.
+    #[serde(default)]
+    pub keylog: Option<PathBuf>,
 }
 
 pub fn run_dir(prefix: &str) -> PathBuf {
@@ -171,6 +177,8 @@ pub struct UpOptions {
     /// Programs write their ports' frames to DIR/<node>-<port>.pcapng, with decision notes.
     pub program_capture_dir: Option<PathBuf>,
     pub seed: u64,
+    /// Programs append TLS secrets to this file (SSLKEYLOGFILE), for Wireshark.
+    pub keylog: Option<PathBuf>,
 }
 
 fn tap_name(node: &str, port: &str, ni: usize, pi: usize) -> String {
@@ -233,6 +241,11 @@ pub fn up(topo: &Topology, topo_path: Option<&Path>, opts: &UpOptions) -> Result
         segments: Vec::new(),
         nodes: Vec::new(),
         captures: Vec::new(),
+        pki: None,
+        keylog: opts
+            .keylog
+            .as_ref()
+            .map(|k| std::path::absolute(k).unwrap_or(k.clone())),
     };
     st.save()?;
     match build(topo, opts, &bins, &mut st) {
@@ -260,7 +273,47 @@ fn add_netns(st: &mut LabState, ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// The names a node's certificate carries: its `tls.names`, then its addresses.
+fn tls_names(n: &Node) -> Option<Vec<String>> {
+    let tls = n.extra.get("tls")?;
+    let mut names: Vec<String> = tls
+        .get("names")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for p in &n.ports {
+        names.extend(p.addresses.iter().map(|a| a.addr().to_string()));
+    }
+    Some(names)
+}
+
+/// Issues the lab's PKI if any node asks for TLS.
+fn issue_pki(topo: &Topology, st: &mut LabState) -> Result<()> {
+    let leaves: Vec<d11_tls::Leaf> = topo
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            tls_names(n).map(|names| d11_tls::Leaf {
+                stem: n.name.clone(),
+                names,
+            })
+        })
+        .collect();
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    let dir = st.run_dir.join("pki");
+    d11_tls::issue(&dir, &topo.name, &leaves).context("cannot issue the lab's certificates")?;
+    st.pki = Some(dir);
+    st.save()
+}
+
 fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> Result<()> {
+    issue_pki(topo, st)?;
     let fabric = st.fabric.clone();
     add_netns(st, &fabric)?;
     // Where br_netfilter is loaded (Docker loads it), bridged IPv4 goes through netfilter and
@@ -527,6 +580,13 @@ fn start_program(
             }
         }
     }
+    // TLS nodes get the certificate the lab issued for them.
+    if let (Some(pki), Some(tls)) = (&st.pki, cfg.get_mut("tls").and_then(|t| t.as_object_mut())) {
+        tls.entry("cert")
+            .or_insert_with(|| serde_json::json!(pki.join(format!("{}.pem", n.name))));
+        tls.entry("key")
+            .or_insert_with(|| serde_json::json!(pki.join(format!("{}.key", n.name))));
+    }
     fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg)?)?;
     let control = dir.join("ctl").join(format!("{}.sock", n.name));
     let log = dir.join("logs").join(format!("{}.log", n.name));
@@ -549,6 +609,10 @@ fn start_program(
         fs::create_dir_all(d)?;
         cmd.arg("--capture-dir").arg(d);
     }
+    match &st.keylog {
+        Some(k) => cmd.env("SSLKEYLOGFILE", k),
+        None => cmd.env_remove("SSLKEYLOGFILE"),
+    };
     st.nodes[ni].control = Some(control);
     st.nodes[ni].log = Some(log.clone());
     st.save()?;

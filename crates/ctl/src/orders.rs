@@ -1,0 +1,203 @@
+//! Orders: validation of the seed's JSON body, and the store behind a seam.
+//!
+//! The seed's request: `POST /purchaseOrder` with
+//! `{"order": {"date": ..., "className": ..., "Author": ..., "price": ...}}`. The API is
+//! idempotent by the `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header): a
+//! repeated key returns the first order, never a second one; the same key with another body
+//! is refused.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A valid order request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewOrder {
+    pub date: String,
+    #[serde(rename = "className")]
+    pub class_name: String,
+    #[serde(rename = "Author")]
+    pub author: String,
+    pub price: f64,
+}
+
+/// A stored order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Order {
+    #[serde(rename = "orderId")]
+    pub id: String,
+    #[serde(rename = "idempotencyKey")]
+    pub key: String,
+    pub order: NewOrder,
+}
+
+/// What a create did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New(Order),
+    /// The key was seen before with the same order: the first order.
+    Replayed(Order),
+    /// The key was seen before with a different order.
+    KeyReused,
+    /// The store is full.
+    Full,
+}
+
+/// Why a body is not an order; the message goes back to the client.
+pub fn validate(body: &[u8]) -> Result<NewOrder, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let o = v
+        .get("order")
+        .and_then(Value::as_object)
+        .ok_or("body needs an \"order\" object")?;
+    let s = |k: &str, max: usize| -> Result<String, String> {
+        let x = o
+            .get(k)
+            .and_then(Value::as_str)
+            .ok_or(format!("order.{k} must be a string"))?;
+        if x.is_empty() || x.len() > max {
+            return Err(format!("order.{k} must be 1 to {max} characters"));
+        }
+        Ok(x.to_string())
+    };
+    let price = o
+        .get("price")
+        .and_then(Value::as_f64)
+        .ok_or("order.price must be a number")?;
+    if !price.is_finite() || price < 0.0 {
+        return Err("order.price must be a finite number, not negative".into());
+    }
+    Ok(NewOrder {
+        date: s("date", 64)?,
+        class_name: s("className", 200)?,
+        author: s("Author", 200)?,
+        price,
+    })
+}
+
+/// Where orders go. In memory now; the RPC back end (order service) implements it later.
+pub trait OrderBackend {
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+        order: NewOrder,
+    ) -> Pin<Box<dyn Future<Output = Created> + 'a>>;
+    fn list(&self) -> Vec<Order>;
+}
+
+/// Orders in memory, at most `max`.
+#[derive(Debug)]
+pub struct MemoryOrders {
+    inner: std::cell::RefCell<Store>,
+}
+
+#[derive(Debug)]
+struct Store {
+    list: Vec<Order>,
+    by_key: HashMap<String, usize>,
+    max: usize,
+}
+
+impl MemoryOrders {
+    pub fn new(max: usize) -> Self {
+        Self {
+            inner: std::cell::RefCell::new(Store {
+                list: Vec::new(),
+                by_key: HashMap::new(),
+                max,
+            }),
+        }
+    }
+
+    pub fn create_now(&self, key: &str, order: NewOrder) -> Created {
+        let mut s = self.inner.borrow_mut();
+        if let Some(&i) = s.by_key.get(key) {
+            let first = s.list[i].clone();
+            return if first.order == order {
+                Created::Replayed(first)
+            } else {
+                Created::KeyReused
+            };
+        }
+        if s.list.len() >= s.max {
+            return Created::Full;
+        }
+        let o = Order {
+            id: format!("D11-{:08}", s.list.len() + 1),
+            key: key.to_string(),
+            order,
+        };
+        let n = s.list.len();
+        s.by_key.insert(key.to_string(), n);
+        s.list.push(o.clone());
+        Created::New(o)
+    }
+}
+
+impl OrderBackend for MemoryOrders {
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+        order: NewOrder,
+    ) -> Pin<Box<dyn Future<Output = Created> + 'a>> {
+        Box::pin(std::future::ready(self.create_now(key, order)))
+    }
+
+    fn list(&self) -> Vec<Order> {
+        self.inner.borrow().list.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"{"order": {"date": "2018-11-11 00:00:01", "className": "Rust in Action", "Author": "d11", "price": 11.11}}"#;
+
+    #[test]
+    fn validates_the_seed_body() {
+        let o = validate(SEED.as_bytes()).unwrap();
+        assert_eq!(o.class_name, "Rust in Action");
+        assert_eq!(o.price, 11.11);
+        for (bad, why) in [
+            ("{", "not JSON"),
+            ("[]", "\"order\" object"),
+            (
+                r#"{"order": {"date": "d", "className": "", "Author": "a", "price": 1}}"#,
+                "className",
+            ),
+            (
+                r#"{"order": {"date": "d", "className": "c", "Author": "a", "price": -1}}"#,
+                "price",
+            ),
+            (
+                r#"{"order": {"date": "d", "className": "c", "Author": "a", "price": "1"}}"#,
+                "price",
+            ),
+        ] {
+            let e = validate(bad.as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn idempotency() {
+        let m = MemoryOrders::new(2);
+        let o = validate(SEED.as_bytes()).unwrap();
+        let Created::New(first) = m.create_now("k1", o.clone()) else {
+            panic!()
+        };
+        assert_eq!(
+            m.create_now("k1", o.clone()),
+            Created::Replayed(first.clone())
+        );
+        let mut other = o.clone();
+        other.price = 1.0;
+        assert_eq!(m.create_now("k1", other), Created::KeyReused);
+        assert!(matches!(m.create_now("k2", o.clone()), Created::New(x) if x.id != first.id));
+        assert_eq!(m.create_now("k3", o), Created::Full);
+        assert_eq!(m.list().len(), 2);
+    }
+}

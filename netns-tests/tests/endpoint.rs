@@ -1,0 +1,252 @@
+//! Stages 6 and 7: HTTPS from real clients (curl, openssl, nc) to d11-ctl on the userspace
+//! stack, through a d11-router.
+
+use d11_netns_tests::*;
+use std::time::{Duration, Instant};
+
+const LAB: &str = include_str!("../../labs/order-https.toml");
+const ORDER: &str = r#"{"order": {"date": "2018-11-11 00:00:01", "className": "Rust in Action", "Author": "d11", "price": 11.11}}"#;
+const URL: &str = "https://www.shop.example/purchaseOrder";
+const RESOLVE: &str = "www.shop.example:443:10.0.2.20";
+
+fn root(lab: &Lab) -> String {
+    format!("/run/d11/{}/pki/root.pem", lab.prefix)
+}
+
+/// curl from k1; returns (status code, body).
+fn curl(lab: &Lab, extra: &[&str]) -> (u16, String) {
+    let ca = root(lab);
+    let mut args = vec![
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        &ca,
+        "--resolve",
+        RESOLVE,
+        "-o",
+        "/dev/stdout",
+        "-w",
+        "\n%{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    let out = lab.exec_ok("k1", &args);
+    let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn order(lab: &Lab, key: &str) -> (u16, String) {
+    curl(
+        lab,
+        &[
+            "-H",
+            &format!("Idempotency-Key: {key}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            ORDER,
+            URL,
+        ],
+    )
+}
+
+#[test]
+fn curl_places_an_order_over_a_verified_three_level_chain() {
+    let keylog = std::env::temp_dir().join(format!("d11-keylog-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&keylog);
+    let lab = Lab::up_with(LAB, &["--keylog", keylog.to_str().unwrap()]);
+
+    let (code, body) = order(&lab, "k-1111");
+    assert_eq!(code, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["orderId"].as_str().unwrap().to_string();
+    assert_eq!(v["order"]["className"], "Rust in Action");
+    // The same key again: the same order, not a second one.
+    let (code, body) = order(&lab, "k-1111");
+    assert_eq!(code, 201);
+    let again: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["orderId"], id.as_str());
+    let (_, body) = order(&lab, "k-2222");
+    let other: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(other["orderId"], id.as_str());
+    let orders = lab.show("ctl1", "orders");
+    assert_eq!(orders.as_array().unwrap().len(), 2, "{orders}");
+
+    // The chain: leaf (www.shop.example) <- intermediate <- root, verified by openssl.
+    let ca = root(&lab);
+    let out = lab.exec_ok(
+        "k1",
+        &["sh", "-c", &format!("echo | openssl s_client -connect 10.0.2.20:443 -servername www.shop.example -CAfile {ca} -showcerts 2>&1")],
+    );
+    let subjects: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with(" 0 s:") || l.starts_with(" 1 s:"))
+        .collect();
+    let issuers: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("i:"))
+        .collect();
+    assert_eq!(subjects.len(), 2, "{out}");
+    assert!(subjects[0].contains("www.shop.example"), "{out}");
+    assert!(subjects[1].contains("intermediate CA"), "{out}");
+    assert!(issuers[1].contains("root CA"), "{out}");
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    // GET /health, and HTTP keep-alive: two requests on one connection.
+    let (code, _) = curl(&lab, &["https://www.shop.example/health"]);
+    assert_eq!(code, 200);
+    let out = lab.exec_ok(
+        "k1",
+        &[
+            "curl",
+            "-sS",
+            "-v",
+            "--cacert",
+            &ca,
+            "--resolve",
+            RESOLVE,
+            "https://www.shop.example/health",
+            "https://www.shop.example/health",
+        ],
+    );
+    assert!(out.contains("ok"), "{out}");
+    let http = lab.show("ctl1", "http");
+
+    // With the key log, tshark decrypts the capture and shows the order.
+    drop(lab.down());
+    assert!(http["tls_handshakes"].as_u64().unwrap() >= 5, "{http}");
+    let reqs = tshark_fields(
+        &lab.pcap("right"),
+        "http.request.method == \"POST\"",
+        &["http.request.uri", "ip.dst", "tcp.dstport"],
+        &["-o", &format!("tls.keylog_file:{}", keylog.display())],
+    );
+    assert!(reqs.len() >= 3, "{reqs:?}");
+    assert_eq!(
+        reqs[0],
+        vec![
+            "/purchaseOrder".to_string(),
+            "10.0.2.20".into(),
+            "443".into()
+        ]
+    );
+    for seg in ["left", "right"] {
+        assert!(
+            malformed(
+                &lab.pcap(seg),
+                &["-o", &format!("tls.keylog_file:{}", keylog.display())]
+            )
+            .is_empty(),
+            "{seg}"
+        );
+    }
+    let _ = std::fs::remove_file(&keylog);
+}
+
+#[test]
+fn bad_requests_get_their_status_and_service_goes_on() {
+    let lab = Lab::up(&LAB.replace(
+        "tls = { names = [\"www.shop.example\", \"ctl1.shop.example\"] }",
+        "tls = { names = [\"www.shop.example\"] }\nhttp = { handshake_timeout_ms = 1000, max_body = 4096 }",
+    ));
+    // No Idempotency-Key.
+    let (code, body) = curl(&lab, &["-d", ORDER, URL]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("Idempotency-Key"));
+    // Bad JSON, and a bad field.
+    let (code, body) = curl(
+        &lab,
+        &["-H", "Idempotency-Key: a", "-d", "{\"order\": ", URL],
+    );
+    assert_eq!((code, body.contains("not JSON")), (400, true), "{body}");
+    let (code, body) = curl(
+        &lab,
+        &[
+            "-H",
+            "Idempotency-Key: b",
+            "-d",
+            &ORDER.replace("11.11", "-5"),
+            URL,
+        ],
+    );
+    assert_eq!((code, body.contains("price")), (400, true), "{body}");
+    // The same key, another order.
+    assert_eq!(order(&lab, "c").0, 201);
+    let (code, _) = curl(
+        &lab,
+        &[
+            "-H",
+            "Idempotency-Key: c",
+            "-d",
+            &ORDER.replace("11.11", "12"),
+            URL,
+        ],
+    );
+    assert_eq!(code, 422);
+    // A Content-Length smaller than the body: the body is cut, and is no longer JSON.
+    let (code, _) = curl(
+        &lab,
+        &[
+            "-H",
+            "Idempotency-Key: d",
+            "-H",
+            "Content-Length: 12",
+            "-d",
+            ORDER,
+            URL,
+        ],
+    );
+    assert_eq!(code, 400);
+    // A body over the limit, and headers over 8 KiB.
+    let big = format!("{{\"order\": {{\"date\": \"{}\"}}}}", "x".repeat(5000));
+    assert_eq!(
+        curl(&lab, &["-H", "Idempotency-Key: e", "-d", &big, URL]).0,
+        413
+    );
+    let huge = format!("X-Big: {}", "y".repeat(10_000));
+    assert_eq!(
+        curl(&lab, &["-H", &huge, "https://www.shop.example/health"]).0,
+        431
+    );
+    // Wrong path and method.
+    assert_eq!(curl(&lab, &["https://www.shop.example/nothing"]).0, 404);
+    assert_eq!(curl(&lab, &["-X", "DELETE", URL]).0, 405);
+
+    // Plain HTTP instead of a ClientHello: a TLS alert record (content type 21) comes back.
+    let out = lab.exec("k1", &["sh", "-c", "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | nc -w 5 10.0.2.20 443 | od -An -tu1 -N1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "21",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A client that connects and says nothing is cut off after the handshake timeout (1 s):
+    // nc returns when the server closes.
+    let t = Instant::now();
+    let o = lab.exec("k1", &["timeout", "20", "nc", "-d", "10.0.2.20", "443"]);
+    let waited = t.elapsed();
+    assert!(
+        o.status.success(),
+        "nc ended by the server closing, not by timeout(1)"
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    let http = lab.show("ctl1", "http");
+    assert_eq!(http["tls_failed"], 1, "{http}");
+    assert_eq!(http["tls_timeouts"], 1, "{http}");
+    assert!(http["rejected_400"].as_u64().unwrap() >= 4, "{http}");
+
+    // And a normal client is served.
+    assert_eq!(order(&lab, "after").0, 201);
+    let st = lab.status();
+    assert!(
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] != "dead"),
+        "{st}"
+    );
+}

@@ -250,3 +250,124 @@ fn bad_requests_get_their_status_and_service_goes_on() {
         "{st}"
     );
 }
+
+/// The userspace client (d11-fetch on its own TAP) against a kernel HTTPS server (openssl
+/// s_server with a certificate the lab issued) and against d11-ctl.
+#[test]
+fn userspace_client_talks_to_a_kernel_server_and_to_the_controller() {
+    let topo = format!(
+        "{LAB}\n[[nodes]]\nname = \"ks\"\nrole = \"kernel\"\ngateway = \"10.0.2.1\"\nports = [{{ name = \"eth0\", segment = \"right\", addresses = [\"10.0.2.30/24\"] }}]\ntls = {{ names = [\"static.shop.example\"] }}\n"
+    );
+    let lab = Lab::up(&topo);
+    // A kernel HTTPS server serving one file; it prints ACCEPT once it listens.
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("item.json"), "{\"item\": 1111}").unwrap();
+    let pki = format!("/run/d11/{}/pki", lab.prefix);
+    let mut server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-ks", lab.prefix),
+            "openssl",
+            "s_server",
+            "-WWW",
+            "-accept",
+            "443",
+        ])
+        .args([
+            "-cert",
+            &format!("{pki}/ks.pem"),
+            "-key",
+            &format!("{pki}/ks.key"),
+            "-cert_chain",
+            &format!("{pki}/intermediate.pem"),
+        ])
+        .current_dir(&www)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ACCEPT") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "openssl s_server exited before ACCEPT");
+    }
+
+    let fetch = |args: &[&str]| -> serde_json::Value {
+        let o = d11()
+            .args([
+                "--prefix",
+                &lab.prefix,
+                "lab",
+                "fetch",
+                "left",
+                "--",
+                "--address",
+                "10.0.1.9/24",
+                "--gateway",
+                "10.0.1.1",
+                "--json",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("JSON outcome")
+    };
+    let o = fetch(&[
+        "--resolve",
+        "static.shop.example:443:10.0.2.30",
+        "https://static.shop.example/item.json",
+    ]);
+    assert_eq!(o["status"], 200, "{o}");
+    assert_eq!(o["body"], "{\"item\": 1111}");
+    assert_eq!(o["server_chain_len"], 2);
+    assert!(o["tls_ms"].as_f64().unwrap() > 0.0);
+
+    let o = fetch(&[
+        "--resolve",
+        "www.shop.example:443:10.0.2.20",
+        "-H",
+        "Idempotency-Key: u1",
+        "-d",
+        ORDER,
+        URL,
+    ]);
+    assert_eq!(o["status"], 201, "{o}");
+    assert!(o["body"].as_str().unwrap().contains("D11-"));
+    // Keep-alive: three requests on one connection.
+    let o = fetch(&["--count", "3", "https://10.0.2.20/health"]);
+    assert_eq!(o["response_ms"].as_array().unwrap().len(), 3);
+    // A name the certificate does not carry is refused by the client.
+    let o = d11()
+        .args([
+            "--prefix",
+            &lab.prefix,
+            "lab",
+            "fetch",
+            "left",
+            "--",
+            "--address",
+            "10.0.1.9/24",
+            "--gateway",
+            "10.0.1.1",
+        ])
+        .args([
+            "--resolve",
+            "evil.example:443:10.0.2.20",
+            "https://evil.example/health",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("TLS handshake"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -117,6 +117,15 @@ enum LabCmd {
         #[arg(long)]
         ready_fd: Option<i32>,
     },
+    /// HTTP(S) from a userspace client attached to SEGMENT for one exchange (d11-fetch):
+    /// `d11 lab fetch left -- --address 10.0.1.9/24 --gateway 10.0.1.1 https://...`.
+    /// The lab's CA is trusted unless --cacert is given.
+    Fetch {
+        segment: String,
+        /// d11-fetch's arguments: --address, --gateway, --resolve, -d, -H, --json, URL.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
     /// Print a node's log.
     Logs {
         node: String,
@@ -300,6 +309,36 @@ fn run(cli: Cli) -> Result<()> {
                 }
             })?;
             Ok(())
+        }
+        Cmd::Lab(LabCmd::Fetch { segment, args }) => {
+            d11_lab::sys::require_root()?;
+            let st = LabState::load(&prefix)?;
+            if !st.segments.iter().any(|s| s.name == segment) {
+                bail!("lab {prefix} has no segment {segment:?}");
+            }
+            let exe = std::env::current_exe()?;
+            let bin = exe.parent().context("no bin dir")?.join("d11-fetch");
+            let tap = format!("fetch{}", std::process::id() % 100_000);
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args([
+                "--node",
+                &tap,
+                "--port",
+                &format!("eth0={tap}@{segment}"),
+                "--fabric",
+            ])
+            .arg(PathBuf::from("/run/netns").join(&st.fabric));
+            if let (Some(pki), false) = (&st.pki, args.iter().any(|a| a == "--cacert")) {
+                cmd.arg("--cacert").arg(pki.join("root.pem"));
+            }
+            if std::env::var_os("D11_LOG").is_none() {
+                cmd.env("D11_LOG", "warn");
+            }
+            if let Some(k) = &st.keylog {
+                cmd.env("SSLKEYLOGFILE", k);
+            }
+            let status = cmd.args(&args).status().context("cannot run d11-fetch")?;
+            std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Lab(LabCmd::Logs { node, follow }) => {
             let st = LabState::load(&prefix)?;

@@ -15,6 +15,7 @@
 //! | more than `max_connections` at once | 503, connection closed |
 //! | other paths / methods | 404 / 405 |
 
+pub mod fetch;
 pub mod orders;
 
 use bytes::Bytes;

@@ -159,6 +159,35 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Waits until no connection is still closing (every TCP socket is listening, closed or in
+    /// TIME-WAIT), at most `timeout`: a program that is about to exit calls it so its FINs
+    /// reach the wire.
+    pub async fn quiesce(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(
+            timeout,
+            poll_fn(|cx| {
+                let mut i = self.inner.borrow_mut();
+                let mut busy = false;
+                for (_, s) in i.sockets.iter_mut() {
+                    if let smoltcp::socket::Socket::Tcp(s) = s {
+                        if !matches!(s.state(), State::Closed | State::TimeWait | State::Listen) {
+                            busy = true;
+                            s.register_send_waker(cx.waker());
+                        }
+                    }
+                }
+                if busy {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            }),
+        )
+        .await;
+    }
+}
+
 fn endpoint(e: Option<IpEndpoint>) -> Option<SocketAddrV4> {
     e.map(|e| {
         let smoltcp::wire::IpAddress::Ipv4(a) = e.addr;

@@ -371,3 +371,104 @@ fn userspace_client_talks_to_a_kernel_server_and_to_the_controller() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+fn bulk_lab(impair: &str) -> String {
+    format!(
+        r#"
+name = "bulk"
+[[segments]]
+name = "left"
+[[segments]]
+name = "right"
+[[nodes]]
+name = "k1"
+role = "kernel"
+gateway = "10.0.1.1"
+ports = [{{ name = "eth0", segment = "left", addresses = ["10.0.1.3/24"] }}]
+[[nodes]]
+name = "r1"
+role = "router"
+ports = [
+  {{ name = "eth0", segment = "left", addresses = ["10.0.1.1/24"] }},
+  {{ name = "eth1", segment = "right", addresses = ["10.0.2.1/24"]{impair} }},
+]
+[[nodes]]
+name = "h2"
+role = "host"
+gateway = "10.0.2.1"
+ports = [{{ name = "eth0", segment = "right", addresses = ["10.0.2.2/24"] }}]
+services = {{ source_bytes = 52428800 }}
+"#
+    )
+}
+
+const MB50: usize = 50 * 1024 * 1024;
+
+/// The kernel's TCP sends 50 MB to our TCP (discard service, which hashes what arrives)
+/// through the router, whose link to us loses 2% of frames both ways and reorders 2%.
+#[test]
+fn bulk_50mb_kernel_to_userspace_with_loss_and_reordering() {
+    let lab = Lab::up(&bulk_lab(
+        r#", impair = ["both:loss=0.02,reorder=0.02,gap=1ms"]"#,
+    ));
+    let file = lab.dir.join("bulk.bin");
+    let mut data = vec![0u8; MB50];
+    let mut x: u64 = 0x1111_2011_1111;
+    for c in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    std::fs::write(&file, &data).unwrap();
+    let want = lab.exec_ok("k1", &["sha256sum", file.to_str().unwrap()]);
+    let want = want.split_whitespace().next().unwrap().to_string();
+    // nc -N shuts its side down at EOF and waits for ours: discard closes after the last octet.
+    lab.exec_ok(
+        "k1",
+        &[
+            "sh",
+            "-c",
+            &format!("nc -N 10.0.2.2 9 < {}", file.display()),
+        ],
+    );
+    let t = lab.show("h2", "transfers");
+    let t = &t.as_array().unwrap()[0];
+    assert_eq!(t["bytes"], MB50 as u64, "{t}");
+    assert_eq!(t["sha256"], want.as_str(), "{t}");
+    // The loss was real, and our stack saw the repairs (late or retransmitted segments).
+    let ports = lab.show("r1", "ports");
+    let lost =
+        ports[1]["impair_tx_lost"].as_u64().unwrap() + ports[1]["impair_rx_lost"].as_u64().unwrap();
+    assert!(lost > 100, "{ports}");
+    assert!(lab.counter("h2", "tcp_late_in") > 0);
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Our TCP sends 50 MB (the source service's seeded stream) to the kernel's TCP through the
+/// router. A clean link: smoltcp's sender needs seconds per loss under 2% loss (a 1 s minimum
+/// RTO, go-back-N, no SACK; see docs/perf.md), so the lossy case is not run here.
+#[test]
+fn bulk_50mb_userspace_to_kernel() {
+    let lab = Lab::up(&bulk_lab(""));
+    let file = lab.dir.join("bulk.out");
+    lab.exec_ok(
+        "k1",
+        &[
+            "sh",
+            "-c",
+            &format!("nc -d 10.0.2.2 19 > {}", file.display()),
+        ],
+    );
+    let got = lab.exec_ok("k1", &["sha256sum", file.to_str().unwrap()]);
+    let t = lab.show("h2", "transfers");
+    let t = &t.as_array().unwrap()[0];
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), MB50 as u64);
+    assert_eq!(t["bytes"], MB50 as u64, "{t}");
+    assert_eq!(
+        got.split_whitespace().next().unwrap(),
+        t["sha256"].as_str().unwrap(),
+        "{t}"
+    );
+    let _ = std::fs::remove_file(&file);
+}

@@ -460,6 +460,7 @@ impl Element for StackElement {
         i.c.for_each(out);
         out("tcp_sockets", i.tcp_count() as u64);
         out("tcp_retransmits", i.tracker.total_retransmits());
+        out("tcp_late_in", i.tracker.total_late_in());
         i.drops.for_each(out);
     }
 }

@@ -437,6 +437,7 @@ pub(crate) fn show(i: &Inner, _now: Instant) -> Value {
                 row["snd_wnd"] = json!(c.snd_wnd);
                 row["rcv_wnd"] = json!(c.rcv_wnd);
                 row["retransmits"] = json!(c.retransmits);
+                row["late_in"] = json!(c.late_in);
                 row["isn"] = json!(c.isn_local);
             }
         }

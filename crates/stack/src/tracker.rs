@@ -38,9 +38,16 @@ pub struct Conn {
     pub segments_out: u64,
     pub segments_in: u64,
     pub retransmits: u64,
+    /// Peer segments whose data arrived behind later data: retransmitted or reordered.
+    pub late_in: u64,
     pub resets_in: u64,
     #[serde(skip)]
     sent_any: bool,
+    /// Highest sequence number received + 1.
+    #[serde(skip)]
+    rcv_max: u32,
+    #[serde(skip)]
+    received_any: bool,
     #[serde(skip)]
     last: Option<Instant>,
 }
@@ -69,6 +76,7 @@ const MAX: usize = 8192;
 pub struct Tracker {
     conns: HashMap<(SocketAddrV4, SocketAddrV4), Conn>,
     retransmits: u64,
+    late_in: u64,
 }
 
 fn after(a: u32, b: u32) -> bool {
@@ -82,6 +90,10 @@ impl Tracker {
 
     pub fn total_retransmits(&self) -> u64 {
         self.retransmits
+    }
+
+    pub fn total_late_in(&self) -> u64 {
+        self.late_in
     }
 
     /// Reads one Ethernet frame; anything that is not a well-formed TCP/IPv4 segment is ignored.
@@ -167,6 +179,17 @@ impl Tracker {
                 }
                 if tcp.rst() {
                     c.resets_in += 1;
+                }
+                let end = seq.wrapping_add(len);
+                if len > 0 {
+                    if c.received_any && !after(end, c.rcv_max) {
+                        c.late_in += 1;
+                        self.late_in += 1;
+                    }
+                    if !c.received_any || after(end, c.rcv_max) {
+                        c.rcv_max = end;
+                    }
+                    c.received_any = true;
                 }
                 if tcp.ack() {
                     let ack = tcp.ack_number().0 as u32;

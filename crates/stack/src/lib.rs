@@ -109,6 +109,7 @@ counters! {
         tcp_connected,
         tcp_connect_failed,
         tcp_syn_timeouts,
+        tcp_syn_evicted,
         tcp_refused_full,
         tcp_closed,
         udp_sent,
@@ -395,8 +396,22 @@ impl Element for StackElement {
         if port != 0 {
             return;
         }
-        let dst_mac = match check_frame(frame) {
-            Ok(Frame::Arp { dst_mac, .. }) | Ok(Frame::Ipv4 { dst_mac, .. }) => dst_mac,
+        let (dst_mac, tcp_at) = match check_frame(frame) {
+            Ok(Frame::Arp { dst_mac, .. }) => (dst_mac, None),
+            Ok(Frame::Ipv4 {
+                dst_mac,
+                protocol,
+                header_len,
+                total_len,
+                ..
+            }) => {
+                let at = 14 + header_len;
+                (
+                    dst_mac,
+                    (protocol == smoltcp::wire::IpProtocol::Tcp && total_len >= header_len + 20)
+                        .then_some(at),
+                )
+            }
             Err(r) => {
                 i.drops.count(r);
                 return;
@@ -405,6 +420,23 @@ impl Element for StackElement {
         if dst_mac != i.mac && !dst_mac.is_broadcast() {
             i.c.not_for_us += 1;
             return;
+        }
+        // A SYN for a listening port whose pool is all half-open: make room (see Pool::make_room).
+        if let Some(at) = tcp_at {
+            let (flags, port) = (
+                frame[at + 13],
+                u16::from_be_bytes([frame[at + 2], frame[at + 3]]),
+            );
+            if flags & 0x12 == 0x02 {
+                let Inner {
+                    pools, sockets, c, ..
+                } = &mut *i;
+                if let Some(pool) = pools.get_mut(&port) {
+                    if pool.make_room(now, sockets) {
+                        c.tcp_syn_evicted += 1;
+                    }
+                }
+            }
         }
         i.poll(now, Some(frame), tx);
     }

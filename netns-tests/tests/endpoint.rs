@@ -572,3 +572,50 @@ fn syn_flood_keeps_memory_bounded_and_clients_served() {
     let after = rss_kb(pid);
     assert!(after < before + 16 * 1024, "RSS {before} kB -> {after} kB");
 }
+
+/// Past `max_connections`, a client gets 503 and its connection is closed; once the others go,
+/// clients are served again.
+#[test]
+fn connections_over_the_limit_get_503() {
+    let lab = Lab::up(&LAB.replace(
+        "tls = { names = [\"www.shop.example\", \"ctl1.shop.example\"] }",
+        "tls = { names = [\"www.shop.example\"] }\nhttp = { max_connections = 1, handshake_timeout_ms = 30000 }",
+    ));
+    // One connection that stays in its TLS handshake, holding the only place.
+    let mut holder = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-k1", lab.prefix),
+            "nc",
+            "-d",
+            "10.0.2.20",
+            "443",
+        ])
+        .spawn()
+        .unwrap();
+    // Readiness: the server itself says the connection is there.
+    let mut held = false;
+    for _ in 0..500 {
+        if lab.show("ctl1", "http")["active_connections"] == 1 {
+            held = true;
+            break;
+        }
+    }
+    assert!(held, "the holding connection never showed up");
+    let (code, body) = order(&lab, "over");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("too many connections"));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let mut freed = false;
+    for _ in 0..500 {
+        if lab.show("ctl1", "http")["active_connections"] == 0 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed);
+    assert_eq!(order(&lab, "after").0, 201);
+    assert_eq!(lab.show("ctl1", "http")["rejected_503"], 1);
+}

@@ -1,6 +1,7 @@
 //! smoltcp's `Device` over one received frame and the runtime's transmitter; every frame in
 //! and out is shown to the TCP tracker.
 
+use crate::recovery::Recovery;
 use crate::tracker::{Dir, Tracker};
 use d11_element::Transmit;
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
@@ -12,7 +13,10 @@ pub(crate) struct FrameIo<'a> {
     pub tx: &'a mut dyn Transmit,
     pub scratch: &'a mut Vec<u8>,
     pub mtu: usize,
+    /// smoltcp's max_burst_size (0 = no limit).
+    pub burst: usize,
     pub tracker: &'a mut Tracker,
+    pub recovery: &'a mut Recovery,
     pub now: Instant,
 }
 
@@ -24,6 +28,7 @@ pub(crate) struct TxTok<'a> {
     tx: &'a mut dyn Transmit,
     scratch: &'a mut Vec<u8>,
     tracker: &'a mut Tracker,
+    recovery: &'a mut Recovery,
     now: Instant,
 }
 
@@ -41,6 +46,7 @@ impl smoltcp::phy::TxToken for TxTok<'_> {
         let r = f(&mut self.scratch[..len]);
         self.tracker
             .observe(self.now, &self.scratch[..len], Dir::Out);
+        self.recovery.on_out(self.now, &self.scratch[..len]);
         self.tx.send(0, &self.scratch[..len]);
         r
     }
@@ -66,6 +72,7 @@ impl Device for FrameIo<'_> {
                 tx: &mut *self.tx,
                 scratch: &mut *self.scratch,
                 tracker: &mut *self.tracker,
+                recovery: &mut *self.recovery,
                 now: self.now,
             },
         ))
@@ -76,6 +83,7 @@ impl Device for FrameIo<'_> {
             tx: &mut *self.tx,
             scratch: &mut *self.scratch,
             tracker: &mut *self.tracker,
+            recovery: &mut *self.recovery,
             now: self.now,
         })
     }
@@ -84,6 +92,7 @@ impl Device for FrameIo<'_> {
         let mut c = DeviceCapabilities::default();
         c.medium = Medium::Ethernet;
         c.max_transmission_unit = self.mtu + 14;
+        c.max_burst_size = (self.burst > 0).then_some(self.burst);
         c
     }
 }

@@ -19,6 +19,7 @@
 //! changes a socket signals the runtime ([`Element::wakeup`]) so the stack transmits at once.
 
 mod device;
+mod recovery;
 mod tcp;
 pub mod tracker;
 mod udp;
@@ -74,6 +75,8 @@ pub struct TcpTuning {
     pub idle_timeout_s: u64,
     /// Connections at most, listening sockets included; beyond it SYNs are refused.
     pub max_sockets: usize,
+    /// Frames smoltcp may send back to back per poll (its `max_burst_size`; 0 = no limit).
+    pub burst: usize,
 }
 
 impl Default for TcpTuning {
@@ -86,6 +89,7 @@ impl Default for TcpTuning {
             syn_timeout_ms: 3000,
             idle_timeout_s: 0,
             max_sockets: 4096,
+            burst: 0,
         }
     }
 }
@@ -130,6 +134,8 @@ pub(crate) struct Inner {
     mtu: usize,
     pub(crate) tuning: TcpTuning,
     pub(crate) tracker: tracker::Tracker,
+    recovery: recovery::Recovery,
+    resend: Vec<Vec<u8>>,
     pub(crate) c: StackCounters,
     drops: GuardDrops,
     scratch: Vec<u8>,
@@ -202,44 +208,69 @@ impl Inner {
             tx,
             scratch: &mut self.scratch,
             mtu: self.mtu,
+            burst: self.tuning.burst,
             tracker: &mut self.tracker,
+            recovery: &mut self.recovery,
             now,
         };
         self.iface.poll(t, &mut dev, &mut self.sockets);
+        // Loss recovery from what the peer acknowledged and SACKed, and probe timeouts (see
+        // `recovery`).
+        if let Some(frame) = rx {
+            self.recovery.on_in(now, frame, &mut self.resend);
+        }
+        self.recovery.on_timer(now, &mut self.resend);
+        for f in self.resend.drain(..) {
+            self.tracker.observe(now, &f, tracker::Dir::Out);
+            tx.send(0, &f);
+        }
         // Accept pools: half-open sockets past the SYN-RECEIVED timeout go back to listening.
         let mut changed = false;
         let syn_timeout = Duration::from_millis(self.tuning.syn_timeout_ms);
         for pool in self.pools.values_mut() {
             changed |= pool.maintain(now, syn_timeout, &mut self.sockets, &mut self.c);
         }
-        // Orphans: remove once closed.
+        // Orphans: removed once closed. Under pressure (half of max_sockets in use), those in
+        // TIME-WAIT go at once, as Linux does past tcp_max_tw_buckets: a smoltcp socket in
+        // TIME-WAIT still holds its buffers, and a server that closes first makes thousands.
         let before = self.orphans.len();
+        let pressure = self.tcp_count() * 2 > self.tuning.max_sockets;
         let sockets = &mut self.sockets;
+        let mut tw_dropped = 0;
         self.orphans.retain(|h| {
-            let closed =
-                sockets.get::<tcp::Socket>(*h).state() == smoltcp::socket::tcp::State::Closed;
-            if closed {
+            let state = sockets.get::<tcp::Socket>(*h).state();
+            let tw = state == smoltcp::socket::tcp::State::TimeWait;
+            let gone = state == smoltcp::socket::tcp::State::Closed || (pressure && tw);
+            if gone {
+                tw_dropped += u64::from(tw);
                 sockets.remove(*h);
             }
-            !closed
+            !gone
         });
         self.c.tcp_closed += (before - self.orphans.len()) as u64;
+        self.c.tcp_time_wait_dropped += tw_dropped;
         if changed {
             let mut dev = FrameIo {
                 rx: None,
                 tx,
                 scratch: &mut self.scratch,
                 mtu: self.mtu,
+                burst: self.tuning.burst,
                 tracker: &mut self.tracker,
+                recovery: &mut self.recovery,
                 now,
             };
             self.iface.poll(t, &mut dev, &mut self.sockets);
         }
         self.tracker.prune(now);
+        self.recovery.prune(now);
         self.next_poll = self
             .iface
             .poll_at(t, &self.sockets)
             .map(|at| self.epoch + Duration::from_micros(at.total_micros().max(0) as u64));
+        if let Some(at) = self.recovery.poll_at() {
+            self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
+        }
         // Pools with half-open sockets need a look when their timeout runs out.
         if let Some(at) = self
             .pools
@@ -301,13 +332,16 @@ impl Stack {
         ]);
         let mut sink = Collect::default();
         let mut tracker = tracker::Tracker::default();
+        let mut recovery = recovery::Recovery::default();
         let epoch = Instant::now();
         let mut dev = FrameIo {
             rx: None,
             tx: &mut sink,
             scratch: &mut scratch,
             mtu,
+            burst: cfg.tcp.burst,
             tracker: &mut tracker,
+            recovery: &mut recovery,
             now: epoch,
         };
         let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(0));
@@ -335,6 +369,8 @@ impl Stack {
             mtu,
             tuning: cfg.tcp.clone(),
             tracker,
+            recovery,
+            resend: Vec::new(),
             c: StackCounters::default(),
             drops: GuardDrops::default(),
             scratch,
@@ -494,6 +530,8 @@ impl Element for StackElement {
         out("tcp_sockets", i.tcp_count() as u64);
         out("tcp_retransmits", i.tracker.total_retransmits());
         out("tcp_late_in", i.tracker.total_late_in());
+        out("tcp_recovery_resent", i.recovery.resent);
+        out("tcp_recovery_probes", i.recovery.probes);
         i.drops.for_each(out);
     }
 }

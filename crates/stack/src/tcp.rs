@@ -443,10 +443,29 @@ impl Drop for TcpStream {
 /// The `tcp` table of `d11 show`: every socket, with what the wire showed of it.
 pub(crate) fn show(i: &Inner, _now: Instant) -> Value {
     let mut rows = Vec::new();
+    // One row per listening port: its accept pool, with how many sockets wait for a client.
+    let mut ports: Vec<_> = i.pools.iter().collect();
+    ports.sort_by_key(|(p, _)| **p);
+    for (port, pool) in ports {
+        let listening = pool
+            .sockets
+            .iter()
+            .filter(|(h, _)| i.sockets.get::<Socket>(*h).state() == State::Listen)
+            .count();
+        rows.push(json!({
+            "state": "LISTEN",
+            "local": format!("*:{port}"),
+            "remote": null,
+            "backlog": format!("{listening}/{} listening", pool.sockets.len()),
+        }));
+    }
     for (_, s) in i.sockets.iter() {
         let smoltcp::socket::Socket::Tcp(s) = s else {
             continue;
         };
+        if s.state() == State::Listen {
+            continue;
+        }
         let local = endpoint(s.local_endpoint());
         let remote = endpoint(s.remote_endpoint());
         let listen = s.listen_endpoint().port;

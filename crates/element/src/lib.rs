@@ -205,3 +205,31 @@ where
         run_app(args, ports, || build(&cfg))
     })
 }
+
+/// A port as every element's config names it: its name on the node, an optional MAC (derived
+/// from node and port names when absent), its IPv4 addresses, and the link's IP MTU.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PortConfig {
+    pub name: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<ipnet::Ipv4Net>,
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+impl PortConfig {
+    /// The port's MAC: the configured one, or one derived from `node` and the port name.
+    pub fn mac_for(&self, node: &str) -> anyhow::Result<[u8; 6]> {
+        match &self.mac {
+            Some(m) => parse_mac(m),
+            None => Ok(derive_mac(node, &self.name)),
+        }
+    }
+
+    /// The IP MTU, 1500 when not set.
+    pub fn ip_mtu(&self) -> usize {
+        usize::from(self.mtu.unwrap_or(1500))
+    }
+}

@@ -24,19 +24,7 @@ use smoltcp::wire::{ArpOperation, ArpRepr, EthernetAddress, IpProtocol};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// A port of the router, as configured.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PortConfig {
-    pub name: String,
-    /// MAC address; derived from node and port names when absent.
-    #[serde(default)]
-    pub mac: Option<String>,
-    #[serde(default)]
-    pub addresses: Vec<Ipv4Net>,
-    /// IP MTU of the link; 1500 when absent.
-    #[serde(default)]
-    pub mtu: Option<u16>,
-}
+pub use d11_element::PortConfig;
 
 /// A static route.
 #[derive(Debug, Clone, Deserialize)]
@@ -184,11 +172,8 @@ impl Router {
     pub fn new(cfg: &RouterConfig) -> anyhow::Result<Self> {
         let mut ports = Vec::new();
         for p in &cfg.ports {
-            let mac = match &p.mac {
-                Some(m) => d11_element::parse_mac(m)?,
-                None => d11_element::derive_mac(&cfg.name, &p.name),
-            };
-            let mtu = usize::from(p.mtu.unwrap_or(1500));
+            let mac = p.mac_for(&cfg.name)?;
+            let mtu = p.ip_mtu();
             if mtu < 68 {
                 anyhow::bail!("port {}: MTU {mtu} is below the IPv4 minimum of 68", p.name);
             }

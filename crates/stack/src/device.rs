@@ -8,15 +8,21 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant as SmolInstant;
 use std::time::Instant;
 
-pub(crate) struct FrameIo<'a> {
-    pub rx: Option<&'a [u8]>,
-    pub tx: &'a mut dyn Transmit,
-    pub scratch: &'a mut Vec<u8>,
+/// What the stack keeps where it meets the wire: the transmit buffer, the link's limits, and
+/// the observers every frame passes (the TCP tracker, loss recovery).
+pub(crate) struct Wire {
+    pub scratch: Vec<u8>,
     pub mtu: usize,
     /// smoltcp's max_burst_size (0 = no limit).
     pub burst: usize,
-    pub tracker: &'a mut Tracker,
-    pub recovery: &'a mut Recovery,
+    pub tracker: Tracker,
+    pub recovery: Recovery,
+}
+
+pub(crate) struct FrameIo<'a> {
+    pub rx: Option<&'a [u8]>,
+    pub tx: &'a mut dyn Transmit,
+    pub wire: &'a mut Wire,
     pub now: Instant,
 }
 
@@ -26,9 +32,7 @@ pub(crate) struct RxTok<'a> {
 
 pub(crate) struct TxTok<'a> {
     tx: &'a mut dyn Transmit,
-    scratch: &'a mut Vec<u8>,
-    tracker: &'a mut Tracker,
-    recovery: &'a mut Recovery,
+    wire: &'a mut Wire,
     now: Instant,
 }
 
@@ -40,14 +44,14 @@ impl smoltcp::phy::RxToken for RxTok<'_> {
 
 impl smoltcp::phy::TxToken for TxTok<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        if self.scratch.len() < len {
-            self.scratch.resize(len, 0);
+        let w = self.wire;
+        if w.scratch.len() < len {
+            w.scratch.resize(len, 0);
         }
-        let r = f(&mut self.scratch[..len]);
-        self.tracker
-            .observe(self.now, &self.scratch[..len], Dir::Out);
-        self.recovery.on_out(self.now, &self.scratch[..len]);
-        self.tx.send(0, &self.scratch[..len]);
+        let r = f(&mut w.scratch[..len]);
+        w.tracker.observe(self.now, &w.scratch[..len], Dir::Out);
+        w.recovery.on_out(self.now, &w.scratch[..len]);
+        self.tx.send(0, &w.scratch[..len]);
         r
     }
 }
@@ -65,14 +69,12 @@ impl Device for FrameIo<'_> {
     fn receive(&mut self, _t: SmolInstant) -> Option<(RxTok<'_>, TxTok<'_>)> {
         let frame = self.rx.take()?;
         // Recorded as it is handed over: smoltcp reads every frame it takes.
-        self.tracker.observe(self.now, frame, Dir::In);
+        self.wire.tracker.observe(self.now, frame, Dir::In);
         Some((
             RxTok { frame },
             TxTok {
                 tx: &mut *self.tx,
-                scratch: &mut *self.scratch,
-                tracker: &mut *self.tracker,
-                recovery: &mut *self.recovery,
+                wire: &mut *self.wire,
                 now: self.now,
             },
         ))
@@ -81,9 +83,7 @@ impl Device for FrameIo<'_> {
     fn transmit(&mut self, _t: SmolInstant) -> Option<TxTok<'_>> {
         Some(TxTok {
             tx: &mut *self.tx,
-            scratch: &mut *self.scratch,
-            tracker: &mut *self.tracker,
-            recovery: &mut *self.recovery,
+            wire: &mut *self.wire,
             now: self.now,
         })
     }
@@ -91,8 +91,8 @@ impl Device for FrameIo<'_> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut c = DeviceCapabilities::default();
         c.medium = Medium::Ethernet;
-        c.max_transmission_unit = self.mtu + 14;
-        c.max_burst_size = (self.burst > 0).then_some(self.burst);
+        c.max_transmission_unit = self.wire.mtu + 14;
+        c.max_burst_size = (self.wire.burst > 0).then_some(self.wire.burst);
         c
     }
 }

@@ -30,7 +30,7 @@ pub use udp::UdpSocket;
 use d11_element::counters::GuardDrops;
 use d11_element::{counters, Collect, Element, PortId, Transmit};
 use d11_wire::guard::{check_frame, Frame};
-use device::FrameIo;
+use device::{FrameIo, Wire};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,15 +47,8 @@ use tokio::sync::Notify;
 /// The TTL of packets the stack sends: smoltcp's default hop limit.
 pub const DEFAULT_TTL: u8 = 64;
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct StackPort {
-    pub name: String,
-    #[serde(default)]
-    pub mac: Option<String>,
-    pub addresses: Vec<Ipv4Net>,
-    #[serde(default)]
-    pub mtu: Option<u16>,
-}
+/// A port of an endpoint (one per endpoint).
+pub use d11_element::PortConfig as StackPort;
 
 /// TCP settings for every socket of the stack.
 #[derive(Debug, Clone, Deserialize)]
@@ -131,14 +124,11 @@ pub(crate) struct Inner {
     mac: EthernetAddress,
     addrs: Vec<Ipv4Net>,
     gateway: Option<Ipv4Addr>,
-    mtu: usize,
     pub(crate) tuning: TcpTuning,
-    pub(crate) tracker: tracker::Tracker,
-    recovery: recovery::Recovery,
+    pub(crate) wire: Wire,
     resend: Vec<Vec<u8>>,
     pub(crate) c: StackCounters,
     drops: GuardDrops,
-    scratch: Vec<u8>,
     /// Sockets whose owner dropped them: removed once closed.
     pub(crate) orphans: Vec<SocketHandle>,
     /// Accept pools by port.
@@ -206,22 +196,18 @@ impl Inner {
         let mut dev = FrameIo {
             rx,
             tx,
-            scratch: &mut self.scratch,
-            mtu: self.mtu,
-            burst: self.tuning.burst,
-            tracker: &mut self.tracker,
-            recovery: &mut self.recovery,
+            wire: &mut self.wire,
             now,
         };
         self.iface.poll(t, &mut dev, &mut self.sockets);
         // Loss recovery from what the peer acknowledged and SACKed, and probe timeouts (see
         // `recovery`).
         if let Some(frame) = rx {
-            self.recovery.on_in(now, frame, &mut self.resend);
+            self.wire.recovery.on_in(now, frame, &mut self.resend);
         }
-        self.recovery.on_timer(now, &mut self.resend);
+        self.wire.recovery.on_timer(now, &mut self.resend);
         for f in self.resend.drain(..) {
-            self.tracker.observe(now, &f, tracker::Dir::Out);
+            self.wire.tracker.observe(now, &f, tracker::Dir::Out);
             tx.send(0, &f);
         }
         // Accept pools: half-open sockets past the SYN-RECEIVED timeout go back to listening.
@@ -253,22 +239,18 @@ impl Inner {
             let mut dev = FrameIo {
                 rx: None,
                 tx,
-                scratch: &mut self.scratch,
-                mtu: self.mtu,
-                burst: self.tuning.burst,
-                tracker: &mut self.tracker,
-                recovery: &mut self.recovery,
+                wire: &mut self.wire,
                 now,
             };
             self.iface.poll(t, &mut dev, &mut self.sockets);
         }
-        self.tracker.prune(now);
-        self.recovery.prune(now);
+        self.wire.tracker.prune(now);
+        self.wire.recovery.prune(now);
         self.next_poll = self
             .iface
             .poll_at(t, &self.sockets)
             .map(|at| self.epoch + Duration::from_micros(at.total_micros().max(0) as u64));
-        if let Some(at) = self.recovery.poll_at() {
+        if let Some(at) = self.wire.recovery.poll_at() {
             self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
         }
         // Pools with half-open sockets need a look when their timeout runs out.
@@ -320,28 +302,25 @@ impl Stack {
                 cfg.tcp.congestion
             );
         }
-        let mac = EthernetAddress(match &port.mac {
-            Some(m) => d11_element::parse_mac(m)?,
-            None => d11_element::derive_mac(&cfg.name, &port.name),
-        });
-        let mtu = usize::from(port.mtu.unwrap_or(1500));
-        let mut scratch = vec![0u8; mtu + 14];
+        let mac = EthernetAddress(port.mac_for(&cfg.name)?);
+        let mtu = port.ip_mtu();
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
         config.random_seed = u64::from_be_bytes([
             0, 0, mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5],
         ]);
         let mut sink = Collect::default();
-        let mut tracker = tracker::Tracker::default();
-        let mut recovery = recovery::Recovery::default();
+        let mut wire = Wire {
+            scratch: vec![0u8; mtu + 14],
+            mtu,
+            burst: cfg.tcp.burst,
+            tracker: tracker::Tracker::default(),
+            recovery: recovery::Recovery::default(),
+        };
         let epoch = Instant::now();
         let mut dev = FrameIo {
             rx: None,
             tx: &mut sink,
-            scratch: &mut scratch,
-            mtu,
-            burst: cfg.tcp.burst,
-            tracker: &mut tracker,
-            recovery: &mut recovery,
+            wire: &mut wire,
             now: epoch,
         };
         let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(0));
@@ -366,14 +345,11 @@ impl Stack {
             mac,
             addrs: port.addresses.clone(),
             gateway: cfg.gateway,
-            mtu,
             tuning: cfg.tcp.clone(),
-            tracker,
-            recovery,
+            wire,
             resend: Vec::new(),
             c: StackCounters::default(),
             drops: GuardDrops::default(),
-            scratch,
             orphans: Vec::new(),
             pools: HashMap::new(),
             next_port: 49152 + (u16::from(mac.0[5]) << 4),
@@ -516,7 +492,7 @@ impl Element for StackElement {
                 "mac": d11_element::mac_string(&i.mac.0),
                 "addresses": i.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "gateway": i.gateway.map(|g| g.to_string()),
-                "mtu": i.mtu,
+                "mtu": i.wire.mtu,
                 "default_ttl": DEFAULT_TTL,
             }])),
             "tcp" => Some(tcp::show(&i, now)),
@@ -528,10 +504,10 @@ impl Element for StackElement {
         let i = self.stack.inner.borrow();
         i.c.for_each(out);
         out("tcp_sockets", i.tcp_count() as u64);
-        out("tcp_retransmits", i.tracker.total_retransmits());
-        out("tcp_late_in", i.tracker.total_late_in());
-        out("tcp_recovery_resent", i.recovery.resent);
-        out("tcp_recovery_probes", i.recovery.probes);
+        out("tcp_retransmits", i.wire.tracker.total_retransmits());
+        out("tcp_late_in", i.wire.tracker.total_late_in());
+        out("tcp_recovery_resent", i.wire.recovery.resent);
+        out("tcp_recovery_probes", i.wire.recovery.probes);
         i.drops.for_each(out);
     }
 }

@@ -477,7 +477,7 @@ pub(crate) fn show(i: &Inner, _now: Instant) -> Value {
             "recv_queue": s.recv_queue(),
         });
         if let (Some(l), Some(r)) = (local, remote) {
-            if let Some(c) = i.tracker.get(l, r) {
+            if let Some(c) = i.wire.tracker.get(l, r) {
                 row["seq"] = json!(c.snd_max.wrapping_sub(c.isn_local));
                 row["ack"] = json!(c.rcv_nxt.wrapping_sub(c.isn_remote));
                 row["snd_wnd"] = json!(c.snd_wnd);

@@ -137,6 +137,44 @@ impl IcmpError {
     }
 }
 
+/// What a [`Hook`] decides about a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookVerdict {
+    /// Route the packet as it now stands (the hook may have rewritten it).
+    Continue,
+    /// Drop it (the hook counted why).
+    Drop,
+}
+
+/// Sees the IPv4 packets the router handles and may rewrite them in place, at two points as
+/// Linux's netfilter does: `prerouting` for every packet received, before the routing decision
+/// (a NAT translates destinations here), and `postrouting` for a packet being forwarded, after
+/// the TTL check and the route lookup (a NAT translates sources here, so an ICMP error about
+/// an expiring packet still goes to its real sender). `ip` is the whole IPv4 packet
+/// (validated: version, IHL, lengths, header checksum).
+pub trait Hook {
+    fn prerouting(&mut self, now: Instant, in_port: PortId, ip: &mut [u8]) -> HookVerdict {
+        let _ = (now, in_port, ip);
+        HookVerdict::Continue
+    }
+
+    fn postrouting(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        out_port: PortId,
+        ip: &mut [u8],
+    ) -> HookVerdict {
+        let _ = (now, in_port, out_port, ip);
+        HookVerdict::Continue
+    }
+}
+
+/// The hook of a plain router: nothing.
+pub struct NoHook;
+
+impl Hook for NoHook {}
+
 /// What a frame's capture comment will say; formatted only when a capture is on.
 #[derive(Debug, Clone, Copy)]
 enum Note {
@@ -159,6 +197,8 @@ pub struct Router {
     limit: IcmpLimit,
     tokens: f64,
     refilled: Option<Instant>,
+    /// Addresses the router answers ARP for without owning them (a NAT's public pool).
+    proxy_arp: Vec<(PortId, Ipv4Addr)>,
     /// Scratch for frames the router builds itself; reused, never allocated per frame.
     scratch: Vec<u8>,
     frag: Vec<u8>,
@@ -223,9 +263,20 @@ impl Router {
             tokens: f64::from(cfg.icmp_limit.burst),
             limit: cfg.icmp_limit.clone(),
             refilled: None,
+            proxy_arp: Vec::new(),
             scratch: vec![0; 2048],
             frag: vec![0; d11_netdev::MAX_FRAME],
         })
+    }
+
+    /// Answers ARP for `addr` on `port` as if it were the router's own (proxy ARP).
+    pub fn add_proxy_arp(&mut self, port: PortId, addr: Ipv4Addr) {
+        self.proxy_arp.push((port, addr));
+    }
+
+    /// The port with this name.
+    pub fn port_index(&self, name: &str) -> Option<PortId> {
+        self.ports.iter().position(|p| p.name == name)
     }
 
     pub fn rib_mut(&mut self) -> &mut Rib {
@@ -271,7 +322,8 @@ impl Router {
             return;
         };
         let p = &self.ports[port];
-        let for_us = p.addrs.iter().any(|n| n.addr() == tpa);
+        let for_us =
+            p.addrs.iter().any(|n| n.addr() == tpa) || self.proxy_arp.contains(&(port, tpa));
         let learnable = !spa.is_unspecified() && sha.is_unicast();
         if learnable {
             let waiting = self.neigh.learn(now, port, spa, sha, for_us);
@@ -518,6 +570,7 @@ impl Router {
         frame: &mut [u8],
         total_len: usize,
         tx: &mut dyn Transmit,
+        hook: &mut dyn Hook,
     ) {
         let dst = {
             let ip = &frame[ETH..];
@@ -536,6 +589,10 @@ impl Router {
             self.icmp_error(now, in_port, &orig, IcmpError::NetUnreachable, tx);
             return;
         };
+        if hook.postrouting(now, in_port, route.port, &mut frame[ETH..ip_end]) == HookVerdict::Drop
+        {
+            return;
+        }
         let mtu = self.ports[route.port].mtu;
         let df = frame[ETH + 6] & 0x40 != 0;
         if total_len > mtu && df {
@@ -576,6 +633,65 @@ impl Router {
         }
         self.c.forwarded += 1;
         self.send_l2(now, route.port, nh, &mut frame[..ip_end], tx, note);
+    }
+
+    /// Handles one frame, letting `hook` see (and rewrite) every IPv4 packet first.
+    pub fn handle_frame_with(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+        hook: &mut dyn Hook,
+    ) {
+        self.c.rx_frames += 1;
+        if port >= self.ports.len() {
+            return;
+        }
+        let info = match check_frame(frame) {
+            Ok(f) => f,
+            Err(r) => {
+                self.drops.count(r);
+                return;
+            }
+        };
+        match info {
+            Frame::Arp { arp, .. } => {
+                self.c.rx_arp += 1;
+                self.handle_arp(now, port, arp, tx);
+            }
+            Frame::Ipv4 {
+                dst_mac, total_len, ..
+            } => {
+                self.c.rx_ipv4 += 1;
+                let mine = self.ports[port].mac;
+                if dst_mac != mine && !dst_mac.is_broadcast() {
+                    // A bridge floods unknown unicast: frames for other hosts reach us too.
+                    self.c.not_for_us += 1;
+                    return;
+                }
+                if hook.prerouting(now, port, &mut frame[ETH..ETH + total_len]) == HookVerdict::Drop
+                {
+                    return;
+                }
+                // Read after the hook, which may have rewritten it.
+                let dst = Ipv4Addr::new(
+                    frame[ETH + 16],
+                    frame[ETH + 17],
+                    frame[ETH + 18],
+                    frame[ETH + 19],
+                );
+                if self.is_local(dst) {
+                    let ip = frame[ETH..ETH + total_len].to_vec();
+                    self.deliver_local(now, port, &ip, tx);
+                } else if dst_mac.is_broadcast() || self.is_broadcast_for(dst) || dst.is_multicast()
+                {
+                    self.c.local_broadcast_dropped += 1;
+                } else {
+                    self.forward(now, port, frame, total_len, tx, hook);
+                }
+            }
+        }
     }
 }
 
@@ -679,47 +795,7 @@ impl Element for Router {
         frame: &mut [u8],
         tx: &mut dyn Transmit,
     ) {
-        self.c.rx_frames += 1;
-        if port >= self.ports.len() {
-            return;
-        }
-        let info = match check_frame(frame) {
-            Ok(f) => f,
-            Err(r) => {
-                self.drops.count(r);
-                return;
-            }
-        };
-        match info {
-            Frame::Arp { arp, .. } => {
-                self.c.rx_arp += 1;
-                self.handle_arp(now, port, arp, tx);
-            }
-            Frame::Ipv4 {
-                dst_mac,
-                total_len,
-                dst,
-                ..
-            } => {
-                self.c.rx_ipv4 += 1;
-                let mine = self.ports[port].mac;
-                if dst_mac != mine && !dst_mac.is_broadcast() {
-                    // A bridge floods unknown unicast: frames for other hosts reach us too.
-                    self.c.not_for_us += 1;
-                    return;
-                }
-                let dst: Ipv4Addr = dst;
-                if self.is_local(dst) {
-                    let ip = frame[ETH..ETH + total_len].to_vec();
-                    self.deliver_local(now, port, &ip, tx);
-                } else if dst_mac.is_broadcast() || self.is_broadcast_for(dst) || dst.is_multicast()
-                {
-                    self.c.local_broadcast_dropped += 1;
-                } else {
-                    self.forward(now, port, frame, total_len, tx);
-                }
-            }
-        }
+        self.handle_frame_with(now, port, frame, tx, &mut NoHook);
     }
 
     fn poll_at(&self) -> Option<Instant> {

@@ -669,3 +669,222 @@ ports = [{ name = "eth0", segment = "b", addresses = ["10.9.2.2/24"] }]
     }
     assert!(malformed(&b, &[]).is_empty());
 }
+
+#[test]
+fn gtpv2_c_decodes_in_tshark_field_by_field() {
+    use d11_wire::gtpv2::value::*;
+    use d11_wire::gtpv2::{cause, ie, iface, msg, Header, Writer};
+    use std::net::Ipv4Addr;
+    let mme = [172, 16, 1, 5];
+    let sgw = [172, 16, 1, 3];
+    let h = |t, teid, seq| Header {
+        message_type: t,
+        teid,
+        sequence: seq,
+    };
+    let enb_u = Fteid {
+        interface: iface::S1U_ENODEB,
+        teid: 0x4444,
+        ipv4: Ipv4Addr::new(172, 16, 1, 2),
+    };
+    let sgw_u = Fteid {
+        interface: iface::S1U_SGW,
+        teid: 0x2222,
+        ipv4: Ipv4Addr::new(172, 16, 1, 3),
+    };
+    let msgs: Vec<(bool, Vec<u8>)> = vec![
+        (
+            true,
+            Writer::new(h(msg::ECHO_REQUEST, None, 7))
+                .ie(ie::RECOVERY, 0, &[3])
+                .finish(),
+        ),
+        (
+            true,
+            Writer::new(h(msg::CREATE_SESSION_REQUEST, Some(0), 8))
+                .ie(ie::IMSI, 0, &tbcd("001010000000001").unwrap())
+                .ie(
+                    ie::SERVING_NETWORK,
+                    0,
+                    &serving_network("001", "01").unwrap(),
+                )
+                .ie(ie::RAT_TYPE, 0, &[6])
+                .ie(
+                    ie::F_TEID,
+                    0,
+                    &Fteid {
+                        interface: iface::S11_MME,
+                        teid: 0x1111,
+                        ipv4: Ipv4Addr::from(mme),
+                    }
+                    .encode(),
+                )
+                .ie(ie::APN, 0, &apn("internet").unwrap())
+                .ie(ie::SELECTION_MODE, 0, &[0])
+                .ie(ie::PDN_TYPE, 0, &[1])
+                .ie(ie::PAA, 0, &paa_v4(Ipv4Addr::UNSPECIFIED))
+                .ie(ie::APN_RESTRICTION, 0, &[0])
+                .ie(ie::AMBR, 0, &ambr(100_000, 200_000))
+                .group(ie::BEARER_CONTEXT, 0)
+                .ie(ie::EBI, 0, &[5])
+                .ie(ie::BEARER_QOS, 0, &bearer_qos(9, 9, (0, 0), (0, 0)))
+                .end()
+                .finish(),
+        ),
+        (
+            false,
+            Writer::new(h(msg::CREATE_SESSION_RESPONSE, Some(0x1111), 8))
+                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
+                .ie(
+                    ie::F_TEID,
+                    0,
+                    &Fteid {
+                        interface: iface::S11S4_SGW,
+                        teid: 0x3333,
+                        ipv4: Ipv4Addr::from(sgw),
+                    }
+                    .encode(),
+                )
+                .ie(ie::PAA, 0, &paa_v4(Ipv4Addr::new(10, 45, 0, 2)))
+                .ie(ie::APN_RESTRICTION, 0, &[0])
+                .group(ie::BEARER_CONTEXT, 0)
+                .ie(ie::EBI, 0, &[5])
+                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
+                .ie(ie::F_TEID, 0, &sgw_u.encode())
+                .end()
+                .finish(),
+        ),
+        (
+            true,
+            Writer::new(h(msg::MODIFY_BEARER_REQUEST, Some(0x3333), 9))
+                .group(ie::BEARER_CONTEXT, 0)
+                .ie(ie::EBI, 0, &[5])
+                .ie(ie::F_TEID, 0, &enb_u.encode())
+                .end()
+                .finish(),
+        ),
+        (
+            false,
+            Writer::new(h(msg::MODIFY_BEARER_RESPONSE, Some(0x1111), 9))
+                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
+                .group(ie::BEARER_CONTEXT, 0)
+                .ie(ie::EBI, 0, &[5])
+                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
+                .end()
+                .finish(),
+        ),
+        (
+            true,
+            Writer::new(h(msg::DELETE_SESSION_REQUEST, Some(0x3333), 10))
+                .ie(ie::EBI, 0, &[5])
+                .finish(),
+        ),
+        (
+            false,
+            Writer::new(h(msg::DELETE_SESSION_RESPONSE, Some(0x1111), 10))
+                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
+                .finish(),
+        ),
+    ];
+    let (mme_mac, sgw_mac) = ([2, 0xd1, 0, 0, 0, 5], [2, 0xd1, 0, 0, 0, 3]);
+    let dir = std::env::temp_dir().join(format!("d11-gtpv2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gtpv2.pcapng");
+    let mut sink =
+        d11_netdev::pcap::PcapngSink::new(std::fs::File::create(&file).unwrap(), "epc", None)
+            .unwrap();
+    for (to_sgw, m) in &msgs {
+        let (s, d, sm, dm) = if *to_sgw {
+            (mme, sgw, mme_mac, sgw_mac)
+        } else {
+            (sgw, mme, sgw_mac, mme_mac)
+        };
+        let f = frame(
+            dm,
+            sm,
+            0x0800,
+            &udp(
+                s,
+                d,
+                d11_wire::gtpv2::UDP_PORT,
+                d11_wire::gtpv2::UDP_PORT,
+                m,
+            ),
+        );
+        sink.write(&f, d11_netdev::pcap::Direction::Unknown, None)
+            .unwrap();
+    }
+    sink.flush().unwrap();
+    drop(sink);
+    let bad = malformed(&file, &[]);
+    assert!(bad.is_empty(), "{bad:?}");
+    let types: Vec<String> = tshark_fields(&file, "gtpv2", &["gtpv2.message_type"], &[])
+        .into_iter()
+        .map(|r| num(&r[0]))
+        .collect();
+    assert_eq!(types, ["1", "32", "33", "34", "35", "36", "37"]);
+    let csr = tshark_fields(
+        &file,
+        "gtpv2.message_type == 32",
+        &[
+            "e212.imsi",
+            "gtpv2.apn",
+            "gtpv2.rat_type",
+            "gtpv2.pdn_type",
+            "gtpv2.ebi",
+            "gtpv2.f_teid_gre_key",
+            "gtpv2.f_teid_ipv4",
+        ],
+        &[],
+    );
+    assert_eq!(csr.len(), 1);
+    let r = &csr[0];
+    assert_eq!(
+        (r[0].as_str(), r[1].as_str()),
+        ("001010000000001", "internet")
+    );
+    // PDN type shows twice: the PDN Type IE and the type inside PAA.
+    assert_eq!(
+        (num(&r[2]), r[3].as_str(), num(&r[4])),
+        ("6".into(), "1,1", "5".into())
+    );
+    assert_eq!(num(&r[5]), "4369", "sender F-TEID 0x1111");
+    assert_eq!(r[6], "172.16.1.5");
+    let resp = tshark_fields(
+        &file,
+        "gtpv2.message_type == 33",
+        &[
+            "gtpv2.cause",
+            "gtpv2.f_teid_gre_key",
+            "gtpv2.f_teid_ipv4",
+            "gtpv2.teid",
+        ],
+        &[],
+    );
+    let r = &resp[0];
+    assert!(r[0].split(',').all(|c| num(c) == "16"), "{r:?}");
+    let teids: Vec<String> = r[1].split(',').map(num).collect();
+    assert_eq!(
+        teids,
+        ["13107", "8738"],
+        "S11 SGW 0x3333 and S1-U SGW 0x2222"
+    );
+    assert_eq!(r[2], "172.16.1.3,172.16.1.3");
+    assert_eq!(num(&r[3]), "4369", "header TEID = the MME's");
+    let mbr = tshark_fields(
+        &file,
+        "gtpv2.message_type == 34",
+        &[
+            "gtpv2.f_teid_gre_key",
+            "gtpv2.f_teid_interface_type",
+            "gtpv2.ebi",
+        ],
+        &[],
+    );
+    assert_eq!(
+        (num(&mbr[0][0]), num(&mbr[0][1]), num(&mbr[0][2])),
+        ("17476".into(), "0".into(), "5".into()),
+        "S1-U eNodeB 0x4444"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,6 +9,7 @@
 //! only hold valid states, with `parse`, `buffer_len` and `emit`.
 
 pub mod gtpu;
+pub mod gtpv2;
 pub mod guard;
 pub mod vxlan;
 

@@ -1,5 +1,8 @@
-//! Pieces of the mobile core that several programs share: the HSS's subscriber database and
-//! the GTP-U tunnel endpoint of the eNodeB, SGW and PGW.
+//! Pieces of the mobile core that several programs share: the HSS's subscriber database, the
+//! GTP-U tunnel endpoint of the eNodeB, SGW and PGW, and the PGW's UE address pool and TCP MSS
+//! clamping.
 
+pub mod mss;
+pub mod pool;
 pub mod subscribers;
 pub mod tunnel;

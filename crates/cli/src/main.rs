@@ -59,6 +59,7 @@ enum Cmd {
 enum LabCmd {
     /// Bring a lab up from a topology file; returns when every node has reported ready.
     Up {
+        /// The topology file (see labs/*.toml).
         file: PathBuf,
         /// Capture every segment to DIR/<segment>.pcapng from the start.
         #[arg(long, value_name = "DIR")]
@@ -136,6 +137,12 @@ enum LabCmd {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools: `d11 ... | head` ends quietly when the reader goes away. (Rust
+    // ignores SIGPIPE by default; the d11-* programs we start set their own again.)
+    // SAFETY: restoring a default signal disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

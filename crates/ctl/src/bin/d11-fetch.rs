@@ -61,6 +61,9 @@ fn main() -> std::process::ExitCode {
             "name": cli.element.node,
             "ports": [{ "name": "eth0", "addresses": [cli.address] }],
             "gateway": cli.gateway,
+            // A one-shot client: ACK at once, so its last ACK (of the server's FIN) leaves
+            // before the program does.
+            "tcp": { "ack_delay_ms": 0 },
         }))?;
         let req = Request {
             url: cli.url.clone(),

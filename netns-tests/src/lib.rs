@@ -148,6 +148,18 @@ impl Lab {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// traceroute from `node` (kernel host) to `dst`, one probe per hop: the hop addresses
+    /// (`*` for a silent hop), and the whole output for messages.
+    pub fn traceroute(&self, node: &str, dst: &str) -> (Vec<String>, String) {
+        let out = self.exec_ok(node, &["traceroute", "-n", "-q", "1", "-w", "2", dst]);
+        let hops = out
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect();
+        (hops, out)
+    }
+
     pub fn show(&self, node: &str, table: &str) -> Value {
         let o = d11()
             .args(["--prefix", &self.prefix, "show", node, table, "--json"])

@@ -580,6 +580,19 @@ fn start_program(
             }
         }
     }
+    // Files a node names (keys ending in `_file`) are relative to the topology file.
+    if let (Some(obj), Some(base)) = (
+        cfg.as_object_mut(),
+        st.topology.as_ref().and_then(|t| t.parent()),
+    ) {
+        for (k, v) in obj.iter_mut() {
+            if let (true, Some(p)) = (k.ends_with("_file"), v.as_str()) {
+                if Path::new(p).is_relative() {
+                    *v = serde_json::json!(base.join(p));
+                }
+            }
+        }
+    }
     // TLS nodes get the certificate the lab issued for them.
     if let (Some(pki), Some(tls)) = (&st.pki, cfg.get_mut("tls").and_then(|t| t.as_object_mut())) {
         tls.entry("cert")

@@ -119,6 +119,7 @@ pub fn open_ports(args: &ElementArgs) -> Result<Vec<Port>> {
             netns: args.fabric.as_deref(),
             bridge: spec.bridge.as_deref(),
             mtu: None,
+            tun: false,
         })
         .with_context(|| format!("port {}: cannot open TAP {}", spec.name, spec.tap))?;
         let imp = args.impairment(&spec.name)?;

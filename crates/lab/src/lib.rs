@@ -600,6 +600,11 @@ fn start_program(
         tls.entry("key")
             .or_insert_with(|| serde_json::json!(pki.join(format!("{}.key", n.name))));
     }
+    // A client app (a phone's) trusts the lab's root unless told otherwise.
+    if let (Some(pki), Some(app)) = (&st.pki, cfg.get_mut("app").and_then(|t| t.as_object_mut())) {
+        app.entry("cacert")
+            .or_insert_with(|| serde_json::json!(pki.join("root.pem")));
+    }
     fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg)?)?;
     let control = dir.join("ctl").join(format!("{}.sock", n.name));
     let log = dir.join("logs").join(format!("{}.log", n.name));

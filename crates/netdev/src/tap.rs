@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
@@ -72,6 +73,8 @@ pub struct TapConfig<'a> {
     pub bridge: Option<&'a str>,
     /// MTU of the kernel side; `None` leaves the default (1500).
     pub mtu: Option<u32>,
+    /// A TUN (IP packets, no Ethernet header) instead of a TAP.
+    pub tun: bool,
 }
 
 /// A TAP device: frames written here appear on the kernel interface, and frames the kernel
@@ -91,7 +94,7 @@ impl Tap {
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open("/dev/net/tun")?;
             let mut req = IfReq::new(cfg.name)?;
-            req.data.flags = IFF_TAP | IFF_NO_PI;
+            req.data.flags = if cfg.tun { IFF_TUN } else { IFF_TAP } | IFF_NO_PI;
             // SAFETY: TUNSETIFF reads and writes an ifreq we own.
             cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) })
                 .map_err(|e| io::Error::new(e.kind(), format!("TUNSETIFF {}: {e}", cfg.name)))?;

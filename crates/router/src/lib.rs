@@ -91,6 +91,8 @@ counters! {
         neighbour_queue_dropped,
         local_broadcast_dropped,
         local_tcp_dropped,
+        local_sent,
+        local_too_big,
     }
 }
 
@@ -166,6 +168,14 @@ pub trait Hook {
         ip: &mut [u8],
     ) -> HookVerdict {
         let _ = (now, in_port, out_port, ip);
+        HookVerdict::Continue
+    }
+
+    /// Sees a packet addressed to the router itself (not a fragment), before the router answers
+    /// it (ping) or refuses it (port unreachable). A tunnel endpoint takes its UDP port here and
+    /// returns `Drop` for what it consumed.
+    fn local(&mut self, now: Instant, in_port: PortId, ip: &[u8]) -> HookVerdict {
+        let _ = (now, in_port, ip);
         HookVerdict::Continue
     }
 }
@@ -269,6 +279,52 @@ impl Router {
         })
     }
 
+    /// Sends a UDP datagram the router's owner made (a tunnel endpoint's GTP-U, a signalling
+    /// message): routes it, resolves the next hop and sends it. `src` `None` speaks from the
+    /// outgoing port's address. Returns false, counted, when there is no route or the datagram
+    /// does not fit the egress MTU.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_udp(
+        &mut self,
+        now: Instant,
+        src: Option<Ipv4Addr>,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        let Some(route) = self.rib.lookup(dst).copied() else {
+            self.c.no_route += 1;
+            return false;
+        };
+        let total = 20 + 8 + payload.len();
+        if total > self.ports[route.port].mtu {
+            self.c.local_too_big += 1;
+            return false;
+        }
+        let Some(src) = src.or_else(|| self.ports[route.port].source_for(dst)) else {
+            self.c.no_route += 1;
+            return false;
+        };
+        if ETH + total > self.scratch.len() {
+            self.scratch.resize(ETH + total, 0);
+        }
+        let b = &mut self.scratch[ETH..ETH + total];
+        write_ipv4_header(b, total, 64, 17, src, dst);
+        let udp_len = (8 + payload.len()) as u16;
+        b[20..22].copy_from_slice(&sport.to_be_bytes());
+        b[22..24].copy_from_slice(&dport.to_be_bytes());
+        b[24..26].copy_from_slice(&udp_len.to_be_bytes());
+        b[26..28].fill(0);
+        b[28..].copy_from_slice(payload);
+        let sum = udp_checksum(src, dst, &b[20..]);
+        b[26..28].copy_from_slice(&sum.to_be_bytes());
+        self.c.local_sent += 1;
+        self.output_local(now, total, tx);
+        true
+    }
+
     /// Answers ARP for `addr` on `port` as if it were the router's own (proxy ARP).
     pub fn add_proxy_arp(&mut self, port: PortId, addr: Ipv4Addr) {
         self.proxy_arp.push((port, addr));
@@ -363,8 +419,10 @@ impl Router {
             target_hardware_addr: EthernetAddress([0; 6]),
             target_protocol_addr: target,
         };
-        let n = write_arp(&mut self.scratch, p.mac, EthernetAddress::BROADCAST, &req);
-        tx.send(port, &self.scratch[..n]);
+        // Its own buffer: this runs while a packet being sent holds the scratch.
+        let mut buf = [0u8; 64];
+        let n = write_arp(&mut buf, p.mac, EthernetAddress::BROADCAST, &req);
+        tx.send(port, &buf[..n]);
         self.c.arp_requests_sent += 1;
     }
 
@@ -520,13 +578,23 @@ impl Router {
         self.output_local(now, total, tx);
     }
 
-    fn deliver_local(&mut self, now: Instant, in_port: PortId, ip: &[u8], tx: &mut dyn Transmit) {
+    fn deliver_local(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        ip: &[u8],
+        tx: &mut dyn Transmit,
+        hook: &mut dyn Hook,
+    ) {
         self.c.local_delivered += 1;
         let ihl = usize::from(ip[0] & 0x0f) * 4;
         let frag = u16::from_be_bytes([ip[6], ip[7]]);
         if frag & 0x3fff != 0 {
             // We do not reassemble; nothing addressed to a router needs it.
             self.c.icmp_suppressed += 1;
+            return;
+        }
+        if hook.local(now, in_port, ip) == HookVerdict::Drop {
             return;
         }
         let payload = &ip[ihl..];
@@ -683,7 +751,7 @@ impl Router {
                 );
                 if self.is_local(dst) {
                     let ip = frame[ETH..ETH + total_len].to_vec();
-                    self.deliver_local(now, port, &ip, tx);
+                    self.deliver_local(now, port, &ip, tx, hook);
                 } else if dst_mac.is_broadcast() || self.is_broadcast_for(dst) || dst.is_multicast()
                 {
                     self.c.local_broadcast_dropped += 1;
@@ -768,6 +836,30 @@ fn write_ipv4_header(b: &mut [u8], total: usize, ttl: u8, proto: u8, src: Ipv4Ad
     b[12..16].copy_from_slice(&src.octets());
     b[16..20].copy_from_slice(&dst.octets());
     fill_ipv4_checksum(&mut b[..20]);
+}
+
+/// The UDP checksum over the IPv4 pseudo-header (RFC 768); `udp` is header and payload with
+/// the checksum field zero. Zero comes out as 0xffff (zero means "none").
+pub fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for w in src.octets().chunks(2).chain(dst.octets().chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    sum += 17 + udp.len() as u32;
+    let mut chunks = udp.chunks_exact(2);
+    for w in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    match !(sum as u16) {
+        0 => 0xffff,
+        s => s,
+    }
 }
 
 fn write_arp(buf: &mut [u8], src: EthernetAddress, dst: EthernetAddress, arp: &ArpRepr) -> usize {

@@ -328,3 +328,29 @@ proptest! {
         r.poll(now + Duration::from_secs(10), &mut tx);
     }
 }
+
+#[test]
+fn send_udp_resolves_the_next_hop_and_checksums() {
+    let mut r = router();
+    let now = Instant::now();
+    let mut tx = Collect::default();
+    assert!(r.send_udp(now, None, B, 2152, 2152, b"gtp", &mut tx));
+    // First an ARP request for B (the datagram waits for the answer).
+    assert_eq!(tx.frames.len(), 1);
+    assert_eq!(&tx.frames[0].1[12..14], &[8, 6]);
+    let mac1 = r.port_mac(1).unwrap().0;
+    let mut reply = arp(2, HB, B, mac1, Ipv4Addr::new(10, 0, 2, 1), mac1);
+    r.handle_frame(now, 1, &mut reply, &mut tx);
+    let (port, f) = tx.frames.last().unwrap();
+    assert_eq!((*port, &f[0..6]), (1, &HB[..]));
+    let ip = &f[14..];
+    assert_eq!((&ip[12..16], &ip[16..20]), (&[10, 0, 2, 1][..], &B.octets()[..]));
+    assert_eq!(&ip[28..31], b"gtp");
+    let sum = u16::from_be_bytes([ip[26], ip[27]]);
+    let mut udp = ip[20..31].to_vec();
+    udp[6..8].fill(0);
+    assert_eq!(udp_checksum(Ipv4Addr::new(10, 0, 2, 1), B, &udp), sum);
+    // Too big for the 600-octet port: refused and counted.
+    assert!(!r.send_udp(now, None, B, 1, 1, &[0; 600], &mut tx));
+    assert_eq!(r.counters_ref().local_too_big, 1);
+}

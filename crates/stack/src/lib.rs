@@ -281,6 +281,17 @@ impl Stack {
     /// Builds the stack for a config with exactly one port. `role` names the program in
     /// `d11 show` (e.g. "ctl").
     pub fn new(cfg: &StackConfig, role: &'static str) -> anyhow::Result<(Stack, StackElement)> {
+        Self::with_wakeup(cfg, role, Rc::new(Notify::new()))
+    }
+
+    /// [`new`](Self::new) for a stack that starts after its program did (a phone's, once
+    /// attached): the stack signals `notify`, which the program's element already handed the
+    /// runtime.
+    pub fn with_wakeup(
+        cfg: &StackConfig,
+        role: &'static str,
+        notify: Rc<Notify>,
+    ) -> anyhow::Result<(Stack, StackElement)> {
         let [port] = cfg.ports.as_slice() else {
             anyhow::bail!(
                 "an endpoint has exactly one port; config has {}",
@@ -360,7 +371,7 @@ impl Stack {
         };
         let stack = Stack {
             inner: Rc::new(RefCell::new(inner)),
-            notify: Rc::new(Notify::new()),
+            notify,
         };
         Ok((stack.clone(), StackElement { stack }))
     }

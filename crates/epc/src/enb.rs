@@ -1,0 +1,464 @@
+//! d11-enb: the eNodeB. Its `radio` port faces the UEs (one layer-2 segment, UEs told apart by
+//! MAC); its `epc` port has an address on the EPC network.
+//!
+//! - Signalling: a UE's [`Nas`] frame (EtherType [`s1::ETHERTYPE`]) goes to the MME as
+//!   `UplinkNas` over UDP [`s1::PORT`], with the eNodeB's id for the UE; `DownlinkNas` comes back
+//!   to the UE's MAC. `InitialContextSetupRequest` sets up the UE's bearer: the eNodeB takes a
+//!   TEID of its own and answers with it.
+//! - User plane: a UE's frame is wrapped in GTP-U with the SGW's TEID (the whole frame for an
+//!   Ethernet PDU session, the IP packet for an IPv4 one) and sent to the SGW; a G-PDU for one
+//!   of our TEIDs is unwrapped and sent to its UE on the radio.
+
+use crate::gtpc::PdnType;
+use crate::gw::{self, Datagram, Paths};
+use crate::s1::{self, Nas, S1};
+use crate::tunnel::{Endpoint, Received};
+use d11_element::{counters, Element, PortId, Transmit};
+use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::gtpu::UDP_PORT as GTPU;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnbConfig {
+    pub name: String,
+    pub ports: Vec<d11_element::PortConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The MME's address.
+    pub mme: Ipv4Addr,
+    /// Seconds between GTP-U Echo Requests to each peer (0: none).
+    #[serde(default = "default_echo")]
+    pub echo_interval_s: u64,
+}
+
+pub(crate) fn default_echo() -> u64 {
+    60
+}
+
+counters! {
+    pub struct EnbCounters {
+        radio_frames,
+        radio_signalling,
+        radio_bad_signalling,
+        radio_no_bearer,
+        radio_not_ip,
+        uplink_packets,
+        downlink_packets,
+        downlink_no_bearer,
+        s1_received,
+        s1_bad,
+        s1_unknown_ue,
+        bearers_set_up,
+        bearers_released,
+        error_indications_received,
+        end_markers_received,
+        peer_restarts,
+        udp_errors,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Bearer {
+    teid: u32,
+    sgw_teid: u32,
+    sgw: Ipv4Addr,
+    pdn_type: PdnType,
+    ue_ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone)]
+struct UeCtx {
+    id: u32,
+    mac: [u8; 6],
+    imsi: Option<String>,
+    bearer: Option<Bearer>,
+}
+
+/// The eNodeB's protocol logic, as the router's hook.
+pub struct EnbLogic {
+    radio: PortId,
+    radio_mac: [u8; 6],
+    addr: Ipv4Addr,
+    mme: Ipv4Addr,
+    ues: HashMap<[u8; 6], UeCtx>,
+    by_id: HashMap<u32, [u8; 6]>,
+    by_teid: HashMap<u32, [u8; 6]>,
+    next_id: u32,
+    pub gtpu: Endpoint,
+    paths: Paths,
+    out: Vec<Datagram>,
+    radio_out: Vec<Vec<u8>>,
+    reply: Vec<u8>,
+    pub c: EnbCounters,
+}
+
+pub struct Enb {
+    router: Router,
+    logic: EnbLogic,
+}
+
+impl Enb {
+    pub fn new(cfg: &EnbConfig, recovery: u8) -> anyhow::Result<Self> {
+        let radio = cfg
+            .ports
+            .iter()
+            .position(|p| p.name == "radio")
+            .ok_or_else(|| anyhow::anyhow!("an eNodeB needs a port named radio"))?;
+        let epc = cfg
+            .ports
+            .iter()
+            .find(|p| p.name != "radio" && !p.addresses.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("an eNodeB needs a port with an address (epc)"))?;
+        let addr = epc.addresses[0].addr();
+        let radio_mac = cfg.ports[radio].mac_for(&cfg.name)?;
+        let router = Router::new(&RouterConfig {
+            name: cfg.name.clone(),
+            ports: cfg.ports.clone(),
+            routes: cfg.routes.clone(),
+            icmp_limit: Default::default(),
+        })?;
+        Ok(Self {
+            router,
+            logic: EnbLogic {
+                radio,
+                radio_mac,
+                addr,
+                mme: cfg.mme,
+                ues: HashMap::new(),
+                by_id: HashMap::new(),
+                by_teid: HashMap::new(),
+                next_id: 1,
+                gtpu: Endpoint::new(addr, recovery, 0x0e00_0001),
+                paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
+                out: Vec::new(),
+                radio_out: Vec::new(),
+                reply: Vec::new(),
+                c: EnbCounters::default(),
+            },
+        })
+    }
+
+    fn flush(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        for f in self.logic.radio_out.drain(..) {
+            tx.send(self.logic.radio, &f);
+        }
+        gw::flush(&mut self.router, now, &mut self.logic.out, tx);
+    }
+}
+
+/// An Ethernet frame: dst, src, EtherType, payload.
+pub(crate) fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len().max(46));
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
+}
+
+impl EnbLogic {
+    fn to_mme(&mut self, m: &S1) {
+        self.out.push(Datagram {
+            src: self.addr,
+            dst: self.mme,
+            sport: s1::PORT,
+            dport: s1::PORT,
+            payload: serde_json::to_vec(m).unwrap_or_default(),
+        });
+    }
+
+    fn radio_frame(&mut self, now: Instant, f: &[u8]) {
+        self.c.radio_frames += 1;
+        if f.len() < 14 || f[6] & 1 != 0 {
+            self.c.radio_bad_signalling += 1;
+            return;
+        }
+        let dst: [u8; 6] = f[0..6].try_into().unwrap_or_default();
+        let src: [u8; 6] = f[6..12].try_into().unwrap_or_default();
+        let ethertype = u16::from_be_bytes([f[12], f[13]]);
+        if ethertype == s1::ETHERTYPE {
+            if dst != self.radio_mac && dst != [0xff; 6] {
+                return;
+            }
+            self.c.radio_signalling += 1;
+            // Signalling JSON ends where the padding (zeros) starts.
+            let body = &f[14..];
+            let end = body.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            let Ok(nas) = serde_json::from_slice::<Nas>(&body[..end]) else {
+                self.c.radio_bad_signalling += 1;
+                return;
+            };
+            let next = &mut self.next_id;
+            let ctx = self.ues.entry(src).or_insert_with(|| {
+                let id = *next;
+                *next = next.wrapping_add(1).max(1);
+                UeCtx {
+                    id,
+                    mac: src,
+                    imsi: None,
+                    bearer: None,
+                }
+            });
+            if let Nas::AttachRequest { imsi, .. } = &nas {
+                ctx.imsi = Some(imsi.clone());
+            }
+            let id = ctx.id;
+            self.by_id.insert(id, src);
+            self.to_mme(&S1::UplinkNas { enb_ue_id: id, nas });
+            return;
+        }
+        let Some(b) = self.ues.get(&src).and_then(|u| u.bearer.clone()) else {
+            self.c.radio_no_bearer += 1;
+            return;
+        };
+        let tpdu = match b.pdn_type {
+            PdnType::Ethernet => f,
+            PdnType::Ipv4 => {
+                if ethertype != 0x0800 || dst != self.radio_mac {
+                    self.c.radio_not_ip += 1;
+                    return;
+                }
+                &f[14..]
+            }
+        };
+        let mut buf = Vec::new();
+        if let Some(to) = self.gtpu.encapsulate(b.teid, tpdu, &mut buf) {
+            self.c.uplink_packets += 1;
+            self.out.push(Datagram {
+                src: self.addr,
+                dst: to,
+                sport: GTPU,
+                dport: GTPU,
+                payload: buf,
+            });
+        }
+        let _ = now;
+    }
+
+    fn s1_message(&mut self, now: Instant, payload: &[u8]) {
+        self.c.s1_received += 1;
+        let Ok(m) = serde_json::from_slice::<S1>(payload) else {
+            self.c.s1_bad += 1;
+            return;
+        };
+        match m {
+            S1::DownlinkNas { enb_ue_id, nas } => {
+                let Some(mac) = self.by_id.get(&enb_ue_id).copied() else {
+                    self.c.s1_unknown_ue += 1;
+                    return;
+                };
+                let body = serde_json::to_vec(&nas).unwrap_or_default();
+                self.radio_out
+                    .push(frame(mac, self.radio_mac, s1::ETHERTYPE, &body));
+            }
+            S1::InitialContextSetupRequest {
+                enb_ue_id,
+                mme_ue_id,
+                sgw_teid,
+                sgw_addr,
+                pdn_type,
+                ue_ip,
+            } => {
+                let Some(mac) = self.by_id.get(&enb_ue_id).copied() else {
+                    self.c.s1_unknown_ue += 1;
+                    return;
+                };
+                let Some(ctx) = self.ues.get_mut(&mac) else {
+                    return;
+                };
+                if let Some(old) = ctx.bearer.take() {
+                    self.gtpu.remove(old.teid);
+                    self.by_teid.remove(&old.teid);
+                }
+                let teid = self.gtpu.allocate_teid();
+                self.gtpu.add(teid, sgw_teid, sgw_addr);
+                self.by_teid.insert(teid, mac);
+                ctx.bearer = Some(Bearer {
+                    teid,
+                    sgw_teid,
+                    sgw: sgw_addr,
+                    pdn_type,
+                    ue_ip,
+                });
+                self.paths.watch(now, self.addr, sgw_addr);
+                self.c.bearers_set_up += 1;
+                let addr = self.addr;
+                self.to_mme(&S1::InitialContextSetupResponse {
+                    enb_ue_id,
+                    mme_ue_id,
+                    enb_teid: teid,
+                    enb_addr: addr,
+                });
+            }
+            S1::UeContextReleaseCommand { enb_ue_id } => {
+                if let Some(mac) = self.by_id.remove(&enb_ue_id) {
+                    if let Some(ctx) = self.ues.remove(&mac) {
+                        if let Some(b) = ctx.bearer {
+                            self.gtpu.remove(b.teid);
+                            self.by_teid.remove(&b.teid);
+                            self.c.bearers_released += 1;
+                        }
+                    }
+                }
+                self.to_mme(&S1::UeContextReleaseComplete { enb_ue_id });
+            }
+            _ => self.c.s1_bad += 1,
+        }
+    }
+
+    fn gtpu_message(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
+        let mut reply = std::mem::take(&mut self.reply);
+        match self.gtpu.receive(payload, &mut reply) {
+            Received::Deliver { local_teid, tpdu } => {
+                let Some(ctx) = self
+                    .by_teid
+                    .get(&local_teid)
+                    .and_then(|m| self.ues.get(m))
+                else {
+                    self.c.downlink_no_bearer += 1;
+                    self.reply = reply;
+                    return;
+                };
+                let f = match ctx.bearer.as_ref().map(|b| b.pdn_type) {
+                    Some(PdnType::Ethernet) => tpdu.to_vec(),
+                    _ => frame(ctx.mac, self.radio_mac, 0x0800, tpdu),
+                };
+                self.c.downlink_packets += 1;
+                self.radio_out.push(f);
+            }
+            Received::Reply => self.out.push(Datagram {
+                src: self.addr,
+                dst: from,
+                sport: GTPU,
+                dport: GTPU,
+                payload: reply.clone(),
+            }),
+            Received::EchoResponse { recovery } => {
+                if self.paths.answered(now, self.addr, from, recovery) {
+                    self.c.peer_restarts += 1;
+                    tracing::warn!(peer = %from, "GTP-U peer restarted (Recovery changed)");
+                }
+            }
+            Received::ErrorIndication { teid } => {
+                // TS 29.281 §7.3.1: the peer has no such tunnel; our bearer towards it is dead.
+                self.c.error_indications_received += 1;
+                tracing::warn!(peer = %from, teid, "Error Indication");
+            }
+            Received::EndMarker { .. } => self.c.end_markers_received += 1,
+            Received::Dropped(_) => {}
+        }
+        self.reply = reply;
+    }
+}
+
+impl Hook for EnbLogic {
+    fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
+        if ip[9] != 17 {
+            return HookVerdict::Continue;
+        }
+        let u = match gw::parse_udp(ip) {
+            Ok(u) => u,
+            Err(_) => {
+                self.c.udp_errors += 1;
+                return HookVerdict::Drop;
+            }
+        };
+        match u.dport {
+            GTPU => self.gtpu_message(now, u.src, u.payload),
+            s1::PORT if u.src == self.mme => self.s1_message(now, u.payload),
+            _ => return HookVerdict::Continue,
+        }
+        HookVerdict::Drop
+    }
+}
+
+impl Element for Enb {
+    fn role(&self) -> &'static str {
+        "enb"
+    }
+
+    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+        if port == self.logic.radio {
+            self.logic.radio_frame(now, frame);
+        } else {
+            self.router
+                .handle_frame_with(now, port, frame, tx, &mut self.logic);
+        }
+        self.flush(now, tx);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        [self.router.poll_at(), self.logic.paths.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        if self.router.poll_at().is_some_and(|t| t <= now) {
+            self.router.poll(now, tx);
+        }
+        let l = &mut self.logic;
+        let gtpu = &mut l.gtpu;
+        l.paths.poll(
+            now,
+            |_| {
+                let mut b = Vec::new();
+                gtpu.echo_request(&mut b);
+                Some(b)
+            },
+            &mut l.out,
+        );
+        self.flush(now, tx);
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut t = self.router.tables();
+        t.extend(["bearers".into(), "paths".into()]);
+        t
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        match table {
+            "bearers" => {
+                let mut v: Vec<&UeCtx> = self.logic.ues.values().collect();
+                v.sort_by_key(|u| u.id);
+                Some(json!(v
+                    .iter()
+                    .map(|u| {
+                        let t = u.bearer.as_ref().and_then(|b| self.logic.gtpu.get(b.teid));
+                        json!({
+                            "enb_ue_id": u.id,
+                            "ue_mac": d11_element::mac_string(&u.mac),
+                            "imsi": u.imsi,
+                            "ue_ip": u.bearer.as_ref().map(|b| b.ue_ip.to_string()),
+                            "pdn_type": u.bearer.as_ref().map(|b| b.pdn_type),
+                            "enb_teid": u.bearer.as_ref().map(|b| b.teid),
+                            "sgw_teid": u.bearer.as_ref().map(|b| b.sgw_teid),
+                            "sgw": u.bearer.as_ref().map(|b| b.sgw.to_string()),
+                            "uplink_packets": t.map(|t| t.tx_packets),
+                            "uplink_bytes": t.map(|t| t.tx_bytes),
+                            "downlink_packets": t.map(|t| t.rx_packets),
+                            "downlink_bytes": t.map(|t| t.rx_bytes),
+                        })
+                    })
+                    .collect::<Vec<_>>()))
+            }
+            "paths" => Some(self.logic.paths.view(now)),
+            _ => self.router.show(table, now),
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        self.router.counters(out);
+        self.logic.c.for_each(out);
+        gw::endpoint_counters(&self.logic.gtpu, "gtpu_", out);
+    }
+}

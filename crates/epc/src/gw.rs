@@ -1,0 +1,326 @@
+//! What the eNodeB, SGW and PGW share: each is a [`Router`] (ARP, ping, ICMP errors, routes,
+//! next-hop resolution) whose [`Hook::local`] takes the UDP ports of its protocols (GTP-U 2152,
+//! GTPv2-C 2123, S1 signalling), and which sends its own datagrams with
+//! [`Router::send_udp`]. Also here: GTP-U path supervision (Echo with the Recovery counter)
+//! and the restart counter kept across restarts.
+
+use crate::tunnel::Endpoint;
+use d11_element::{PortId, Transmit};
+use d11_router::{udp_checksum, Router};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A UDP datagram addressed to us, read from a validated IPv4 packet.
+#[derive(Debug)]
+pub struct Udp<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub payload: &'a [u8],
+}
+
+/// Why a datagram to us was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpError {
+    NotUdp,
+    BadLength,
+    BadChecksum,
+}
+
+/// Reads the UDP datagram in `ip` (an IPv4 packet the router validated: version, IHL, lengths,
+/// header checksum). Checks the UDP length and, when present, the checksum.
+pub fn parse_udp(ip: &[u8]) -> Result<Udp<'_>, UdpError> {
+    if ip.len() < 20 || ip[9] != 17 {
+        return Err(UdpError::NotUdp);
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
+    let udp = ip.get(ihl..total).ok_or(UdpError::BadLength)?;
+    if udp.len() < 8 {
+        return Err(UdpError::BadLength);
+    }
+    let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    if len < 8 || len > udp.len() {
+        return Err(UdpError::BadLength);
+    }
+    let udp = &udp[..len];
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let sum = u16::from_be_bytes([udp[6], udp[7]]);
+    if sum != 0 {
+        let mut copy = udp.to_vec();
+        copy[6..8].fill(0);
+        if udp_checksum(src, dst, &copy) != sum {
+            return Err(UdpError::BadChecksum);
+        }
+    }
+    Ok(Udp {
+        src,
+        dst,
+        sport: u16::from_be_bytes([udp[0], udp[1]]),
+        dport: u16::from_be_bytes([udp[2], udp[3]]),
+        payload: &udp[8..],
+    })
+}
+
+/// A datagram to send from one of our addresses.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub payload: Vec<u8>,
+}
+
+/// Sends what the hook queued.
+pub fn flush(router: &mut Router, now: Instant, out: &mut Vec<Datagram>, tx: &mut dyn Transmit) {
+    for d in out.drain(..) {
+        router.send_udp(
+            now,
+            Some(d.src),
+            d.dst,
+            d.sport,
+            d.dport,
+            &d.payload,
+            tx,
+        );
+    }
+}
+
+/// A [`Transmit`] that keeps what the router sends to one port (a PGW's UE side, which is no
+/// device but the tunnels) and passes the rest on.
+pub struct Divert<'a> {
+    pub inner: &'a mut dyn Transmit,
+    pub port: PortId,
+    pub kept: &'a mut Vec<Vec<u8>>,
+}
+
+impl Transmit for Divert<'_> {
+    fn send(&mut self, port: PortId, frame: &[u8]) {
+        if port == self.port {
+            self.kept.push(frame.to_vec());
+        } else {
+            self.inner.send(port, frame);
+        }
+    }
+    fn wants_notes(&self, port: PortId) -> bool {
+        port != self.port && self.inner.wants_notes(port)
+    }
+    fn send_noted(&mut self, port: PortId, frame: &[u8], note: &str) {
+        if port == self.port {
+            self.kept.push(frame.to_vec());
+        } else {
+            self.inner.send_noted(port, frame, note);
+        }
+    }
+}
+
+/// The restart counter of a GTP entity (TS 23.007 §18): read from `file`, one more than last
+/// time, written back. A missing or unreadable file starts at 1.
+pub fn next_recovery(file: &Path) -> u8 {
+    let last = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok())
+        .unwrap_or(0);
+    let next = last.wrapping_add(1);
+    if let Err(e) = std::fs::write(file, format!("{next}\n")) {
+        tracing::warn!(file = %file.display(), error = %e, "cannot keep the restart counter");
+    }
+    next
+}
+
+/// Where a program keeps its restart counter: beside its config file.
+pub fn recovery_file(config: Option<&Path>, node: &str) -> Option<std::path::PathBuf> {
+    let dir = config?.parent()?;
+    Some(dir.join(format!("{node}.recovery")))
+}
+
+/// One GTP-U path (local address to peer) under Echo supervision.
+#[derive(Debug, Clone, Default)]
+struct PathState {
+    echo_sent: u64,
+    echo_answered: u64,
+    /// Echo Requests without an answer since the last one answered.
+    outstanding: u32,
+    recovery: Option<u8>,
+    peer_restarts: u64,
+    last_answer: Option<Instant>,
+    next_echo: Option<Instant>,
+}
+
+/// GTP-U path supervision (TS 29.281 §7.2.1): an Echo Request to each peer every `interval`;
+/// a changed Recovery in the answer means the peer restarted.
+#[derive(Debug)]
+pub struct Paths {
+    interval: Duration,
+    paths: BTreeMap<(Ipv4Addr, Ipv4Addr), PathState>,
+}
+
+impl Paths {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            paths: BTreeMap::new(),
+        }
+    }
+
+    /// Supervises the path from `local` to `peer` (idempotent).
+    pub fn watch(&mut self, now: Instant, local: Ipv4Addr, peer: Ipv4Addr) {
+        let interval = self.interval;
+        self.paths
+            .entry((local, peer))
+            .or_insert_with(|| PathState {
+                next_echo: (!interval.is_zero()).then_some(now + interval),
+                ..Default::default()
+            });
+    }
+
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.paths.values().filter_map(|p| p.next_echo).min()
+    }
+
+    /// Sends the Echo Requests that are due; `echo(local)` writes one from the endpoint at
+    /// `local`.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        mut echo: impl FnMut(Ipv4Addr) -> Option<Vec<u8>>,
+        out: &mut Vec<Datagram>,
+    ) {
+        let interval = self.interval;
+        for ((local, peer), p) in self.paths.iter_mut() {
+            if p.next_echo.is_some_and(|t| t <= now) {
+                p.next_echo = Some(now + interval);
+                let Some(payload) = echo(*local) else { continue };
+                p.echo_sent += 1;
+                p.outstanding += 1;
+                out.push(Datagram {
+                    src: *local,
+                    dst: *peer,
+                    sport: d11_wire::gtpu::UDP_PORT,
+                    dport: d11_wire::gtpu::UDP_PORT,
+                    payload,
+                });
+            }
+        }
+    }
+
+    /// An Echo Response from `peer` to `local`; returns true if the peer restarted.
+    pub fn answered(
+        &mut self,
+        now: Instant,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+        recovery: Option<u8>,
+    ) -> bool {
+        let p = self.paths.entry((local, peer)).or_default();
+        p.echo_answered += 1;
+        p.outstanding = 0;
+        p.last_answer = Some(now);
+        let restarted = matches!((p.recovery, recovery), (Some(a), Some(b)) if a != b);
+        if restarted {
+            p.peer_restarts += 1;
+        }
+        if recovery.is_some() {
+            p.recovery = recovery;
+        }
+        restarted
+    }
+
+    pub fn view(&self, now: Instant) -> Value {
+        json!(self
+            .paths
+            .iter()
+            .map(|((l, r), p)| json!({
+                "local": l.to_string(),
+                "peer": r.to_string(),
+                "state": if p.outstanding >= 3 { "down" } else if p.echo_answered > 0 { "up" } else { "unknown" },
+                "echo_sent": p.echo_sent,
+                "echo_answered": p.echo_answered,
+                "peer_recovery": p.recovery,
+                "peer_restarts": p.peer_restarts,
+                "last_answer_s_ago": p.last_answer.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            }))
+            .collect::<Vec<_>>())
+    }
+}
+
+/// The JSON of an endpoint's counters.
+pub fn endpoint_counters(ep: &Endpoint, prefix: &str, out: &mut dyn FnMut(&str, u64)) {
+    let c = &ep.c;
+    for (k, v) in [
+        ("rx_g_pdu", c.rx_g_pdu),
+        ("rx_malformed", c.rx_malformed),
+        ("rx_unknown_teid", c.rx_unknown_teid),
+        ("rx_unsupported_extension", c.rx_unsupported_extension),
+        ("rx_unexpected", c.rx_unexpected),
+        ("tx_error_indication", c.tx_error_indication),
+        ("tx_echo_response", c.tx_echo_response),
+        ("tx_sehn", c.tx_sehn),
+    ] {
+        out(&format!("{prefix}{k}"), v);
+    }
+}
+
+/// Counts a local datagram that could not be read.
+pub fn udp_error_name(e: UdpError) -> &'static str {
+    match e {
+        UdpError::NotUdp => "not_udp",
+        UdpError::BadLength => "udp_bad_length",
+        UdpError::BadChecksum => "udp_bad_checksum",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_is_read_and_checked() {
+        let (s, d) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let mut ip = vec![0u8; 20 + 8 + 3];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&31u16.to_be_bytes());
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&s.octets());
+        ip[16..20].copy_from_slice(&d.octets());
+        ip[20..22].copy_from_slice(&2152u16.to_be_bytes());
+        ip[22..24].copy_from_slice(&2152u16.to_be_bytes());
+        ip[24..26].copy_from_slice(&11u16.to_be_bytes());
+        ip[28..].copy_from_slice(b"abc");
+        let sum = udp_checksum(s, d, &ip[20..]);
+        ip[26..28].copy_from_slice(&sum.to_be_bytes());
+        let u = parse_udp(&ip).unwrap();
+        assert_eq!((u.sport, u.payload), (2152, &b"abc"[..]));
+        ip[30] ^= 1;
+        assert_eq!(parse_udp(&ip).unwrap_err(), UdpError::BadChecksum);
+        ip[24..26].copy_from_slice(&99u16.to_be_bytes());
+        assert_eq!(parse_udp(&ip).unwrap_err(), UdpError::BadLength);
+    }
+
+    #[test]
+    fn recovery_grows_across_restarts() {
+        let f = std::env::temp_dir().join(format!("d11-recovery-{}", std::process::id()));
+        let _ = std::fs::remove_file(&f);
+        assert_eq!(next_recovery(&f), 1);
+        assert_eq!(next_recovery(&f), 2);
+        std::fs::remove_file(&f).unwrap();
+    }
+
+    #[test]
+    fn a_changed_recovery_is_a_restart() {
+        let t = Instant::now();
+        let (l, r) = (Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(2, 2, 2, 2));
+        let mut p = Paths::new(Duration::from_secs(1));
+        p.watch(t, l, r);
+        assert!(!p.answered(t, l, r, Some(4)));
+        assert!(!p.answered(t, l, r, Some(4)));
+        assert!(p.answered(t, l, r, Some(5)));
+        assert_eq!(p.view(t)[0]["peer_restarts"], 1);
+    }
+}

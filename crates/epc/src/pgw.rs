@@ -1,0 +1,654 @@
+//! d11-pgw: the PDN gateway. Port `s5` (GTPv2-C and GTP-U from the SGW) and port `sgi` (towards
+//! the carrier NAT), and a third, virtual port: the UEs' side, 10.45.0.1/16, whose "wire" is the
+//! set of S5 tunnels.
+//!
+//! The router sees the UEs' side as an ordinary port, so everything a router does holds there:
+//! it answers the UEs' ARP for their gateway 10.45.0.1 (Ethernet PDU sessions: the ARP rides
+//! the tunnel), forwards with TTL and checksum, sends ICMP errors (fragmentation needed when a
+//! packet exceeds the tunnel MTU), and resolves UEs by ARP. What the router sends to that port is
+//! put in the right UE's tunnel (by destination address, or ARP target); what a tunnel delivers
+//! is handed to the router as received on that port.
+//!
+//! - Ethernet PDU sessions carry the UE's whole frame; IPv4 PDU sessions the IP packet, for
+//!   which the PGW answers the router's ARP itself with a MAC made from the UE's address.
+//! - A UE may send only from its own address (anything else is counted and dropped).
+//! - TCP SYNs to and from UEs get their MSS clamped to the tunnel MTU (RFC 6691 arithmetic).
+
+use crate::gtpc::{self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType};
+use crate::gw::{self, Datagram, Divert, Paths};
+use crate::mss::clamp_mss;
+use crate::pool::Pool;
+use crate::tunnel::{Endpoint, Received};
+use d11_element::{counters, derive_mac, Element, PortConfig, PortId, Transmit};
+use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::gtpu::UDP_PORT as GTPU;
+use d11_wire::gtpv2::{value::Fteid, Packet};
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+const GTPC: u16 = gtpc::UDP_PORT;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PgwConfig {
+    pub name: String,
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The UE pool; its first address is the UEs' gateway (the PGW itself).
+    #[serde(default = "default_pool")]
+    pub ue_pool: Ipv4Net,
+    #[serde(default = "default_s5")]
+    pub s5_port: String,
+    #[serde(default = "crate::enb::default_echo")]
+    pub echo_interval_s: u64,
+}
+
+fn default_pool() -> Ipv4Net {
+    "10.45.0.0/16".parse().expect("constant")
+}
+fn default_s5() -> String {
+    "s5".into()
+}
+
+/// The name of the virtual port on the UEs' side.
+pub const UE_PORT: &str = "ues";
+
+counters! {
+    pub struct PgwCounters {
+        gtpc_received,
+        gtpc_malformed,
+        gtpc_unexpected,
+        gtpc_unknown_teid,
+        sessions_created,
+        sessions_refused,
+        sessions_deleted,
+        pool_exhausted,
+        uplink_packets,
+        uplink_spoofed,
+        uplink_not_ip,
+        downlink_packets,
+        downlink_no_session,
+        mss_clamped,
+        error_indications_received,
+        peer_restarts,
+        udp_errors,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    imsi: String,
+    ue_ip: Ipv4Addr,
+    pdn_type: PdnType,
+    ebi: u8,
+    s5c_teid: u32,
+    sgw_c: Fteid,
+    s5u_teid: u32,
+    sgw_u: Fteid,
+}
+
+pub struct PgwLogic {
+    s5_addr: Ipv4Addr,
+    recovery: u8,
+    ue_port: PortId,
+    ue_mac: [u8; 6],
+    mss: u16,
+    pool: Pool,
+    sessions: HashMap<u32, Session>,
+    by_ip: HashMap<Ipv4Addr, u32>,
+    by_s5u: HashMap<u32, u32>,
+    next_teid: u32,
+    pub s5u: Endpoint,
+    paths: Paths,
+    out: Vec<Datagram>,
+    /// Frames from the tunnels for the router, as received on the UEs' port.
+    inject: Vec<Vec<u8>>,
+    reply: Vec<u8>,
+    pub c: PgwCounters,
+}
+
+pub struct Pgw {
+    router: Router,
+    logic: PgwLogic,
+    kept: Vec<Vec<u8>>,
+}
+
+/// The MAC the PGW answers ARP with for an IPv4 PDU session's UE (which has none).
+fn ipv4_session_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0xd2, o[0], o[1], o[2], o[3]]
+}
+
+impl Pgw {
+    pub fn new(cfg: &PgwConfig, recovery: u8) -> anyhow::Result<Self> {
+        let s5_addr = cfg
+            .ports
+            .iter()
+            .find(|p| p.name == cfg.s5_port)
+            .and_then(|p| p.addresses.first())
+            .map(|a| a.addr())
+            .ok_or_else(|| anyhow::anyhow!("the PGW needs a port {:?} with an address", cfg.s5_port))?;
+        let net = cfg.ue_pool.trunc();
+        let gateway = Ipv4Addr::from(u32::from(net.addr()) + 1);
+        let pool = Pool::new(net.addr(), net.prefix_len(), gateway)
+            .ok_or_else(|| anyhow::anyhow!("ue_pool {}: a prefix of /8 to /30", cfg.ue_pool))?;
+        let mtu = PdnType::Ethernet.ue_mtu();
+        let mut ports = cfg.ports.clone();
+        ports.push(PortConfig {
+            name: UE_PORT.into(),
+            mac: None,
+            addresses: vec![Ipv4Net::new(gateway, net.prefix_len())?],
+            mtu: Some(mtu),
+        });
+        let router = Router::new(&RouterConfig {
+            name: cfg.name.clone(),
+            ports,
+            routes: cfg.routes.clone(),
+            icmp_limit: Default::default(),
+        })?;
+        let ue_port = router
+            .port_index(UE_PORT)
+            .ok_or_else(|| anyhow::anyhow!("no UE port"))?;
+        Ok(Self {
+            router,
+            logic: PgwLogic {
+                s5_addr,
+                recovery,
+                ue_port,
+                ue_mac: derive_mac(&cfg.name, UE_PORT),
+                mss: mtu - 40,
+                pool,
+                sessions: HashMap::new(),
+                by_ip: HashMap::new(),
+                by_s5u: HashMap::new(),
+                next_teid: 0x7c00_0001,
+                s5u: Endpoint::new(s5_addr, recovery, 0x7700_0001),
+                paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
+                out: Vec::new(),
+                inject: Vec::new(),
+                reply: Vec::new(),
+                c: PgwCounters::default(),
+            },
+            kept: Vec::new(),
+        })
+    }
+
+    /// Runs the router over what the tunnels delivered and puts what it sent to the UEs into
+    /// the tunnels, until both are done.
+    fn settle(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        let mut kept = std::mem::take(&mut self.kept);
+        for _ in 0..64 {
+            {
+                let mut d = Divert {
+                    inner: tx,
+                    port: self.logic.ue_port,
+                    kept: &mut kept,
+                };
+                gw::flush(&mut self.router, now, &mut self.logic.out, &mut d);
+            }
+            if kept.is_empty() && self.logic.inject.is_empty() {
+                break;
+            }
+            for f in kept.drain(..) {
+                self.logic.downlink(&f);
+            }
+            let inject = std::mem::take(&mut self.logic.inject);
+            for mut f in inject {
+                let mut d = Divert {
+                    inner: tx,
+                    port: self.logic.ue_port,
+                    kept: &mut kept,
+                };
+                let p = self.logic.ue_port;
+                self.router
+                    .handle_frame_with(now, p, &mut f, &mut d, &mut self.logic);
+            }
+        }
+        kept.clear();
+        self.kept = kept;
+    }
+}
+
+impl PgwLogic {
+    fn teid(&mut self) -> u32 {
+        loop {
+            let t = self.next_teid;
+            self.next_teid = self.next_teid.wrapping_add(1).max(1);
+            if !self.sessions.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    fn send_c(&mut self, dst: Ipv4Addr, payload: Vec<u8>) {
+        self.out.push(Datagram {
+            src: self.s5_addr,
+            dst,
+            sport: GTPC,
+            dport: GTPC,
+            payload,
+        });
+    }
+
+    fn remove(&mut self, s5c: u32) -> Option<Session> {
+        let s = self.sessions.remove(&s5c)?;
+        self.by_ip.remove(&s.ue_ip);
+        self.by_s5u.remove(&s.s5u_teid);
+        self.s5u.remove(s.s5u_teid);
+        self.pool.release(&s.imsi);
+        Some(s)
+    }
+
+    fn gtpc(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
+        self.c.gtpc_received += 1;
+        let Ok(p) = Packet::new_checked(payload) else {
+            self.c.gtpc_malformed += 1;
+            return;
+        };
+        let h = p.header();
+        match h.message_type {
+            msg::ECHO_REQUEST => {
+                let r = gtpc::echo(msg::ECHO_RESPONSE, h.sequence, self.recovery);
+                self.send_c(from, r);
+            }
+            msg::ECHO_RESPONSE => {}
+            msg::CREATE_SESSION_REQUEST => {
+                let req = match CreateSessionRequest::decode(&p) {
+                    Ok(r) => r,
+                    Err(gtpc::Refused(c)) => {
+                        self.c.sessions_refused += 1;
+                        let r = CreateSessionResponse::refused(c, gtpc::DEFAULT_EBI)
+                            .encode(0, h.sequence);
+                        self.send_c(from, r);
+                        return;
+                    }
+                };
+                let Some(sgw_u) = req.s5u_sgw else {
+                    self.c.sessions_refused += 1;
+                    let r = CreateSessionResponse::refused(cause::MANDATORY_IE_MISSING, req.ebi)
+                        .encode(req.sender.teid, h.sequence);
+                    self.send_c(from, r);
+                    return;
+                };
+                // A retransmission of a request we answered: answer the same again.
+                let existing = self
+                    .sessions
+                    .values()
+                    .find(|s| s.imsi == req.imsi && s.sgw_c == req.sender)
+                    .map(|s| s.s5c_teid);
+                let s5c = match existing {
+                    Some(t) => t,
+                    None => {
+                        // A new session of the same subscriber replaces the old one.
+                        let old: Vec<u32> = self
+                            .sessions
+                            .values()
+                            .filter(|s| s.imsi == req.imsi)
+                            .map(|s| s.s5c_teid)
+                            .collect();
+                        for t in old {
+                            self.remove(t);
+                        }
+                        let fixed = (!req.paa.is_unspecified()).then_some(req.paa);
+                        let Some(ip) = self.pool.allocate(&req.imsi, fixed) else {
+                            self.c.pool_exhausted += 1;
+                            self.c.sessions_refused += 1;
+                            let r = CreateSessionResponse::refused(
+                                cause::ALL_DYNAMIC_ADDRESSES_OCCUPIED,
+                                req.ebi,
+                            )
+                            .encode(req.sender.teid, h.sequence);
+                            self.send_c(from, r);
+                            return;
+                        };
+                        let s5c = self.teid();
+                        let s5u = self.s5u.allocate_teid();
+                        self.s5u.add(s5u, sgw_u.teid, sgw_u.ipv4);
+                        self.paths.watch(now, self.s5_addr, sgw_u.ipv4);
+                        self.sessions.insert(
+                            s5c,
+                            Session {
+                                imsi: req.imsi.clone(),
+                                ue_ip: ip,
+                                pdn_type: req.pdn_type,
+                                ebi: req.ebi,
+                                s5c_teid: s5c,
+                                sgw_c: req.sender,
+                                s5u_teid: s5u,
+                                sgw_u,
+                            },
+                        );
+                        self.by_ip.insert(ip, s5c);
+                        self.by_s5u.insert(s5u, s5c);
+                        self.c.sessions_created += 1;
+                        s5c
+                    }
+                };
+                let s = &self.sessions[&s5c];
+                let r = CreateSessionResponse {
+                    cause: cause::REQUEST_ACCEPTED,
+                    sender: Some(Fteid {
+                        interface: iface::S5S8C_PGW,
+                        teid: s.s5c_teid,
+                        ipv4: self.s5_addr,
+                    }),
+                    pgw_c: None,
+                    paa: Some(s.ue_ip),
+                    ebi: s.ebi,
+                    s1u_sgw: None,
+                    s5u_pgw: Some(Fteid {
+                        interface: iface::S5S8U_PGW,
+                        teid: s.s5u_teid,
+                        ipv4: self.s5_addr,
+                    }),
+                }
+                .encode(s.sgw_c.teid, h.sequence);
+                self.send_c(from, r);
+            }
+            msg::DELETE_SESSION_REQUEST => {
+                let teid = h.teid.unwrap_or(0);
+                match self.remove(teid) {
+                    Some(s) => {
+                        self.c.sessions_deleted += 1;
+                        let r = gtpc::cause_response(
+                            msg::DELETE_SESSION_RESPONSE,
+                            s.sgw_c.teid,
+                            h.sequence,
+                            cause::REQUEST_ACCEPTED,
+                        );
+                        self.send_c(from, r);
+                    }
+                    None => {
+                        self.c.gtpc_unknown_teid += 1;
+                        let r = gtpc::cause_response(
+                            msg::DELETE_SESSION_RESPONSE,
+                            0,
+                            h.sequence,
+                            cause::CONTEXT_NOT_FOUND,
+                        );
+                        self.send_c(from, r);
+                    }
+                }
+            }
+            _ => self.c.gtpc_unexpected += 1,
+        }
+    }
+
+    fn gtpu(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
+        let mut reply = std::mem::take(&mut self.reply);
+        match self.s5u.receive(payload, &mut reply) {
+            Received::Deliver { local_teid, tpdu } => {
+                let Some(s) = self
+                    .by_s5u
+                    .get(&local_teid)
+                    .and_then(|t| self.sessions.get(t))
+                else {
+                    self.reply = reply;
+                    return;
+                };
+                match s.pdn_type {
+                    PdnType::Ethernet => {
+                        if tpdu.len() < 14 {
+                            self.c.uplink_not_ip += 1;
+                        } else {
+                            let et = u16::from_be_bytes([tpdu[12], tpdu[13]]);
+                            let src_ok = match et {
+                                0x0800 => tpdu.len() >= 34 && tpdu[26..30] == s.ue_ip.octets(),
+                                0x0806 => tpdu.len() >= 42 && tpdu[28..32] == s.ue_ip.octets(),
+                                _ => false,
+                            };
+                            if !matches!(et, 0x0800 | 0x0806) {
+                                self.c.uplink_not_ip += 1;
+                            } else if !src_ok {
+                                self.c.uplink_spoofed += 1;
+                            } else {
+                                self.c.uplink_packets += 1;
+                                self.inject.push(tpdu.to_vec());
+                            }
+                        }
+                    }
+                    PdnType::Ipv4 => {
+                        if tpdu.len() < 20 || tpdu[0] >> 4 != 4 {
+                            self.c.uplink_not_ip += 1;
+                        } else if tpdu[12..16] != s.ue_ip.octets() {
+                            self.c.uplink_spoofed += 1;
+                        } else {
+                            self.c.uplink_packets += 1;
+                            let f = crate::enb::frame(
+                                self.ue_mac,
+                                ipv4_session_mac(s.ue_ip),
+                                0x0800,
+                                tpdu,
+                            );
+                            self.inject.push(f);
+                        }
+                    }
+                }
+            }
+            Received::Reply => self.out.push(Datagram {
+                src: self.s5_addr,
+                dst: from,
+                sport: GTPU,
+                dport: GTPU,
+                payload: reply.clone(),
+            }),
+            Received::EchoResponse { recovery } => {
+                if self.paths.answered(now, self.s5_addr, from, recovery) {
+                    self.c.peer_restarts += 1;
+                    tracing::warn!(peer = %from, "GTP-U peer restarted (Recovery changed)");
+                }
+            }
+            Received::ErrorIndication { teid } => {
+                self.c.error_indications_received += 1;
+                tracing::warn!(peer = %from, teid, "Error Indication");
+            }
+            Received::EndMarker { .. } | Received::Dropped(_) => {}
+        }
+        self.reply = reply;
+    }
+
+    /// A frame the router sent towards the UEs: into the tunnel of the UE it is for.
+    fn downlink(&mut self, f: &[u8]) {
+        if f.len() < 14 {
+            return;
+        }
+        let et = u16::from_be_bytes([f[12], f[13]]);
+        let target = match et {
+            0x0800 if f.len() >= 34 => Ipv4Addr::new(f[30], f[31], f[32], f[33]),
+            0x0806 if f.len() >= 42 => Ipv4Addr::new(f[38], f[39], f[40], f[41]),
+            _ => return,
+        };
+        let Some(s) = self.by_ip.get(&target).and_then(|t| self.sessions.get(t)) else {
+            self.c.downlink_no_session += 1;
+            return;
+        };
+        let tpdu: &[u8] = match (s.pdn_type, et) {
+            (PdnType::Ethernet, _) => f,
+            (PdnType::Ipv4, 0x0800) => {
+                let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+                &f[14..(14 + total).min(f.len())]
+            }
+            (PdnType::Ipv4, _) => {
+                // ARP for a UE without Ethernet: answer for it.
+                if f[20..22] == [0, 1] {
+                    let mac = ipv4_session_mac(s.ue_ip);
+                    let mut a = Vec::with_capacity(60);
+                    a.extend_from_slice(&f[6..12]);
+                    a.extend_from_slice(&mac);
+                    a.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+                    a.extend_from_slice(&mac);
+                    a.extend_from_slice(&s.ue_ip.octets());
+                    a.extend_from_slice(&f[22..28]);
+                    a.extend_from_slice(&f[28..32]);
+                    a.resize(60, 0);
+                    self.inject.push(a);
+                }
+                return;
+            }
+        };
+        let s5u = s.s5u_teid;
+        let mut buf = Vec::new();
+        if let Some(to) = self.s5u.encapsulate(s5u, tpdu, &mut buf) {
+            self.c.downlink_packets += 1;
+            self.out.push(Datagram {
+                src: self.s5_addr,
+                dst: to,
+                sport: GTPU,
+                dport: GTPU,
+                payload: buf,
+            });
+        }
+    }
+}
+
+impl Hook for PgwLogic {
+    fn prerouting(&mut self, _now: Instant, in_port: PortId, ip: &mut [u8]) -> HookVerdict {
+        if in_port == self.ue_port && clamp_mss(ip, self.mss) {
+            self.c.mss_clamped += 1;
+        }
+        HookVerdict::Continue
+    }
+
+    fn postrouting(
+        &mut self,
+        _now: Instant,
+        _in_port: PortId,
+        out_port: PortId,
+        ip: &mut [u8],
+    ) -> HookVerdict {
+        if out_port == self.ue_port && clamp_mss(ip, self.mss) {
+            self.c.mss_clamped += 1;
+        }
+        HookVerdict::Continue
+    }
+
+    fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
+        if ip[9] != 17 {
+            return HookVerdict::Continue;
+        }
+        let u = match gw::parse_udp(ip) {
+            Ok(u) => u,
+            Err(_) => {
+                self.c.udp_errors += 1;
+                return HookVerdict::Drop;
+            }
+        };
+        if u.dst != self.s5_addr {
+            return HookVerdict::Continue;
+        }
+        match u.dport {
+            GTPU => self.gtpu(now, u.src, u.payload),
+            GTPC => self.gtpc(now, u.src, u.payload),
+            _ => return HookVerdict::Continue,
+        }
+        HookVerdict::Drop
+    }
+}
+
+impl Element for Pgw {
+    fn role(&self) -> &'static str {
+        "pgw"
+    }
+
+    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+        {
+            let mut kept = std::mem::take(&mut self.kept);
+            let mut d = Divert {
+                inner: tx,
+                port: self.logic.ue_port,
+                kept: &mut kept,
+            };
+            self.router
+                .handle_frame_with(now, port, frame, &mut d, &mut self.logic);
+            for f in kept.drain(..) {
+                self.logic.downlink(&f);
+            }
+            self.kept = kept;
+        }
+        self.settle(now, tx);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        [self.router.poll_at(), self.logic.paths.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        if self.router.poll_at().is_some_and(|t| t <= now) {
+            let mut kept = std::mem::take(&mut self.kept);
+            let mut d = Divert {
+                inner: tx,
+                port: self.logic.ue_port,
+                kept: &mut kept,
+            };
+            self.router.poll(now, &mut d);
+            for f in kept.drain(..) {
+                self.logic.downlink(&f);
+            }
+            self.kept = kept;
+        }
+        let l = &mut self.logic;
+        let ep = &mut l.s5u;
+        l.paths.poll(
+            now,
+            |_| {
+                let mut b = Vec::new();
+                ep.echo_request(&mut b);
+                Some(b)
+            },
+            &mut l.out,
+        );
+        self.settle(now, tx);
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut t = self.router.tables();
+        t.extend(["sessions".into(), "paths".into()]);
+        t
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        match table {
+            "sessions" => {
+                let l = &self.logic;
+                let mut v: Vec<&Session> = l.sessions.values().collect();
+                v.sort_by_key(|s| s.ue_ip);
+                Some(json!(v
+                    .iter()
+                    .map(|s| {
+                        let t = l.s5u.get(s.s5u_teid);
+                        json!({
+                            "imsi": s.imsi,
+                            "ue_ip": s.ue_ip.to_string(),
+                            "pdn_type": s.pdn_type,
+                            "ebi": s.ebi,
+                            "s5c_pgw_teid": s.s5c_teid,
+                            "s5c_sgw_teid": s.sgw_c.teid,
+                            "s5u_pgw_teid": s.s5u_teid,
+                            "s5u_sgw_teid": s.sgw_u.teid,
+                            "sgw": s.sgw_u.ipv4.to_string(),
+                            "uplink_packets": t.map(|t| t.rx_packets),
+                            "uplink_bytes": t.map(|t| t.rx_bytes),
+                            "downlink_packets": t.map(|t| t.tx_packets),
+                            "downlink_bytes": t.map(|t| t.tx_bytes),
+                        })
+                    })
+                    .collect::<Vec<_>>()))
+            }
+            "paths" => Some(self.logic.paths.view(now)),
+            _ => self.router.show(table, now),
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        self.router.counters(out);
+        self.logic.c.for_each(out);
+        gw::endpoint_counters(&self.logic.s5u, "s5u_", out);
+    }
+}

@@ -1,0 +1,740 @@
+//! d11-sgw: the serving gateway. Port `epc` (S11 from the MME, S1-U from the eNodeB) and port
+//! `s5` (S5-C and S5-U to the PGW).
+//!
+//! Control plane (GTPv2-C, UDP 2123): a Create Session Request from the MME is forwarded to the
+//! PGW with our own S5 F-TEIDs; the answer goes back to the MME with our S11 and S1-U F-TEIDs.
+//! Modify Bearer Request sets the eNodeB's end of S1-U (and sends an End Marker down the old
+//! path if it moved). Delete Session Request goes through to the PGW and removes the session.
+//! Requests we send are retransmitted (T3 1 s, N3 3) until answered.
+//!
+//! User plane (GTP-U, UDP 2152): two tunnel endpoints, S1-U and S5-U, and a TEID map each way.
+
+use crate::gtpc::{
+    self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
+};
+use crate::gw::{self, Datagram, Paths};
+use crate::tunnel::{Endpoint, Received};
+use d11_element::{counters, Element, PortId, Transmit};
+use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::gtpu::{emit_signalling, MessageType, UDP_PORT as GTPU};
+use d11_wire::gtpv2::{value::Fteid, Packet};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+const GTPC: u16 = gtpc::UDP_PORT;
+const T3: Duration = Duration::from_secs(1);
+const N3: u32 = 3;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SgwConfig {
+    pub name: String,
+    pub ports: Vec<d11_element::PortConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The port facing the MME and eNodeBs (S11, S1-U); the other faces the PGW.
+    #[serde(default = "default_epc")]
+    pub s11_port: String,
+    #[serde(default = "default_s5")]
+    pub s5_port: String,
+    #[serde(default = "crate::enb::default_echo")]
+    pub echo_interval_s: u64,
+}
+
+fn default_epc() -> String {
+    "epc".into()
+}
+fn default_s5() -> String {
+    "s5".into()
+}
+
+counters! {
+    pub struct SgwCounters {
+        gtpc_received,
+        gtpc_malformed,
+        gtpc_unexpected,
+        gtpc_unknown_teid,
+        gtpc_retransmissions,
+        gtpc_timeouts,
+        sessions_created,
+        sessions_refused,
+        sessions_deleted,
+        bearers_modified,
+        end_markers_sent,
+        uplink_packets,
+        downlink_packets,
+        error_indications_received,
+        peer_restarts,
+        udp_errors,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    imsi: String,
+    pdn_type: PdnType,
+    ue_ip: Option<Ipv4Addr>,
+    ebi: u8,
+    /// Our S11 TEID (the MME addresses us with it).
+    s11_teid: u32,
+    mme_c: Fteid,
+    s5c_teid: u32,
+    pgw_c: Option<Fteid>,
+    s1u_teid: u32,
+    enb_u: Option<Fteid>,
+    s5u_teid: u32,
+    pgw_u: Option<Fteid>,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Waiting {
+    Create,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    s11_teid: u32,
+    mme_seq: u32,
+    kind: Waiting,
+    sent: Instant,
+    tries: u32,
+    bytes: Vec<u8>,
+    to: Ipv4Addr,
+}
+
+pub struct SgwLogic {
+    s11_addr: Ipv4Addr,
+    s5_addr: Ipv4Addr,
+    recovery: u8,
+    sessions: HashMap<u32, Session>,
+    by_s5c: HashMap<u32, u32>,
+    by_s1u: HashMap<u32, u32>,
+    by_s5u: HashMap<u32, u32>,
+    next_teid: u32,
+    seq: u32,
+    pending: HashMap<u32, Pending>,
+    pub s1u: Endpoint,
+    pub s5u: Endpoint,
+    paths: Paths,
+    out: Vec<Datagram>,
+    reply: Vec<u8>,
+    pub c: SgwCounters,
+}
+
+pub struct Sgw {
+    router: Router,
+    logic: SgwLogic,
+}
+
+fn port_addr(cfg: &SgwConfig, name: &str) -> anyhow::Result<Ipv4Addr> {
+    cfg.ports
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(|p| p.addresses.first())
+        .map(|a| a.addr())
+        .ok_or_else(|| anyhow::anyhow!("the SGW needs a port {name:?} with an address"))
+}
+
+impl Sgw {
+    pub fn new(cfg: &SgwConfig, recovery: u8) -> anyhow::Result<Self> {
+        let s11_addr = port_addr(cfg, &cfg.s11_port)?;
+        let s5_addr = port_addr(cfg, &cfg.s5_port)?;
+        let router = Router::new(&RouterConfig {
+            name: cfg.name.clone(),
+            ports: cfg.ports.clone(),
+            routes: cfg.routes.clone(),
+            icmp_limit: Default::default(),
+        })?;
+        Ok(Self {
+            router,
+            logic: SgwLogic {
+                s11_addr,
+                s5_addr,
+                recovery,
+                sessions: HashMap::new(),
+                by_s5c: HashMap::new(),
+                by_s1u: HashMap::new(),
+                by_s5u: HashMap::new(),
+                next_teid: 0x5100_0001,
+                seq: 0,
+                pending: HashMap::new(),
+                s1u: Endpoint::new(s11_addr, recovery, 0x1100_0001),
+                s5u: Endpoint::new(s5_addr, recovery, 0x5500_0001),
+                paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
+                out: Vec::new(),
+                reply: Vec::new(),
+                c: SgwCounters::default(),
+            },
+        })
+    }
+}
+
+impl SgwLogic {
+    fn teid(&mut self) -> u32 {
+        loop {
+            let t = self.next_teid;
+            self.next_teid = self.next_teid.wrapping_add(1).max(1);
+            if !self.sessions.contains_key(&t) && !self.by_s5c.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = (self.seq + 1) & 0x00ff_ffff;
+        self.seq
+    }
+
+    fn send_c(&mut self, src: Ipv4Addr, dst: Ipv4Addr, payload: Vec<u8>) {
+        self.out.push(Datagram {
+            src,
+            dst,
+            sport: GTPC,
+            dport: GTPC,
+            payload,
+        });
+    }
+
+    fn request_s5(&mut self, now: Instant, s11_teid: u32, mme_seq: u32, kind: Waiting, seq: u32) {
+        let Some(s) = self.sessions.get(&s11_teid) else {
+            return;
+        };
+        let Some(pgw) = s.pgw_c else { return };
+        let bytes = match kind {
+            Waiting::Create => CreateSessionRequest {
+                imsi: s.imsi.clone(),
+                apn: "internet".into(),
+                pdn_type: s.pdn_type,
+                sender: Fteid {
+                    interface: iface::S5S8C_SGW,
+                    teid: s.s5c_teid,
+                    ipv4: self.s5_addr,
+                },
+                pgw_c: None,
+                paa: s.ue_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                ebi: s.ebi,
+                s5u_sgw: Some(Fteid {
+                    interface: iface::S5S8U_SGW,
+                    teid: s.s5u_teid,
+                    ipv4: self.s5_addr,
+                }),
+            }
+            .encode(0, seq),
+            Waiting::Delete => gtpc::delete_session_request(pgw.teid, seq, s.ebi),
+        };
+        self.pending.insert(
+            seq,
+            Pending {
+                s11_teid,
+                mme_seq,
+                kind,
+                sent: now,
+                tries: 1,
+                bytes: bytes.clone(),
+                to: pgw.ipv4,
+            },
+        );
+        self.send_c(self.s5_addr, pgw.ipv4, bytes);
+    }
+
+    fn remove_session(&mut self, s11_teid: u32) -> Option<Session> {
+        let s = self.sessions.remove(&s11_teid)?;
+        self.by_s5c.remove(&s.s5c_teid);
+        self.by_s1u.remove(&s.s1u_teid);
+        self.by_s5u.remove(&s.s5u_teid);
+        self.s1u.remove(s.s1u_teid);
+        self.s5u.remove(s.s5u_teid);
+        Some(s)
+    }
+
+    fn gtpc(&mut self, now: Instant, local: Ipv4Addr, from: Ipv4Addr, payload: &[u8]) {
+        self.c.gtpc_received += 1;
+        let Ok(p) = Packet::new_checked(payload) else {
+            self.c.gtpc_malformed += 1;
+            return;
+        };
+        let h = p.header();
+        let teid = h.teid.unwrap_or(0);
+        match h.message_type {
+            msg::ECHO_REQUEST => {
+                let r = gtpc::echo(msg::ECHO_RESPONSE, h.sequence, self.recovery);
+                self.send_c(local, from, r);
+            }
+            msg::ECHO_RESPONSE => {}
+            msg::CREATE_SESSION_REQUEST if local == self.s11_addr => {
+                let req = match CreateSessionRequest::decode(&p) {
+                    Ok(r) => r,
+                    Err(gtpc::Refused(c)) => {
+                        self.c.sessions_refused += 1;
+                        let sender = gtpc_sender(&p);
+                        let r = CreateSessionResponse::refused(c, gtpc::DEFAULT_EBI)
+                            .encode(sender, h.sequence);
+                        self.send_c(local, from, r);
+                        return;
+                    }
+                };
+                let Some(pgw_c) = req.pgw_c else {
+                    self.c.sessions_refused += 1;
+                    let r = CreateSessionResponse::refused(cause::MANDATORY_IE_MISSING, req.ebi)
+                        .encode(req.sender.teid, h.sequence);
+                    self.send_c(local, from, r);
+                    return;
+                };
+                // A retransmitted request while we wait for the PGW: already in hand.
+                if self.pending.values().any(|q| {
+                    q.mme_seq == h.sequence
+                        && self
+                            .sessions
+                            .get(&q.s11_teid)
+                            .is_some_and(|s| s.imsi == req.imsi)
+                }) {
+                    return;
+                }
+                // A new attach of a UE we have a session for replaces it.
+                let old: Vec<u32> = self
+                    .sessions
+                    .values()
+                    .filter(|s| s.imsi == req.imsi)
+                    .map(|s| s.s11_teid)
+                    .collect();
+                for t in old {
+                    self.remove_session(t);
+                }
+                let s11_teid = self.teid();
+                let s5c_teid = self.teid();
+                let s1u_teid = self.s1u.allocate_teid();
+                let s5u_teid = self.s5u.allocate_teid();
+                self.sessions.insert(
+                    s11_teid,
+                    Session {
+                        imsi: req.imsi,
+                        pdn_type: req.pdn_type,
+                        ue_ip: (!req.paa.is_unspecified()).then_some(req.paa),
+                        ebi: req.ebi,
+                        s11_teid,
+                        mme_c: req.sender,
+                        s5c_teid,
+                        pgw_c: Some(pgw_c),
+                        s1u_teid,
+                        enb_u: None,
+                        s5u_teid,
+                        pgw_u: None,
+                        state: "creating",
+                    },
+                );
+                self.by_s5c.insert(s5c_teid, s11_teid);
+                let seq = self.next_seq();
+                self.request_s5(now, s11_teid, h.sequence, Waiting::Create, seq);
+            }
+            msg::CREATE_SESSION_RESPONSE | msg::DELETE_SESSION_RESPONSE
+                if local == self.s5_addr =>
+            {
+                let Some(q) = self.pending.remove(&h.sequence) else {
+                    self.c.gtpc_unexpected += 1;
+                    return;
+                };
+                match q.kind {
+                    Waiting::Create => self.created(now, q, &p),
+                    Waiting::Delete => {
+                        let mme = self.remove_session(q.s11_teid).map(|s| s.mme_c);
+                        if let Some(mme) = mme {
+                            self.c.sessions_deleted += 1;
+                            let c = gtpc::read_cause(&p).unwrap_or(cause::REQUEST_ACCEPTED);
+                            let r = gtpc::cause_response(
+                                msg::DELETE_SESSION_RESPONSE,
+                                mme.teid,
+                                q.mme_seq,
+                                c,
+                            );
+                            self.send_c(self.s11_addr, mme.ipv4, r);
+                        }
+                    }
+                }
+            }
+            msg::MODIFY_BEARER_REQUEST if local == self.s11_addr => {
+                let Some(s) = self.sessions.get(&teid).cloned() else {
+                    self.c.gtpc_unknown_teid += 1;
+                    let r = gtpc::modify_bearer_response(
+                        0,
+                        h.sequence,
+                        cause::CONTEXT_NOT_FOUND,
+                        gtpc::DEFAULT_EBI,
+                        None,
+                    );
+                    self.send_c(local, from, r);
+                    return;
+                };
+                let (ebi, enb) = match gtpc::read_modify_bearer_request(&p) {
+                    Ok(x) => x,
+                    Err(gtpc::Refused(c)) => {
+                        let r = gtpc::modify_bearer_response(s.mme_c.teid, h.sequence, c, s.ebi, None);
+                        self.send_c(local, from, r);
+                        return;
+                    }
+                };
+                // Path switch: the old eNodeB gets an End Marker (TS 29.281 §5.1, 23.401 §5.5.1).
+                if let Some(old) = s.enb_u {
+                    if old.ipv4 != enb.ipv4 || old.teid != enb.teid {
+                        let mut b = vec![0u8; 16];
+                        if let Ok(n) =
+                            emit_signalling(MessageType::EndMarker, old.teid, None, &[], &mut b)
+                        {
+                            b.truncate(n);
+                            self.c.end_markers_sent += 1;
+                            self.out.push(Datagram {
+                                src: self.s11_addr,
+                                dst: old.ipv4,
+                                sport: GTPU,
+                                dport: GTPU,
+                                payload: b,
+                            });
+                        }
+                    }
+                }
+                if self.s1u.get(s.s1u_teid).is_some() {
+                    self.s1u.update(s.s1u_teid, enb.teid, enb.ipv4);
+                } else {
+                    self.s1u.add(s.s1u_teid, enb.teid, enb.ipv4);
+                }
+                self.paths.watch(now, self.s11_addr, enb.ipv4);
+                if let Some(st) = self.sessions.get_mut(&teid) {
+                    st.enb_u = Some(enb);
+                    st.state = "active";
+                }
+                self.c.bearers_modified += 1;
+                let r = gtpc::modify_bearer_response(
+                    s.mme_c.teid,
+                    h.sequence,
+                    cause::REQUEST_ACCEPTED,
+                    ebi,
+                    Some(Fteid {
+                        interface: iface::S1U_SGW,
+                        teid: s.s1u_teid,
+                        ipv4: self.s11_addr,
+                    }),
+                );
+                self.send_c(local, from, r);
+            }
+            msg::DELETE_SESSION_REQUEST if local == self.s11_addr => {
+                if !self.sessions.contains_key(&teid) {
+                    self.c.gtpc_unknown_teid += 1;
+                    let r = gtpc::cause_response(
+                        msg::DELETE_SESSION_RESPONSE,
+                        0,
+                        h.sequence,
+                        cause::CONTEXT_NOT_FOUND,
+                    );
+                    self.send_c(local, from, r);
+                    return;
+                }
+                if let Some(s) = self.sessions.get_mut(&teid) {
+                    s.state = "deleting";
+                }
+                let seq = self.next_seq();
+                self.request_s5(now, teid, h.sequence, Waiting::Delete, seq);
+            }
+            _ => self.c.gtpc_unexpected += 1,
+        }
+    }
+
+    fn created(&mut self, now: Instant, q: Pending, p: &Packet<'_>) {
+        let Some(s) = self.sessions.get(&q.s11_teid).cloned() else {
+            return;
+        };
+        let resp = CreateSessionResponse::decode(p);
+        let ok = matches!(&resp, Ok(r) if r.cause == cause::REQUEST_ACCEPTED && r.s5u_pgw.is_some() && r.sender.is_some());
+        let Ok(resp) = resp else { return };
+        if !ok {
+            self.c.sessions_refused += 1;
+            self.remove_session(q.s11_teid);
+            let c = if resp.cause == cause::REQUEST_ACCEPTED {
+                cause::MANDATORY_IE_MISSING
+            } else {
+                resp.cause
+            };
+            let r = CreateSessionResponse::refused(c, s.ebi).encode(s.mme_c.teid, q.mme_seq);
+            self.send_c(self.s11_addr, s.mme_c.ipv4, r);
+            return;
+        }
+        let (Some(pgw_c), Some(pgw_u)) = (resp.sender, resp.s5u_pgw) else {
+            return;
+        };
+        self.s5u.add(s.s5u_teid, pgw_u.teid, pgw_u.ipv4);
+        self.by_s5u.insert(s.s5u_teid, q.s11_teid);
+        self.by_s1u.insert(s.s1u_teid, q.s11_teid);
+        self.paths.watch(now, self.s5_addr, pgw_u.ipv4);
+        if let Some(st) = self.sessions.get_mut(&q.s11_teid) {
+            st.pgw_c = Some(pgw_c);
+            st.pgw_u = Some(pgw_u);
+            st.ue_ip = resp.paa;
+            st.state = "created";
+        }
+        self.c.sessions_created += 1;
+        let r = CreateSessionResponse {
+            cause: cause::REQUEST_ACCEPTED,
+            sender: Some(Fteid {
+                interface: iface::S11S4_SGW,
+                teid: s.s11_teid,
+                ipv4: self.s11_addr,
+            }),
+            pgw_c: Some(pgw_c),
+            paa: resp.paa,
+            ebi: s.ebi,
+            s1u_sgw: Some(Fteid {
+                interface: iface::S1U_SGW,
+                teid: s.s1u_teid,
+                ipv4: self.s11_addr,
+            }),
+            s5u_pgw: Some(pgw_u),
+        }
+        .encode(s.mme_c.teid, q.mme_seq);
+        self.send_c(self.s11_addr, s.mme_c.ipv4, r);
+    }
+
+    fn gtpu(&mut self, now: Instant, local: Ipv4Addr, from: Ipv4Addr, payload: &[u8]) {
+        let mut reply = std::mem::take(&mut self.reply);
+        let s1 = local == self.s11_addr;
+        let ep = if s1 { &mut self.s1u } else { &mut self.s5u };
+        match ep.receive(payload, &mut reply) {
+            Received::Deliver { local_teid, tpdu } => {
+                let (map, other) = if s1 {
+                    (&self.by_s1u, &mut self.s5u)
+                } else {
+                    (&self.by_s5u, &mut self.s1u)
+                };
+                let Some(s) = map.get(&local_teid).and_then(|t| self.sessions.get(t)) else {
+                    self.reply = reply;
+                    return;
+                };
+                let (out_teid, src) = if s1 {
+                    (s.s5u_teid, self.s5_addr)
+                } else {
+                    (s.s1u_teid, self.s11_addr)
+                };
+                let mut buf = Vec::new();
+                if let Some(to) = other.encapsulate(out_teid, tpdu, &mut buf) {
+                    if s1 {
+                        self.c.uplink_packets += 1;
+                    } else {
+                        self.c.downlink_packets += 1;
+                    }
+                    self.out.push(Datagram {
+                        src,
+                        dst: to,
+                        sport: GTPU,
+                        dport: GTPU,
+                        payload: buf,
+                    });
+                }
+            }
+            Received::Reply => self.out.push(Datagram {
+                src: local,
+                dst: from,
+                sport: GTPU,
+                dport: GTPU,
+                payload: reply.clone(),
+            }),
+            Received::EchoResponse { recovery } => {
+                if self.paths.answered(now, local, from, recovery) {
+                    self.c.peer_restarts += 1;
+                    tracing::warn!(peer = %from, "GTP-U peer restarted (Recovery changed)");
+                }
+            }
+            Received::ErrorIndication { teid } => {
+                self.c.error_indications_received += 1;
+                tracing::warn!(peer = %from, teid, "Error Indication");
+            }
+            Received::EndMarker { local_teid } => {
+                // Pass it on towards the eNodeB, as TS 23.401 asks of an SGW on a PGW's path
+                // switch.
+                if let Some(s) = self.by_s5u.get(&local_teid).and_then(|t| self.sessions.get(t)) {
+                    if let Some(enb) = s.enb_u {
+                        let mut b = vec![0u8; 16];
+                        if let Ok(n) =
+                            emit_signalling(MessageType::EndMarker, enb.teid, None, &[], &mut b)
+                        {
+                            b.truncate(n);
+                            self.out.push(Datagram {
+                                src: self.s11_addr,
+                                dst: enb.ipv4,
+                                sport: GTPU,
+                                dport: GTPU,
+                                payload: b,
+                            });
+                        }
+                    }
+                }
+            }
+            Received::Dropped(_) => {}
+        }
+        self.reply = reply;
+    }
+
+    fn retransmit(&mut self, now: Instant) {
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, q)| now.saturating_duration_since(q.sent) >= T3)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in due {
+            let Some(q) = self.pending.get_mut(&seq) else {
+                continue;
+            };
+            if q.tries > N3 {
+                let q = self.pending.remove(&seq);
+                self.c.gtpc_timeouts += 1;
+                if let Some(q) = q {
+                    if let Some(s) = self.remove_session(q.s11_teid) {
+                        // Cause 100: remote peer not responding.
+                        let r = match q.kind {
+                            Waiting::Create => CreateSessionResponse::refused(100, s.ebi)
+                                .encode(s.mme_c.teid, q.mme_seq),
+                            Waiting::Delete => gtpc::cause_response(
+                                msg::DELETE_SESSION_RESPONSE,
+                                s.mme_c.teid,
+                                q.mme_seq,
+                                cause::REQUEST_ACCEPTED,
+                            ),
+                        };
+                        self.send_c(self.s11_addr, s.mme_c.ipv4, r);
+                    }
+                }
+                continue;
+            }
+            q.tries += 1;
+            q.sent = now;
+            let (to, bytes) = (q.to, q.bytes.clone());
+            self.c.gtpc_retransmissions += 1;
+            self.send_c(self.s5_addr, to, bytes);
+        }
+    }
+}
+
+/// The sender's control TEID of a request we could not read whole (0 if absent).
+fn gtpc_sender(p: &Packet<'_>) -> u32 {
+    p.find(d11_wire::gtpv2::ie::F_TEID, 0)
+        .and_then(|i| Fteid::decode(i.value))
+        .map_or(0, |f| f.teid)
+}
+
+impl Hook for SgwLogic {
+    fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
+        if ip[9] != 17 {
+            return HookVerdict::Continue;
+        }
+        let u = match gw::parse_udp(ip) {
+            Ok(u) => u,
+            Err(_) => {
+                self.c.udp_errors += 1;
+                return HookVerdict::Drop;
+            }
+        };
+        match u.dport {
+            GTPU => self.gtpu(now, u.dst, u.src, u.payload),
+            GTPC => self.gtpc(now, u.dst, u.src, u.payload),
+            _ => return HookVerdict::Continue,
+        }
+        HookVerdict::Drop
+    }
+}
+
+impl Element for Sgw {
+    fn role(&self) -> &'static str {
+        "sgw"
+    }
+
+    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+        self.router
+            .handle_frame_with(now, port, frame, tx, &mut self.logic);
+        gw::flush(&mut self.router, now, &mut self.logic.out, tx);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        let retransmit = self.logic.pending.values().map(|q| q.sent + T3).min();
+        [self.router.poll_at(), self.logic.paths.poll_at(), retransmit]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        if self.router.poll_at().is_some_and(|t| t <= now) {
+            self.router.poll(now, tx);
+        }
+        let l = &mut self.logic;
+        l.retransmit(now);
+        let (s11, s1u, s5u) = (l.s11_addr, &mut l.s1u, &mut l.s5u);
+        l.paths.poll(
+            now,
+            |local| {
+                let mut b = Vec::new();
+                if local == s11 {
+                    s1u.echo_request(&mut b);
+                } else {
+                    s5u.echo_request(&mut b);
+                }
+                Some(b)
+            },
+            &mut l.out,
+        );
+        gw::flush(&mut self.router, now, &mut self.logic.out, tx);
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut t = self.router.tables();
+        t.extend(["sessions".into(), "paths".into()]);
+        t
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        match table {
+            "sessions" => {
+                let l = &self.logic;
+                let mut v: Vec<&Session> = l.sessions.values().collect();
+                v.sort_by(|a, b| a.imsi.cmp(&b.imsi));
+                Some(json!(v
+                    .iter()
+                    .map(|s| {
+                        let up = l.s5u.get(s.s5u_teid);
+                        let down = l.s1u.get(s.s1u_teid);
+                        json!({
+                            "imsi": s.imsi,
+                            "state": s.state,
+                            "ue_ip": s.ue_ip.map(|a| a.to_string()),
+                            "pdn_type": s.pdn_type,
+                            "ebi": s.ebi,
+                            "s11_sgw_teid": s.s11_teid,
+                            "s11_mme_teid": s.mme_c.teid,
+                            "s5c_sgw_teid": s.s5c_teid,
+                            "s5c_pgw_teid": s.pgw_c.map(|f| f.teid),
+                            "s1u_sgw_teid": s.s1u_teid,
+                            "s1u_enb_teid": s.enb_u.map(|f| f.teid),
+                            "enb": s.enb_u.map(|f| f.ipv4.to_string()),
+                            "s5u_sgw_teid": s.s5u_teid,
+                            "s5u_pgw_teid": s.pgw_u.map(|f| f.teid),
+                            "pgw": s.pgw_u.map(|f| f.ipv4.to_string()),
+                            "uplink_packets": up.map(|t| t.tx_packets),
+                            "uplink_bytes": up.map(|t| t.tx_bytes),
+                            "downlink_packets": down.map(|t| t.tx_packets),
+                            "downlink_bytes": down.map(|t| t.tx_bytes),
+                        })
+                    })
+                    .collect::<Vec<_>>()))
+            }
+            "paths" => Some(self.logic.paths.view(now)),
+            _ => self.router.show(table, now),
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        self.router.counters(out);
+        self.logic.c.for_each(out);
+        gw::endpoint_counters(&self.logic.s1u, "s1u_", out);
+        gw::endpoint_counters(&self.logic.s5u, "s5u_", out);
+    }
+}

@@ -1,0 +1,585 @@
+//! d11-ue: the phone. One `radio` port towards the eNodeB.
+//!
+//! It attaches with the IMSI and key of its USIM (`imsi`, `key`, `opc`): it sends
+//! `AttachRequest`, checks the network's AUTN with Milenage (a wrong network key is a MAC
+//! failure; a stale sequence number draws AUTS so the HSS resynchronises), answers RES, and
+//! on `AttachAccept` takes its address, gateway, DNS server and MTU. Until accepted it asks
+//! again every `attach_retry_s`; a reject is final.
+//!
+//! Then, by `mode`:
+//! - `app`: a userspace stack on the radio port with the assigned address, and the built-in
+//!   client (`app`: an HTTPS request, as d11-fetch makes) once attached; `d11 show NODE app`.
+//! - `modem`: a device in the UE's namespace (`tun_name`, "uesim0"): a TAP for an Ethernet PDU
+//!   session (the kernel ARPs for its gateway through the tunnels), a TUN for an IPv4 one; with
+//!   the address, MTU and a default route set once attached, so curl, ping and traceroute run
+//!   on the phone unchanged.
+
+use d11_auth::{parse_key, usim_check, Milenage, UsimError};
+use d11_ctl::fetch::{fetch, Request};
+use d11_element::{counters, App, Element, PortConfig, PortId, Transmit};
+use d11_epc::gtpc::PdnType;
+use d11_epc::s1::{self, hex, unhex, Nas};
+use d11_stack::{Stack, StackConfig, StackElement, TcpTuning};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    App,
+    Modem,
+}
+
+/// What the app does once attached: HTTP(S) requests, as d11-fetch makes them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppConfig {
+    pub url: String,
+    #[serde(default)]
+    pub data: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// HOST:PORT:ADDRESS, as curl's --resolve.
+    #[serde(default)]
+    pub resolve: Vec<String>,
+    /// CA to trust (the lab fills in its root when the node has `app` and no `cacert`).
+    #[serde(default)]
+    pub cacert: Option<PathBuf>,
+    /// Requests, one after another, each on a new connection.
+    #[serde(default = "one")]
+    pub count: usize,
+    #[serde(default = "ten")]
+    pub timeout_s: f64,
+}
+
+fn one() -> usize {
+    1
+}
+fn ten() -> f64 {
+    10.0
+}
+fn default_tun() -> String {
+    "uesim0".into()
+}
+fn default_retry() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UeConfig {
+    pub name: String,
+    pub ports: Vec<PortConfig>,
+    pub imsi: String,
+    /// The USIM's K (32 hex digits).
+    pub key: String,
+    /// OPc (32 hex digits).
+    pub opc: String,
+    /// The highest SQN the USIM has accepted.
+    #[serde(default)]
+    pub sqn: u64,
+    #[serde(default)]
+    pub pdn_type: PdnType,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub app: Option<AppConfig>,
+    #[serde(default = "default_tun")]
+    pub tun_name: String,
+    #[serde(default)]
+    pub tcp: TcpTuning,
+    #[serde(default = "default_retry")]
+    pub attach_retry_s: u64,
+}
+
+counters! {
+    pub struct UeCounters {
+        attach_requests_sent,
+        auth_requests,
+        auth_responses_sent,
+        auth_mac_failures,
+        auth_sync_failures,
+        attach_accepts,
+        attach_rejects,
+        signalling_bad,
+        radio_dropped,
+        modem_dropped,
+        arp_answered,
+    }
+}
+
+/// What the app and `d11 show` see.
+#[derive(Default)]
+pub struct Shared {
+    state: &'static str,
+    ip: Option<Ipv4Addr>,
+    prefix_len: u8,
+    gateway: Option<Ipv4Addr>,
+    dns: Option<Ipv4Addr>,
+    mtu: Option<u16>,
+    enb_mac: Option<[u8; 6]>,
+    reject_cause: Option<String>,
+    stack: Option<Stack>,
+    app: Vec<Value>,
+}
+
+pub struct Ue {
+    name: String,
+    mac: [u8; 6],
+    radio: PortId,
+    modem: Option<PortId>,
+    cfg: UeConfig,
+    usim: Milenage,
+    sqn_ms: u64,
+    sh: Rc<RefCell<Shared>>,
+    stack: Option<StackElement>,
+    wakeup: Rc<Notify>,
+    attached: Rc<Notify>,
+    next_attach: Option<Instant>,
+    arp_back: Vec<Vec<u8>>,
+    c: UeCounters,
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6], et: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len().max(46));
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&et.to_be_bytes());
+    f.extend_from_slice(payload);
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
+}
+
+/// Runs `ip ARGS` in the current namespace; an error names the command.
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The stack's frames on their way out: an IPv4 PDU session has no Ethernet beyond the radio,
+/// so the UE answers its own stack's ARP with the eNodeB's MAC, as a modem's driver would.
+struct StackTx<'a> {
+    inner: &'a mut dyn Transmit,
+    arp: bool,
+    enb_mac: [u8; 6],
+    back: &'a mut Vec<Vec<u8>>,
+}
+
+impl Transmit for StackTx<'_> {
+    fn send(&mut self, port: PortId, f: &[u8]) {
+        if self.arp && f.len() >= 42 && f[12..14] == [8, 6] {
+            if f[20..22] == [0, 1] {
+                let mut a = Vec::with_capacity(60);
+                a.extend_from_slice(&f[6..12]);
+                a.extend_from_slice(&self.enb_mac);
+                a.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 2]);
+                a.extend_from_slice(&self.enb_mac);
+                a.extend_from_slice(&f[38..42]);
+                a.extend_from_slice(&f[22..32]);
+                a.resize(60, 0);
+                self.back.push(a);
+            }
+            return;
+        }
+        self.inner.send(port, f);
+    }
+}
+
+impl Ue {
+    pub fn new(cfg: &UeConfig, modem: Option<PortId>) -> anyhow::Result<(Self, Rc<RefCell<Shared>>, Rc<Notify>)> {
+        let [port] = cfg.ports.as_slice() else {
+            anyhow::bail!("a UE has one port (radio); config has {}", cfg.ports.len());
+        };
+        let mac = port.mac_for(&cfg.name)?;
+        let k = parse_key(&cfg.key).ok_or_else(|| anyhow::anyhow!("key: 32 hex digits"))?;
+        let opc = parse_key(&cfg.opc).ok_or_else(|| anyhow::anyhow!("opc: 32 hex digits"))?;
+        if cfg.imsi.len() < 6 || cfg.imsi.len() > 15 || !cfg.imsi.bytes().all(|b| b.is_ascii_digit()) {
+            anyhow::bail!("imsi {:?}: 6 to 15 digits", cfg.imsi);
+        }
+        if cfg.mode == Mode::App && cfg.app.is_none() {
+            tracing::info!("app mode without `app`: the UE attaches and waits");
+        }
+        let sh = Rc::new(RefCell::new(Shared {
+            state: "detached",
+            ..Default::default()
+        }));
+        let attached = Rc::new(Notify::new());
+        Ok((
+            Self {
+                name: cfg.name.clone(),
+                mac,
+                radio: 0,
+                modem,
+                cfg: cfg.clone(),
+                usim: Milenage::with_opc(&k, &opc),
+                sqn_ms: cfg.sqn,
+                sh: sh.clone(),
+                stack: None,
+                wakeup: Rc::new(Notify::new()),
+                attached: attached.clone(),
+                next_attach: Some(Instant::now()),
+                arp_back: Vec::new(),
+                c: UeCounters::default(),
+            },
+            sh,
+            attached,
+        ))
+    }
+
+    fn send_nas(&mut self, nas: &Nas, tx: &mut dyn Transmit) {
+        let dst = self.sh.borrow().enb_mac.unwrap_or([0xff; 6]);
+        let body = serde_json::to_vec(nas).unwrap_or_default();
+        tx.send(self.radio, &frame(dst, self.mac, s1::ETHERTYPE, &body));
+    }
+
+    fn signalling(&mut self, now: Instant, f: &[u8], tx: &mut dyn Transmit) {
+        let body = &f[14..];
+        let end = body.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        let Ok(nas) = serde_json::from_slice::<Nas>(&body[..end]) else {
+            self.c.signalling_bad += 1;
+            return;
+        };
+        let enb: [u8; 6] = f[6..12].try_into().unwrap_or([0; 6]);
+        self.sh.borrow_mut().enb_mac = Some(enb);
+        // Progress: the next AttachRequest waits a full interval from here.
+        if self.next_attach.is_some() {
+            self.next_attach = Some(now + Duration::from_secs(self.cfg.attach_retry_s));
+        }
+        match nas {
+            Nas::AuthenticationRequest { rand, autn } => {
+                self.c.auth_requests += 1;
+                let (Some(rand), Some(autn)) = (unhex::<16>(&rand), unhex::<16>(&autn)) else {
+                    self.c.signalling_bad += 1;
+                    return;
+                };
+                let answer = match usim_check(&self.usim, &rand, &autn, self.sqn_ms) {
+                    Ok((o, sqn)) => {
+                        self.sqn_ms = sqn;
+                        self.c.auth_responses_sent += 1;
+                        Nas::AuthenticationResponse { res: hex(&o.res) }
+                    }
+                    Err(UsimError::MacFailure) => {
+                        self.c.auth_mac_failures += 1;
+                        Nas::AuthenticationFailure {
+                            cause: "mac-failure".into(),
+                            auts: None,
+                        }
+                    }
+                    Err(UsimError::SyncFailure { auts }) => {
+                        self.c.auth_sync_failures += 1;
+                        Nas::AuthenticationFailure {
+                            cause: "sync-failure".into(),
+                            auts: Some(hex(&auts)),
+                        }
+                    }
+                };
+                self.send_nas(&answer, tx);
+            }
+            Nas::AttachAccept {
+                ue_ip,
+                prefix_len,
+                gateway,
+                dns,
+                mtu,
+                pdn_type,
+            } => {
+                self.c.attach_accepts += 1;
+                self.next_attach = None;
+                if let Err(e) = self.configure(ue_ip, prefix_len, gateway, mtu, pdn_type) {
+                    tracing::error!(error = %format!("{e:#}"), "cannot bring the data path up");
+                    self.sh.borrow_mut().state = "error";
+                    return;
+                }
+                let mut s = self.sh.borrow_mut();
+                s.state = "attached";
+                s.ip = Some(ue_ip);
+                s.prefix_len = prefix_len;
+                s.gateway = Some(gateway);
+                s.dns = Some(dns);
+                s.mtu = Some(mtu);
+                tracing::info!(ip = %ue_ip, "attached");
+                drop(s);
+                self.attached.notify_one();
+            }
+            Nas::AttachReject { cause } => {
+                self.c.attach_rejects += 1;
+                self.next_attach = None;
+                tracing::warn!(%cause, "attach rejected");
+                let mut s = self.sh.borrow_mut();
+                s.state = "rejected";
+                s.reject_cause = Some(cause);
+            }
+            Nas::DetachAccept => self.sh.borrow_mut().state = "detached",
+            _ => self.c.signalling_bad += 1,
+        }
+    }
+
+    fn configure(
+        &mut self,
+        ue_ip: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Ipv4Addr,
+        mtu: u16,
+        pdn_type: PdnType,
+    ) -> anyhow::Result<()> {
+        let net = ipnet::Ipv4Net::new(ue_ip, prefix_len)?;
+        match self.cfg.mode {
+            Mode::App => {
+                let cfg = StackConfig {
+                    name: self.name.clone(),
+                    ports: vec![PortConfig {
+                        name: self.cfg.ports[0].name.clone(),
+                        mac: Some(d11_element::mac_string(&self.mac)),
+                        addresses: vec![net],
+                        mtu: Some(mtu),
+                    }],
+                    gateway: Some(gateway),
+                    tcp: self.cfg.tcp.clone(),
+                };
+                let (stack, element) = Stack::with_wakeup(&cfg, "ue", self.wakeup.clone())?;
+                self.stack = Some(element);
+                self.sh.borrow_mut().stack = Some(stack);
+                let _ = pdn_type;
+            }
+            Mode::Modem => {
+                let dev = self.cfg.tun_name.as_str();
+                ip(&["addr", "flush", "dev", dev])?;
+                ip(&["addr", "add", &net.to_string(), "dev", dev])?;
+                ip(&["link", "set", "dev", dev, "mtu", &mtu.to_string(), "up"])?;
+                let gw = gateway.to_string();
+                match self.cfg.pdn_type {
+                    PdnType::Ethernet => {
+                        ip(&["route", "replace", "default", "via", &gw, "dev", dev])?
+                    }
+                    PdnType::Ipv4 => ip(&["route", "replace", "default", "dev", dev])?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attached(&self) -> bool {
+        self.sh.borrow().state == "attached"
+    }
+}
+
+impl Element for Ue {
+    fn role(&self) -> &'static str {
+        "ue"
+    }
+
+    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+        if Some(port) == self.modem {
+            if !self.attached() {
+                self.c.modem_dropped += 1;
+                return;
+            }
+            match self.cfg.pdn_type {
+                PdnType::Ethernet => tx.send(self.radio, frame),
+                PdnType::Ipv4 => {
+                    if frame.first().is_some_and(|b| b >> 4 == 4) {
+                        let enb = self.sh.borrow().enb_mac.unwrap_or([0xff; 6]);
+                        tx.send(self.radio, &self::frame(enb, self.mac, 0x0800, frame));
+                    } else {
+                        self.c.modem_dropped += 1;
+                    }
+                }
+            }
+            return;
+        }
+        if frame.len() < 14 {
+            self.c.radio_dropped += 1;
+            return;
+        }
+        let dst: [u8; 6] = frame[0..6].try_into().unwrap_or([0; 6]);
+        if dst != self.mac && dst[0] & 1 == 0 {
+            return; // another phone's
+        }
+        if frame[12..14] == s1::ETHERTYPE.to_be_bytes() {
+            if dst == self.mac {
+                self.signalling(now, frame, tx);
+            }
+            return;
+        }
+        if !self.attached() {
+            self.c.radio_dropped += 1;
+            return;
+        }
+        match (self.cfg.mode, self.modem) {
+            (Mode::Modem, Some(m)) => match self.cfg.pdn_type {
+                PdnType::Ethernet => tx.send(m, frame),
+                PdnType::Ipv4 if frame[12..14] == [8, 0] && frame.len() >= 34 => {
+                    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+                    tx.send(m, &frame[14..(14 + total).min(frame.len())]);
+                }
+                PdnType::Ipv4 => self.c.radio_dropped += 1,
+            },
+            _ => {
+                let enb = self.sh.borrow().enb_mac.unwrap_or([0xff; 6]);
+                let arp = self.cfg.pdn_type == PdnType::Ipv4;
+                if let Some(st) = self.stack.as_mut() {
+                    let mut back = std::mem::take(&mut self.arp_back);
+                    {
+                        let mut t = StackTx {
+                            inner: tx,
+                            arp,
+                            enb_mac: enb,
+                            back: &mut back,
+                        };
+                        st.handle_frame(now, 0, frame, &mut t);
+                    }
+                    // IPv4 PDU: our own ARP answers go back into the stack.
+                    for mut f in back.drain(..) {
+                        self.c.arp_answered += 1;
+                        let mut t = StackTx {
+                            inner: tx,
+                            arp,
+                            enb_mac: enb,
+                            back: &mut Vec::new(),
+                        };
+                        st.handle_frame(now, 0, &mut f, &mut t);
+                    }
+                    self.arp_back = back;
+                }
+            }
+        }
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        [self.next_attach, self.stack.as_ref().and_then(|s| s.poll_at())]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        if self.next_attach.is_some_and(|t| t <= now) {
+            self.next_attach = Some(now + Duration::from_secs(self.cfg.attach_retry_s));
+            self.c.attach_requests_sent += 1;
+            self.sh.borrow_mut().state = "attaching";
+            let nas = Nas::AttachRequest {
+                imsi: self.cfg.imsi.clone(),
+                pdn_type: self.cfg.pdn_type,
+            };
+            self.send_nas(&nas, tx);
+        }
+        if let Some(st) = self.stack.as_mut() {
+            let enb = self.sh.borrow().enb_mac.unwrap_or([0xff; 6]);
+            let arp = self.cfg.pdn_type == PdnType::Ipv4;
+            let mut back = std::mem::take(&mut self.arp_back);
+            {
+                let mut t = StackTx {
+                    inner: tx,
+                    arp,
+                    enb_mac: enb,
+                    back: &mut back,
+                };
+                st.poll(now, &mut t);
+            }
+            for mut f in back.drain(..) {
+                self.c.arp_answered += 1;
+                let mut t = StackTx {
+                    inner: tx,
+                    arp,
+                    enb_mac: enb,
+                    back: &mut Vec::new(),
+                };
+                st.handle_frame(now, 0, &mut f, &mut t);
+            }
+            self.arp_back = back;
+        }
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut t = vec!["ue".to_string(), "app".to_string()];
+        if let Some(s) = &self.stack {
+            t.extend(s.tables());
+        }
+        t
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        let s = self.sh.borrow();
+        match table {
+            "ue" => Some(json!({
+                "imsi": self.cfg.imsi,
+                "state": s.state,
+                "mode": self.cfg.mode,
+                "pdn_type": self.cfg.pdn_type,
+                "mac": d11_element::mac_string(&self.mac),
+                "ip": s.ip.map(|a| a.to_string()),
+                "prefix_len": s.prefix_len,
+                "gateway": s.gateway.map(|a| a.to_string()),
+                "dns": s.dns.map(|a| a.to_string()),
+                "mtu": s.mtu,
+                "device": (self.cfg.mode == Mode::Modem).then_some(&self.cfg.tun_name),
+                "enb_mac": s.enb_mac.map(|m| d11_element::mac_string(&m)),
+                "reject_cause": s.reject_cause,
+                "bearers": if s.state == "attached" { json!([{"ebi": 5, "default": true}]) } else { json!([]) },
+            })),
+            "app" => Some(json!(s.app)),
+            _ => self.stack.as_ref().and_then(|st| st.show(table, now)),
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        self.c.for_each(out);
+        if let Some(s) = &self.stack {
+            s.counters(out);
+        }
+    }
+
+    fn wakeup(&self) -> Option<Rc<Notify>> {
+        Some(self.wakeup.clone())
+    }
+}
+
+/// The app: waits for the attach, then makes its requests; results in `d11 show NODE app`.
+pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Option<App> {
+    let a = cfg.app.clone()?;
+    if cfg.mode != Mode::App {
+        return None;
+    }
+    let req = Request {
+        url: a.url.clone(),
+        resolve: a.resolve.clone(),
+        cacert: a.cacert.clone(),
+        data: a.data.clone(),
+        headers: a.headers.clone(),
+        count: 1,
+        timeout: Duration::from_secs_f64(a.timeout_s),
+    };
+    Some(Box::pin(async move {
+        let stack = loop {
+            let s = sh.borrow().stack.clone();
+            match s {
+                Some(s) => break s,
+                None => attached.notified().await,
+            }
+        };
+        for i in 0..a.count {
+            let r = match fetch(&stack, &req).await {
+                Ok(o) => json!({"request": i + 1, "ok": true, "outcome": o}),
+                Err(e) => json!({"request": i + 1, "ok": false, "error": format!("{e:#}")}),
+            };
+            tracing::info!(result = %r, "app request");
+            sh.borrow_mut().app.push(r);
+        }
+        std::future::pending::<()>().await;
+        Ok(())
+    }))
+}

@@ -173,6 +173,28 @@ impl Lab {
         serde_json::from_slice(&o.stdout).expect("show output is JSON")
     }
 
+    /// Asks `node` for `table` until `done` holds of it (a state to reach, such as a phone's
+    /// attach), at most `secs` seconds; returns it, or panics with the last answer.
+    pub fn wait_show(
+        &self,
+        node: &str,
+        table: &str,
+        secs: u64,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let v = self.show(node, table);
+            if done(&v) {
+                return v;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("{node} {table} did not get there in {secs} s: {v}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub fn counter(&self, node: &str, name: &str) -> u64 {
         self.show(node, "counters")[name]
             .as_u64()
@@ -403,4 +425,61 @@ pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> bool {
     let n = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
     unsafe { libc::close(fd) };
     n == 1
+}
+
+/// An Ethernet frame (padded to 60 octets).
+pub fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
+}
+
+/// An IPv4 packet (DF, TTL 64) around `payload`.
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + payload.len();
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        proto,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    d11_wire::fill_ipv4_checksum(&mut ip[..20]);
+    ip.extend_from_slice(payload);
+    ip
+}
+
+/// An IPv4/UDP packet with its checksum.
+pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 8 + payload.len();
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&(len as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+    pseudo.extend_from_slice(&u);
+    let c = d11_wire::internet_checksum(&pseudo);
+    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    ipv4(src, dst, 17, &u)
 }

@@ -187,41 +187,6 @@ fn node_status(st: &serde_json::Value, name: &str) -> serde_json::Value {
         .clone()
 }
 
-fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    if f.len() < 60 {
-        f.resize(60, 0);
-    }
-    f
-}
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + payload.len();
-    let mut ip = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        proto,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    d11_wire::fill_ipv4_checksum(&mut ip[..20]);
-    ip.extend_from_slice(payload);
-    ip
-}
-
 #[test]
 fn garbage_on_the_wire_is_counted_and_service_goes_on() {
     let lab = Lab::up(LAB);
@@ -315,25 +280,6 @@ fn garbage_on_the_wire_is_counted_and_service_goes_on() {
             .all(|n| n["state"] != "dead"),
         "{st}"
     );
-}
-
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let len = 8 + payload.len();
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&(len as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 17]);
-    pseudo.extend_from_slice(&(len as u16).to_be_bytes());
-    pseudo.extend_from_slice(&u);
-    let c = d11_wire::internet_checksum(&pseudo);
-    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
-    ipv4(src, dst, 17, &u)
 }
 
 #[test]

@@ -505,9 +505,9 @@ impl Element for Ue {
     }
 
     fn tables(&self) -> Vec<String> {
-        let mut t = vec!["ue".to_string(), "app".to_string()];
+        let mut t = vec!["ue".to_string(), "app".to_string(), "interfaces".to_string()];
         if let Some(s) = &self.stack {
-            t.extend(s.tables());
+            t.extend(s.tables().into_iter().filter(|x| x != "interfaces"));
         }
         t
     }
@@ -532,6 +532,25 @@ impl Element for Ue {
                 "bearers": if s.state == "attached" { json!([{"ebi": 5, "default": true}]) } else { json!([]) },
             })),
             "app" => Some(json!(s.app)),
+            "interfaces" => {
+                let addr = s.ip.map(|a| format!("{a}/{}", s.prefix_len));
+                let mut v = vec![json!({
+                    "name": self.cfg.ports[0].name,
+                    "mac": d11_element::mac_string(&self.mac),
+                    "addresses": addr.iter().collect::<Vec<_>>(),
+                    "mtu": s.mtu,
+                })];
+                if self.modem.is_some() {
+                    v.push(json!({
+                        "name": self.cfg.tun_name,
+                        "kind": if self.cfg.pdn_type == PdnType::Ipv4 { "tun" } else { "tap" },
+                        "mac": (self.cfg.pdn_type == PdnType::Ethernet).then(|| d11_element::mac_string(&self.mac)),
+                        "addresses": addr.iter().collect::<Vec<_>>(),
+                        "mtu": s.mtu,
+                    }));
+                }
+                Some(json!(v))
+            }
             _ => self.stack.as_ref().and_then(|st| st.show(table, now)),
         }
     }

@@ -209,3 +209,186 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
         .collect();
     assert!(s5_types.contains(&"32".into()) && s5_types.contains(&"33".into()), "{s5_types:?}");
 }
+
+/// Starts `openssl s_server -WWW` on srv (a kernel host beyond the NAT) serving `dir`; returns
+/// once it listens.
+fn web_server(lab: &Lab, dir: &std::path::Path) -> std::process::Child {
+    let pki = format!("/run/d11/{}/pki", lab.prefix);
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &format!("{}-srv", lab.prefix)])
+        .args(["openssl", "s_server", "-WWW", "-accept", "443"])
+        .args(["-cert", &format!("{pki}/srv.pem"), "-key", &format!("{pki}/srv.key")])
+        .args(["-cert_chain", &format!("{pki}/intermediate.pem")])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ACCEPT") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "openssl s_server exited before ACCEPT");
+    }
+    server
+}
+
+#[test]
+fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
+    let lab = Lab::up(&topology(
+        &tmp("modem"),
+        2,
+        &[
+            ue("ue", 1, K, "modem", "ethernet", ""),
+            ue("ue4", 2, K, "modem", "ipv4", ""),
+        ],
+    ));
+    let www = tmp("modem").join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    // Big enough for full-sized segments: the MSS the tunnels allow must hold both ways.
+    let page: String = (0..4000).map(|i| format!("line {i:05}\n")).collect();
+    std::fs::write(www.join("page.txt"), &page).unwrap();
+    let mut server = web_server(&lab, &www);
+    let pki = format!("/run/d11/{}/pki", lab.prefix);
+    for (node, mtu, ip) in [("ue", "1450", "10.45.0.2"), ("ue4", "1464", "10.45.0.3")] {
+        let u = attached(&lab, node);
+        assert_eq!(u["state"], "attached", "{u}");
+        assert_eq!(u["ip"], ip, "{u}");
+        let link = lab.exec_ok(node, &["ip", "-o", "addr", "show", "dev", "uesim0"]);
+        assert!(link.contains(&format!("{ip}/16")), "{link}");
+        let l = lab.exec_ok(node, &["ip", "-o", "link", "show", "dev", "uesim0"]);
+        assert!(l.contains(&format!("mtu {mtu}")), "{l}");
+        let got = lab.exec_ok(
+            node,
+            &[
+                "curl", "-sS", "--max-time", "20", "--cacert", &format!("{pki}/root.pem"),
+                "--resolve", "www.srv.example:443:203.0.113.20",
+                "https://www.srv.example/page.txt",
+            ],
+        );
+        assert!(got == page, "{node}: curl got {} bytes", got.len());
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    // Traceroute from the phone: the PGW (its gateway), the NAT, the router, the server.
+    let (hops, out) = lab.traceroute("ue", "203.0.113.20");
+    assert_eq!(
+        hops,
+        ["10.45.0.1", "172.16.9.1", "198.51.100.1", "203.0.113.20"],
+        "{out}"
+    );
+    assert!(lab.counter("pgw", "mss_clamped") >= 2);
+    let pgw = lab.show("pgw", "sessions");
+    assert_eq!(pgw.as_array().unwrap().len(), 2, "{pgw}");
+    assert_eq!(pgw[1]["pdn_type"], "ipv4");
+}
+
+/// Sends `payload` as one UDP datagram from `node` (a kernel host) to `dst`:`port`.
+fn udp_send(lab: &Lab, node: &str, dst: &str, port: u16, payload: &[u8]) {
+    let esc: String = payload.iter().map(|b| format!("\\{b:03o}")).collect();
+    lab.exec_ok(
+        node,
+        &["sh", "-c", &format!("printf '{esc}' | nc -u -w 1 -q 1 {dst} {port}")],
+    );
+}
+
+#[test]
+fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
+    let probe = "name = \"probe\"\nrole = \"kernel\"\nports = [{ name = \"eth0\", segment = \"epc\", addresses = [\"172.16.1.9/24\"] }]\n".to_string();
+    let lab = Lab::up(&topology(
+        &tmp("reject"),
+        2,
+        &[
+            ue("ue", 1, K, "app", "ethernet", r#"app = { url = "https://www.shop.example/health", resolve = ["www.shop.example:443:203.0.113.10"] }"#),
+            ue("bad", 2, "00112233445566778899aabbccddeeff", "app", "ethernet", ""),
+            probe,
+        ],
+    ));
+    // The wrong key: the phone finds the network's AUTN does not verify (MAC failure), and the
+    // MME rejects the attach.
+    let b = attached(&lab, "bad");
+    assert_eq!((b["state"].as_str(), b["reject_cause"].as_str()), (Some("rejected"), Some("mac-failure")), "{b}");
+    assert_eq!(lab.counter("bad", "auth_mac_failures"), 1);
+    let m = lab.show("mme", "mme");
+    assert_eq!((m["attach_rejected"].as_u64(), m["reject_mac_failure"].as_u64()), (Some(1), Some(1)), "{m}");
+    let ctx = lab.show("mme", "contexts");
+    assert!(ctx.as_array().unwrap().iter().any(|c| c["imsi"] == imsi(2) && c["state"] == "rejected"), "{ctx}");
+
+    // GTP-U to the SGW from a host that is no eNodeB.
+    let gpdu_unknown: &[u8] = &[0x30, 0xff, 0, 4, 0xde, 0xad, 0xbe, 0xef, 0x45, 0, 0, 0];
+    let bad_length: &[u8] = &[0x30, 0xff, 0, 0x40, 0, 0, 0, 1, 0x45, 0, 0, 0];
+    let truncated_ext: &[u8] = &[0x34, 0xff, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0x85, 2, 0];
+    let wrong_version: &[u8] = &[0x50, 0xff, 0, 4, 0, 0, 0, 1, 0x45, 0, 0, 0];
+    let bad_gtpc: &[u8] = &[0x48, 0x20, 0, 0xff, 0, 0, 0, 0, 0, 0, 1, 0];
+    let echo: &[u8] = &[0x32, 1, 0, 4, 0, 0, 0, 0, 0, 7, 0, 0];
+    for p in [gpdu_unknown, bad_length, truncated_ext, wrong_version] {
+        udp_send(&lab, "probe", "172.16.1.3", 2152, p);
+    }
+    udp_send(&lab, "probe", "172.16.1.3", 2123, bad_gtpc);
+    udp_send(&lab, "probe", "172.16.1.3", 2152, echo);
+    let c = lab.show("sgw", "counters");
+    assert_eq!(c["s1u_rx_unknown_teid"], 1, "{c}");
+    assert_eq!(c["s1u_tx_error_indication"], 1, "{c}");
+    assert!(c["s1u_rx_malformed"].as_u64().unwrap() >= 3, "{c}");
+    assert_eq!(c["gtpc_malformed"], 1, "{c}");
+    assert_eq!(c["s1u_tx_echo_response"], 1, "{c}");
+    // The good phone still gets through.
+    let u = attached(&lab, "ue");
+    assert_eq!(u["state"], "attached");
+    let app = lab.wait_show("ue", "app", 30, |v| v.as_array().is_some_and(|a| !a.is_empty()));
+    assert_eq!(app[0]["outcome"]["status"], 200, "{app}");
+    let epc = lab.pcap("epc");
+    drop(lab);
+    // Error Indication (type 26) with TEID 0 back to the probe; Echo Response with Recovery.
+    let ei = tshark_fields(&epc, "gtp.message == 26 && !icmp", &["ip.src", "ip.dst", "gtp.teid"], &[]);
+    assert_eq!(ei.len(), 1, "{ei:?}");
+    assert_eq!((ei[0][0].as_str(), ei[0][1].as_str(), num(&ei[0][2])), ("172.16.1.3", "172.16.1.9", "0".into()));
+    let er = tshark_fields(&epc, "gtp.message == 2 && !icmp", &["ip.dst", "gtp.recovery"], &[]);
+    assert_eq!(er.len(), 1, "{er:?}");
+    assert_eq!(er[0][0], "172.16.1.9");
+    // Nothing malformed but what the probe sent on purpose.
+    let bad: Vec<String> = malformed(&epc, &["-o", "gtp.dissect_tpdu_as:ETHERNET"])
+        .into_iter()
+        .filter(|l| !l.contains("172.16.1.9 →"))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
+    const N: usize = 50;
+    let ues: Vec<String> = (1..=N)
+        .map(|i| {
+            let pdn = if i % 2 == 0 { "ipv4" } else { "ethernet" };
+            ue(
+                &format!("ue{i}"),
+                i,
+                K,
+                "app",
+                pdn,
+                r#"app = { url = "https://www.shop.example/health", resolve = ["www.shop.example:443:203.0.113.10"], timeout_s = 30 }"#,
+            )
+        })
+        .collect();
+    let lab = Lab::up(&topology(&tmp("fifty"), N, &ues));
+    for i in 1..=N {
+        let node = format!("ue{i}");
+        let app = lab.wait_show(&node, "app", 120, |v| v.as_array().is_some_and(|a| !a.is_empty()));
+        assert_eq!(app[0]["outcome"]["status"], 200, "{node}: {app}");
+    }
+    let pgw = lab.show("pgw", "sessions");
+    let s = pgw.as_array().unwrap();
+    assert_eq!(s.len(), N, "{pgw}");
+    let distinct = |k: &str| {
+        let mut v: Vec<String> = s.iter().map(|x| x[k].to_string()).collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    };
+    for k in ["imsi", "ue_ip", "s5u_pgw_teid", "s5u_sgw_teid", "s5c_pgw_teid"] {
+        assert_eq!(distinct(k), N, "{k} not distinct");
+    }
+    assert_eq!(lab.show("enb", "bearers").as_array().unwrap().len(), N);
+    assert_eq!(lab.show("mme", "mme")["attach_accepted"], N);
+}

@@ -352,6 +352,14 @@ impl EnbLogic {
                 tracing::warn!(peer = %from, teid, "Error Indication");
             }
             Received::EndMarker { .. } => self.c.end_markers_received += 1,
+            // An unknown TEID draws an Error Indication, an unknown extension a notification.
+            Received::Dropped(_) if !reply.is_empty() => self.out.push(Datagram {
+                src: self.addr,
+                dst: from,
+                sport: GTPU,
+                dport: GTPU,
+                payload: reply.clone(),
+            }),
             Received::Dropped(_) => {}
         }
         self.reply = reply;

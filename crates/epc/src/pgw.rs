@@ -446,6 +446,14 @@ impl PgwLogic {
                 self.c.error_indications_received += 1;
                 tracing::warn!(peer = %from, teid, "Error Indication");
             }
+            // An unknown TEID draws an Error Indication, an unknown extension a notification.
+            Received::Dropped(_) if !reply.is_empty() => self.out.push(Datagram {
+                src: self.s5_addr,
+                dst: from,
+                sport: GTPU,
+                dport: GTPU,
+                payload: reply.clone(),
+            }),
             Received::EndMarker { .. } | Received::Dropped(_) => {}
         }
         self.reply = reply;

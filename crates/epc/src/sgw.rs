@@ -569,6 +569,14 @@ impl SgwLogic {
                     }
                 }
             }
+            // An unknown TEID draws an Error Indication, an unknown extension a notification.
+            Received::Dropped(_) if !reply.is_empty() => self.out.push(Datagram {
+                src: local,
+                dst: from,
+                sport: GTPU,
+                dport: GTPU,
+                payload: reply.clone(),
+            }),
             Received::Dropped(_) => {}
         }
         self.reply = reply;

@@ -35,12 +35,10 @@ fn topology(dir: &std::path::Path, n: usize, ues: &[String]) -> String {
         .map(str::to_string)
         .collect();
     blocks.extend(ues.iter().cloned());
-    blocks
-        .join("\n[[nodes]]\n")
-        .replace(
-            "user_db_file = \"mobile-users.csv\"",
-            &format!("user_db_file = \"{}\"", db.display()),
-        )
+    blocks.join("\n[[nodes]]\n").replace(
+        "user_db_file = \"mobile-users.csv\"",
+        &format!("user_db_file = \"{}\"", db.display()),
+    )
 }
 
 fn ue(name: &str, i: usize, key: &str, mode: &str, pdn: &str, app: &str) -> String {
@@ -62,7 +60,12 @@ fn attached(lab: &Lab, node: &str) -> Value {
 
 /// One tshark field per row of matching packets.
 fn rows(file: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
-    tshark_fields(file, filter, fields, &["-o", "gtp.dissect_tpdu_as:ETHERNET"])
+    tshark_fields(
+        file,
+        filter,
+        fields,
+        &["-o", "gtp.dissect_tpdu_as:ETHERNET"],
+    )
 }
 
 #[test]
@@ -85,11 +88,12 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
         (u["ip"].as_str(), u["mtu"].as_u64(), u["dns"].as_str()),
         (Some("10.45.0.2"), Some(1450), Some("198.51.100.53"))
     );
-    let app = lab.wait_show("ue", "app", 30, |v| v.as_array().is_some_and(|a| !a.is_empty()));
+    let app = lab.wait_show("ue", "app", 30, |v| {
+        v.as_array().is_some_and(|a| !a.is_empty())
+    });
     assert_eq!(app[0]["ok"], true, "{app}");
     assert_eq!(app[0]["outcome"]["status"], 201, "{app}");
-    let body: Value =
-        serde_json::from_str(app[0]["outcome"]["body"].as_str().unwrap()).unwrap();
+    let body: Value = serde_json::from_str(app[0]["outcome"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["status"], "created");
 
     let pgw = lab.show("pgw", "sessions");
@@ -114,10 +118,18 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
 
     let mac = |n: &str, p: &str| lab.mac(n, p);
     let (ue_mac, gw_mac) = (mac("ue", "radio"), mac("pgw", "ues"));
-    let (enb_epc, sgw_epc, sgw_s5, pgw_s5) =
-        (mac("enb", "epc"), mac("sgw", "epc"), mac("sgw", "s5"), mac("pgw", "s5"));
-    let (pgw_sgi, nat_sgi, nat_car, r1_car) =
-        (mac("pgw", "sgi"), mac("nat", "sgi"), mac("nat", "carrier"), mac("r1", "carrier"));
+    let (enb_epc, sgw_epc, sgw_s5, pgw_s5) = (
+        mac("enb", "epc"),
+        mac("sgw", "epc"),
+        mac("sgw", "s5"),
+        mac("pgw", "s5"),
+    );
+    let (pgw_sgi, nat_sgi, nat_car, r1_car) = (
+        mac("pgw", "sgi"),
+        mac("nat", "sgi"),
+        mac("nat", "carrier"),
+        mac("r1", "carrier"),
+    );
     let pcap = |seg: &str| lab.pcap(seg);
     let (radio, epc, s5, sgi, carrier) = (
         pcap("radio"),
@@ -154,7 +166,14 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
     let outer_inner = |a: &str, b: &str| format!("{a},{b}");
     check(
         &epc,
-        &["eth.src", "eth.dst", "ip.src", "ip.dst", "udp.dstport", "gtp.teid"],
+        &[
+            "eth.src",
+            "eth.dst",
+            "ip.src",
+            "ip.dst",
+            "udp.dstport",
+            "gtp.teid",
+        ],
         &[
             &outer_inner(&enb_epc, &ue_mac),
             &outer_inner(&sgw_epc, &gw_mac),
@@ -167,7 +186,14 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
     // Hop 3, s5: SGW to PGW with the PGW's S5 TEID.
     check(
         &s5,
-        &["eth.src", "eth.dst", "ip.src", "ip.dst", "udp.dstport", "gtp.teid"],
+        &[
+            "eth.src",
+            "eth.dst",
+            "ip.src",
+            "ip.dst",
+            "udp.dstport",
+            "gtp.teid",
+        ],
         &[
             &outer_inner(&sgw_s5, &ue_mac),
             &outer_inner(&pgw_s5, &gw_mac),
@@ -193,7 +219,10 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
     let down = rows(&epc, "tcp.srcport == 443", &["ip.src", "gtp.teid"]);
     assert!(!down.is_empty());
     for r in &down {
-        assert_eq!((r[0].as_str(), num(&r[1])), ("172.16.1.3,203.0.113.10", s1u_down.clone()));
+        assert_eq!(
+            (r[0].as_str(), num(&r[1])),
+            ("172.16.1.3,203.0.113.10", s1u_down.clone())
+        );
     }
     // Session set-up on epc: Create Session, Modify Bearer, both answered; nothing malformed.
     let types: Vec<String> = tshark_fields(&epc, "gtpv2", &["gtpv2.message_type"], &[])
@@ -207,7 +236,10 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
         .into_iter()
         .map(|r| num(&r[0]))
         .collect();
-    assert!(s5_types.contains(&"32".into()) && s5_types.contains(&"33".into()), "{s5_types:?}");
+    assert!(
+        s5_types.contains(&"32".into()) && s5_types.contains(&"33".into()),
+        "{s5_types:?}"
+    );
 }
 
 /// Starts `openssl s_server -WWW` on srv (a kernel host beyond the NAT) serving `dir`; returns
@@ -217,7 +249,12 @@ fn web_server(lab: &Lab, dir: &std::path::Path) -> std::process::Child {
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", &format!("{}-srv", lab.prefix)])
         .args(["openssl", "s_server", "-WWW", "-accept", "443"])
-        .args(["-cert", &format!("{pki}/srv.pem"), "-key", &format!("{pki}/srv.key")])
+        .args([
+            "-cert",
+            &format!("{pki}/srv.pem"),
+            "-key",
+            &format!("{pki}/srv.key"),
+        ])
         .args(["-cert_chain", &format!("{pki}/intermediate.pem")])
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
@@ -262,8 +299,14 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
         let got = lab.exec_ok(
             node,
             &[
-                "curl", "-sS", "--max-time", "20", "--cacert", &format!("{pki}/root.pem"),
-                "--resolve", "www.srv.example:443:203.0.113.20",
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                &format!("{pki}/root.pem"),
+                "--resolve",
+                "www.srv.example:443:203.0.113.20",
                 "https://www.srv.example/page.txt",
             ],
         );
@@ -289,7 +332,11 @@ fn udp_send(lab: &Lab, node: &str, dst: &str, port: u16, payload: &[u8]) {
     let esc: String = payload.iter().map(|b| format!("\\{b:03o}")).collect();
     lab.exec_ok(
         node,
-        &["sh", "-c", &format!("printf '{esc}' | nc -u -w 1 -q 1 {dst} {port}")],
+        &[
+            "sh",
+            "-c",
+            &format!("printf '{esc}' | nc -u -w 1 -q 1 {dst} {port}"),
+        ],
     );
 }
 
@@ -300,20 +347,51 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
         &tmp("reject"),
         2,
         &[
-            ue("ue", 1, K, "app", "ethernet", r#"app = { url = "https://www.shop.example/health", resolve = ["www.shop.example:443:203.0.113.10"] }"#),
-            ue("bad", 2, "00112233445566778899aabbccddeeff", "app", "ethernet", ""),
+            ue(
+                "ue",
+                1,
+                K,
+                "app",
+                "ethernet",
+                r#"app = { url = "https://www.shop.example/health", resolve = ["www.shop.example:443:203.0.113.10"] }"#,
+            ),
+            ue(
+                "bad",
+                2,
+                "00112233445566778899aabbccddeeff",
+                "app",
+                "ethernet",
+                "",
+            ),
             probe,
         ],
     ));
     // The wrong key: the phone finds the network's AUTN does not verify (MAC failure), and the
     // MME rejects the attach.
     let b = attached(&lab, "bad");
-    assert_eq!((b["state"].as_str(), b["reject_cause"].as_str()), (Some("rejected"), Some("mac-failure")), "{b}");
+    assert_eq!(
+        (b["state"].as_str(), b["reject_cause"].as_str()),
+        (Some("rejected"), Some("mac-failure")),
+        "{b}"
+    );
     assert_eq!(lab.counter("bad", "auth_mac_failures"), 1);
     let m = lab.show("mme", "mme");
-    assert_eq!((m["attach_rejected"].as_u64(), m["reject_mac_failure"].as_u64()), (Some(1), Some(1)), "{m}");
+    assert_eq!(
+        (
+            m["attach_rejected"].as_u64(),
+            m["reject_mac_failure"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{m}"
+    );
     let ctx = lab.show("mme", "contexts");
-    assert!(ctx.as_array().unwrap().iter().any(|c| c["imsi"] == imsi(2) && c["state"] == "rejected"), "{ctx}");
+    assert!(
+        ctx.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["imsi"] == imsi(2) && c["state"] == "rejected"),
+        "{ctx}"
+    );
 
     // GTP-U to the SGW from a host that is no eNodeB.
     let gpdu_unknown: &[u8] = &[0x30, 0xff, 0, 4, 0xde, 0xad, 0xbe, 0xef, 0x45, 0, 0, 0];
@@ -336,15 +414,30 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
     // The good phone still gets through.
     let u = attached(&lab, "ue");
     assert_eq!(u["state"], "attached");
-    let app = lab.wait_show("ue", "app", 30, |v| v.as_array().is_some_and(|a| !a.is_empty()));
+    let app = lab.wait_show("ue", "app", 30, |v| {
+        v.as_array().is_some_and(|a| !a.is_empty())
+    });
     assert_eq!(app[0]["outcome"]["status"], 200, "{app}");
     let epc = lab.pcap("epc");
     drop(lab);
     // Error Indication (type 26) with TEID 0 back to the probe; Echo Response with Recovery.
-    let ei = tshark_fields(&epc, "gtp.message == 26 && !icmp", &["ip.src", "ip.dst", "gtp.teid"], &[]);
+    let ei = tshark_fields(
+        &epc,
+        "gtp.message == 26 && !icmp",
+        &["ip.src", "ip.dst", "gtp.teid"],
+        &[],
+    );
     assert_eq!(ei.len(), 1, "{ei:?}");
-    assert_eq!((ei[0][0].as_str(), ei[0][1].as_str(), num(&ei[0][2])), ("172.16.1.3", "172.16.1.9", "0".into()));
-    let er = tshark_fields(&epc, "gtp.message == 2 && !icmp", &["ip.dst", "gtp.recovery"], &[]);
+    assert_eq!(
+        (ei[0][0].as_str(), ei[0][1].as_str(), num(&ei[0][2])),
+        ("172.16.1.3", "172.16.1.9", "0".into())
+    );
+    let er = tshark_fields(
+        &epc,
+        "gtp.message == 2 && !icmp",
+        &["ip.dst", "gtp.recovery"],
+        &[],
+    );
     assert_eq!(er.len(), 1, "{er:?}");
     assert_eq!(er[0][0], "172.16.1.9");
     // Nothing malformed but what the probe sent on purpose.
@@ -374,7 +467,9 @@ fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
     let lab = Lab::up(&topology(&tmp("fifty"), N, &ues));
     for i in 1..=N {
         let node = format!("ue{i}");
-        let app = lab.wait_show(&node, "app", 120, |v| v.as_array().is_some_and(|a| !a.is_empty()));
+        let app = lab.wait_show(&node, "app", 120, |v| {
+            v.as_array().is_some_and(|a| !a.is_empty())
+        });
         assert_eq!(app[0]["outcome"]["status"], 200, "{node}: {app}");
     }
     let pgw = lab.show("pgw", "sessions");
@@ -386,7 +481,13 @@ fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
         v.dedup();
         v.len()
     };
-    for k in ["imsi", "ue_ip", "s5u_pgw_teid", "s5u_sgw_teid", "s5c_pgw_teid"] {
+    for k in [
+        "imsi",
+        "ue_ip",
+        "s5u_pgw_teid",
+        "s5u_sgw_teid",
+        "s5c_pgw_teid",
+    ] {
         assert_eq!(distinct(k), N, "{k} not distinct");
     }
     assert_eq!(lab.show("enb", "bearers").as_array().unwrap().len(), N);

@@ -164,7 +164,7 @@ pub(crate) fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) 
 }
 
 impl EnbLogic {
-    fn to_mme(&mut self, m: &S1) {
+    fn send_to_mme(&mut self, m: &S1) {
         self.out.push(Datagram {
             src: self.addr,
             dst: self.mme,
@@ -211,7 +211,7 @@ impl EnbLogic {
             }
             let id = ctx.id;
             self.by_id.insert(id, src);
-            self.to_mme(&S1::UplinkNas { enb_ue_id: id, nas });
+            self.send_to_mme(&S1::UplinkNas { enb_ue_id: id, nas });
             return;
         }
         let Some(b) = self.ues.get(&src).and_then(|u| u.bearer.clone()) else {
@@ -290,7 +290,7 @@ impl EnbLogic {
                 self.paths.watch(now, self.addr, sgw_addr);
                 self.c.bearers_set_up += 1;
                 let addr = self.addr;
-                self.to_mme(&S1::InitialContextSetupResponse {
+                self.send_to_mme(&S1::InitialContextSetupResponse {
                     enb_ue_id,
                     mme_ue_id,
                     enb_teid: teid,
@@ -307,7 +307,7 @@ impl EnbLogic {
                         }
                     }
                 }
-                self.to_mme(&S1::UeContextReleaseComplete { enb_ue_id });
+                self.send_to_mme(&S1::UeContextReleaseComplete { enb_ue_id });
             }
             _ => self.c.s1_bad += 1,
         }
@@ -317,11 +317,7 @@ impl EnbLogic {
         let mut reply = std::mem::take(&mut self.reply);
         match self.gtpu.receive(payload, &mut reply) {
             Received::Deliver { local_teid, tpdu } => {
-                let Some(ctx) = self
-                    .by_teid
-                    .get(&local_teid)
-                    .and_then(|m| self.ues.get(m))
-                else {
+                let Some(ctx) = self.by_teid.get(&local_teid).and_then(|m| self.ues.get(m)) else {
                     self.c.downlink_no_bearer += 1;
                     self.reply = reply;
                     return;
@@ -392,7 +388,13 @@ impl Element for Enb {
         "enb"
     }
 
-    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
         if port == self.logic.radio {
             self.logic.radio_frame(now, frame);
         } else {

@@ -193,7 +193,9 @@ impl CreateSessionResponse {
             w = w.ie(ie::F_TEID, 1, &s.encode());
         }
         if let Some(a) = self.paa {
-            w = w.ie(ie::PAA, 0, &paa_v4(a)).ie(ie::APN_RESTRICTION, 0, &[0]);
+            w = w
+                .ie(ie::PAA, 0, &paa_v4(a))
+                .ie(ie::APN_RESTRICTION, 0, &[0]);
         }
         w = w
             .group(ie::BEARER_CONTEXT, 0)

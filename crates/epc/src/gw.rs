@@ -80,15 +80,7 @@ pub struct Datagram {
 /// Sends what the hook queued.
 pub fn flush(router: &mut Router, now: Instant, out: &mut Vec<Datagram>, tx: &mut dyn Transmit) {
     for d in out.drain(..) {
-        router.send_udp(
-            now,
-            Some(d.src),
-            d.dst,
-            d.sport,
-            d.dport,
-            &d.payload,
-            tx,
-        );
+        router.send_udp(now, Some(d.src), d.dst, d.sport, d.dport, &d.payload, tx);
     }
 }
 
@@ -196,7 +188,9 @@ impl Paths {
         for ((local, peer), p) in self.paths.iter_mut() {
             if p.next_echo.is_some_and(|t| t <= now) {
                 p.next_echo = Some(now + interval);
-                let Some(payload) = echo(*local) else { continue };
+                let Some(payload) = echo(*local) else {
+                    continue;
+                };
                 p.echo_sent += 1;
                 p.outstanding += 1;
                 out.push(Datagram {

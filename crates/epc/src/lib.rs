@@ -2,13 +2,13 @@
 //! GTP-U tunnel endpoint of the eNodeB, SGW and PGW, and the PGW's UE address pool and TCP MSS
 //! clamping.
 
-pub mod mss;
-pub mod pool;
-pub mod subscribers;
-pub mod tunnel;
 pub mod enb;
 pub mod gtpc;
 pub mod gw;
+pub mod mss;
 pub mod pgw;
+pub mod pool;
 pub mod s1;
 pub mod sgw;
+pub mod subscribers;
+pub mod tunnel;

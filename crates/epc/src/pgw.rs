@@ -14,7 +14,9 @@
 //! - A UE may send only from its own address (anything else is counted and dropped).
 //! - TCP SYNs to and from UEs get their MSS clamped to the tunnel MTU (RFC 6691 arithmetic).
 
-use crate::gtpc::{self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType};
+use crate::gtpc::{
+    self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
+};
 use crate::gw::{self, Datagram, Divert, Paths};
 use crate::mss::clamp_mss;
 use crate::pool::Pool;
@@ -131,7 +133,9 @@ impl Pgw {
             .find(|p| p.name == cfg.s5_port)
             .and_then(|p| p.addresses.first())
             .map(|a| a.addr())
-            .ok_or_else(|| anyhow::anyhow!("the PGW needs a port {:?} with an address", cfg.s5_port))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("the PGW needs a port {:?} with an address", cfg.s5_port)
+            })?;
         let net = cfg.ue_pool.trunc();
         let gateway = Ipv4Addr::from(u32::from(net.addr()) + 1);
         let pool = Pool::new(net.addr(), net.prefix_len(), gateway)
@@ -562,7 +566,13 @@ impl Element for Pgw {
         "pgw"
     }
 
-    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
         {
             let mut kept = std::mem::take(&mut self.kept);
             let mut d = Divert {

@@ -60,9 +60,15 @@ pub enum Nas {
 #[serde(tag = "type")]
 pub enum S1 {
     /// A UE's message, with the eNodeB's id for the UE.
-    UplinkNas { enb_ue_id: u32, nas: Nas },
+    UplinkNas {
+        enb_ue_id: u32,
+        nas: Nas,
+    },
     /// A message for the UE.
-    DownlinkNas { enb_ue_id: u32, nas: Nas },
+    DownlinkNas {
+        enb_ue_id: u32,
+        nas: Nas,
+    },
     /// Set up the UE's bearer: the SGW's S1-U end.
     InitialContextSetupRequest {
         enb_ue_id: u32,
@@ -79,8 +85,12 @@ pub enum S1 {
         enb_teid: u32,
         enb_addr: Ipv4Addr,
     },
-    UeContextReleaseCommand { enb_ue_id: u32 },
-    UeContextReleaseComplete { enb_ue_id: u32 },
+    UeContextReleaseCommand {
+        enb_ue_id: u32,
+    },
+    UeContextReleaseComplete {
+        enb_ue_id: u32,
+    },
 }
 
 /// Hex of octets, lower case.
@@ -102,7 +112,7 @@ pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 /// Any number of octets from hex.
 pub fn unhex_vec(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len() / 2)

@@ -371,7 +371,8 @@ impl SgwLogic {
                 let (ebi, enb) = match gtpc::read_modify_bearer_request(&p) {
                     Ok(x) => x,
                     Err(gtpc::Refused(c)) => {
-                        let r = gtpc::modify_bearer_response(s.mme_c.teid, h.sequence, c, s.ebi, None);
+                        let r =
+                            gtpc::modify_bearer_response(s.mme_c.teid, h.sequence, c, s.ebi, None);
                         self.send_c(local, from, r);
                         return;
                     }
@@ -551,7 +552,11 @@ impl SgwLogic {
             Received::EndMarker { local_teid } => {
                 // Pass it on towards the eNodeB, as TS 23.401 asks of an SGW on a PGW's path
                 // switch.
-                if let Some(s) = self.by_s5u.get(&local_teid).and_then(|t| self.sessions.get(t)) {
+                if let Some(s) = self
+                    .by_s5u
+                    .get(&local_teid)
+                    .and_then(|t| self.sessions.get(t))
+                {
                     if let Some(enb) = s.enb_u {
                         let mut b = vec![0u8; 16];
                         if let Ok(n) =
@@ -656,7 +661,13 @@ impl Element for Sgw {
         "sgw"
     }
 
-    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
         self.router
             .handle_frame_with(now, port, frame, tx, &mut self.logic);
         gw::flush(&mut self.router, now, &mut self.logic.out, tx);
@@ -664,10 +675,14 @@ impl Element for Sgw {
 
     fn poll_at(&self) -> Option<Instant> {
         let retransmit = self.logic.pending.values().map(|q| q.sent + T3).min();
-        [self.router.poll_at(), self.logic.paths.poll_at(), retransmit]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.router.poll_at(),
+            self.logic.paths.poll_at(),
+            retransmit,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
@@ -744,5 +759,313 @@ impl Element for Sgw {
         self.logic.c.for_each(out);
         gw::endpoint_counters(&self.logic.s1u, "s1u_", out);
         gw::endpoint_counters(&self.logic.s5u, "s5u_", out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use d11_element::Collect;
+    use d11_wire::gtpu::{Packet as GtpU, Repr};
+
+    const MME: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 5], Ipv4Addr::new(172, 16, 1, 5));
+    const ENB1: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 2], Ipv4Addr::new(172, 16, 1, 2));
+    const ENB2: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 7], Ipv4Addr::new(172, 16, 1, 7));
+    const PGW: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 4], Ipv4Addr::new(172, 16, 5, 4));
+
+    fn sgw() -> Sgw {
+        let cfg: SgwConfig = serde_json::from_value(json!({
+            "name": "sgw",
+            "ports": [
+                {"name": "epc", "addresses": ["172.16.1.3/24"]},
+                {"name": "s5", "addresses": ["172.16.5.3/24"]},
+            ],
+            "echo_interval_s": 0,
+        }))
+        .unwrap();
+        Sgw::new(&cfg, 3).unwrap()
+    }
+
+    fn udp_frame(
+        dst: [u8; 6],
+        from: ([u8; 6], Ipv4Addr),
+        to: Ipv4Addr,
+        port: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&from.0);
+        f.extend_from_slice(&[8, 0]);
+        let total = 28 + payload.len();
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ];
+        ip.extend_from_slice(&from.1.octets());
+        ip.extend_from_slice(&to.octets());
+        d11_wire::fill_ipv4_checksum(&mut ip);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&port.to_be_bytes());
+        f.extend_from_slice(&port.to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Feeds a frame; answers the SGW's ARP for the peers; returns the UDP datagrams it sent:
+    /// (port, destination, destination port, payload).
+    fn drive(s: &mut Sgw, port: PortId, mut f: Vec<u8>) -> Vec<(PortId, Ipv4Addr, u16, Vec<u8>)> {
+        let now = Instant::now();
+        let mut tx = Collect::default();
+        s.handle_frame(now, port, &mut f, &mut tx);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < tx.frames.len() {
+            let (p, fr) = tx.frames[i].clone();
+            i += 1;
+            if fr[12..14] == [8, 6] {
+                let target = Ipv4Addr::new(fr[38], fr[39], fr[40], fr[41]);
+                let peer = [MME, ENB1, ENB2, PGW]
+                    .into_iter()
+                    .find(|x| x.1 == target)
+                    .unwrap();
+                let mine: [u8; 6] = fr[6..12].try_into().unwrap();
+                let mut a = Vec::new();
+                a.extend_from_slice(&mine);
+                a.extend_from_slice(&peer.0);
+                a.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 2]);
+                a.extend_from_slice(&peer.0);
+                a.extend_from_slice(&peer.1.octets());
+                a.extend_from_slice(&mine);
+                a.extend_from_slice(&fr[28..32]);
+                a.resize(60, 0);
+                s.handle_frame(now, p, &mut a, &mut tx);
+                continue;
+            }
+            let ip = &fr[14..];
+            let u = gw::parse_udp(ip).unwrap();
+            out.push((p, u.dst, u.dport, u.payload.to_vec()));
+        }
+        out
+    }
+
+    fn mac(s: &Sgw, port: PortId) -> [u8; 6] {
+        s.router.port_mac(port).unwrap().0
+    }
+
+    #[test]
+    fn sessions_switch_tunnels_and_a_path_switch_ends_with_an_end_marker() {
+        let mut s = sgw();
+        let (epc, s5) = (mac(&s, 0), mac(&s, 1));
+        let sgw_c = Ipv4Addr::new(172, 16, 1, 3);
+        let csr = CreateSessionRequest {
+            imsi: "001010000000001".into(),
+            apn: "internet".into(),
+            pdn_type: PdnType::Ethernet,
+            sender: Fteid {
+                interface: iface::S11_MME,
+                teid: 0x3e,
+                ipv4: MME.1,
+            },
+            pgw_c: Some(Fteid {
+                interface: iface::S5S8C_PGW,
+                teid: 0,
+                ipv4: PGW.1,
+            }),
+            paa: Ipv4Addr::UNSPECIFIED,
+            ebi: 5,
+            s5u_sgw: None,
+        };
+        // MME -> SGW -> PGW.
+        let out = drive(
+            &mut s,
+            0,
+            udp_frame(epc, MME, sgw_c, GTPC, &csr.encode(0, 100)),
+        );
+        let [(1, to, GTPC, fwd)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*to, PGW.1);
+        let p = Packet::new_checked(fwd).unwrap();
+        let fwd_req = CreateSessionRequest::decode(&p).unwrap();
+        let s5u_sgw = fwd_req.s5u_sgw.unwrap();
+        // PGW -> SGW -> MME.
+        let resp = CreateSessionResponse {
+            cause: cause::REQUEST_ACCEPTED,
+            sender: Some(Fteid {
+                interface: iface::S5S8C_PGW,
+                teid: 0x77,
+                ipv4: PGW.1,
+            }),
+            pgw_c: None,
+            paa: Some(Ipv4Addr::new(10, 45, 0, 2)),
+            ebi: 5,
+            s1u_sgw: None,
+            s5u_pgw: Some(Fteid {
+                interface: iface::S5S8U_PGW,
+                teid: 0x88,
+                ipv4: PGW.1,
+            }),
+        };
+        let s5_addr = Ipv4Addr::new(172, 16, 5, 3);
+        let out = drive(
+            &mut s,
+            1,
+            udp_frame(
+                s5,
+                PGW,
+                s5_addr,
+                GTPC,
+                &resp.encode(fwd_req.sender.teid, p.header().sequence),
+            ),
+        );
+        let [(0, _, GTPC, ans)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        let ans_p = Packet::new_checked(ans).unwrap();
+        assert_eq!(
+            (ans_p.header().teid, ans_p.header().sequence),
+            (Some(0x3e), 100)
+        );
+        let ans = CreateSessionResponse::decode(&ans_p).unwrap();
+        assert_eq!(ans.paa, Some(Ipv4Addr::new(10, 45, 0, 2)));
+        let (s11, s1u) = (ans.sender.unwrap().teid, ans.s1u_sgw.unwrap().teid);
+        // Modify Bearer: the eNodeB's end.
+        let enb1 = Fteid {
+            interface: iface::S1U_ENODEB,
+            teid: 0xe1,
+            ipv4: ENB1.1,
+        };
+        let out = drive(
+            &mut s,
+            0,
+            udp_frame(
+                epc,
+                MME,
+                sgw_c,
+                GTPC,
+                &gtpc::modify_bearer_request(s11, 101, 5, enb1),
+            ),
+        );
+        let [(0, _, GTPC, m)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            gtpc::read_cause(&Packet::new_checked(m).unwrap()),
+            Some(cause::REQUEST_ACCEPTED)
+        );
+        // Uplink: S1-U TEID in, S5 TEID 0x88 out, the T-PDU unchanged; downlink the other way.
+        let gpdu = |teid: u32, body: &[u8]| {
+            let r = Repr::g_pdu(teid, body.len());
+            let mut b = vec![0u8; r.buffer_len()];
+            r.emit(&mut b).unwrap();
+            b[r.header_len()..].copy_from_slice(body);
+            b
+        };
+        let out = drive(
+            &mut s,
+            0,
+            udp_frame(epc, ENB1, sgw_c, GTPU, &gpdu(s1u, b"uplink frame")),
+        );
+        let [(1, to, GTPU, g)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        let g = GtpU::new_checked(&g[..]).unwrap();
+        assert_eq!(
+            (*to, g.teid(), g.payload()),
+            (PGW.1, 0x88, &b"uplink frame"[..])
+        );
+        let out = drive(
+            &mut s,
+            1,
+            udp_frame(s5, PGW, s5_addr, GTPU, &gpdu(s5u_sgw.teid, b"downlink")),
+        );
+        let [(0, to, GTPU, g)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        let g = GtpU::new_checked(&g[..]).unwrap();
+        assert_eq!(
+            (*to, g.teid(), g.payload()),
+            (ENB1.1, 0xe1, &b"downlink"[..])
+        );
+        // Path switch to another eNodeB: the old one gets an End Marker with its TEID.
+        let enb2 = Fteid {
+            interface: iface::S1U_ENODEB,
+            teid: 0xe2,
+            ipv4: ENB2.1,
+        };
+        let out = drive(
+            &mut s,
+            0,
+            udp_frame(
+                epc,
+                MME,
+                sgw_c,
+                GTPC,
+                &gtpc::modify_bearer_request(s11, 102, 5, enb2),
+            ),
+        );
+        let em = out.iter().find(|o| o.2 == GTPU).expect("End Marker");
+        let g = GtpU::new_checked(&em.3[..]).unwrap();
+        assert_eq!(
+            (em.1, g.message_type(), g.teid()),
+            (ENB1.1, MessageType::EndMarker, 0xe1)
+        );
+        assert_eq!(s.logic.c.end_markers_sent, 1);
+        let out = drive(
+            &mut s,
+            1,
+            udp_frame(s5, PGW, s5_addr, GTPU, &gpdu(s5u_sgw.teid, b"x")),
+        );
+        assert_eq!(out[0].1, ENB2.1);
+        // Delete: through to the PGW and back; the session is gone.
+        let out = drive(
+            &mut s,
+            0,
+            udp_frame(
+                epc,
+                MME,
+                sgw_c,
+                GTPC,
+                &gtpc::delete_session_request(s11, 103, 5),
+            ),
+        );
+        let [(1, _, GTPC, d)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        let d = Packet::new_checked(d).unwrap();
+        assert_eq!(d.header().teid, Some(0x77));
+        let r = gtpc::cause_response(
+            msg::DELETE_SESSION_RESPONSE,
+            fwd_req.sender.teid,
+            d.header().sequence,
+            cause::REQUEST_ACCEPTED,
+        );
+        let out = drive(&mut s, 1, udp_frame(s5, PGW, s5_addr, GTPC, &r));
+        let [(0, _, GTPC, d)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(Packet::new_checked(d).unwrap().header().sequence, 103);
+        assert!(s.logic.sessions.is_empty());
+        let out = drive(
+            &mut s,
+            0,
+            udp_frame(epc, ENB1, sgw_c, GTPU, &gpdu(s1u, b"late")),
+        );
+        // Its TEID is gone: an Error Indication.
+        let g = GtpU::new_checked(&out[0].3[..]).unwrap();
+        assert_eq!(g.message_type(), MessageType::ErrorIndication);
     }
 }

@@ -31,7 +31,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 const T3: Duration = Duration::from_secs(1);
@@ -222,7 +222,6 @@ impl Env {
             let mut s = self.sh.borrow_mut();
             s.next_id += 1;
             let id = s.next_id;
-            let old_sgw = s.contexts.get(&imsi).and_then(|c| c.sgw_c);
             s.contexts.insert(
                 imsi.clone(),
                 Ctx {
@@ -236,7 +235,6 @@ impl Env {
                     ..Default::default()
                 },
             );
-            let _ = old_sgw;
             id
         };
         match self
@@ -269,7 +267,7 @@ impl Env {
         }
     }
 
-    async fn from_ue(&self, rx: &mut mpsc::UnboundedReceiver<S1>) -> Result<S1, Reject> {
+    async fn next_from_ue(&self, rx: &mut mpsc::UnboundedReceiver<S1>) -> Result<S1, Reject> {
         match tokio::time::timeout(UE_WAIT, rx.recv()).await {
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(Reject("superseded")),
@@ -303,11 +301,9 @@ impl Env {
                 self.count(|c| c.reject_unknown_imsi += 1);
                 return Err(Reject("unknown-imsi"));
             }
-            let (Some(rand), Some(autn), Some(xres)) = (
-                v["rand"].as_str(),
-                v["autn"].as_str(),
-                v["xres"].as_str(),
-            ) else {
+            let (Some(rand), Some(autn), Some(xres)) =
+                (v["rand"].as_str(), v["autn"].as_str(), v["xres"].as_str())
+            else {
                 return Err(Reject("hss-bad-answer"));
             };
             let (rand, xres) = (rand.to_string(), xres.to_string());
@@ -322,7 +318,7 @@ impl Env {
                 },
             )
             .await;
-            match self.from_ue(rx).await? {
+            match self.next_from_ue(rx).await? {
                 S1::UplinkNas {
                     nas: Nas::AuthenticationResponse { res },
                     ..
@@ -428,7 +424,7 @@ impl Env {
             },
         )
         .await;
-        let (enb_teid, enb_addr) = match self.from_ue(rx).await? {
+        let (enb_teid, enb_addr) = match self.next_from_ue(rx).await? {
             S1::InitialContextSetupResponse {
                 enb_teid, enb_addr, ..
             } => (enb_teid, enb_addr),
@@ -446,13 +442,16 @@ impl Env {
             teid: enb_teid,
             ipv4: enb_addr,
         };
-        let ok = self
-            .gtp_request(|seq| {
+        let ok =
+            self.gtp_request(|seq| {
                 gtpc::modify_bearer_request(sgw_c.teid, seq, gtpc::DEFAULT_EBI, enb_f)
             })
             .await
-            .and_then(|a| Packet::new_checked(&a).ok().and_then(|p| gtpc::read_cause(&p)))
-            == Some(cause::REQUEST_ACCEPTED);
+            .and_then(|a| {
+                Packet::new_checked(&a)
+                    .ok()
+                    .and_then(|p| gtpc::read_cause(&p))
+            }) == Some(cause::REQUEST_ACCEPTED);
         if !ok {
             self.count(|c| c.reject_session += 1);
             return Err(Reject("modify-bearer-failed"));
@@ -627,9 +626,7 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
         });
         Value::Object(m)
     });
-    let started = Instant::now();
     let app: App = Box::pin(async move {
-        let _ = started;
         tokio::select! {
             r = env.clone().serve_s1() => r,
             r = env.clone().serve_gtp() => r,

@@ -344,7 +344,10 @@ fn send_udp_resolves_the_next_hop_and_checksums() {
     let (port, f) = tx.frames.last().unwrap();
     assert_eq!((*port, &f[0..6]), (1, &HB[..]));
     let ip = &f[14..];
-    assert_eq!((&ip[12..16], &ip[16..20]), (&[10, 0, 2, 1][..], &B.octets()[..]));
+    assert_eq!(
+        (&ip[12..16], &ip[16..20]),
+        (&[10, 0, 2, 1][..], &B.octets()[..])
+    );
     assert_eq!(&ip[28..31], b"gtp");
     let sum = u16::from_be_bytes([ip[26], ip[27]]);
     let mut udp = ip[20..31].to_vec();

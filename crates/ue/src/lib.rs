@@ -200,14 +200,20 @@ impl Transmit for StackTx<'_> {
 }
 
 impl Ue {
-    pub fn new(cfg: &UeConfig, modem: Option<PortId>) -> anyhow::Result<(Self, Rc<RefCell<Shared>>, Rc<Notify>)> {
+    pub fn new(
+        cfg: &UeConfig,
+        modem: Option<PortId>,
+    ) -> anyhow::Result<(Self, Rc<RefCell<Shared>>, Rc<Notify>)> {
         let [port] = cfg.ports.as_slice() else {
             anyhow::bail!("a UE has one port (radio); config has {}", cfg.ports.len());
         };
         let mac = port.mac_for(&cfg.name)?;
         let k = parse_key(&cfg.key).ok_or_else(|| anyhow::anyhow!("key: 32 hex digits"))?;
         let opc = parse_key(&cfg.opc).ok_or_else(|| anyhow::anyhow!("opc: 32 hex digits"))?;
-        if cfg.imsi.len() < 6 || cfg.imsi.len() > 15 || !cfg.imsi.bytes().all(|b| b.is_ascii_digit()) {
+        if cfg.imsi.len() < 6
+            || cfg.imsi.len() > 15
+            || !cfg.imsi.bytes().all(|b| b.is_ascii_digit())
+        {
             anyhow::bail!("imsi {:?}: 6 to 15 digits", cfg.imsi);
         }
         if cfg.mode == Mode::App && cfg.app.is_none() {
@@ -353,7 +359,6 @@ impl Ue {
                 let (stack, element) = Stack::with_wakeup(&cfg, "ue", self.wakeup.clone())?;
                 self.stack = Some(element);
                 self.sh.borrow_mut().stack = Some(stack);
-                let _ = pdn_type;
             }
             Mode::Modem => {
                 let dev = self.cfg.tun_name.as_str();
@@ -361,7 +366,7 @@ impl Ue {
                 ip(&["addr", "add", &net.to_string(), "dev", dev])?;
                 ip(&["link", "set", "dev", dev, "mtu", &mtu.to_string(), "up"])?;
                 let gw = gateway.to_string();
-                match self.cfg.pdn_type {
+                match pdn_type {
                     PdnType::Ethernet => {
                         ip(&["route", "replace", "default", "via", &gw, "dev", dev])?
                     }
@@ -382,7 +387,13 @@ impl Element for Ue {
         "ue"
     }
 
-    fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit) {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
         if Some(port) == self.modem {
             if !self.attached() {
                 self.c.modem_dropped += 1;
@@ -460,10 +471,13 @@ impl Element for Ue {
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        [self.next_attach, self.stack.as_ref().and_then(|s| s.poll_at())]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_attach,
+            self.stack.as_ref().and_then(|s| s.poll_at()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
@@ -505,7 +519,11 @@ impl Element for Ue {
     }
 
     fn tables(&self) -> Vec<String> {
-        let mut t = vec!["ue".to_string(), "app".to_string(), "interfaces".to_string()];
+        let mut t = vec![
+            "ue".to_string(),
+            "app".to_string(),
+            "interfaces".to_string(),
+        ];
         if let Some(s) = &self.stack {
             t.extend(s.tables().into_iter().filter(|x| x != "interfaces"));
         }

@@ -20,5 +20,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let recovery = recovery_file(cli.element.config.as_deref(), &cli.element.node)
         .map_or(1, |f| next_recovery(&f));
-    program_main("d11-enb", &cli.element, |cfg: &EnbConfig| Enb::new(cfg, recovery))
+    program_main("d11-enb", &cli.element, |cfg: &EnbConfig| {
+        Enb::new(cfg, recovery)
+    })
 }

@@ -20,7 +20,5 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let recovery = recovery_file(cli.element.config.as_deref(), &cli.element.node)
         .map_or(1, |f| next_recovery(&f));
-    program_main_app("d11-mme", &cli.element, |cfg| {
-        d11_mme::build(cfg, recovery)
-    })
+    program_main_app("d11-mme", &cli.element, |cfg| d11_mme::build(cfg, recovery))
 }

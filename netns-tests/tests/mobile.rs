@@ -493,3 +493,46 @@ fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
     assert_eq!(lab.show("enb", "bearers").as_array().unwrap().len(), N);
     assert_eq!(lab.show("mme", "mme")["attach_accepted"], N);
 }
+
+#[test]
+fn echo_supervises_paths_and_a_restart_shows_in_the_recovery_counter() {
+    let topo = topology(&tmp("echo"), 1, &[ue("ue", 1, K, "app", "ethernet", "")]);
+    let topo = ["enb", "sgw", "pgw"].iter().fold(topo, |t, r| {
+        t.replace(
+            &format!("role = \"{r}\"\n"),
+            &format!("role = \"{r}\"\necho_interval_s = 1\n"),
+        )
+    });
+    let lab = Lab::up(&topo);
+    assert_eq!(attached(&lab, "ue")["state"], "attached");
+    let peer = |v: &Value, ip: &str| -> Value {
+        v.as_array()
+            .and_then(|a| a.iter().find(|p| p["peer"] == ip).cloned())
+            .unwrap_or(Value::Null)
+    };
+    // The SGW watches both its paths (to the eNodeB and to the PGW) and both answer.
+    let paths = lab.wait_show("sgw", "paths", 30, |v| {
+        peer(v, "172.16.1.2")["state"] == "up" && peer(v, "172.16.5.4")["state"] == "up"
+    });
+    let before = peer(&paths, "172.16.5.4")["peer_recovery"]
+        .as_u64()
+        .unwrap();
+    let o = d11()
+        .args(["--prefix", &lab.prefix, "lab", "restart", "pgw"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The PGW came back with a Recovery one higher; the SGW counts a peer restart.
+    let paths = lab.wait_show("sgw", "paths", 30, |v| {
+        peer(v, "172.16.5.4")["peer_restarts"] == 1
+    });
+    assert_eq!(
+        peer(&paths, "172.16.5.4")["peer_recovery"].as_u64(),
+        Some(before + 1)
+    );
+    assert_eq!(lab.counter("sgw", "peer_restarts"), 1);
+    // The restarted PGW knows no session: the SGW's next uplink would draw an Error
+    // Indication; the eNodeB's path stays up.
+    assert_eq!(lab.show("pgw", "sessions").as_array().unwrap().len(), 0);
+    assert_eq!(peer(&lab.show("enb", "paths"), "172.16.1.3")["state"], "up");
+}

@@ -87,6 +87,9 @@ enum LabCmd {
     },
     /// List the labs that are up.
     List,
+    /// Restart a node's program (SIGTERM, then the same command line): what a crash and a
+    /// reboot do; GTP peers see its Recovery counter grow.
+    Restart { node: String },
     /// Run a command in a node's network namespace.
     Exec {
         node: String,
@@ -245,6 +248,11 @@ fn run(cli: Cli) -> Result<()> {
             for p in d11_lab::list() {
                 println!("{p}");
             }
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::Restart { node }) => {
+            let pid = d11_lab::restart(&prefix, &node)?;
+            eprintln!("{node}: restarted, pid {pid}");
             Ok(())
         }
         Cmd::Lab(LabCmd::Exec { node, cmd }) => {

@@ -52,6 +52,9 @@ pub struct NodeState {
     pub control: Option<PathBuf>,
     pub log: Option<PathBuf>,
     pub ports: Vec<PortState>,
+    /// The program's command line, for `lab restart`.
+    #[serde(default)]
+    pub argv: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -394,6 +397,7 @@ fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> R
             control: None,
             log: None,
             ports,
+            argv: Vec::new(),
         });
         st.save()?;
         if n.is_kernel() {
@@ -633,6 +637,10 @@ fn start_program(
     };
     st.nodes[ni].control = Some(control);
     st.nodes[ni].log = Some(log.clone());
+    st.nodes[ni].argv = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     st.save()?;
     let ns_path = Path::new("/run/netns").join(&st.nodes[ni].netns);
     let pid = spawn_ready(cmd, &ns_path, &log, &format!("node {} ({prog})", n.name))?;
@@ -670,6 +678,49 @@ pub fn start_capture(st: &mut LabState, target: &str, file: &Path, bins: &Path) 
         start_time: sys::start_time(pid),
     });
     st.save()
+}
+
+/// Restarts the program of `node` (as a crash and reboot would): SIGTERM (SIGKILL after 5 s),
+/// then the same command line again; returns once it reports ready. Its ports come back on
+/// the same segments; what it kept in memory is gone.
+pub fn restart(prefix: &str, node: &str) -> Result<u32> {
+    sys::require_root()?;
+    let mut st = LabState::load(prefix)?;
+    let ni = st
+        .nodes
+        .iter()
+        .position(|n| n.name == node)
+        .ok_or_else(|| anyhow::anyhow!("lab {prefix} has no node {node:?}"))?;
+    let n = st.nodes[ni].clone();
+    if n.argv.is_empty() {
+        bail!("node {node} runs no program of ours (a kernel host): nothing to restart");
+    }
+    if let Some(pid) = n.pid {
+        if sys::alive(pid, n.start_time) {
+            sys::kill(pid, libc::SIGTERM);
+            let stuck = sys::wait_exit(&[pid], Duration::from_secs(5));
+            for &p in &stuck {
+                sys::kill(p, libc::SIGKILL);
+            }
+            sys::wait_exit(&stuck, Duration::from_secs(5));
+        }
+    }
+    let mut cmd = Command::new(&n.argv[0]);
+    cmd.args(&n.argv[1..]);
+    match &st.keylog {
+        Some(k) => cmd.env("SSLKEYLOGFILE", k),
+        None => cmd.env_remove("SSLKEYLOGFILE"),
+    };
+    let log = n
+        .log
+        .clone()
+        .unwrap_or_else(|| st.run_dir.join("logs").join(format!("{node}.log")));
+    let ns_path = Path::new("/run/netns").join(&n.netns);
+    let pid = spawn_ready(cmd, &ns_path, &log, &format!("node {node}"))?;
+    st.nodes[ni].pid = Some(pid);
+    st.nodes[ni].start_time = sys::start_time(pid);
+    st.save()?;
+    Ok(pid)
 }
 
 /// Removes the lab with `prefix`: stops its programs (SIGTERM, then SIGKILL after 5 s),

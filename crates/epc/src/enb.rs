@@ -33,6 +33,22 @@ pub struct EnbConfig {
     /// Seconds between GTP-U Echo Requests to each peer (0: none).
     #[serde(default = "default_echo")]
     pub echo_interval_s: u64,
+    /// Bearers set up by configuration instead of signalling (benchmarks, tests of a single
+    /// element).
+    #[serde(default)]
+    pub static_bearers: Vec<StaticBearer>,
+}
+
+/// A bearer from the configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StaticBearer {
+    pub ue_mac: String,
+    #[serde(default)]
+    pub pdn_type: PdnType,
+    pub ue_ip: Ipv4Addr,
+    pub enb_teid: u32,
+    pub sgw: Ipv4Addr,
+    pub sgw_teid: u32,
 }
 
 pub(crate) fn default_echo() -> u64 {
@@ -121,7 +137,7 @@ impl Enb {
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
         })?;
-        Ok(Self {
+        let mut enb = Self {
             router,
             logic: EnbLogic {
                 radio,
@@ -139,7 +155,32 @@ impl Enb {
                 reply: Vec::new(),
                 c: EnbCounters::default(),
             },
-        })
+        };
+        for b in &cfg.static_bearers {
+            let mac = d11_element::parse_mac(&b.ue_mac)?;
+            let l = &mut enb.logic;
+            let id = l.next_id;
+            l.next_id += 1;
+            l.gtpu.add(b.enb_teid, b.sgw_teid, b.sgw);
+            l.by_teid.insert(b.enb_teid, mac);
+            l.by_id.insert(id, mac);
+            l.ues.insert(
+                mac,
+                UeCtx {
+                    id,
+                    mac,
+                    imsi: None,
+                    bearer: Some(Bearer {
+                        teid: b.enb_teid,
+                        sgw_teid: b.sgw_teid,
+                        sgw: b.sgw,
+                        pdn_type: b.pdn_type,
+                        ue_ip: b.ue_ip,
+                    }),
+                },
+            );
+        }
+        Ok(enb)
     }
 
     fn flush(&mut self, now: Instant, tx: &mut dyn Transmit) {

@@ -11,4 +11,6 @@ pub mod pool;
 pub mod s1;
 pub mod sgw;
 pub mod subscribers;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod tunnel;

@@ -47,6 +47,22 @@ pub struct PgwConfig {
     pub s5_port: String,
     #[serde(default = "crate::enb::default_echo")]
     pub echo_interval_s: u64,
+    /// Sessions set up by configuration instead of GTPv2-C (benchmarks, tests of a single
+    /// element).
+    #[serde(default)]
+    pub static_sessions: Vec<StaticSession>,
+}
+
+/// A session from the configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StaticSession {
+    pub imsi: String,
+    pub ue_ip: Ipv4Addr,
+    #[serde(default)]
+    pub pdn_type: PdnType,
+    pub s5u_teid: u32,
+    pub sgw: Ipv4Addr,
+    pub sgw_teid: u32,
 }
 
 fn default_pool() -> Ipv4Net {
@@ -157,7 +173,7 @@ impl Pgw {
         let ue_port = router
             .port_index(UE_PORT)
             .ok_or_else(|| anyhow::anyhow!("no UE port"))?;
-        Ok(Self {
+        let mut pgw = Self {
             router,
             logic: PgwLogic {
                 s5_addr,
@@ -178,7 +194,44 @@ impl Pgw {
                 c: PgwCounters::default(),
             },
             kept: Vec::new(),
-        })
+        };
+        for st in &cfg.static_sessions {
+            let l = &mut pgw.logic;
+            if l.pool.allocate(&st.imsi, Some(st.ue_ip)) != Some(st.ue_ip) {
+                anyhow::bail!(
+                    "static session {}: {} is not a free address of the pool",
+                    st.imsi,
+                    st.ue_ip
+                );
+            }
+            let s5c = l.teid();
+            l.s5u.add(st.s5u_teid, st.sgw_teid, st.sgw);
+            let sgw_u = Fteid {
+                interface: iface::S5S8U_SGW,
+                teid: st.sgw_teid,
+                ipv4: st.sgw,
+            };
+            l.sessions.insert(
+                s5c,
+                Session {
+                    imsi: st.imsi.clone(),
+                    ue_ip: st.ue_ip,
+                    pdn_type: st.pdn_type,
+                    ebi: gtpc::DEFAULT_EBI,
+                    s5c_teid: s5c,
+                    sgw_c: Fteid {
+                        interface: iface::S5S8C_SGW,
+                        teid: 0,
+                        ipv4: st.sgw,
+                    },
+                    s5u_teid: st.s5u_teid,
+                    sgw_u,
+                },
+            );
+            l.by_ip.insert(st.ue_ip, s5c);
+            l.by_s5u.insert(st.s5u_teid, s5c);
+        }
+        Ok(pgw)
     }
 
     /// Runs the router over what the tunnels delivered and puts what it sent to the UEs into
@@ -668,5 +721,122 @@ impl Element for Pgw {
         self.router.counters(out);
         self.logic.c.for_each(out);
         gw::endpoint_counters(&self.logic.s5u, "s5u_", out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{drive, drive_frames, udp_frame};
+    use d11_wire::gtpu::{Packet as GtpU, Repr};
+
+    const SGW: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 3], Ipv4Addr::new(172, 16, 5, 3));
+    const NAT: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 1], Ipv4Addr::new(172, 16, 9, 1));
+    const UE: Ipv4Addr = Ipv4Addr::new(10, 45, 0, 2);
+
+    fn pgw() -> Pgw {
+        let cfg: PgwConfig = serde_json::from_value(json!({
+            "name": "pgw",
+            "ports": [
+                {"name": "s5", "addresses": ["172.16.5.4/24"]},
+                {"name": "sgi", "addresses": ["172.16.9.4/24"]},
+            ],
+            "routes": [{"prefix": "0.0.0.0/0", "via": "172.16.9.1"}],
+            "echo_interval_s": 0,
+            "static_sessions": [{"imsi": "1", "ue_ip": "10.45.0.2", "pdn_type": "ipv4",
+                "s5u_teid": 300, "sgw": "172.16.5.3", "sgw_teid": 400}],
+        }))
+        .unwrap();
+        Pgw::new(&cfg, 1).unwrap()
+    }
+
+    /// An IPv4 TCP SYN with an MSS option, `len` octets in all, DF set.
+    fn syn(src: Ipv4Addr, dst: Ipv4Addr, mss: u16, len: usize) -> Vec<u8> {
+        let mut ip = vec![0u8; len];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        d11_wire::fill_ipv4_checksum(&mut ip[..20]);
+        let t = &mut ip[20..];
+        t[12] = 6 << 4;
+        t[13] = 0x02;
+        t[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+        ip
+    }
+
+    fn gpdu(teid: u32, body: &[u8]) -> Vec<u8> {
+        let r = Repr::g_pdu(teid, body.len());
+        let mut b = vec![0u8; r.buffer_len()];
+        r.emit(&mut b).unwrap();
+        b[r.header_len()..].copy_from_slice(body);
+        b
+    }
+
+    #[test]
+    fn decapsulates_clamps_encapsulates_and_refuses_what_does_not_fit() {
+        let mut p = pgw();
+        let s5_mac = p.router.port_mac(0).unwrap().0;
+        let sgi_mac = p.router.port_mac(1).unwrap().0;
+        let peers = [SGW, NAT];
+        let s5 = Ipv4Addr::new(172, 16, 5, 4);
+        // Uplink: the UE's SYN (MSS 1460) leaves on SGi, TTL one less, MSS clamped to 1410.
+        let up = gpdu(300, &syn(UE, Ipv4Addr::new(203, 0, 113, 10), 1460, 44));
+        let out = drive_frames(&mut p, 0, udp_frame(s5_mac, SGW, s5, 2152, &up), &peers);
+        let [(1, f)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(&f[0..6], &NAT.0);
+        let ip = &f[14..];
+        assert_eq!((ip[8], &ip[12..16]), (63, &UE.octets()[..]));
+        assert_eq!(u16::from_be_bytes([ip[42], ip[43]]), 1410);
+        assert_eq!(p.logic.c.mss_clamped, 1);
+        // A UE sending from another address is dropped and counted.
+        let spoof = gpdu(300, &syn(Ipv4Addr::new(10, 45, 0, 9), NAT.1, 1400, 44));
+        assert!(
+            drive_frames(&mut p, 0, udp_frame(s5_mac, SGW, s5, 2152, &spoof), &peers).is_empty()
+        );
+        assert_eq!(p.logic.c.uplink_spoofed, 1);
+        // Downlink: a SYN-ACK from beyond goes into the tunnel with the SGW's TEID, MSS clamped.
+        let mut down = syn(Ipv4Addr::new(203, 0, 113, 10), UE, 1460, 44);
+        down[33] = 0x12;
+        let mut f = Vec::new();
+        f.extend_from_slice(&sgi_mac);
+        f.extend_from_slice(&NAT.0);
+        f.extend_from_slice(&[8, 0]);
+        f.extend_from_slice(&down);
+        let out = drive(&mut p, 1, f, &peers);
+        let (port, to, dport, g) = out.last().expect("a G-PDU").clone();
+        assert_eq!((port, to, dport), (0, SGW.1, 2152));
+        let g = GtpU::new_checked(&g[..]).unwrap();
+        assert_eq!(g.teid(), 400);
+        let inner = g.payload();
+        assert_eq!(&inner[16..20], &UE.octets());
+        assert_eq!(u16::from_be_bytes([inner[42], inner[43]]), 1410);
+        // Too big for the tunnel with DF: fragmentation needed (MTU 1450) back to the sender.
+        let mut f = Vec::new();
+        f.extend_from_slice(&sgi_mac);
+        f.extend_from_slice(&NAT.0);
+        f.extend_from_slice(&[8, 0]);
+        f.extend_from_slice(&syn(Ipv4Addr::new(203, 0, 113, 10), UE, 1460, 1500));
+        let out = drive_frames(&mut p, 1, f, &peers);
+        let (_, icmp) = out.iter().find(|(_, f)| f[14 + 9] == 1).expect("ICMP");
+        let i = &icmp[14 + 20..];
+        assert_eq!((i[0], i[1], u16::from_be_bytes([i[6], i[7]])), (3, 4, 1450));
+        // A G-PDU for a TEID the PGW does not have draws an Error Indication.
+        let out = drive(
+            &mut p,
+            0,
+            udp_frame(s5_mac, SGW, s5, 2152, &gpdu(999, b"x")),
+            &peers,
+        );
+        let g = GtpU::new_checked(&out[0].3[..]).unwrap();
+        assert_eq!(
+            g.message_type(),
+            d11_wire::gtpu::MessageType::ErrorIndication
+        );
     }
 }

@@ -41,6 +41,22 @@ pub struct SgwConfig {
     pub s5_port: String,
     #[serde(default = "crate::enb::default_echo")]
     pub echo_interval_s: u64,
+    /// Sessions set up by configuration instead of GTPv2-C (benchmarks, tests of a single
+    /// element).
+    #[serde(default)]
+    pub static_sessions: Vec<StaticSession>,
+}
+
+/// A session from the configuration: both tunnels, each end's TEID.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StaticSession {
+    pub imsi: String,
+    pub enb: Ipv4Addr,
+    pub enb_teid: u32,
+    pub s1u_teid: u32,
+    pub pgw: Ipv4Addr,
+    pub pgw_teid: u32,
+    pub s5u_teid: u32,
 }
 
 fn default_epc() -> String {
@@ -149,7 +165,7 @@ impl Sgw {
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
         })?;
-        Ok(Self {
+        let mut sgw = Self {
             router,
             logic: SgwLogic {
                 s11_addr,
@@ -169,7 +185,47 @@ impl Sgw {
                 reply: Vec::new(),
                 c: SgwCounters::default(),
             },
-        })
+        };
+        for st in &cfg.static_sessions {
+            let l = &mut sgw.logic;
+            let s11 = l.teid();
+            let s5c = l.teid();
+            l.s1u.add(st.s1u_teid, st.enb_teid, st.enb);
+            l.s5u.add(st.s5u_teid, st.pgw_teid, st.pgw);
+            l.by_s1u.insert(st.s1u_teid, s11);
+            l.by_s5u.insert(st.s5u_teid, s11);
+            l.sessions.insert(
+                s11,
+                Session {
+                    imsi: st.imsi.clone(),
+                    pdn_type: PdnType::Ipv4,
+                    ue_ip: None,
+                    ebi: gtpc::DEFAULT_EBI,
+                    s11_teid: s11,
+                    mme_c: Fteid {
+                        interface: iface::S11_MME,
+                        teid: 0,
+                        ipv4: Ipv4Addr::UNSPECIFIED,
+                    },
+                    s5c_teid: s5c,
+                    pgw_c: None,
+                    s1u_teid: st.s1u_teid,
+                    enb_u: Some(Fteid {
+                        interface: iface::S1U_ENODEB,
+                        teid: st.enb_teid,
+                        ipv4: st.enb,
+                    }),
+                    s5u_teid: st.s5u_teid,
+                    pgw_u: Some(Fteid {
+                        interface: iface::S5S8U_PGW,
+                        teid: st.pgw_teid,
+                        ipv4: st.pgw,
+                    }),
+                    state: "static",
+                },
+            );
+        }
+        Ok(sgw)
     }
 }
 
@@ -765,8 +821,12 @@ impl Element for Sgw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use d11_element::Collect;
+    use crate::testutil::{drive as drive_with, udp_frame};
     use d11_wire::gtpu::{Packet as GtpU, Repr};
+
+    fn drive(s: &mut Sgw, port: PortId, f: Vec<u8>) -> Vec<(PortId, Ipv4Addr, u16, Vec<u8>)> {
+        drive_with(s, port, f, &[MME, ENB1, ENB2, PGW])
+    }
 
     const MME: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 5], Ipv4Addr::new(172, 16, 1, 5));
     const ENB1: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 2], Ipv4Addr::new(172, 16, 1, 2));
@@ -784,81 +844,6 @@ mod tests {
         }))
         .unwrap();
         Sgw::new(&cfg, 3).unwrap()
-    }
-
-    fn udp_frame(
-        dst: [u8; 6],
-        from: ([u8; 6], Ipv4Addr),
-        to: Ipv4Addr,
-        port: u16,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&from.0);
-        f.extend_from_slice(&[8, 0]);
-        let total = 28 + payload.len();
-        let mut ip = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            17,
-            0,
-            0,
-        ];
-        ip.extend_from_slice(&from.1.octets());
-        ip.extend_from_slice(&to.octets());
-        d11_wire::fill_ipv4_checksum(&mut ip);
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&port.to_be_bytes());
-        f.extend_from_slice(&port.to_be_bytes());
-        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(payload);
-        f
-    }
-
-    /// Feeds a frame; answers the SGW's ARP for the peers; returns the UDP datagrams it sent:
-    /// (port, destination, destination port, payload).
-    fn drive(s: &mut Sgw, port: PortId, mut f: Vec<u8>) -> Vec<(PortId, Ipv4Addr, u16, Vec<u8>)> {
-        let now = Instant::now();
-        let mut tx = Collect::default();
-        s.handle_frame(now, port, &mut f, &mut tx);
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < tx.frames.len() {
-            let (p, fr) = tx.frames[i].clone();
-            i += 1;
-            if fr[12..14] == [8, 6] {
-                let target = Ipv4Addr::new(fr[38], fr[39], fr[40], fr[41]);
-                let peer = [MME, ENB1, ENB2, PGW]
-                    .into_iter()
-                    .find(|x| x.1 == target)
-                    .unwrap();
-                let mine: [u8; 6] = fr[6..12].try_into().unwrap();
-                let mut a = Vec::new();
-                a.extend_from_slice(&mine);
-                a.extend_from_slice(&peer.0);
-                a.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 2]);
-                a.extend_from_slice(&peer.0);
-                a.extend_from_slice(&peer.1.octets());
-                a.extend_from_slice(&mine);
-                a.extend_from_slice(&fr[28..32]);
-                a.resize(60, 0);
-                s.handle_frame(now, p, &mut a, &mut tx);
-                continue;
-            }
-            let ip = &fr[14..];
-            let u = gw::parse_udp(ip).unwrap();
-            out.push((p, u.dst, u.dport, u.payload.to_vec()));
-        }
-        out
     }
 
     fn mac(s: &Sgw, port: PortId) -> [u8; 6] {

@@ -39,6 +39,29 @@ struct Cli {
     /// Stop after this many frames (0 = when --duration ends).
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// Send GTP-U G-PDUs (UDP 2152) with this TEID, carrying a UDP/IPv4 packet from
+    /// --inner-src to --inner-dst: what an eNodeB, SGW or PGW receives.
+    #[arg(long, value_name = "TEID")]
+    gtpu_teid: Option<u32>,
+    #[arg(long, default_value = "10.45.0.2")]
+    inner_src: Ipv4Addr,
+    #[arg(long, default_value = "172.16.9.1")]
+    inner_dst: Ipv4Addr,
+}
+
+/// An IPv4/UDP packet of `len` octets (discard port), checksum of the header filled.
+fn udp_packet(ip: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, dport: u16) {
+    let len = ip.len();
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    d11_wire::fill_ipv4_checksum(&mut ip[..20]);
+    ip[20..22].copy_from_slice(&dport.to_be_bytes());
+    ip[22..24].copy_from_slice(&dport.to_be_bytes());
+    ip[24..26].copy_from_slice(&((len - 20) as u16).to_be_bytes());
 }
 
 fn mac(s: &str) -> Result<[u8; 6]> {
@@ -61,19 +84,24 @@ fn frame(cli: &Cli, src_mac: [u8; 6]) -> Result<Vec<u8>> {
     f[0..6].copy_from_slice(&mac(&cli.dst_mac)?);
     f[6..12].copy_from_slice(&src_mac);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = cli.size - 14;
-    let ip = &mut f[14..];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&cli.src_ip.octets());
-    ip[16..20].copy_from_slice(&cli.dst_ip.octets());
-    d11_wire::fill_ipv4_checksum(&mut ip[..20]);
-    let udp_len = ip_len - 20;
-    ip[20..22].copy_from_slice(&9u16.to_be_bytes()); // discard
-    ip[22..24].copy_from_slice(&9u16.to_be_bytes());
-    ip[24..26].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    match cli.gtpu_teid {
+        None => udp_packet(&mut f[14..], cli.src_ip, cli.dst_ip, 9),
+        Some(teid) => {
+            // Outer IPv4/UDP 2152 (checksum zero, as RFC 768 allows over IPv4), GTP-U header,
+            // then the inner packet.
+            if cli.size < 14 + 36 + 28 {
+                bail!("--size must be at least 78 for a G-PDU");
+            }
+            udp_packet(&mut f[14..], cli.src_ip, cli.dst_ip, 2152);
+            let g = &mut f[14 + 28..];
+            let inner = g.len() - 8;
+            g[0] = 0x30;
+            g[1] = 0xff;
+            g[2..4].copy_from_slice(&(inner as u16).to_be_bytes());
+            g[4..8].copy_from_slice(&teid.to_be_bytes());
+            udp_packet(&mut g[8..], cli.inner_src, cli.inner_dst, 9);
+        }
+    }
     Ok(f)
 }
 

@@ -1,0 +1,96 @@
+//! Helpers for the elements' unit tests: frames in, datagrams out, ARP answered for the peers.
+
+use crate::gw;
+use d11_element::{Collect, Element, PortId};
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+pub fn udp_frame(
+    dst: [u8; 6],
+    from: ([u8; 6], Ipv4Addr),
+    to: Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&from.0);
+    f.extend_from_slice(&[8, 0]);
+    let total = 28 + payload.len();
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&from.1.octets());
+    ip.extend_from_slice(&to.octets());
+    d11_wire::fill_ipv4_checksum(&mut ip);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Feeds a frame; answers the element's ARP for `peers`; returns the other frames it sent.
+pub fn drive_frames(
+    s: &mut dyn Element,
+    port: PortId,
+    mut f: Vec<u8>,
+    peers: &[([u8; 6], Ipv4Addr)],
+) -> Vec<(PortId, Vec<u8>)> {
+    let now = Instant::now();
+    let mut tx = Collect::default();
+    s.handle_frame(now, port, &mut f, &mut tx);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < tx.frames.len() {
+        let (p, fr) = tx.frames[i].clone();
+        i += 1;
+        if fr[12..14] == [8, 6] && fr[20..22] == [0, 1] {
+            let target = Ipv4Addr::new(fr[38], fr[39], fr[40], fr[41]);
+            let peer = *peers.iter().find(|x| x.1 == target).expect("a peer's ARP");
+            let mine: [u8; 6] = fr[6..12].try_into().unwrap();
+            let mut a = Vec::new();
+            a.extend_from_slice(&mine);
+            a.extend_from_slice(&peer.0);
+            a.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 2]);
+            a.extend_from_slice(&peer.0);
+            a.extend_from_slice(&peer.1.octets());
+            a.extend_from_slice(&mine);
+            a.extend_from_slice(&fr[28..32]);
+            a.resize(60, 0);
+            s.handle_frame(now, p, &mut a, &mut tx);
+            continue;
+        }
+        out.push((p, fr));
+    }
+    out
+}
+
+/// [`drive_frames`], keeping the UDP datagrams: (port, destination, destination port, payload).
+pub fn drive(
+    s: &mut dyn Element,
+    port: PortId,
+    f: Vec<u8>,
+    peers: &[([u8; 6], Ipv4Addr)],
+) -> Vec<(PortId, Ipv4Addr, u16, Vec<u8>)> {
+    drive_frames(s, port, f, peers)
+        .into_iter()
+        .filter_map(|(p, fr)| {
+            let u = gw::parse_udp(&fr[14..]).ok()?;
+            Some((p, u.dst, u.dport, u.payload.to_vec()))
+        })
+        .collect()
+}

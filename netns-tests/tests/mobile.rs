@@ -345,7 +345,7 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
     let probe = "name = \"probe\"\nrole = \"kernel\"\nports = [{ name = \"eth0\", segment = \"epc\", addresses = [\"172.16.1.9/24\"] }]\n".to_string();
     let lab = Lab::up(&topology(
         &tmp("reject"),
-        2,
+        3,
         &[
             ue(
                 "ue",
@@ -363,6 +363,8 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
                 "ethernet",
                 "",
             ),
+            // A USIM ahead of the HSS (SQN 4096 seen, the HSS at 32): resynchronisation.
+            ue("ahead", 3, K, "app", "ipv4", "sqn = 4096"),
             probe,
         ],
     ));
@@ -384,6 +386,16 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
         (Some(1), Some(1)),
         "{m}"
     );
+    // The USIM ahead of the HSS: sync failure with AUTS, the HSS resynchronises, the second
+    // challenge is fresh and the attach goes through.
+    let a = attached(&lab, "ahead");
+    assert_eq!(a["state"], "attached", "{a}");
+    assert_eq!(lab.counter("ahead", "auth_sync_failures"), 1);
+    assert_eq!(lab.counter("ahead", "auth_responses_sent"), 1);
+    assert_eq!(lab.show("mme", "mme")["resyncs"], 1);
+    assert_eq!(lab.show("hss", "hss")["resync_accepted"], 1);
+    // GTPv2-C Echo from the MME to the SGW, answered with the SGW's Recovery.
+    assert!(lab.show("mme", "mme")["echo_answered"].as_u64() >= Some(1));
     let ctx = lab.show("mme", "contexts");
     assert!(
         ctx.as_array()

@@ -93,6 +93,9 @@ counters! {
         gtpc_retransmissions,
         gtpc_timeouts,
         hss_timeouts,
+        echo_answered,
+        echo_unanswered,
+        sgw_restarts,
     }
 }
 
@@ -124,6 +127,7 @@ struct Shared {
     seq: u32,
     hss_id: u64,
     next_id: u32,
+    sgw_recovery: Option<u8>,
 }
 
 #[derive(Clone)]
@@ -576,6 +580,36 @@ impl Env {
         }
     }
 
+    /// GTPv2-C path supervision towards the SGW (TS 29.274 §7.1): an Echo Request at start
+    /// and every 60 s; a changed Recovery in the answer means the SGW restarted.
+    async fn supervise_sgw(self) -> anyhow::Result<()> {
+        loop {
+            let recovery = self.recovery;
+            let answer = self
+                .gtp_request(|seq| gtpc::echo(msg::ECHO_REQUEST, seq, recovery))
+                .await;
+            let peer = answer
+                .as_deref()
+                .and_then(|a| Packet::new_checked(a).ok())
+                .and_then(|p| gtpc::read_recovery(&p));
+            {
+                let mut s = self.sh.borrow_mut();
+                match peer {
+                    Some(r) => {
+                        if s.sgw_recovery.is_some_and(|old| old != r) {
+                            s.c.sgw_restarts += 1;
+                            tracing::warn!("the SGW restarted (Recovery {r})");
+                        }
+                        s.sgw_recovery = Some(r);
+                        s.c.echo_answered += 1;
+                    }
+                    None => s.c.echo_unanswered += 1,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    }
+
     async fn serve_hss(self) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 8192];
         loop {
@@ -604,6 +638,7 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
         seq: 0,
         hss_id: 0,
         next_id: 0,
+        sgw_recovery: None,
     }));
     let env = Env {
         cfg: Rc::new(cfg.clone()),
@@ -631,6 +666,7 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
             r = env.clone().serve_s1() => r,
             r = env.clone().serve_gtp() => r,
             r = env.clone().serve_hss() => r,
+            r = env.clone().supervise_sgw() => r,
         }
     });
     Ok((element, Some(app)))

@@ -220,6 +220,32 @@ impl Lab {
             .to_string()
     }
 
+    /// Starts `openssl s_server -WWW` on kernel host `node`, port 443, with the certificate the
+    /// lab issued for it (the node needs `tls = { names = [...] }`), serving the files of
+    /// `dir`; returns once it listens (it prints ACCEPT). Kill it when done.
+    pub fn openssl_www(&self, node: &str, dir: &Path) -> Child {
+        let pki = format!("/run/d11/{}/pki", self.prefix);
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-{node}", self.prefix)])
+            .args(["openssl", "s_server", "-WWW", "-accept", "443"])
+            .args(["-cert", &format!("{pki}/{node}.pem")])
+            .args(["-key", &format!("{pki}/{node}.key")])
+            .args(["-cert_chain", &format!("{pki}/intermediate.pem")])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let mut out = BufReader::new(server.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        while !line.contains("ACCEPT") {
+            line.clear();
+            let n = out.read_line(&mut line).expect("read s_server");
+            assert!(n > 0, "openssl s_server exited before ACCEPT");
+        }
+        server
+    }
+
     /// Starts capturing `target` (segment or NODE:PORT); returns once the capture is bound.
     pub fn capture(&self, target: &str) -> Capture {
         let file = self

@@ -263,38 +263,7 @@ fn userspace_client_talks_to_a_kernel_server_and_to_the_controller() {
     let www = lab.dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("item.json"), "{\"item\": 1111}").unwrap();
-    let pki = format!("/run/d11/{}/pki", lab.prefix);
-    let mut server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}-ks", lab.prefix),
-            "openssl",
-            "s_server",
-            "-WWW",
-            "-accept",
-            "443",
-        ])
-        .args([
-            "-cert",
-            &format!("{pki}/ks.pem"),
-            "-key",
-            &format!("{pki}/ks.key"),
-            "-cert_chain",
-            &format!("{pki}/intermediate.pem"),
-        ])
-        .current_dir(&www)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ACCEPT") {
-        line.clear();
-        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        assert!(n > 0, "openssl s_server exited before ACCEPT");
-    }
+    let mut server = lab.openssl_www("ks", &www);
 
     let fetch = |args: &[&str]| -> serde_json::Value {
         let o = d11()

@@ -242,35 +242,6 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
     );
 }
 
-/// Starts `openssl s_server -WWW` on srv (a kernel host beyond the NAT) serving `dir`; returns
-/// once it listens.
-fn web_server(lab: &Lab, dir: &std::path::Path) -> std::process::Child {
-    let pki = format!("/run/d11/{}/pki", lab.prefix);
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &format!("{}-srv", lab.prefix)])
-        .args(["openssl", "s_server", "-WWW", "-accept", "443"])
-        .args([
-            "-cert",
-            &format!("{pki}/srv.pem"),
-            "-key",
-            &format!("{pki}/srv.key"),
-        ])
-        .args(["-cert_chain", &format!("{pki}/intermediate.pem")])
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ACCEPT") {
-        line.clear();
-        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        assert!(n > 0, "openssl s_server exited before ACCEPT");
-    }
-    server
-}
-
 #[test]
 fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
     let lab = Lab::up(&topology(
@@ -286,7 +257,7 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
     // Big enough for full-sized segments: the MSS the tunnels allow must hold both ways.
     let page: String = (0..4000).map(|i| format!("line {i:05}\n")).collect();
     std::fs::write(www.join("page.txt"), &page).unwrap();
-    let mut server = web_server(&lab, &www);
+    let mut server = lab.openssl_www("srv", &www);
     let pki = format!("/run/d11/{}/pki", lab.prefix);
     for (node, mtu, ip) in [("ue", "1450", "10.45.0.2"), ("ue4", "1464", "10.45.0.3")] {
         let u = attached(&lab, node);

@@ -10,9 +10,9 @@
 //!   of our TEIDs is unwrapped and sent to its UE on the radio.
 
 use crate::gtpc::PdnType;
-use crate::gw::{self, Datagram, Paths};
+use crate::gw::{self, ethernet_frame as frame, Datagram, Gtpu, PathCounters, Paths};
 use crate::s1::{self, Nas, S1};
-use crate::tunnel::{Endpoint, Received};
+use crate::tunnel::Endpoint;
 use d11_element::{counters, Element, PortId, Transmit};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::UDP_PORT as GTPU;
@@ -70,9 +70,6 @@ counters! {
         s1_unknown_ue,
         bearers_set_up,
         bearers_released,
-        error_indications_received,
-        end_markers_received,
-        peer_restarts,
         udp_errors,
     }
 }
@@ -110,6 +107,7 @@ pub struct EnbLogic {
     radio_out: Vec<Vec<u8>>,
     reply: Vec<u8>,
     pub c: EnbCounters,
+    pub pc: PathCounters,
 }
 
 pub struct Enb {
@@ -154,6 +152,7 @@ impl Enb {
                 radio_out: Vec::new(),
                 reply: Vec::new(),
                 c: EnbCounters::default(),
+                pc: PathCounters::default(),
             },
         };
         for b in &cfg.static_bearers {
@@ -189,19 +188,6 @@ impl Enb {
         }
         gw::flush(&mut self.router, now, &mut self.logic.out, tx);
     }
-}
-
-/// An Ethernet frame: dst, src, EtherType, payload.
-pub(crate) fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + payload.len().max(46));
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    if f.len() < 60 {
-        f.resize(60, 0);
-    }
-    f
 }
 
 impl EnbLogic {
@@ -355,51 +341,27 @@ impl EnbLogic {
     }
 
     fn gtpu_message(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
-        let mut reply = std::mem::take(&mut self.reply);
-        match self.gtpu.receive(payload, &mut reply) {
-            Received::Deliver { local_teid, tpdu } => {
-                let Some(ctx) = self.by_teid.get(&local_teid).and_then(|m| self.ues.get(m)) else {
-                    self.c.downlink_no_bearer += 1;
-                    self.reply = reply;
-                    return;
-                };
-                let f = match ctx.bearer.as_ref().map(|b| b.pdn_type) {
-                    Some(PdnType::Ethernet) => tpdu.to_vec(),
-                    _ => frame(ctx.mac, self.radio_mac, 0x0800, tpdu),
-                };
-                self.c.downlink_packets += 1;
-                self.radio_out.push(f);
-            }
-            Received::Reply => self.out.push(Datagram {
-                src: self.addr,
-                dst: from,
-                sport: GTPU,
-                dport: GTPU,
-                payload: reply.clone(),
-            }),
-            Received::EchoResponse { recovery } => {
-                if self.paths.answered(now, self.addr, from, recovery) {
-                    self.c.peer_restarts += 1;
-                    tracing::warn!(peer = %from, "GTP-U peer restarted (Recovery changed)");
-                }
-            }
-            Received::ErrorIndication { teid } => {
-                // TS 29.281 §7.3.1: the peer has no such tunnel; our bearer towards it is dead.
-                self.c.error_indications_received += 1;
-                tracing::warn!(peer = %from, teid, "Error Indication");
-            }
-            Received::EndMarker { .. } => self.c.end_markers_received += 1,
-            // An unknown TEID draws an Error Indication, an unknown extension a notification.
-            Received::Dropped(_) if !reply.is_empty() => self.out.push(Datagram {
-                src: self.addr,
-                dst: from,
-                sport: GTPU,
-                dport: GTPU,
-                payload: reply.clone(),
-            }),
-            Received::Dropped(_) => {}
-        }
-        self.reply = reply;
+        let io = gw::GtpuIo {
+            paths: &mut self.paths,
+            out: &mut self.out,
+            c: &mut self.pc,
+            reply: &mut self.reply,
+        };
+        let Gtpu::Deliver { local_teid, tpdu } =
+            gw::receive_gtpu(&mut self.gtpu, payload, now, self.addr, from, io)
+        else {
+            return;
+        };
+        let Some(ctx) = self.by_teid.get(&local_teid).and_then(|m| self.ues.get(m)) else {
+            self.c.downlink_no_bearer += 1;
+            return;
+        };
+        let f = match ctx.bearer.as_ref().map(|b| b.pdn_type) {
+            Some(PdnType::Ethernet) => tpdu.to_vec(),
+            _ => frame(ctx.mac, self.radio_mac, 0x0800, tpdu),
+        };
+        self.c.downlink_packets += 1;
+        self.radio_out.push(f);
     }
 }
 
@@ -510,6 +472,7 @@ impl Element for Enb {
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
         self.router.counters(out);
         self.logic.c.for_each(out);
+        self.logic.pc.for_each(out);
         gw::endpoint_counters(&self.logic.gtpu, "gtpu_", out);
     }
 }

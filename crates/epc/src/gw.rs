@@ -4,8 +4,8 @@
 //! [`Router::send_udp`]. Also here: GTP-U path supervision (Echo with the Recovery counter)
 //! and the restart counter kept across restarts.
 
-use crate::tunnel::Endpoint;
-use d11_element::{PortId, Transmit};
+use crate::tunnel::{Endpoint, Received};
+use d11_element::{counters, PortId, Transmit};
 use d11_router::{udp_checksum, Router};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -242,6 +242,99 @@ impl Paths {
             }))
             .collect::<Vec<_>>())
     }
+}
+
+// What every GTP-U element counts about its paths.
+counters! {
+    pub struct PathCounters {
+        error_indications_received,
+        end_markers_received,
+        peer_restarts,
+    }
+}
+
+/// What a GTP-U message comes to once [`receive_gtpu`] did the common part.
+#[derive(Debug)]
+pub enum Gtpu<'a> {
+    /// A T-PDU for one of our tunnels.
+    Deliver { local_teid: u32, tpdu: &'a [u8] },
+    /// The end of a tunnel's traffic on this path.
+    EndMarker { local_teid: u32 },
+    /// Answered, counted or dropped.
+    Done,
+}
+
+/// Where [`receive_gtpu`] leaves its effects.
+pub struct GtpuIo<'x> {
+    pub paths: &'x mut Paths,
+    pub out: &'x mut Vec<Datagram>,
+    pub c: &'x mut PathCounters,
+    pub reply: &'x mut Vec<u8>,
+}
+
+/// A GTP-U message from `from` to our endpoint `ep` at `local`: what every element does with
+/// it. Echo Requests are answered, and so are an unknown TEID (Error Indication) and an
+/// unknown required extension (notification); an Echo Response updates the path (a changed
+/// Recovery is a peer restart); a received Error Indication is counted and logged. T-PDUs and
+/// End Markers are the caller's.
+pub fn receive_gtpu<'a>(
+    ep: &mut Endpoint,
+    payload: &'a [u8],
+    now: Instant,
+    local: Ipv4Addr,
+    from: Ipv4Addr,
+    io: GtpuIo<'_>,
+) -> Gtpu<'a> {
+    let answer = |out: &mut Vec<Datagram>, reply: &[u8]| {
+        out.push(Datagram {
+            src: local,
+            dst: from,
+            sport: d11_wire::gtpu::UDP_PORT,
+            dport: d11_wire::gtpu::UDP_PORT,
+            payload: reply.to_vec(),
+        })
+    };
+    match ep.receive(payload, io.reply) {
+        Received::Deliver { local_teid, tpdu } => return Gtpu::Deliver { local_teid, tpdu },
+        Received::EndMarker { local_teid } => {
+            io.c.end_markers_received += 1;
+            return Gtpu::EndMarker { local_teid };
+        }
+        Received::Reply => answer(io.out, io.reply),
+        Received::EchoResponse { recovery } => {
+            if io.paths.answered(now, local, from, recovery) {
+                io.c.peer_restarts += 1;
+                tracing::warn!(peer = %from, "GTP-U peer restarted (Recovery changed)");
+            }
+        }
+        Received::ErrorIndication { teid } => {
+            // TS 29.281 §7.3.1: the peer has no such tunnel.
+            io.c.error_indications_received += 1;
+            tracing::warn!(peer = %from, teid, "Error Indication");
+        }
+        // An unknown TEID draws an Error Indication, an unknown extension a notification.
+        Received::Dropped(_) if !io.reply.is_empty() => answer(io.out, io.reply),
+        Received::Dropped(_) => {}
+    }
+    Gtpu::Done
+}
+
+/// An Ethernet frame: destination, source, EtherType, payload (padded to 60 octets).
+pub fn ethernet_frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len().max(46));
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
+}
+
+/// The restart counter of a program started with `args`: one more than at its last start.
+pub fn recovery_for(args: &d11_element::ElementArgs) -> u8 {
+    recovery_file(args.config.as_deref(), &args.node).map_or(1, |f| next_recovery(&f))
 }
 
 /// The JSON of an endpoint's counters.

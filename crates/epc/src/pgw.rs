@@ -17,10 +17,10 @@
 use crate::gtpc::{
     self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
 };
-use crate::gw::{self, Datagram, Divert, Paths};
+use crate::gw::{self, Datagram, Divert, Gtpu, PathCounters, Paths};
 use crate::mss::clamp_mss;
 use crate::pool::Pool;
-use crate::tunnel::{Endpoint, Received};
+use crate::tunnel::Endpoint;
 use d11_element::{counters, derive_mac, Element, PortConfig, PortId, Transmit};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::UDP_PORT as GTPU;
@@ -91,8 +91,6 @@ counters! {
         downlink_packets,
         downlink_no_session,
         mss_clamped,
-        error_indications_received,
-        peer_restarts,
         udp_errors,
     }
 }
@@ -127,6 +125,7 @@ pub struct PgwLogic {
     inject: Vec<Vec<u8>>,
     reply: Vec<u8>,
     pub c: PgwCounters,
+    pub pc: PathCounters,
 }
 
 pub struct Pgw {
@@ -192,6 +191,7 @@ impl Pgw {
                 inject: Vec::new(),
                 reply: Vec::new(),
                 c: PgwCounters::default(),
+                pc: PathCounters::default(),
             },
             kept: Vec::new(),
         };
@@ -436,84 +436,58 @@ impl PgwLogic {
     }
 
     fn gtpu(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
-        let mut reply = std::mem::take(&mut self.reply);
-        match self.s5u.receive(payload, &mut reply) {
-            Received::Deliver { local_teid, tpdu } => {
-                let Some(s) = self
-                    .by_s5u
-                    .get(&local_teid)
-                    .and_then(|t| self.sessions.get(t))
-                else {
-                    self.reply = reply;
-                    return;
-                };
-                match s.pdn_type {
-                    PdnType::Ethernet => {
-                        if tpdu.len() < 14 {
-                            self.c.uplink_not_ip += 1;
-                        } else {
-                            let et = u16::from_be_bytes([tpdu[12], tpdu[13]]);
-                            let src_ok = match et {
-                                0x0800 => tpdu.len() >= 34 && tpdu[26..30] == s.ue_ip.octets(),
-                                0x0806 => tpdu.len() >= 42 && tpdu[28..32] == s.ue_ip.octets(),
-                                _ => false,
-                            };
-                            if !matches!(et, 0x0800 | 0x0806) {
-                                self.c.uplink_not_ip += 1;
-                            } else if !src_ok {
-                                self.c.uplink_spoofed += 1;
-                            } else {
-                                self.c.uplink_packets += 1;
-                                self.inject.push(tpdu.to_vec());
-                            }
-                        }
-                    }
-                    PdnType::Ipv4 => {
-                        if tpdu.len() < 20 || tpdu[0] >> 4 != 4 {
-                            self.c.uplink_not_ip += 1;
-                        } else if tpdu[12..16] != s.ue_ip.octets() {
-                            self.c.uplink_spoofed += 1;
-                        } else {
-                            self.c.uplink_packets += 1;
-                            let f = crate::enb::frame(
-                                self.ue_mac,
-                                ipv4_session_mac(s.ue_ip),
-                                0x0800,
-                                tpdu,
-                            );
-                            self.inject.push(f);
-                        }
+        let io = gw::GtpuIo {
+            paths: &mut self.paths,
+            out: &mut self.out,
+            c: &mut self.pc,
+            reply: &mut self.reply,
+        };
+        let Gtpu::Deliver { local_teid, tpdu } =
+            gw::receive_gtpu(&mut self.s5u, payload, now, self.s5_addr, from, io)
+        else {
+            return;
+        };
+        let Some(s) = self
+            .by_s5u
+            .get(&local_teid)
+            .and_then(|t| self.sessions.get(t))
+        else {
+            return;
+        };
+        match s.pdn_type {
+            PdnType::Ethernet => {
+                if tpdu.len() < 14 {
+                    self.c.uplink_not_ip += 1;
+                } else {
+                    let et = u16::from_be_bytes([tpdu[12], tpdu[13]]);
+                    let src_ok = match et {
+                        0x0800 => tpdu.len() >= 34 && tpdu[26..30] == s.ue_ip.octets(),
+                        0x0806 => tpdu.len() >= 42 && tpdu[28..32] == s.ue_ip.octets(),
+                        _ => false,
+                    };
+                    if !matches!(et, 0x0800 | 0x0806) {
+                        self.c.uplink_not_ip += 1;
+                    } else if !src_ok {
+                        self.c.uplink_spoofed += 1;
+                    } else {
+                        self.c.uplink_packets += 1;
+                        self.inject.push(tpdu.to_vec());
                     }
                 }
             }
-            Received::Reply => self.out.push(Datagram {
-                src: self.s5_addr,
-                dst: from,
-                sport: GTPU,
-                dport: GTPU,
-                payload: reply.clone(),
-            }),
-            Received::EchoResponse { recovery } => {
-                if self.paths.answered(now, self.s5_addr, from, recovery) {
-                    self.c.peer_restarts += 1;
-                    tracing::warn!(peer = %from, "GTP-U peer restarted (Recovery changed)");
+            PdnType::Ipv4 => {
+                if tpdu.len() < 20 || tpdu[0] >> 4 != 4 {
+                    self.c.uplink_not_ip += 1;
+                } else if tpdu[12..16] != s.ue_ip.octets() {
+                    self.c.uplink_spoofed += 1;
+                } else {
+                    self.c.uplink_packets += 1;
+                    let f =
+                        gw::ethernet_frame(self.ue_mac, ipv4_session_mac(s.ue_ip), 0x0800, tpdu);
+                    self.inject.push(f);
                 }
             }
-            Received::ErrorIndication { teid } => {
-                self.c.error_indications_received += 1;
-                tracing::warn!(peer = %from, teid, "Error Indication");
-            }
-            // An unknown TEID draws an Error Indication, an unknown extension a notification.
-            Received::Dropped(_) if !reply.is_empty() => self.out.push(Datagram {
-                src: self.s5_addr,
-                dst: from,
-                sport: GTPU,
-                dport: GTPU,
-                payload: reply.clone(),
-            }),
-            Received::EndMarker { .. } | Received::Dropped(_) => {}
         }
-        self.reply = reply;
     }
 
     /// A frame the router sent towards the UEs: into the tunnel of the UE it is for.
@@ -720,6 +694,7 @@ impl Element for Pgw {
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
         self.router.counters(out);
         self.logic.c.for_each(out);
+        self.logic.pc.for_each(out);
         gw::endpoint_counters(&self.logic.s5u, "s5u_", out);
     }
 }
@@ -727,8 +702,8 @@ impl Element for Pgw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{drive, drive_frames, udp_frame};
-    use d11_wire::gtpu::{Packet as GtpU, Repr};
+    use crate::testutil::{drive, drive_frames, gpdu, udp_frame};
+    use d11_wire::gtpu::Packet as GtpU;
 
     const SGW: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 3], Ipv4Addr::new(172, 16, 5, 3));
     const NAT: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 1], Ipv4Addr::new(172, 16, 9, 1));
@@ -766,14 +741,6 @@ mod tests {
         t[13] = 0x02;
         t[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
         ip
-    }
-
-    fn gpdu(teid: u32, body: &[u8]) -> Vec<u8> {
-        let r = Repr::g_pdu(teid, body.len());
-        let mut b = vec![0u8; r.buffer_len()];
-        r.emit(&mut b).unwrap();
-        b[r.header_len()..].copy_from_slice(body);
-        b
     }
 
     #[test]

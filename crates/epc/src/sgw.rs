@@ -12,8 +12,8 @@
 use crate::gtpc::{
     self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
 };
-use crate::gw::{self, Datagram, Paths};
-use crate::tunnel::{Endpoint, Received};
+use crate::gw::{self, Datagram, Gtpu, PathCounters, Paths};
+use crate::tunnel::Endpoint;
 use d11_element::{counters, Element, PortId, Transmit};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::{emit_signalling, MessageType, UDP_PORT as GTPU};
@@ -81,8 +81,6 @@ counters! {
         end_markers_sent,
         uplink_packets,
         downlink_packets,
-        error_indications_received,
-        peer_restarts,
         udp_errors,
     }
 }
@@ -139,6 +137,7 @@ pub struct SgwLogic {
     out: Vec<Datagram>,
     reply: Vec<u8>,
     pub c: SgwCounters,
+    pub pc: PathCounters,
 }
 
 pub struct Sgw {
@@ -184,6 +183,7 @@ impl Sgw {
                 out: Vec::new(),
                 reply: Vec::new(),
                 c: SgwCounters::default(),
+                pc: PathCounters::default(),
             },
         };
         for st in &cfg.static_sessions {
@@ -436,20 +436,7 @@ impl SgwLogic {
                 // Path switch: the old eNodeB gets an End Marker (TS 29.281 §5.1, 23.401 §5.5.1).
                 if let Some(old) = s.enb_u {
                     if old.ipv4 != enb.ipv4 || old.teid != enb.teid {
-                        let mut b = vec![0u8; 16];
-                        if let Ok(n) =
-                            emit_signalling(MessageType::EndMarker, old.teid, None, &[], &mut b)
-                        {
-                            b.truncate(n);
-                            self.c.end_markers_sent += 1;
-                            self.out.push(Datagram {
-                                src: self.s11_addr,
-                                dst: old.ipv4,
-                                sport: GTPU,
-                                dport: GTPU,
-                                payload: b,
-                            });
-                        }
+                        self.end_marker(old);
                     }
                 }
                 if self.s1u.get(s.s1u_teid).is_some() {
@@ -552,19 +539,39 @@ impl SgwLogic {
         self.send_c(self.s11_addr, s.mme_c.ipv4, r);
     }
 
+    /// An End Marker down the path to `to` (its TEID), from our S1-U address.
+    fn end_marker(&mut self, to: Fteid) {
+        let mut b = vec![0u8; 16];
+        if let Ok(n) = emit_signalling(MessageType::EndMarker, to.teid, None, &[], &mut b) {
+            b.truncate(n);
+            self.c.end_markers_sent += 1;
+            self.out.push(Datagram {
+                src: self.s11_addr,
+                dst: to.ipv4,
+                sport: GTPU,
+                dport: GTPU,
+                payload: b,
+            });
+        }
+    }
+
     fn gtpu(&mut self, now: Instant, local: Ipv4Addr, from: Ipv4Addr, payload: &[u8]) {
-        let mut reply = std::mem::take(&mut self.reply);
         let s1 = local == self.s11_addr;
+        let io = gw::GtpuIo {
+            paths: &mut self.paths,
+            out: &mut self.out,
+            c: &mut self.pc,
+            reply: &mut self.reply,
+        };
         let ep = if s1 { &mut self.s1u } else { &mut self.s5u };
-        match ep.receive(payload, &mut reply) {
-            Received::Deliver { local_teid, tpdu } => {
+        match gw::receive_gtpu(ep, payload, now, local, from, io) {
+            Gtpu::Deliver { local_teid, tpdu } => {
                 let (map, other) = if s1 {
                     (&self.by_s1u, &mut self.s5u)
                 } else {
                     (&self.by_s5u, &mut self.s1u)
                 };
                 let Some(s) = map.get(&local_teid).and_then(|t| self.sessions.get(t)) else {
-                    self.reply = reply;
                     return;
                 };
                 let (out_teid, src) = if s1 {
@@ -588,59 +595,20 @@ impl SgwLogic {
                     });
                 }
             }
-            Received::Reply => self.out.push(Datagram {
-                src: local,
-                dst: from,
-                sport: GTPU,
-                dport: GTPU,
-                payload: reply.clone(),
-            }),
-            Received::EchoResponse { recovery } => {
-                if self.paths.answered(now, local, from, recovery) {
-                    self.c.peer_restarts += 1;
-                    tracing::warn!(peer = %from, "GTP-U peer restarted (Recovery changed)");
-                }
-            }
-            Received::ErrorIndication { teid } => {
-                self.c.error_indications_received += 1;
-                tracing::warn!(peer = %from, teid, "Error Indication");
-            }
-            Received::EndMarker { local_teid } => {
-                // Pass it on towards the eNodeB, as TS 23.401 asks of an SGW on a PGW's path
-                // switch.
-                if let Some(s) = self
+            // From the PGW: pass it on towards the eNodeB, as TS 23.401 asks of an SGW on a
+            // path switch.
+            Gtpu::EndMarker { local_teid } if !s1 => {
+                let enb = self
                     .by_s5u
                     .get(&local_teid)
                     .and_then(|t| self.sessions.get(t))
-                {
-                    if let Some(enb) = s.enb_u {
-                        let mut b = vec![0u8; 16];
-                        if let Ok(n) =
-                            emit_signalling(MessageType::EndMarker, enb.teid, None, &[], &mut b)
-                        {
-                            b.truncate(n);
-                            self.out.push(Datagram {
-                                src: self.s11_addr,
-                                dst: enb.ipv4,
-                                sport: GTPU,
-                                dport: GTPU,
-                                payload: b,
-                            });
-                        }
-                    }
+                    .and_then(|s| s.enb_u);
+                if let Some(enb) = enb {
+                    self.end_marker(enb);
                 }
             }
-            // An unknown TEID draws an Error Indication, an unknown extension a notification.
-            Received::Dropped(_) if !reply.is_empty() => self.out.push(Datagram {
-                src: local,
-                dst: from,
-                sport: GTPU,
-                dport: GTPU,
-                payload: reply.clone(),
-            }),
-            Received::Dropped(_) => {}
+            Gtpu::EndMarker { .. } | Gtpu::Done => {}
         }
-        self.reply = reply;
     }
 
     fn retransmit(&mut self, now: Instant) {
@@ -813,6 +781,7 @@ impl Element for Sgw {
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
         self.router.counters(out);
         self.logic.c.for_each(out);
+        self.logic.pc.for_each(out);
         gw::endpoint_counters(&self.logic.s1u, "s1u_", out);
         gw::endpoint_counters(&self.logic.s5u, "s5u_", out);
     }
@@ -821,8 +790,8 @@ impl Element for Sgw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{drive as drive_with, udp_frame};
-    use d11_wire::gtpu::{Packet as GtpU, Repr};
+    use crate::testutil::{drive as drive_with, gpdu, udp_frame};
+    use d11_wire::gtpu::Packet as GtpU;
 
     fn drive(s: &mut Sgw, port: PortId, f: Vec<u8>) -> Vec<(PortId, Ipv4Addr, u16, Vec<u8>)> {
         drive_with(s, port, f, &[MME, ENB1, ENB2, PGW])
@@ -952,13 +921,6 @@ mod tests {
             Some(cause::REQUEST_ACCEPTED)
         );
         // Uplink: S1-U TEID in, S5 TEID 0x88 out, the T-PDU unchanged; downlink the other way.
-        let gpdu = |teid: u32, body: &[u8]| {
-            let r = Repr::g_pdu(teid, body.len());
-            let mut b = vec![0u8; r.buffer_len()];
-            r.emit(&mut b).unwrap();
-            b[r.header_len()..].copy_from_slice(body);
-            b
-        };
         let out = drive(
             &mut s,
             0,

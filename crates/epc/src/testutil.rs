@@ -94,3 +94,12 @@ pub fn drive(
         })
         .collect()
 }
+
+/// A G-PDU for `teid` carrying `body`.
+pub fn gpdu(teid: u32, body: &[u8]) -> Vec<u8> {
+    let r = d11_wire::gtpu::Repr::g_pdu(teid, body.len());
+    let mut b = vec![0u8; r.buffer_len()];
+    r.emit(&mut b).expect("room for the header");
+    b[r.header_len()..].copy_from_slice(body);
+    b
+}

@@ -18,6 +18,7 @@ use d11_auth::{parse_key, usim_check, Milenage, UsimError};
 use d11_ctl::fetch::{fetch, Request};
 use d11_element::{counters, App, Element, PortConfig, PortId, Transmit};
 use d11_epc::gtpc::PdnType;
+use d11_epc::gw::ethernet_frame as frame;
 use d11_epc::s1::{self, hex, unhex, Nas};
 use d11_stack::{Stack, StackConfig, StackElement, TcpTuning};
 use serde::Deserialize;
@@ -143,18 +144,6 @@ pub struct Ue {
     next_attach: Option<Instant>,
     arp_back: Vec<Vec<u8>>,
     c: UeCounters,
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], et: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + payload.len().max(46));
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&et.to_be_bytes());
-    f.extend_from_slice(payload);
-    if f.len() < 60 {
-        f.resize(60, 0);
-    }
-    f
 }
 
 /// Runs `ip ARGS` in the current namespace; an error names the command.
@@ -377,6 +366,42 @@ impl Ue {
         Ok(())
     }
 
+    /// Runs `f` on the app's stack (if it is up) with the stack's transmitter; for an IPv4
+    /// PDU session the ARP answers it wrote go back into the stack.
+    fn with_stack(
+        &mut self,
+        now: Instant,
+        tx: &mut dyn Transmit,
+        f: impl FnOnce(&mut StackElement, &mut dyn Transmit),
+    ) {
+        let Some(st) = self.stack.as_mut() else {
+            return;
+        };
+        let enb_mac = self.sh.borrow().enb_mac.unwrap_or([0xff; 6]);
+        let arp = self.cfg.pdn_type == PdnType::Ipv4;
+        let mut back = std::mem::take(&mut self.arp_back);
+        f(
+            st,
+            &mut StackTx {
+                inner: tx,
+                arp,
+                enb_mac,
+                back: &mut back,
+            },
+        );
+        for mut a in back.drain(..) {
+            self.c.arp_answered += 1;
+            let mut t = StackTx {
+                inner: tx,
+                arp,
+                enb_mac,
+                back: &mut Vec::new(),
+            };
+            st.handle_frame(now, 0, &mut a, &mut t);
+        }
+        self.arp_back = back;
+    }
+
     fn attached(&self) -> bool {
         self.sh.borrow().state == "attached"
     }
@@ -439,34 +464,7 @@ impl Element for Ue {
                 }
                 PdnType::Ipv4 => self.c.radio_dropped += 1,
             },
-            _ => {
-                let enb = self.sh.borrow().enb_mac.unwrap_or([0xff; 6]);
-                let arp = self.cfg.pdn_type == PdnType::Ipv4;
-                if let Some(st) = self.stack.as_mut() {
-                    let mut back = std::mem::take(&mut self.arp_back);
-                    {
-                        let mut t = StackTx {
-                            inner: tx,
-                            arp,
-                            enb_mac: enb,
-                            back: &mut back,
-                        };
-                        st.handle_frame(now, 0, frame, &mut t);
-                    }
-                    // IPv4 PDU: our own ARP answers go back into the stack.
-                    for mut f in back.drain(..) {
-                        self.c.arp_answered += 1;
-                        let mut t = StackTx {
-                            inner: tx,
-                            arp,
-                            enb_mac: enb,
-                            back: &mut Vec::new(),
-                        };
-                        st.handle_frame(now, 0, &mut f, &mut t);
-                    }
-                    self.arp_back = back;
-                }
-            }
+            _ => self.with_stack(now, tx, |st, t| st.handle_frame(now, 0, frame, t)),
         }
     }
 
@@ -491,31 +489,7 @@ impl Element for Ue {
             };
             self.send_nas(&nas, tx);
         }
-        if let Some(st) = self.stack.as_mut() {
-            let enb = self.sh.borrow().enb_mac.unwrap_or([0xff; 6]);
-            let arp = self.cfg.pdn_type == PdnType::Ipv4;
-            let mut back = std::mem::take(&mut self.arp_back);
-            {
-                let mut t = StackTx {
-                    inner: tx,
-                    arp,
-                    enb_mac: enb,
-                    back: &mut back,
-                };
-                st.poll(now, &mut t);
-            }
-            for mut f in back.drain(..) {
-                self.c.arp_answered += 1;
-                let mut t = StackTx {
-                    inner: tx,
-                    arp,
-                    enb_mac: enb,
-                    back: &mut Vec::new(),
-                };
-                st.handle_frame(now, 0, &mut f, &mut t);
-            }
-            self.arp_back = back;
-        }
+        self.with_stack(now, tx, |st, t| st.poll(now, t));
     }
 
     fn tables(&self) -> Vec<String> {

@@ -3,7 +3,7 @@
 use clap::Parser;
 use d11_element::{program_main, ElementArgs};
 use d11_epc::enb::{Enb, EnbConfig};
-use d11_epc::gw::{next_recovery, recovery_file};
+use d11_epc::gw::recovery_for;
 
 /// The eNodeB: relays attach signalling between UEs (radio port, EtherType 0x88b5) and the MME (UDP 36412), sets up per-UE bearers, and wraps the UEs' frames in GTP-U towards the SGW (and unwraps the downlink); `d11 show NODE bearers`, `paths`.
 ///
@@ -18,8 +18,7 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let recovery = recovery_file(cli.element.config.as_deref(), &cli.element.node)
-        .map_or(1, |f| next_recovery(&f));
+    let recovery = recovery_for(&cli.element);
     program_main("d11-enb", &cli.element, |cfg: &EnbConfig| {
         Enb::new(cfg, recovery)
     })

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use d11_element::{program_main, ElementArgs};
-use d11_epc::gw::{next_recovery, recovery_file};
+use d11_epc::gw::recovery_for;
 use d11_epc::pgw::{Pgw, PgwConfig};
 
 /// The PDN gateway: GTPv2-C on S5, the UE address pool (ue_pool, 10.45.0.0/16 by default), the S5 tunnel endpoint, and the SGi side; the gateway 10.45.0.1 of the UEs (Ethernet and IPv4 PDU sessions), MSS clamping and fragmentation-needed for the tunnel MTU; `d11 show NODE sessions`, `paths`.
@@ -18,8 +18,7 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let recovery = recovery_file(cli.element.config.as_deref(), &cli.element.node)
-        .map_or(1, |f| next_recovery(&f));
+    let recovery = recovery_for(&cli.element);
     program_main("d11-pgw", &cli.element, |cfg: &PgwConfig| {
         Pgw::new(cfg, recovery)
     })

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use d11_element::{program_main, ElementArgs};
-use d11_epc::gw::{next_recovery, recovery_file};
+use d11_epc::gw::recovery_for;
 use d11_epc::sgw::{Sgw, SgwConfig};
 
 /// The serving gateway: GTPv2-C on S11 (from the MME) and S5 (to the PGW), GTP-U tunnel switching between S1-U and S5 (a TEID map each way), End Marker on path switch; `d11 show NODE sessions`, `paths`.
@@ -18,8 +18,7 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let recovery = recovery_file(cli.element.config.as_deref(), &cli.element.node)
-        .map_or(1, |f| next_recovery(&f));
+    let recovery = recovery_for(&cli.element);
     program_main("d11-sgw", &cli.element, |cfg: &SgwConfig| {
         Sgw::new(cfg, recovery)
     })

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use d11_element::{program_main_app, ElementArgs};
-use d11_epc::gw::{next_recovery, recovery_file};
+use d11_epc::gw::recovery_for;
 
 /// The MME: runs attach for UEs (our S1 signalling, JSON over UDP 36412 from the eNodeB),
 /// EPS-AKA with vectors from the HSS (`hss`, UDP 3868), and GTPv2-C session set-up with the
@@ -18,7 +18,6 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let recovery = recovery_file(cli.element.config.as_deref(), &cli.element.node)
-        .map_or(1, |f| next_recovery(&f));
+    let recovery = recovery_for(&cli.element);
     program_main_app("d11-mme", &cli.element, |cfg| d11_mme::build(cfg, recovery))
 }

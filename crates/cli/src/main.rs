@@ -32,7 +32,9 @@ enum Cmd {
     /// against the lab's own state, print the report, tear down. Exits 1 if a hop differs.
     Journey {
         /// The lab to run.
-        #[arg(long, default_value = "labs/two-hosts-router.toml")]
+        /// labs/mobile.toml: the phone's order through tunnels and NAT (journey.md hops 1-5);
+        /// labs/two-hosts-router.toml: ICMP through one router.
+        #[arg(long, default_value = "labs/mobile.toml")]
         lab: PathBuf,
         /// Where to write out/journey-<time>/ (captures, report.md, report.json).
         #[arg(long, default_value = "out")]

@@ -3,8 +3,10 @@
 //! own state says it must be: MACs from `d11 show` and the kernel, addresses from the topology,
 //! TTLs from each sender's default minus the routers crossed. Nothing expected is a constant.
 //!
-//! Today it runs the foundation lab (`labs/two-hosts-router.toml`); later stages add the
-//! order's path and reuse [`Hop`], [`check_hops`] and the report.
+//! It runs the mobile lab (`labs/mobile.toml`: the phone's order through the tunnels and the
+//! NAT, journey.md hops 1 to 5) by default, or the foundation lab
+//! (`labs/two-hosts-router.toml`: ICMP through one router); later stages grow the order's
+//! path and reuse [`Hop`], [`check_hops`] and the report.
 
 use anyhow::{bail, Context, Result};
 use d11_lab::topology::Topology;
@@ -122,14 +124,15 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop]) -> Result<Vec<HopResult>> {
     for h in hops {
         let file = pcap_dir.join(format!("{}.pcapng", h.segment));
         let mut cmd = Command::new("tshark");
-        cmd.args(["-n", "-r"]).arg(&file).args([
-            "-Y",
-            &h.filter,
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-        ]);
+        cmd.args(["-n", "-r"]).arg(&file);
+        // Ethernet PDU sessions: the UE's whole frame rides GTP-U.
+        cmd.args(["-o", "gtp.dissect_tpdu_as:ETHERNET"]);
+        let keys = pcap_dir.join("../keylog.txt");
+        if keys.exists() {
+            cmd.arg("-o")
+                .arg(format!("tls.keylog_file:{}", keys.display()));
+        }
+        cmd.args(["-Y", &h.filter, "-T", "fields", "-E", "separator=|"]);
         for (f, _) in &h.expect {
             cmd.args(["-e", f]);
         }
@@ -171,6 +174,287 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop]) -> Result<Vec<HopResult>> {
     Ok(out)
 }
 
+/// A program's table, through its control socket.
+fn show(st: &LabState, node: &str, table: &str) -> Result<Value> {
+    let sock = st.node(node)?.control.clone().context("not a program")?;
+    d11_element::control::query(&sock, Some(table))
+}
+
+/// Writes the per-hop table of `results` as markdown.
+fn hop_table(md: &mut String, results: &[HopResult]) -> Result<()> {
+    writeln!(
+        md,
+        "| hop | link | from -> to | field | expected | captured | |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    for r in results {
+        for (i, (f, want, got, ok)) in r.fields.iter().enumerate() {
+            let (h, l, ft) = if i == 0 {
+                (
+                    r.hop.n.as_str(),
+                    r.hop.segment.as_str(),
+                    format!("{} -> {}", r.hop.from, r.hop.to),
+                )
+            } else {
+                ("", "", String::new())
+            };
+            let got = if r.found { got.as_str() } else { "(no frame)" };
+            writeln!(
+                md,
+                "| {h} | {l} | {ft} | {f} | {want} | {got} | {} |",
+                if *ok { "ok" } else { "MISMATCH" }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The mobile lab (labs/mobile.toml): the phone attaches and its app places the order over
+/// HTTPS; hops 1 to 5 of journey.md (and the lab's last hop to the controller) are read from
+/// the captures and compared with what the programs report: MACs, the TEIDs of `d11 show`,
+/// the NAT's mapping, TTL one less per router.
+fn drive_mobile(
+    st: &LabState,
+    out: &Path,
+    pcap: &Path,
+    up_time: std::time::Duration,
+) -> Result<bool> {
+    let t = Instant::now();
+    let deadline = t + std::time::Duration::from_secs(60);
+    let app = loop {
+        let a = show(st, "ue", "app")?;
+        if a.as_array().is_some_and(|a| !a.is_empty()) {
+            break a;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the phone placed no order within 60 s: {}",
+                show(st, "ue", "ue")?
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let order_time = t.elapsed();
+    let o = &app[0];
+    if o["ok"] != true {
+        bail!("the app's order failed: {}", o["error"]);
+    }
+    let ue = show(st, "ue", "ue")?;
+    let (pgw, sgw, enb) = (
+        show(st, "pgw", "sessions")?,
+        show(st, "sgw", "sessions")?,
+        show(st, "enb", "bearers")?,
+    );
+    let nat = show(st, "nat", "mappings")?;
+    let teid = |v: &Value, k: &str| -> Result<String> {
+        v[0][k]
+            .as_u64()
+            .map(|t| format!("0x{t:08x}"))
+            .with_context(|| format!("no {k} in {v}"))
+    };
+    let (s1u_up, s5u_up, s1u_down) = (
+        teid(&sgw, "s1u_sgw_teid")?,
+        teid(&pgw, "s5u_pgw_teid")?,
+        teid(&enb, "enb_teid")?,
+    );
+    let ext = nat[0]["external"].as_str().context("no NAT mapping")?;
+    let (ext_ip, ext_port) = ext.split_once(':').context("external endpoint")?;
+    let ue_ip = ue["ip"]
+        .as_str()
+        .context("the phone has no address")?
+        .to_string();
+    let server = o["outcome"]["remote"]
+        .as_str()
+        .and_then(|r| r.split_once(':'))
+        .map(|(a, _)| a.to_string())
+        .context("no server address")?;
+    let m = |n: &str, p: &str| program_mac(st, n, p);
+    let (ue_mac, gw_mac) = (m("ue", "radio")?, m("pgw", "ues")?);
+    let (enb_epc, sgw_epc, sgw_s5, pgw_s5) = (
+        m("enb", "epc")?,
+        m("sgw", "epc")?,
+        m("sgw", "s5")?,
+        m("pgw", "s5")?,
+    );
+    let (pgw_sgi, nat_sgi, nat_car, r1_car) = (
+        m("pgw", "sgi")?,
+        m("nat", "sgi")?,
+        m("nat", "carrier")?,
+        m("r1", "carrier")?,
+    );
+    let (r1_dc, ctl_mac) = (m("r1", "dc")?, m("ctl1", "eth0")?);
+    let ttl = program_ttl(st, "ue").unwrap_or(64);
+    let both = |a: &str, b: &str| format!("{a},{b}");
+    let post = "http.request.method == \"POST\"";
+    let reply = "http.response.code == 201";
+    let hop =
+        |n: &str, seg: &str, from: &str, to: &str, filter: &str, expect: Vec<(&str, String)>| Hop {
+            n: n.into(),
+            segment: seg.into(),
+            from: from.into(),
+            to: to.into(),
+            filter: filter.into(),
+            expect: expect
+                .into_iter()
+                .map(|(f, v)| (f.to_string(), v))
+                .collect(),
+        };
+    let hops = vec![
+        hop(
+            "1",
+            "radio",
+            "ue",
+            "enb",
+            post,
+            vec![
+                ("eth.src", ue_mac.clone()),
+                ("eth.dst", gw_mac.clone()),
+                ("ip.src", ue_ip.clone()),
+                ("ip.dst", server.clone()),
+                ("tcp.dstport", "443".into()),
+            ],
+        ),
+        hop(
+            "2",
+            "epc",
+            "enb",
+            "sgw",
+            post,
+            vec![
+                ("eth.src", both(&enb_epc, &ue_mac)),
+                ("eth.dst", both(&sgw_epc, &gw_mac)),
+                ("ip.src", both("172.16.1.2", &ue_ip)),
+                ("ip.dst", both("172.16.1.3", &server)),
+                ("udp.dstport", "2152".into()),
+                ("gtp.teid", s1u_up),
+            ],
+        ),
+        hop(
+            "3",
+            "s5",
+            "sgw",
+            "pgw",
+            post,
+            vec![
+                ("eth.src", both(&sgw_s5, &ue_mac)),
+                ("eth.dst", both(&pgw_s5, &gw_mac)),
+                ("ip.src", both("172.16.5.3", &ue_ip)),
+                ("ip.dst", both("172.16.5.4", &server)),
+                ("udp.dstport", "2152".into()),
+                ("gtp.teid", s5u_up),
+            ],
+        ),
+        hop(
+            "4",
+            "sgi",
+            "pgw",
+            "nat",
+            post,
+            vec![
+                ("eth.src", pgw_sgi),
+                ("eth.dst", nat_sgi.clone()),
+                ("ip.src", ue_ip.clone()),
+                ("ip.dst", server.clone()),
+                ("ip.ttl", (ttl - 1).to_string()),
+            ],
+        ),
+        hop(
+            "5",
+            "carrier",
+            "nat",
+            "r1",
+            post,
+            vec![
+                ("eth.src", nat_car),
+                ("eth.dst", r1_car),
+                ("ip.src", ext_ip.to_string()),
+                ("ip.dst", server.clone()),
+                ("tcp.srcport", ext_port.to_string()),
+                ("ip.ttl", (ttl - 2).to_string()),
+            ],
+        ),
+        hop(
+            "(lab)",
+            "dc",
+            "r1",
+            "ctl1",
+            post,
+            vec![
+                ("eth.src", r1_dc),
+                ("eth.dst", ctl_mac),
+                ("ip.src", ext_ip.to_string()),
+                ("ip.dst", server.clone()),
+                ("ip.ttl", (ttl - 3).to_string()),
+            ],
+        ),
+        hop(
+            "2'",
+            "epc",
+            "sgw",
+            "enb",
+            reply,
+            vec![
+                ("eth.src", both(&sgw_epc, &gw_mac)),
+                ("eth.dst", both(&enb_epc, &ue_mac)),
+                ("ip.src", both("172.16.1.3", &server)),
+                ("ip.dst", both("172.16.1.2", &ue_ip)),
+                ("gtp.teid", s1u_down),
+            ],
+        ),
+    ];
+    let results = check_hops(pcap, &hops)?;
+    let all_ok = results.iter().all(|r| r.ok);
+    let mut md = String::new();
+    writeln!(md, "# d11 journey: {}\n", st.name)?;
+    writeln!(md, "The phone (IMSI {}) attaches, gets {ue_ip}, and its app sends POST /purchaseOrder over HTTPS to {server}: through the eNodeB, the GTP tunnels (SGW, PGW), the carrier NAT ({ext}) and a router. Every field is read from the captures (TLS decrypted with the lab's key log) and compared with what the programs report.\n", ue["imsi"].as_str().unwrap_or("?"))?;
+    hop_table(&mut md, &results)?;
+    writeln!(md, "\n## Stages\n")?;
+    writeln!(md, "| stage | time |\n|---|---|")?;
+    writeln!(
+        md,
+        "| lab up (namespaces, bridges, programs ready) | {:.1} ms |",
+        up_time.as_secs_f64() * 1e3
+    )?;
+    writeln!(
+        md,
+        "| attach and the order, from ready to the app's answer | {:.1} ms |",
+        order_time.as_secs_f64() * 1e3
+    )?;
+    let oc = &o["outcome"];
+    writeln!(md, "| the order: TCP handshake / TLS handshake / request to response | {:.1} / {:.1} / {:.1} ms |",
+        oc["tcp_ms"].as_f64().unwrap_or(0.0), oc["tls_ms"].as_f64().unwrap_or(0.0),
+        oc["response_ms"][0].as_f64().unwrap_or(0.0))?;
+    writeln!(
+        md,
+        "\nThe controller answered {}: `{}`",
+        oc["status"],
+        oc["body"].as_str().unwrap_or("")
+    )?;
+    writeln!(
+        md,
+        "\n{}",
+        if all_ok {
+            "Every hop matches."
+        } else {
+            "SOME HOPS DO NOT MATCH."
+        }
+    )?;
+    std::fs::write(out.join("report.md"), &md)?;
+    let report = json!({
+        "lab": st.name,
+        "ok": all_ok,
+        "hops": results,
+        "stages": { "lab_up_ms": up_time.as_secs_f64() * 1e3, "order_ms": order_time.as_secs_f64() * 1e3 },
+        "order": o,
+        "sessions": { "pgw": pgw, "sgw": sgw, "enb": enb },
+        "captures": pcap,
+    });
+    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    print!("{md}");
+    println!("\nreport, captures: {}", out.display());
+    Ok(all_ok)
+}
+
 fn timestamp() -> String {
     let o = Command::new("date").arg("+%Y%m%d-%H%M%S").output();
     o.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -191,11 +475,15 @@ pub fn run(opts: &Options) -> Result<bool> {
             prefix: opts.prefix.clone(),
             capture_dir: Some(pcap.clone()),
             seed: 1,
+            keylog: Some(out.join("keylog.txt")),
             ..Default::default()
         },
     )?;
     let up_time = t0.elapsed();
-    let result = drive(&topo, &st, &out, &pcap, up_time);
+    let result = match topo.name.as_str() {
+        "mobile" => drive_mobile(&st, &out, &pcap, up_time),
+        _ => drive(&topo, &st, &out, &pcap, up_time),
+    };
     if !opts.keep {
         d11_lab::down(&opts.prefix)?;
     } else {
@@ -316,30 +604,7 @@ fn drive(
     let mut md = String::new();
     writeln!(md, "# d11 journey: {}\n", st.name)?;
     writeln!(md, "ICMP echo from {client} ({src}) to {server} ({dst}) through {router}; every field read from the captures.\n")?;
-    writeln!(
-        md,
-        "| hop | link | from -> to | field | expected | captured | |"
-    )?;
-    writeln!(md, "|---|---|---|---|---|---|---|")?;
-    for r in &results {
-        for (i, (f, want, got, ok)) in r.fields.iter().enumerate() {
-            let (h, l, ft) = if i == 0 {
-                (
-                    r.hop.n.as_str(),
-                    r.hop.segment.as_str(),
-                    format!("{} -> {}", r.hop.from, r.hop.to),
-                )
-            } else {
-                ("", "", String::new())
-            };
-            let got = if r.found { got.as_str() } else { "(no frame)" };
-            writeln!(
-                md,
-                "| {h} | {l} | {ft} | {f} | {want} | {got} | {} |",
-                if *ok { "ok" } else { "MISMATCH" }
-            )?;
-        }
-    }
+    hop_table(&mut md, &results)?;
     writeln!(md, "\n## Stages\n")?;
     writeln!(md, "| stage | time |\n|---|---|")?;
     writeln!(

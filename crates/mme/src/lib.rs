@@ -78,6 +78,7 @@ counters! {
         s1_bad,
         s1_unexpected,
         attach_requests,
+        attach_retransmissions,
         attach_accepted,
         attach_rejected,
         reject_unknown_imsi,
@@ -122,6 +123,8 @@ struct Shared {
     c: MmeCounters,
     contexts: BTreeMap<String, Ctx>,
     mail: HashMap<(SocketAddrV4, u32), mpsc::UnboundedSender<S1>>,
+    /// Attaches in progress, by the eNodeB's name for the UE.
+    running: HashMap<(SocketAddrV4, u32), (String, PdnType, tokio::task::AbortHandle)>,
     gtp_wait: HashMap<u32, oneshot::Sender<Vec<u8>>>,
     hss_wait: HashMap<u64, oneshot::Sender<Value>>,
     seq: u32,
@@ -515,13 +518,33 @@ impl Env {
                     nas: Nas::AttachRequest { imsi, pdn_type },
                 } => {
                     self.count(|c| c.attach_requests += 1);
+                    // TS 24.301 §5.5.1.2.7 c: the same Attach Request again while its attach
+                    // runs is a retransmission: the attach goes on, the copy is ignored.
+                    // Anything else from the UE starts over (the old attach is aborted).
+                    let key = (from, enb_ue_id);
+                    let running = self.sh.borrow_mut().running.remove(&key);
+                    if let Some((old_imsi, old_pdn, handle)) = running {
+                        if old_imsi == imsi && old_pdn == pdn_type && !handle.is_finished() {
+                            self.count(|c| c.attach_retransmissions += 1);
+                            self.sh
+                                .borrow_mut()
+                                .running
+                                .insert(key, (old_imsi, old_pdn, handle));
+                            continue;
+                        }
+                        handle.abort();
+                    }
                     let (tx, rx) = mpsc::unbounded_channel();
-                    // A new attach from the same UE supersedes one in progress.
-                    self.sh.borrow_mut().mail.insert((from, enb_ue_id), tx);
+                    self.sh.borrow_mut().mail.insert(key, tx);
                     let env = self.clone();
-                    tokio::task::spawn_local(async move {
-                        env.attach(from, enb_ue_id, imsi, pdn_type, rx).await;
+                    let i2 = imsi.clone();
+                    let handle = tokio::task::spawn_local(async move {
+                        env.attach(from, enb_ue_id, i2, pdn_type, rx).await;
                     });
+                    self.sh
+                        .borrow_mut()
+                        .running
+                        .insert(key, (imsi, pdn_type, handle.abort_handle()));
                 }
                 S1::UplinkNas {
                     enb_ue_id,
@@ -633,6 +656,7 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
         c: MmeCounters::default(),
         contexts: BTreeMap::new(),
         mail: HashMap::new(),
+        running: HashMap::new(),
         gtp_wait: HashMap::new(),
         hss_wait: HashMap::new(),
         seq: 0,

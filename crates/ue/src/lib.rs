@@ -4,7 +4,7 @@
 //! `AttachRequest`, checks the network's AUTN with Milenage (a wrong network key is a MAC
 //! failure; a stale sequence number draws AUTS so the HSS resynchronises), answers RES, and
 //! on `AttachAccept` takes its address, gateway, DNS server and MTU. Until accepted it asks
-//! again every `attach_retry_s`; a reject is final.
+//! again after 1 s, 2 s, 4 s, ... up to `attach_retry_s` (5 s); a reject is final.
 //!
 //! Then, by `mode`:
 //! - `app`: a userspace stack on the radio port with the assigned address, and the built-in
@@ -480,7 +480,11 @@ impl Element for Ue {
 
     fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
         if self.next_attach.is_some_and(|t| t <= now) {
-            self.next_attach = Some(now + Duration::from_secs(self.cfg.attach_retry_s));
+            // 1 s, 2 s, 4 s, ... up to attach_retry_s between attempts.
+            let wait = Duration::from_secs(
+                (1u64 << self.c.attach_requests_sent.min(16)).min(self.cfg.attach_retry_s.max(1)),
+            );
+            self.next_attach = Some(now + wait);
             self.c.attach_requests_sent += 1;
             self.sh.borrow_mut().state = "attaching";
             let nas = Nas::AttachRequest {
@@ -531,6 +535,8 @@ impl Element for Ue {
                     "mac": d11_element::mac_string(&self.mac),
                     "addresses": addr.iter().collect::<Vec<_>>(),
                     "mtu": s.mtu,
+                    // The app's stack (smoltcp's default hop limit).
+                    "default_ttl": (self.cfg.mode == Mode::App).then_some(64),
                 })];
                 if self.modem.is_some() {
                     v.push(json!({

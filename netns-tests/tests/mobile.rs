@@ -21,8 +21,10 @@ fn topology(dir: &std::path::Path, n: usize, ues: &[String]) -> String {
     let db = dir.join("users.csv");
     let mut csv = String::from("# Name,Auth,IMSI,Key,OP_Type,OP/OPc,AMF,SQN,QCI,IP_alloc\n");
     for i in 1..=n {
+        // The 50th subscriber has a static address.
+        let ip = if i == 50 { "10.45.1.50" } else { "dynamic" };
         csv += &format!(
-            "ue{i},mil,{},{K},opc,{OPC},8000,000000000020,9,dynamic\n",
+            "ue{i},mil,{},{K},opc,{OPC},8000,000000000020,9,{ip}\n",
             imsi(i)
         );
     }
@@ -474,6 +476,8 @@ fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
         assert_eq!(distinct(k), N, "{k} not distinct");
     }
     assert_eq!(lab.show("enb", "bearers").as_array().unwrap().len(), N);
+    // The subscriber with a static address (IP_alloc in the HSS's file) got it.
+    assert_eq!(lab.show("ue50", "ue")["ip"], "10.45.1.50");
     assert_eq!(lab.show("mme", "mme")["attach_accepted"], N);
 }
 

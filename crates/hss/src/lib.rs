@@ -4,7 +4,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `{"type": "AuthInfoRequest", "id": 1, "imsi": "001010000000001"}` | `{"type": "AuthInfoAnswer", "id": 1, "result": "ok", "rand", "xres", "autn", "ck", "ik"}` (hex), or `"result": "unknown-imsi"` |
+//! | `{"type": "AuthInfoRequest", "id": 1, "imsi": "001010000000001"}` | `{"type": "AuthInfoAnswer", "id": 1, "result": "ok", "rand", "xres", "autn", "ck", "ik"}` (hex; and `"static_ip"` when the subscriber has one), or `"result": "unknown-imsi"` |
 //! | `{"type": "ResyncRequest", "id": 2, "imsi", "rand", "auts"}` | `{"type": "ResyncAnswer", "id": 2, "result": "ok"}` or `"mac-failure"` |
 //!
 //! A datagram that is not such a request is counted and answered `"result": "bad-request"`.
@@ -79,10 +79,16 @@ pub fn answer(db: &mut Subscribers, c: &mut HssCounters, req: &[u8]) -> Value {
             let Ok(rand) = random16() else {
                 return json!({ "type": "AuthInfoAnswer", "id": id, "result": "no-randomness" });
             };
+            let static_ip = db.get(imsi).and_then(|s| s.ip);
             match db.vector(imsi, &rand) {
                 Some(x) => {
                     c.vectors_sent += 1;
-                    json!({ "type": "AuthInfoAnswer", "id": id, "result": "ok", "rand": hex(&x.rand), "xres": hex(&x.xres), "autn": hex(&x.autn), "ck": hex(&x.ck), "ik": hex(&x.ik) })
+                    let mut a = json!({ "type": "AuthInfoAnswer", "id": id, "result": "ok", "rand": hex(&x.rand), "xres": hex(&x.xres), "autn": hex(&x.autn), "ck": hex(&x.ck), "ik": hex(&x.ik) });
+                    // The subscription's static address (IP_alloc), for the PGW via the MME.
+                    if let Some(ip) = static_ip {
+                        a["static_ip"] = json!(ip.to_string());
+                    }
+                    a
                 }
                 None => {
                     c.unknown_imsi += 1;

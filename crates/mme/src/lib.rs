@@ -296,6 +296,7 @@ impl Env {
     ) -> Result<(), Reject> {
         // Authentication, with at most one resynchronisation.
         let mut resynced = false;
+        let mut static_ip: Option<Ipv4Addr>;
         loop {
             let v = self
                 .hss_request(json!({"type": "AuthInfoRequest", "imsi": imsi}))
@@ -314,6 +315,9 @@ impl Env {
                 return Err(Reject("hss-bad-answer"));
             };
             let (rand, xres) = (rand.to_string(), xres.to_string());
+            static_ip = v["static_ip"]
+                .as_str()
+                .and_then(|a| a.parse::<Ipv4Addr>().ok());
             self.to_enb(
                 enb,
                 &S1::DownlinkNas {
@@ -384,7 +388,8 @@ impl Env {
                 teid: 0,
                 ipv4: self.cfg.pgw,
             }),
-            paa: Ipv4Addr::UNSPECIFIED,
+            // The subscription's static address, if any; else the PGW chooses.
+            paa: static_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
             ebi: gtpc::DEFAULT_EBI,
             s5u_sgw: None,
         };

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 const T3: Duration = Duration::from_secs(1);
 const N3: u32 = 3;
 /// How long the MME waits for the UE or the eNodeB at each step.
-const UE_WAIT: Duration = Duration::from_secs(5);
+const UE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MmeConfig {

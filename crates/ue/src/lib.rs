@@ -4,7 +4,8 @@
 //! `AttachRequest`, checks the network's AUTN with Milenage (a wrong network key is a MAC
 //! failure; a stale sequence number draws AUTS so the HSS resynchronises), answers RES, and
 //! on `AttachAccept` takes its address, gateway, DNS server and MTU. Until accepted it asks
-//! again after 1 s, 2 s, 4 s, ... up to `attach_retry_s` (5 s); a reject is final.
+//! again after 1 s, 2 s, 4 s, ... up to `attach_retry_s` (5 s). A reject for its keys or
+//! subscription is final; one for the network's own trouble (a timeout) is tried again.
 //!
 //! Then, by `mode`:
 //! - `app`: a userspace stack on the radio port with the assigned address, and the built-in
@@ -312,8 +313,15 @@ impl Ue {
             }
             Nas::AttachReject { cause } => {
                 self.c.attach_rejects += 1;
-                self.next_attach = None;
-                tracing::warn!(%cause, "attach rejected");
+                // The subscription or the keys are wrong: final (as NAS causes #3 and #8 are).
+                // The network failed on its side (a timeout, a refused session): try again.
+                let fin = matches!(
+                    cause.as_str(),
+                    "mac-failure" | "authentication-failed" | "unknown-imsi" | "resync-failed"
+                );
+                self.next_attach =
+                    (!fin).then(|| now + Duration::from_secs(self.cfg.attach_retry_s.max(1)));
+                tracing::warn!(%cause, retry = !fin, "attach rejected");
                 let mut s = self.sh.borrow_mut();
                 s.state = "rejected";
                 s.reject_cause = Some(cause);

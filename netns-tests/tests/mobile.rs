@@ -309,6 +309,21 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
         .find(|x| x["imsi"] == imsi(2))
         .unwrap();
     assert_eq!(ue4["pdn_type"], "ipv4", "{pgw}");
+    // A phone switched off detaches: Delete Session through SGW and PGW, the eNodeB's bearer
+    // released; switched on again, it attaches anew.
+    let o = d11()
+        .args(["--prefix", &lab.prefix, "lab", "restart", "ue4"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    lab.wait_show("pgw", "counters", 30, |c| c["sessions_deleted"] == 1);
+    assert_eq!(lab.counter("sgw", "sessions_deleted"), 1);
+    lab.wait_show("enb", "counters", 30, |c| c["bearers_released"] == 1);
+    assert_eq!(lab.show("mme", "mme")["detaches"], 1);
+    assert_eq!(attached(&lab, "ue4")["state"], "attached");
+    lab.wait_show("pgw", "sessions", 30, |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    });
 }
 
 /// Sends `payload` as one UDP datagram from `node` (a kernel host) to `dst`:`port`.

@@ -82,6 +82,12 @@ pub trait Element {
     /// The element's counters (frames seen, dropped by reason, ...).
     fn counters(&self, out: &mut dyn FnMut(&str, u64));
 
+    /// The program is stopping (SIGTERM or SIGINT): a last word on the wire, such as a
+    /// phone's detach, goes out now.
+    fn shutdown(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        let _ = (now, tx);
+    }
+
     /// Signalled when work arrives from outside the frame loop (a task wrote to a socket), so
     /// the runtime calls [`poll`](Self::poll) without waiting for a frame or a timer.
     fn wakeup(&self) -> Option<std::rc::Rc<tokio::sync::Notify>> {

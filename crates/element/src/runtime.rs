@@ -312,6 +312,17 @@ async fn run_loop<E: Element>(
         }
     }
     tracing::info!(node = %args.node, "stopping");
+    let now = Instant::now();
+    element.shutdown(
+        now,
+        &mut Ports {
+            ports: &mut ports,
+            now,
+        },
+    );
+    for p in ports.iter_mut() {
+        p.dev.poll(now);
+    }
     if let Some(path) = &args.control {
         let _ = std::fs::remove_file(path);
     }

@@ -555,7 +555,13 @@ impl Env {
                     enb_ue_id,
                     nas: Nas::DetachRequest { imsi },
                 } => {
-                    self.sh.borrow_mut().mail.remove(&(from, enb_ue_id));
+                    {
+                        let mut sh = self.sh.borrow_mut();
+                        sh.mail.remove(&(from, enb_ue_id));
+                        if let Some((_, _, h)) = sh.running.remove(&(from, enb_ue_id)) {
+                            h.abort();
+                        }
+                    }
                     let env = self.clone();
                     tokio::task::spawn_local(async move {
                         env.detach(from, enb_ue_id, imsi).await;

@@ -112,6 +112,7 @@ counters! {
         radio_dropped,
         modem_dropped,
         arp_answered,
+        detaches_sent,
     }
 }
 
@@ -502,6 +503,18 @@ impl Element for Ue {
             self.send_nas(&nas, tx);
         }
         self.with_stack(now, tx, |st, t| st.poll(now, t));
+    }
+
+    /// Switching off: a phone that is attached detaches (the network deletes its session).
+    fn shutdown(&mut self, _now: Instant, tx: &mut dyn Transmit) {
+        if self.attached() {
+            let nas = Nas::DetachRequest {
+                imsi: self.cfg.imsi.clone(),
+            };
+            self.send_nas(&nas, tx);
+            self.c.detaches_sent += 1;
+            tracing::info!("detach sent");
+        }
     }
 
     fn tables(&self) -> Vec<String> {

@@ -505,7 +505,7 @@ fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
     assert_eq!(lab.show("enb", "bearers").as_array().unwrap().len(), N);
     // The subscriber with a static address (IP_alloc in the HSS's file) got it.
     assert_eq!(lab.show("ue50", "ue")["ip"], "10.45.1.50");
-    assert_eq!(lab.show("mme", "mme")["attach_accepted"], N);
+    assert_eq!(lab.counter("mme", "attach_accepted") as usize, N);
 }
 
 #[test]

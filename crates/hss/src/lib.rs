@@ -133,6 +133,8 @@ pub fn build(cfg: &HssConfig) -> anyhow::Result<(StackElement, Option<App>)> {
     stack.add_table("subscribers", move || {
         json!(d2.borrow().iter().collect::<Vec<_>>())
     });
+    let c3 = c.clone();
+    stack.add_counters(move |out| c3.borrow().for_each(out));
     let c2 = c.clone();
     stack.add_table("hss", move || {
         let mut m = serde_json::Map::new();

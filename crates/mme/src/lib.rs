@@ -688,6 +688,8 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
     stack.add_table("contexts", move || {
         json!(s2.borrow().contexts.values().collect::<Vec<_>>())
     });
+    let s4 = sh.clone();
+    stack.add_counters(move |out| s4.borrow().c.for_each(out));
     let s3 = sh.clone();
     stack.add_table("mme", move || {
         let mut m = serde_json::Map::new();

@@ -116,6 +116,7 @@ counters! {
 }
 
 type TableFn = Box<dyn Fn() -> Value>;
+type CountersFn = Box<dyn Fn(&mut dyn FnMut(&str, u64))>;
 
 pub(crate) struct Inner {
     pub(crate) iface: Interface,
@@ -137,6 +138,8 @@ pub(crate) struct Inner {
     next_poll: Option<Instant>,
     needs_poll: bool,
     tables: Vec<(String, TableFn)>,
+    /// The application's own counters, shown with the stack's.
+    app_counters: Option<CountersFn>,
     role: &'static str,
 }
 
@@ -367,6 +370,7 @@ impl Stack {
             next_poll: Some(epoch),
             needs_poll: false,
             tables: Vec::new(),
+            app_counters: None,
             role,
         };
         let stack = Stack {
@@ -396,6 +400,11 @@ impl Stack {
             .borrow_mut()
             .tables
             .push((name.to_string(), Box::new(f)));
+    }
+
+    /// Adds the application's counters (an MME's attaches, ...) to `d11 show NODE counters`.
+    pub fn add_counters(&self, f: impl Fn(&mut dyn FnMut(&str, u64)) + 'static) {
+        self.inner.borrow_mut().app_counters = Some(Box::new(f));
     }
 
     pub fn counters(&self) -> StackCounters {
@@ -520,5 +529,8 @@ impl Element for StackElement {
         out("tcp_recovery_resent", i.wire.recovery.resent);
         out("tcp_recovery_probes", i.wire.recovery.probes);
         i.drops.for_each(out);
+        if let Some(f) = &i.app_counters {
+            f(out);
+        }
     }
 }

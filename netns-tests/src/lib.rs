@@ -220,6 +220,20 @@ impl Lab {
             .to_string()
     }
 
+    /// Sends `payload` as one UDP datagram from kernel host `node` to `dst`:`port` (nc; the
+    /// bytes go through printf's octal escapes, so any octet is fine).
+    pub fn udp_send(&self, node: &str, dst: &str, port: u16, payload: &[u8]) {
+        let esc: String = payload.iter().map(|b| format!("\\{b:03o}")).collect();
+        self.exec_ok(
+            node,
+            &[
+                "sh",
+                "-c",
+                &format!("printf '{esc}' | nc -u -w 1 -q 1 {dst} {port}"),
+            ],
+        );
+    }
+
     /// Starts `openssl s_server -WWW` on kernel host `node`, port 443, with the certificate the
     /// lab issued for it (the node needs `tls = { names = [...] }`), serving the files of
     /// `dir`; returns once it listens (it prints ACCEPT). Kill it when done.

@@ -326,19 +326,6 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
     });
 }
 
-/// Sends `payload` as one UDP datagram from `node` (a kernel host) to `dst`:`port`.
-fn udp_send(lab: &Lab, node: &str, dst: &str, port: u16, payload: &[u8]) {
-    let esc: String = payload.iter().map(|b| format!("\\{b:03o}")).collect();
-    lab.exec_ok(
-        node,
-        &[
-            "sh",
-            "-c",
-            &format!("printf '{esc}' | nc -u -w 1 -q 1 {dst} {port}"),
-        ],
-    );
-}
-
 #[test]
 fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
     let probe = "name = \"probe\"\nrole = \"kernel\"\nports = [{ name = \"eth0\", segment = \"epc\", addresses = [\"172.16.1.9/24\"] }]\n".to_string();
@@ -412,10 +399,10 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
     let bad_gtpc: &[u8] = &[0x48, 0x20, 0, 0xff, 0, 0, 0, 0, 0, 0, 1, 0];
     let echo: &[u8] = &[0x32, 1, 0, 4, 0, 0, 0, 0, 0, 7, 0, 0];
     for p in [gpdu_unknown, bad_length, truncated_ext, wrong_version] {
-        udp_send(&lab, "probe", "172.16.1.3", 2152, p);
+        lab.udp_send("probe", "172.16.1.3", 2152, p);
     }
-    udp_send(&lab, "probe", "172.16.1.3", 2123, bad_gtpc);
-    udp_send(&lab, "probe", "172.16.1.3", 2152, echo);
+    lab.udp_send("probe", "172.16.1.3", 2123, bad_gtpc);
+    lab.udp_send("probe", "172.16.1.3", 2152, echo);
     let c = lab.show("sgw", "counters");
     assert_eq!(c["s1u_rx_unknown_teid"], 1, "{c}");
     assert_eq!(c["s1u_tx_error_indication"], 1, "{c}");

@@ -10,6 +10,7 @@
 
 pub mod neigh;
 pub mod rib;
+pub mod udp;
 
 use d11_element::counters::GuardDrops;
 use d11_element::{counters, Element, PortId, Transmit};

@@ -1,0 +1,513 @@
+//! d11-vswitch: the virtual switch of a physical host (Open vSwitch's role in the seed).
+//!
+//! - **VM ports**: one per VM, each in one VNI (`vnis = { vm-lb1 = 1001, ... }`). Frames
+//!   between VMs of the same VNI on this host are switched locally.
+//! - **Underlay port**: the host's address on the underlay network. The switch is a VTEP
+//!   (RFC 7348): a frame for a VM on another host leaves wrapped in VXLAN (UDP 4789, the VNI in
+//!   the header) towards that host's VTEP; VXLAN arriving here is unwrapped into the VNI.
+//! - **Learning, per VNI**: source MACs of frames from VM ports are learned on the port, inner
+//!   source MACs of VXLAN on the sending VTEP; entries age out (`fdb_ageing_s`, 300 s).
+//! - **Flooding**: broadcast, multicast and unknown unicast go to the VNI's other local ports
+//!   and, by head-end replication, to each remote VTEP of the VNI (`vteps = { "1001" =
+//!   ["10.1.0.12"] }`, plus VTEPs learned from VXLAN received when `learn_vteps`). What arrives
+//!   by VXLAN is never sent on to another VTEP.
+//! - **Isolation**: a VNI's frames go only to that VNI's ports and VTEPs; the same MAC or IP in
+//!   two VNIs are two different hosts.
+//! - The underlay side is a [`Router`]: ARP, ping, ICMP errors; VXLAN is taken in
+//!   [`Hook::local`] and sent with [`Router::send_udp`].
+//! - Bad input (malformed VXLAN, an unknown VNI, runt frames) is counted and dropped.
+
+use d11_element::{counters, mac_string, Element, PortConfig, PortId, Transmit};
+use d11_router::udp::{self, Datagram};
+use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::vxlan;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VswitchConfig {
+    pub name: String,
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The port on the underlay (it needs an address).
+    #[serde(default = "default_underlay")]
+    pub underlay: String,
+    /// VM ports and their VNIs.
+    pub vnis: BTreeMap<String, u32>,
+    /// Remote VTEPs per VNI (keys are the VNI in decimal).
+    #[serde(default)]
+    pub vteps: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Add the sender of VXLAN received for a VNI to the VNI's flood list.
+    #[serde(default = "yes")]
+    pub learn_vteps: bool,
+    #[serde(default = "default_ageing")]
+    pub fdb_ageing_s: u64,
+    #[serde(default = "default_fdb_max")]
+    pub fdb_max: usize,
+}
+
+fn default_underlay() -> String {
+    "underlay".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_ageing() -> u64 {
+    300
+}
+fn default_fdb_max() -> usize {
+    16384
+}
+
+counters! {
+    pub struct VswitchCounters {
+        vm_rx_frames,
+        vm_runt,
+        vm_bad_source,
+        switched_local,
+        flooded,
+        encapsulated,
+        encap_too_big,
+        hairpin_dropped,
+        vxlan_rx,
+        vxlan_malformed,
+        vxlan_bad_flags,
+        vxlan_reserved_bits,
+        vxlan_unknown_vni,
+        vxlan_runt,
+        vxlan_to_remote_dropped,
+        decapsulated,
+        mac_moves,
+        fdb_full,
+        fdb_aged,
+        udp_errors,
+    }
+}
+
+/// Where a MAC is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Local(PortId),
+    Remote(Ipv4Addr),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FdbEntry {
+    dest: Dest,
+    seen: Instant,
+}
+
+/// The switch's logic; the router's hook for VXLAN.
+pub struct Logic {
+    underlay: PortId,
+    addr: Ipv4Addr,
+    mtu: usize,
+    vni_of: Vec<Option<u32>>,
+    port_names: Vec<String>,
+    static_vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    learned_vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    learn_vteps: bool,
+    fdb: HashMap<(u32, [u8; 6]), FdbEntry>,
+    ageing: Duration,
+    fdb_max: usize,
+    next_sweep: Option<Instant>,
+    out: Vec<Datagram>,
+    local_out: Vec<(PortId, Vec<u8>)>,
+    pub c: VswitchCounters,
+}
+
+pub struct Vswitch {
+    router: Router,
+    logic: Logic,
+}
+
+impl Vswitch {
+    pub fn new(cfg: &VswitchConfig) -> anyhow::Result<Self> {
+        let underlay = cfg
+            .ports
+            .iter()
+            .position(|p| p.name == cfg.underlay)
+            .ok_or_else(|| anyhow::anyhow!("no port {:?} (the underlay)", cfg.underlay))?;
+        let u = &cfg.ports[underlay];
+        let addr = u
+            .addresses
+            .first()
+            .map(|a| a.addr())
+            .ok_or_else(|| anyhow::anyhow!("the underlay port {} needs an address", u.name))?;
+        let mut vni_of = vec![None; cfg.ports.len()];
+        for (name, vni) in &cfg.vnis {
+            let i = cfg
+                .ports
+                .iter()
+                .position(|p| &p.name == name)
+                .ok_or_else(|| anyhow::anyhow!("vnis names port {name:?}, which is not a port"))?;
+            if i == underlay {
+                anyhow::bail!("the underlay port {name} cannot be a VM port");
+            }
+            if *vni > vxlan::Repr::MAX_VNI {
+                anyhow::bail!("port {name}: VNI {vni} is more than 24 bits");
+            }
+            vni_of[i] = Some(*vni);
+        }
+        for (i, p) in cfg.ports.iter().enumerate() {
+            if i != underlay && vni_of[i].is_none() {
+                anyhow::bail!("port {} has no VNI (give it one in `vnis`)", p.name);
+            }
+        }
+        let mut static_vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        for (k, list) in &cfg.vteps {
+            let vni: u32 = k
+                .parse()
+                .map_err(|_| anyhow::anyhow!("vteps: {k:?} is not a VNI"))?;
+            static_vteps
+                .entry(vni)
+                .or_default()
+                .extend(list.iter().filter(|a| **a != addr));
+        }
+        let router = Router::new(&RouterConfig {
+            name: cfg.name.clone(),
+            ports: cfg.ports.clone(),
+            routes: cfg.routes.clone(),
+            icmp_limit: Default::default(),
+        })?;
+        Ok(Self {
+            router,
+            logic: Logic {
+                underlay,
+                addr,
+                mtu: u.ip_mtu(),
+                vni_of,
+                port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+                static_vteps,
+                learned_vteps: BTreeMap::new(),
+                learn_vteps: cfg.learn_vteps,
+                fdb: HashMap::new(),
+                ageing: Duration::from_secs(cfg.fdb_ageing_s.max(1)),
+                fdb_max: cfg.fdb_max,
+                next_sweep: None,
+                out: Vec::new(),
+                local_out: Vec::new(),
+                c: VswitchCounters::default(),
+            },
+        })
+    }
+
+    fn flush(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        for (p, f) in self.logic.local_out.drain(..) {
+            tx.send(p, &f);
+        }
+        udp::flush(&mut self.router, now, &mut self.logic.out, tx);
+    }
+}
+
+fn mac_at(f: &[u8], at: usize) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&f[at..at + 6]);
+    m
+}
+
+/// The outer UDP source port: a hash of the inner Ethernet and IP headers, in the dynamic
+/// range, so the underlay can spread flows (RFC 7348 §5).
+fn entropy_port(frame: &[u8]) -> u16 {
+    let n = frame.len().min(14 + 20 + 4);
+    let h = frame[..n].iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    49152 + (h % 16384) as u16
+}
+
+impl Logic {
+    fn vteps(&self, vni: u32) -> BTreeSet<Ipv4Addr> {
+        let mut v = self.static_vteps.get(&vni).cloned().unwrap_or_default();
+        if let Some(l) = self.learned_vteps.get(&vni) {
+            v.extend(l);
+        }
+        v
+    }
+
+    fn learn(&mut self, now: Instant, vni: u32, mac: [u8; 6], dest: Dest) {
+        if mac[0] & 1 != 0 {
+            return;
+        }
+        match self.fdb.get_mut(&(vni, mac)) {
+            Some(e) => {
+                if e.dest != dest {
+                    self.c.mac_moves += 1;
+                    e.dest = dest;
+                }
+                e.seen = now;
+            }
+            None => {
+                if self.fdb.len() >= self.fdb_max {
+                    self.c.fdb_full += 1;
+                    return;
+                }
+                self.fdb.insert((vni, mac), FdbEntry { dest, seen: now });
+                if self.next_sweep.is_none() {
+                    self.next_sweep = Some(now + self.ageing);
+                }
+            }
+        }
+    }
+
+    fn lookup(&self, now: Instant, vni: u32, mac: [u8; 6]) -> Option<Dest> {
+        self.fdb
+            .get(&(vni, mac))
+            .filter(|e| now.saturating_duration_since(e.seen) < self.ageing)
+            .map(|e| e.dest)
+    }
+
+    fn encapsulate(&mut self, vni: u32, frame: &[u8], to: Ipv4Addr) {
+        if 20 + 8 + vxlan::HEADER_LEN + frame.len() > self.mtu {
+            self.c.encap_too_big += 1;
+            return;
+        }
+        let mut payload = vec![0u8; vxlan::HEADER_LEN + frame.len()];
+        if vxlan::Repr::new(vni)
+            .and_then(|r| r.emit(&mut payload))
+            .is_err()
+        {
+            return;
+        }
+        payload[vxlan::HEADER_LEN..].copy_from_slice(frame);
+        self.c.encapsulated += 1;
+        self.out.push(Datagram {
+            src: self.addr,
+            dst: to,
+            sport: entropy_port(frame),
+            dport: vxlan::UDP_PORT,
+            payload,
+        });
+    }
+
+    /// A frame from VM port `port`.
+    fn from_vm(&mut self, now: Instant, port: PortId, f: &[u8]) {
+        self.c.vm_rx_frames += 1;
+        let Some(vni) = self.vni_of.get(port).copied().flatten() else {
+            return;
+        };
+        if f.len() < 14 {
+            self.c.vm_runt += 1;
+            return;
+        }
+        let (dst, src) = (mac_at(f, 0), mac_at(f, 6));
+        if src[0] & 1 != 0 || src == [0; 6] {
+            self.c.vm_bad_source += 1;
+            return;
+        }
+        self.learn(now, vni, src, Dest::Local(port));
+        let known = if dst[0] & 1 == 0 {
+            self.lookup(now, vni, dst)
+        } else {
+            None
+        };
+        match known {
+            Some(Dest::Local(q)) if q == port => self.c.hairpin_dropped += 1,
+            Some(Dest::Local(q)) => {
+                self.c.switched_local += 1;
+                self.local_out.push((q, f.to_vec()));
+            }
+            Some(Dest::Remote(ip)) => self.encapsulate(vni, f, ip),
+            None => {
+                self.c.flooded += 1;
+                for q in 0..self.vni_of.len() {
+                    if q != port && self.vni_of[q] == Some(vni) {
+                        self.local_out.push((q, f.to_vec()));
+                    }
+                }
+                for v in self.vteps(vni) {
+                    self.encapsulate(vni, f, v);
+                }
+            }
+        }
+    }
+
+    /// VXLAN from VTEP `from`.
+    fn from_vtep(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
+        self.c.vxlan_rx += 1;
+        let Ok(p) = vxlan::Packet::new_checked(payload) else {
+            self.c.vxlan_malformed += 1;
+            return;
+        };
+        let Ok(r) = vxlan::Repr::parse(&p) else {
+            self.c.vxlan_bad_flags += 1;
+            return;
+        };
+        if p.reserved_bits_set() {
+            // RFC 7348 §5: reserved fields are ignored on receipt; counted all the same.
+            self.c.vxlan_reserved_bits += 1;
+        }
+        let vni = r.vni;
+        if !self.vni_of.contains(&Some(vni)) {
+            self.c.vxlan_unknown_vni += 1;
+            return;
+        }
+        let f = p.payload();
+        if f.len() < 14 {
+            self.c.vxlan_runt += 1;
+            return;
+        }
+        let (dst, src) = (mac_at(f, 0), mac_at(f, 6));
+        if src[0] & 1 == 0 && src != [0; 6] {
+            self.learn(now, vni, src, Dest::Remote(from));
+        }
+        if self.learn_vteps
+            && !self
+                .static_vteps
+                .get(&vni)
+                .is_some_and(|s| s.contains(&from))
+        {
+            self.learned_vteps.entry(vni).or_default().insert(from);
+        }
+        self.c.decapsulated += 1;
+        let known = if dst[0] & 1 == 0 {
+            self.lookup(now, vni, dst)
+        } else {
+            None
+        };
+        match known {
+            Some(Dest::Local(q)) => self.local_out.push((q, f.to_vec())),
+            // Split horizon: what came from the underlay never goes back to it.
+            Some(Dest::Remote(_)) => self.c.vxlan_to_remote_dropped += 1,
+            None => {
+                for q in 0..self.vni_of.len() {
+                    if self.vni_of[q] == Some(vni) {
+                        self.local_out.push((q, f.to_vec()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let ageing = self.ageing;
+        let before = self.fdb.len();
+        self.fdb
+            .retain(|_, e| now.saturating_duration_since(e.seen) < ageing);
+        self.c.fdb_aged += (before - self.fdb.len()) as u64;
+        self.next_sweep = (!self.fdb.is_empty()).then(|| now + ageing / 2);
+    }
+}
+
+impl Hook for Logic {
+    fn local(&mut self, now: Instant, in_port: PortId, ip: &[u8]) -> HookVerdict {
+        if ip[9] != 17 || in_port != self.underlay {
+            return HookVerdict::Continue;
+        }
+        let u = match udp::parse_udp(ip) {
+            Ok(u) => u,
+            Err(_) => {
+                self.c.udp_errors += 1;
+                return HookVerdict::Drop;
+            }
+        };
+        if u.dport != vxlan::UDP_PORT {
+            return HookVerdict::Continue;
+        }
+        self.from_vtep(now, u.src, u.payload);
+        HookVerdict::Drop
+    }
+}
+
+impl Element for Vswitch {
+    fn role(&self) -> &'static str {
+        "vswitch"
+    }
+
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
+        if port == self.logic.underlay {
+            self.router
+                .handle_frame_with(now, port, frame, tx, &mut self.logic);
+        } else {
+            self.logic.from_vm(now, port, frame);
+        }
+        self.flush(now, tx);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        [self.router.poll_at(), self.logic.next_sweep]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        if self.logic.next_sweep.is_some_and(|t| t <= now) {
+            self.logic.sweep(now);
+        }
+        if self.router.poll_at().is_some_and(|t| t <= now) {
+            self.router.poll(now, tx);
+        }
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut t = self.router.tables();
+        t.extend(["fdb".into(), "vteps".into(), "vms".into()]);
+        t
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        let l = &self.logic;
+        match table {
+            "fdb" => {
+                let mut v: Vec<_> = l.fdb.iter().collect();
+                v.sort_by_key(|((vni, mac), _)| (*vni, *mac));
+                Some(json!(v
+                    .iter()
+                    .map(|((vni, mac), e)| {
+                        let (kind, at) = match e.dest {
+                            Dest::Local(p) => ("port", l.port_names[p].clone()),
+                            Dest::Remote(ip) => ("vtep", ip.to_string()),
+                        };
+                        json!({
+                            "vni": vni,
+                            "mac": mac_string(mac),
+                            "where": kind,
+                            "at": at,
+                            "age_s": now.saturating_duration_since(e.seen).as_secs(),
+                        })
+                    })
+                    .collect::<Vec<_>>()))
+            }
+            "vteps" => {
+                let mut rows = Vec::new();
+                for (vni, set) in &l.static_vteps {
+                    for a in set {
+                        rows.push(json!({"vni": vni, "vtep": a.to_string(), "source": "static"}));
+                    }
+                }
+                for (vni, set) in &l.learned_vteps {
+                    for a in set {
+                        rows.push(json!({"vni": vni, "vtep": a.to_string(), "source": "learned"}));
+                    }
+                }
+                Some(json!(rows))
+            }
+            "vms" => Some(json!(l
+                .vni_of
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|vni| json!({"port": l.port_names[i], "vni": vni})))
+                .collect::<Vec<_>>())),
+            _ => self.router.show(table, now),
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        self.router.counters(out);
+        self.logic.c.for_each(out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

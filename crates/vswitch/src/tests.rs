@@ -1,0 +1,136 @@
+use super::*;
+use d11_element::Collect;
+
+const UNDERLAY: PortId = 2;
+
+fn switch(name: &str, addr: &str, peer: &str) -> Vswitch {
+    let cfg: VswitchConfig = serde_json::from_value(json!({
+        "name": name,
+        "ports": [
+            {"name": "vm1"},
+            {"name": "vm2"},
+            {"name": "underlay", "addresses": [addr]},
+        ],
+        "vnis": {"vm1": 1001, "vm2": 1002},
+        "vteps": {"1001": [peer], "1002": [peer]},
+    }))
+    .unwrap();
+    Vswitch::new(&cfg).unwrap()
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(body);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+/// Two switches joined by their underlay ports: feeds `(switch, port, frame)` and runs until
+/// quiet; returns what left by VM ports as (switch, port, frame).
+fn run(
+    sw: &mut [Vswitch; 2],
+    start: Vec<(usize, PortId, Vec<u8>)>,
+) -> Vec<(usize, PortId, Vec<u8>)> {
+    let now = Instant::now();
+    let mut queue = start;
+    let mut out = Vec::new();
+    while let Some((s, p, mut f)) = queue.pop() {
+        let mut tx = Collect::default();
+        sw[s].handle_frame(now, p, &mut f, &mut tx);
+        for (q, g) in tx.frames {
+            if q == UNDERLAY {
+                queue.push((1 - s, UNDERLAY, g));
+            } else {
+                out.push((s, q, g));
+            }
+        }
+    }
+    out
+}
+
+const A1: [u8; 6] = [2, 0, 0, 0, 0xa, 1];
+const B1: [u8; 6] = [2, 0, 0, 0, 0xb, 1];
+const T2: [u8; 6] = [2, 0, 0, 0, 0xc, 2];
+
+#[test]
+fn broadcast_reaches_its_vni_only_and_replies_follow_learned_macs() {
+    let mut sw = [
+        switch("hosta", "10.1.0.11/24", "10.1.0.12"),
+        switch("hostb", "10.1.0.12/24", "10.1.0.11"),
+    ];
+    // A broadcast from VNI 1001 on hosta: hostb's VNI 1001 port gets it, nobody in 1002.
+    let out = run(&mut sw, vec![(0, 0, eth([0xff; 6], A1, b"who has"))]);
+    assert_eq!(
+        out.iter().map(|(s, p, _)| (*s, *p)).collect::<Vec<_>>(),
+        [(1, 0)]
+    );
+    assert_eq!(sw[0].logic.c.flooded, 1);
+    // The reply is unicast to a learned MAC: straight to hosta's VM 1, no flood.
+    let out = run(&mut sw, vec![(1, 0, eth(A1, B1, b"is at"))]);
+    assert_eq!(
+        out.iter().map(|(s, p, _)| (*s, *p)).collect::<Vec<_>>(),
+        [(0, 0)]
+    );
+    assert_eq!(sw[1].logic.c.flooded, 0);
+    assert_eq!(sw[1].logic.c.encapsulated, 1);
+    // The same MAC in VNI 1002 is another host: a frame to it from 1002 floods in 1002 only.
+    let out = run(&mut sw, vec![(0, 1, eth(B1, T2, b"tenant 2"))]);
+    assert_eq!(
+        out.iter().map(|(s, p, _)| (*s, *p)).collect::<Vec<_>>(),
+        [(1, 1)]
+    );
+    let fdb = sw[1].show("fdb", Instant::now()).unwrap();
+    assert!(fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["vni"] == 1001 && e["where"] == "vtep" && e["at"] == "10.1.0.11"));
+}
+
+#[test]
+fn bad_vxlan_is_counted_and_dropped() {
+    let mut sw = [
+        switch("hosta", "10.1.0.11/24", "10.1.0.12"),
+        switch("hostb", "10.1.0.12/24", "10.1.0.11"),
+    ];
+    // Resolve the underlay first (hosta learns hostb's MAC from a flood).
+    run(&mut sw, vec![(0, 0, eth([0xff; 6], A1, b"hello"))]);
+    let inner = eth(A1, B1, b"x");
+    let mut send = |vx: Vec<u8>| {
+        let l = &mut sw[0].logic;
+        l.out.push(Datagram {
+            src: l.addr,
+            dst: Ipv4Addr::new(10, 1, 0, 12),
+            sport: 50000,
+            dport: vxlan::UDP_PORT,
+            payload: vx,
+        });
+        let mut tx = Collect::default();
+        sw[0].flush(Instant::now(), &mut tx);
+        for (_, mut f) in tx.frames {
+            sw[1].handle_frame(Instant::now(), UNDERLAY, &mut f, &mut Collect::default());
+        }
+    };
+    let with = |hdr: [u8; 8]| {
+        let mut v = hdr.to_vec();
+        v.extend_from_slice(&inner);
+        v
+    };
+    send(vec![0x08, 0, 0]); // truncated
+    send(with([0x00, 0, 0, 0, 0, 0x03, 0xe9, 0])); // I flag clear
+    send(with([0x08, 0, 0, 0, 0, 0x10, 0x92, 0])); // VNI 4242: not here
+    send(with([0x08, 0, 0, 0, 0, 0x03, 0xe9, 0])[..8 + 10].to_vec()); // runt inner frame
+    let c = &sw[1].logic.c;
+    assert_eq!(
+        (
+            c.vxlan_malformed,
+            c.vxlan_bad_flags,
+            c.vxlan_unknown_vni,
+            c.vxlan_runt
+        ),
+        (1, 1, 1, 1)
+    );
+}

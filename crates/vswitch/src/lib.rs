@@ -285,7 +285,7 @@ impl Logic {
     }
 
     /// A frame from VM port `port`.
-    fn from_vm(&mut self, now: Instant, port: PortId, f: &[u8]) {
+    fn frame_from_vm(&mut self, now: Instant, port: PortId, f: &[u8]) {
         self.c.vm_rx_frames += 1;
         let Some(vni) = self.vni_of.get(port).copied().flatten() else {
             return;
@@ -327,7 +327,7 @@ impl Logic {
     }
 
     /// VXLAN from VTEP `from`.
-    fn from_vtep(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
+    fn vxlan_from_vtep(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
         self.c.vxlan_rx += 1;
         let Ok(p) = vxlan::Packet::new_checked(payload) else {
             self.c.vxlan_malformed += 1;
@@ -408,7 +408,7 @@ impl Hook for Logic {
         if u.dport != vxlan::UDP_PORT {
             return HookVerdict::Continue;
         }
-        self.from_vtep(now, u.src, u.payload);
+        self.vxlan_from_vtep(now, u.src, u.payload);
         HookVerdict::Drop
     }
 }
@@ -429,7 +429,7 @@ impl Element for Vswitch {
             self.router
                 .handle_frame_with(now, port, frame, tx, &mut self.logic);
         } else {
-            self.logic.from_vm(now, port, frame);
+            self.logic.frame_from_vm(now, port, frame);
         }
         self.flush(now, tx);
     }

@@ -243,3 +243,141 @@ fn the_kernels_vxlan_reaches_our_vms_and_bad_vxlan_is_counted() {
     );
     lab.exec_ok("hostk", &["ping", "-c", "1", "-W", "2", "192.168.1.20"]);
 }
+
+/// A client (kernel), two controllers (d11-ctl), an echo host, and two balancers (d11-lb,
+/// last: their backends are up when they start checking) on one VPC segment.
+const LB_LAB: &str = r#"
+name = "lb"
+[[segments]]
+name = "vpc"
+subnet = "192.168.1.0/24"
+[[nodes]]
+name = "k1"
+role = "kernel"
+ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.3/24"] }]
+[[nodes]]
+name = "ctl1"
+role = "ctl"
+ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.20/24"] }]
+tls = { names = ["www.shop.example"] }
+[[nodes]]
+name = "ctl2"
+role = "ctl"
+ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.21/24"] }]
+tls = { names = ["www.shop.example"] }
+[[nodes]]
+name = "echo"
+role = "host"
+ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.40/24"] }]
+[[nodes]]
+name = "lb1"
+role = "lb"
+ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.10/24"] }]
+listen = 443
+balance = "roundrobin"
+connect_timeout_ms = 1000
+check = { interval_ms = 200, timeout_ms = 300, rise = 2, fall = 2 }
+backends = [
+  { name = "ctl1", address = "192.168.1.20:443" },
+  { name = "ctl2", address = "192.168.1.21:443" },
+]
+[[nodes]]
+name = "lb2"
+role = "lb"
+ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.11/24"] }]
+listen = 7
+proxy_protocol = true
+backends = [{ name = "echo", address = "192.168.1.40:7" }]
+"#;
+
+/// curl from k1 through lb1; (status, body).
+fn order(lab: &Lab, key: &str) -> (u16, String) {
+    let ca = format!("/run/d11/{}/pki/root.pem", lab.prefix);
+    let o = lab.exec(
+        "k1",
+        &[
+            "curl", "-sS", "--max-time", "10", "--cacert", &ca,
+            "--resolve", "www.shop.example:443:192.168.1.10",
+            "-H", &format!("Idempotency-Key: {key}"),
+            "-d", r#"{"order": {"date": "2018-11-11 00:00:01", "className": "Rust in Action", "Author": "d11", "price": 11.11}}"#,
+            "-w", "\n%{http_code}",
+            "https://www.shop.example/purchaseOrder",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_balancer_spreads_checks_and_survives_a_dead_controller() {
+    let lab = Lab::up(LB_LAB);
+    // The balancer's checks find both controllers (rise 2).
+    lab.wait_show("lb1", "backends", 10, |b| {
+        b[0]["state"] == "up" && b[1]["state"] == "up"
+    });
+    // Round robin over both controllers; TLS end to end (curl verifies the controller's chain).
+    for i in 0..6 {
+        let (code, body) = order(&lab, &format!("rr-{i}"));
+        assert_eq!(code, 201, "{body}");
+    }
+    let b = lab.show("lb1", "backends");
+    assert_eq!(
+        (b[0]["total"].as_u64(), b[1]["total"].as_u64()),
+        (Some(3), Some(3)),
+        "{b}"
+    );
+    assert_eq!(
+        (b[0]["state"].as_str(), b[1]["state"].as_str()),
+        (Some("up"), Some("up"))
+    );
+    // kill -9 ctl1 between orders: every later order still succeeds (through ctl2).
+    let st = lab.status();
+    let pid = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "ctl1")
+        .and_then(|n| n["pid"].as_u64())
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..12 {
+        if i == 4 {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let (code, body) = order(&lab, &format!("kill-{i}"));
+        assert_eq!(code, 201, "order {i}: {body}");
+        acknowledged.push(body);
+    }
+    let b = lab.wait_show("lb1", "backends", 10, |b| b[0]["state"] == "down");
+    assert_eq!(b[1]["state"], "up", "{b}");
+    // Every order acknowledged after the kill is in ctl2's table.
+    let kept = lab.show("ctl2", "orders").to_string();
+    for body in &acknowledged[4..] {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let id = v["orderId"].as_str().unwrap();
+        assert!(kept.contains(id), "{id} not at ctl2");
+    }
+    let c = lab.show("lb1", "counters");
+    assert!(c["backends_down"].as_u64() >= Some(1), "{c}");
+
+    // PROXY protocol v2 towards the echo host: the client gets the header back, then its bytes.
+    let out = lab.exec_ok(
+        "k1",
+        &[
+            "sh",
+            "-c",
+            "printf hello | nc -N -w 3 192.168.1.11 7 | od -An -tx1 -v",
+        ],
+    );
+    let bytes: Vec<u8> = out
+        .split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    assert_eq!(bytes.len(), 28 + 5, "{out}");
+    assert_eq!(&bytes[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(&bytes[12..16], &[0x21, 0x11, 0, 12]);
+    assert_eq!(&bytes[16..24], &[192, 168, 1, 3, 192, 168, 1, 11]);
+    assert_eq!(&bytes[26..28], &7u16.to_be_bytes());
+    assert_eq!(&bytes[28..], b"hello");
+}

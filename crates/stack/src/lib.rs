@@ -112,6 +112,7 @@ counters! {
         tcp_time_wait_dropped,
         udp_sent,
         udp_received,
+        arp_probes,
     }
 }
 
@@ -128,6 +129,8 @@ pub(crate) struct Inner {
     pub(crate) tuning: TcpTuning,
     pub(crate) wire: Wire,
     resend: Vec<Vec<u8>>,
+    /// Next hops we asked for ourselves, and when (see [`Inner::probe_neighbour`]).
+    probed: HashMap<Ipv4Addr, Instant>,
     pub(crate) c: StackCounters,
     drops: GuardDrops,
     /// Sockets whose owner dropped them: removed once closed.
@@ -170,6 +173,46 @@ impl Inner {
             .iter()
             .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(_)))
             .count()
+    }
+
+    /// Sends our own ARP request for the next hop towards `dst`, at most every 20 s per next
+    /// hop. smoltcp 0.14 sends one ARP request per second per interface and stays silent in
+    /// between, so a program that starts talking to several new peers at once (an MME to its
+    /// HSS and SGW, a balancer to its backends) would wait a second per peer; the answer to
+    /// our request fills smoltcp's cache, since it fills from any ARP aimed at us.
+    pub(crate) fn probe_neighbour(&mut self, dst: Ipv4Addr) {
+        let Some(net) = self.addrs.iter().find(|n| n.contains(&dst)).copied() else {
+            // Off-link: the gateway is the next hop.
+            if let Some(gw) = self.gateway {
+                if self.addrs.iter().any(|n| n.contains(&gw)) {
+                    self.probe_neighbour(gw);
+                }
+            }
+            return;
+        };
+        if dst == net.addr() || dst == net.broadcast() {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .probed
+            .get(&dst)
+            .is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_secs(20))
+        {
+            return;
+        }
+        self.probed.insert(dst, now);
+        let mut f = Vec::with_capacity(60);
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&self.mac.0);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&self.mac.0);
+        f.extend_from_slice(&net.addr().octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&dst.octets());
+        f.resize(60, 0);
+        self.resend.push(f);
+        self.c.arp_probes += 1;
     }
 
     /// An ephemeral port (RFC 6335 range) not used by a socket of ours.
@@ -362,6 +405,7 @@ impl Stack {
             tuning: cfg.tcp.clone(),
             wire,
             resend: Vec::new(),
+            probed: HashMap::new(),
             c: StackCounters::default(),
             drops: GuardDrops::default(),
             orphans: Vec::new(),

@@ -139,6 +139,7 @@ impl Stack {
                 return Err(io::Error::other("too many sockets"));
             }
             let local = i.ephemeral_port();
+            i.probe_neighbour(*remote.ip());
             let mut s = i.tcp_socket();
             let Inner { iface, .. } = &mut *i;
             s.connect(

@@ -61,6 +61,7 @@ impl UdpSocket {
 
     /// Sends one datagram to `to`.
     pub async fn send_to(&self, data: &[u8], to: SocketAddrV4) -> io::Result<()> {
+        self.stack.inner.borrow_mut().probe_neighbour(*to.ip());
         poll_fn(|cx| {
             let mut i = self.stack.inner.borrow_mut();
             let s = i.sockets.get_mut::<udp::Socket>(self.handle);

@@ -381,3 +381,153 @@ fn the_balancer_spreads_checks_and_survives_a_dead_controller() {
     assert_eq!(&bytes[26..28], &7u16.to_be_bytes());
     assert_eq!(&bytes[28..], b"hello");
 }
+
+/// The data centre in small: a client on dc-core, the gateway node (VIP 203.0.113.10 -> lb1,
+/// VPC router 192.168.1.1 on VNI 1001), hosta with lb1 and hostb with ctl1.
+const DC_LAB: &str = r#"
+name = "dc"
+[[segments]]
+name = "dc"
+subnet = "203.0.113.0/24"
+[[segments]]
+name = "underlay"
+subnet = "10.1.0.0/24"
+[[segments]]
+name = "vm-lb1"
+mtu = 1450
+[[segments]]
+name = "vm-ctl1"
+mtu = 1450
+
+[[nodes]]
+name = "cl"
+role = "kernel"
+ports = [{ name = "eth0", segment = "dc", addresses = ["203.0.113.50/24"] }]
+
+[[nodes]]
+name = "ctl1"
+role = "ctl"
+gateway = "192.168.1.1"
+ports = [{ name = "eth0", segment = "vm-ctl1", addresses = ["192.168.1.20/24"] }]
+tls = { names = ["www.shop.example"] }
+
+[[nodes]]
+name = "hostb"
+role = "vswitch"
+ports = [
+  { name = "ctl1", segment = "vm-ctl1" },
+  { name = "underlay", segment = "underlay", addresses = ["10.1.0.12/24"] },
+]
+vnis = { ctl1 = 1001 }
+vteps = { "1001" = ["10.1.0.1", "10.1.0.11"] }
+
+[[nodes]]
+name = "lb1"
+role = "lb"
+gateway = "192.168.1.1"
+ports = [{ name = "eth0", segment = "vm-lb1", addresses = ["192.168.1.10/24"] }]
+listen = 443
+backends = [{ name = "ctl1", address = "192.168.1.20:443" }]
+
+[[nodes]]
+name = "hosta"
+role = "vswitch"
+ports = [
+  { name = "lb1", segment = "vm-lb1" },
+  { name = "underlay", segment = "underlay", addresses = ["10.1.0.11/24"] },
+]
+vnis = { lb1 = 1001 }
+vteps = { "1001" = ["10.1.0.1", "10.1.0.12"] }
+
+[[nodes]]
+name = "vgw1"
+role = "vgw"
+ports = [
+  { name = "external", segment = "dc", addresses = ["203.0.113.2/24"] },
+  { name = "underlay", segment = "underlay", addresses = ["10.1.0.1/24"] },
+]
+vpc = { vni = 1001, router = "192.168.1.1/24", hosts = ["10.1.0.11", "10.1.0.12"] }
+vips = [{ vip = "203.0.113.10", ports = [443], lbs = ["192.168.1.10"] }]
+"#;
+
+#[test]
+fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
+    let lab = Lab::up(DC_LAB);
+    lab.wait_show("lb1", "backends", 10, |b| b[0]["state"] == "up");
+    let ca = format!("/run/d11/{}/pki/root.pem", lab.prefix);
+    let out = lab.exec_ok(
+        "cl",
+        &[
+            "curl", "-sS", "--max-time", "10", "--cacert", &ca,
+            "--resolve", "www.shop.example:443:203.0.113.10",
+            "-H", "Idempotency-Key: dc-1",
+            "-d", r#"{"order": {"date": "2018-11-11 00:00:01", "className": "Rust in Action", "Author": "d11", "price": 11.11}}"#,
+            "https://www.shop.example/purchaseOrder",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    assert_eq!(v["status"], "created", "{v}");
+    let ct = lab.show("vgw1", "conntrack");
+    assert!(
+        ct.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["vip"] == "203.0.113.10:443"
+                && c["lb"] == "192.168.1.10:443"
+                && c["client"].as_str().unwrap().starts_with("203.0.113.50:")),
+        "{ct}"
+    );
+    // A closed port on the VIP and a ping to it: dropped and counted.
+    let o = lab.exec("cl", &["nc", "-z", "-w", "1", "203.0.113.10", "80"]);
+    assert!(!o.status.success());
+    let o = lab.exec("cl", &["ping", "-c", "1", "-W", "1", "203.0.113.10"]);
+    assert!(!o.status.success());
+    let c = lab.show("vgw1", "counters");
+    assert!(c["vip_closed_port"].as_u64() >= Some(1), "{c}");
+    assert!(c["vip_not_tcp_udp"].as_u64() >= Some(1), "{c}");
+    let (vgw_vpc, lb_mac, ctl_mac) = (
+        lab.mac("vgw1", "vpc"),
+        lab.mac("lb1", "eth0"),
+        lab.mac("ctl1", "eth0"),
+    );
+    let under = lab.pcap("underlay");
+    drop(lab);
+    // journey.md hop 10: the gateway to hosta in VXLAN 1001, client -> LB inside.
+    let rows = tshark_fields(
+        &under,
+        "vxlan && tcp.dstport == 443 && tcp.len > 0 && ip.src == 10.1.0.1",
+        &["ip.src", "ip.dst", "vxlan.vni", "eth.src", "eth.dst"],
+        &[],
+    );
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(
+            (r[0].as_str(), r[1].as_str(), num(&r[2])),
+            (
+                "10.1.0.1,203.0.113.50",
+                "10.1.0.11,192.168.1.10",
+                "1001".into()
+            ),
+            "{r:?}"
+        );
+        assert!(r[3].ends_with(&vgw_vpc) && r[4].ends_with(&lb_mac), "{r:?}");
+    }
+    // Hop 13: hosta to hostb, the LB's own connection to the controller.
+    let rows = tshark_fields(
+        &under,
+        "vxlan && tcp.dstport == 443 && tcp.len > 0 && ip.src == 10.1.0.11",
+        &["ip.src", "ip.dst", "eth.src", "eth.dst"],
+        &[],
+    );
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(
+            (r[0].as_str(), r[1].as_str()),
+            ("10.1.0.11,192.168.1.10", "10.1.0.12,192.168.1.20"),
+            "{r:?}"
+        );
+        assert!(r[2].ends_with(&lb_mac) && r[3].ends_with(&ctl_mac), "{r:?}");
+    }
+    let bad = malformed(&under, &[]);
+    assert!(bad.is_empty(), "{bad:?}");
+}

@@ -5,41 +5,14 @@
 //! and the restart counter kept across restarts.
 
 use crate::tunnel::{Endpoint, Received};
-use d11_element::{counters, PortId, Transmit};
+use d11_element::counters;
 pub use d11_router::udp::{flush, parse_udp, Datagram, Udp, UdpError};
+pub use d11_router::Divert;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A [`Transmit`] that keeps what the router sends to one port (a PGW's UE side, which is no
-/// device but the tunnels) and passes the rest on.
-pub struct Divert<'a> {
-    pub inner: &'a mut dyn Transmit,
-    pub port: PortId,
-    pub kept: &'a mut Vec<Vec<u8>>,
-}
-
-impl Transmit for Divert<'_> {
-    fn send(&mut self, port: PortId, frame: &[u8]) {
-        if port == self.port {
-            self.kept.push(frame.to_vec());
-        } else {
-            self.inner.send(port, frame);
-        }
-    }
-    fn wants_notes(&self, port: PortId) -> bool {
-        port != self.port && self.inner.wants_notes(port)
-    }
-    fn send_noted(&mut self, port: PortId, frame: &[u8], note: &str) {
-        if port == self.port {
-            self.kept.push(frame.to_vec());
-        } else {
-            self.inner.send_noted(port, frame, note);
-        }
-    }
-}
 
 /// The restart counter of a GTP entity (TS 23.007 §18): read from `file`, one more than last
 /// time, written back. A missing or unreadable file starts at 1.

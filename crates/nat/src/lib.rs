@@ -18,7 +18,7 @@
 
 use d11_element::{counters, Element, PortId, Transmit};
 use d11_router::{Hook, HookVerdict, Router, RouterConfig};
-use d11_wire::{fill_ipv4_checksum, internet_checksum};
+use d11_wire::{checksum_adjust as adjust, fill_ipv4_checksum, internet_checksum};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
@@ -203,20 +203,6 @@ fn addr(ip: &[u8], at: usize) -> Ipv4Addr {
 
 fn port(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-/// RFC 1624: checksum `sum` after the 16-bit words `old` became `new`.
-fn adjust(sum: u16, old: &[u8], new: &[u8]) -> u16 {
-    let mut acc = u32::from(!sum);
-    for (o, n) in old.chunks(2).zip(new.chunks(2)) {
-        let ow = u16::from_be_bytes([o[0], *o.get(1).unwrap_or(&0)]);
-        let nw = u16::from_be_bytes([n[0], *n.get(1).unwrap_or(&0)]);
-        acc += u32::from(!ow) + u32::from(nw);
-    }
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 /// Finds the transport fields of `ip` (whole packet); None if it cannot be translated.

@@ -181,6 +181,34 @@ pub trait Hook {
     }
 }
 
+/// A [`Transmit`] that keeps what the router sends to one port (a port that is no device but tunnels:
+/// a PGW's UE side, a cloud gateway's VPC side) and passes the rest on.
+pub struct Divert<'a> {
+    pub inner: &'a mut dyn Transmit,
+    pub port: PortId,
+    pub kept: &'a mut Vec<Vec<u8>>,
+}
+
+impl Transmit for Divert<'_> {
+    fn send(&mut self, port: PortId, frame: &[u8]) {
+        if port == self.port {
+            self.kept.push(frame.to_vec());
+        } else {
+            self.inner.send(port, frame);
+        }
+    }
+    fn wants_notes(&self, port: PortId) -> bool {
+        port != self.port && self.inner.wants_notes(port)
+    }
+    fn send_noted(&mut self, port: PortId, frame: &[u8], note: &str) {
+        if port == self.port {
+            self.kept.push(frame.to_vec());
+        } else {
+            self.inner.send_noted(port, frame, note);
+        }
+    }
+}
+
 /// The hook of a plain router: nothing.
 pub struct NoHook;
 

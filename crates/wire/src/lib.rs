@@ -76,6 +76,21 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// RFC 1624: the checksum `sum` once the 16-bit words `old` became `new` (a translator's
+/// incremental update).
+pub fn checksum_adjust(sum: u16, old: &[u8], new: &[u8]) -> u16 {
+    let mut acc = u32::from(!sum);
+    for (o, n) in old.chunks(2).zip(new.chunks(2)) {
+        let ow = u16::from_be_bytes([o[0], *o.get(1).unwrap_or(&0)]);
+        let nw = u16::from_be_bytes([n[0], *n.get(1).unwrap_or(&0)]);
+        acc += u32::from(!ow) + u32::from(nw);
+    }
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
 /// Recomputes the IPv4 header checksum of `header` (IHL octets) in place.
 pub fn fill_ipv4_checksum(header: &mut [u8]) {
     header[10] = 0;

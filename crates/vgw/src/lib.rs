@@ -1,0 +1,599 @@
+//! d11-vgw: the cloud's gateway node.
+//!
+//! - **SLB public addresses.** Its `external` port answers ARP for the VIPs (proxy ARP). A TCP
+//!   or UDP packet to a VIP's open port is translated to the private address of one of the
+//!   VIP's load-balancer VMs, chosen by a hash of the client's address and port (so a
+//!   connection stays on one LB), and the reply is translated back (the source becomes the VIP
+//!   again). A connection keeps its LB for its life (the conntrack table); other packets to a
+//!   VIP are dropped and counted.
+//! - **The VPC router.** A third, virtual port holds the VPC router's address (192.168.1.1): its
+//!   wire is VXLAN. What the router sends there is wrapped in VXLAN (the VPC's VNI) towards the
+//!   host of the destination MAC (learned from VXLAN received; broadcast and unknown go to
+//!   every host of the VPC); VXLAN from the hosts is unwrapped and handed to the router as
+//!   received on that port.
+//! - Everything else (ARP, ping, TTL, ICMP errors, fragmentation needed) is `d11-router`'s.
+
+use d11_element::{counters, Element, PortConfig, PortId, Transmit};
+use d11_router::udp::{self, Datagram};
+use d11_router::{Divert, Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::{checksum_adjust, fill_ipv4_checksum, vxlan};
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VipConfig {
+    pub vip: Ipv4Addr,
+    /// Open ports (TCP and UDP).
+    #[serde(default = "https")]
+    pub ports: Vec<u16>,
+    /// The load-balancer VMs behind it.
+    pub lbs: Vec<Ipv4Addr>,
+}
+
+fn https() -> Vec<u16> {
+    vec![443]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VpcConfig {
+    pub vni: u32,
+    /// The VPC router's address and the subnet (192.168.1.1/24).
+    pub router: Ipv4Net,
+    /// The VTEPs of the VPC's physical hosts.
+    pub hosts: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VgwConfig {
+    pub name: String,
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default = "default_external")]
+    pub external: String,
+    #[serde(default = "default_underlay")]
+    pub underlay: String,
+    pub vpc: VpcConfig,
+    #[serde(default)]
+    pub vips: Vec<VipConfig>,
+    #[serde(default = "default_ct_max")]
+    pub conntrack_max: usize,
+    #[serde(default = "default_idle")]
+    pub idle_timeout_s: u64,
+}
+
+fn default_external() -> String {
+    "external".into()
+}
+fn default_underlay() -> String {
+    "underlay".into()
+}
+fn default_ct_max() -> usize {
+    65536
+}
+fn default_idle() -> u64 {
+    300
+}
+
+/// The name of the virtual port on the VPC side.
+pub const VPC_PORT: &str = "vpc";
+
+counters! {
+    pub struct VgwCounters {
+        vip_translated,
+        vip_replies_translated,
+        vip_closed_port,
+        vip_not_tcp_udp,
+        vip_no_lb,
+        conntrack_full,
+        conntrack_expired,
+        vxlan_rx,
+        vxlan_malformed,
+        vxlan_bad_flags,
+        vxlan_unknown_vni,
+        vxlan_runt,
+        vxlan_tx,
+        vxlan_flooded,
+        encap_too_big,
+        udp_errors,
+    }
+}
+
+/// A client's flow to a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    proto: u8,
+    client: Ipv4Addr,
+    cport: u16,
+    vip: Ipv4Addr,
+    vport: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ct {
+    lb: Ipv4Addr,
+    seen: Instant,
+}
+
+pub struct Logic {
+    external: PortId,
+    underlay: PortId,
+    vpc_port: PortId,
+    addr: Ipv4Addr,
+    mtu: usize,
+    vni: u32,
+    hosts: Vec<Ipv4Addr>,
+    vips: Vec<VipConfig>,
+    /// Forward (client -> VIP) and reverse (LB -> client) views of each flow.
+    ct: HashMap<Key, Ct>,
+    rev: HashMap<(u8, Ipv4Addr, u16, Ipv4Addr, u16), Key>,
+    ct_max: usize,
+    idle: Duration,
+    next_sweep: Option<Instant>,
+    fdb: HashMap<[u8; 6], (Ipv4Addr, Instant)>,
+    out: Vec<Datagram>,
+    inject: Vec<Vec<u8>>,
+    pub c: VgwCounters,
+}
+
+pub struct Vgw {
+    router: Router,
+    logic: Logic,
+    kept: Vec<Vec<u8>>,
+}
+
+fn port_of(cfg: &VgwConfig, name: &str) -> anyhow::Result<(PortId, Option<Ipv4Addr>)> {
+    let i = cfg
+        .ports
+        .iter()
+        .position(|p| p.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no port named {name:?}"))?;
+    Ok((i, cfg.ports[i].addresses.first().map(|a| a.addr())))
+}
+
+impl Vgw {
+    pub fn new(cfg: &VgwConfig) -> anyhow::Result<Self> {
+        let (external, _) = port_of(cfg, &cfg.external)?;
+        let (underlay, addr) = port_of(cfg, &cfg.underlay)?;
+        let addr = addr.ok_or_else(|| anyhow::anyhow!("the underlay port needs an address"))?;
+        if cfg.vpc.vni > vxlan::Repr::MAX_VNI {
+            anyhow::bail!("vpc.vni {} is more than 24 bits", cfg.vpc.vni);
+        }
+        for v in &cfg.vips {
+            if v.lbs.is_empty() {
+                anyhow::bail!("VIP {} has no lbs", v.vip);
+            }
+        }
+        let mut ports = cfg.ports.clone();
+        ports.push(PortConfig {
+            name: VPC_PORT.into(),
+            mac: None,
+            addresses: vec![cfg.vpc.router],
+            mtu: Some((cfg.ports[underlay].ip_mtu() - vxlan::IPV4_OVERHEAD) as u16),
+        });
+        let mut router = Router::new(&RouterConfig {
+            name: cfg.name.clone(),
+            ports,
+            routes: cfg.routes.clone(),
+            icmp_limit: Default::default(),
+        })?;
+        let vpc_port = router
+            .port_index(VPC_PORT)
+            .ok_or_else(|| anyhow::anyhow!("no VPC port"))?;
+        for v in &cfg.vips {
+            router.add_proxy_arp(external, v.vip);
+        }
+        Ok(Self {
+            router,
+            logic: Logic {
+                external,
+                underlay,
+                vpc_port,
+                addr,
+                mtu: cfg.ports[underlay].ip_mtu(),
+                vni: cfg.vpc.vni,
+                hosts: cfg.vpc.hosts.clone(),
+                vips: cfg.vips.clone(),
+                ct: HashMap::new(),
+                rev: HashMap::new(),
+                ct_max: cfg.conntrack_max,
+                idle: Duration::from_secs(cfg.idle_timeout_s.max(1)),
+                next_sweep: None,
+                fdb: HashMap::new(),
+                out: Vec::new(),
+                inject: Vec::new(),
+                c: VgwCounters::default(),
+            },
+            kept: Vec::new(),
+        })
+    }
+
+    /// Puts what the router sent to the VPC into VXLAN, and hands it what the hosts sent, until
+    /// both are done.
+    fn settle(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        let mut kept = std::mem::take(&mut self.kept);
+        for _ in 0..64 {
+            {
+                let mut d = Divert {
+                    inner: tx,
+                    port: self.logic.vpc_port,
+                    kept: &mut kept,
+                };
+                udp::flush(&mut self.router, now, &mut self.logic.out, &mut d);
+            }
+            if kept.is_empty() && self.logic.inject.is_empty() {
+                break;
+            }
+            for f in kept.drain(..) {
+                self.logic.wrap_for_vpc(now, &f);
+            }
+            let inject = std::mem::take(&mut self.logic.inject);
+            for mut f in inject {
+                let p = self.logic.vpc_port;
+                let mut d = Divert {
+                    inner: tx,
+                    port: p,
+                    kept: &mut kept,
+                };
+                self.router
+                    .handle_frame_with(now, p, &mut f, &mut d, &mut self.logic);
+            }
+        }
+        kept.clear();
+        self.kept = kept;
+    }
+}
+
+fn addr_at(ip: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3])
+}
+
+/// Rewrites the IPv4 address at `at` (12: source, 16: destination) to `new`, fixing the IP
+/// header checksum and the TCP or UDP checksum (which covers the address in its
+/// pseudo-header).
+fn rewrite_addr(ip: &mut [u8], at: usize, new: Ipv4Addr) {
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let old = [ip[at], ip[at + 1], ip[at + 2], ip[at + 3]];
+    let na = new.octets();
+    let csum_at = match ip[9] {
+        6 if ip.len() >= ihl + 18 => Some(ihl + 16),
+        17 if ip.len() >= ihl + 8 && (ip[ihl + 6] | ip[ihl + 7]) != 0 => Some(ihl + 6),
+        _ => None,
+    };
+    if let Some(c) = csum_at {
+        let mut sum = checksum_adjust(u16::from_be_bytes([ip[c], ip[c + 1]]), &old, &na);
+        if ip[9] == 17 && sum == 0 {
+            sum = 0xffff;
+        }
+        ip[c..c + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+    ip[at..at + 4].copy_from_slice(&na);
+    fill_ipv4_checksum(&mut ip[..ihl]);
+}
+
+/// Source and destination ports of a TCP or UDP packet that is not a later fragment.
+fn ports(ip: &[u8]) -> Option<(u16, u16)> {
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    if !matches!(ip[9], 6 | 17) || frag != 0 || ip.len() < ihl + 4 {
+        return None;
+    }
+    Some((
+        u16::from_be_bytes([ip[ihl], ip[ihl + 1]]),
+        u16::from_be_bytes([ip[ihl + 2], ip[ihl + 3]]),
+    ))
+}
+
+impl Logic {
+    fn pick_lb(v: &VipConfig, client: Ipv4Addr, cport: u16) -> Ipv4Addr {
+        let h = client
+            .octets()
+            .iter()
+            .chain(cport.to_be_bytes().iter())
+            .fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+            });
+        v.lbs[h as usize % v.lbs.len()]
+    }
+
+    /// A packet from outside to a VIP: translated to an LB, or dropped.
+    fn translate_to_lb(&mut self, now: Instant, ip: &mut [u8]) -> HookVerdict {
+        let dst = addr_at(ip, 16);
+        let Some(vi) = self.vips.iter().position(|v| v.vip == dst) else {
+            return HookVerdict::Continue;
+        };
+        let Some((cport, vport)) = ports(ip) else {
+            self.c.vip_not_tcp_udp += 1;
+            return HookVerdict::Drop;
+        };
+        if !self.vips[vi].ports.contains(&vport) {
+            self.c.vip_closed_port += 1;
+            return HookVerdict::Drop;
+        }
+        let key = Key {
+            proto: ip[9],
+            client: addr_at(ip, 12),
+            cport,
+            vip: dst,
+            vport,
+        };
+        let lb = match self.ct.get_mut(&key) {
+            Some(ct) => {
+                ct.seen = now;
+                ct.lb
+            }
+            None => {
+                if self.ct.len() >= self.ct_max {
+                    self.c.conntrack_full += 1;
+                    return HookVerdict::Drop;
+                }
+                let lb = Self::pick_lb(&self.vips[vi], key.client, cport);
+                self.ct.insert(key, Ct { lb, seen: now });
+                self.rev
+                    .insert((key.proto, lb, vport, key.client, cport), key);
+                if self.next_sweep.is_none() {
+                    self.next_sweep = Some(now + self.idle);
+                }
+                lb
+            }
+        };
+        rewrite_addr(ip, 16, lb);
+        self.c.vip_translated += 1;
+        HookVerdict::Continue
+    }
+
+    /// A reply from an LB leaving by the external port: its source becomes the VIP again.
+    fn translate_reply(&mut self, now: Instant, ip: &mut [u8]) {
+        let Some((sport, dport)) = ports(ip) else {
+            return;
+        };
+        let r = (ip[9], addr_at(ip, 12), sport, addr_at(ip, 16), dport);
+        let Some(key) = self.rev.get(&r).copied() else {
+            return;
+        };
+        if let Some(ct) = self.ct.get_mut(&key) {
+            ct.seen = now;
+        }
+        rewrite_addr(ip, 12, key.vip);
+        self.c.vip_replies_translated += 1;
+    }
+
+    /// A frame the router sent towards the VPC: into VXLAN.
+    fn wrap_for_vpc(&mut self, now: Instant, f: &[u8]) {
+        if f.len() < 14 {
+            return;
+        }
+        if 20 + 8 + vxlan::HEADER_LEN + f.len() > self.mtu {
+            self.c.encap_too_big += 1;
+            return;
+        }
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(&f[0..6]);
+        let known = (dst[0] & 1 == 0)
+            .then(|| self.fdb.get(&dst))
+            .flatten()
+            .filter(|(_, t)| now.saturating_duration_since(*t) < Duration::from_secs(300))
+            .map(|(ip, _)| *ip);
+        let targets = match known {
+            Some(ip) => vec![ip],
+            None => {
+                self.c.vxlan_flooded += 1;
+                self.hosts.clone()
+            }
+        };
+        let mut payload = vec![0u8; vxlan::HEADER_LEN + f.len()];
+        if vxlan::Repr::new(self.vni)
+            .and_then(|r| r.emit(&mut payload))
+            .is_err()
+        {
+            return;
+        }
+        payload[vxlan::HEADER_LEN..].copy_from_slice(f);
+        let sport = 49152
+            + (f[..f.len().min(38)].iter().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+            }) % 16384) as u16;
+        for t in targets {
+            self.c.vxlan_tx += 1;
+            self.out.push(Datagram {
+                src: self.addr,
+                dst: t,
+                sport,
+                dport: vxlan::UDP_PORT,
+                payload: payload.clone(),
+            });
+        }
+    }
+
+    fn unwrap_from_host(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
+        self.c.vxlan_rx += 1;
+        let Ok(p) = vxlan::Packet::new_checked(payload) else {
+            self.c.vxlan_malformed += 1;
+            return;
+        };
+        let Ok(r) = vxlan::Repr::parse(&p) else {
+            self.c.vxlan_bad_flags += 1;
+            return;
+        };
+        if r.vni != self.vni {
+            self.c.vxlan_unknown_vni += 1;
+            return;
+        }
+        let f = p.payload();
+        if f.len() < 14 {
+            self.c.vxlan_runt += 1;
+            return;
+        }
+        let mut src = [0u8; 6];
+        src.copy_from_slice(&f[6..12]);
+        if src[0] & 1 == 0 {
+            self.fdb.insert(src, (from, now));
+        }
+        self.inject.push(f.to_vec());
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let idle = self.idle;
+        let before = self.ct.len();
+        self.ct
+            .retain(|_, c| now.saturating_duration_since(c.seen) < idle);
+        let ct = &self.ct;
+        self.rev.retain(|_, k| ct.contains_key(k));
+        self.c.conntrack_expired += (before - self.ct.len()) as u64;
+        self.fdb
+            .retain(|_, (_, t)| now.saturating_duration_since(*t) < Duration::from_secs(300));
+        self.next_sweep = (!self.ct.is_empty()).then(|| now + idle / 2);
+    }
+}
+
+impl Hook for Logic {
+    fn prerouting(&mut self, now: Instant, in_port: PortId, ip: &mut [u8]) -> HookVerdict {
+        if in_port == self.external {
+            return self.translate_to_lb(now, ip);
+        }
+        HookVerdict::Continue
+    }
+
+    fn postrouting(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        out_port: PortId,
+        ip: &mut [u8],
+    ) -> HookVerdict {
+        if in_port == self.vpc_port && out_port != self.vpc_port {
+            self.translate_reply(now, ip);
+        }
+        HookVerdict::Continue
+    }
+
+    fn local(&mut self, now: Instant, in_port: PortId, ip: &[u8]) -> HookVerdict {
+        if ip[9] != 17 || in_port != self.underlay {
+            return HookVerdict::Continue;
+        }
+        let u = match udp::parse_udp(ip) {
+            Ok(u) => u,
+            Err(_) => {
+                self.c.udp_errors += 1;
+                return HookVerdict::Drop;
+            }
+        };
+        if u.dport != vxlan::UDP_PORT {
+            return HookVerdict::Continue;
+        }
+        self.unwrap_from_host(now, u.src, u.payload);
+        HookVerdict::Drop
+    }
+}
+
+impl Element for Vgw {
+    fn role(&self) -> &'static str {
+        "vgw"
+    }
+
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
+        {
+            let mut kept = std::mem::take(&mut self.kept);
+            let mut d = Divert {
+                inner: tx,
+                port: self.logic.vpc_port,
+                kept: &mut kept,
+            };
+            self.router
+                .handle_frame_with(now, port, frame, &mut d, &mut self.logic);
+            for f in kept.drain(..) {
+                self.logic.wrap_for_vpc(now, &f);
+            }
+            self.kept = kept;
+        }
+        self.settle(now, tx);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        [self.router.poll_at(), self.logic.next_sweep]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        if self.logic.next_sweep.is_some_and(|t| t <= now) {
+            self.logic.sweep(now);
+        }
+        if self.router.poll_at().is_some_and(|t| t <= now) {
+            let mut kept = std::mem::take(&mut self.kept);
+            let mut d = Divert {
+                inner: tx,
+                port: self.logic.vpc_port,
+                kept: &mut kept,
+            };
+            self.router.poll(now, &mut d);
+            for f in kept.drain(..) {
+                self.logic.wrap_for_vpc(now, &f);
+            }
+            self.kept = kept;
+        }
+        self.settle(now, tx);
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut t = self.router.tables();
+        t.extend(["vips".into(), "conntrack".into(), "fdb".into()]);
+        t
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        let l = &self.logic;
+        match table {
+            "vips" => Some(json!(l
+                .vips
+                .iter()
+                .map(|v| json!({
+                    "vip": v.vip.to_string(),
+                    "ports": v.ports,
+                    "lbs": v.lbs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "flows": l.ct.keys().filter(|k| k.vip == v.vip).count(),
+                }))
+                .collect::<Vec<_>>())),
+            "conntrack" => {
+                let mut v: Vec<_> = l.ct.iter().collect();
+                v.sort_by_key(|(k, _)| (k.client, k.cport));
+                Some(json!(v
+                    .iter()
+                    .map(|(k, c)| json!({
+                        "proto": if k.proto == 6 { "tcp" } else { "udp" },
+                        "client": format!("{}:{}", k.client, k.cport),
+                        "vip": format!("{}:{}", k.vip, k.vport),
+                        "lb": format!("{}:{}", c.lb, k.vport),
+                        "idle_s": now.saturating_duration_since(c.seen).as_secs(),
+                    }))
+                    .collect::<Vec<_>>()))
+            }
+            "fdb" => Some(json!(l
+                .fdb
+                .iter()
+                .map(|(m, (ip, t))| json!({
+                    "mac": d11_element::mac_string(m),
+                    "vtep": ip.to_string(),
+                    "age_s": now.saturating_duration_since(*t).as_secs(),
+                }))
+                .collect::<Vec<_>>())),
+            _ => self.router.show(table, now),
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        self.router.counters(out);
+        self.logic.c.for_each(out);
+    }
+}

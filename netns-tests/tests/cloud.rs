@@ -531,3 +531,55 @@ fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
     let bad = malformed(&under, &[]);
     assert!(bad.is_empty(), "{bad:?}");
 }
+
+/// `d11 journey` on the reference lab: the phone's order through the mobile core, the NAT, the
+/// transit routers, the gateway node, VXLAN and the balancer to a controller; every hop of
+/// journey.md matches and no capture has a malformed frame (the report says so).
+#[test]
+fn the_journey_matches_every_hop_of_the_reference_lab() {
+    require_root();
+    let prefix = format!("j{}", std::process::id() % 100_000);
+    let out = std::env::temp_dir().join(format!("d11-journey-{prefix}"));
+    let lab = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/double11.toml");
+    let o = d11()
+        .args(["--prefix", &prefix, "journey", "--lab"])
+        .arg(&lab)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    // The journey removes its lab itself; this is for a journey that failed half-way.
+    let _ = d11().args(["--prefix", &prefix, "lab", "down"]).output();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dir = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["ok"], true);
+    let hops: Vec<&str> = report["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hop"]["n"].as_str().unwrap())
+        .collect();
+    for n in [
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "14", "2'",
+    ] {
+        assert!(hops.contains(&n), "hop {n} missing: {hops:?}");
+    }
+    assert!(report["malformed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["frames"] == 0));
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -32,10 +32,14 @@ enum Cmd {
     /// against the lab's own state, print the report, tear down. Exits 1 if a hop differs.
     Journey {
         /// The lab to run.
-        /// labs/mobile.toml: the phone's order through tunnels and NAT (journey.md hops 1-5);
-        /// labs/two-hosts-router.toml: ICMP through one router.
-        #[arg(long, default_value = "labs/mobile.toml")]
+        /// labs/double11.toml: the order from the phone to a controller in the cloud
+        /// (journey.md hops 1-14); labs/mobile.toml: to a controller just beyond the carrier
+        /// (hops 1-5); labs/two-hosts-router.toml: ICMP through one router.
+        #[arg(long, default_value = "labs/double11.toml")]
         lab: PathBuf,
+        /// The phone's PDU session: ethernet (the seed's picture, the lab's default) or ipv4.
+        #[arg(long)]
+        pdn_type: Option<String>,
         /// Where to write out/journey-<time>/ (captures, report.md, report.json).
         #[arg(long, default_value = "out")]
         out: PathBuf,
@@ -161,12 +165,18 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let prefix = cli.prefix;
     match cli.cmd {
-        Cmd::Journey { lab, out, keep } => {
+        Cmd::Journey {
+            lab,
+            out,
+            keep,
+            pdn_type,
+        } => {
             let ok = d11_journey::run(&d11_journey::Options {
                 topology: lab,
                 out,
                 prefix,
                 keep,
+                pdn_type,
             })?;
             if !ok {
                 bail!("some hops did not match what the lab's state says they must be");

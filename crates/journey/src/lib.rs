@@ -47,6 +47,8 @@ pub struct Options {
     pub out: PathBuf,
     pub prefix: String,
     pub keep: bool,
+    /// The phone's PDU session type ("ethernet" or "ipv4"), if not the lab's own.
+    pub pdn_type: Option<String>,
 }
 
 fn run_in(ns: &str, cmd: &[&str]) -> Result<String> {
@@ -119,14 +121,17 @@ fn addr(topo: &Topology, node: &str, port: &str) -> Result<String> {
 }
 
 /// Reads the first frame matching each hop's filter and compares its fields.
-pub fn check_hops(pcap_dir: &Path, hops: &[Hop]) -> Result<Vec<HopResult>> {
+/// `ethernet_tpdu`: GTP-U T-PDUs are Ethernet frames (an Ethernet PDU session).
+pub fn check_hops(pcap_dir: &Path, hops: &[Hop], ethernet_tpdu: bool) -> Result<Vec<HopResult>> {
     let mut out = Vec::new();
     for h in hops {
         let file = pcap_dir.join(format!("{}.pcapng", h.segment));
         let mut cmd = Command::new("tshark");
         cmd.args(["-n", "-r"]).arg(&file);
         // Ethernet PDU sessions: the UE's whole frame rides GTP-U.
-        cmd.args(["-o", "gtp.dissect_tpdu_as:ETHERNET"]);
+        if ethernet_tpdu {
+            cmd.args(["-o", "gtp.dissect_tpdu_as:ETHERNET"]);
+        }
         let keys = pcap_dir.join("../keylog.txt");
         if keys.exists() {
             cmd.arg("-o")
@@ -170,6 +175,38 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop]) -> Result<Vec<HopResult>> {
             fields,
             ok,
         });
+    }
+    Ok(out)
+}
+
+/// Frames tshark marks malformed or with an error-level expert note, per capture file.
+fn malformed(pcap_dir: &Path, ethernet_tpdu: bool) -> Result<Vec<(String, usize)>> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(pcap_dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcapng"))
+        .collect();
+    files.sort();
+    for f in files {
+        let mut cmd = Command::new("tshark");
+        cmd.args(["-n", "-r"]).arg(&f);
+        if ethernet_tpdu {
+            cmd.args(["-o", "gtp.dissect_tpdu_as:ETHERNET"]);
+        }
+        let keys = pcap_dir.join("../keylog.txt");
+        if keys.exists() {
+            cmd.arg("-o")
+                .arg(format!("tls.keylog_file:{}", keys.display()));
+        }
+        cmd.args(["-Y", "_ws.malformed || _ws.expert.severity == error"]);
+        let o = cmd.output().context("run tshark")?;
+        let n = String::from_utf8_lossy(&o.stdout).lines().count();
+        let name = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, n));
     }
     Ok(out)
 }
@@ -269,22 +306,39 @@ fn drive_mobile(
         .map(|(a, _)| a.to_string())
         .context("no server address")?;
     let m = |n: &str, p: &str| program_mac(st, n, p);
-    let (ue_mac, gw_mac) = (m("ue", "radio")?, m("pgw", "ues")?);
+    // An Ethernet PDU session carries the phone's frame (to its gateway's MAC) in the tunnels;
+    // an IPv4 one the IP packet (the radio frame goes to the eNodeB's MAC).
+    let eth_pdu = ue["pdn_type"] == "ethernet";
+    let ue_mac = m("ue", "radio")?;
+    let gw_mac = if eth_pdu {
+        m("pgw", "ues")?
+    } else {
+        m("enb", "radio")?
+    };
     let (enb_epc, sgw_epc, sgw_s5, pgw_s5) = (
         m("enb", "epc")?,
         m("sgw", "epc")?,
         m("sgw", "s5")?,
         m("pgw", "s5")?,
     );
+    // The reference lab has the carrier's border router a2 where the mobile lab has r1.
+    let cloud = st.node("vgw1").is_ok();
+    let first_router = if cloud { "a2" } else { "r1" };
     let (pgw_sgi, nat_sgi, nat_car, r1_car) = (
         m("pgw", "sgi")?,
         m("nat", "sgi")?,
         m("nat", "carrier")?,
-        m("r1", "carrier")?,
+        m(first_router, "carrier")?,
     );
-    let (r1_dc, ctl_mac) = (m("r1", "dc")?, m("ctl1", "eth0")?);
     let ttl = program_ttl(st, "ue").unwrap_or(64);
     let both = |a: &str, b: &str| format!("{a},{b}");
+    let outer_inner = |a: &str, b: &str| {
+        if eth_pdu {
+            both(a, b)
+        } else {
+            a.to_string()
+        }
+    };
     let post = "http.request.method == \"POST\"";
     let reply = "http.response.code == 201";
     let hop =
@@ -321,8 +375,8 @@ fn drive_mobile(
             "sgw",
             post,
             vec![
-                ("eth.src", both(&enb_epc, &ue_mac)),
-                ("eth.dst", both(&sgw_epc, &gw_mac)),
+                ("eth.src", outer_inner(&enb_epc, &ue_mac)),
+                ("eth.dst", outer_inner(&sgw_epc, &gw_mac)),
                 ("ip.src", both("172.16.1.2", &ue_ip)),
                 ("ip.dst", both("172.16.1.3", &server)),
                 ("udp.dstport", "2152".into()),
@@ -336,8 +390,8 @@ fn drive_mobile(
             "pgw",
             post,
             vec![
-                ("eth.src", both(&sgw_s5, &ue_mac)),
-                ("eth.dst", both(&pgw_s5, &gw_mac)),
+                ("eth.src", outer_inner(&sgw_s5, &ue_mac)),
+                ("eth.dst", outer_inner(&pgw_s5, &gw_mac)),
                 ("ip.src", both("172.16.5.3", &ue_ip)),
                 ("ip.dst", both("172.16.5.4", &server)),
                 ("udp.dstport", "2152".into()),
@@ -362,7 +416,7 @@ fn drive_mobile(
             "5",
             "carrier",
             "nat",
-            "r1",
+            first_router,
             post,
             vec![
                 ("eth.src", nat_car),
@@ -374,6 +428,33 @@ fn drive_mobile(
             ],
         ),
         hop(
+            "2'",
+            "epc",
+            "sgw",
+            "enb",
+            reply,
+            vec![
+                ("eth.src", outer_inner(&sgw_epc, &gw_mac)),
+                ("eth.dst", outer_inner(&enb_epc, &ue_mac)),
+                ("ip.src", both("172.16.1.3", &server)),
+                ("ip.dst", both("172.16.1.2", &ue_ip)),
+                ("gtp.teid", s1u_down),
+            ],
+        ),
+    ];
+    let mut hops = hops;
+    // The reply's hops go last.
+    let replies: Vec<Hop> = hops
+        .iter()
+        .filter(|h| h.n.ends_with('\''))
+        .cloned()
+        .collect();
+    hops.retain(|h| !h.n.ends_with('\''));
+    if cloud {
+        hops.extend(cloud_hops(st, &ext_ip, &server, ttl, &hop)?);
+    } else {
+        let (r1_dc, ctl_mac) = (m("r1", "dc")?, m("ctl1", "eth0")?);
+        hops.push(hop(
             "(lab)",
             "dc",
             "r1",
@@ -386,27 +467,20 @@ fn drive_mobile(
                 ("ip.dst", server.clone()),
                 ("ip.ttl", (ttl - 3).to_string()),
             ],
-        ),
-        hop(
-            "2'",
-            "epc",
-            "sgw",
-            "enb",
-            reply,
-            vec![
-                ("eth.src", both(&sgw_epc, &gw_mac)),
-                ("eth.dst", both(&enb_epc, &ue_mac)),
-                ("ip.src", both("172.16.1.3", &server)),
-                ("ip.dst", both("172.16.1.2", &ue_ip)),
-                ("gtp.teid", s1u_down),
-            ],
-        ),
-    ];
-    let results = check_hops(pcap, &hops)?;
-    let all_ok = results.iter().all(|r| r.ok);
+        ));
+    }
+    hops.extend(replies);
+    let results = check_hops(pcap, &hops, eth_pdu)?;
+    let bad = malformed(pcap, eth_pdu)?;
+    let all_ok = results.iter().all(|r| r.ok) && bad.iter().all(|(_, n)| *n == 0);
     let mut md = String::new();
     writeln!(md, "# d11 journey: {}\n", st.name)?;
-    writeln!(md, "The phone (IMSI {}) attaches, gets {ue_ip}, and its app sends POST /purchaseOrder over HTTPS to {server}: through the eNodeB, the GTP tunnels (SGW, PGW), the carrier NAT ({ext}) and a router. Every field is read from the captures (TLS decrypted with the lab's key log) and compared with what the programs report.\n", ue["imsi"].as_str().unwrap_or("?"))?;
+    let path = if cloud {
+        "the transit routers, the cloud's gateway node (the VIP translated to the balancer, VXLAN into the VPC), the L4 balancer and its own connection to a controller"
+    } else {
+        "a router"
+    };
+    writeln!(md, "The phone (IMSI {}) attaches, gets {ue_ip}, and its app sends POST /purchaseOrder over HTTPS to {server}: through the eNodeB, the GTP tunnels (SGW, PGW), the carrier NAT ({ext}) and {path}. Every field is read from the captures (TLS decrypted with the lab's key log) and compared with what the programs report.\n", ue["imsi"].as_str().unwrap_or("?"))?;
     hop_table(&mut md, &results)?;
     writeln!(md, "\n## Stages\n")?;
     writeln!(md, "| stage | time |\n|---|---|")?;
@@ -432,6 +506,13 @@ fn drive_mobile(
     )?;
     writeln!(
         md,
+        "\n## Captures\n\n| segment | malformed frames |\n|---|---|"
+    )?;
+    for (seg, n) in &bad {
+        writeln!(md, "| {seg} | {n} |")?;
+    }
+    writeln!(
+        md,
         "\n{}",
         if all_ok {
             "Every hop matches."
@@ -446,6 +527,7 @@ fn drive_mobile(
         "hops": results,
         "stages": { "lab_up_ms": up_time.as_secs_f64() * 1e3, "order_ms": order_time.as_secs_f64() * 1e3 },
         "order": o,
+        "malformed": bad.iter().map(|(s, n)| json!({"segment": s, "frames": n})).collect::<Vec<_>>(),
         "sessions": { "pgw": pgw, "sgw": sgw, "enb": enb },
         "captures": pcap,
     });
@@ -453,6 +535,197 @@ fn drive_mobile(
     print!("{md}");
     println!("\nreport, captures: {}", out.display());
     Ok(all_ok)
+}
+
+/// Hops 6 to 14 of journey.md: the transit routers, the cloud's border, the gateway node's
+/// VXLAN to the balancer, and the balancer's own connection to the controller it chose.
+fn cloud_hops(
+    st: &LabState,
+    ext_ip: &str,
+    vip: &str,
+    ttl: u8,
+    hop: &dyn Fn(&str, &str, &str, &str, &str, Vec<(&str, String)>) -> Hop,
+) -> Result<Vec<Hop>> {
+    let m = |n: &str, p: &str| program_mac(st, n, p);
+    let post = "http.request.method == \"POST\"";
+    let both = |a: &str, b: &str| format!("{a},{b}");
+    let (lb_ip, lb_mac) = ("192.168.1.10", m("lb1", "eth0")?);
+    // The controller the balancer chose: the backend that served a connection.
+    let b = show(st, "lb1", "backends")?;
+    let ctl = b
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["total"].as_u64().unwrap_or(0) > 0))
+        .and_then(|x| x["name"].as_str())
+        .context("the balancer served no connection")?
+        .to_string();
+    let ctl_ip = show(st, "lb1", "backends")?
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == ctl.as_str()).cloned())
+        .and_then(|x| {
+            x["address"]
+                .as_str()
+                .map(|a| a.split(':').next().unwrap_or("").to_string())
+        })
+        .context("backend address")?;
+    let ctl_mac = m(&ctl, "eth0")?;
+    // Which host the controller is on: the vswitch with a port named after it.
+    let host_of = |vm: &str| -> Result<String> {
+        for h in ["hosta", "hostb"] {
+            let vms = show(st, h, "vms")?;
+            if vms
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v["port"] == vm))
+            {
+                return Ok(h.to_string());
+            }
+        }
+        bail!("no host has a port for {vm}")
+    };
+    let (lb_host, ctl_host) = (host_of("lb1")?, host_of(&ctl)?);
+    let vtep = |h: &str| -> Result<String> {
+        let ifs = show(st, h, "interfaces")?;
+        ifs.as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == "underlay"))
+            .and_then(|i| i["addresses"][0].as_str())
+            .map(|a| a.split('/').next().unwrap_or("").to_string())
+            .with_context(|| format!("{h} has no underlay address"))
+    };
+    let (vgw_vtep, lb_vtep, ctl_vtep) = (vtep("vgw1")?, vtep(&lb_host)?, vtep(&ctl_host)?);
+    let vpc_mac = m("vgw1", "vpc")?;
+    let r = |n: &str, p: &str| m(n, p);
+    let mut hops = vec![
+        hop(
+            "6",
+            "x-a2-c1",
+            "a2",
+            "c1",
+            post,
+            vec![
+                ("eth.src", r("a2", "c1")?),
+                ("eth.dst", r("c1", "a2")?),
+                ("ip.src", ext_ip.into()),
+                ("ip.dst", vip.into()),
+                ("ip.ttl", (ttl - 3).to_string()),
+            ],
+        ),
+        hop(
+            "7",
+            "x-c1-c2",
+            "c1",
+            "c2",
+            post,
+            vec![
+                ("eth.src", r("c1", "c2")?),
+                ("eth.dst", r("c2", "c1")?),
+                ("ip.src", ext_ip.into()),
+                ("ip.dst", vip.into()),
+                ("ip.ttl", (ttl - 4).to_string()),
+            ],
+        ),
+        hop(
+            "8",
+            "x-c2-br",
+            "c2",
+            "border",
+            post,
+            vec![
+                ("eth.src", r("c2", "border")?),
+                ("eth.dst", r("border", "c2")?),
+                ("ip.src", ext_ip.into()),
+                ("ip.dst", vip.into()),
+                ("ip.ttl", (ttl - 5).to_string()),
+            ],
+        ),
+        hop(
+            "9",
+            "dc-core",
+            "border",
+            "vgw1",
+            post,
+            vec![
+                ("eth.src", r("border", "dc")?),
+                ("eth.dst", r("vgw1", "external")?),
+                ("ip.src", ext_ip.into()),
+                ("ip.dst", vip.into()),
+                ("ip.ttl", (ttl - 6).to_string()),
+            ],
+        ),
+        hop(
+            "10",
+            "az1-underlay",
+            "vgw1",
+            &lb_host,
+            &format!("{post} && ip.dst == {lb_ip}"),
+            vec![
+                ("eth.src", both(&r("vgw1", "underlay")?, &vpc_mac)),
+                ("eth.dst", both(&r(&lb_host, "underlay")?, &lb_mac)),
+                ("ip.src", both(&vgw_vtep, ext_ip)),
+                ("ip.dst", both(&lb_vtep, lb_ip)),
+                ("vxlan.vni", "1001".into()),
+                ("tcp.dstport", "443".into()),
+                ("ip.ttl", format!("64,{}", ttl - 7)),
+            ],
+        ),
+        hop(
+            "11",
+            "vm-lb1",
+            &lb_host,
+            "lb1",
+            &format!("{post} && ip.dst == {lb_ip}"),
+            vec![
+                ("eth.src", vpc_mac.clone()),
+                ("eth.dst", lb_mac.clone()),
+                ("ip.src", ext_ip.into()),
+                ("ip.dst", lb_ip.into()),
+                ("ip.ttl", (ttl - 7).to_string()),
+            ],
+        ),
+        hop(
+            "12",
+            "vm-lb1",
+            "lb1",
+            &lb_host,
+            &format!("{post} && ip.src == {lb_ip}"),
+            vec![
+                ("eth.src", lb_mac.clone()),
+                ("eth.dst", ctl_mac.clone()),
+                ("ip.src", lb_ip.into()),
+                ("ip.dst", ctl_ip.clone()),
+                ("tcp.dstport", "443".into()),
+            ],
+        ),
+    ];
+    if lb_host != ctl_host {
+        hops.push(hop(
+            "13",
+            "az1-underlay",
+            &lb_host,
+            &ctl_host,
+            &format!("{post} && ip.src == {lb_ip}"),
+            vec![
+                ("eth.src", both(&r(&lb_host, "underlay")?, &lb_mac)),
+                ("eth.dst", both(&r(&ctl_host, "underlay")?, &ctl_mac)),
+                ("ip.src", both(&lb_vtep, lb_ip)),
+                ("ip.dst", both(&ctl_vtep, &ctl_ip)),
+                ("vxlan.vni", "1001".into()),
+            ],
+        ));
+    }
+    hops.push(hop(
+        "14",
+        &format!("vm-{ctl}"),
+        &ctl_host,
+        &ctl,
+        &format!("{post} && ip.src == {lb_ip}"),
+        vec![
+            ("eth.src", lb_mac),
+            ("eth.dst", ctl_mac),
+            ("ip.src", lb_ip.into()),
+            ("ip.dst", ctl_ip),
+            ("tcp.dstport", "443".into()),
+        ],
+    ));
+    Ok(hops)
 }
 
 fn timestamp() -> String {
@@ -463,7 +736,18 @@ fn timestamp() -> String {
 
 /// Runs the journey; returns true when every hop matched.
 pub fn run(opts: &Options) -> Result<bool> {
-    let topo = Topology::load(&opts.topology)?;
+    let mut topo = Topology::load(&opts.topology)?;
+    if let Some(t) = &opts.pdn_type {
+        if !matches!(t.as_str(), "ethernet" | "ipv4") {
+            bail!("--pdn-type {t:?}: ethernet or ipv4");
+        }
+        let ue = topo
+            .nodes
+            .iter_mut()
+            .find(|n| n.role == "ue")
+            .context("--pdn-type: the lab has no phone (role ue)")?;
+        ue.extra.insert("pdn_type".into(), json!(t));
+    }
     let out = opts.out.join(format!("journey-{}", timestamp()));
     let pcap = out.join("pcap");
     std::fs::create_dir_all(&pcap).with_context(|| format!("cannot create {}", out.display()))?;
@@ -481,7 +765,7 @@ pub fn run(opts: &Options) -> Result<bool> {
     )?;
     let up_time = t0.elapsed();
     let result = match topo.name.as_str() {
-        "mobile" => drive_mobile(&st, &out, &pcap, up_time),
+        "mobile" | "double11" => drive_mobile(&st, &out, &pcap, up_time),
         _ => drive(&topo, &st, &out, &pcap, up_time),
     };
     if !opts.keep {
@@ -598,7 +882,7 @@ fn drive(
             h_ttl - 1,
         ),
     ];
-    let results = check_hops(pcap, &hops)?;
+    let results = check_hops(pcap, &hops, false)?;
     let all_ok = results.iter().all(|r| r.ok);
 
     let mut md = String::new();

@@ -451,7 +451,7 @@ fn drive_mobile(
         .collect();
     hops.retain(|h| !h.n.ends_with('\''));
     if cloud {
-        hops.extend(cloud_hops(st, &ext_ip, &server, ttl, &hop)?);
+        hops.extend(cloud_hops(st, ext_ip, &server, ttl, &hop)?);
     } else {
         let (r1_dc, ctl_mac) = (m("r1", "dc")?, m("ctl1", "eth0")?);
         hops.push(hop(

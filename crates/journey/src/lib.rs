@@ -341,18 +341,6 @@ fn drive_mobile(
     };
     let post = "http.request.method == \"POST\"";
     let reply = "http.response.code == 201";
-    let hop =
-        |n: &str, seg: &str, from: &str, to: &str, filter: &str, expect: Vec<(&str, String)>| Hop {
-            n: n.into(),
-            segment: seg.into(),
-            from: from.into(),
-            to: to.into(),
-            filter: filter.into(),
-            expect: expect
-                .into_iter()
-                .map(|(f, v)| (f.to_string(), v))
-                .collect(),
-        };
     let hops = vec![
         hop(
             "1",
@@ -451,7 +439,7 @@ fn drive_mobile(
         .collect();
     hops.retain(|h| !h.n.ends_with('\''));
     if cloud {
-        hops.extend(cloud_hops(st, ext_ip, &server, ttl, &hop)?);
+        hops.extend(cloud_hops(st, ext_ip, &server, ttl)?);
     } else {
         let (r1_dc, ctl_mac) = (m("r1", "dc")?, m("ctl1", "eth0")?);
         hops.push(hop(
@@ -537,15 +525,24 @@ fn drive_mobile(
     Ok(all_ok)
 }
 
+/// A hop to check: its number, segment, ends, the frame's filter, and (field, value) pairs.
+fn hop(n: &str, seg: &str, from: &str, to: &str, filter: &str, expect: Vec<(&str, String)>) -> Hop {
+    Hop {
+        n: n.into(),
+        segment: seg.into(),
+        from: from.into(),
+        to: to.into(),
+        filter: filter.into(),
+        expect: expect
+            .into_iter()
+            .map(|(f, v)| (f.to_string(), v))
+            .collect(),
+    }
+}
+
 /// Hops 6 to 14 of journey.md: the transit routers, the cloud's border, the gateway node's
 /// VXLAN to the balancer, and the balancer's own connection to the controller it chose.
-fn cloud_hops(
-    st: &LabState,
-    ext_ip: &str,
-    vip: &str,
-    ttl: u8,
-    hop: &dyn Fn(&str, &str, &str, &str, &str, Vec<(&str, String)>) -> Hop,
-) -> Result<Vec<Hop>> {
+fn cloud_hops(st: &LabState, ext_ip: &str, vip: &str, ttl: u8) -> Result<Vec<Hop>> {
     let m = |n: &str, p: &str| program_mac(st, n, p);
     let post = "http.request.method == \"POST\"";
     let both = |a: &str, b: &str| format!("{a},{b}");

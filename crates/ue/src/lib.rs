@@ -9,7 +9,8 @@
 //!
 //! Then, by `mode`:
 //! - `app`: a userspace stack on the radio port with the assigned address, and the built-in
-//!   client (`app`: an HTTPS request, as d11-fetch makes) once attached; `d11 show NODE app`.
+//!   client (`app`: HTTPS requests, as d11-fetch makes them, `count` of them one after another)
+//!   once attached; `d11 show NODE app` (each request), `app_summary` (requests/s, p50, p99).
 //! - `modem`: a device in the UE's namespace (`tun_name`, "uesim0"): a TAP for an Ethernet PDU
 //!   session (the kernel ARPs for its gateway through the tunnels), a TUN for an IPv4 one; with
 //!   the address, MTU and a default route set once attached, so curl, ping and traceroute run
@@ -45,6 +46,8 @@ pub struct AppConfig {
     pub url: String,
     #[serde(default)]
     pub data: Option<String>,
+    /// Extra headers; `{n}` in one becomes the request's number (a fresh Idempotency-Key per
+    /// order).
     #[serde(default)]
     pub headers: Vec<String>,
     /// HOST:PORT:ADDRESS, as curl's --resolve.
@@ -129,6 +132,9 @@ pub struct Shared {
     reject_cause: Option<String>,
     stack: Option<Stack>,
     app: Vec<Value>,
+    /// Each successful request's time, connection to last byte.
+    latencies_ms: Vec<f64>,
+    app_elapsed_s: f64,
 }
 
 pub struct Ue {
@@ -521,6 +527,7 @@ impl Element for Ue {
         let mut t = vec![
             "ue".to_string(),
             "app".to_string(),
+            "app_summary".to_string(),
             "interfaces".to_string(),
         ];
         if let Some(s) = &self.stack {
@@ -549,6 +556,22 @@ impl Element for Ue {
                 "bearers": if s.state == "attached" { json!([{"ebi": 5, "default": true}]) } else { json!([]) },
             })),
             "app" => Some(json!(s.app)),
+            "app_summary" => {
+                let mut l = s.latencies_ms.clone();
+                l.sort_by(f64::total_cmp);
+                let q = |p: f64| {
+                    (!l.is_empty()).then(|| l[((l.len() - 1) as f64 * p).round() as usize])
+                };
+                Some(json!({
+                    "requests": s.app.len(),
+                    "ok": l.len(),
+                    "failed": s.app.len() - l.len(),
+                    "elapsed_s": s.app_elapsed_s,
+                    "per_second": if s.app_elapsed_s > 0.0 { l.len() as f64 / s.app_elapsed_s } else { 0.0 },
+                    "p50_ms": q(0.5),
+                    "p99_ms": q(0.99),
+                }))
+            }
             "interfaces" => {
                 let addr = s.ip.map(|a| format!("{a}/{}", s.prefix_len));
                 let mut v = vec![json!({
@@ -609,13 +632,28 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
                 None => attached.notified().await,
             }
         };
+        let t0 = std::time::Instant::now();
         for i in 0..a.count {
+            // `{n}` in a header is the request's number (a fresh Idempotency-Key per order).
+            let mut req = req.clone();
+            req.headers = a
+                .headers
+                .iter()
+                .map(|h| h.replace("{n}", &(i + 1).to_string()))
+                .collect();
+            let t = std::time::Instant::now();
             let r = match fetch(&stack, &req).await {
                 Ok(o) => json!({"request": i + 1, "ok": true, "outcome": o}),
                 Err(e) => json!({"request": i + 1, "ok": false, "error": format!("{e:#}")}),
             };
-            tracing::info!(result = %r, "app request");
-            sh.borrow_mut().app.push(r);
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            tracing::debug!(result = %r, "app request");
+            let mut s = sh.borrow_mut();
+            if r["ok"] == true {
+                s.latencies_ms.push(ms);
+            }
+            s.app.push(r);
+            s.app_elapsed_s = t0.elapsed().as_secs_f64();
         }
         std::future::pending::<()>().await;
         Ok(())

@@ -438,8 +438,11 @@ fn drive_mobile(
         .cloned()
         .collect();
     hops.retain(|h| !h.n.ends_with('\''));
+    let mut back = Vec::new();
     if cloud {
-        hops.extend(cloud_hops(st, ext_ip, &server, ttl)?);
+        let (fwd, rep) = cloud_hops(st, ext_ip, &server, ttl)?;
+        hops.extend(fwd);
+        back.extend(rep);
     } else {
         let (r1_dc, ctl_mac) = (m("r1", "dc")?, m("ctl1", "eth0")?);
         hops.push(hop(
@@ -457,7 +460,74 @@ fn drive_mobile(
             ],
         ));
     }
-    hops.extend(replies);
+    // The response from the carrier's side back to the phone: the NAT translates the
+    // destination back, the PGW tunnels with the SGW's S5 TEID, the eNodeB hands the radio
+    // frame to the phone.
+    let ue_port = o["outcome"]["local"]
+        .as_str()
+        .and_then(|l| l.rsplit_once(':'))
+        .map(|(_, p)| p.to_string())
+        .context("no local port")?;
+    let s5u_down = teid(&pgw, "s5u_sgw_teid")?;
+    back.extend([
+        hop(
+            "5'",
+            "carrier",
+            first_router,
+            "nat",
+            reply,
+            vec![
+                ("eth.src", m(first_router, "carrier")?),
+                ("eth.dst", m("nat", "carrier")?),
+                ("ip.src", server.clone()),
+                ("ip.dst", ext_ip.to_string()),
+                ("tcp.dstport", ext_port.to_string()),
+            ],
+        ),
+        hop(
+            "4'",
+            "sgi",
+            "nat",
+            "pgw",
+            reply,
+            vec![
+                ("eth.src", nat_sgi.clone()),
+                ("eth.dst", m("pgw", "sgi")?),
+                ("ip.src", server.clone()),
+                ("ip.dst", ue_ip.clone()),
+                ("tcp.dstport", ue_port),
+            ],
+        ),
+        hop(
+            "3'",
+            "s5",
+            "pgw",
+            "sgw",
+            reply,
+            vec![
+                ("eth.src", outer_inner(&pgw_s5, &gw_mac)),
+                ("eth.dst", outer_inner(&sgw_s5, &ue_mac)),
+                ("ip.src", both("172.16.5.4", &server)),
+                ("ip.dst", both("172.16.5.3", &ue_ip)),
+                ("gtp.teid", s5u_down),
+            ],
+        ),
+    ]);
+    back.extend(replies);
+    back.push(hop(
+        "1'",
+        "radio",
+        "enb",
+        "ue",
+        reply,
+        vec![
+            ("eth.src", gw_mac.clone()),
+            ("eth.dst", ue_mac.clone()),
+            ("ip.src", server.clone()),
+            ("ip.dst", ue_ip.clone()),
+        ],
+    ));
+    hops.extend(back);
     let results = check_hops(pcap, &hops, eth_pdu)?;
     let bad = malformed(pcap, eth_pdu)?;
     let all_ok = results.iter().all(|r| r.ok) && bad.iter().all(|(_, n)| *n == 0);
@@ -542,7 +612,7 @@ fn hop(n: &str, seg: &str, from: &str, to: &str, filter: &str, expect: Vec<(&str
 
 /// Hops 6 to 14 of journey.md: the transit routers, the cloud's border, the gateway node's
 /// VXLAN to the balancer, and the balancer's own connection to the controller it chose.
-fn cloud_hops(st: &LabState, ext_ip: &str, vip: &str, ttl: u8) -> Result<Vec<Hop>> {
+fn cloud_hops(st: &LabState, ext_ip: &str, vip: &str, ttl: u8) -> Result<(Vec<Hop>, Vec<Hop>)> {
     let m = |n: &str, p: &str| program_mac(st, n, p);
     let post = "http.request.method == \"POST\"";
     let both = |a: &str, b: &str| format!("{a},{b}");
@@ -715,14 +785,58 @@ fn cloud_hops(st: &LabState, ext_ip: &str, vip: &str, ttl: u8) -> Result<Vec<Hop
         &ctl,
         &format!("{post} && ip.src == {lb_ip}"),
         vec![
-            ("eth.src", lb_mac),
+            ("eth.src", lb_mac.clone()),
             ("eth.dst", ctl_mac),
             ("ip.src", lb_ip.into()),
-            ("ip.dst", ctl_ip),
+            ("ip.dst", ctl_ip.clone()),
             ("tcp.dstport", "443".into()),
         ],
     ));
-    Ok(hops)
+    // The response's way back, as far as the gateway node translates it.
+    let reply = "http.response.code == 201";
+    let replies = vec![
+        hop(
+            "14'",
+            &format!("vm-{ctl}"),
+            &ctl,
+            &ctl_host,
+            &format!("{reply} && ip.src == {ctl_ip}"),
+            vec![
+                ("eth.src", m(&ctl, "eth0")?),
+                ("eth.dst", lb_mac.clone()),
+                ("ip.src", ctl_ip.clone()),
+                ("ip.dst", lb_ip.into()),
+            ],
+        ),
+        hop(
+            "10'",
+            "az1-underlay",
+            &lb_host,
+            "vgw1",
+            &format!("{reply} && ip.src == {lb_ip}"),
+            vec![
+                ("eth.src", both(&r(&lb_host, "underlay")?, &lb_mac)),
+                ("eth.dst", both(&r("vgw1", "underlay")?, &vpc_mac)),
+                ("ip.src", both(&lb_vtep, lb_ip)),
+                ("ip.dst", both(&vgw_vtep, ext_ip)),
+                ("vxlan.vni", "1001".into()),
+            ],
+        ),
+        hop(
+            "9'",
+            "dc-core",
+            "vgw1",
+            "border",
+            reply,
+            vec![
+                ("eth.src", r("vgw1", "external")?),
+                ("eth.dst", r("border", "dc")?),
+                ("ip.src", vip.into()),
+                ("ip.dst", ext_ip.into()),
+            ],
+        ),
+    ];
+    Ok((hops, replies))
 }
 
 fn timestamp() -> String {

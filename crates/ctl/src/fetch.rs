@@ -183,10 +183,10 @@ pub async fn fetch(stack: &Stack, req: &Request) -> Result<Outcome> {
         out.body = String::from_utf8_lossy(&bytes).into_owned();
     }
     // Close as a polite client does: hyper shuts the stream down (TLS close_notify, then FIN)
-    // once the last sender is gone; wait for the FIN exchange before the program exits.
+    // once the last sender is gone. (A program about to exit then waits for the FIN exchange
+    // with `Stack::quiesce`; a long-lived client such as a phone's app does not.)
     drop(sender);
     let _ = conn.await;
-    stack.quiesce(Duration::from_secs(2)).await;
     Ok(out)
 }
 

@@ -84,6 +84,27 @@ pub struct CtlConfig {
     pub port: u16,
     #[serde(default)]
     pub http: HttpLimits,
+    #[serde(default)]
+    pub orders: OrdersConfig,
+}
+
+/// Where orders are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OrdersConfig {
+    /// Order ids start with this.
+    pub id_prefix: String,
+    /// A journal (JSON lines) written before each order is acknowledged and read back at start.
+    pub journal: Option<PathBuf>,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            id_prefix: "D11-".into(),
+            journal: None,
+        }
+    }
 }
 
 fn default_port() -> u16 {
@@ -116,13 +137,19 @@ struct State {
     c: RefCell<CtlCounters>,
 }
 
-fn new_state(cfg: &CtlConfig) -> Rc<State> {
-    Rc::new(State {
-        orders: Box::new(MemoryOrders::new(cfg.http.max_orders)),
+fn new_state(cfg: &CtlConfig) -> anyhow::Result<Rc<State>> {
+    let mut orders = MemoryOrders::new(cfg.http.max_orders).with_prefix(&cfg.orders.id_prefix);
+    if let Some(j) = &cfg.orders.journal {
+        orders = orders
+            .with_journal(j)
+            .map_err(|e| anyhow::anyhow!("orders.journal {}: {e}", j.display()))?;
+    }
+    Ok(Rc::new(State {
+        orders: Box::new(orders),
         limits: cfg.http.clone(),
         active: Cell::new(0),
         c: RefCell::default(),
-    })
+    }))
 }
 
 /// Builds the controller: the stack, the listener (bound before it returns) and the server.
@@ -131,7 +158,7 @@ pub fn build(cfg: &CtlConfig) -> anyhow::Result<(StackElement, Option<App>)> {
     let tls = d11_tls::server_config(&cfg.tls.cert, &cfg.tls.key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = stack.listen(cfg.port, cfg.http.backlog)?;
-    let st = new_state(cfg);
+    let st = new_state(cfg)?;
     let s2 = st.clone();
     stack.add_table("orders", move || json!(s2.orders.list()));
     let s3 = st.clone();
@@ -164,7 +191,7 @@ impl Drop for Active {
 pub fn serve_kernel(cfg: &CtlConfig, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let tls = d11_tls::server_config(&cfg.tls.cert, &cfg.tls.key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let st = new_state(cfg);
+    let st = new_state(cfg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

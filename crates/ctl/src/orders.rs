@@ -87,7 +87,9 @@ pub trait OrderBackend {
     fn list(&self) -> Vec<Order>;
 }
 
-/// Orders in memory, at most `max`.
+/// Orders in memory, at most `max`; with a journal, each new order is written and synced to
+/// the file before it is acknowledged, and the file is read back at start, so an acknowledged
+/// order survives the controller's crash.
 #[derive(Debug)]
 pub struct MemoryOrders {
     inner: std::cell::RefCell<Store>,
@@ -98,6 +100,21 @@ struct Store {
     list: Vec<Order>,
     by_key: HashMap<String, usize>,
     max: usize,
+    prefix: String,
+    journal: Option<std::fs::File>,
+}
+
+/// One journal line.
+#[derive(Serialize, serde::Deserialize)]
+struct Line {
+    id: String,
+    key: String,
+    date: String,
+    #[serde(rename = "className")]
+    class_name: String,
+    #[serde(rename = "Author")]
+    author: String,
+    price: f64,
 }
 
 impl MemoryOrders {
@@ -107,8 +124,54 @@ impl MemoryOrders {
                 list: Vec::new(),
                 by_key: HashMap::new(),
                 max,
+                prefix: "D11-".into(),
+                journal: None,
             }),
         }
+    }
+
+    /// Order ids start with `prefix` (two controllers: two prefixes, never the same id).
+    pub fn with_prefix(self, prefix: &str) -> Self {
+        self.inner.borrow_mut().prefix = prefix.to_string();
+        self
+    }
+
+    /// Keeps the orders in `path` (JSON lines), reading back what it holds.
+    pub fn with_journal(self, path: &std::path::Path) -> std::io::Result<Self> {
+        use std::io::BufRead;
+        {
+            let mut s = self.inner.borrow_mut();
+            if let Ok(f) = std::fs::File::open(path) {
+                for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+                    let line = line?;
+                    let l: Line = serde_json::from_str(&line).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{} line {}: {e}", path.display(), n + 1),
+                        )
+                    })?;
+                    let i = s.list.len();
+                    s.by_key.insert(l.key.clone(), i);
+                    s.list.push(Order {
+                        id: l.id,
+                        key: l.key,
+                        order: NewOrder {
+                            date: l.date,
+                            class_name: l.class_name,
+                            author: l.author,
+                            price: l.price,
+                        },
+                    });
+                }
+            }
+            s.journal = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            );
+        }
+        Ok(self)
     }
 
     pub fn create_now(&self, key: &str, order: NewOrder) -> Created {
@@ -125,10 +188,28 @@ impl MemoryOrders {
             return Created::Full;
         }
         let o = Order {
-            id: format!("D11-{:08}", s.list.len() + 1),
+            id: format!("{}{:08}", s.prefix, s.list.len() + 1),
             key: key.to_string(),
             order,
         };
+        if let Some(f) = s.journal.as_mut() {
+            use std::io::Write;
+            let line = Line {
+                id: o.id.clone(),
+                key: o.key.clone(),
+                date: o.order.date.clone(),
+                class_name: o.order.class_name.clone(),
+                author: o.order.author.clone(),
+                price: o.order.price,
+            };
+            let mut b = serde_json::to_vec(&line).unwrap_or_default();
+            b.push(b'\n');
+            // Written and on disk before the client hears "created".
+            if let Err(e) = f.write_all(&b).and_then(|()| f.sync_data()) {
+                tracing::error!(error = %e, "cannot write the order journal");
+                return Created::Full;
+            }
+        }
         let n = s.list.len();
         s.by_key.insert(key.to_string(), n);
         s.list.push(o.clone());
@@ -199,5 +280,35 @@ mod tests {
         assert!(matches!(m.create_now("k2", o.clone()), Created::New(x) if x.id != first.id));
         assert_eq!(m.create_now("k3", o), Created::Full);
         assert_eq!(m.list().len(), 2);
+    }
+
+    #[test]
+    fn the_journal_keeps_acknowledged_orders_across_a_restart() {
+        let f = std::env::temp_dir().join(format!("d11-orders-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&f);
+        let o = validate(SEED.as_bytes()).unwrap();
+        {
+            let m = MemoryOrders::new(10)
+                .with_prefix("D11-1-")
+                .with_journal(&f)
+                .unwrap();
+            assert!(
+                matches!(m.create_now("a", o.clone()), Created::New(x) if x.id == "D11-1-00000001")
+            );
+            assert!(matches!(m.create_now("b", o.clone()), Created::New(_)));
+        }
+        // A crash: a new store reads the journal back.
+        let m = MemoryOrders::new(10)
+            .with_prefix("D11-1-")
+            .with_journal(&f)
+            .unwrap();
+        assert_eq!(m.list().len(), 2);
+        assert!(
+            matches!(m.create_now("a", o.clone()), Created::Replayed(x) if x.id == "D11-1-00000001")
+        );
+        assert!(matches!(m.create_now("c", o), Created::New(x) if x.id == "D11-1-00000003"));
+        std::fs::write(&f, "not json\n").unwrap();
+        assert!(MemoryOrders::new(10).with_journal(&f).is_err());
+        std::fs::remove_file(&f).unwrap();
     }
 }

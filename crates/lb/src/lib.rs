@@ -15,6 +15,8 @@
 //! - `proxy_protocol = true`: each backend connection starts with a PROXY protocol v2 header
 //!   (the client's address and port, and the address it connected to).
 //! - `max_connections`: past it, new clients are closed at once and counted.
+//! - `tcp.idle_timeout_s` (30 s unless set): a connection idle that long is closed, as
+//!   HAProxy's `timeout client` and `timeout server`.
 //!
 //! `d11 show NODE backends`, `conns`; counters in `counters`.
 
@@ -353,7 +355,13 @@ pub fn build(cfg: &LbConfig) -> anyhow::Result<(StackElement, Option<App>)> {
             anyhow::bail!("drain names {d:?}, which is not a backend");
         }
     }
-    let (stack, element) = Stack::new(&cfg.stack, "lb")?;
+    // As HAProxy's `timeout client` / `timeout server`: a connection idle this long (a peer
+    // that died, a client that went away) is closed, so it cannot hold its other half forever.
+    let mut stack_cfg = cfg.stack.clone();
+    if stack_cfg.tcp.idle_timeout_s == 0 {
+        stack_cfg.tcp.idle_timeout_s = 30;
+    }
+    let (stack, element) = Stack::new(&stack_cfg, "lb")?;
     let listener = stack.listen(cfg.listen, cfg.backlog)?;
     let st: Shared = Rc::new(RefCell::new(State {
         cfg: cfg.clone(),

@@ -80,6 +80,8 @@ fn main() -> std::process::ExitCode {
             let (stack, element) = Stack::new(&cfg, "fetch")?;
             let app: App = Box::pin(async move {
                 let o = fetch(&stack, &req).await?;
+                // The FIN exchange reaches the wire before the program exits.
+                stack.quiesce(Duration::from_secs(2)).await;
                 if json {
                     println!("{}", serde_json::to_string(&o)?);
                 } else {

@@ -552,6 +552,11 @@ fn drive_mobile(
         "| attach and the order, from ready to the app's answer | {:.1} ms |",
         order_time.as_secs_f64() * 1e3
     )?;
+    writeln!(
+        md,
+        "| attach (Attach Request to Attach Accept: EPS-AKA, Create Session, bearers) | {:.1} ms |",
+        ue["attach_ms"].as_f64().unwrap_or(0.0)
+    )?;
     let oc = &o["outcome"];
     writeln!(md, "| the order: TCP handshake / TLS handshake / request to response | {:.1} / {:.1} / {:.1} ms |",
         oc["tcp_ms"].as_f64().unwrap_or(0.0), oc["tls_ms"].as_f64().unwrap_or(0.0),

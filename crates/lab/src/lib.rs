@@ -369,6 +369,14 @@ fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> R
         }
         sys::ip(&["-n", &fabric, "link", "set", "dev", &s.name, "up"])?;
     }
+    // Captures start before any program does, so they hold every frame from the first one.
+    if let Some(dir) = &opts.capture_dir {
+        fs::create_dir_all(dir)?;
+        for s in &topo.segments {
+            let file = dir.join(format!("{}.pcapng", s.name));
+            start_capture(st, &s.name, &file, bins)?;
+        }
+    }
     let mut used_ifnames: Vec<String> = topo.segments.iter().map(|s| s.name.clone()).collect();
     for (ni, n) in topo.nodes.iter().enumerate() {
         let ns = format!("{}-{}", opts.prefix, n.name);
@@ -404,13 +412,6 @@ fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> R
             setup_kernel_host(topo, n, st, ni)?;
         } else {
             start_program(topo, n, opts, bins, st, ni)?;
-        }
-    }
-    if let Some(dir) = &opts.capture_dir {
-        fs::create_dir_all(dir)?;
-        for s in &topo.segments {
-            let file = dir.join(format!("{}.pcapng", s.name));
-            start_capture(st, &s.name, &file, bins)?;
         }
     }
     Ok(())

@@ -119,6 +119,14 @@ counters! {
 type TableFn = Box<dyn Fn() -> Value>;
 type CountersFn = Box<dyn Fn(&mut dyn FnMut(&str, u64))>;
 
+/// An ARP request of ours for a next hop.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    at: Instant,
+    answered: bool,
+    tries: u8,
+}
+
 pub(crate) struct Inner {
     pub(crate) iface: Interface,
     pub(crate) sockets: SocketSet<'static>,
@@ -129,8 +137,8 @@ pub(crate) struct Inner {
     pub(crate) tuning: TcpTuning,
     pub(crate) wire: Wire,
     resend: Vec<Vec<u8>>,
-    /// Next hops we asked for ourselves, and when (see [`Inner::probe_neighbour`]).
-    probed: HashMap<Ipv4Addr, Instant>,
+    /// Next hops we asked for ourselves (see [`Inner::probe_neighbour`]).
+    probed: HashMap<Ipv4Addr, Probe>,
     pub(crate) c: StackCounters,
     drops: GuardDrops,
     /// Sockets whose owner dropped them: removed once closed.
@@ -193,26 +201,74 @@ impl Inner {
         if dst == net.addr() || dst == net.broadcast() {
             return;
         }
+        // Once answered, not asked again for 20 s (smoltcp's own cache keeps it 60 s); while
+        // unanswered, `reprobe` asks again.
         let now = Instant::now();
-        if self
-            .probed
-            .get(&dst)
-            .is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_secs(20))
-        {
-            return;
+        if let Some(p) = self.probed.get(&dst) {
+            if p.answered && now.saturating_duration_since(p.at) < Duration::from_secs(20) {
+                return;
+            }
+            if !p.answered {
+                return;
+            }
         }
-        self.probed.insert(dst, now);
+        self.probed.insert(
+            dst,
+            Probe {
+                at: now,
+                answered: false,
+                tries: 1,
+            },
+        );
+        self.arp_request(net.addr(), dst);
+    }
+
+    fn arp_request(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         let mut f = Vec::with_capacity(60);
         f.extend_from_slice(&[0xff; 6]);
         f.extend_from_slice(&self.mac.0);
         f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
         f.extend_from_slice(&self.mac.0);
-        f.extend_from_slice(&net.addr().octets());
+        f.extend_from_slice(&src.octets());
         f.extend_from_slice(&[0; 6]);
         f.extend_from_slice(&dst.octets());
         f.resize(60, 0);
         self.resend.push(f);
         self.c.arp_probes += 1;
+    }
+
+    /// Probes not answered yet are sent again every 200 ms, ten times at most (a peer that is
+    /// not up yet answers the first one after it starts).
+    fn reprobe(&mut self, now: Instant) -> Option<Instant> {
+        const EVERY: Duration = Duration::from_millis(200);
+        let due: Vec<Ipv4Addr> = self
+            .probed
+            .iter()
+            .filter(|(_, p)| {
+                !p.answered && p.tries < 10 && now.saturating_duration_since(p.at) >= EVERY
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for dst in due {
+            let Some(src) = self
+                .addrs
+                .iter()
+                .find(|n| n.contains(&dst))
+                .map(|n| n.addr())
+            else {
+                continue;
+            };
+            if let Some(p) = self.probed.get_mut(&dst) {
+                p.at = now;
+                p.tries += 1;
+            }
+            self.arp_request(src, dst);
+        }
+        self.probed
+            .values()
+            .filter(|p| !p.answered && p.tries < 10)
+            .map(|p| p.at + EVERY)
+            .min()
     }
 
     /// An ephemeral port (RFC 6335 range) not used by a socket of ours.
@@ -250,8 +306,17 @@ impl Inner {
         // `recovery`).
         if let Some(frame) = rx {
             self.wire.recovery.on_in(now, frame, &mut self.resend);
+            // An ARP reply to a probe of ours: that next hop answered.
+            if frame.len() >= 42 && frame[12..14] == [8, 6] && frame[20..22] == [0, 2] {
+                let spa = Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
+                if let Some(p) = self.probed.get_mut(&spa) {
+                    p.answered = true;
+                    p.at = now;
+                }
+            }
         }
         self.wire.recovery.on_timer(now, &mut self.resend);
+        let reprobe_at = self.reprobe(now);
         for f in self.resend.drain(..) {
             self.wire.tracker.observe(now, &f, tracker::Dir::Out);
             tx.send(0, &f);
@@ -297,6 +362,9 @@ impl Inner {
             .poll_at(t, &self.sockets)
             .map(|at| self.epoch + Duration::from_micros(at.total_micros().max(0) as u64));
         if let Some(at) = self.wire.recovery.poll_at() {
+            self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
+        }
+        if let Some(at) = reprobe_at {
             self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
         }
         // Pools with half-open sockets need a look when their timeout runs out.

@@ -135,6 +135,8 @@ pub struct Shared {
     /// Each successful request's time, connection to last byte.
     latencies_ms: Vec<f64>,
     app_elapsed_s: f64,
+    /// From the first Attach Request to the Attach Accept.
+    attach_ms: Option<f64>,
 }
 
 pub struct Ue {
@@ -150,6 +152,7 @@ pub struct Ue {
     wakeup: Rc<Notify>,
     attached: Rc<Notify>,
     next_attach: Option<Instant>,
+    attach_started: Option<Instant>,
     arp_back: Vec<Vec<u8>>,
     c: UeCounters,
 }
@@ -235,6 +238,7 @@ impl Ue {
                 wakeup: Rc::new(Notify::new()),
                 attached: attached.clone(),
                 next_attach: Some(Instant::now()),
+                attach_started: None,
                 arp_back: Vec::new(),
                 c: UeCounters::default(),
             },
@@ -308,6 +312,10 @@ impl Ue {
                     return;
                 }
                 let mut s = self.sh.borrow_mut();
+                s.attach_ms = self
+                    .attach_started
+                    .take()
+                    .map(|t| now.saturating_duration_since(t).as_secs_f64() * 1e3);
                 s.state = "attached";
                 s.ip = Some(ue_ip);
                 s.prefix_len = prefix_len;
@@ -500,6 +508,9 @@ impl Element for Ue {
                 (1u64 << self.c.attach_requests_sent.min(16)).min(self.cfg.attach_retry_s.max(1)),
             );
             self.next_attach = Some(now + wait);
+            if self.attach_started.is_none() {
+                self.attach_started = Some(now);
+            }
             self.c.attach_requests_sent += 1;
             self.sh.borrow_mut().state = "attaching";
             let nas = Nas::AttachRequest {
@@ -553,6 +564,7 @@ impl Element for Ue {
                 "device": (self.cfg.mode == Mode::Modem).then_some(&self.cfg.tun_name),
                 "enb_mac": s.enb_mac.map(|m| d11_element::mac_string(&m)),
                 "reject_cause": s.reject_cause,
+                "attach_ms": s.attach_ms,
                 "bearers": if s.state == "attached" { json!([{"ebi": 5, "default": true}]) } else { json!([]) },
             })),
             "app" => Some(json!(s.app)),

@@ -447,14 +447,39 @@ ports = [
   { name = "underlay", segment = "underlay", addresses = ["10.1.0.1/24"] },
 ]
 vpc = { vni = 1001, router = "192.168.1.1/24", hosts = ["10.1.0.11", "10.1.0.12"] }
-vips = [{ vip = "203.0.113.10", ports = [443], lbs = ["192.168.1.10"] }]
+# A second LB address with no VM behind it: the gateway's checks take it out.
+vips = [{ vip = "203.0.113.10", ports = [443], lbs = ["192.168.1.10", "192.168.1.11"] }]
+lb_check = { interval_ms = 200, timeout_ms = 200, rise = 2, fall = 2 }
 "#;
 
 #[test]
 fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
     let lab = Lab::up(DC_LAB);
     lab.wait_show("lb1", "backends", 10, |b| b[0]["state"] == "up");
+    // The gateway's checks: lb1 answers its SYN, the address without a VM does not.
+    let v = lab.wait_show("vgw1", "vips", 10, |v| {
+        v[0]["lbs"][0]["state"] == "up" && v[0]["lbs"][1]["state"] == "down"
+    });
+    assert_eq!(v[0]["lbs"][0]["last_check"], "L4OK", "{v}");
     let ca = format!("/run/d11/{}/pki/root.pem", lab.prefix);
+    // New flows only go to the LB that passes: five orders from five client ports all succeed.
+    for i in 0..5 {
+        let o = lab.exec_ok(
+            "cl",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "--cacert",
+                &ca,
+                "--resolve",
+                "www.shop.example:443:203.0.113.10",
+                "https://www.shop.example/health",
+            ],
+        );
+        assert!(o.contains("ok"), "health {i}: {o}");
+    }
     let out = lab.exec_ok(
         "cl",
         &[

@@ -354,6 +354,30 @@ impl Router {
         true
     }
 
+    /// Sends an IPv4 packet the router's owner made (a health-check probe): routes it and
+    /// resolves the next hop. Returns false, counted, when there is no route or it is too big.
+    pub fn send_ip(&mut self, now: Instant, ip: &[u8], tx: &mut dyn Transmit) -> bool {
+        if ip.len() < 20 {
+            return false;
+        }
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let Some(route) = self.rib.lookup(dst).copied() else {
+            self.c.no_route += 1;
+            return false;
+        };
+        if ip.len() > self.ports[route.port].mtu {
+            self.c.local_too_big += 1;
+            return false;
+        }
+        if ETH + ip.len() > self.scratch.len() {
+            self.scratch.resize(ETH + ip.len(), 0);
+        }
+        self.scratch[ETH..ETH + ip.len()].copy_from_slice(ip);
+        self.c.local_sent += 1;
+        self.output_local(now, ip.len(), tx);
+        true
+    }
+
     /// Answers ARP for `addr` on `port` as if it were the router's own (proxy ARP).
     pub fn add_proxy_arp(&mut self, port: PortId, addr: Ipv4Addr) {
         self.proxy_arp.push((port, addr));

@@ -64,6 +64,30 @@ pub struct VgwConfig {
     pub conntrack_max: usize,
     #[serde(default = "default_idle")]
     pub idle_timeout_s: u64,
+    #[serde(default)]
+    pub lb_check: LbCheck,
+}
+
+/// Health checks of the LB VMs: a TCP SYN from the VPC router to each LB's first VIP port; a
+/// SYN-ACK is a pass (answered with RST), a RST or no answer within `timeout_ms` a failure.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LbCheck {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for LbCheck {
+    fn default() -> Self {
+        Self {
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+        }
+    }
 }
 
 fn default_external() -> String {
@@ -89,6 +113,10 @@ counters! {
         vip_closed_port,
         vip_not_tcp_udp,
         vip_no_lb,
+        lb_checks_ok,
+        lb_checks_failed,
+        lbs_down,
+        lbs_up,
         conntrack_full,
         conntrack_expired,
         vxlan_rx,
@@ -101,6 +129,18 @@ counters! {
         encap_too_big,
         udp_errors,
     }
+}
+
+/// One LB VM as the gateway's checks see it.
+#[derive(Debug, Clone)]
+struct LbState {
+    addr: Ipv4Addr,
+    port: u16,
+    up: bool,
+    streak: u32,
+    /// The probe in flight: (our source port, our sequence number, sent at).
+    probe: Option<(u16, u32, Instant)>,
+    last: &'static str,
 }
 
 /// A client's flow to a VIP.
@@ -135,6 +175,13 @@ pub struct Logic {
     idle: Duration,
     next_sweep: Option<Instant>,
     fdb: HashMap<[u8; 6], (Ipv4Addr, Instant)>,
+    lbs: Vec<LbState>,
+    check: LbCheck,
+    next_check: Option<Instant>,
+    router_addr: Ipv4Addr,
+    probe_port: u16,
+    /// IPv4 packets to send (probes, resets).
+    ip_out: Vec<Vec<u8>>,
     out: Vec<Datagram>,
     inject: Vec<Vec<u8>>,
     pub c: VgwCounters,
@@ -187,6 +234,21 @@ impl Vgw {
         for v in &cfg.vips {
             router.add_proxy_arp(external, v.vip);
         }
+        let mut lbs: Vec<LbState> = Vec::new();
+        for v in &cfg.vips {
+            for a in &v.lbs {
+                if !lbs.iter().any(|l| l.addr == *a) {
+                    lbs.push(LbState {
+                        addr: *a,
+                        port: v.ports.first().copied().unwrap_or(443),
+                        up: true,
+                        streak: 0,
+                        probe: None,
+                        last: "none",
+                    });
+                }
+            }
+        }
         Ok(Self {
             router,
             logic: Logic {
@@ -204,6 +266,12 @@ impl Vgw {
                 idle: Duration::from_secs(cfg.idle_timeout_s.max(1)),
                 next_sweep: None,
                 fdb: HashMap::new(),
+                lbs,
+                check: cfg.lb_check.clone(),
+                next_check: Some(Instant::now()),
+                router_addr: cfg.vpc.router.addr(),
+                probe_port: 40000,
+                ip_out: Vec::new(),
                 out: Vec::new(),
                 inject: Vec::new(),
                 c: VgwCounters::default(),
@@ -224,6 +292,9 @@ impl Vgw {
                     kept: &mut kept,
                 };
                 udp::flush(&mut self.router, now, &mut self.logic.out, &mut d);
+                for ip in self.logic.ip_out.drain(..) {
+                    self.router.send_ip(now, &ip, &mut d);
+                }
             }
             if kept.is_empty() && self.logic.inject.is_empty() {
                 break;
@@ -289,7 +360,18 @@ fn ports(ip: &[u8]) -> Option<(u16, u16)> {
 }
 
 impl Logic {
-    fn pick_lb(v: &VipConfig, client: Ipv4Addr, cport: u16) -> Ipv4Addr {
+    /// An LB for a new flow: a hash of the client's address and port over the VIP's LBs that
+    /// pass their checks.
+    fn pick_lb(&self, v: &VipConfig, client: Ipv4Addr, cport: u16) -> Option<Ipv4Addr> {
+        let up: Vec<Ipv4Addr> = v
+            .lbs
+            .iter()
+            .copied()
+            .filter(|a| self.lbs.iter().any(|l| l.addr == *a && l.up))
+            .collect();
+        if up.is_empty() {
+            return None;
+        }
         let h = client
             .octets()
             .iter()
@@ -297,7 +379,115 @@ impl Logic {
             .fold(0x811c_9dc5u32, |h, b| {
                 (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
             });
-        v.lbs[h as usize % v.lbs.len()]
+        Some(up[h as usize % up.len()])
+    }
+
+    /// A TCP segment from the VPC router's address (a probe or a reset).
+    fn tcp_packet(&self, dst: Ipv4Addr, sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
+        let mut ip = vec![0u8; 40];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&self.router_addr.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        fill_ipv4_checksum(&mut ip[..20]);
+        let t = &mut ip[20..];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        let mut pseudo = Vec::with_capacity(32);
+        pseudo.extend_from_slice(&self.router_addr.octets());
+        pseudo.extend_from_slice(&dst.octets());
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        pseudo.extend_from_slice(&ip[20..]);
+        let c = d11_wire::internet_checksum(&pseudo);
+        ip[36..38].copy_from_slice(&c.to_be_bytes());
+        ip
+    }
+
+    fn check_result(&mut self, i: usize, ok: bool, why: &'static str) {
+        let (rise, fall) = (self.check.rise.max(1), self.check.fall.max(1));
+        let l = &mut self.lbs[i];
+        l.probe = None;
+        l.last = why;
+        if ok != l.up {
+            l.streak += 1;
+        } else {
+            l.streak = 0;
+        }
+        if (l.up && l.streak >= fall) || (!l.up && l.streak >= rise) {
+            l.up = !l.up;
+            l.streak = 0;
+            tracing::warn!(lb = %l.addr, up = l.up, "LB VM state changed");
+            if l.up {
+                self.c.lbs_up += 1;
+            } else {
+                self.c.lbs_down += 1;
+            }
+        }
+    }
+
+    /// Timed-out probes fail; a new probe to each LB.
+    fn run_checks(&mut self, now: Instant) {
+        let timeout = Duration::from_millis(self.check.timeout_ms.max(10));
+        for i in 0..self.lbs.len() {
+            if let Some((_, _, at)) = self.lbs[i].probe {
+                if now.saturating_duration_since(at) >= timeout {
+                    self.c.lb_checks_failed += 1;
+                    self.check_result(i, false, "timeout");
+                } else {
+                    continue;
+                }
+            }
+            self.probe_port = if self.probe_port >= 60999 {
+                40000
+            } else {
+                self.probe_port + 1
+            };
+            let seq = u32::from(self.probe_port).wrapping_mul(2_654_435_761);
+            let (addr, port) = (self.lbs[i].addr, self.lbs[i].port);
+            let p = self.tcp_packet(addr, self.probe_port, port, seq, 0x02);
+            self.ip_out.push(p);
+            self.lbs[i].probe = Some((self.probe_port, seq, now));
+        }
+        self.next_check = Some(now + Duration::from_millis(self.check.interval_ms.max(10)));
+    }
+
+    /// A TCP segment to the VPC router's address: the answer to a probe?
+    fn probe_answer(&mut self, ip: &[u8]) {
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if ip.len() < ihl + 20 {
+            return;
+        }
+        let t = &ip[ihl..];
+        let src = addr_at(ip, 12);
+        let (sport, dport) = (
+            u16::from_be_bytes([t[0], t[1]]),
+            u16::from_be_bytes([t[2], t[3]]),
+        );
+        let ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+        let flags = t[13];
+        let Some(i) = self.lbs.iter().position(|l| {
+            l.addr == src && l.port == sport && l.probe.is_some_and(|(p, _, _)| p == dport)
+        }) else {
+            return;
+        };
+        let seq = self.lbs[i].probe.map_or(0, |(_, s, _)| s);
+        if flags & 0x12 == 0x12 && ack == seq.wrapping_add(1) {
+            self.c.lb_checks_ok += 1;
+            // Close the half-open connection: RST with the sequence number it acknowledged.
+            let rst = self.tcp_packet(src, dport, sport, ack, 0x04);
+            self.ip_out.push(rst);
+            self.check_result(i, true, "L4OK");
+        } else if flags & 0x04 != 0 {
+            self.c.lb_checks_failed += 1;
+            self.check_result(i, false, "refused");
+        }
     }
 
     /// A packet from outside to a VIP: translated to an LB, or dropped.
@@ -331,7 +521,10 @@ impl Logic {
                     self.c.conntrack_full += 1;
                     return HookVerdict::Drop;
                 }
-                let lb = Self::pick_lb(&self.vips[vi], key.client, cport);
+                let Some(lb) = self.pick_lb(&self.vips[vi], key.client, cport) else {
+                    self.c.vip_no_lb += 1;
+                    return HookVerdict::Drop;
+                };
                 self.ct.insert(key, Ct { lb, seen: now });
                 self.rev
                     .insert((key.proto, lb, vport, key.client, cport), key);
@@ -472,6 +665,10 @@ impl Hook for Logic {
     }
 
     fn local(&mut self, now: Instant, in_port: PortId, ip: &[u8]) -> HookVerdict {
+        if ip[9] == 6 && in_port == self.vpc_port && addr_at(ip, 16) == self.router_addr {
+            self.probe_answer(ip);
+            return HookVerdict::Drop;
+        }
         if ip[9] != 17 || in_port != self.underlay {
             return HookVerdict::Continue;
         }
@@ -520,7 +717,10 @@ impl Element for Vgw {
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        [self.router.poll_at(), self.logic.next_sweep]
+        let check = (!self.logic.lbs.is_empty())
+            .then_some(self.logic.next_check)
+            .flatten();
+        [self.router.poll_at(), self.logic.next_sweep, check]
             .into_iter()
             .flatten()
             .min()
@@ -529,6 +729,9 @@ impl Element for Vgw {
     fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
         if self.logic.next_sweep.is_some_and(|t| t <= now) {
             self.logic.sweep(now);
+        }
+        if !self.logic.lbs.is_empty() && self.logic.next_check.is_some_and(|t| t <= now) {
+            self.logic.run_checks(now);
         }
         if self.router.poll_at().is_some_and(|t| t <= now) {
             let mut kept = std::mem::take(&mut self.kept);
@@ -561,7 +764,14 @@ impl Element for Vgw {
                 .map(|v| json!({
                     "vip": v.vip.to_string(),
                     "ports": v.ports,
-                    "lbs": v.lbs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "lbs": v.lbs.iter().map(|a| {
+                        let st = l.lbs.iter().find(|x| x.addr == *a);
+                        json!({
+                            "address": a.to_string(),
+                            "state": if st.is_some_and(|x| x.up) { "up" } else { "down" },
+                            "last_check": st.map(|x| x.last),
+                        })
+                    }).collect::<Vec<_>>(),
                     "flows": l.ct.keys().filter(|k| k.vip == v.vip).count(),
                 }))
                 .collect::<Vec<_>>())),

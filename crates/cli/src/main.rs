@@ -136,6 +136,14 @@ enum LabCmd {
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
+    /// Call a Dubbo service from a userspace client (d11-rpc-call) on its own TAP on SEGMENT.
+    Rpc {
+        segment: String,
+        /// d11-rpc-call's arguments: --address, --gateway, --count, --concurrency, TARGET
+        /// SERVICE METHOD TYPES ARGS.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
     /// Print a node's log.
     Logs {
         node: String,
@@ -365,6 +373,33 @@ fn run(cli: Cli) -> Result<()> {
                 cmd.env("SSLKEYLOGFILE", k);
             }
             let status = cmd.args(&args).status().context("cannot run d11-fetch")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Lab(LabCmd::Rpc { segment, args }) => {
+            d11_lab::sys::require_root()?;
+            let st = LabState::load(&prefix)?;
+            if !st.segments.iter().any(|s| s.name == segment) {
+                bail!("lab {prefix} has no segment {segment:?}");
+            }
+            let exe = std::env::current_exe()?;
+            let bin = exe.parent().context("no bin dir")?.join("d11-rpc-call");
+            let tap = format!("rpc{}", std::process::id() % 100_000);
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args([
+                "--node",
+                &tap,
+                "--port",
+                &format!("eth0={tap}@{segment}"),
+                "--fabric",
+            ])
+            .arg(PathBuf::from("/run/netns").join(&st.fabric));
+            if std::env::var_os("D11_LOG").is_none() {
+                cmd.env("D11_LOG", "warn");
+            }
+            let status = cmd
+                .args(&args)
+                .status()
+                .context("cannot run d11-rpc-call")?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Lab(LabCmd::Logs { node, follow }) => {

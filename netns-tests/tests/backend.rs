@@ -1,0 +1,107 @@
+//! The order back end's services on the userspace stack, called over Dubbo 2 / Hessian 2.
+
+use d11_netns_tests::*;
+use serde_json::Value;
+
+const LAB: &str = r#"
+name = "backend"
+[[segments]]
+name = "vpc"
+[[nodes]]
+name = "inventory"
+role = "inventory"
+ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.31/24"] }]
+stock = { "book-11" = 100 }
+[[nodes]]
+name = "k1"
+role = "kernel"
+ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.3/24"] }]
+"#;
+
+fn rpc(lab: &Lab, args: &[&str]) -> Value {
+    let o = d11()
+        .args([
+            "--prefix",
+            &lab.prefix,
+            "lab",
+            "rpc",
+            "vpc",
+            "--",
+            "--address",
+            "192.168.1.50/24",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+const DEDUCT: [&str; 4] = [
+    "192.168.1.31:20880",
+    "com.shop.InventoryService",
+    "deduct",
+    "Ljava/lang/String;Ljava/lang/String;J",
+];
+
+#[test]
+fn a_thousand_concurrent_deducts_on_a_hundred_take_exactly_a_hundred() {
+    let lab = Lab::up(LAB);
+    // One connection, a thousand calls in flight on it.
+    let args: Vec<&str> = ["--count", "1000", "--concurrency", "1000"]
+        .into_iter()
+        .chain(DEDUCT)
+        .chain([r#"["order-{n}", "book-11", 1]"#])
+        .collect();
+    let r = rpc(&lab, &args);
+    assert_eq!(r["ok"], 100, "{}", r["errors"]);
+    assert_eq!(
+        r["errors"]["the provider threw: java.lang.IllegalStateException: out of stock"],
+        900
+    );
+    let stock = lab.show("inventory", "stock");
+    assert_eq!(stock[0]["quantity"], 0);
+    // A retried deduct for an order that has its stock takes nothing more; restore gives back once.
+    let again = [DEDUCT.as_slice(), &[r#"["order-7", "book-11", 1]"#]].concat();
+    assert_eq!(rpc(&lab, &again)["ok"], 1);
+    let restore = [
+        "192.168.1.31:20880",
+        "com.shop.InventoryService",
+        "restore",
+        "Ljava/lang/String;",
+        r#"["order-7"]"#,
+    ];
+    assert_eq!(rpc(&lab, &restore)["results"][0], true);
+    assert_eq!(rpc(&lab, &restore)["results"][0], false);
+    assert_eq!(lab.show("inventory", "stock")[0]["quantity"], 1);
+    // Garbage at the service: the connection is closed, the service keeps serving.
+    lab.exec_ok(
+        "k1",
+        &[
+            "sh",
+            "-c",
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -N -w 2 192.168.1.31 20880; true",
+        ],
+    );
+    let stock_call = [
+        "192.168.1.31:20880",
+        "com.shop.InventoryService",
+        "stock",
+        "Ljava/lang/String;",
+        r#"["book-11"]"#,
+    ];
+    assert_eq!(rpc(&lab, &stock_call)["results"][0], 1);
+    // An unknown method: an error status, not a hang.
+    let r = rpc(
+        &lab,
+        &[
+            "192.168.1.31:20880",
+            "com.shop.InventoryService",
+            "steal",
+            "",
+            "[]",
+        ],
+    );
+    assert_eq!(r["ok"], 0);
+    assert!(r["errors"].to_string().contains("status 60"), "{r}");
+}

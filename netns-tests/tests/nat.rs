@@ -45,6 +45,17 @@ fn kernel_hosts_through_the_nat() {
     // One internal UDP endpoint to two servers: one external endpoint (EIM), port kept.
     let cap = lab.capture("carrier");
     lab.exec_ok("k1", &["sh", "-c", "echo a | nc -u -w 1 -p 40000 198.51.100.80 45001; echo b | nc -u -w 1 -p 40000 198.51.100.81 45002"]);
+    // Both datagrams have left the NAT once it knows both servers' MACs and sent nothing that
+    // waits for one (a loaded machine may answer ARP late); then the capture may stop.
+    lab.wait_show("nat", "arp", 10, |v| {
+        let done = |ip: &str| {
+            v.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|n| n["address"] == ip && !n["mac"].is_null() && n["queued"] == 0)
+            })
+        };
+        done("198.51.100.80") && done("198.51.100.81")
+    });
     let cap = cap.stop();
     let seen = tshark_fields(
         &cap,
@@ -52,7 +63,12 @@ fn kernel_hosts_through_the_nat() {
         &["ip.src", "udp.srcport", "ip.dst"],
         &[],
     );
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "{seen:?}\nnat counters: {}",
+        lab.show("nat", "counters")
+    );
     assert_eq!(
         seen[0][..2],
         seen[1][..2],

@@ -104,4 +104,32 @@ fn a_thousand_concurrent_deducts_on_a_hundred_take_exactly_a_hundred() {
     );
     assert_eq!(r["ok"], 0);
     assert!(r["errors"].to_string().contains("status 60"), "{r}");
+    let pcap = lab.pcap("vpc");
+    drop(lab);
+    // contrib/wireshark/dubbo.lua reads every call from the capture: the thousand deducts
+    // (several frames to a segment, reassembled), the answers, nothing malformed.
+    let lua = format!(
+        "lua_script:{}/../contrib/wireshark/dubbo.lua",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let rows = tshark_fields(
+        &pcap,
+        "dubbo.request == 1 && dubbo.method == \"deduct\"",
+        &["dubbo.service", "dubbo.method"],
+        &["-X", &lua],
+    );
+    let calls: usize = rows.iter().map(|r| r[1].split(',').count()).sum();
+    assert!(calls >= 1001, "{calls} deduct requests decoded");
+    assert!(rows
+        .iter()
+        .all(|r| r[0].split(',').all(|s| s == "com.shop.InventoryService")));
+    let statuses = tshark_fields(
+        &pcap,
+        "dubbo.status == 60",
+        &["dubbo.status"],
+        &["-X", &lua],
+    );
+    assert_eq!(statuses.len(), 1);
+    let bad = malformed(&pcap, &["-X", &lua]);
+    assert!(bad.is_empty(), "{bad:?}");
 }

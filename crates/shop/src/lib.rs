@@ -350,5 +350,6 @@ pub async fn create_order<B: Backends>(
     Ok(order)
 }
 
+pub mod registry;
 #[cfg(test)]
 mod tests;

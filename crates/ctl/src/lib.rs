@@ -17,6 +17,7 @@
 
 pub mod fetch;
 pub mod orders;
+mod rpc_orders;
 
 use bytes::Bytes;
 use d11_element::{counters, App};
@@ -96,6 +97,12 @@ pub struct OrdersConfig {
     pub id_prefix: String,
     /// A journal (JSON lines) written before each order is acknowledged and read back at start.
     pub journal: Option<PathBuf>,
+    /// With a registry (ADDRESS:PORT), orders go to the order service (`d11-order`) by RPC,
+    /// balanced over its providers; without, they are kept here.
+    pub registry: Option<std::net::SocketAddrV4>,
+    pub balance: d11_rpc::cluster::Balance,
+    /// Milliseconds for a createOrder call.
+    pub timeout_ms: u64,
 }
 
 impl Default for OrdersConfig {
@@ -103,6 +110,9 @@ impl Default for OrdersConfig {
         Self {
             id_prefix: "D11-".into(),
             journal: None,
+            registry: None,
+            balance: d11_rpc::cluster::Balance::default(),
+            timeout_ms: 5000,
         }
     }
 }
@@ -137,19 +147,49 @@ struct State {
     c: RefCell<CtlCounters>,
 }
 
-fn new_state(cfg: &CtlConfig) -> anyhow::Result<Rc<State>> {
-    let mut orders = MemoryOrders::new(cfg.http.max_orders).with_prefix(&cfg.orders.id_prefix);
-    if let Some(j) = &cfg.orders.journal {
-        orders = orders
-            .with_journal(j)
-            .map_err(|e| anyhow::anyhow!("orders.journal {}: {e}", j.display()))?;
-    }
-    Ok(Rc::new(State {
-        orders: Box::new(orders),
+/// The state, and with an order service the registry follower to run.
+fn new_state(
+    cfg: &CtlConfig,
+    stack: Option<&Stack>,
+) -> anyhow::Result<(Rc<State>, Option<impl std::future::Future<Output = ()> + 'static>)> {
+    let (orders, follow): (Box<dyn OrderBackend>, _) = match cfg.orders.registry {
+        Some(reg) => {
+            let Some(stack) = stack else {
+                anyhow::bail!("orders.registry: the kernel-TCP mode keeps orders in memory");
+            };
+            if cfg.orders.journal.is_some() {
+                anyhow::bail!("orders: a journal or a registry, not both");
+            }
+            if !(10..=60_000).contains(&cfg.orders.timeout_ms) {
+                anyhow::bail!("orders.timeout_ms: 10 to 60000");
+            }
+            let r = rpc_orders::RpcOrders::new(
+                stack,
+                reg,
+                cfg.orders.balance,
+                Duration::from_millis(cfg.orders.timeout_ms),
+            );
+            let follow = r.cluster.clone().follow(r.registry.clone());
+            (Box::new(r), Some(follow))
+        }
+        None => {
+            let mut orders =
+                MemoryOrders::new(cfg.http.max_orders).with_prefix(&cfg.orders.id_prefix);
+            if let Some(j) = &cfg.orders.journal {
+                orders = orders
+                    .with_journal(j)
+                    .map_err(|e| anyhow::anyhow!("orders.journal {}: {e}", j.display()))?;
+            }
+            (Box::new(orders), None)
+        }
+    };
+    let st = Rc::new(State {
+        orders,
         limits: cfg.http.clone(),
         active: Cell::new(0),
         c: RefCell::default(),
-    }))
+    });
+    Ok((st, follow))
 }
 
 /// Builds the controller: the stack, the listener (bound before it returns) and the server.
@@ -158,7 +198,7 @@ pub fn build(cfg: &CtlConfig) -> anyhow::Result<(StackElement, Option<App>)> {
     let tls = d11_tls::server_config(&cfg.tls.cert, &cfg.tls.key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = stack.listen(cfg.port, cfg.http.backlog)?;
-    let st = new_state(cfg)?;
+    let (st, follow) = new_state(cfg, Some(&stack))?;
     let s2 = st.clone();
     stack.add_table("orders", move || json!(s2.orders.list()));
     let s3 = st.clone();
@@ -171,6 +211,9 @@ pub fn build(cfg: &CtlConfig) -> anyhow::Result<(StackElement, Option<App>)> {
         serde_json::Value::Object(m)
     });
     let app: App = Box::pin(async move {
+        if let Some(f) = follow {
+            spawn_local(f);
+        }
         loop {
             let (conn, _peer) = listener.accept().await?;
             spawn_local(serve(conn, acceptor.clone(), st.clone()));
@@ -191,7 +234,7 @@ impl Drop for Active {
 pub fn serve_kernel(cfg: &CtlConfig, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let tls = d11_tls::server_config(&cfg.tls.cert, &cfg.tls.key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let st = new_state(cfg)?;
+    let (st, _) = new_state(cfg, None)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -244,6 +287,15 @@ where
     if r.is_err() {
         st.c.borrow_mut().http_errors += 1;
     }
+}
+
+/// The answer to a created (or replayed) order.
+fn order_body(o: &orders::Order) -> serde_json::Value {
+    let mut b = json!({ "orderId": o.id, "status": "created", "order": o.order });
+    if let Some(r) = &o.rpc {
+        b["rpc"] = r.clone();
+    }
+    b
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
@@ -346,7 +398,7 @@ async fn purchase(req: Request<Incoming>, st: &State) -> Response<Full<Bytes>> {
             st.c.borrow_mut().orders_created += 1;
             let mut r = reply(
                 StatusCode::CREATED,
-                json!({ "orderId": o.id, "status": "created", "order": o.order }),
+                order_body(&o),
             );
             if let Ok(v) = HeaderValue::from_str(&format!("/purchaseOrder/{}", o.id)) {
                 r.headers_mut().insert(LOCATION, v);
@@ -357,7 +409,7 @@ async fn purchase(req: Request<Incoming>, st: &State) -> Response<Full<Bytes>> {
             st.c.borrow_mut().orders_replayed += 1;
             let mut r = reply(
                 StatusCode::CREATED,
-                json!({ "orderId": o.id, "status": "created", "order": o.order }),
+                order_body(&o),
             );
             r.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -369,5 +421,10 @@ async fn purchase(req: Request<Incoming>, st: &State) -> Response<Full<Bytes>> {
             "Idempotency-Key already used for another order",
         ),
         Created::Full => error(st, StatusCode::SERVICE_UNAVAILABLE, "order store full"),
+        Created::Failed(code, why) => error(
+            st,
+            StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            &why,
+        ),
     }
 }

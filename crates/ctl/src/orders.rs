@@ -21,6 +21,13 @@ pub struct NewOrder {
     #[serde(rename = "Author")]
     pub author: String,
     pub price: f64,
+    /// Optional beyond the seed's body: how many (1), a coupon, the buyer ("guest").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// A stored order.
@@ -31,6 +38,9 @@ pub struct Order {
     #[serde(rename = "idempotencyKey")]
     pub key: String,
     pub order: NewOrder,
+    /// The RPC calls behind it and their times (ms), when the back end is the order service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<Value>,
 }
 
 /// What a create did.
@@ -43,6 +53,8 @@ pub enum Created {
     KeyReused,
     /// The store is full.
     Full,
+    /// The back end refused or failed: (HTTP status, why).
+    Failed(u16, String),
 }
 
 /// Why a body is not an order; the message goes back to the client.
@@ -69,11 +81,27 @@ pub fn validate(body: &[u8]) -> Result<NewOrder, String> {
     if !price.is_finite() || price < 0.0 {
         return Err("order.price must be a finite number, not negative".into());
     }
+    let quantity = match o.get("quantity") {
+        None => None,
+        Some(q) => match q.as_i64() {
+            Some(n @ 1..=1000) => Some(n),
+            _ => return Err("order.quantity must be an integer from 1 to 1000".into()),
+        },
+    };
+    let opt = |k: &str| -> Result<Option<String>, String> {
+        match o.get(k) {
+            None => Ok(None),
+            Some(_) => s(k, 64).map(Some),
+        }
+    };
     Ok(NewOrder {
         date: s("date", 64)?,
         class_name: s("className", 200)?,
         author: s("Author", 200)?,
         price,
+        quantity,
+        coupon: opt("coupon")?,
+        user: opt("user")?,
     })
 }
 
@@ -115,6 +143,12 @@ struct Line {
     #[serde(rename = "Author")]
     author: String,
     price: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quantity: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    coupon: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
 }
 
 impl MemoryOrders {
@@ -160,7 +194,11 @@ impl MemoryOrders {
                             class_name: l.class_name,
                             author: l.author,
                             price: l.price,
+                            quantity: l.quantity,
+                            coupon: l.coupon,
+                            user: l.user,
                         },
+                        rpc: None,
                     });
                 }
             }
@@ -191,6 +229,7 @@ impl MemoryOrders {
             id: format!("{}{:08}", s.prefix, s.list.len() + 1),
             key: key.to_string(),
             order,
+            rpc: None,
         };
         if let Some(f) = s.journal.as_mut() {
             use std::io::Write;
@@ -201,6 +240,9 @@ impl MemoryOrders {
                 class_name: o.order.class_name.clone(),
                 author: o.order.author.clone(),
                 price: o.order.price,
+                quantity: o.order.quantity,
+                coupon: o.order.coupon.clone(),
+                user: o.order.user.clone(),
             };
             let mut b = serde_json::to_vec(&line).unwrap_or_default();
             b.push(b'\n');

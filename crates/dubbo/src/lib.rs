@@ -127,6 +127,20 @@ pub struct Request {
     pub attachments: Vec<(String, String)>,
 }
 
+impl Request {
+    /// A call of `service` (version 0.0.0) with no attachments.
+    pub fn new(service: &str, method: &str, types: &str, args: Vec<Value>) -> Self {
+        Self {
+            service: service.into(),
+            version: "0.0.0".into(),
+            method: method.into(),
+            types: types.into(),
+            args,
+            attachments: Vec::new(),
+        }
+    }
+}
+
 /// What a call came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

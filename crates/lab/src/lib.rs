@@ -598,6 +598,15 @@ fn start_program(
             }
         }
     }
+    // A relative `database` (the order store's and the inventory's SQLite files) lives in
+    // the lab's run directory, so it survives `lab restart` and goes with `lab down`.
+    if let Some(v) = cfg.get_mut("database") {
+        if let Some(p) = v.as_str().filter(|p| Path::new(p).is_relative()) {
+            let data = dir.join("data");
+            fs::create_dir_all(&data)?;
+            *v = serde_json::json!(data.join(p));
+        }
+    }
     // TLS nodes get the certificate the lab issued for them.
     if let (Some(pki), Some(tls)) = (&st.pki, cfg.get_mut("tls").and_then(|t| t.as_object_mut())) {
         tls.entry("cert")

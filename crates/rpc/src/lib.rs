@@ -33,6 +33,10 @@ pub enum Error {
     Status { status: u8, message: String },
     #[error("the provider threw: {0}")]
     Exception(String),
+    #[error("cannot connect to {0}")]
+    Connect(String),
+    #[error("no provider of {0}")]
+    NoProvider(String),
 }
 
 /// What a handler returns: the outcome, or (status, message) for a failure the caller sees as
@@ -298,5 +302,6 @@ pub fn exception(class: &str, message: &str) -> Outcome {
     })
 }
 
+pub mod cluster;
 #[cfg(test)]
 mod tests;

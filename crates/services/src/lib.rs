@@ -1,166 +1,204 @@
-//! The shop's RPC services, each on the userspace stack, speaking Dubbo 2 with Hessian 2
-//! (`d11-rpc`) on port 20880, Dubbo's default.
+//! The shop's RPC services, each a program on the userspace stack, speaking Dubbo 2 with
+//! Hessian 2 (`d11-rpc`) on port 20880, Dubbo's default. Providers register with
+//! `d11-registry` and keep their registration alive with heartbeats; consumers follow the
+//! registry's pushes and balance their calls over the healthy providers
+//! (`d11_rpc::cluster`).
 //!
-//! `d11-inventory` provides `com.shop.InventoryService`:
-//!
-//! | method | types | returns |
+//! | program | service | methods |
 //! |---|---|---|
-//! | `deduct(orderId, item, n)` | `Ljava/lang/String;Ljava/lang/String;J` | the quantity left (long); an `IllegalStateException` when out of stock |
-//! | `restore(orderId)` | `Ljava/lang/String;` | whether stock was given back (boolean) |
-//! | `stock(item)` | `Ljava/lang/String;` | the quantity (long) |
+//! | `d11-registry` | `com.d11.Registry` | `register`, `heartbeat`, `deregister`, `subscribe` |
+//! | `d11-inventory` | `com.shop.InventoryService` | `deduct(orderId, item, n)`, `restore(orderId)`, `stock(item)` |
+//! | `d11-coupon` | `com.shop.CouponService` | `redeem(coupon, orderId)`, `release(coupon, orderId)` |
+//! | `d11-db` | `com.shop.OrderStore` | `put(Order)`, `get(orderId)`, `count()` |
+//! | `d11-order` | `com.shop.OrderService` | `createOrder(key, user, item, quantity, coupon, detail)` |
 //!
-//! Deductions are compare-and-set with retries, idempotent per order (`d11_shop::Inventory`).
+//! docs/backend.md has the methods' types and what they return.
 
-use d11_element::{counters, App};
-use d11_rpc::d11_dubbo::{status, Outcome, Request};
-use d11_rpc::{exception, serve, Handler, Value};
-use d11_shop::{DeductError, Inventory, MemoryStock};
-use d11_stack::{Stack, StackConfig, StackElement};
+use d11_element::App;
+use d11_rpc::cluster::{keep_registered, Balance, Cluster, Connector, Provider, Stream};
+use d11_rpc::d11_dubbo::{status, Request};
+use d11_rpc::{serve, Handler, Value};
+use d11_stack::{Stack, StackConfig};
 use serde::Deserialize;
 use serde_json::json;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
 use std::rc::Rc;
+use std::time::Duration;
+
+pub mod coupon;
+pub mod db;
+pub mod inventory;
+pub mod order;
+pub mod registry;
+
+pub use inventory::{build_inventory, InventoryConfig, INVENTORY};
 
 /// Dubbo's default port.
 pub const PORT: u16 = 20880;
-pub const INVENTORY: &str = "com.shop.InventoryService";
 
+/// What every provider's config has besides its stack.
 #[derive(Debug, Clone, Deserialize)]
-pub struct InventoryConfig {
+pub struct ServiceConfig {
     #[serde(flatten)]
     pub stack: StackConfig,
-    /// Initial stock per item.
-    #[serde(default)]
-    pub stock: BTreeMap<String, i64>,
     #[serde(default = "default_port")]
     pub port: u16,
     #[serde(default = "default_backlog")]
     pub backlog: usize,
+    /// The registry, ADDRESS:PORT; without one the service is reached by its address only.
+    #[serde(default)]
+    pub registry: Option<SocketAddrV4>,
+    /// The weight it registers with (random balancing).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Seconds between heartbeats to the registry.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_s: f64,
 }
 
 fn default_port() -> u16 {
     PORT
 }
 fn default_backlog() -> usize {
-    32
+    64
+}
+fn default_weight() -> u32 {
+    100
+}
+fn default_heartbeat() -> f64 {
+    5.0
 }
 
-counters! {
-    pub struct InventoryCounters {
-        calls,
-        deducted,
-        out_of_stock,
-        restored,
-        bad_calls,
+impl ServiceConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.heartbeat_s > 0.0 && self.heartbeat_s <= 60.0) {
+            anyhow::bail!("heartbeat_s must be above 0 and at most 60");
+        }
+        if self.weight == 0 {
+            anyhow::bail!("weight must be at least 1");
+        }
+        Ok(())
     }
 }
 
-fn string_arg(r: &Request, i: usize) -> Option<String> {
+/// Connections over the stack's TCP, given up after `timeout`.
+pub fn connector(stack: &Stack, timeout: Duration) -> Connector {
+    let stack = stack.clone();
+    Rc::new(move |a| {
+        let stack = stack.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, stack.connect(a)).await {
+                Ok(Ok(s)) => Ok(Box::new(s) as Box<dyn Stream>),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )),
+            }
+        })
+    })
+}
+
+/// A cluster with fixed providers (the registry itself, a database shard).
+pub fn fixed(stack: &Stack, service: &str, at: &[SocketAddrV4]) -> Rc<Cluster> {
+    let c = Cluster::new(
+        service,
+        Balance::RoundRobin,
+        connector(stack, Duration::from_secs(2)),
+    );
+    c.set_providers(
+        at.iter()
+            .map(|a| Provider {
+                address: *a,
+                weight: 100,
+            })
+            .collect(),
+    );
+    c
+}
+
+/// Serves `service` with `handler` on the config's port and, with a registry, keeps it
+/// registered there. The app to run.
+pub fn provide(
+    stack: &Stack,
+    cfg: &ServiceConfig,
+    service: &str,
+    handler: Handler,
+) -> anyhow::Result<App> {
+    cfg.validate()?;
+    let listener = stack.listen(cfg.port, cfg.backlog)?;
+    let registration = cfg.registry.map(|r| {
+        (
+            fixed(stack, registry::REGISTRY, &[r]),
+            SocketAddrV4::new(stack.address(), cfg.port),
+        )
+    });
+    let (service, weight, every) = (
+        service.to_string(),
+        cfg.weight,
+        Duration::from_secs_f64(cfg.heartbeat_s),
+    );
+    Ok(Box::pin(async move {
+        if let Some((reg, me)) = registration {
+            tokio::task::spawn_local(keep_registered(
+                reg,
+                service,
+                "1.0.0".into(),
+                me,
+                weight,
+                every,
+            ));
+        }
+        loop {
+            let (conn, _) = listener.accept().await?;
+            tokio::task::spawn_local(serve(conn, handler.clone()));
+        }
+    }))
+}
+
+/// A handler from a closure over (method, request), answering other services with
+/// "service not found" and counting calls.
+pub fn handler<F, Fut>(service: &'static str, calls: Rc<RefCell<u64>>, f: F) -> Handler
+where
+    F: Fn(Request) -> Fut + 'static,
+    Fut: std::future::Future<Output = d11_rpc::Reply> + 'static,
+{
+    let f = Rc::new(f);
+    Rc::new(move |r: Request| {
+        *calls.borrow_mut() += 1;
+        if r.service != service {
+            let m = format!("no service {}", r.service);
+            return Box::pin(async move { Err((status::SERVICE_NOT_FOUND, m)) });
+        }
+        let f = f.clone();
+        Box::pin(async move { f(r).await })
+    })
+}
+
+/// The "wrong arguments" answer.
+pub fn bad_args(signature: &str) -> d11_rpc::Reply {
+    Err((status::BAD_REQUEST, format!("expected {signature}")))
+}
+
+/// The "no such method" answer.
+pub fn no_method(m: &str) -> d11_rpc::Reply {
+    Err((status::SERVICE_NOT_FOUND, format!("no method {m}")))
+}
+
+pub fn string_arg(r: &Request, i: usize) -> Option<String> {
     match r.args.get(i) {
         Some(Value::String(s)) => Some(s.clone()),
         _ => None,
     }
 }
 
-fn long_arg(r: &Request, i: usize) -> Option<i64> {
+pub fn long_arg(r: &Request, i: usize) -> Option<i64> {
     match r.args.get(i) {
         Some(Value::Long(n)) => Some(*n),
         Some(Value::Int(n)) => Some(i64::from(*n)),
         _ => None,
     }
-}
-
-/// Builds the inventory service.
-pub fn build_inventory(cfg: &InventoryConfig) -> anyhow::Result<(StackElement, Option<App>)> {
-    let (stack, element) = Stack::new(&cfg.stack, "inventory")?;
-    let store = MemoryStock::default();
-    for (item, qty) in &cfg.stock {
-        if *qty < 0 {
-            anyhow::bail!("stock of {item}: {qty} is negative");
-        }
-        store.set(item, *qty);
-    }
-    let inv = Rc::new(Inventory::new(store.clone()));
-    let c = Rc::new(RefCell::new(InventoryCounters::default()));
-    let (s2, items) = (store.clone(), cfg.stock.keys().cloned().collect::<Vec<_>>());
-    stack.add_table("stock", move || {
-        json!(items
-            .iter()
-            .map(|i| {
-                let (q, v) = s2.get(i).unwrap_or((0, 0));
-                json!({"item": i, "quantity": q, "version": v})
-            })
-            .collect::<Vec<_>>())
-    });
-    let (c2, inv2) = (c.clone(), inv.clone());
-    stack.add_counters(move |out| {
-        c2.borrow().for_each(out);
-        out("cas_conflicts", inv2.conflicts.get());
-    });
-    let handler: Handler = Rc::new(move |r: Request| {
-        let (inv, c) = (inv.clone(), c.clone());
-        Box::pin(async move {
-            c.borrow_mut().calls += 1;
-            if r.service != INVENTORY {
-                return Err((
-                    status::SERVICE_NOT_FOUND,
-                    format!("no service {}", r.service),
-                ));
-            }
-            match r.method.as_str() {
-                "deduct" => {
-                    let (Some(order), Some(item), Some(n)) =
-                        (string_arg(&r, 0), string_arg(&r, 1), long_arg(&r, 2))
-                    else {
-                        c.borrow_mut().bad_calls += 1;
-                        return Err((status::BAD_REQUEST, "deduct(String, String, long)".into()));
-                    };
-                    match inv.deduct(&order, &item, n).await {
-                        Ok(left) => {
-                            c.borrow_mut().deducted += 1;
-                            Ok(Outcome::Value(Value::Long(left)))
-                        }
-                        Err(e) => {
-                            if e == DeductError::OutOfStock {
-                                c.borrow_mut().out_of_stock += 1;
-                            }
-                            Ok(exception("java.lang.IllegalStateException", &e.to_string()))
-                        }
-                    }
-                }
-                "restore" => {
-                    let Some(order) = string_arg(&r, 0) else {
-                        c.borrow_mut().bad_calls += 1;
-                        return Err((status::BAD_REQUEST, "restore(String)".into()));
-                    };
-                    let done = inv.restore(&order).await;
-                    if done {
-                        c.borrow_mut().restored += 1;
-                    }
-                    Ok(Outcome::Value(Value::Bool(done)))
-                }
-                "stock" => {
-                    let Some(item) = string_arg(&r, 0) else {
-                        c.borrow_mut().bad_calls += 1;
-                        return Err((status::BAD_REQUEST, "stock(String)".into()));
-                    };
-                    Ok(Outcome::Value(Value::Long(
-                        inv.store.get(&item).map_or(0, |(q, _)| q),
-                    )))
-                }
-                m => Err((status::SERVICE_NOT_FOUND, format!("no method {m}"))),
-            }
-        })
-    });
-    let listener = stack.listen(cfg.port, cfg.backlog)?;
-    let app: App = Box::pin(async move {
-        loop {
-            let (conn, _) = listener.accept().await?;
-            tokio::task::spawn_local(serve(conn, handler.clone()));
-        }
-    });
-    Ok((element, Some(app)))
 }
 
 /// Hessian arguments from JSON values, by the JVM descriptor: `J` long, `I` int, `Z` boolean,

@@ -8,8 +8,11 @@
 //! - [`Inventory`]: deductions by order id, so a retried deduct for the same order never
 //!   deducts twice, and [`Inventory::restore`] (compensation) gives back exactly once.
 //! - [`Coupons`]: a coupon is redeemed at most once, by one order.
-//! - [`create_order`]: a repeated idempotency key returns the first order; after the deduction,
-//!   any failure compensates (stock returned, coupon released), so no half-order remains.
+//! - [`create_order`]: the order id comes from the idempotency key, so a repeated key (on any
+//!   instance of the order service) finds the first order; every call it makes is idempotent
+//!   by that id; after the deduction, any failure compensates (stock returned, coupon
+//!   released), and a compensation that cannot reach its service is owed and retried
+//!   ([`Desk::settle`]), so no half-order remains.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,8 +24,25 @@ pub trait StockStore {
     /// (quantity, version) of `item`.
     fn read(&self, item: &str) -> impl Future<Output = Option<(i64, u64)>>;
     /// Sets `item`'s quantity to `qty` (and bumps its version) only if its version is still
-    /// `version`; whether it did.
-    fn cas(&self, item: &str, version: u64, qty: i64) -> impl Future<Output = bool>;
+    /// `version`, and in the same write records `why` (a database does both in one
+    /// transaction); whether it did.
+    fn cas(
+        &self,
+        item: &str,
+        version: u64,
+        qty: i64,
+        why: &Deduction,
+    ) -> impl Future<Output = bool>;
+}
+
+/// What an order took (or gave back): kept with the stock so that a restarted inventory still
+/// knows which orders hold stock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Deduction {
+    pub order: String,
+    pub item: String,
+    pub n: i64,
+    pub restored: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,10 +61,10 @@ pub enum DeductError {
 /// returns what is left and how many conflicts it met.
 pub async fn deduct<S: StockStore>(
     store: &S,
-    item: &str,
-    n: i64,
+    why: &Deduction,
     max_tries: u32,
 ) -> Result<(i64, u32), DeductError> {
+    let (item, n) = (why.item.as_str(), why.n);
     if n <= 0 {
         return Err(DeductError::BadQuantity);
     }
@@ -53,20 +73,20 @@ pub async fn deduct<S: StockStore>(
         if qty < n {
             return Err(DeductError::OutOfStock);
         }
-        if store.cas(item, version, qty - n).await {
+        if store.cas(item, version, qty - n, why).await {
             return Ok((qty - n, conflicts));
         }
     }
     Err(DeductError::Contended)
 }
 
-/// Gives `n` of `item` back, with compare-and-set.
-pub async fn give_back<S: StockStore>(store: &S, item: &str, n: i64, max_tries: u32) -> bool {
+/// Gives `why.n` of `why.item` back, with compare-and-set.
+pub async fn give_back<S: StockStore>(store: &S, why: &Deduction, max_tries: u32) -> bool {
     for _ in 0..max_tries.max(1) {
-        let Some((qty, version)) = store.read(item).await else {
+        let Some((qty, version)) = store.read(&why.item).await else {
             return false;
         };
-        if store.cas(item, version, qty + n).await {
+        if store.cas(&why.item, version, qty + why.n, why).await {
             return true;
         }
     }
@@ -92,7 +112,7 @@ impl StockStore for MemoryStock {
     async fn read(&self, item: &str) -> Option<(i64, u64)> {
         self.get(item)
     }
-    async fn cas(&self, item: &str, version: u64, qty: i64) -> bool {
+    async fn cas(&self, item: &str, version: u64, qty: i64, _why: &Deduction) -> bool {
         let mut m = self.items.borrow_mut();
         match m.get_mut(item) {
             Some(e) if e.1 == version && qty >= 0 => {
@@ -105,26 +125,38 @@ impl StockStore for MemoryStock {
 }
 
 /// Where an order's deduction stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deduction {
-    InProgress,
-    Done,
-    Restored,
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    /// Being taken; `cancel` when a restore came meanwhile (its caller gave up waiting).
+    InProgress {
+        cancel: bool,
+    },
+    Held(Deduction),
 }
 
 /// The inventory service: deductions remembered by order id.
 #[derive(Debug, Default)]
 pub struct Inventory<S> {
     pub store: S,
-    done: RefCell<HashMap<String, (String, i64, Deduction)>>,
+    done: RefCell<HashMap<String, Entry>>,
     pub conflicts: std::cell::Cell<u64>,
 }
 
 impl<S: StockStore> Inventory<S> {
     pub fn new(store: S) -> Self {
+        Self::with_deductions(store, [])
+    }
+
+    /// An inventory over `store` that already holds `records` (read back at a restart).
+    pub fn with_deductions(store: S, records: impl IntoIterator<Item = Deduction>) -> Self {
         Self {
             store,
-            done: RefCell::default(),
+            done: RefCell::new(
+                records
+                    .into_iter()
+                    .map(|d| (d.order.clone(), Entry::Held(d)))
+                    .collect(),
+            ),
             conflicts: Default::default(),
         }
     }
@@ -132,21 +164,32 @@ impl<S: StockStore> Inventory<S> {
     /// Deducts `n` of `item` for `order`; the same order again (a retry) deducts nothing more.
     pub async fn deduct(&self, order: &str, item: &str, n: i64) -> Result<i64, DeductError> {
         // (Borrows end before any await: other calls run meanwhile.)
-        let state = self.done.borrow().get(order).map(|e| e.2);
+        let state = self.done.borrow().get(order).cloned();
         match state {
-            Some(Deduction::Done) => return Ok(self.store_qty(item).await),
-            Some(Deduction::InProgress) => return Err(DeductError::Contended),
-            Some(Deduction::Restored) | None => {}
+            Some(Entry::Held(d)) if !d.restored => return Ok(self.store_qty(item).await),
+            Some(Entry::InProgress { .. }) => return Err(DeductError::Contended),
+            _ => {}
         }
         self.done
             .borrow_mut()
-            .insert(order.into(), (item.into(), n, Deduction::InProgress));
-        match deduct(&self.store, item, n, 100).await {
+            .insert(order.into(), Entry::InProgress { cancel: false });
+        let why = Deduction {
+            order: order.into(),
+            item: item.into(),
+            n,
+            restored: false,
+        };
+        match deduct(&self.store, &why, 100).await {
             Ok((left, conflicts)) => {
                 self.conflicts
                     .set(self.conflicts.get() + u64::from(conflicts));
-                if let Some(e) = self.done.borrow_mut().get_mut(order) {
-                    e.2 = Deduction::Done;
+                let before = self
+                    .done
+                    .borrow_mut()
+                    .insert(order.into(), Entry::Held(why));
+                if before == Some(Entry::InProgress { cancel: true }) {
+                    // Its caller already asked for it back.
+                    self.restore(order).await;
                 }
                 Ok(left)
             }
@@ -161,28 +204,42 @@ impl<S: StockStore> Inventory<S> {
         self.store.read(item).await.map_or(0, |(q, _)| q)
     }
 
-    /// Compensation: gives back what `order` took, once.
+    /// Compensation: gives back what `order` took, once. A deduct still running for it gives
+    /// back as soon as it is done. Whether stock was given back now.
     pub async fn restore(&self, order: &str) -> bool {
-        let entry = {
+        let why = {
             let mut d = self.done.borrow_mut();
             match d.get_mut(order) {
-                Some(e) if e.2 == Deduction::Done => {
-                    e.2 = Deduction::Restored;
-                    Some((e.0.clone(), e.1))
+                Some(Entry::Held(h)) if !h.restored => {
+                    h.restored = true;
+                    h.clone()
                 }
-                _ => None,
+                Some(Entry::InProgress { cancel }) => {
+                    *cancel = true;
+                    return false;
+                }
+                _ => return false,
             }
         };
-        let Some((item, n)) = entry else {
-            return false;
-        };
-        if give_back(&self.store, &item, n, 100).await {
+        if give_back(&self.store, &why, 100).await {
             return true;
         }
-        if let Some(e) = self.done.borrow_mut().get_mut(order) {
-            e.2 = Deduction::Done;
+        if let Some(Entry::Held(h)) = self.done.borrow_mut().get_mut(order) {
+            h.restored = false;
         }
         false
+    }
+
+    /// The deductions it knows of.
+    pub fn deductions(&self) -> Vec<Deduction> {
+        self.done
+            .borrow()
+            .values()
+            .filter_map(|e| match e {
+                Entry::Held(d) => Some(d.clone()),
+                Entry::InProgress { .. } => None,
+            })
+            .collect()
     }
 }
 
@@ -246,108 +303,244 @@ pub struct Order {
     pub item: String,
     pub quantity: i64,
     pub coupon: Option<String>,
+    /// The rest of the client's order (JSON), kept as it came.
+    pub detail: String,
+}
+
+impl Order {
+    /// Whether `o` asks for the same thing (a replay of the same key).
+    pub fn same_request(&self, o: &Order) -> bool {
+        (
+            &self.key,
+            &self.user,
+            &self.item,
+            self.quantity,
+            &self.coupon,
+            &self.detail,
+        ) == (&o.key, &o.user, &o.item, o.quantity, &o.coupon, &o.detail)
+    }
+}
+
+/// Why a call to another service failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The service answered no: nothing was done.
+    #[error("{0}")]
+    Refused(String),
+    /// No answer (timeout, connection lost, service down): it may or may not have been done.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// What the order service reaches: the inventory, the coupons and the order store (RPC and a
-/// database in the lab).
+/// database in the lab). Every call is idempotent by the order id, so the caller may retry it.
 pub trait Backends {
-    fn deduct(&self, order: &str, item: &str, n: i64) -> impl Future<Output = Result<(), String>>;
+    /// The stored order with this id, if any.
+    fn find(&self, id: &str) -> impl Future<Output = Result<Option<Order>, String>>;
+    fn deduct(
+        &self,
+        order: &str,
+        item: &str,
+        n: i64,
+    ) -> impl Future<Output = Result<(), CallError>>;
     fn restore(&self, order: &str) -> impl Future<Output = Result<(), String>>;
-    fn redeem(&self, coupon: &str, order: &str) -> impl Future<Output = Result<(), String>>;
+    fn redeem(&self, coupon: &str, order: &str) -> impl Future<Output = Result<(), CallError>>;
     fn release(&self, coupon: &str, order: &str) -> impl Future<Output = Result<(), String>>;
-    fn store(&self, order: &Order) -> impl Future<Output = Result<(), String>>;
+    /// Stores `order`, or returns the order already stored under its id.
+    fn store(&self, order: &Order) -> impl Future<Output = Result<Order, CallError>>;
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OrderError {
     #[error("the stock was not taken: {0}")]
     Stock(String),
-    #[error("the coupon was refused: {0} (the stock was given back)")]
+    #[error("the coupon was refused: {0} (the stock is given back)")]
     Coupon(String),
-    #[error("the order was not stored: {0} (stock and coupon given back)")]
+    #[error("the order was not stored: {0} (stock and coupon are given back)")]
     Store(String),
     #[error("this idempotency key is being processed")]
     InProgress,
-    #[error("compensation failed: {0}")]
-    Compensation(String),
+    #[error("this idempotency key was used for another order")]
+    KeyReused,
 }
 
-/// The order service's memory of idempotency keys.
+/// An undo still owed to a service that could not be reached.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Compensation {
+    Restore { order: String },
+    Release { coupon: String, order: String },
+}
+
+/// The order service's state: idempotency keys being processed, and compensations owed.
 #[derive(Debug, Default)]
-pub struct Keys {
-    by_key: RefCell<HashMap<String, Option<Order>>>,
-    next: std::cell::Cell<u64>,
+pub struct Desk {
+    busy: RefCell<std::collections::HashSet<String>>,
+    owed: RefCell<Vec<Compensation>>,
     prefix: String,
 }
 
-impl Keys {
+/// A created (or replayed) order and how long each call took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub order: Order,
+    pub replayed: bool,
+    pub timings: Vec<(&'static str, std::time::Duration)>,
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The shard (of `n`) that holds order `id`.
+pub fn shard_of(id: &str, n: usize) -> usize {
+    (fnv1a(&[id]) % n.max(1) as u64) as usize
+}
+
+impl Desk {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.into(),
             ..Default::default()
         }
     }
+
+    /// The order id of a user's idempotency key: the same on every order-service instance,
+    /// so a retry that lands elsewhere finds the same order, and every call below (keyed by
+    /// the order id) is idempotent.
+    pub fn order_id(&self, user: &str, key: &str) -> String {
+        format!("{}{:016x}", self.prefix, fnv1a(&[user, key]))
+    }
+
+    /// Compensations owed.
+    pub fn owed(&self) -> Vec<Compensation> {
+        self.owed.borrow().clone()
+    }
+
+    /// Tries every owed compensation again; how many are still owed.
+    pub async fn settle<B: Backends>(&self, b: &B) -> usize {
+        let owed = std::mem::take(&mut *self.owed.borrow_mut());
+        self.compensate(b, owed).await;
+        self.owed.borrow().len()
+    }
+
+    async fn compensate<B: Backends>(&self, b: &B, list: Vec<Compensation>) {
+        for c in list {
+            let r = match &c {
+                Compensation::Restore { order } => b.restore(order).await,
+                Compensation::Release { coupon, order } => b.release(coupon, order).await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(?c, error = %e, "compensation owed");
+                self.owed.borrow_mut().push(c);
+            }
+        }
+    }
 }
 
-/// Creates an order: the idempotency key first (a repeat returns the first order), then the
-/// stock, the coupon, and the store; a failure after the deduction undoes what was done.
+/// Marks a key busy while its order is made.
+struct Busy<'a>(&'a Desk, String);
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.borrow_mut().remove(&self.1);
+    }
+}
+
+/// Creates `req` (its `id` is ignored: the order id comes from the key): a stored order with
+/// the same key is returned as it is; otherwise the stock, the coupon, and the store, and a
+/// failure after the deduction undoes what may have been done (or owes it, see [`Desk`]).
 pub async fn create_order<B: Backends>(
-    keys: &Keys,
+    desk: &Desk,
     b: &B,
-    key: &str,
-    user: &str,
-    item: &str,
-    quantity: i64,
-    coupon: Option<&str>,
-) -> Result<Order, OrderError> {
-    match keys.by_key.borrow().get(key) {
-        Some(Some(o)) => return Ok(o.clone()),
-        Some(None) => return Err(OrderError::InProgress),
-        None => {}
+    req: &Order,
+) -> Result<Placed, OrderError> {
+    use std::time::Instant;
+    if !desk.busy.borrow_mut().insert(req.key.clone()) {
+        return Err(OrderError::InProgress);
     }
-    keys.by_key.borrow_mut().insert(key.into(), None);
-    let n = keys.next.get() + 1;
-    keys.next.set(n);
+    let _busy = Busy(desk, req.key.clone());
     let order = Order {
-        id: format!("{}{n:08}", keys.prefix),
-        key: key.into(),
-        user: user.into(),
-        item: item.into(),
-        quantity,
-        coupon: coupon.map(str::to_string),
+        id: desk.order_id(&req.user, &req.key),
+        ..req.clone()
     };
-    let forget = |keys: &Keys| {
-        keys.by_key.borrow_mut().remove(key);
+    let mut timings = Vec::new();
+    let mut t = Instant::now();
+    let mut lap = |what: &'static str, timings: &mut Vec<_>| {
+        let now = Instant::now();
+        timings.push((what, now - t));
+        t = now;
     };
-    if let Err(e) = b.deduct(&order.id, item, quantity).await {
-        forget(keys);
-        return Err(OrderError::Stock(e));
+    let found = b.find(&order.id).await;
+    lap("db.find", &mut timings);
+    match found {
+        Err(e) => return Err(OrderError::Store(e)),
+        Ok(Some(o)) if o.same_request(&order) => {
+            return Ok(Placed {
+                order: o,
+                replayed: true,
+                timings,
+            })
+        }
+        Ok(Some(_)) => return Err(OrderError::KeyReused),
+        Ok(None) => {}
     }
-    if let Some(c) = coupon {
-        if let Err(e) = b.redeem(c, &order.id).await {
-            forget(keys);
-            b.restore(&order.id)
-                .await
-                .map_err(OrderError::Compensation)?;
-            return Err(OrderError::Coupon(e));
+    let restore = || Compensation::Restore {
+        order: order.id.clone(),
+    };
+    let r = b.deduct(&order.id, &order.item, order.quantity).await;
+    lap("inventory.deduct", &mut timings);
+    match r {
+        Ok(()) => {}
+        Err(CallError::Refused(e)) => return Err(OrderError::Stock(e)),
+        Err(CallError::Unknown(e)) => {
+            desk.compensate(b, vec![restore()]).await;
+            return Err(OrderError::Stock(e));
         }
     }
-    if let Err(e) = b.store(&order).await {
-        forget(keys);
-        if let Some(c) = coupon {
-            b.release(c, &order.id)
-                .await
-                .map_err(OrderError::Compensation)?;
+    if let Some(c) = &order.coupon {
+        let r = b.redeem(c, &order.id).await;
+        lap("coupon.redeem", &mut timings);
+        if let Err(e) = r {
+            let mut undo = vec![restore()];
+            if let CallError::Unknown(_) = e {
+                undo.push(Compensation::Release {
+                    coupon: c.clone(),
+                    order: order.id.clone(),
+                });
+            }
+            desk.compensate(b, undo).await;
+            return Err(OrderError::Coupon(e.to_string()));
         }
-        b.restore(&order.id)
-            .await
-            .map_err(OrderError::Compensation)?;
-        return Err(OrderError::Store(e));
     }
-    keys.by_key
-        .borrow_mut()
-        .insert(key.into(), Some(order.clone()));
-    Ok(order)
+    let r = b.store(&order).await;
+    lap("db.store", &mut timings);
+    match r {
+        Ok(stored) if stored.same_request(&order) => Ok(Placed {
+            order: stored,
+            replayed: false,
+            timings,
+        }),
+        Ok(_) => Err(OrderError::KeyReused),
+        Err(e) => {
+            let mut undo = Vec::new();
+            if let Some(c) = &order.coupon {
+                undo.push(Compensation::Release {
+                    coupon: c.clone(),
+                    order: order.id.clone(),
+                });
+            }
+            undo.push(restore());
+            desk.compensate(b, undo).await;
+            Err(OrderError::Store(e.to_string()))
+        }
+    }
 }
 
 pub mod registry;

@@ -18,9 +18,9 @@ impl StockStore for Interleaved {
         tokio::task::yield_now().await;
         self.0.read(item).await
     }
-    async fn cas(&self, item: &str, version: u64, qty: i64) -> bool {
+    async fn cas(&self, item: &str, version: u64, qty: i64, why: &Deduction) -> bool {
         tokio::task::yield_now().await;
-        self.0.cas(item, version, qty).await
+        self.0.cas(item, version, qty, why).await
     }
 }
 
@@ -105,37 +105,52 @@ struct World {
     coupons: Coupons,
     orders: RefCell<Vec<Order>>,
     store_fails: Cell<bool>,
+    /// The inventory answers nothing (but did the work).
+    inventory_mute: Cell<bool>,
+    inventory_down: Cell<bool>,
 }
 
 impl Backends for World {
-    async fn deduct(&self, order: &str, item: &str, n: i64) -> Result<(), String> {
-        self.inv
-            .deduct(order, item, n)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    async fn find(&self, id: &str) -> Result<Option<Order>, String> {
+        Ok(self.orders.borrow().iter().find(|o| o.id == id).cloned())
+    }
+    async fn deduct(&self, order: &str, item: &str, n: i64) -> Result<(), CallError> {
+        if self.inventory_down.get() {
+            return Err(CallError::Unknown("connection refused".into()));
+        }
+        let r = self.inv.deduct(order, item, n).await;
+        if self.inventory_mute.get() {
+            return Err(CallError::Unknown("timeout".into()));
+        }
+        r.map(|_| ()).map_err(|e| CallError::Refused(e.to_string()))
     }
     async fn restore(&self, order: &str) -> Result<(), String> {
+        if self.inventory_down.get() {
+            return Err("connection refused".into());
+        }
         self.inv.restore(order).await;
         Ok(())
     }
-    async fn redeem(&self, coupon: &str, order: &str) -> Result<(), String> {
+    async fn redeem(&self, coupon: &str, order: &str) -> Result<(), CallError> {
         tokio::task::yield_now().await;
         self.coupons
             .redeem(coupon, order)
-            .map_err(|e| e.to_string())
+            .map_err(|e| CallError::Refused(e.to_string()))
     }
     async fn release(&self, coupon: &str, order: &str) -> Result<(), String> {
         self.coupons.release(coupon, order);
         Ok(())
     }
-    async fn store(&self, order: &Order) -> Result<(), String> {
+    async fn store(&self, order: &Order) -> Result<Order, CallError> {
         tokio::task::yield_now().await;
         if self.store_fails.get() {
-            return Err("db down".into());
+            return Err(CallError::Unknown("db down".into()));
+        }
+        if let Some(o) = self.find(&order.id).await.unwrap() {
+            return Ok(o);
         }
         self.orders.borrow_mut().push(order.clone());
-        Ok(())
+        Ok(order.clone())
     }
 }
 
@@ -147,21 +162,39 @@ fn world(stock: i64) -> Rc<World> {
         coupons: Coupons::default(),
         orders: RefCell::default(),
         store_fails: Cell::new(false),
+        inventory_mute: Cell::new(false),
+        inventory_down: Cell::new(false),
     };
     w.coupons.add("D11");
     Rc::new(w)
+}
+
+fn req(key: &str, n: i64, coupon: Option<&str>) -> Order {
+    Order {
+        id: String::new(),
+        key: key.into(),
+        user: "u".into(),
+        item: "book".into(),
+        quantity: n,
+        coupon: coupon.map(str::to_string),
+        detail: "{}".into(),
+    }
+}
+
+fn stock(w: &World) -> i64 {
+    w.inv.store.0.get("book").unwrap().0
 }
 
 #[test]
 fn a_thousand_orders_for_a_hundred_books() {
     run(async {
         let w = world(100);
-        let keys = Rc::new(Keys::new("D11-"));
+        let desk = Rc::new(Desk::new("D11-"));
         let tasks: Vec<_> = (0..1000)
             .map(|i| {
-                let (w, keys) = (w.clone(), keys.clone());
+                let (w, desk) = (w.clone(), desk.clone());
                 tokio::task::spawn_local(async move {
-                    create_order(&keys, &*w, &format!("k{i}"), "u", "book", 1, None).await
+                    create_order(&desk, &*w, &req(&format!("k{i}"), 1, None)).await
                 })
             })
             .collect();
@@ -175,7 +208,7 @@ fn a_thousand_orders_for_a_hundred_books() {
         }
         assert_eq!(ok, 100);
         assert_eq!(w.orders.borrow().len(), 100);
-        assert_eq!(w.inv.store.0.get("book").unwrap().0, 0);
+        assert_eq!(stock(&w), 0);
     });
 }
 
@@ -183,37 +216,92 @@ fn a_thousand_orders_for_a_hundred_books() {
 fn failures_after_the_deduction_are_undone_and_keys_are_idempotent() {
     run(async {
         let w = world(5);
-        let keys = Keys::new("D11-");
-        let o = create_order(&keys, &*w, "k1", "u", "book", 1, Some("D11"))
+        let desk = Desk::new("D11-");
+        let p = create_order(&desk, &*w, &req("k1", 1, Some("D11")))
             .await
             .unwrap();
-        // The same key again: the same order, nothing taken twice.
+        assert!(!p.replayed);
+        let o = p.order;
+        assert_eq!(o.id, desk.order_id("u", "k1"));
+        // The same key again, even on another instance of the service: the same order,
+        // nothing taken twice.
+        let other = Desk::new("D11-");
+        let again = create_order(&other, &*w, &req("k1", 1, Some("D11")))
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.order, o);
+        assert_eq!(stock(&w), 4);
+        // The same key for something else is refused.
         assert_eq!(
-            create_order(&keys, &*w, "k1", "u", "book", 1, Some("D11")).await,
-            Ok(o.clone())
+            create_order(&desk, &*w, &req("k1", 2, None)).await,
+            Err(OrderError::KeyReused)
         );
-        assert_eq!(w.inv.store.0.get("book").unwrap().0, 4);
         // The coupon is taken: the stock of the second order comes back.
         assert!(matches!(
-            create_order(&keys, &*w, "k2", "u", "book", 1, Some("D11")).await,
+            create_order(&desk, &*w, &req("k2", 1, Some("D11"))).await,
             Err(OrderError::Coupon(_))
         ));
-        assert_eq!(w.inv.store.0.get("book").unwrap().0, 4);
+        assert_eq!(stock(&w), 4);
         // The store fails: stock and coupon come back, and the key may be tried again.
         assert!(w.coupons.release("D11", &o.id));
         w.store_fails.set(true);
         assert!(matches!(
-            create_order(&keys, &*w, "k3", "u", "book", 2, Some("D11")).await,
+            create_order(&desk, &*w, &req("k3", 2, Some("D11"))).await,
             Err(OrderError::Store(_))
         ));
-        assert_eq!(w.inv.store.0.get("book").unwrap().0, 4);
+        assert_eq!(stock(&w), 4);
         assert_eq!(w.coupons.holder("D11"), None);
         w.store_fails.set(false);
-        assert!(create_order(&keys, &*w, "k3", "u", "book", 2, Some("D11"))
+        assert!(create_order(&desk, &*w, &req("k3", 2, Some("D11")))
             .await
             .is_ok());
-        assert_eq!(w.inv.store.0.get("book").unwrap().0, 2);
+        assert_eq!(stock(&w), 2);
         assert_eq!(w.orders.borrow().len(), 2);
+    });
+}
+
+#[test]
+fn an_unanswered_deduct_is_given_back_now_or_later() {
+    run(async {
+        let w = world(5);
+        let desk = Desk::new("D11-");
+        // The inventory took the stock but its answer was lost: the order fails and the
+        // stock comes back.
+        w.inventory_mute.set(true);
+        assert!(matches!(
+            create_order(&desk, &*w, &req("k1", 1, None)).await,
+            Err(OrderError::Stock(_))
+        ));
+        assert_eq!(stock(&w), 5);
+        w.inventory_mute.set(false);
+        // The inventory is down: nothing is taken, the restore is owed until it is back.
+        w.inventory_down.set(true);
+        assert!(create_order(&desk, &*w, &req("k2", 1, None)).await.is_err());
+        assert_eq!(desk.owed().len(), 1);
+        assert_eq!(desk.settle(&*w).await, 1);
+        w.inventory_down.set(false);
+        assert_eq!(desk.settle(&*w).await, 0);
+        assert_eq!(stock(&w), 5);
+        // The retry of k1 now makes the order.
+        assert!(create_order(&desk, &*w, &req("k1", 1, None)).await.is_ok());
+        assert_eq!(stock(&w), 4);
+    });
+}
+
+#[test]
+fn a_restore_during_its_deduct_gives_back_when_the_deduct_is_done() {
+    run(async {
+        let s = Interleaved::default();
+        s.0.set("book", 3);
+        let inv = Rc::new(Inventory::new(s.clone()));
+        let i2 = inv.clone();
+        let t = tokio::task::spawn_local(async move { i2.deduct("o1", "book", 1).await });
+        tokio::task::yield_now().await;
+        assert!(!inv.restore("o1").await, "still in progress");
+        assert_eq!(t.await.unwrap(), Ok(2));
+        assert_eq!(s.0.get("book").unwrap().0, 3);
+        assert!(inv.deductions()[0].restored);
     });
 }
 
@@ -221,12 +309,12 @@ fn failures_after_the_deduction_are_undone_and_keys_are_idempotent() {
 fn the_same_key_at_once_makes_one_order() {
     run(async {
         let w = world(10);
-        let keys = Rc::new(Keys::new("D11-"));
+        let desk = Rc::new(Desk::new("D11-"));
         let tasks: Vec<_> = (0..5)
             .map(|_| {
-                let (w, keys) = (w.clone(), keys.clone());
+                let (w, desk) = (w.clone(), desk.clone());
                 tokio::task::spawn_local(async move {
-                    create_order(&keys, &*w, "same", "u", "book", 1, None).await
+                    create_order(&desk, &*w, &req("same", 1, None)).await
                 })
             })
             .collect();
@@ -240,6 +328,6 @@ fn the_same_key_at_once_makes_one_order() {
         }
         assert!(made >= 1);
         assert_eq!(w.orders.borrow().len(), 1);
-        assert_eq!(w.inv.store.0.get("book").unwrap().0, 9);
+        assert_eq!(stock(&w), 9);
     });
 }

@@ -314,6 +314,19 @@ impl Inner {
                     p.at = now;
                 }
             }
+            // A connection opened to us (a SYN without ACK, IPv4 without options or with):
+            // our SYN-ACK needs the next hop back, which may be new to us; ask for it now
+            // rather than wait out smoltcp's silence (see `probe_neighbour`).
+            if frame.len() >= 34 && frame[12..14] == [8, 0] && frame[23] == 6 {
+                let ihl = usize::from(frame[14] & 0x0f) * 4;
+                if let Some(&flags) = frame.get(14 + ihl + 13) {
+                    // (Bounded: a flood of spoofed sources must not become a flood of ARP.)
+                    if flags & 0x12 == 0x02 && self.probed.len() < 64 {
+                        let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+                        self.probe_neighbour(src);
+                    }
+                }
+            }
         }
         self.wire.recovery.on_timer(now, &mut self.resend);
         let reprobe_at = self.reprobe(now);

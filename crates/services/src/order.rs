@@ -1,0 +1,345 @@
+//! `d11-order`: `com.shop.OrderService`.
+//!
+//! `createOrder(key, user, item, quantity, coupon, detail)`, types
+//! `Ljava/lang/String;Ljava/lang/String;Ljava/lang/String;JLjava/lang/String;Ljava/lang/String;`
+//! (the coupon may be null), returns `{order: com.shop.Order, replayed: boolean, timings:
+//! {call: microseconds}}`, or throws:
+//!
+//! | exception | when |
+//! |---|---|
+//! | `com.shop.SoldOutException` | not enough stock |
+//! | `com.shop.CouponException` | the coupon is unknown or taken |
+//! | `com.shop.KeyReusedException` | the key was used for another order |
+//! | `com.shop.InProgressException` | the same key is being processed |
+//! | `com.shop.UnavailableException` | a service or the store did not answer (whatever was done is undone) |
+//!
+//! It finds the inventory and coupon services through the registry (their providers followed
+//! by long poll, calls balanced by `balance`) and stores orders in the shard of the order id
+//! (`shards`, the `d11-db` nodes). Every call it makes is idempotent by the order id and is
+//! retried on another provider after a timeout or a lost connection; undos that cannot reach
+//! their service are owed and retried every second (`d11 show NODE owed`).
+
+use crate::coupon::COUPON;
+use crate::db::{order_from, order_value, ORDER_STORE};
+use crate::inventory::INVENTORY;
+use crate::registry::REGISTRY;
+use crate::{
+    bad_args, connector, fixed, handler, long_arg, no_method, provide, string_arg, ServiceConfig,
+};
+use d11_element::{counters, App};
+use d11_rpc::cluster::{map, Balance, CallOptions, Cluster};
+use d11_rpc::d11_dubbo::Outcome;
+use d11_rpc::{exception, Error, Value};
+use d11_shop::{create_order, shard_of, Backends, CallError, Desk, Order, OrderError};
+use d11_stack::{Stack, StackElement};
+use serde::Deserialize;
+use serde_json::json;
+use std::cell::RefCell;
+use std::net::SocketAddrV4;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const ORDER: &str = "com.shop.OrderService";
+pub const CREATE_TYPES: &str =
+    "Ljava/lang/String;Ljava/lang/String;Ljava/lang/String;JLjava/lang/String;Ljava/lang/String;";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderConfig {
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// The order store's shards (d11-db), ADDRESS:PORT each; an order goes to shard
+    /// `shard_of(id, n)`.
+    pub shards: Vec<SocketAddrV4>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// Order ids are this prefix and 16 hex digits.
+    #[serde(default = "default_prefix")]
+    pub id_prefix: String,
+    /// Milliseconds per call to another service.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_prefix() -> String {
+    "D11-".into()
+}
+fn default_timeout() -> u64 {
+    2000
+}
+
+counters! {
+    pub struct OrderCounters {
+        created,
+        replayed,
+        sold_out,
+        coupon_refused,
+        key_reused,
+        in_progress,
+        unavailable,
+    }
+}
+
+/// The services an order needs, over RPC.
+pub struct Rpc {
+    pub inventory: Rc<Cluster>,
+    pub coupon: Rc<Cluster>,
+    pub shards: Vec<Rc<Cluster>>,
+    pub opts: CallOptions,
+}
+
+fn s(x: &str) -> Value {
+    Value::String(x.into())
+}
+
+fn call_error(e: Error) -> CallError {
+    match e {
+        // The service answered: nothing was done.
+        Error::Exception(m) => CallError::Refused(m),
+        Error::Status { status, message } => {
+            CallError::Refused(format!("status {status}: {message}"))
+        }
+        e => CallError::Unknown(e.to_string()),
+    }
+}
+
+impl Rpc {
+    fn shard(&self, id: &str) -> &Cluster {
+        &self.shards[shard_of(id, self.shards.len())]
+    }
+}
+
+impl Backends for Rpc {
+    async fn find(&self, id: &str) -> Result<Option<Order>, String> {
+        match self
+            .shard(id)
+            .call("get", "Ljava/lang/String;", vec![s(id)], self.opts)
+            .await
+        {
+            Ok(None) => Ok(None),
+            Ok(Some(v)) => order_from(&v)
+                .map(Some)
+                .ok_or_else(|| "the store answered something else than an order".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    async fn deduct(&self, order: &str, item: &str, n: i64) -> Result<(), CallError> {
+        self.inventory
+            .call(
+                "deduct",
+                "Ljava/lang/String;Ljava/lang/String;J",
+                vec![s(order), s(item), Value::Long(n)],
+                self.opts,
+            )
+            .await
+            .map(|_| ())
+            .map_err(call_error)
+    }
+    async fn restore(&self, order: &str) -> Result<(), String> {
+        self.inventory
+            .call("restore", "Ljava/lang/String;", vec![s(order)], self.opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    async fn redeem(&self, coupon: &str, order: &str) -> Result<(), CallError> {
+        self.coupon
+            .call(
+                "redeem",
+                "Ljava/lang/String;Ljava/lang/String;",
+                vec![s(coupon), s(order)],
+                self.opts,
+            )
+            .await
+            .map(|_| ())
+            .map_err(call_error)
+    }
+    async fn release(&self, coupon: &str, order: &str) -> Result<(), String> {
+        self.coupon
+            .call(
+                "release",
+                "Ljava/lang/String;Ljava/lang/String;",
+                vec![s(coupon), s(order)],
+                self.opts,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    async fn store(&self, order: &Order) -> Result<Order, CallError> {
+        match self
+            .shard(&order.id)
+            .call(
+                "put",
+                "Lcom/shop/Order;",
+                vec![order_value(order)],
+                self.opts,
+            )
+            .await
+        {
+            Ok(Some(v)) => order_from(&v)
+                .ok_or_else(|| CallError::Unknown("the store answered something else".into())),
+            Ok(None) => Err(CallError::Unknown("the store answered null".into())),
+            Err(e) => Err(call_error(e)),
+        }
+    }
+}
+
+/// The exception class and message for an order error.
+pub fn order_exception(e: &OrderError) -> (&'static str, String) {
+    let class = match e {
+        OrderError::Stock(m) if m.contains("out of stock") => "com.shop.SoldOutException",
+        OrderError::Coupon(m) if !m.contains("timed out") && !m.contains("connect") => {
+            "com.shop.CouponException"
+        }
+        OrderError::KeyReused => "com.shop.KeyReusedException",
+        OrderError::InProgress => "com.shop.InProgressException",
+        _ => "com.shop.UnavailableException",
+    };
+    (class, e.to_string())
+}
+
+pub fn build_order(cfg: &OrderConfig) -> anyhow::Result<(StackElement, Option<App>)> {
+    let Some(registry) = cfg.service.registry else {
+        anyhow::bail!("registry: the order service finds its services there (ADDRESS:PORT)");
+    };
+    if cfg.shards.is_empty() || cfg.shards.len() > 64 {
+        anyhow::bail!("shards: 1 to 64 order-store addresses");
+    }
+    if !(10..=60_000).contains(&cfg.timeout_ms) {
+        anyhow::bail!("timeout_ms: 10 to 60000");
+    }
+    let (stack, element) = Stack::new(&cfg.service.stack, "order")?;
+    let conn = connector(&stack, Duration::from_secs(2));
+    let rpc = Rc::new(Rpc {
+        inventory: Cluster::new(INVENTORY, cfg.balance, conn.clone()),
+        coupon: Cluster::new(COUPON, cfg.balance, conn),
+        shards: cfg
+            .shards
+            .iter()
+            .map(|a| fixed(&stack, ORDER_STORE, &[*a]))
+            .collect(),
+        opts: CallOptions {
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            ..CallOptions::default().idempotent()
+        },
+    });
+    let desk = Rc::new(Desk::new(&cfg.id_prefix));
+    let c = Rc::new(RefCell::new(OrderCounters::default()));
+    let d2 = desk.clone();
+    stack.add_table("owed", move || json!(d2.owed()));
+    let r2 = rpc.clone();
+    stack.add_table("providers", move || {
+        let mut v = r2.inventory.state();
+        v.extend(r2.coupon.state());
+        for s in &r2.shards {
+            v.extend(s.state());
+        }
+        json!(v)
+    });
+    let calls = Rc::new(RefCell::new(0u64));
+    let (c2, calls2, r2, d2) = (c.clone(), calls.clone(), rpc.clone(), desk.clone());
+    stack.add_counters(move |out| {
+        out("calls", *calls2.borrow());
+        c2.borrow().for_each(out);
+        out("owed", d2.owed().len() as u64);
+        let k = r2.inventory.counters.borrow();
+        out("inventory_retries", k.retries);
+        out("inventory_failed", k.failed);
+        let k = r2.coupon.counters.borrow();
+        out("coupon_retries", k.retries);
+        out("coupon_failed", k.failed);
+    });
+    let (r2, d2) = (rpc.clone(), desk.clone());
+    let h = handler(ORDER, calls, move |r| {
+        let (rpc, desk, c) = (r2.clone(), d2.clone(), c.clone());
+        async move {
+            if r.method != "createOrder" {
+                return no_method(&r.method);
+            }
+            let coupon = match r.args.get(4) {
+                Some(Value::Null) => None,
+                Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),
+                Some(Value::String(_)) => None,
+                _ => return bad_args("createOrder(String, String, String, long, String, String)"),
+            };
+            let (Some(key), Some(user), Some(item), Some(quantity), Some(detail)) = (
+                string_arg(&r, 0),
+                string_arg(&r, 1),
+                string_arg(&r, 2),
+                long_arg(&r, 3),
+                string_arg(&r, 5),
+            ) else {
+                return bad_args("createOrder(String, String, String, long, String, String)");
+            };
+            if key.is_empty() || key.len() > 255 || quantity <= 0 {
+                return Ok(exception(
+                    "java.lang.IllegalArgumentException",
+                    "key: 1 to 255 characters; quantity: at least 1",
+                ));
+            }
+            let req = Order {
+                id: String::new(),
+                key,
+                user,
+                item,
+                quantity,
+                coupon,
+                detail,
+            };
+            match create_order(&desk, &*rpc, &req).await {
+                Ok(p) => {
+                    let mut k = c.borrow_mut();
+                    if p.replayed {
+                        k.replayed += 1;
+                    } else {
+                        k.created += 1;
+                    }
+                    Ok(Outcome::Value(map(vec![
+                        ("order", order_value(&p.order)),
+                        ("replayed", Value::Bool(p.replayed)),
+                        (
+                            "timings",
+                            map(p
+                                .timings
+                                .iter()
+                                .map(|(n, d)| (*n, Value::Long(d.as_micros() as i64)))
+                                .collect()),
+                        ),
+                    ])))
+                }
+                Err(e) => {
+                    let (class, m) = order_exception(&e);
+                    let mut k = c.borrow_mut();
+                    match class {
+                        "com.shop.SoldOutException" => k.sold_out += 1,
+                        "com.shop.CouponException" => k.coupon_refused += 1,
+                        "com.shop.KeyReusedException" => k.key_reused += 1,
+                        "com.shop.InProgressException" => k.in_progress += 1,
+                        _ => k.unavailable += 1,
+                    }
+                    Ok(exception(class, &m))
+                }
+            }
+        }
+    });
+    let app = provide(&stack, &cfg.service, ORDER, h)?;
+    let reg = fixed(&stack, REGISTRY, &[registry]);
+    Ok((
+        element,
+        Some(Box::pin(async move {
+            tokio::task::spawn_local(rpc.inventory.clone().follow(reg.clone()));
+            tokio::task::spawn_local(rpc.coupon.clone().follow(reg));
+            let (rpc2, desk2) = (rpc.clone(), desk.clone());
+            tokio::task::spawn_local(async move {
+                let mut t = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    t.tick().await;
+                    if !desk2.owed().is_empty() {
+                        desk2.settle(&*rpc2).await;
+                    }
+                }
+            });
+            app.await
+        })),
+    ))
+}

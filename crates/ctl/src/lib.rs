@@ -151,7 +151,10 @@ struct State {
 fn new_state(
     cfg: &CtlConfig,
     stack: Option<&Stack>,
-) -> anyhow::Result<(Rc<State>, Option<impl std::future::Future<Output = ()> + 'static>)> {
+) -> anyhow::Result<(
+    Rc<State>,
+    Option<impl std::future::Future<Output = ()> + 'static>,
+)> {
     let (orders, follow): (Box<dyn OrderBackend>, _) = match cfg.orders.registry {
         Some(reg) => {
             let Some(stack) = stack else {
@@ -396,10 +399,7 @@ async fn purchase(req: Request<Incoming>, st: &State) -> Response<Full<Bytes>> {
     match st.orders.create(&key, order).await {
         Created::New(o) => {
             st.c.borrow_mut().orders_created += 1;
-            let mut r = reply(
-                StatusCode::CREATED,
-                order_body(&o),
-            );
+            let mut r = reply(StatusCode::CREATED, order_body(&o));
             if let Ok(v) = HeaderValue::from_str(&format!("/purchaseOrder/{}", o.id)) {
                 r.headers_mut().insert(LOCATION, v);
             }
@@ -407,10 +407,7 @@ async fn purchase(req: Request<Incoming>, st: &State) -> Response<Full<Bytes>> {
         }
         Created::Replayed(o) => {
             st.c.borrow_mut().orders_replayed += 1;
-            let mut r = reply(
-                StatusCode::CREATED,
-                order_body(&o),
-            );
+            let mut r = reply(StatusCode::CREATED, order_body(&o));
             r.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             r

@@ -137,6 +137,7 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop], ethernet_tpdu: bool) -> Result<
             cmd.arg("-o")
                 .arg(format!("tls.keylog_file:{}", keys.display()));
         }
+        dubbo_dissector(&mut cmd, pcap_dir);
         cmd.args(["-Y", &h.filter, "-T", "fields", "-E", "separator=|"]);
         for (f, _) in &h.expect {
             cmd.args(["-e", f]);
@@ -179,6 +180,18 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop], ethernet_tpdu: bool) -> Result<
     Ok(out)
 }
 
+/// Our Dubbo dissector (contrib/wireshark/dubbo.lua), built into the program.
+const DUBBO_LUA: &str = include_str!("../../../contrib/wireshark/dubbo.lua");
+
+/// Loads the Dubbo dissector into tshark (written next to the captures, so a user can load
+/// the same file into Wireshark).
+fn dubbo_dissector(cmd: &mut Command, pcap_dir: &Path) {
+    let f = pcap_dir.join("../dubbo.lua");
+    if f.exists() || std::fs::write(&f, DUBBO_LUA).is_ok() {
+        cmd.arg("-X").arg(format!("lua_script:{}", f.display()));
+    }
+}
+
 /// Frames tshark marks malformed or with an error-level expert note, per capture file.
 fn malformed(pcap_dir: &Path, ethernet_tpdu: bool) -> Result<Vec<(String, usize)>> {
     let mut out = Vec::new();
@@ -199,6 +212,7 @@ fn malformed(pcap_dir: &Path, ethernet_tpdu: bool) -> Result<Vec<(String, usize)
             cmd.arg("-o")
                 .arg(format!("tls.keylog_file:{}", keys.display()));
         }
+        dubbo_dissector(&mut cmd, pcap_dir);
         cmd.args(["-Y", "_ws.malformed || _ws.expert.severity == error"]);
         let o = cmd.output().context("run tshark")?;
         let n = String::from_utf8_lossy(&o.stdout).lines().count();
@@ -527,6 +541,15 @@ fn drive_mobile(
             ("ip.dst", ue_ip.clone()),
         ],
     ));
+    // Stage 10: the controller's RPC calls to the order service, and the order service's to
+    // inventory, coupon and its order-store shard.
+    let rpc = if cloud && st.node("order").is_ok() {
+        let (h, timings) = rpc_hops(st, &o["outcome"]["body"])?;
+        hops.extend(h);
+        timings
+    } else {
+        Vec::new()
+    };
     hops.extend(back);
     let results = check_hops(pcap, &hops, eth_pdu)?;
     let bad = malformed(pcap, eth_pdu)?;
@@ -561,6 +584,16 @@ fn drive_mobile(
     writeln!(md, "| the order: TCP handshake / TLS handshake / request to response | {:.1} / {:.1} / {:.1} ms |",
         oc["tcp_ms"].as_f64().unwrap_or(0.0), oc["tls_ms"].as_f64().unwrap_or(0.0),
         oc["response_ms"][0].as_f64().unwrap_or(0.0))?;
+    if !rpc.is_empty() {
+        writeln!(
+            md,
+            "\n## RPC hops (Dubbo 2 / Hessian 2 over our TCP, times as the callers measured them)\n"
+        )?;
+        writeln!(md, "| call | time |\n|---|---|")?;
+        for (call, ms) in &rpc {
+            writeln!(md, "| {call} | {ms:.2} ms |")?;
+        }
+    }
     writeln!(
         md,
         "\nThe controller answered {}: `{}`",
@@ -590,6 +623,7 @@ fn drive_mobile(
         "hops": results,
         "stages": { "lab_up_ms": up_time.as_secs_f64() * 1e3, "order_ms": order_time.as_secs_f64() * 1e3 },
         "order": o,
+        "rpc": rpc.iter().map(|(c, ms)| json!({"call": c, "ms": ms})).collect::<Vec<_>>(),
         "malformed": bad.iter().map(|(s, n)| json!({"segment": s, "frames": n})).collect::<Vec<_>>(),
         "sessions": { "pgw": pgw, "sgw": sgw, "enb": enb },
         "captures": pcap,
@@ -598,6 +632,119 @@ fn drive_mobile(
     print!("{md}");
     println!("\nreport, captures: {}", out.display());
     Ok(all_ok)
+}
+
+/// The RPC hops of stage 10, read from the VM ports' captures with the Dubbo dissector:
+/// controller -> order (createOrder), order -> inventory (deduct), order -> coupon (redeem,
+/// if the order had a coupon), order -> the db shard that holds the order (put). Also the
+/// calls' times from the controller's answer.
+fn rpc_hops(st: &LabState, body: &Value) -> Result<(Vec<Hop>, Vec<(String, f64)>)> {
+    let body: Value = body
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .context("the controller's answer is not JSON")?;
+    let id = body["orderId"].as_str().context("no orderId")?.to_string();
+    let timings = body["rpc"]
+        .as_array()
+        .context("the controller's answer has no rpc timings (is it using the order service?)")?
+        .iter()
+        .map(|c| {
+            (
+                c["call"].as_str().unwrap_or("?").to_string(),
+                c["ms"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect::<Vec<_>>();
+    // The controller that placed it, and the shard that stored it.
+    let holds = |node: &str| -> bool {
+        show(st, node, "orders")
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|o| o["orderId"] == id.as_str() || o["id"] == id.as_str())
+            })
+    };
+    let ctl = ["ctl1", "ctl2"]
+        .into_iter()
+        .find(|c| st.node(c).is_ok() && holds(c))
+        .context("no controller lists the order")?;
+    let db = st
+        .nodes
+        .iter()
+        .filter(|n| n.role == "db")
+        .map(|n| n.name.clone())
+        .find(|n| holds(n))
+        .context("no db shard holds the order")?;
+    let port = |n: &str| -> Result<(String, String)> {
+        let p = st
+            .node(n)?
+            .ports
+            .first()
+            .with_context(|| format!("{n} has no port"))?;
+        let a = p
+            .addresses
+            .first()
+            .and_then(|a| a.split('/').next())
+            .with_context(|| format!("{n} has no address"))?;
+        Ok((p.segment.clone(), a.to_string()))
+    };
+    let m = |n: &str| program_mac(st, n, "eth0");
+    let (ctl_seg, order_seg) = (port(ctl)?.0, port("order")?.0);
+    let call =
+        |n: &str, seg: &str, from: &str, to: &str, method: &str, service: &str| -> Result<Hop> {
+            let (from_ip, to_ip) = (port(from)?.1, port(to)?.1);
+            Ok(hop(
+                n,
+                seg,
+                from,
+                to,
+                &format!("dubbo.method == \"{method}\""),
+                vec![
+                    ("eth.src", m(from)?),
+                    ("eth.dst", m(to)?),
+                    ("ip.src", from_ip),
+                    ("ip.dst", to_ip),
+                    ("tcp.dstport", "20880".into()),
+                    ("dubbo.service", service.into()),
+                ],
+            ))
+        };
+    let mut hops = vec![call(
+        "rpc1",
+        &ctl_seg,
+        ctl,
+        "order",
+        "createOrder",
+        "com.shop.OrderService",
+    )?];
+    hops.push(call(
+        "rpc2",
+        &order_seg,
+        "order",
+        "inventory",
+        "deduct",
+        "com.shop.InventoryService",
+    )?);
+    if body["order"]["coupon"].is_string() {
+        hops.push(call(
+            "rpc3",
+            &order_seg,
+            "order",
+            "coupon",
+            "redeem",
+            "com.shop.CouponService",
+        )?);
+    }
+    hops.push(call(
+        "rpc4",
+        &order_seg,
+        "order",
+        &db,
+        "put",
+        "com.shop.OrderStore",
+    )?);
+    Ok((hops, timings))
 }
 
 /// A hop to check: its number, segment, ends, the frame's filter, and (field, value) pairs.

@@ -36,4 +36,4 @@ ensure_cargo() {
 }
 
 # The packages a lab with kernel hosts and captures needs.
-LAB_PACKAGES=(iproute2 ethtool tshark iputils-ping traceroute netcat-openbsd curl openssl)
+LAB_PACKAGES=(iproute2 ethtool tshark iputils-ping traceroute netcat-openbsd curl openssl sqlite3)

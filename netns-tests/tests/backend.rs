@@ -83,6 +83,57 @@ fn a_thousand_concurrent_deducts_on_a_hundred_take_exactly_a_hundred() {
             "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -N -w 2 192.168.1.31 20880; true",
         ],
     );
+    // Corrupted frames from a kernel client (nc): a bad header closes that connection (the
+    // stream is lost); a readable header with an unreadable body, or with a broken Hessian
+    // value, gets a BAD_REQUEST (40) answer for its id. The service serves others throughout.
+    let send = |bytes: &[u8]| -> Vec<u8> {
+        let oct: String = bytes.iter().map(|b| format!("\\{b:03o}")).collect();
+        let out = lab.exec_ok(
+            "k1",
+            &[
+                "sh",
+                "-c",
+                &format!("printf '{oct}' | nc -N -w 2 192.168.1.31 20880 | od -An -tx1 -v; true"),
+            ],
+        );
+        out.split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
+    };
+    let frame = |id: u8, body: &[u8]| -> Vec<u8> {
+        let mut f = vec![0xda, 0xbb, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, id];
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    };
+    // A bad magic: closed, nothing answered.
+    let mut bad_magic = frame(1, b"\x052.0.2");
+    bad_magic[0] = 0xca;
+    assert!(send(&bad_magic).is_empty());
+    // A body that is not a request (a long where the Dubbo version string goes).
+    let r = send(&frame(2, &[0xf8, 0x01, 0x02]));
+    assert_eq!(r.get(..4), Some(&[0xda, 0xbb, 0x02, 40][..]), "{r:x?}");
+    assert_eq!(r[11], 2, "the answer carries the request's id");
+    // A Hessian string that says 16 characters and has 3.
+    let mut body = Vec::new();
+    for s in [
+        "2.0.2",
+        "com.shop.InventoryService",
+        "0.0.0",
+        "stock",
+        "Ljava/lang/String;",
+    ] {
+        body.push(s.len() as u8);
+        body.extend_from_slice(s.as_bytes());
+    }
+    body.extend_from_slice(&[0x10, b'a', b'b', b'c']);
+    let r = send(&frame(3, &body));
+    assert_eq!(r.get(..4), Some(&[0xda, 0xbb, 0x02, 40][..]), "{r:x?}");
+    assert_eq!(r[11], 3);
+    // A body length past the limit: the header is refused, the connection closed.
+    let mut huge = frame(4, b"");
+    huge[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(send(&huge).is_empty());
     let stock_call = [
         "192.168.1.31:20880",
         "com.shop.InventoryService",

@@ -638,7 +638,10 @@ fn drive_mobile(
 /// controller -> order (createOrder), order -> inventory (deduct), order -> coupon (redeem,
 /// if the order had a coupon), order -> the db shard that holds the order (put). Also the
 /// calls' times from the controller's answer.
-fn rpc_hops(st: &LabState, body: &Value) -> Result<(Vec<Hop>, Vec<(String, f64)>)> {
+/// RPC calls and their times (ms).
+type Timings = Vec<(String, f64)>;
+
+fn rpc_hops(st: &LabState, body: &Value) -> Result<(Vec<Hop>, Timings)> {
     let body: Value = body
         .as_str()
         .and_then(|b| serde_json::from_str(b).ok())

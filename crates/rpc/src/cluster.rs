@@ -3,7 +3,8 @@
 //! A [`Cluster`] holds the providers of one service (set by hand or kept up to date from the
 //! registry by [`Cluster::follow`]), one multiplexed [`Client`] connection per provider, made
 //! when first needed, and picks a provider for each call by its [`Balance`]. A provider whose
-//! connection fails is avoided for a while ([`AVOID`]) unless no other is left.
+//! connection fails or that does not answer in time is avoided for a while ([`AVOID`]) unless
+//! no other is left.
 //!
 //! Retries: a call marked idempotent that times out or loses its connection is tried again on
 //! another provider (at most `retries` more times); any call whose connection could not even
@@ -351,9 +352,9 @@ impl Cluster {
             let req = Request::new(&self.service, method, types, args.clone());
             match client.call(req, o.timeout).await {
                 Err(e @ (Error::Closed | Error::Timeout)) => {
-                    if e == Error::Closed {
-                        self.conn(a).avoid_until.set(Some(Instant::now() + AVOID));
-                    }
+                    // A provider that lost its connection or stopped answering is left
+                    // alone for a while (the registry drops it if it is dead).
+                    self.conn(a).avoid_until.set(Some(Instant::now() + AVOID));
                     last = e;
                     if !o.idempotent {
                         break;

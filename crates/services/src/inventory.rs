@@ -172,9 +172,14 @@ impl StockStore for SqlStock {
     }
 }
 
-/// Builds the inventory service.
-pub fn build_inventory(cfg: &InventoryConfig) -> anyhow::Result<(StackElement, Option<App>)> {
-    let (stack, element) = Stack::new(&cfg.service.stack, "inventory")?;
+struct Parts {
+    store: SqlStock,
+    inv: Rc<Inventory<SqlStock>>,
+    c: Rc<RefCell<InventoryCounters>>,
+    calls: Rc<RefCell<u64>>,
+}
+
+fn open(cfg: &InventoryConfig) -> anyhow::Result<Parts> {
     let store = SqlStock::open(cfg.database.as_deref()).map_err(|e| {
         anyhow::anyhow!(
             "database {}: {e}",
@@ -193,7 +198,19 @@ pub fn build_inventory(cfg: &InventoryConfig) -> anyhow::Result<(StackElement, O
         store.clone(),
         store.deductions()?,
     ));
-    let c = Rc::new(RefCell::new(InventoryCounters::default()));
+    Ok(Parts {
+        store,
+        inv,
+        c: Rc::default(),
+        calls: Rc::default(),
+    })
+}
+
+/// Builds the inventory service.
+pub fn build_inventory(cfg: &InventoryConfig) -> anyhow::Result<(StackElement, Option<App>)> {
+    let (stack, element) = Stack::new(&cfg.service.stack, "inventory")?;
+    let p = open(cfg)?;
+    let (store, inv, c, calls) = (p.store.clone(), p.inv.clone(), p.c.clone(), p.calls.clone());
     let s2 = store.clone();
     stack.add_table("stock", move || {
         json!(s2
@@ -204,7 +221,6 @@ pub fn build_inventory(cfg: &InventoryConfig) -> anyhow::Result<(StackElement, O
     });
     let inv2 = inv.clone();
     stack.add_table("deductions", move || json!(inv2.deductions()));
-    let calls = Rc::new(RefCell::new(0));
     let (c2, inv2, calls2, s3) = (c.clone(), inv.clone(), calls.clone(), store.clone());
     stack.add_counters(move |out| {
         let mut k = c2.borrow().clone();
@@ -213,6 +229,34 @@ pub fn build_inventory(cfg: &InventoryConfig) -> anyhow::Result<(StackElement, O
         k.for_each(out);
         out("cas_conflicts", inv2.conflicts.get());
     });
+    let app = provide(&stack, &cfg.service, INVENTORY, handler_of(p))?;
+    Ok((element, Some(app)))
+}
+
+/// The same service over the kernel's TCP, for comparison benchmarks: listens on `addr`,
+/// prints READY, serves until killed (no registry, no control socket).
+pub fn serve_inventory_kernel(
+    cfg: &InventoryConfig,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let p = open(cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio::task::LocalSet::new().block_on(&rt, async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("READY");
+        let h = handler_of(p);
+        loop {
+            let (conn, _) = listener.accept().await?;
+            conn.set_nodelay(true)?;
+            tokio::task::spawn_local(d11_rpc::serve(conn, h.clone()));
+        }
+    })
+}
+
+fn handler_of(p: Parts) -> d11_rpc::Handler {
+    let Parts { inv, c, calls, .. } = p;
     let h = handler(INVENTORY, calls, move |r| {
         let (inv, c) = (inv.clone(), c.clone());
         async move {
@@ -261,6 +305,5 @@ pub fn build_inventory(cfg: &InventoryConfig) -> anyhow::Result<(StackElement, O
             }
         }
     });
-    let app = provide(&stack, &cfg.service, INVENTORY, h)?;
-    Ok((element, Some(app)))
+    h
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// with `concurrency` calls in flight on one connection, and prints the results and timings as
 /// JSON. `d11 lab rpc SEGMENT -- ...` runs it inside a lab. In string arguments `{n}` becomes
 /// the call's number.
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(name = "d11-rpc-call", version)]
 struct Cli {
     #[command(flatten)]
@@ -29,8 +29,16 @@ struct Cli {
     types: String,
     /// The arguments as a JSON array.
     args: String,
+    /// This client's address on the segment (not with --kernel).
+    #[arg(long, required_unless_present = "kernel")]
+    address: Option<ipnet::Ipv4Net>,
+    /// Use the kernel's TCP of the namespace it runs in, not a userspace stack on a lab port
+    /// (the same RPC code, for comparison benchmarks).
     #[arg(long)]
-    address: ipnet::Ipv4Net,
+    kernel: bool,
+    /// Print only the summary, not every result.
+    #[arg(long)]
+    summary: bool,
     #[arg(long)]
     gateway: Option<std::net::Ipv4Addr>,
     /// The service's version.
@@ -53,6 +61,22 @@ fn main() -> std::process::ExitCode {
         let args: Vec<serde_json::Value> =
             serde_json::from_str(&cli.args).context("args: a JSON array")?;
         args_from_json(&cli.types, &args, 0)?;
+        if cli.kernel {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            return tokio::task::LocalSet::new().block_on(&rt, async {
+                let conn = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(cli.target),
+                )
+                .await
+                .context("connect timed out")??;
+                conn.set_nodelay(true)?;
+                println!("{}", calls(&cli, &args, Client::new(conn)).await?);
+                Ok(())
+            });
+        }
         let ports = order_ports(open_ports(&cli.element)?, &["eth0"])
             .context("give --port eth0=TAP@SEGMENT")?;
         let cfg: StackConfig = serde_json::from_value(json!({
@@ -61,69 +85,79 @@ fn main() -> std::process::ExitCode {
             "gateway": cli.gateway,
             "tcp": { "ack_delay_ms": 0 },
         }))?;
-        run_app(&cli.element, ports, || {
+        let (element_args, cli) = (&cli.element, std::rc::Rc::new(cli.clone()));
+        run_app(element_args, ports, || {
             let (stack, element) = Stack::new(&cfg, "rpc-call")?;
             let app: App = Box::pin(async move {
                 let conn = tokio::time::timeout(Duration::from_secs(5), stack.connect(cli.target))
                     .await
                     .context("connect timed out")??;
                 let client = Client::new(conn);
-                let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(cli.concurrency.max(1)));
-                let t0 = Instant::now();
-                let mut tasks = Vec::new();
-                for n in 0..cli.count {
-                    let permit = sem.clone().acquire_owned().await?;
-                    let request = Request {
-                        service: cli.service.clone(),
-                        version: cli.service_version.clone(),
-                        method: cli.method.clone(),
-                        types: cli.types.clone(),
-                        args: args_from_json(&cli.types, &args, n)?,
-                        attachments: Vec::new(),
-                    };
-                    let client = client.clone();
-                    let timeout = Duration::from_secs_f64(cli.timeout);
-                    tasks.push(tokio::task::spawn_local(async move {
-                        let t = Instant::now();
-                        let r = client.call(request, timeout).await;
-                        drop(permit);
-                        (r, t.elapsed().as_secs_f64() * 1e3)
-                    }));
-                }
-                let mut results = Vec::new();
-                let mut ms = Vec::new();
-                let mut errors = std::collections::BTreeMap::<String, usize>::new();
-                for t in tasks {
-                    let (r, m) = t.await?;
-                    ms.push(m);
-                    match r {
-                        Ok(v) => results.push(v.as_ref().map_or(json!(null), to_json)),
-                        Err(e) => *errors.entry(e.to_string()).or_default() += 1,
-                    }
-                }
-                let secs = t0.elapsed().as_secs_f64();
-                ms.sort_by(f64::total_cmp);
-                let q = |p: f64| {
-                    ms.get(((ms.len().max(1) - 1) as f64 * p).round() as usize)
-                        .copied()
-                };
-                println!(
-                    "{}",
-                    json!({
-                        "calls": cli.count,
-                        "ok": results.len(),
-                        "errors": errors,
-                        "seconds": secs,
-                        "per_second": cli.count as f64 / secs,
-                        "p50_ms": q(0.5),
-                        "p99_ms": q(0.99),
-                        "results": results,
-                    })
-                );
+                println!("{}", calls(&cli, &args, client).await?);
                 stack.quiesce(Duration::from_secs(2)).await;
                 Ok(())
             });
             Ok((element, Some(app)))
         })
     })
+}
+
+/// Makes the calls on `client`: `count` of them, `concurrency` in flight; the summary.
+async fn calls(
+    cli: &Cli,
+    args: &[serde_json::Value],
+    client: Client,
+) -> anyhow::Result<serde_json::Value> {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(cli.concurrency.max(1)));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..cli.count {
+        let permit = sem.clone().acquire_owned().await?;
+        let request = Request {
+            service: cli.service.clone(),
+            version: cli.service_version.clone(),
+            method: cli.method.clone(),
+            types: cli.types.clone(),
+            args: args_from_json(&cli.types, &args, n)?,
+            attachments: Vec::new(),
+        };
+        let client = client.clone();
+        let timeout = Duration::from_secs_f64(cli.timeout);
+        tasks.push(tokio::task::spawn_local(async move {
+            let t = Instant::now();
+            let r = client.call(request, timeout).await;
+            drop(permit);
+            (r, t.elapsed().as_secs_f64() * 1e3)
+        }));
+    }
+    let mut results = Vec::new();
+    let mut ms = Vec::new();
+    let mut errors = std::collections::BTreeMap::<String, usize>::new();
+    for t in tasks {
+        let (r, m) = t.await?;
+        ms.push(m);
+        match r {
+            Ok(v) => results.push(v.as_ref().map_or(json!(null), to_json)),
+            Err(e) => *errors.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        ms.get(((ms.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+    };
+    let mut out = json!({
+        "calls": cli.count,
+        "ok": results.len(),
+        "errors": errors,
+        "seconds": secs,
+        "per_second": cli.count as f64 / secs,
+        "p50_ms": q(0.5),
+        "p99_ms": q(0.99),
+    });
+    if !cli.summary {
+        out["results"] = json!(results);
+    }
+    Ok(out)
 }

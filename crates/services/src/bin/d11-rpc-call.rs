@@ -118,7 +118,7 @@ async fn calls(
             version: cli.service_version.clone(),
             method: cli.method.clone(),
             types: cli.types.clone(),
-            args: args_from_json(&cli.types, &args, n)?,
+            args: args_from_json(&cli.types, args, n)?,
             attachments: Vec::new(),
         };
         let client = client.clone();

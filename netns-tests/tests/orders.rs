@@ -413,4 +413,21 @@ fn orders_fail_cleanly_without_the_inventory_and_move_off_a_dead_order_instance(
         .filter(|(_, c)| *c == 201)
         .count();
     assert_eq!(stored(&lab).len(), ok);
+    // A shard restarted keeps its orders (SQLite on disk), and replayed keys still find their
+    // orders there.
+    let before = lab.counter("db1", "orders");
+    assert!(before > 0);
+    let out = d11()
+        .args(["--prefix", &lab.prefix, "lab", "restart", "db1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.counter("db1", "orders"), before);
+    let again = post_orders(&lab, &keys("c", 300), 20, 60.0);
+    assert_eq!(count(&again).get(&201), Some(&300), "{:?}", count(&again));
+    assert_eq!(stored(&lab).len(), ok, "replays stored nothing new");
 }

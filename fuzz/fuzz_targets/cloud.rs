@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         let cfg: VgwConfig = serde_json::from_str(
             r#"{"name":"vgw1","ports":[{"name":"external","addresses":["203.0.113.2/24"]},{"name":"underlay","addresses":["10.1.0.1/24"]}],
-                "vpc":{"vni":1001,"router":"192.168.1.1/24","hosts":["10.1.0.11"]},
+                "vpc":{"vni":1001,"router":"192.168.1.1/24","hosts":["10.1.0.11","10.1.0.12"]},
                 "vips":[{"vip":"203.0.113.10","lbs":["192.168.1.10"]}]}"#,
         )
         .unwrap();

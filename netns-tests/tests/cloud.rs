@@ -66,6 +66,10 @@ ports = [{ name = "eth0", segment = "b2", addresses = ["192.168.1.21/24"] }]
 name = "hostk"
 role = "kernel"
 ports = [{ name = "eth0", segment = "underlay", addresses = ["10.1.0.13/24"] }]
+[[nodes]]
+name = "rogue"
+role = "kernel"
+ports = [{ name = "eth0", segment = "underlay", addresses = ["10.1.0.66/24"] }]
 "#;
 
 fn kernel_mac(lab: &Lab, node: &str) -> String {
@@ -242,6 +246,65 @@ fn the_kernels_vxlan_reaches_our_vms_and_bad_vxlan_is_counted() {
         "{c}"
     );
     lab.exec_ok("hostk", &["ping", "-c", "1", "-W", "2", "192.168.1.20"]);
+}
+
+/// A machine on the underlay that is no VTEP of VNI 1001 (the kernel's own VXLAN device on
+/// `rogue`, and VXLAN it crafts by hand) is believed in nothing: hosta learns no MAC and no VTEP
+/// from it, sends it no tenant frame, and counts what it sent.
+#[test]
+fn a_rogue_vtep_is_counted_and_learns_nothing() {
+    let lab = Lab::up(LAB);
+    for cmd in [
+        "ip link add vx0 type vxlan id 1001 local 10.1.0.66 dstport 4789 dev eth0",
+        "bridge fdb append 00:00:00:00:00:00 dev vx0 dst 10.1.0.11",
+        "ip addr add 192.168.1.66/24 dev vx0",
+        "ip link set vx0 up",
+    ] {
+        lab.exec_ok("rogue", &["sh", "-c", cmd]);
+    }
+    // The kernel's VTEP asks for a1 (ARP in VXLAN) and pings it: no answer may come back.
+    let o = lab.exec(
+        "rogue",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.168.1.20"],
+    );
+    assert!(!o.status.success(), "the rogue VTEP reached a tenant VM");
+    // Ten crafted frames, each from another inner source MAC, to a1's VNI.
+    let a1 = mac_bytes(&kernel_mac(&lab, "a1"));
+    for i in 0..10u8 {
+        let src = [2, 0x66, 0, 0, 0, i];
+        let inner = frame(
+            a1,
+            src,
+            0x0800,
+            &ipv4([192, 168, 1, 66], [192, 168, 1, 20], 17, &[0u8; 12]),
+        );
+        let pkt = [&[0x08, 0, 0, 0, 0, 0x03, 0xe9, 0][..], &inner].concat();
+        lab.udp_send("rogue", "10.1.0.11", 4789, &pkt);
+    }
+    let rogue_mac = lab.exec_ok("rogue", &["cat", "/sys/class/net/vx0/address"]);
+    let c = lab.wait_show("hosta", "counters", 5, |c| {
+        c["vxlan_unknown_vtep"].as_u64() >= Some(11)
+    });
+    assert_eq!(c["decapsulated"], 0, "{c}");
+    let fdb = lab.show("hosta", "fdb");
+    for e in fdb.as_array().unwrap() {
+        assert_ne!(e["at"], "10.1.0.66", "learned from the rogue: {fdb}");
+        assert_ne!(e["mac"], rogue_mac.trim(), "{fdb}");
+    }
+    let vteps = lab.show("hosta", "vteps");
+    assert!(
+        !vteps.to_string().contains("10.1.0.66"),
+        "the rogue became a VTEP: {vteps}"
+    );
+    // The tenant still works, and nothing of it went to the rogue.
+    lab.exec_ok(
+        "a1",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.1.21"],
+    );
+    let ua = lab.pcap("underlay");
+    drop(lab);
+    let to_rogue = tshark_fields(&ua, "vxlan && ip.dst == 10.1.0.66", &["frame.number"], &[]);
+    assert!(to_rogue.is_empty(), "VXLAN sent to the rogue: {to_rogue:?}");
 }
 
 /// A client (kernel), two controllers (d11-ctl), an echo host, and two balancers (d11-lb,

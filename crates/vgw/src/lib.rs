@@ -43,8 +43,16 @@ pub struct VpcConfig {
     pub vni: u32,
     /// The VPC router's address and the subnet (192.168.1.1/24).
     pub router: Ipv4Net,
-    /// The VTEPs of the VPC's physical hosts.
+    /// The VTEPs of the VPC's physical hosts: where the VPC's frames go, and the only
+    /// addresses whose VXLAN is accepted.
     pub hosts: Vec<Ipv4Addr>,
+    /// MACs learned at most.
+    #[serde(default = "default_fdb_max")]
+    pub fdb_max: usize,
+}
+
+fn default_fdb_max() -> usize {
+    4096
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,7 +131,10 @@ counters! {
         vxlan_malformed,
         vxlan_bad_flags,
         vxlan_unknown_vni,
+        vxlan_unknown_vtep,
         vxlan_runt,
+        mac_moves,
+        fdb_full,
         vxlan_tx,
         vxlan_flooded,
         encap_too_big,
@@ -175,6 +186,7 @@ pub struct Logic {
     idle: Duration,
     next_sweep: Option<Instant>,
     fdb: HashMap<[u8; 6], (Ipv4Addr, Instant)>,
+    fdb_max: usize,
     lbs: Vec<LbState>,
     check: LbCheck,
     next_check: Option<Instant>,
@@ -266,6 +278,7 @@ impl Vgw {
                 idle: Duration::from_secs(cfg.idle_timeout_s.max(1)),
                 next_sweep: None,
                 fdb: HashMap::new(),
+                fdb_max: cfg.vpc.fdb_max,
                 lbs,
                 check: cfg.lb_check.clone(),
                 next_check: Some(Instant::now()),
@@ -616,6 +629,10 @@ impl Logic {
             self.c.vxlan_unknown_vni += 1;
             return;
         }
+        if !self.hosts.contains(&from) {
+            self.c.vxlan_unknown_vtep += 1;
+            return;
+        }
         let f = p.payload();
         if f.len() < 14 {
             self.c.vxlan_runt += 1;
@@ -624,7 +641,19 @@ impl Logic {
         let mut src = [0u8; 6];
         src.copy_from_slice(&f[6..12]);
         if src[0] & 1 == 0 {
-            self.fdb.insert(src, (from, now));
+            let full = self.fdb.len() >= self.fdb_max;
+            match self.fdb.get_mut(&src) {
+                Some(e) => {
+                    if e.0 != from {
+                        self.c.mac_moves += 1;
+                    }
+                    *e = (from, now);
+                }
+                None if full => self.c.fdb_full += 1,
+                None => {
+                    self.fdb.insert(src, (from, now));
+                }
+            }
         }
         self.inject.push(f.to_vec());
     }
@@ -807,3 +836,6 @@ impl Element for Vgw {
         self.logic.c.for_each(out);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,12 +5,19 @@
 //! - **Underlay port**: the host's address on the underlay network. The switch is a VTEP
 //!   (RFC 7348): a frame for a VM on another host leaves wrapped in VXLAN (UDP 4789, the VNI in
 //!   the header) towards that host's VTEP; VXLAN arriving here is unwrapped into the VNI.
+//! - **Trusted VTEPs only**: the VTEPs of each VNI are configured (`vteps = { "1001" =
+//!   ["10.1.0.12"] }`; in a lab, the topology file is the control plane that says which hosts
+//!   carry a VNI). VXLAN for a VNI from any other underlay address is counted
+//!   (`vxlan_unknown_vtep`) and dropped before anything is learned from it: a machine on the
+//!   underlay can neither inject frames into a tenant nor attract a tenant's frames.
 //! - **Learning, per VNI**: source MACs of frames from VM ports are learned on the port, inner
-//!   source MACs of VXLAN on the sending VTEP; entries age out (`fdb_ageing_s`, 300 s).
+//!   source MACs of VXLAN on the sending VTEP; entries age out (`fdb_ageing_s`, 300 s). Each
+//!   VNI learns at most `fdb_max_per_vni` MACs (beyond, `fdb_full` counts and nothing is
+//!   learned, so one tenant cannot fill the table for the others); a MAC seen at another port
+//!   or VTEP than before counts in `mac_moves`.
 //! - **Flooding**: broadcast, multicast and unknown unicast go to the VNI's other local ports
-//!   and, by head-end replication, to each remote VTEP of the VNI (`vteps = { "1001" =
-//!   ["10.1.0.12"] }`, plus VTEPs learned from VXLAN received when `learn_vteps`). What arrives
-//!   by VXLAN is never sent on to another VTEP.
+//!   and, by head-end replication, to each configured VTEP of the VNI. What arrives by VXLAN is
+//!   never sent on to another VTEP.
 //! - **Isolation**: a VNI's frames go only to that VNI's ports and VTEPs; the same MAC or IP in
 //!   two VNIs are two different hosts.
 //! - The underlay side is a [`Router`]: ARP, ping, ICMP errors; VXLAN is taken in
@@ -38,29 +45,25 @@ pub struct VswitchConfig {
     pub underlay: String,
     /// VM ports and their VNIs.
     pub vnis: BTreeMap<String, u32>,
-    /// Remote VTEPs per VNI (keys are the VNI in decimal).
+    /// Remote VTEPs per VNI (keys are the VNI in decimal): where the VNI's flooded frames go,
+    /// and the only addresses whose VXLAN for that VNI is accepted.
     #[serde(default)]
     pub vteps: BTreeMap<String, Vec<Ipv4Addr>>,
-    /// Add the sender of VXLAN received for a VNI to the VNI's flood list.
-    #[serde(default = "yes")]
-    pub learn_vteps: bool,
     #[serde(default = "default_ageing")]
     pub fdb_ageing_s: u64,
+    /// MACs learned per VNI at most.
     #[serde(default = "default_fdb_max")]
-    pub fdb_max: usize,
+    pub fdb_max_per_vni: usize,
 }
 
 fn default_underlay() -> String {
     "underlay".into()
 }
-fn yes() -> bool {
-    true
-}
 fn default_ageing() -> u64 {
     300
 }
 fn default_fdb_max() -> usize {
-    16384
+    4096
 }
 
 counters! {
@@ -78,6 +81,7 @@ counters! {
         vxlan_bad_flags,
         vxlan_reserved_bits,
         vxlan_unknown_vni,
+        vxlan_unknown_vtep,
         vxlan_runt,
         vxlan_to_remote_dropped,
         decapsulated,
@@ -108,12 +112,12 @@ pub struct Logic {
     mtu: usize,
     vni_of: Vec<Option<u32>>,
     port_names: Vec<String>,
-    static_vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
-    learned_vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
-    learn_vteps: bool,
+    vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
     fdb: HashMap<(u32, [u8; 6]), FdbEntry>,
+    /// Entries in `fdb` per VNI.
+    fdb_len: HashMap<u32, usize>,
     ageing: Duration,
-    fdb_max: usize,
+    fdb_max_per_vni: usize,
     next_sweep: Option<Instant>,
     out: Vec<Datagram>,
     local_out: Vec<(PortId, Vec<u8>)>,
@@ -158,12 +162,15 @@ impl Vswitch {
                 anyhow::bail!("port {} has no VNI (give it one in `vnis`)", p.name);
             }
         }
-        let mut static_vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        let mut vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>> = BTreeMap::new();
         for (k, list) in &cfg.vteps {
             let vni: u32 = k
                 .parse()
                 .map_err(|_| anyhow::anyhow!("vteps: {k:?} is not a VNI"))?;
-            static_vteps
+            if !vni_of.contains(&Some(vni)) {
+                anyhow::bail!("vteps: VNI {vni} has no VM port here (give one a VNI in `vnis`)");
+            }
+            vteps
                 .entry(vni)
                 .or_default()
                 .extend(list.iter().filter(|a| **a != addr));
@@ -182,12 +189,11 @@ impl Vswitch {
                 mtu: u.ip_mtu(),
                 vni_of,
                 port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
-                static_vteps,
-                learned_vteps: BTreeMap::new(),
-                learn_vteps: cfg.learn_vteps,
+                vteps,
                 fdb: HashMap::new(),
+                fdb_len: HashMap::new(),
                 ageing: Duration::from_secs(cfg.fdb_ageing_s.max(1)),
-                fdb_max: cfg.fdb_max,
+                fdb_max_per_vni: cfg.fdb_max_per_vni,
                 next_sweep: None,
                 out: Vec::new(),
                 local_out: Vec::new(),
@@ -221,14 +227,6 @@ fn entropy_port(frame: &[u8]) -> u16 {
 }
 
 impl Logic {
-    fn vteps(&self, vni: u32) -> BTreeSet<Ipv4Addr> {
-        let mut v = self.static_vteps.get(&vni).cloned().unwrap_or_default();
-        if let Some(l) = self.learned_vteps.get(&vni) {
-            v.extend(l);
-        }
-        v
-    }
-
     fn learn(&mut self, now: Instant, vni: u32, mac: [u8; 6], dest: Dest) {
         if mac[0] & 1 != 0 {
             return;
@@ -242,10 +240,12 @@ impl Logic {
                 e.seen = now;
             }
             None => {
-                if self.fdb.len() >= self.fdb_max {
+                let len = self.fdb_len.entry(vni).or_default();
+                if *len >= self.fdb_max_per_vni {
                     self.c.fdb_full += 1;
                     return;
                 }
+                *len += 1;
                 self.fdb.insert((vni, mac), FdbEntry { dest, seen: now });
                 if self.next_sweep.is_none() {
                     self.next_sweep = Some(now + self.ageing);
@@ -319,7 +319,8 @@ impl Logic {
                         self.local_out.push((q, f.to_vec()));
                     }
                 }
-                for v in self.vteps(vni) {
+                let vteps = self.vteps.get(&vni).cloned().unwrap_or_default();
+                for v in vteps {
                     self.encapsulate(vni, f, v);
                 }
             }
@@ -346,6 +347,10 @@ impl Logic {
             self.c.vxlan_unknown_vni += 1;
             return;
         }
+        if !self.vteps.get(&vni).is_some_and(|s| s.contains(&from)) {
+            self.c.vxlan_unknown_vtep += 1;
+            return;
+        }
         let f = p.payload();
         if f.len() < 14 {
             self.c.vxlan_runt += 1;
@@ -354,14 +359,6 @@ impl Logic {
         let (dst, src) = (mac_at(f, 0), mac_at(f, 6));
         if src[0] & 1 == 0 && src != [0; 6] {
             self.learn(now, vni, src, Dest::Remote(from));
-        }
-        if self.learn_vteps
-            && !self
-                .static_vteps
-                .get(&vni)
-                .is_some_and(|s| s.contains(&from))
-        {
-            self.learned_vteps.entry(vni).or_default().insert(from);
         }
         self.c.decapsulated += 1;
         let known = if dst[0] & 1 == 0 {
@@ -386,8 +383,16 @@ impl Logic {
     fn sweep(&mut self, now: Instant) {
         let ageing = self.ageing;
         let before = self.fdb.len();
-        self.fdb
-            .retain(|_, e| now.saturating_duration_since(e.seen) < ageing);
+        let fdb_len = &mut self.fdb_len;
+        self.fdb.retain(|(vni, _), e| {
+            let keep = now.saturating_duration_since(e.seen) < ageing;
+            if !keep {
+                if let Some(n) = fdb_len.get_mut(vni) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            keep
+        });
         self.c.fdb_aged += (before - self.fdb.len()) as u64;
         self.next_sweep = (!self.fdb.is_empty()).then(|| now + ageing / 2);
     }
@@ -481,14 +486,9 @@ impl Element for Vswitch {
             }
             "vteps" => {
                 let mut rows = Vec::new();
-                for (vni, set) in &l.static_vteps {
+                for (vni, set) in &l.vteps {
                     for a in set {
-                        rows.push(json!({"vni": vni, "vtep": a.to_string(), "source": "static"}));
-                    }
-                }
-                for (vni, set) in &l.learned_vteps {
-                    for a in set {
-                        rows.push(json!({"vni": vni, "vtep": a.to_string(), "source": "learned"}));
+                        rows.push(json!({"vni": vni, "vtep": a.to_string(), "source": "config"}));
                     }
                 }
                 Some(json!(rows))

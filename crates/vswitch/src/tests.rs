@@ -134,3 +134,77 @@ fn bad_vxlan_is_counted_and_dropped() {
         (1, 1, 1, 1)
     );
 }
+
+#[test]
+fn vxlan_from_an_unknown_vtep_is_counted_and_learns_nothing() {
+    // hosta believes only 10.1.0.12; hostb sends from 10.1.0.13, an address hosta never
+    // configured for VNI 1001 (a rogue on the underlay).
+    let mut sw = [
+        switch("hosta", "10.1.0.11/24", "10.1.0.12"),
+        switch("hostb", "10.1.0.13/24", "10.1.0.11"),
+    ];
+    let out = run(&mut sw, vec![(1, 0, eth([0xff; 6], B1, b"i am a1"))]);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(sw[0].logic.c.vxlan_unknown_vtep, 1);
+    assert_eq!(sw[0].logic.c.decapsulated, 0);
+    assert!(sw[0].logic.fdb.is_empty());
+    assert_eq!(
+        sw[0].show("vteps", Instant::now()).unwrap(),
+        json!([
+            {"vni": 1001, "vtep": "10.1.0.12", "source": "config"},
+            {"vni": 1002, "vtep": "10.1.0.12", "source": "config"},
+        ])
+    );
+}
+
+#[test]
+fn learning_is_bounded_per_vni_and_moves_are_counted() {
+    let cfg: VswitchConfig = serde_json::from_value(json!({
+        "name": "hosta",
+        "ports": [
+            {"name": "vm1"},
+            {"name": "vm2"},
+            {"name": "vm3"},
+            {"name": "underlay", "addresses": ["10.1.0.11/24"]},
+        ],
+        "vnis": {"vm1": 1001, "vm2": 1002, "vm3": 1001},
+        "fdb_max_per_vni": 3,
+    }))
+    .unwrap();
+    let mut s = Vswitch::new(&cfg).unwrap();
+    let now = Instant::now();
+    let mut tx = Collect::default();
+    // VNI 1001 fills up with five MACs: three are learned, two counted.
+    for i in 0..5u8 {
+        s.handle_frame(
+            now,
+            0,
+            &mut eth([0xff; 6], [2, 0, 0, 0, 1, i], b"x"),
+            &mut tx,
+        );
+    }
+    assert_eq!(s.logic.c.fdb_full, 2);
+    // VNI 1002 still learns: the other tenant's flood did not take its room.
+    s.handle_frame(now, 1, &mut eth([0xff; 6], T2, b"x"), &mut tx);
+    assert_eq!(s.logic.c.fdb_full, 2);
+    assert_eq!(s.logic.fdb.len(), 4);
+    // A learned MAC shows up on another port of its VNI: a move.
+    s.handle_frame(
+        now,
+        2,
+        &mut eth([0xff; 6], [2, 0, 0, 0, 1, 0], b"x"),
+        &mut tx,
+    );
+    assert_eq!(s.logic.c.mac_moves, 1);
+    // Aged out, the room comes back.
+    let later = now + Duration::from_secs(301);
+    s.poll(later, &mut tx);
+    assert!(s.logic.fdb.is_empty());
+    s.handle_frame(
+        later,
+        0,
+        &mut eth([0xff; 6], [2, 0, 0, 0, 1, 9], b"x"),
+        &mut tx,
+    );
+    assert_eq!((s.logic.fdb.len(), s.logic.c.fdb_full), (1, 2));
+}

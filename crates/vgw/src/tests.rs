@@ -1,0 +1,104 @@
+use super::*;
+use d11_element::Collect;
+
+const UNDERLAY: PortId = 1;
+
+fn vgw() -> Vgw {
+    let cfg: VgwConfig = serde_json::from_value(json!({
+        "name": "vgw1",
+        "ports": [
+            {"name": "external", "addresses": ["203.0.113.2/24"]},
+            {"name": "underlay", "addresses": ["10.1.0.1/24"]},
+        ],
+        "vpc": {"vni": 1001, "router": "192.168.1.1/24", "hosts": ["10.1.0.11"], "fdb_max": 4},
+        "vips": [{"vip": "203.0.113.10", "lbs": ["192.168.1.10"]}],
+    }))
+    .unwrap();
+    Vgw::new(&cfg).unwrap()
+}
+
+/// VXLAN (VNI 1001) from `src` to the gateway's underlay address, carrying a broadcast
+/// Ethernet frame from `inner_src`.
+fn vxlan_from(src: [u8; 4], inner_src: [u8; 6]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    inner.extend_from_slice(&[0xff; 6]);
+    inner.extend_from_slice(&inner_src);
+    inner.extend_from_slice(&[0x08, 0x06]);
+    inner.resize(60, 0);
+    let mut payload = vec![0x08, 0, 0, 0, 0, 0x03, 0xe9, 0];
+    payload.extend_from_slice(&inner);
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 0x66]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&[10, 1, 0, 1]);
+    d11_wire::fill_ipv4_checksum(&mut ip);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&50000u16.to_be_bytes());
+    f.extend_from_slice(&vxlan::UDP_PORT.to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&payload);
+    f
+}
+
+fn counter(g: &Vgw, name: &str) -> u64 {
+    let mut v = 0;
+    g.counters(&mut |n, c| {
+        if n == name {
+            v = c;
+        }
+    });
+    v
+}
+
+#[test]
+fn vxlan_from_an_address_that_is_no_host_of_the_vpc_is_counted_and_unlearned() {
+    let mut g = vgw();
+    let now = Instant::now();
+    let mut tx = Collect::default();
+    for i in 0..10u8 {
+        let mut f = vxlan_from([10, 1, 0, 66], [2, 0x66, 0, 0, 0, i]);
+        g.handle_frame(now, UNDERLAY, &mut f, &mut tx);
+    }
+    assert_eq!(counter(&g, "vxlan_unknown_vtep"), 10);
+    assert_eq!(g.show("fdb", now).unwrap(), json!([]));
+    // The VPC's own host is believed.
+    let mut f = vxlan_from([10, 1, 0, 11], [2, 0, 0, 0, 0, 0x11]);
+    g.handle_frame(now, UNDERLAY, &mut f, &mut tx);
+    assert_eq!(counter(&g, "vxlan_unknown_vtep"), 10);
+    let fdb = g.show("fdb", now).unwrap();
+    assert_eq!(fdb.as_array().map(Vec::len), Some(1), "{fdb}");
+}
+
+#[test]
+fn the_mac_table_is_bounded() {
+    let mut g = vgw();
+    let now = Instant::now();
+    let mut tx = Collect::default();
+    for i in 0..6u8 {
+        let mut f = vxlan_from([10, 1, 0, 11], [2, 0, 0, 0, 1, i]);
+        g.handle_frame(now, UNDERLAY, &mut f, &mut tx);
+    }
+    assert_eq!(
+        g.show("fdb", now).unwrap().as_array().map(Vec::len),
+        Some(4)
+    );
+    assert_eq!(counter(&g, "fdb_full"), 2);
+}

@@ -37,3 +37,14 @@ ensure_cargo() {
 
 # The packages a lab with kernel hosts and captures needs.
 LAB_PACKAGES=(iproute2 ethtool tshark iputils-ping traceroute netcat-openbsd curl openssl sqlite3)
+
+# A Dubbo 2 client that is not ours, for the netns tests: Apache dubbo-js 2.x from the npm
+# registry, pinned by netns-tests/dubbo-client/package-lock.json, run with Node.js.
+ensure_dubbo_client() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || ensure_packages nodejs npm
+  local d=netns-tests/dubbo-client
+  if [ ! -e "$d/node_modules/.package-lock.json" ] || [ "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ]; then
+    echo "installing the Dubbo test client (npm ci in $d)" >&2
+    (cd "$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}

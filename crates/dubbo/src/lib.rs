@@ -124,7 +124,9 @@ pub struct Request {
     /// JVM descriptor of the parameter types, e.g. `Ljava/lang/String;I`.
     pub types: String,
     pub args: Vec<Value>,
-    pub attachments: Vec<(String, String)>,
+    /// `Map<String, Object>`: Dubbo 2.7 and later send some values as other types than
+    /// strings (`timeout` as an int), so any Hessian value is kept as it came.
+    pub attachments: Vec<(String, Value)>,
 }
 
 impl Request {
@@ -163,34 +165,36 @@ pub enum Frame {
         status: u8,
         /// For status OK; other statuses carry an error message instead.
         outcome: Result<Outcome, String>,
-        attachments: Vec<(String, String)>,
+        attachments: Vec<(String, Value)>,
     },
     /// A heartbeat (request or its response).
     Heartbeat { id: u64, request: bool },
 }
 
-fn string_map(entries: &[(String, String)]) -> Value {
+fn attachment_map(entries: &[(String, Value)]) -> Value {
     Value::Map {
         type_name: None,
         entries: entries
             .iter()
-            .map(|(k, v)| (Value::String(k.clone()), Value::String(v.clone())))
+            .map(|(k, v)| (Value::String(k.clone()), v.clone()))
             .collect(),
     }
 }
 
-fn read_string_map(v: Value) -> Result<Vec<(String, String)>, Error> {
+/// Attachments are a `Map<String, Object>`: string keys, values of any type.
+fn read_attachments(v: Value) -> Result<Vec<(String, Value)>, Error> {
     match v {
         Value::Map { entries, .. } => entries
             .into_iter()
-            .map(|(k, v)| match (k, v) {
-                (Value::String(k), Value::String(v)) => Ok((k, v)),
-                (Value::String(k), Value::Null) => Ok((k, String::new())),
-                _ => Err(Error::Body("attachments: a map of strings".into())),
+            .map(|(k, v)| match k {
+                Value::String(k) => Ok((k, v)),
+                _ => Err(Error::Body(
+                    "attachments: a key that is not a string".into(),
+                )),
             })
             .collect(),
         Value::Null => Ok(Vec::new()),
-        _ => Err(Error::Body("attachments: a map".into())),
+        _ => Err(Error::Body("attachments: not a map".into())),
     }
 }
 
@@ -235,9 +239,9 @@ impl Frame {
                 }
                 let mut att = r.attachments.clone();
                 if !att.iter().any(|(k, _)| k == "path") {
-                    att.push(("path".into(), r.service.clone()));
+                    att.push(("path".into(), Value::String(r.service.clone())));
                 }
-                e.write(&string_map(&att));
+                e.write(&attachment_map(&att));
                 Header {
                     request: true,
                     two_way: *two_way,
@@ -287,7 +291,7 @@ impl Frame {
                             e.write(v);
                         }
                         if att {
-                            e.write(&string_map(attachments));
+                            e.write(&attachment_map(attachments));
                         }
                     }
                     // A failed status carries the error as a string.
@@ -345,7 +349,7 @@ impl Frame {
             let attachments = if d.is_empty() {
                 Vec::new()
             } else {
-                read_string_map(d.read()?)?
+                read_attachments(d.read()?)?
             };
             return Ok(Frame::Request {
                 id: h.id,
@@ -383,7 +387,7 @@ impl Frame {
             c => return Err(Error::Body(format!("response type {c}"))),
         };
         let attachments = if with_att {
-            read_string_map(d.read()?)?
+            read_attachments(d.read()?)?
         } else {
             Vec::new()
         };

@@ -47,7 +47,7 @@ fn requests_and_responses_round_trip() {
         method: "createOrder".into(),
         types: "Ljava/lang/String;Ljava/lang/String;I".into(),
         args: vec![s("key-1"), s("book-11"), Value::Int(1)],
-        attachments: vec![("path".into(), "com.shop.OrderService".into())],
+        attachments: vec![("path".into(), Value::String("com.shop.OrderService".into()))],
     };
     let f = Frame::Request {
         id: 7,
@@ -73,7 +73,10 @@ fn requests_and_responses_round_trip() {
         })),
         Err("service com.shop.X not found".to_string()),
     ] {
-        for attachments in [vec![], vec![("dubbo".to_string(), "2.0.2".to_string())]] {
+        for attachments in [
+            vec![],
+            vec![("dubbo".to_string(), Value::String("2.0.2".into()))],
+        ] {
             let status = if outcome.is_ok() {
                 status::OK
             } else {

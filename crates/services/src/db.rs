@@ -89,10 +89,8 @@ pub struct OrderDb {
 
 impl OrderDb {
     pub fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
-        let db = Connection::open(path)?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        db.execute_batch(
+        let db = crate::open_sqlite(
+            Some(path),
             "CREATE TABLE IF NOT EXISTS orders (
                  id TEXT PRIMARY KEY, key TEXT NOT NULL, user TEXT NOT NULL, item TEXT NOT NULL,
                  quantity INTEGER NOT NULL, coupon TEXT, detail TEXT NOT NULL,

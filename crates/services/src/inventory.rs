@@ -59,14 +59,8 @@ pub struct SqlStock {
 
 impl SqlStock {
     pub fn open(path: Option<&std::path::Path>) -> rusqlite::Result<Self> {
-        let db = match path {
-            Some(p) => Connection::open(p)?,
-            None => Connection::open_in_memory()?,
-        };
-        // WAL with NORMAL sync: a killed process loses nothing committed.
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        db.execute_batch(
+        let db = crate::open_sqlite(
+            path,
             "CREATE TABLE IF NOT EXISTS stock (
                  item TEXT PRIMARY KEY, quantity INTEGER NOT NULL CHECK (quantity >= 0),
                  version INTEGER NOT NULL);

@@ -34,6 +34,22 @@ pub mod registry;
 
 pub use inventory::{build_inventory, InventoryConfig, INVENTORY};
 
+/// Opens a service's SQLite file (in memory without one) with `schema` applied. WAL with
+/// NORMAL sync: a process killed at any point loses nothing it committed.
+pub fn open_sqlite(
+    path: Option<&std::path::Path>,
+    schema: &str,
+) -> rusqlite::Result<rusqlite::Connection> {
+    let db = match path {
+        Some(p) => rusqlite::Connection::open(p)?,
+        None => rusqlite::Connection::open_in_memory()?,
+    };
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.execute_batch(schema)?;
+    Ok(db)
+}
+
 /// Dubbo's default port.
 pub const PORT: u16 = 20880;
 

@@ -18,6 +18,12 @@
 //! (`shards`, the `d11-db` nodes). Every call it makes is idempotent by the order id and is
 //! retried on another provider after a timeout or a lost connection; undos that cannot reach
 //! their service are owed and retried every second (`d11 show NODE owed`).
+//!
+//! What a crash must not forget is journalled in SQLite (`database`; in memory without one)
+//! before the call it may have to undo: each order under way (written before its deduction,
+//! removed once it is stored or given back) and each owed undo. At start, the orders a
+//! previous run left under way (`d11 show NODE orphans`) are settled: stored, they stand;
+//! not stored, their stock and coupon are given back.
 
 use crate::coupon::COUPON;
 use crate::db::{order_from, order_value, ORDER_STORE};
@@ -30,12 +36,17 @@ use d11_element::{counters, App};
 use d11_rpc::cluster::{map, Balance, CallOptions, Cluster};
 use d11_rpc::d11_dubbo::Outcome;
 use d11_rpc::{exception, Error, Value};
-use d11_shop::{create_order, shard_of, Backends, CallError, Desk, Order, OrderError};
+use d11_shop::{
+    create_order, shard_of, Backends, CallError, Compensation, Desk, Intent, Journal, Order,
+    OrderError,
+};
 use d11_stack::{Stack, StackElement};
+use rusqlite::{params, Connection};
 use serde::Deserialize;
 use serde_json::json;
 use std::cell::RefCell;
 use std::net::SocketAddrV4;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -58,6 +69,106 @@ pub struct OrderConfig {
     /// Milliseconds per call to another service.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// The SQLite file of the journal: orders under way and undos owed (in memory without one).
+    #[serde(default)]
+    pub database: Option<PathBuf>,
+}
+
+/// The order service's journal in SQLite. Each write is committed before it returns.
+pub struct SqlJournal {
+    db: Connection,
+}
+
+impl SqlJournal {
+    pub fn open(path: Option<&std::path::Path>) -> rusqlite::Result<Self> {
+        let db = crate::open_sqlite(
+            path,
+            "CREATE TABLE IF NOT EXISTS intents (
+                 order_id TEXT PRIMARY KEY, key TEXT NOT NULL, coupon TEXT);
+             CREATE TABLE IF NOT EXISTS owed (
+                 kind TEXT NOT NULL, order_id TEXT NOT NULL, coupon TEXT NOT NULL,
+                 PRIMARY KEY (kind, order_id, coupon));",
+        )?;
+        Ok(Self { db })
+    }
+}
+
+/// A compensation as an `owed` row: (kind, order, coupon or "").
+fn owed_row(c: &Compensation) -> (&'static str, &str, &str) {
+    match c {
+        Compensation::Restore { order } => ("restore", order, ""),
+        Compensation::Release { coupon, order } => ("release", order, coupon),
+    }
+}
+
+impl Journal for SqlJournal {
+    fn begin(&self, i: &Intent) -> Result<(), String> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO intents (order_id, key, coupon) VALUES (?1, ?2, ?3)",
+                params![i.order, i.key, i.coupon],
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn end(&self, order: &str) -> Result<(), String> {
+        self.db
+            .execute("DELETE FROM intents WHERE order_id = ?1", [order])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn owe(&self, c: &Compensation) -> Result<(), String> {
+        let (k, o, cp) = owed_row(c);
+        self.db
+            .execute(
+                "INSERT OR IGNORE INTO owed (kind, order_id, coupon) VALUES (?1, ?2, ?3)",
+                params![k, o, cp],
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn paid(&self, c: &Compensation) -> Result<(), String> {
+        let (k, o, cp) = owed_row(c);
+        self.db
+            .execute(
+                "DELETE FROM owed WHERE kind = ?1 AND order_id = ?2 AND coupon = ?3",
+                params![k, o, cp],
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn load(&self) -> Result<(Vec<Intent>, Vec<Compensation>), String> {
+        let run = || -> rusqlite::Result<(Vec<Intent>, Vec<Compensation>)> {
+            let mut st = self
+                .db
+                .prepare("SELECT order_id, key, coupon FROM intents ORDER BY rowid")?;
+            let intents = st
+                .query_map([], |r| {
+                    Ok(Intent {
+                        order: r.get(0)?,
+                        key: r.get(1)?,
+                        coupon: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = self
+                .db
+                .prepare("SELECT kind, order_id, coupon FROM owed ORDER BY rowid")?;
+            let owed = st
+                .query_map([], |r| {
+                    let (kind, order, coupon): (String, String, String) =
+                        (r.get(0)?, r.get(1)?, r.get(2)?);
+                    Ok(if kind == "release" {
+                        Compensation::Release { coupon, order }
+                    } else {
+                        Compensation::Restore { order }
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((intents, owed))
+        };
+        run().map_err(|e| e.to_string())
+    }
 }
 
 fn default_prefix() -> String {
@@ -223,10 +334,29 @@ pub fn build_order(cfg: &OrderConfig) -> anyhow::Result<(StackElement, Option<Ap
             ..CallOptions::default().idempotent()
         },
     });
-    let desk = Rc::new(Desk::new(&cfg.id_prefix));
+    let where_ = || {
+        cfg.database
+            .as_ref()
+            .map_or("(memory)".into(), |p| p.display().to_string())
+    };
+    let journal = SqlJournal::open(cfg.database.as_deref())
+        .map_err(|e| anyhow::anyhow!("database {}: {e}", where_()))?;
+    let desk = Rc::new(
+        Desk::recover(&cfg.id_prefix, Rc::new(journal))
+            .map_err(|e| anyhow::anyhow!("database {}: {e}", where_()))?,
+    );
+    if !desk.orphans().is_empty() || !desk.owed().is_empty() {
+        tracing::warn!(
+            orphans = desk.orphans().len(),
+            owed = desk.owed().len(),
+            "a previous run left orders under way or undos owed: settling them"
+        );
+    }
     let c = Rc::new(RefCell::new(OrderCounters::default()));
     let d2 = desk.clone();
     stack.add_table("owed", move || json!(d2.owed()));
+    let d2 = desk.clone();
+    stack.add_table("orphans", move || json!(d2.orphans()));
     let r2 = rpc.clone();
     stack.add_table("providers", move || {
         let mut v = r2.inventory.state();
@@ -242,6 +372,7 @@ pub fn build_order(cfg: &OrderConfig) -> anyhow::Result<(StackElement, Option<Ap
         out("calls", *calls2.borrow());
         c2.borrow().for_each(out);
         out("owed", d2.owed().len() as u64);
+        out("orphans", d2.orphans().len() as u64);
         let k = r2.inventory.counters.borrow();
         out("inventory_retries", k.retries);
         out("inventory_failed", k.failed);
@@ -334,7 +465,7 @@ pub fn build_order(cfg: &OrderConfig) -> anyhow::Result<(StackElement, Option<Ap
                 let mut t = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     t.tick().await;
-                    if !desk2.owed().is_empty() {
+                    if desk2.unsettled() {
                         desk2.settle(&*rpc2).await;
                     }
                 }

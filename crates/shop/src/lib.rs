@@ -362,21 +362,91 @@ pub enum OrderError {
     InProgress,
     #[error("this idempotency key was used for another order")]
     KeyReused,
+    /// The order could not be written to the journal: nothing was done.
+    #[error("the order could not be journalled: {0} (nothing was done)")]
+    Journal(String),
 }
 
 /// An undo still owed to a service that could not be reached.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Compensation {
     Restore { order: String },
     Release { coupon: String, order: String },
 }
 
-/// The order service's state: idempotency keys being processed, and compensations owed.
+/// An order that may hold stock or a coupon and has not ended yet: journalled before the
+/// deduction, removed once the order is stored or everything it took is given back (or owed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Intent {
+    pub order: String,
+    /// Its idempotency key: busy while a recovery settles it.
+    pub key: String,
+    pub coupon: Option<String>,
+}
+
+/// Where the order service keeps what a crash must not forget: orders under way and the
+/// compensations owed. Each call returns once what it wrote is durable; a process killed at
+/// any point finds, at its next start, every order it may have left half-done
+/// ([`Desk::recover`]).
+pub trait Journal {
+    fn begin(&self, i: &Intent) -> Result<(), String>;
+    fn end(&self, order: &str) -> Result<(), String>;
+    fn owe(&self, c: &Compensation) -> Result<(), String>;
+    fn paid(&self, c: &Compensation) -> Result<(), String>;
+    /// What a previous run left: orders under way, compensations owed.
+    fn load(&self) -> Result<(Vec<Intent>, Vec<Compensation>), String>;
+}
+
+/// A journal in memory (tests; a service without a database file).
 #[derive(Debug, Default)]
+pub struct MemoryJournal {
+    pub intents: RefCell<Vec<Intent>>,
+    pub owed: RefCell<Vec<Compensation>>,
+}
+
+impl Journal for MemoryJournal {
+    fn begin(&self, i: &Intent) -> Result<(), String> {
+        self.intents.borrow_mut().push(i.clone());
+        Ok(())
+    }
+    fn end(&self, order: &str) -> Result<(), String> {
+        self.intents.borrow_mut().retain(|i| i.order != order);
+        Ok(())
+    }
+    fn owe(&self, c: &Compensation) -> Result<(), String> {
+        let mut o = self.owed.borrow_mut();
+        if !o.contains(c) {
+            o.push(c.clone());
+        }
+        Ok(())
+    }
+    fn paid(&self, c: &Compensation) -> Result<(), String> {
+        self.owed.borrow_mut().retain(|x| x != c);
+        Ok(())
+    }
+    fn load(&self) -> Result<(Vec<Intent>, Vec<Compensation>), String> {
+        Ok((self.intents.borrow().clone(), self.owed.borrow().clone()))
+    }
+}
+
+/// The order service's state: idempotency keys being processed, compensations owed, orders a
+/// previous run left under way, and the journal that keeps the last two across a crash.
 pub struct Desk {
     busy: RefCell<std::collections::HashSet<String>>,
     owed: RefCell<Vec<Compensation>>,
+    /// Orders a previous run began and never ended: settled by [`Desk::settle`].
+    orphans: RefCell<Vec<Intent>>,
+    journal: Rc<dyn Journal>,
     prefix: String,
+}
+
+impl std::fmt::Debug for Desk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desk")
+            .field("owed", &self.owed)
+            .field("orphans", &self.orphans)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A created (or replayed) order and how long each call took.
@@ -405,11 +475,28 @@ pub fn shard_of(id: &str, n: usize) -> usize {
 }
 
 impl Desk {
+    /// A desk with its journal in memory.
     pub fn new(prefix: &str) -> Self {
-        Self {
+        Self::recover(prefix, Rc::new(MemoryJournal::default())).expect("memory journal")
+    }
+
+    /// A desk over `journal`, with what a previous run left in it: its owed compensations,
+    /// and its orders under way, which [`Desk::settle`] brings to an end (the order stands if
+    /// it was stored, else what it may have taken is given back).
+    pub fn recover(prefix: &str, journal: Rc<dyn Journal>) -> Result<Self, String> {
+        let (orphans, owed) = journal.load()?;
+        Ok(Self {
+            busy: RefCell::default(),
+            owed: RefCell::new(owed),
+            orphans: RefCell::new(orphans),
+            journal,
             prefix: prefix.into(),
-            ..Default::default()
-        }
+        })
+    }
+
+    /// Orders a previous run left under way, not settled yet.
+    pub fn orphans(&self) -> Vec<Intent> {
+        self.orphans.borrow().clone()
     }
 
     /// The order id of a user's idempotency key: the same on every order-service instance,
@@ -424,23 +511,118 @@ impl Desk {
         self.owed.borrow().clone()
     }
 
-    /// Tries every owed compensation again; how many are still owed.
-    pub async fn settle<B: Backends>(&self, b: &B) -> usize {
-        let owed = std::mem::take(&mut *self.owed.borrow_mut());
-        self.compensate(b, owed).await;
-        self.owed.borrow().len()
+    /// Whether there is anything for [`Desk::settle`] to do.
+    pub fn unsettled(&self) -> bool {
+        !self.owed.borrow().is_empty() || !self.orphans.borrow().is_empty()
     }
 
-    async fn compensate<B: Backends>(&self, b: &B, list: Vec<Compensation>) {
-        for c in list {
-            let r = match &c {
-                Compensation::Restore { order } => b.restore(order).await,
-                Compensation::Release { coupon, order } => b.release(coupon, order).await,
-            };
-            if let Err(e) = r {
-                tracing::warn!(?c, error = %e, "compensation owed");
-                self.owed.borrow_mut().push(c);
+    /// Tries every owed compensation again, and ends the orders a previous run left under
+    /// way; how many compensations and orphans are still unsettled.
+    /// (What is being settled stays listed until it is.)
+    pub async fn settle<B: Backends>(&self, b: &B) -> usize {
+        let owed = self.owed.borrow().clone();
+        for c in owed {
+            if self.try_pay(b, &c).await {
+                self.owed.borrow_mut().retain(|x| *x != c);
             }
+        }
+        let orphans = self.orphans.borrow().clone();
+        for i in orphans {
+            if self.settle_orphan(b, &i).await {
+                self.orphans.borrow_mut().retain(|x| x.order != i.order);
+            }
+        }
+        self.owed.borrow().len() + self.orphans.borrow().len()
+    }
+
+    /// Ends an order a previous run left under way: stored, it stands; not stored, whatever
+    /// it may have taken is given back (each undo is idempotent by the order id, and does
+    /// nothing where nothing was taken). Whether it is settled.
+    async fn settle_orphan<B: Backends>(&self, b: &B, i: &Intent) -> bool {
+        if !self.busy.borrow_mut().insert(i.key.clone()) {
+            // A retry of the same key runs on this instance: settle it afterwards.
+            return false;
+        }
+        let _busy = Busy(self, i.key.clone());
+        match b.find(&i.order).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let mut undo = Vec::new();
+                if let Some(c) = &i.coupon {
+                    undo.push(Compensation::Release {
+                        coupon: c.clone(),
+                        order: i.order.clone(),
+                    });
+                }
+                undo.push(Compensation::Restore {
+                    order: i.order.clone(),
+                });
+                if self.compensate(b, undo).await.is_err() {
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(order = %i.order, error = %e, "an orphaned order waits for its store");
+                return false;
+            }
+        }
+        self.end(&i.order);
+        tracing::info!(order = %i.order, "orphaned order settled");
+        true
+    }
+
+    /// Runs `list`; an undo that fails is owed (journalled before this returns). `Err` when
+    /// one could not even be journalled.
+    async fn compensate<B: Backends>(&self, b: &B, list: Vec<Compensation>) -> Result<(), ()> {
+        let mut all = Ok(());
+        for c in list {
+            if !self.pay(b, c).await {
+                all = Err(());
+            }
+        }
+        all
+    }
+
+    /// Tries `c` once; whether it was done (and then no longer journalled as owed).
+    async fn try_pay<B: Backends>(&self, b: &B, c: &Compensation) -> bool {
+        let r = match c {
+            Compensation::Restore { order } => b.restore(order).await,
+            Compensation::Release { coupon, order } => b.release(coupon, order).await,
+        };
+        match r {
+            Ok(()) => {
+                if let Err(e) = self.journal.paid(c) {
+                    tracing::error!(?c, error = %e, "journal");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(?c, error = %e, "compensation not done");
+                false
+            }
+        }
+    }
+
+    /// Tries `c`; on failure it is owed. Whether the journal holds what is true of it.
+    async fn pay<B: Backends>(&self, b: &B, c: Compensation) -> bool {
+        if self.try_pay(b, &c).await {
+            return true;
+        }
+        let kept = self.journal.owe(&c);
+        if let Err(e) = &kept {
+            tracing::error!(?c, error = %e, "journal: an owed compensation is not kept");
+        }
+        let mut owed = self.owed.borrow_mut();
+        if !owed.contains(&c) {
+            owed.push(c);
+        }
+        kept.is_ok()
+    }
+
+    fn end(&self, order: &str) {
+        if let Err(e) = self.journal.end(order) {
+            // Harmless: the next start settles it again (every step is idempotent).
+            tracing::error!(%order, error = %e, "journal");
         }
     }
 }
@@ -491,22 +673,43 @@ pub async fn create_order<B: Backends>(
         Ok(Some(_)) => return Err(OrderError::KeyReused),
         Ok(None) => {}
     }
+    desk.journal
+        .begin(&Intent {
+            order: order.id.clone(),
+            key: order.key.clone(),
+            coupon: order.coupon.clone(),
+        })
+        .map_err(OrderError::Journal)?;
+    let r = take(desk, b, &order, &mut timings, &mut lap).await;
+    // Stored, or given back (or the undo owed, journalled): the order has ended.
+    desk.end(&order.id);
+    r
+}
+
+/// The steps of an order that take something: stock, coupon, the store.
+async fn take<B: Backends>(
+    desk: &Desk,
+    b: &B,
+    order: &Order,
+    timings: &mut Vec<(&'static str, std::time::Duration)>,
+    lap: &mut impl FnMut(&'static str, &mut Vec<(&'static str, std::time::Duration)>),
+) -> Result<Placed, OrderError> {
     let restore = || Compensation::Restore {
         order: order.id.clone(),
     };
     let r = b.deduct(&order.id, &order.item, order.quantity).await;
-    lap("inventory.deduct", &mut timings);
+    lap("inventory.deduct", timings);
     match r {
         Ok(()) => {}
         Err(CallError::Refused(e)) => return Err(OrderError::Stock(e)),
         Err(CallError::Unknown(e)) => {
-            desk.compensate(b, vec![restore()]).await;
+            let _ = desk.compensate(b, vec![restore()]).await;
             return Err(OrderError::Stock(e));
         }
     }
     if let Some(c) = &order.coupon {
         let r = b.redeem(c, &order.id).await;
-        lap("coupon.redeem", &mut timings);
+        lap("coupon.redeem", timings);
         if let Err(e) = r {
             let mut undo = vec![restore()];
             if let CallError::Unknown(_) = e {
@@ -515,17 +718,17 @@ pub async fn create_order<B: Backends>(
                     order: order.id.clone(),
                 });
             }
-            desk.compensate(b, undo).await;
+            let _ = desk.compensate(b, undo).await;
             return Err(OrderError::Coupon(e.to_string()));
         }
     }
-    let r = b.store(&order).await;
-    lap("db.store", &mut timings);
+    let r = b.store(order).await;
+    lap("db.store", timings);
     match r {
-        Ok(stored) if stored.same_request(&order) => Ok(Placed {
+        Ok(stored) if stored.same_request(order) => Ok(Placed {
             order: stored,
             replayed: false,
-            timings,
+            timings: std::mem::take(timings),
         }),
         Ok(_) => Err(OrderError::KeyReused),
         Err(e) => {
@@ -537,7 +740,7 @@ pub async fn create_order<B: Backends>(
                 });
             }
             undo.push(restore());
-            desk.compensate(b, undo).await;
+            let _ = desk.compensate(b, undo).await;
             Err(OrderError::Store(e.to_string()))
         }
     }

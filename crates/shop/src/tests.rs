@@ -108,6 +108,8 @@ struct World {
     /// The inventory answers nothing (but did the work).
     inventory_mute: Cell<bool>,
     inventory_down: Cell<bool>,
+    /// The coupon service never answers (the order waits in redeem).
+    coupon_hangs: Cell<bool>,
 }
 
 impl Backends for World {
@@ -133,6 +135,9 @@ impl Backends for World {
     }
     async fn redeem(&self, coupon: &str, order: &str) -> Result<(), CallError> {
         tokio::task::yield_now().await;
+        if self.coupon_hangs.get() {
+            std::future::pending::<()>().await;
+        }
         self.coupons
             .redeem(coupon, order)
             .map_err(|e| CallError::Refused(e.to_string()))
@@ -164,6 +169,7 @@ fn world(stock: i64) -> Rc<World> {
         store_fails: Cell::new(false),
         inventory_mute: Cell::new(false),
         inventory_down: Cell::new(false),
+        coupon_hangs: Cell::new(false),
     };
     w.coupons.add("D11");
     Rc::new(w)
@@ -329,5 +335,85 @@ fn the_same_key_at_once_makes_one_order() {
         assert!(made >= 1);
         assert_eq!(w.orders.borrow().len(), 1);
         assert_eq!(stock(&w), 9);
+    });
+}
+
+#[test]
+fn an_order_cut_by_a_crash_is_given_back_at_the_next_start() {
+    run(async {
+        let w = world(100);
+        let journal = Rc::new(MemoryJournal::default());
+        let desk = Rc::new(Desk::recover("D11-", journal.clone()).unwrap());
+        // One order completes; another is cut while it waits for the coupon service.
+        create_order(&desk, &*w, &req("done", 1, None))
+            .await
+            .unwrap();
+        w.coupon_hangs.set(true);
+        let (w2, d2) = (w.clone(), desk.clone());
+        let cut = tokio::task::spawn_local(async move {
+            create_order(&d2, &*w2, &req("cut", 2, Some("D11"))).await
+        });
+        while stock(&w) != 97 {
+            tokio::task::yield_now().await;
+        }
+        cut.abort(); // kill -9: nothing after this point of the order runs
+        let _ = cut.await;
+        drop(desk);
+        assert_eq!(journal.intents.borrow().len(), 1);
+        // The next start finds it under way, not stored: the stock comes back.
+        w.coupon_hangs.set(false);
+        let desk = Desk::recover("D11-", journal.clone()).unwrap();
+        assert_eq!(desk.orphans().len(), 1);
+        assert!(desk.unsettled());
+        assert_eq!(desk.settle(&*w).await, 0);
+        assert_eq!(stock(&w), 99);
+        assert_eq!(w.coupons.holder("D11"), None);
+        assert!(journal.intents.borrow().is_empty());
+        assert_eq!(w.orders.borrow().len(), 1);
+    });
+}
+
+#[test]
+fn a_stored_order_found_under_way_stands_and_owed_undos_outlive_a_crash() {
+    run(async {
+        let w = world(10);
+        let journal = Rc::new(MemoryJournal::default());
+        // A previous run stored this order and died before ending it.
+        let desk = Desk::recover("D11-", journal.clone()).unwrap();
+        create_order(&desk, &*w, &req("kept", 1, None))
+            .await
+            .unwrap();
+        let id = desk.order_id("u", "kept");
+        journal
+            .begin(&Intent {
+                order: id.clone(),
+                key: "kept".into(),
+                coupon: None,
+            })
+            .unwrap();
+        // The next order's store fails, and the inventory goes away once its deduct is done:
+        // the restore is owed, and journalled.
+        w.store_fails.set(true);
+        let down_after_deduct = async {
+            while stock(&w) != 8 {
+                tokio::task::yield_now().await;
+            }
+            w.inventory_down.set(true);
+        };
+        let owed = req("owed", 1, None);
+        let (out, ()) = tokio::join!(create_order(&desk, &*w, &owed), down_after_deduct);
+        assert!(matches!(out, Err(OrderError::Store(_))), "{out:?}");
+        assert_eq!(journal.owed.borrow().len(), 1);
+        drop(desk);
+        // Restarted with the inventory back: the owed restore is paid; the stored order stands.
+        w.inventory_down.set(false);
+        w.store_fails.set(false);
+        let desk = Desk::recover("D11-", journal.clone()).unwrap();
+        assert_eq!((desk.owed().len(), desk.orphans().len()), (1, 1));
+        assert_eq!(desk.settle(&*w).await, 0);
+        assert_eq!(stock(&w), 9);
+        assert!(journal.owed.borrow().is_empty());
+        assert!(journal.intents.borrow().is_empty());
+        assert_eq!(w.orders.borrow()[0].id, id);
     });
 }

@@ -7,7 +7,8 @@
 //! to its user:
 //! - [`TcpListener`]: an accept backlog (smoltcp has none) as a pool of listening sockets,
 //!   re-armed after each accept, and a SYN-RECEIVED timeout so half-open connections cannot
-//!   hold the pool;
+//!   hold the pool; when every socket of a pool is half-open, SYNs are answered with SYN
+//!   cookies (RFC 4987) and a socket is given only to a client that answers (`syncookie`);
 //! - [`TcpStream`] and [`UdpSocket`]: `AsyncRead`/`AsyncWrite` and async datagrams for tokio
 //!   tasks, woken by smoltcp's wakers;
 //! - a per-connection view of TCP as the wire shows it ([`tracker`]): sequence numbers,
@@ -20,6 +21,7 @@
 
 mod device;
 mod recovery;
+mod syncookie;
 mod tcp;
 pub mod tracker;
 mod udp;
@@ -107,6 +109,9 @@ counters! {
         tcp_connect_failed,
         tcp_syn_timeouts,
         tcp_syn_evicted,
+        tcp_syncookies_sent,
+        tcp_syncookies_accepted,
+        tcp_syncookies_failed,
         tcp_refused_full,
         tcp_closed,
         tcp_time_wait_dropped,
@@ -145,6 +150,9 @@ pub(crate) struct Inner {
     pub(crate) orphans: Vec<SocketHandle>,
     /// Accept pools by port.
     pub(crate) pools: HashMap<u16, tcp::Pool>,
+    cookies: syncookie::SynCookies,
+    /// Where outgoing frames of cookie connections are rewritten.
+    cookie_scratch: Vec<u8>,
     next_port: u16,
     next_poll: Option<Instant>,
     needs_poll: bool,
@@ -291,7 +299,104 @@ impl Inner {
         self.next_port
     }
 
+    /// Whether every socket of `port`'s accept pool is taken by a half-open connection.
+    fn pool_full(&self, port: u16) -> bool {
+        self.pools.get(&port).is_some_and(|p| {
+            p.sockets.iter().all(|(h, _)| {
+                self.sockets.get::<tcp::Socket>(*h).state() != smoltcp::socket::tcp::State::Listen
+            })
+        })
+    }
+
+    /// Whether a socket of ours is this connection (remote address and port, our port).
+    fn has_socket(&self, (ip, port, local): &syncookie::Tuple) -> bool {
+        let remote = smoltcp::wire::IpEndpoint::new((*ip).into(), *port);
+        self.sockets.iter().any(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(t) => {
+                t.remote_endpoint() == Some(remote)
+                    && t.local_endpoint().is_some_and(|e| e.port == *local)
+            }
+            _ => false,
+        })
+    }
+
+    /// A client answered a SYN cookie: the connection gets a socket of the pool (the oldest
+    /// half-open one if none listens: a client that answered beats one that may never), which
+    /// is handed the client's SYN as smoltcp must see it; smoltcp's SYN-ACK is not sent (the
+    /// client has the cookie's), and the connection's numbers are shifted from then on.
+    fn open_by_cookie(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        s: &syncookie::Seg,
+        mss: u16,
+        tx: &mut dyn Transmit,
+    ) {
+        if self.pool_full(s.dport) {
+            let Inner {
+                pools, sockets, c, ..
+            } = self;
+            if pools
+                .get_mut(&s.dport)
+                .is_some_and(|p| p.make_room(now, sockets))
+            {
+                c.tcp_syn_evicted += 1;
+            }
+        }
+        let syn = syncookie::SynCookies::rebuilt_syn(frame, s, mss);
+        let mut take = syncookie::TakeSynAck {
+            tx,
+            tuple: s.tuple_in(),
+            isn: None,
+        };
+        self.poll(now, Some(&syn), &mut take);
+        match take.isn {
+            Some(isn) => {
+                self.cookies.opened(now, s, isn);
+                self.c.tcp_syncookies_accepted += 1;
+            }
+            None => self.c.tcp_syncookies_failed += 1,
+        }
+    }
+
+    /// Polls smoltcp with `rx` (if any); what it sends goes to `tx`, through the sequence
+    /// shift of cookie connections when there are some.
     fn poll(&mut self, now: Instant, rx: Option<&[u8]>, tx: &mut dyn Transmit) {
+        let shifted = std::mem::take(&mut self.cookies.shifted);
+        if shifted.is_empty() {
+            self.poll_smoltcp(now, rx, tx);
+        } else {
+            let mut scratch = std::mem::take(&mut self.cookie_scratch);
+            let mut out = syncookie::ShiftOut {
+                tx,
+                shifted: &shifted,
+                scratch: &mut scratch,
+            };
+            self.poll_smoltcp(now, rx, &mut out);
+            self.cookie_scratch = scratch;
+        }
+        // (Connections opened meanwhile were recorded in the empty map.)
+        let opened = std::mem::replace(&mut self.cookies.shifted, shifted);
+        self.cookies.shifted.extend(opened);
+        if self.cookies.sweep_at().is_some_and(|t| t <= now) {
+            let (cookies, sockets) = (&mut self.cookies, &self.sockets);
+            cookies.sweep(now, |(ip, port, local)| {
+                let remote = smoltcp::wire::IpEndpoint::new((*ip).into(), *port);
+                sockets.iter().any(|(_, s)| match s {
+                    smoltcp::socket::Socket::Tcp(t) => {
+                        t.remote_endpoint() == Some(remote)
+                            && t.local_endpoint().is_some_and(|e| e.port == *local)
+                    }
+                    _ => false,
+                })
+            });
+        }
+        if let Some(at) = self.cookies.sweep_at() {
+            self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
+        }
+    }
+
+    fn poll_smoltcp(&mut self, now: Instant, rx: Option<&[u8]>, tx: &mut dyn Transmit) {
         let t =
             SmolInstant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64);
         self.needs_poll = false;
@@ -491,6 +596,8 @@ impl Stack {
             drops: GuardDrops::default(),
             orphans: Vec::new(),
             pools: HashMap::new(),
+            cookies: syncookie::SynCookies::new(epoch),
+            cookie_scratch: Vec::new(),
             next_port: 49152 + (u16::from(mac.0[5]) << 4),
             next_poll: Some(epoch),
             needs_poll: false,
@@ -579,21 +686,33 @@ impl Element for StackElement {
             i.c.not_for_us += 1;
             return;
         }
-        // A SYN for a listening port whose pool is all half-open: make room (see Pool::make_room).
-        if let Some(at) = tcp_at {
-            let (flags, port) = (
-                frame[at + 13],
-                u16::from_be_bytes([frame[at + 2], frame[at + 3]]),
-            );
-            if flags & 0x12 == 0x02 {
-                let Inner {
-                    pools, sockets, c, ..
-                } = &mut *i;
-                if let Some(pool) = pools.get_mut(&port) {
-                    if pool.make_room(now, sockets) {
-                        c.tcp_syn_evicted += 1;
+        if let Some(s) = tcp_at.and_then(|at| syncookie::Seg::parse(frame, at)) {
+            if i.pools.contains_key(&s.dport) {
+                if s.is_syn() {
+                    // Every socket of the pool half-open (a flood, or a burst of clients): a
+                    // SYN cookie, and nothing kept.
+                    if i.pool_full(s.dport) && !i.has_socket(&s.tuple_in()) {
+                        let mss = (i.wire.mtu.saturating_sub(40)).min(usize::from(u16::MAX)) as u16;
+                        let window = i.tuning.buffer.min(65535) as u16;
+                        let mac = i.mac.0;
+                        let reply = i.cookies.syn_ack(now, frame, &s, mss, window, mac);
+                        i.c.tcp_syncookies_sent += 1;
+                        tx.send(0, &reply);
+                        return;
+                    }
+                } else if s.is_ack()
+                    && i.cookies.active(now)
+                    && !i.cookies.shifted.contains_key(&s.tuple_in())
+                {
+                    if let Some(mss) = i.cookies.check(now, &s) {
+                        if !i.has_socket(&s.tuple_in()) {
+                            i.open_by_cookie(now, frame, &s, mss, tx);
+                        }
                     }
                 }
+            }
+            if !i.cookies.shifted.is_empty() {
+                i.cookies.shift_in(frame, &s);
             }
         }
         i.poll(now, Some(frame), tx);

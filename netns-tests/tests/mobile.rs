@@ -532,8 +532,88 @@ fn echo_supervises_paths_and_a_restart_shows_in_the_recovery_counter() {
         Some(before + 1)
     );
     assert_eq!(lab.counter("sgw", "peer_restarts"), 1);
-    // The restarted PGW knows no session: the SGW's next uplink would draw an Error
-    // Indication; the eNodeB's path stays up.
-    assert_eq!(lab.show("pgw", "sessions").as_array().unwrap().len(), 0);
+    // The restarted PGW lost the session; the SGW deleted its copy and told the MME, which
+    // had the phone attach again: one session at the PGW, the new one. The eNodeB's path to
+    // the SGW stayed up.
+    lab.wait_show("pgw", "sessions", 30, |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert_eq!(lab.counter("sgw", "sessions_deleted_peer_restart"), 1);
     assert_eq!(peer(&lab.show("enb", "paths"), "172.16.1.3")["state"], "up");
+}
+
+/// `lab restart pgw` while the phone places orders: the SGW sees the PGW's Recovery grow on
+/// S5-C (GTPv2-C Echo), deletes the session the PGW lost and sends the MME a PGW Restart
+/// Notification; the MME detaches the phone with "re-attach required"; the phone attaches
+/// again and its orders go on (the one cut is placed again with its Idempotency-Key).
+#[test]
+fn a_pgw_restart_detaches_the_phone_which_attaches_again_and_orders_on() {
+    let app = r#"app = { url = "https://www.shop.example/purchaseOrder", resolve = ["www.shop.example:443:203.0.113.10"], data = '{"order": {"date": "2018-11-11 00:00:01", "className": "Rust in Action", "Author": "d11", "price": 11.11}}', headers = ["Idempotency-Key: restart-{n}"], count = 150, retries = 3, timeout_s = 5 }"#;
+    let topo = topology(
+        &tmp("pgw-restart"),
+        1,
+        &[ue("ue", 1, K, "app", "ethernet", app)],
+    );
+    let topo = ["enb", "sgw", "pgw"].iter().fold(topo, |t, r| {
+        t.replace(
+            &format!("role = \"{r}\"\n"),
+            &format!("role = \"{r}\"\necho_interval_s = 1\n"),
+        )
+    });
+    let lab = Lab::up(&topo);
+    assert_eq!(attached(&lab, "ue")["state"], "attached");
+    // A few orders are through (and the SGW has answered Echoes from the PGW on S5-C).
+    let before = lab.wait_show("ue", "app_summary", 60, |v| v["ok"].as_u64() >= Some(3))["ok"]
+        .as_u64()
+        .unwrap();
+    let o = d11()
+        .args(["--prefix", &lab.prefix, "lab", "restart", "pgw"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Orders go on after the restart.
+    lab.wait_show("ue", "app_summary", 60, |v| {
+        v["ok"].as_u64() >= Some(before + 10)
+    });
+    let paths = lab.show("sgw", "control_paths");
+    assert!(
+        paths.as_array().is_some_and(|a| a
+            .iter()
+            .any(|p| p["peer"] == "172.16.5.4" && p["peer_restarts"] == 1)),
+        "{paths}"
+    );
+    // SGW: the restart seen, the session deleted, the MME told and answering.
+    let c = lab.wait_show("sgw", "counters", 30, |c| {
+        c["pgw_restart_notifications_acked"] == 1
+    });
+    assert_eq!(
+        (&c["pgw_restarts"], &c["sessions_deleted_peer_restart"]),
+        (&1.into(), &1.into()),
+        "{c}"
+    );
+    assert_eq!(lab.counter("mme", "network_detaches"), 1);
+    // The phone attached again, with a session at the restarted PGW.
+    lab.wait_show("ue", "counters", 30, |c| c["attach_accepts"] == 2);
+    assert_eq!(lab.counter("ue", "network_detaches"), 1);
+    assert_eq!(attached(&lab, "ue")["state"], "attached");
+    assert_eq!(lab.show("pgw", "sessions").as_array().unwrap().len(), 1);
+    // Every order went through, the ones after the restart too.
+    let s = lab.wait_show("ue", "app_summary", 180, |v| v["requests"] == 150);
+    assert_eq!(s["ok"], 150, "{}", lab.show("ue", "app"));
+    let epc = lab.pcap("epc");
+    drop(lab);
+    // On S11: the notification and its acknowledgment, decoded by tshark.
+    let prn = tshark_fields(
+        &epc,
+        "gtpv2.message_type == 179 || gtpv2.message_type == 180",
+        &["gtpv2.message_type", "ip.src"],
+        &[],
+    );
+    assert!(
+        prn.iter().any(|r| r[0] == "179" && r[1] == "172.16.1.3")
+            && prn.iter().any(|r| r[0] == "180" && r[1] == "172.16.1.5"),
+        "{prn:?}"
+    );
+    let bad = malformed(&epc, &[]);
+    assert!(bad.is_empty(), "{bad:?}");
 }

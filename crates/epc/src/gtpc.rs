@@ -165,6 +165,9 @@ pub struct CreateSessionResponse {
     pub s1u_sgw: Option<Fteid>,
     /// S5/S8-U PGW F-TEID (instance 2).
     pub s5u_pgw: Option<Fteid>,
+    /// The sender's restart counter (TS 29.274 §7.2.2: sent to a peer it talks to for the
+    /// first time; we always send it).
+    pub recovery: Option<u8>,
 }
 
 impl CreateSessionResponse {
@@ -177,6 +180,7 @@ impl CreateSessionResponse {
             ebi,
             s1u_sgw: None,
             s5u_pgw: None,
+            recovery: None,
         }
     }
 
@@ -207,7 +211,11 @@ impl CreateSessionResponse {
         if let Some(s) = &self.s5u_pgw {
             w = w.ie(ie::F_TEID, 2, &s.encode());
         }
-        w.end().finish()
+        let mut w = w.end();
+        if let Some(r) = self.recovery {
+            w = w.ie(ie::RECOVERY, 0, &[r]);
+        }
+        w.finish()
     }
 
     pub fn decode(p: &Packet<'_>) -> Result<Self, Refused> {
@@ -225,6 +233,7 @@ impl CreateSessionResponse {
                 .unwrap_or(DEFAULT_EBI),
             s1u_sgw: bc.and_then(|b| fteid(b.find(ie::F_TEID, 0))),
             s5u_pgw: bc.and_then(|b| fteid(b.find(ie::F_TEID, 2))),
+            recovery: read_recovery(p),
         })
     }
 }
@@ -296,6 +305,26 @@ pub fn read_recovery(p: &Packet<'_>) -> Option<u8> {
     p.find(ie::RECOVERY, 0).and_then(|i| i.u8())
 }
 
+/// PGW Restart Notification (TS 29.274 §7.9.5), SGW to MME: the PGW whose S5/S8 control
+/// address is `pgw` restarted (its sessions are gone); `sgw` is the SGW's S11 address.
+pub fn pgw_restart_notification(seq: u32, pgw: Ipv4Addr, sgw: Ipv4Addr) -> Vec<u8> {
+    Writer::new(header(msg::PGW_RESTART_NOTIFICATION, Some(0), seq))
+        .ie(ie::IP_ADDRESS, 0, &pgw.octets())
+        .ie(ie::IP_ADDRESS, 1, &sgw.octets())
+        .finish()
+}
+
+/// The PGW and SGW addresses of a PGW Restart Notification (both mandatory).
+pub fn read_pgw_restart_notification(p: &Packet<'_>) -> Result<(Ipv4Addr, Ipv4Addr), Refused> {
+    let ip = |instance| {
+        p.find(ie::IP_ADDRESS, instance)
+            .and_then(|i| <[u8; 4]>::try_from(i.value).ok())
+            .map(Ipv4Addr::from)
+            .ok_or(Refused(cause::MANDATORY_IE_MISSING))
+    };
+    Ok((ip(0)?, ip(1)?))
+}
+
 /// Whether a message type is a request (odd types below 64 in this set).
 pub fn is_request(t: u8) -> bool {
     matches!(
@@ -304,6 +333,7 @@ pub fn is_request(t: u8) -> bool {
             | msg::CREATE_SESSION_REQUEST
             | msg::MODIFY_BEARER_REQUEST
             | msg::DELETE_SESSION_REQUEST
+            | msg::PGW_RESTART_NOTIFICATION
     )
 }
 
@@ -345,6 +375,7 @@ mod tests {
             ebi: 5,
             s1u_sgw: None,
             s5u_pgw: r.s5u_sgw,
+            recovery: Some(3),
         };
         let b = a.encode(7, 42);
         assert_eq!(
@@ -357,6 +388,30 @@ mod tests {
             .finish();
         assert_eq!(
             CreateSessionRequest::decode(&Packet::new_checked(&b).unwrap()),
+            Err(Refused(cause::MANDATORY_IE_MISSING))
+        );
+    }
+
+    #[test]
+    fn pgw_restart_notification_round_trips() {
+        let (pgw, sgw) = (Ipv4Addr::new(172, 16, 5, 4), Ipv4Addr::new(172, 16, 1, 3));
+        let b = pgw_restart_notification(9, pgw, sgw);
+        // Header with TEID 0, then two IP Address IEs (type 74), instances 0 and 1.
+        assert_eq!(
+            b,
+            [
+                0x48, 179, 0, 24, 0, 0, 0, 0, 0, 0, 9, 0, // header
+                74, 0, 4, 0, 172, 16, 5, 4, // PGW S5/S8 control plane
+                74, 0, 4, 1, 172, 16, 1, 3, // SGW S11
+            ]
+        );
+        let p = Packet::new_checked(&b).unwrap();
+        assert_eq!(read_pgw_restart_notification(&p), Ok((pgw, sgw)));
+        let cut = Writer::new(header(msg::PGW_RESTART_NOTIFICATION, Some(0), 1))
+            .ie(ie::IP_ADDRESS, 0, &pgw.octets())
+            .finish();
+        assert_eq!(
+            read_pgw_restart_notification(&Packet::new_checked(&cut).unwrap()),
             Err(Refused(cause::MANDATORY_IE_MISSING))
         );
     }

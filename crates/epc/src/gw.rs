@@ -52,13 +52,23 @@ struct PathState {
 #[derive(Debug)]
 pub struct Paths {
     interval: Duration,
+    /// The UDP port of the protocol: GTP-U (2152) or GTPv2-C (2123).
+    port: u16,
     paths: BTreeMap<(Ipv4Addr, Ipv4Addr), PathState>,
 }
 
 impl Paths {
+    /// GTP-U paths.
     pub fn new(interval: Duration) -> Self {
+        Self::on_port(interval, d11_wire::gtpu::UDP_PORT)
+    }
+
+    /// Paths of the protocol on UDP `port` (GTPv2-C: TS 29.274 §7.1 supervises its peers the
+    /// same way, and there the Recovery is what tells a restart).
+    pub fn on_port(interval: Duration, port: u16) -> Self {
         Self {
             interval,
+            port,
             paths: BTreeMap::new(),
         }
     }
@@ -66,12 +76,10 @@ impl Paths {
     /// Supervises the path from `local` to `peer` (idempotent).
     pub fn watch(&mut self, now: Instant, local: Ipv4Addr, peer: Ipv4Addr) {
         let interval = self.interval;
-        self.paths
-            .entry((local, peer))
-            .or_insert_with(|| PathState {
-                next_echo: (!interval.is_zero()).then_some(now + interval),
-                ..Default::default()
-            });
+        let p = self.paths.entry((local, peer)).or_default();
+        if p.next_echo.is_none() && !interval.is_zero() {
+            p.next_echo = Some(now + interval);
+        }
     }
 
     pub fn poll_at(&self) -> Option<Instant> {
@@ -86,7 +94,7 @@ impl Paths {
         mut echo: impl FnMut(Ipv4Addr) -> Option<Vec<u8>>,
         out: &mut Vec<Datagram>,
     ) {
-        let interval = self.interval;
+        let (interval, port) = (self.interval, self.port);
         for ((local, peer), p) in self.paths.iter_mut() {
             if p.next_echo.is_some_and(|t| t <= now) {
                 p.next_echo = Some(now + interval);
@@ -98,8 +106,8 @@ impl Paths {
                 out.push(Datagram {
                     src: *local,
                     dst: *peer,
-                    sport: d11_wire::gtpu::UDP_PORT,
-                    dport: d11_wire::gtpu::UDP_PORT,
+                    sport: port,
+                    dport: port,
                     payload,
                 });
             }
@@ -118,6 +126,20 @@ impl Paths {
         p.echo_answered += 1;
         p.outstanding = 0;
         p.last_answer = Some(now);
+        self.peer_recovery(now, local, peer, recovery)
+    }
+
+    /// The peer's restart counter, from any message that carries one; true if it changed
+    /// (the peer restarted).
+    pub fn peer_recovery(
+        &mut self,
+        now: Instant,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+        recovery: Option<u8>,
+    ) -> bool {
+        let _ = now;
+        let p = self.paths.entry((local, peer)).or_default();
         let restarted = matches!((p.recovery, recovery), (Some(a), Some(b)) if a != b);
         if restarted {
             p.peer_restarts += 1;

@@ -402,6 +402,7 @@ impl PgwLogic {
                         teid: s.s5u_teid,
                         ipv4: self.s5_addr,
                     }),
+                    recovery: Some(self.recovery),
                 }
                 .encode(s.sgw_c.teid, h.sequence);
                 self.send_c(from, r);

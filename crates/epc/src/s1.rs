@@ -49,11 +49,23 @@ pub enum Nas {
     AttachReject {
         cause: String,
     },
+    /// The UE detaches (switching off).
     DetachRequest {
         imsi: String,
     },
+    /// Either way: the detach is done.
     DetachAccept,
+    /// The network detaches the UE (TS 24.301 §5.5.2.3); `detach_type` "re-attach required"
+    /// asks it to attach again at once (after a PGW restart, TS 23.007 §17).
+    NetworkDetachRequest {
+        detach_type: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
+    },
 }
+
+/// The network's detach type that makes the UE attach again.
+pub const REATTACH_REQUIRED: &str = "re-attach required";
 
 /// Messages between the eNodeB and the MME.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

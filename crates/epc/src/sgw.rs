@@ -7,6 +7,12 @@
 //! path if it moved). Delete Session Request goes through to the PGW and removes the session.
 //! Requests we send are retransmitted (T3 1 s, N3 3) until answered.
 //!
+//! PGW restart (TS 23.007 §16.1.1, §17): each PGW the SGW has sessions with is supervised by
+//! GTPv2-C Echo on S5-C (every `echo_interval_s`); a Recovery that changed means the PGW
+//! restarted and lost its sessions. The SGW then deletes every session it has with that PGW
+//! and sends the MME a PGW Restart Notification (TS 29.274 §7.9.5), which the MME answers and
+//! acts on (its UEs are detached with "re-attach required", and attach again).
+//!
 //! User plane (GTP-U, UDP 2152): two tunnel endpoints, S1-U and S5-U, and a TEID map each way.
 
 use crate::gtpc::{
@@ -77,6 +83,10 @@ counters! {
         sessions_created,
         sessions_refused,
         sessions_deleted,
+        sessions_deleted_peer_restart,
+        pgw_restarts,
+        pgw_restart_notifications_sent,
+        pgw_restart_notifications_acked,
         bearers_modified,
         end_markers_sent,
         uplink_packets,
@@ -107,6 +117,8 @@ struct Session {
 enum Waiting {
     Create,
     Delete,
+    /// A PGW Restart Notification to the MME.
+    RestartNotification,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +129,7 @@ struct Pending {
     sent: Instant,
     tries: u32,
     bytes: Vec<u8>,
+    from: Ipv4Addr,
     to: Ipv4Addr,
 }
 
@@ -134,6 +147,8 @@ pub struct SgwLogic {
     pub s1u: Endpoint,
     pub s5u: Endpoint,
     paths: Paths,
+    /// GTPv2-C paths to the PGWs (S5-C), supervised for restarts.
+    cpaths: Paths,
     out: Vec<Datagram>,
     reply: Vec<u8>,
     pub c: SgwCounters,
@@ -180,6 +195,7 @@ impl Sgw {
                 s1u: Endpoint::new(s11_addr, recovery, 0x1100_0001),
                 s5u: Endpoint::new(s5_addr, recovery, 0x5500_0001),
                 paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
+                cpaths: Paths::on_port(Duration::from_secs(cfg.echo_interval_s), GTPC),
                 out: Vec::new(),
                 reply: Vec::new(),
                 c: SgwCounters::default(),
@@ -281,6 +297,7 @@ impl SgwLogic {
             }
             .encode(0, seq),
             Waiting::Delete => gtpc::delete_session_request(pgw.teid, seq, s.ebi),
+            Waiting::RestartNotification => return,
         };
         self.pending.insert(
             seq,
@@ -291,10 +308,54 @@ impl SgwLogic {
                 sent: now,
                 tries: 1,
                 bytes: bytes.clone(),
+                from: self.s5_addr,
                 to: pgw.ipv4,
             },
         );
         self.send_c(self.s5_addr, pgw.ipv4, bytes);
+    }
+
+    /// The PGW at `pgw` (its S5-C address) restarted: its sessions are gone there, so they go
+    /// here too, and each MME that had one is told (PGW Restart Notification).
+    fn pgw_restarted(&mut self, now: Instant, pgw: Ipv4Addr) {
+        self.c.pgw_restarts += 1;
+        let lost: Vec<u32> = self
+            .sessions
+            .values()
+            .filter(|s| s.state != "creating" && s.pgw_c.is_some_and(|f| f.ipv4 == pgw))
+            .map(|s| s.s11_teid)
+            .collect();
+        let mut mmes = std::collections::BTreeSet::new();
+        for t in lost {
+            if let Some(s) = self.remove_session(t) {
+                self.c.sessions_deleted_peer_restart += 1;
+                mmes.insert(s.mme_c.ipv4);
+            }
+        }
+        // Requests still waiting for that PGW will not be answered as asked: they time out.
+        tracing::warn!(%pgw, mmes = mmes.len(), "PGW restarted: its sessions are deleted");
+        for mme in mmes {
+            if mme.is_unspecified() {
+                continue;
+            }
+            let seq = self.next_seq();
+            let bytes = gtpc::pgw_restart_notification(seq, pgw, self.s11_addr);
+            self.pending.insert(
+                seq,
+                Pending {
+                    s11_teid: 0,
+                    mme_seq: 0,
+                    kind: Waiting::RestartNotification,
+                    sent: now,
+                    tries: 1,
+                    bytes: bytes.clone(),
+                    from: self.s11_addr,
+                    to: mme,
+                },
+            );
+            self.c.pgw_restart_notifications_sent += 1;
+            self.send_c(self.s11_addr, mme, bytes);
+        }
     }
 
     fn remove_session(&mut self, s11_teid: u32) -> Option<Session> {
@@ -320,7 +381,24 @@ impl SgwLogic {
                 let r = gtpc::echo(msg::ECHO_RESPONSE, h.sequence, self.recovery);
                 self.send_c(local, from, r);
             }
-            msg::ECHO_RESPONSE => {}
+            msg::ECHO_RESPONSE => {
+                if local == self.s5_addr
+                    && self
+                        .cpaths
+                        .answered(now, local, from, gtpc::read_recovery(&p))
+                {
+                    self.pgw_restarted(now, from);
+                }
+            }
+            msg::PGW_RESTART_NOTIFICATION_ACK if local == self.s11_addr => {
+                match self.pending.get(&h.sequence) {
+                    Some(q) if matches!(q.kind, Waiting::RestartNotification) => {
+                        self.pending.remove(&h.sequence);
+                        self.c.pgw_restart_notifications_acked += 1;
+                    }
+                    _ => self.c.gtpc_unexpected += 1,
+                }
+            }
             msg::CREATE_SESSION_REQUEST if local == self.s11_addr => {
                 let req = match CreateSessionRequest::decode(&p) {
                     Ok(r) => r,
@@ -394,6 +472,10 @@ impl SgwLogic {
                     return;
                 };
                 match q.kind {
+                    Waiting::RestartNotification => {
+                        self.c.gtpc_unexpected += 1;
+                        self.pending.insert(h.sequence, q);
+                    }
                     Waiting::Create => self.created(now, q, &p),
                     Waiting::Delete => {
                         let mme = self.remove_session(q.s11_teid).map(|s| s.mme_c);
@@ -507,10 +589,19 @@ impl SgwLogic {
         let (Some(pgw_c), Some(pgw_u)) = (resp.sender, resp.s5u_pgw) else {
             return;
         };
+        // The PGW's restart counter: grown since we last heard it, the PGW restarted and
+        // lost the sessions we had with it (this one, being created, is new there).
+        if self
+            .cpaths
+            .peer_recovery(now, self.s5_addr, pgw_c.ipv4, resp.recovery)
+        {
+            self.pgw_restarted(now, pgw_c.ipv4);
+        }
         self.s5u.add(s.s5u_teid, pgw_u.teid, pgw_u.ipv4);
         self.by_s5u.insert(s.s5u_teid, q.s11_teid);
         self.by_s1u.insert(s.s1u_teid, q.s11_teid);
         self.paths.watch(now, self.s5_addr, pgw_u.ipv4);
+        self.cpaths.watch(now, self.s5_addr, pgw_c.ipv4);
         if let Some(st) = self.sessions.get_mut(&q.s11_teid) {
             st.pgw_c = Some(pgw_c);
             st.pgw_u = Some(pgw_u);
@@ -534,6 +625,7 @@ impl SgwLogic {
                 ipv4: self.s11_addr,
             }),
             s5u_pgw: Some(pgw_u),
+            recovery: Some(self.recovery),
         }
         .encode(s.mme_c.teid, q.mme_seq);
         self.send_c(self.s11_addr, s.mme_c.ipv4, r);
@@ -625,13 +717,13 @@ impl SgwLogic {
             if q.tries > N3 {
                 let q = self.pending.remove(&seq);
                 self.c.gtpc_timeouts += 1;
-                if let Some(q) = q {
+                if let Some(q) = q.filter(|q| !matches!(q.kind, Waiting::RestartNotification)) {
                     if let Some(s) = self.remove_session(q.s11_teid) {
                         // Cause 100: remote peer not responding.
                         let r = match q.kind {
                             Waiting::Create => CreateSessionResponse::refused(100, s.ebi)
                                 .encode(s.mme_c.teid, q.mme_seq),
-                            Waiting::Delete => gtpc::cause_response(
+                            Waiting::Delete | Waiting::RestartNotification => gtpc::cause_response(
                                 msg::DELETE_SESSION_RESPONSE,
                                 s.mme_c.teid,
                                 q.mme_seq,
@@ -645,9 +737,9 @@ impl SgwLogic {
             }
             q.tries += 1;
             q.sent = now;
-            let (to, bytes) = (q.to, q.bytes.clone());
+            let (from, to, bytes) = (q.from, q.to, q.bytes.clone());
             self.c.gtpc_retransmissions += 1;
-            self.send_c(self.s5_addr, to, bytes);
+            self.send_c(from, to, bytes);
         }
     }
 }
@@ -702,6 +794,7 @@ impl Element for Sgw {
         [
             self.router.poll_at(),
             self.logic.paths.poll_at(),
+            self.logic.cpaths.poll_at(),
             retransmit,
         ]
         .into_iter()
@@ -729,12 +822,22 @@ impl Element for Sgw {
             },
             &mut l.out,
         );
+        // GTPv2-C Echo to the PGWs, each with a sequence number of ours.
+        let (seq, recovery) = (&mut l.seq, l.recovery);
+        l.cpaths.poll(
+            now,
+            |_| {
+                *seq = (*seq + 1) & 0x00ff_ffff;
+                Some(gtpc::echo(msg::ECHO_REQUEST, *seq, recovery))
+            },
+            &mut l.out,
+        );
         gw::flush(&mut self.router, now, &mut self.logic.out, tx);
     }
 
     fn tables(&self) -> Vec<String> {
         let mut t = self.router.tables();
-        t.extend(["sessions".into(), "paths".into()]);
+        t.extend(["sessions".into(), "paths".into(), "control_paths".into()]);
         t
     }
 
@@ -774,6 +877,7 @@ impl Element for Sgw {
                     .collect::<Vec<_>>()))
             }
             "paths" => Some(self.logic.paths.view(now)),
+            "control_paths" => Some(self.logic.cpaths.view(now)),
             _ => self.router.show(table, now),
         }
     }
@@ -872,6 +976,7 @@ mod tests {
                 teid: 0x88,
                 ipv4: PGW.1,
             }),
+            recovery: Some(1),
         };
         let s5_addr = Ipv4Addr::new(172, 16, 5, 3);
         let out = drive(
@@ -1014,5 +1119,101 @@ mod tests {
         // Its TEID is gone: an Error Indication.
         let g = GtpU::new_checked(&out[0].3[..]).unwrap();
         assert_eq!(g.message_type(), MessageType::ErrorIndication);
+    }
+
+    #[test]
+    fn a_pgw_restart_deletes_its_sessions_and_notifies_the_mme() {
+        let mut s = sgw();
+        let (epc, s5) = (mac(&s, 0), mac(&s, 1));
+        let (sgw_c, s5_addr) = (Ipv4Addr::new(172, 16, 1, 3), Ipv4Addr::new(172, 16, 5, 3));
+        let csr = CreateSessionRequest {
+            imsi: "001010000000001".into(),
+            apn: "internet".into(),
+            pdn_type: PdnType::Ipv4,
+            sender: Fteid {
+                interface: iface::S11_MME,
+                teid: 0x3e,
+                ipv4: MME.1,
+            },
+            pgw_c: Some(Fteid {
+                interface: iface::S5S8C_PGW,
+                teid: 0,
+                ipv4: PGW.1,
+            }),
+            paa: Ipv4Addr::UNSPECIFIED,
+            ebi: 5,
+            s5u_sgw: None,
+        };
+        let out = drive(
+            &mut s,
+            0,
+            udp_frame(epc, MME, sgw_c, GTPC, &csr.encode(0, 7)),
+        );
+        let [(1, _, GTPC, fwd)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        let p = Packet::new_checked(fwd).unwrap();
+        let sender = CreateSessionRequest::decode(&p).unwrap().sender.teid;
+        let created = |recovery| CreateSessionResponse {
+            cause: cause::REQUEST_ACCEPTED,
+            sender: Some(Fteid {
+                interface: iface::S5S8C_PGW,
+                teid: 0x77,
+                ipv4: PGW.1,
+            }),
+            pgw_c: None,
+            paa: Some(Ipv4Addr::new(10, 45, 0, 2)),
+            ebi: 5,
+            s1u_sgw: None,
+            s5u_pgw: Some(Fteid {
+                interface: iface::S5S8U_PGW,
+                teid: 0x88,
+                ipv4: PGW.1,
+            }),
+            recovery: Some(recovery),
+        };
+        let seq = p.header().sequence;
+        drive(
+            &mut s,
+            1,
+            udp_frame(s5, PGW, s5_addr, GTPC, &created(4).encode(sender, seq)),
+        );
+        assert_eq!(s.logic.sessions.len(), 1);
+        // An Echo Response from the PGW with the same Recovery: nothing happens.
+        let echo = |r| gtpc::echo(msg::ECHO_RESPONSE, 1, r);
+        let out = drive(&mut s, 1, udp_frame(s5, PGW, s5_addr, GTPC, &echo(4)));
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(s.logic.sessions.len(), 1);
+        // Recovery 5: the PGW restarted. The session goes, the MME is told.
+        let out = drive(&mut s, 1, udp_frame(s5, PGW, s5_addr, GTPC, &echo(5)));
+        assert!(s.logic.sessions.is_empty());
+        assert!(s.logic.s1u.get(0x1100_0001).is_none());
+        let [(0, to, GTPC, prn)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*to, MME.1);
+        let p = Packet::new_checked(prn).unwrap();
+        assert_eq!(p.header().message_type, msg::PGW_RESTART_NOTIFICATION);
+        assert_eq!(gtpc::read_pgw_restart_notification(&p), Ok((PGW.1, sgw_c)));
+        // Unanswered, it is sent again after T3; the MME's acknowledgment ends it.
+        let later = Instant::now() + T3 + Duration::from_millis(10);
+        s.logic.retransmit(later);
+        assert_eq!(s.logic.c.gtpc_retransmissions, 1);
+        let ack = gtpc::cause_response(
+            msg::PGW_RESTART_NOTIFICATION_ACK,
+            0,
+            p.header().sequence,
+            cause::REQUEST_ACCEPTED,
+        );
+        drive(&mut s, 0, udp_frame(epc, MME, sgw_c, GTPC, &ack));
+        assert!(s.logic.pending.is_empty());
+        assert_eq!(
+            (
+                s.logic.c.pgw_restarts,
+                s.logic.c.sessions_deleted_peer_restart,
+                s.logic.c.pgw_restart_notifications_acked
+            ),
+            (1, 1, 1)
+        );
     }
 }

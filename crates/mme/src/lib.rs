@@ -97,6 +97,8 @@ counters! {
         echo_answered,
         echo_unanswered,
         sgw_restarts,
+        pgw_restart_notifications,
+        network_detaches,
     }
 }
 
@@ -508,6 +510,55 @@ impl Env {
             .await;
     }
 
+    /// The PGW at `pgw` restarted: the PDN connections through it are gone (the SGW deleted
+    /// them), and each UE has only that one, so each is detached with "re-attach required"
+    /// (TS 23.007 §17) and its eNodeB context released; the UE attaches again.
+    fn pgw_restarted(&self, pgw: Ipv4Addr) {
+        if pgw != self.cfg.pgw {
+            tracing::warn!(%pgw, "a restart of a PGW we do not use");
+            return;
+        }
+        let lost: Vec<Ctx> = {
+            let mut sh = self.sh.borrow_mut();
+            let imsis: Vec<String> = sh
+                .contexts
+                .values()
+                .filter(|c| c.state == "attached")
+                .map(|c| c.imsi.clone())
+                .collect();
+            imsis.iter().filter_map(|i| sh.contexts.remove(i)).collect()
+        };
+        for c in lost {
+            let Ok(ip) = c.enb.parse::<Ipv4Addr>() else {
+                continue;
+            };
+            let enb = SocketAddrV4::new(ip, s1::PORT);
+            self.sh.borrow_mut().mail.remove(&(enb, c.enb_ue_id));
+            self.count(|k| k.network_detaches += 1);
+            let env = self.clone();
+            tokio::task::spawn_local(async move {
+                env.to_enb(
+                    enb,
+                    &S1::DownlinkNas {
+                        enb_ue_id: c.enb_ue_id,
+                        nas: Nas::NetworkDetachRequest {
+                            detach_type: s1::REATTACH_REQUIRED.into(),
+                            cause: Some("PGW restarted".into()),
+                        },
+                    },
+                )
+                .await;
+                env.to_enb(
+                    enb,
+                    &S1::UeContextReleaseCommand {
+                        enb_ue_id: c.enb_ue_id,
+                    },
+                )
+                .await;
+            });
+        }
+    }
+
     async fn serve_s1(self) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 65536];
         loop {
@@ -567,7 +618,11 @@ impl Env {
                         env.detach(from, enb_ue_id, imsi).await;
                     });
                 }
-                S1::UeContextReleaseComplete { .. } => {}
+                S1::UeContextReleaseComplete { .. }
+                | S1::UplinkNas {
+                    nas: Nas::DetachAccept,
+                    ..
+                } => {}
                 S1::UplinkNas { enb_ue_id, .. }
                 | S1::InitialContextSetupResponse { enb_ue_id, .. } => {
                     let sent = self
@@ -597,6 +652,22 @@ impl Env {
             let h = p.header();
             if h.message_type == msg::ECHO_REQUEST {
                 let r = gtpc::echo(msg::ECHO_RESPONSE, h.sequence, self.recovery);
+                self.gtp.send_to(&r, from).await?;
+                continue;
+            }
+            if h.message_type == msg::PGW_RESTART_NOTIFICATION {
+                // TS 23.007 §17: the SGW lost the sessions of a restarted PGW.
+                let cause = match gtpc::read_pgw_restart_notification(&p) {
+                    Ok((pgw, sgw)) => {
+                        self.count(|c| c.pgw_restart_notifications += 1);
+                        tracing::warn!(%pgw, %sgw, "PGW Restart Notification");
+                        self.pgw_restarted(pgw);
+                        gtpc::cause::REQUEST_ACCEPTED
+                    }
+                    Err(gtpc::Refused(c)) => c,
+                };
+                let r =
+                    gtpc::cause_response(msg::PGW_RESTART_NOTIFICATION_ACK, 0, h.sequence, cause);
                 self.gtp.send_to(&r, from).await?;
                 continue;
             }

@@ -59,6 +59,10 @@ pub struct AppConfig {
     /// Requests, one after another, each on a new connection.
     #[serde(default = "one")]
     pub count: usize,
+    /// Tries more of a request that failed (the same request, the same Idempotency-Key),
+    /// each once the phone is attached: an order cut by a lost session is placed again.
+    #[serde(default)]
+    pub retries: usize,
     #[serde(default = "ten")]
     pub timeout_s: f64,
 }
@@ -116,6 +120,7 @@ counters! {
         modem_dropped,
         arp_answered,
         detaches_sent,
+        network_detaches,
     }
 }
 
@@ -342,6 +347,24 @@ impl Ue {
                 s.reject_cause = Some(cause);
             }
             Nas::DetachAccept => self.sh.borrow_mut().state = "detached",
+            Nas::NetworkDetachRequest { detach_type, cause } => {
+                // TS 24.301 §5.5.2.3.2: accept, drop the bearer, and with "re-attach
+                // required" attach again at once.
+                self.c.network_detaches += 1;
+                self.send_nas(&Nas::DetachAccept, tx);
+                self.stack = None;
+                let mut s = self.sh.borrow_mut();
+                s.stack = None;
+                s.ip = None;
+                s.state = "detached";
+                drop(s);
+                let again = detach_type == s1::REATTACH_REQUIRED;
+                tracing::warn!(%detach_type, ?cause, "detached by the network");
+                if again {
+                    self.next_attach = Some(now);
+                    self.attach_started = None;
+                }
+            }
             _ => self.c.signalling_bad += 1,
         }
     }
@@ -637,13 +660,17 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
         timeout: Duration::from_secs_f64(a.timeout_s),
     };
     Some(Box::pin(async move {
-        let stack = loop {
-            let s = sh.borrow().stack.clone();
-            match s {
-                Some(s) => break s,
-                None => attached.notified().await,
+        // The data path of the moment: a re-attach brings a new stack.
+        let stack = || async {
+            loop {
+                let s = sh.borrow().stack.clone();
+                match s {
+                    Some(s) => break s,
+                    None => attached.notified().await,
+                }
             }
         };
+        stack().await;
         let t0 = std::time::Instant::now();
         for i in 0..a.count {
             // `{n}` in a header is the request's number (a fresh Idempotency-Key per order).
@@ -654,9 +681,20 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
                 .map(|h| h.replace("{n}", &(i + 1).to_string()))
                 .collect();
             let t = std::time::Instant::now();
-            let r = match fetch(&stack, &req).await {
-                Ok(o) => json!({"request": i + 1, "ok": true, "outcome": o}),
-                Err(e) => json!({"request": i + 1, "ok": false, "error": format!("{e:#}")}),
+            let mut tries = 0;
+            let r = loop {
+                tries += 1;
+                match fetch(&stack().await, &req).await {
+                    Ok(o) => {
+                        break json!({"request": i + 1, "ok": true, "tries": tries, "outcome": o})
+                    }
+                    Err(e) if tries > a.retries => {
+                        break json!({"request": i + 1, "ok": false, "tries": tries, "error": format!("{e:#}")})
+                    }
+                    Err(e) => {
+                        tracing::warn!(request = i + 1, error = %format!("{e:#}"), "trying again")
+                    }
+                }
             };
             let ms = t.elapsed().as_secs_f64() * 1e3;
             tracing::debug!(result = %r, "app request");

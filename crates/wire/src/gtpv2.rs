@@ -32,6 +32,8 @@ pub mod msg {
     pub const MODIFY_BEARER_RESPONSE: u8 = 35;
     pub const DELETE_SESSION_REQUEST: u8 = 36;
     pub const DELETE_SESSION_RESPONSE: u8 = 37;
+    pub const PGW_RESTART_NOTIFICATION: u8 = 179;
+    pub const PGW_RESTART_NOTIFICATION_ACK: u8 = 180;
 }
 
 /// IE types used here (TS 29.274 table 8.1-1).
@@ -40,6 +42,7 @@ pub mod ie {
     pub const CAUSE: u8 = 2;
     pub const RECOVERY: u8 = 3;
     pub const APN: u8 = 71;
+    pub const IP_ADDRESS: u8 = 74;
     pub const AMBR: u8 = 72;
     pub const EBI: u8 = 73;
     pub const INDICATION: u8 = 77;

@@ -507,6 +507,46 @@ fn bad_topology_and_cli_input_get_one_line_errors() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!Path::new("/run/d11/tbad").exists());
 
+    // Each of these: one line, naming the file, the node and the key at fault.
+    let one_line = |topology: String, want: &[&str]| {
+        std::fs::write(&bad, topology).unwrap();
+        let o = d11()
+            .args(["--prefix", "tbad", "lab", "up"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        for w in want.iter().chain([&bad.to_str().unwrap()]) {
+            assert!(err.contains(w), "{w:?} not in {err}");
+        }
+        assert!(!Path::new("/run/d11/tbad").exists());
+    };
+    // An unknown role lists the roles.
+    one_line(
+        LAB.replace("role = \"router\"", "role = \"routr\""),
+        &[
+            "node r1",
+            "\"routr\" is not a role",
+            "router, nat",
+            "kernel",
+        ],
+    );
+    // A TOML error: where, in which node and key.
+    one_line(
+        LAB.replace("10.0.2.2/24", "10.0.2.300/24"),
+        &["line ", "node h2", "key ports", "invalid IP address"],
+    );
+    // A setting the program refuses: the key's path.
+    one_line(
+        LAB.replace(
+            "role = \"router\"",
+            "role = \"router\"\nicmp_limit = { per_second = \"many\" }",
+        ),
+        &["node r1", "key icmp_limit.per_second", "invalid type"],
+    );
+
     let o = d11()
         .args(["--prefix", "bad/prefix", "lab", "down"])
         .output()

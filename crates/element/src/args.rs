@@ -169,8 +169,24 @@ impl ElementArgs {
 
 /// A program's config is its node's entry of the topology file, which the lab builder writes
 /// out as JSON: one parser for every program, and the file a user can read with `jq`.
+/// An error names the key at fault (`stock.book: invalid type: ...`), which is the topology
+/// file's key too.
 fn parse_json_config<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).context("invalid config (JSON, as the lab builder writes it)")
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde_json adds where in the JSON it was: the user wrote TOML, so leave it out.
+        let inner = inner
+            .rsplit_once(" at line ")
+            .map_or(inner.as_str(), |(m, _)| m)
+            .to_string();
+        if path == "." || path.is_empty() {
+            anyhow::anyhow!("{inner}")
+        } else {
+            anyhow::anyhow!("key {path}: {inner}")
+        }
+    })
 }
 
 #[cfg(test)]

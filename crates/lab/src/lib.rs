@@ -411,7 +411,10 @@ fn build(topo: &Topology, opts: &UpOptions, bins: &Path, st: &mut LabState) -> R
         if n.is_kernel() {
             setup_kernel_host(topo, n, st, ni)?;
         } else {
-            start_program(topo, n, opts, bins, st, ni)?;
+            start_program(topo, n, opts, bins, st, ni).map_err(|e| match &st.topology {
+                Some(t) => e.context(format!("topology {}", t.display())),
+                None => e,
+            })?;
         }
     }
     Ok(())
@@ -491,6 +494,27 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Spawns `cmd` inside namespace `ns`, in its own session, with a readiness pipe on fd 3, and
 /// waits for "READY". Returns the pid.
+/// What a program that exited said was wrong, on one line: its last `PROGRAM: error: ...`
+/// (without the path of the JSON config the lab wrote: the key it names is the topology's),
+/// else its last line.
+fn program_error(log: &str) -> String {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(": error: "))
+        .map(|l| l.split_once(": error: ").map_or(l, |(_, e)| e))
+        .or_else(|| log.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("(nothing in its log)")
+        .trim();
+    match line.strip_prefix("config ") {
+        Some(rest) if rest.contains(".json: ") => rest
+            .split_once(".json: ")
+            .map_or(line, |(_, e)| e)
+            .to_string(),
+        _ => line.to_string(),
+    }
+}
+
 fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Result<u32> {
     let nsfd = File::open(ns_path).with_context(|| format!("open {}", ns_path.display()))?;
     let (r, w) = pipe()?;
@@ -548,12 +572,11 @@ fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Resu
         let mut b = [0u8; 64];
         let k = rf.read(&mut b).unwrap_or(0);
         if k == 0 {
-            let tail = fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let text = fs::read_to_string(log).unwrap_or_default();
             bail!(
-                "{what} exited before it was ready:\n  {}",
-                tail.join("\n  ")
+                "{what} exited before it was ready: {} (log: {})",
+                program_error(&text),
+                log.display()
             );
         }
         got.extend_from_slice(&b[..k]);

@@ -84,6 +84,33 @@ pub struct Node {
 
 /// The role that is not a program of ours but the kernel's own IP stack.
 pub const KERNEL: &str = "kernel";
+
+/// Every role a node can have: `kernel`, or a program of ours (`d11-ROLE`).
+pub const ROLES: &[(&str, &str)] = &[
+    (
+        KERNEL,
+        "a host with the kernel's own IP stack (any Linux tool runs there)",
+    ),
+    ("host", "a userspace IPv4 host (ping, TCP and UDP echo)"),
+    ("router", "an IPv4 router"),
+    ("nat", "the carrier NAT"),
+    ("ue", "the phone"),
+    ("enb", "the eNodeB"),
+    ("mme", "the MME"),
+    ("hss", "the HSS"),
+    ("sgw", "the serving gateway"),
+    ("pgw", "the PDN gateway"),
+    ("vswitch", "a physical host's virtual switch (VXLAN VTEP)"),
+    ("vgw", "the cloud's gateway node (VIPs, VPC router)"),
+    ("lb", "the L4 load balancer"),
+    ("ctl", "a controller (HTTPS, the order API)"),
+    ("registry", "the RPC service registry"),
+    ("order", "the order service"),
+    ("inventory", "the inventory service"),
+    ("coupon", "the coupon service"),
+    ("db", "an order-store shard (SQLite)"),
+    ("null", "the null forwarder (benchmarks)"),
+];
 /// The namespace suffix reserved for the lab's segments.
 pub const FABRIC: &str = "fabric";
 
@@ -116,7 +143,7 @@ impl Topology {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read topology {}", path.display()))?;
         let t: Topology = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("topology {}: {}", path.display(), e.to_string().trim())
+            anyhow::anyhow!("topology {}: {}", path.display(), toml_error(&text, &e))
         })?;
         t.validate()
             .with_context(|| format!("topology {}", path.display()))?;
@@ -145,8 +172,13 @@ impl Topology {
             if !nodes.insert(n.name.as_str()) {
                 bail!("node {:?} is declared twice", n.name);
             }
-            if !valid_name(&n.role, 24) {
-                bail!("node {}: role {:?} is not a role name", n.name, n.role);
+            if !ROLES.iter().any(|(r, _)| *r == n.role) {
+                bail!(
+                    "node {}: key role: {:?} is not a role; the roles are {}",
+                    n.name,
+                    n.role,
+                    ROLES.iter().map(|(r, _)| *r).collect::<Vec<_>>().join(", ")
+                );
             }
             let mut ports = HashSet::new();
             for p in &n.ports {
@@ -162,7 +194,7 @@ impl Topology {
                 }
                 if !segs.contains(p.segment.as_str()) {
                     bail!(
-                        "node {} port {}: no segment {:?}",
+                        "node {} port {}: key segment: no segment {:?}",
                         n.name,
                         p.name,
                         p.segment
@@ -208,6 +240,41 @@ impl Topology {
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }
+}
+
+/// A TOML error on one line: where (line, column), in which node and key, and what.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let at = span.start.min(text.len());
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = at - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    // The node: the last `[[nodes]]` before the error, and its name.
+    // (An error on a node's header itself, a missing field, points at the header.)
+    let upto = &text[..(at + "[[nodes]]".len()).min(text.len())];
+    let node = upto.rfind("[[nodes]]").and_then(|h| {
+        text[h..].lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "name").then(|| v.trim().trim_matches('"').to_string())
+        })
+    });
+    // The key: the one this line sets.
+    let this_line = text[at - (col - 1)..].lines().next().unwrap_or("");
+    let key = this_line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.is_empty() && !k.contains(['{', '[', '"', ' ']));
+    let mut out = format!("line {line}, column {col}");
+    if let Some(n) = node {
+        out += &format!(", node {n}");
+    }
+    if let Some(k) = key {
+        out += &format!(", key {k}");
+    }
+    format!("{out}: {msg}")
 }
 
 fn parse_mac_ok(s: &str) -> Result<()> {
@@ -258,5 +325,26 @@ mod tests {
         let e = parse(&base.replace("addresses", "impair = [\"sideways:loss=0.1\"], addresses"))
             .unwrap_err();
         assert!(e.to_string().contains("direction"), "{e}");
+    }
+
+    #[test]
+    fn toml_errors_say_where_which_node_and_key_on_one_line() {
+        let text = "name = \"t\"\n[[segments]]\nname = \"a\"\n[[nodes]]\nname = \"r1\"\nrole = \"router\"\nports = [{ name = \"e\", segment = \"a\", addresses = [\"10.0.0.999/24\"] }]\n";
+        let e = toml::from_str::<Topology>(text).unwrap_err();
+        let m = toml_error(text, &e);
+        assert!(m.starts_with("line 7, column "), "{m}");
+        assert!(m.contains("node r1, key ports: invalid IP address"), "{m}");
+        assert!(!m.contains('\n'));
+        let e = parse(
+            &text
+                .replace("role = \"router\"", "role = \"switch\"")
+                .replace("999", "9"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"switch\" is not a role; the roles are kernel, host, router"),
+            "{e}"
+        );
     }
 }

@@ -45,6 +45,7 @@ const DEDUCT: [&str; 4] = [
 ];
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_thousand_concurrent_deducts_on_a_hundred_take_exactly_a_hundred() {
     let lab = Lab::up(LAB);
     // One connection, a thousand calls in flight on it.

@@ -79,6 +79,7 @@ fn kernel_mac(lab: &Lab, node: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn two_tenants_on_the_same_subnet_never_meet() {
     let lab = Lab::up(LAB);
     for (from, to) in [
@@ -163,6 +164,7 @@ fn two_tenants_on_the_same_subnet_never_meet() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn the_kernels_vxlan_reaches_our_vms_and_bad_vxlan_is_counted() {
     let lab = Lab::up(LAB);
     // The kernel's VTEP on hostk: VNI 1001, flooding to both hosts (as our vswitches do).
@@ -252,6 +254,7 @@ fn the_kernels_vxlan_reaches_our_vms_and_bad_vxlan_is_counted() {
 /// `rogue`, and VXLAN it crafts by hand) is believed in nothing: hosta learns no MAC and no VTEP
 /// from it, sends it no tenant frame, and counts what it sent.
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_rogue_vtep_is_counted_and_learns_nothing() {
     let lab = Lab::up(LAB);
     for cmd in [
@@ -373,6 +376,7 @@ fn order(lab: &Lab, key: &str) -> (u16, String) {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn the_balancer_spreads_checks_and_survives_a_dead_controller() {
     let lab = Lab::up(LB_LAB);
     // The balancer's checks find both controllers (rise 2).
@@ -516,6 +520,7 @@ lb_check = { interval_ms = 200, timeout_ms = 200, rise = 2, fall = 2 }
 "#;
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
     let lab = Lab::up(DC_LAB);
     lab.wait_show("lb1", "backends", 10, |b| b[0]["state"] == "up");
@@ -624,6 +629,7 @@ fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
 /// transit routers, the gateway node, VXLAN and the balancer to a controller; every hop of
 /// journey.md matches and no capture has a malformed frame (the report says so).
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn the_journey_matches_every_hop_of_the_reference_lab() {
     require_root();
     let prefix = format!("j{}", std::process::id() % 100_000);
@@ -678,6 +684,7 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
 /// saw acknowledged is in the journal of the controller that acknowledged it, and no order is
 /// acknowledged twice.
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
     let dir = std::env::temp_dir().join(format!("d11-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

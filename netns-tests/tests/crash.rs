@@ -98,6 +98,7 @@ fn redeem(lab: &Lab, coupon: &str, order: &str) -> Value {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_redeemed_coupon_stays_redeemed_after_kill_9() {
     let lab = Lab::up(LAB);
     assert_eq!(redeem(&lab, "C9", "order-a")["ok"], 1);
@@ -121,6 +122,7 @@ fn a_redeemed_coupon_stays_redeemed_after_kill_9() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn orders_cut_by_kill_9_give_their_stock_back_at_the_next_start() {
     let lab = Lab::up(LAB);
     lab.wait_show("order", "providers", 30, |v| {

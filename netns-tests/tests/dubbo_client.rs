@@ -71,6 +71,7 @@ const INVENTORY: &str = "com.shop.InventoryService";
 const ORDER: &str = "com.shop.OrderService";
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_real_dubbo_client_orders_and_is_told_sold_out() {
     let lab = Lab::up(LAB);
     // The order service has found the inventory and the coupon service through the registry.

@@ -52,6 +52,7 @@ fn order(lab: &Lab, key: &str) -> (u16, String) {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn curl_places_an_order_over_a_verified_three_level_chain() {
     let keylog = std::env::temp_dir().join(format!("d11-keylog-{}.txt", std::process::id()));
     let _ = std::fs::remove_file(&keylog);
@@ -144,6 +145,7 @@ fn curl_places_an_order_over_a_verified_three_level_chain() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn bad_requests_get_their_status_and_service_goes_on() {
     let lab = Lab::up(&LAB.replace(
         "tls = { names = [\"www.shop.example\", \"ctl1.shop.example\"] }",
@@ -254,6 +256,7 @@ fn bad_requests_get_their_status_and_service_goes_on() {
 /// The userspace client (d11-fetch on its own TAP) against a kernel HTTPS server (openssl
 /// s_server with a certificate the lab issued) and against d11-ctl.
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn userspace_client_talks_to_a_kernel_server_and_to_the_controller() {
     let topo = format!(
         "{LAB}\n[[nodes]]\nname = \"ks\"\nrole = \"kernel\"\ngateway = \"10.0.2.1\"\nports = [{{ name = \"eth0\", segment = \"right\", addresses = [\"10.0.2.30/24\"] }}]\ntls = {{ names = [\"static.shop.example\"] }}\n"
@@ -376,6 +379,7 @@ const MB50: usize = 50 * 1024 * 1024;
 /// The kernel's TCP sends 50 MB to our TCP (discard service, which hashes what arrives)
 /// through the router, whose link to us loses 2% of frames both ways and reorders 2%.
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn bulk_50mb_kernel_to_userspace_with_loss_and_reordering() {
     let lab = Lab::up(&bulk_lab(
         r#", impair = ["both:loss=0.02,reorder=0.02,gap=1ms"]"#,
@@ -418,6 +422,7 @@ fn bulk_50mb_kernel_to_userspace_with_loss_and_reordering() {
 /// same lossy link: smoltcp's own recovery is slow here (1 s minimum RTO, go-back-N), so the
 /// stack repairs holes from the peer's SACKs and with probe timeouts (`d11_stack::recovery`).
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn bulk_50mb_userspace_to_kernel_with_loss_and_reordering() {
     let lab = Lab::up(&bulk_lab(
         r#", impair = ["both:loss=0.02,reorder=0.02,gap=1ms"]"#,
@@ -462,6 +467,7 @@ fn rss_kb(pid: u32) -> u64 {
 /// once the accept pool is all half-open, SYNs get SYN cookies (RFC 4987) and nothing is kept;
 /// every order placed during and after the flood is served, and memory stays that of the pool.
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn syn_flood_keeps_memory_bounded_and_clients_served() {
     let lab = Lab::up(LAB);
     let mac = lab.mac("r1", "eth0");
@@ -550,6 +556,7 @@ fn syn_flood_keeps_memory_bounded_and_clients_served() {
 /// Past `max_connections`, a client gets 503 and its connection is closed; once the others go,
 /// clients are served again.
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn connections_over_the_limit_get_503() {
     let lab = Lab::up(&LAB.replace(
         "tls = { names = [\"www.shop.example\", \"ctl1.shop.example\"] }",

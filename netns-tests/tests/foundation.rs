@@ -7,6 +7,7 @@ use std::path::Path;
 const LAB: &str = include_str!("../../labs/two-hosts-router.toml");
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn ping_traceroute_and_tcp_echo_through_the_router() {
     let notes = std::env::temp_dir().join(format!("d11-notes-{}", std::process::id()));
     let lab = Lab::up_with(LAB, &["--program-captures", notes.to_str().unwrap()]);
@@ -121,6 +122,7 @@ fn ping_traceroute_and_tcp_echo_through_the_router() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn kill_9_shows_dead_and_down_removes_everything() {
     let lab = Lab::up(LAB);
     let st = lab.status();
@@ -188,6 +190,7 @@ fn node_status(st: &serde_json::Value, name: &str) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn garbage_on_the_wire_is_counted_and_service_goes_on() {
     let lab = Lab::up(LAB);
     let r1 = mac_bytes(&lab.mac("r1", "eth0"));
@@ -283,6 +286,7 @@ fn garbage_on_the_wire_is_counted_and_service_goes_on() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn codecs_decode_in_tshark_field_by_field() {
     use d11_wire::gtpu::{
         self, emit_signalling, ext, ExtensionChain, ExtensionHeader, Ie, MessageType, Repr,
@@ -483,6 +487,7 @@ fn codecs_decode_in_tshark_field_by_field() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn bad_topology_and_cli_input_get_one_line_errors() {
     require_root();
     let dir = std::env::temp_dir().join(format!("d11-bad-{}", std::process::id()));
@@ -575,6 +580,7 @@ fn bad_topology_and_cli_input_get_one_line_errors() {
 /// kernel peers on both sides: DF packets too big draw "fragmentation needed" with the MTU,
 /// others are fragmented by the router and reassembled by the far kernel.
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn short_names_mtu_and_fragmentation_with_kernel_peers() {
     let lab = Lab::up(
         r#"
@@ -651,6 +657,7 @@ ports = [{ name = "eth0", segment = "b", addresses = ["10.9.2.2/24"] }]
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn gtpv2_c_decodes_in_tshark_field_by_field() {
     use d11_wire::gtpv2::value::*;
     use d11_wire::gtpv2::{cause, ie, iface, msg, Header, Writer};

@@ -5,6 +5,7 @@ use d11_netns_tests::*;
 use hex_literal::hex;
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn vectors_over_udp_verify_at_the_usim() {
     let dir = std::env::temp_dir().join(format!("d11-hss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -71,6 +71,7 @@ fn rows(file: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
     let lab = Lab::up(&topology(
         &tmp("hops"),
@@ -245,6 +246,7 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
     let lab = Lab::up(&topology(
         &tmp("modem"),
@@ -327,6 +329,7 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
     let probe = "name = \"probe\"\nrole = \"kernel\"\nports = [{ name = \"eth0\", segment = \"epc\", addresses = [\"172.16.1.9/24\"] }]\n".to_string();
     let lab = Lab::up(&topology(
@@ -447,6 +450,7 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
     const N: usize = 50;
     let ues: Vec<String> = (1..=N)
@@ -496,6 +500,7 @@ fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn echo_supervises_paths_and_a_restart_shows_in_the_recovery_counter() {
     let topo = topology(&tmp("echo"), 1, &[ue("ue", 1, K, "app", "ethernet", "")]);
     let topo = ["enb", "sgw", "pgw"].iter().fold(topo, |t, r| {
@@ -547,6 +552,7 @@ fn echo_supervises_paths_and_a_restart_shows_in_the_recovery_counter() {
 /// Notification; the MME detaches the phone with "re-attach required"; the phone attaches
 /// again and its orders go on (the one cut is placed again with its Idempotency-Key).
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_pgw_restart_detaches_the_phone_which_attaches_again_and_orders_on() {
     let app = r#"app = { url = "https://www.shop.example/purchaseOrder", resolve = ["www.shop.example:443:203.0.113.10"], data = '{"order": {"date": "2018-11-11 00:00:01", "className": "Rust in Action", "Author": "d11", "price": 11.11}}', headers = ["Idempotency-Key: restart-{n}"], count = 150, retries = 3, timeout_s = 5 }"#;
     let topo = topology(

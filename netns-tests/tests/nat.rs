@@ -32,6 +32,7 @@ ports = [{ name = "eth0", segment = "carrier", addresses = ["198.51.100.81/24"] 
 "#;
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn kernel_hosts_through_the_nat() {
     let lab = Lab::up(LAB);
     let out = lab.exec_ok(

@@ -245,6 +245,7 @@ fn wait_providers(lab: &Lab, service: &str, n: usize) {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_thousand_concurrent_orders_for_a_hundred_books_and_a_retry_after_a_cut() {
     let lab = Lab::up(&topology(100, 2000));
     wait_providers(&lab, "com.shop.OrderService", 2);
@@ -337,6 +338,7 @@ fn created(lab: &Lab) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn orders_fail_cleanly_without_the_inventory_and_move_off_a_dead_order_instance() {
     let lab = Lab::up(&topology(100_000, 500));
     wait_providers(&lab, "com.shop.OrderService", 2);

@@ -57,7 +57,7 @@ fn a_thousand_concurrent_deducts_on_a_hundred_take_exactly_a_hundred() {
     let r = rpc(&lab, &args);
     assert_eq!(r["ok"], 100, "{}", r["errors"]);
     assert_eq!(
-        r["errors"]["the provider threw: java.lang.IllegalStateException: out of stock"],
+        r["errors"]["the provider threw: com.shop.OutOfStockException: out of stock"],
         900
     );
     let stock = lab.show("inventory", "stock");

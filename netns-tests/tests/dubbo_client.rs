@@ -145,7 +145,7 @@ fn a_real_dubbo_client_orders_and_is_told_sold_out() {
         "deduct",
         r#"["direct-2", "book-11", {"long": 1}]"#,
     );
-    assert_eq!(r["name"], "java.lang.IllegalStateException", "{r}");
+    assert_eq!(r["name"], "com.shop.OutOfStockException", "{r}");
     assert!(
         r["message"].as_str().unwrap_or("").contains("out of stock"),
         "{r}"

@@ -5,6 +5,7 @@
 use crate::orders::{Created, NewOrder, Order, OrderBackend};
 use d11_rpc::cluster::{field, Balance, CallOptions, Cluster};
 use d11_rpc::{Error, Value};
+use d11_services::exceptions::{COUPON_REFUSED, IN_PROGRESS, KEY_REUSED, SOLD_OUT};
 use d11_services::order::{CREATE_TYPES, ORDER};
 use d11_stack::Stack;
 use serde_json::json;
@@ -68,13 +69,11 @@ impl RpcOrders {
         let v = match r {
             Ok(Some(v)) => v,
             Ok(None) => return Created::Failed(503, "the order service answered null".into()),
-            Err(Error::Exception(m)) => {
-                let class = m.split(':').next().unwrap_or("");
-                return match class {
-                    "com.shop.KeyReusedException" => Created::KeyReused,
-                    "com.shop.SoldOutException"
-                    | "com.shop.CouponException"
-                    | "com.shop.InProgressException" => Created::Failed(409, m),
+            Err(Error::Exception { class, message }) => {
+                let m = format!("{class}: {message}");
+                return match class.as_str() {
+                    KEY_REUSED => Created::KeyReused,
+                    SOLD_OUT | COUPON_REFUSED | IN_PROGRESS => Created::Failed(409, m),
                     _ => Created::Failed(503, m),
                 };
             }

@@ -31,8 +31,9 @@ pub enum Error {
     Closed,
     #[error("the provider answered status {status}: {message}")]
     Status { status: u8, message: String },
-    #[error("the provider threw: {0}")]
-    Exception(String),
+    /// The provider threw `class` (a Java exception class name: the type callers decide on).
+    #[error("the provider threw: {class}: {message}")]
+    Exception { class: String, message: String },
     #[error("cannot connect to {0}")]
     Connect(String),
     #[error("no provider of {0}")]
@@ -254,7 +255,10 @@ impl Client {
             } => match outcome {
                 Ok(Outcome::Value(v)) => Ok(Some(v)),
                 Ok(Outcome::Null) => Ok(None),
-                Ok(Outcome::Exception(x)) => Err(Error::Exception(exception_message(&x))),
+                Ok(Outcome::Exception(x)) => {
+                    let (class, message) = exception_parts(&x);
+                    Err(Error::Exception { class, message })
+                }
                 Err(message) => Err(Error::Status { status: s, message }),
             },
             _ => Err(Error::Status {
@@ -279,26 +283,39 @@ impl Client {
     }
 }
 
-/// The message of an exception object (Java's `detailMessage`), or its class.
-pub fn exception_message(x: &Value) -> String {
+/// The class and message (Java's `detailMessage`) of an exception object.
+pub fn exception_parts(x: &Value) -> (String, String) {
     match x {
-        Value::Object { class, fields } => fields
-            .iter()
-            .find(|(n, _)| n == "detailMessage")
-            .and_then(|(_, v)| match v {
-                Value::String(s) => Some(format!("{class}: {s}")),
-                _ => None,
-            })
-            .unwrap_or_else(|| class.clone()),
-        other => format!("{other:?}"),
+        Value::Object { class, fields } => {
+            let message = fields
+                .iter()
+                .find(|(n, _)| n == "detailMessage")
+                .and_then(|(_, v)| match v {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            (class.clone(), message)
+        }
+        other => ("(not an object)".into(), format!("{other:?}")),
     }
 }
 
-/// An exception as Java would send it.
+/// An exception as Java serialises a Throwable: `detailMessage`, and an empty `stackTrace`
+/// (clients that print the trace expect the field).
 pub fn exception(class: &str, message: &str) -> Outcome {
     Outcome::Exception(Value::Object {
         class: class.into(),
-        fields: vec![("detailMessage".into(), Value::String(message.into()))],
+        fields: vec![
+            ("detailMessage".into(), Value::String(message.into())),
+            (
+                "stackTrace".into(),
+                Value::List {
+                    type_name: Some("[java.lang.StackTraceElement".into()),
+                    items: Vec::new(),
+                },
+            ),
+        ],
     })
 }
 

@@ -69,7 +69,8 @@ fn calls_are_multiplexed_and_matched_by_id() {
         assert_eq!(c.heartbeat(Duration::from_secs(1)).await, Ok(()));
         assert!(matches!(
             c.call(req("fail", vec![]), Duration::from_secs(1)).await,
-            Err(Error::Exception(m)) if m.contains("out of stock")
+            Err(Error::Exception { class, message })
+                if class == "java.lang.IllegalStateException" && message == "out of stock"
         ));
         assert!(matches!(
             c.call(req("missing", vec![]), Duration::from_secs(1)).await,

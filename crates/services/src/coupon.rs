@@ -166,7 +166,7 @@ pub fn build_coupon(cfg: &CouponConfig) -> anyhow::Result<(StackElement, Option<
                 ledger.errors.set(ledger.errors.get() + 1);
                 tracing::error!(error = %e, "coupon ledger");
                 // Not done: the caller may retry (redeem and release are idempotent).
-                Ok(exception("com.shop.UnavailableException", &e.to_string()))
+                Ok(exception(crate::exceptions::UNAVAILABLE, &e.to_string()))
             };
             match r.method.as_str() {
                 "redeem" => match ledger.redeem(&coupon, &order) {
@@ -176,7 +176,7 @@ pub fn build_coupon(cfg: &CouponConfig) -> anyhow::Result<(StackElement, Option<
                     }
                     Err(LedgerError::Refused(e)) => {
                         stats.borrow_mut()[1] += 1;
-                        Ok(exception("java.lang.IllegalStateException", &e.to_string()))
+                        Ok(exception(crate::exceptions::ILLEGAL_STATE, &e.to_string()))
                     }
                     Err(e) => db_error(&e),
                 },

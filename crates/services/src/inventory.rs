@@ -2,7 +2,7 @@
 //!
 //! | method | types | returns |
 //! |---|---|---|
-//! | `deduct(orderId, item, n)` | `Ljava/lang/String;Ljava/lang/String;J` | the quantity left (long); an `IllegalStateException` when out of stock |
+//! | `deduct(orderId, item, n)` | `Ljava/lang/String;Ljava/lang/String;J` | the quantity left (long); `com.shop.OutOfStockException` when out of stock, an `IllegalStateException` for an unknown item or a contended one |
 //! | `restore(orderId)` | `Ljava/lang/String;` | whether stock was given back (boolean) |
 //! | `stock(item)` | `Ljava/lang/String;` | the quantity (long) |
 //!
@@ -271,7 +271,12 @@ fn handler_of(p: Parts) -> d11_rpc::Handler {
                             if e == DeductError::OutOfStock {
                                 c.borrow_mut().out_of_stock += 1;
                             }
-                            Ok(exception("java.lang.IllegalStateException", &e.to_string()))
+                            let class = if e == DeductError::OutOfStock {
+                                crate::exceptions::OUT_OF_STOCK
+                            } else {
+                                crate::exceptions::ILLEGAL_STATE
+                            };
+                            Ok(exception(class, &e.to_string()))
                         }
                     }
                 }

@@ -50,6 +50,27 @@ pub fn open_sqlite(
     Ok(db)
 }
 
+/// The Java exception classes the shop's services throw: the type a caller decides on (never
+/// the message).
+pub mod exceptions {
+    /// `InventoryService.deduct`: not enough stock.
+    pub const OUT_OF_STOCK: &str = "com.shop.OutOfStockException";
+    /// A call that cannot be made (unknown item, contention, a coupon unknown or taken).
+    pub const ILLEGAL_STATE: &str = "java.lang.IllegalStateException";
+    /// Arguments of the wrong kind.
+    pub const ILLEGAL_ARGUMENT: &str = "java.lang.IllegalArgumentException";
+    /// `OrderService.createOrder`: not enough stock.
+    pub const SOLD_OUT: &str = "com.shop.SoldOutException";
+    /// `OrderService.createOrder`: the coupon is unknown or taken.
+    pub const COUPON_REFUSED: &str = "com.shop.CouponException";
+    /// `OrderService.createOrder`: the idempotency key was used for another order.
+    pub const KEY_REUSED: &str = "com.shop.KeyReusedException";
+    /// `OrderService.createOrder`: the same key is being processed.
+    pub const IN_PROGRESS: &str = "com.shop.InProgressException";
+    /// A service or store did not answer, or failed (whatever was done is undone).
+    pub const UNAVAILABLE: &str = "com.shop.UnavailableException";
+}
+
 /// Dubbo's default port.
 pub const PORT: u16 = 20880;
 

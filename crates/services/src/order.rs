@@ -27,6 +27,7 @@
 
 use crate::coupon::COUPON;
 use crate::db::{order_from, order_value, ORDER_STORE};
+use crate::exceptions;
 use crate::inventory::INVENTORY;
 use crate::registry::REGISTRY;
 use crate::{
@@ -38,7 +39,7 @@ use d11_rpc::d11_dubbo::Outcome;
 use d11_rpc::{exception, Error, Value};
 use d11_shop::{
     create_order, shard_of, Backends, CallError, Compensation, Desk, Intent, Journal, Order,
-    OrderError,
+    OrderError, Refusal,
 };
 use d11_stack::{Stack, StackElement};
 use rusqlite::{params, Connection};
@@ -202,15 +203,25 @@ fn s(x: &str) -> Value {
     Value::String(x.into())
 }
 
-fn call_error(e: Error) -> CallError {
+/// A failed call as the order sees it; `refusal` says what the service's exception classes
+/// mean for this call.
+fn call_error(e: Error, refusal: impl Fn(&str) -> Refusal) -> CallError {
     match e {
         // The service answered: nothing was done.
-        Error::Exception(m) => CallError::Refused(m),
-        Error::Status { status, message } => {
-            CallError::Refused(format!("status {status}: {message}"))
-        }
+        Error::Exception { class, message } => CallError::Refused {
+            why: refusal(&class),
+            message: format!("{class}: {message}"),
+        },
+        Error::Status { status, message } => CallError::Refused {
+            why: Refusal::Other,
+            message: format!("status {status}: {message}"),
+        },
         e => CallError::Unknown(e.to_string()),
     }
+}
+
+fn no_refusal(_: &str) -> Refusal {
+    Refusal::Other
 }
 
 impl Rpc {
@@ -243,7 +254,15 @@ impl Backends for Rpc {
             )
             .await
             .map(|_| ())
-            .map_err(call_error)
+            .map_err(|e| {
+                call_error(e, |class| {
+                    if class == exceptions::OUT_OF_STOCK {
+                        Refusal::OutOfStock
+                    } else {
+                        Refusal::Other
+                    }
+                })
+            })
     }
     async fn restore(&self, order: &str) -> Result<(), String> {
         self.inventory
@@ -262,7 +281,15 @@ impl Backends for Rpc {
             )
             .await
             .map(|_| ())
-            .map_err(call_error)
+            .map_err(|e| {
+                call_error(e, |class| {
+                    if class == exceptions::ILLEGAL_STATE {
+                        Refusal::CouponTaken
+                    } else {
+                        Refusal::Other
+                    }
+                })
+            })
     }
     async fn release(&self, coupon: &str, order: &str) -> Result<(), String> {
         self.coupon
@@ -290,7 +317,7 @@ impl Backends for Rpc {
             Ok(Some(v)) => order_from(&v)
                 .ok_or_else(|| CallError::Unknown("the store answered something else".into())),
             Ok(None) => Err(CallError::Unknown("the store answered null".into())),
-            Err(e) => Err(call_error(e)),
+            Err(e) => Err(call_error(e, no_refusal)),
         }
     }
 }
@@ -298,13 +325,14 @@ impl Backends for Rpc {
 /// The exception class and message for an order error.
 pub fn order_exception(e: &OrderError) -> (&'static str, String) {
     let class = match e {
-        OrderError::Stock(m) if m.contains("out of stock") => "com.shop.SoldOutException",
-        OrderError::Coupon(m) if !m.contains("timed out") && !m.contains("connect") => {
-            "com.shop.CouponException"
-        }
-        OrderError::KeyReused => "com.shop.KeyReusedException",
-        OrderError::InProgress => "com.shop.InProgressException",
-        _ => "com.shop.UnavailableException",
+        OrderError::SoldOut(_) => exceptions::SOLD_OUT,
+        OrderError::CouponRefused(_) => exceptions::COUPON_REFUSED,
+        OrderError::KeyReused => exceptions::KEY_REUSED,
+        OrderError::InProgress => exceptions::IN_PROGRESS,
+        OrderError::Stock(_)
+        | OrderError::Coupon(_)
+        | OrderError::Store(_)
+        | OrderError::Journal(_) => exceptions::UNAVAILABLE,
     };
     (class, e.to_string())
 }
@@ -404,7 +432,7 @@ pub fn build_order(cfg: &OrderConfig) -> anyhow::Result<(StackElement, Option<Ap
             };
             if key.is_empty() || key.len() > 255 || quantity <= 0 {
                 return Ok(exception(
-                    "java.lang.IllegalArgumentException",
+                    exceptions::ILLEGAL_ARGUMENT,
                     "key: 1 to 255 characters; quantity: at least 1",
                 ));
             }
@@ -442,10 +470,10 @@ pub fn build_order(cfg: &OrderConfig) -> anyhow::Result<(StackElement, Option<Ap
                     let (class, m) = order_exception(&e);
                     let mut k = c.borrow_mut();
                     match class {
-                        "com.shop.SoldOutException" => k.sold_out += 1,
-                        "com.shop.CouponException" => k.coupon_refused += 1,
-                        "com.shop.KeyReusedException" => k.key_reused += 1,
-                        "com.shop.InProgressException" => k.in_progress += 1,
+                        exceptions::SOLD_OUT => k.sold_out += 1,
+                        exceptions::COUPON_REFUSED => k.coupon_refused += 1,
+                        exceptions::KEY_REUSED => k.key_reused += 1,
+                        exceptions::IN_PROGRESS => k.in_progress += 1,
                         _ => k.unavailable += 1,
                     }
                     Ok(exception(class, &m))

@@ -129,7 +129,7 @@ pub fn build_registry(cfg: &RegistryConfig) -> anyhow::Result<(StackElement, Opt
                     if a.parse::<std::net::SocketAddrV4>().is_err() || !(1..=1_000_000).contains(&w)
                     {
                         return Ok(d11_rpc::exception(
-                            "java.lang.IllegalArgumentException",
+                            crate::exceptions::ILLEGAL_ARGUMENT,
                             "address must be ADDRESS:PORT and weight 1 to 1000000",
                         ));
                     }

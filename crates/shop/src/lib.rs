@@ -325,11 +325,22 @@ impl Order {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     /// The service answered no: nothing was done.
-    #[error("{0}")]
-    Refused(String),
+    #[error("{message}")]
+    Refused { why: Refusal, message: String },
     /// No answer (timeout, connection lost, service down): it may or may not have been done.
     #[error("{0}")]
     Unknown(String),
+}
+
+/// What a refusal means for the order (the caller maps its service's answer to one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not enough stock.
+    OutOfStock,
+    /// The coupon is unknown or held by another order.
+    CouponTaken,
+    /// Anything else refused (a bad call, the service's own trouble).
+    Other,
 }
 
 /// What the order service reaches: the inventory, the coupons and the order store (RPC and a
@@ -352,9 +363,13 @@ pub trait Backends {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OrderError {
+    #[error("sold out: {0}")]
+    SoldOut(String),
     #[error("the stock was not taken: {0}")]
     Stock(String),
     #[error("the coupon was refused: {0} (the stock is given back)")]
+    CouponRefused(String),
+    #[error("the coupon service failed: {0} (the stock is given back)")]
     Coupon(String),
     #[error("the order was not stored: {0} (stock and coupon are given back)")]
     Store(String),
@@ -701,7 +716,11 @@ async fn take<B: Backends>(
     lap("inventory.deduct", timings);
     match r {
         Ok(()) => {}
-        Err(CallError::Refused(e)) => return Err(OrderError::Stock(e)),
+        Err(CallError::Refused {
+            why: Refusal::OutOfStock,
+            message,
+        }) => return Err(OrderError::SoldOut(message)),
+        Err(CallError::Refused { message, .. }) => return Err(OrderError::Stock(message)),
         Err(CallError::Unknown(e)) => {
             let _ = desk.compensate(b, vec![restore()]).await;
             return Err(OrderError::Stock(e));
@@ -719,7 +738,13 @@ async fn take<B: Backends>(
                 });
             }
             let _ = desk.compensate(b, undo).await;
-            return Err(OrderError::Coupon(e.to_string()));
+            return Err(match e {
+                CallError::Refused {
+                    why: Refusal::CouponTaken,
+                    message,
+                } => OrderError::CouponRefused(message),
+                e => OrderError::Coupon(e.to_string()),
+            });
         }
     }
     let r = b.store(order).await;

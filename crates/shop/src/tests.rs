@@ -124,7 +124,14 @@ impl Backends for World {
         if self.inventory_mute.get() {
             return Err(CallError::Unknown("timeout".into()));
         }
-        r.map(|_| ()).map_err(|e| CallError::Refused(e.to_string()))
+        r.map(|_| ()).map_err(|e| CallError::Refused {
+            why: if e == DeductError::OutOfStock {
+                Refusal::OutOfStock
+            } else {
+                Refusal::Other
+            },
+            message: e.to_string(),
+        })
     }
     async fn restore(&self, order: &str) -> Result<(), String> {
         if self.inventory_down.get() {
@@ -140,7 +147,10 @@ impl Backends for World {
         }
         self.coupons
             .redeem(coupon, order)
-            .map_err(|e| CallError::Refused(e.to_string()))
+            .map_err(|e| CallError::Refused {
+                why: Refusal::CouponTaken,
+                message: e.to_string(),
+            })
     }
     async fn release(&self, coupon: &str, order: &str) -> Result<(), String> {
         self.coupons.release(coupon, order);
@@ -208,7 +218,7 @@ fn a_thousand_orders_for_a_hundred_books() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(_) => ok += 1,
-                Err(OrderError::Stock(_)) => {}
+                Err(OrderError::SoldOut(_)) => {}
                 Err(e) => panic!("{e}"),
             }
         }
@@ -246,7 +256,7 @@ fn failures_after_the_deduction_are_undone_and_keys_are_idempotent() {
         // The coupon is taken: the stock of the second order comes back.
         assert!(matches!(
             create_order(&desk, &*w, &req("k2", 1, Some("D11"))).await,
-            Err(OrderError::Coupon(_))
+            Err(OrderError::CouponRefused(_))
         ));
         assert_eq!(stock(&w), 4);
         // The store fails: stock and coupon come back, and the key may be tried again.

@@ -548,9 +548,15 @@ impl Stack {
         let mac = EthernetAddress(port.mac_for(&cfg.name)?);
         let mtu = port.ip_mtu();
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
-        config.random_seed = u64::from_be_bytes([
-            0, 0, mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5],
-        ]);
+        // A fresh seed per start (std's random hash keys): initial sequence numbers (RFC 6528)
+        // and ephemeral ports (RFC 6056) must not repeat those of a previous run on the same
+        // address, or a restarted program's first connections meet the stale ones its peers
+        // still hold for the dead run and wait out a reset.
+        let seed = {
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(mac.0)
+        };
+        config.random_seed = seed;
         let mut sink = Collect::default();
         let mut wire = Wire {
             scratch: vec![0u8; mtu + 14],
@@ -598,7 +604,7 @@ impl Stack {
             pools: HashMap::new(),
             cookies: syncookie::SynCookies::new(epoch),
             cookie_scratch: Vec::new(),
-            next_port: 49152 + (u16::from(mac.0[5]) << 4),
+            next_port: 49152 + (seed >> 48) as u16 % 16384,
             next_poll: Some(epoch),
             needs_poll: false,
             tables: Vec::new(),

@@ -346,61 +346,24 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Lab(LabCmd::Fetch { segment, args }) => {
-            d11_lab::sys::require_root()?;
             let st = LabState::load(&prefix)?;
-            if !st.segments.iter().any(|s| s.name == segment) {
-                bail!("lab {prefix} has no segment {segment:?}");
-            }
-            let exe = std::env::current_exe()?;
-            let bin = exe.parent().context("no bin dir")?.join("d11-fetch");
-            let tap = format!("fetch{}", std::process::id() % 100_000);
-            let mut cmd = std::process::Command::new(bin);
-            cmd.args([
-                "--node",
-                &tap,
-                "--port",
-                &format!("eth0={tap}@{segment}"),
-                "--fabric",
-            ])
-            .arg(PathBuf::from("/run/netns").join(&st.fabric));
-            if let (Some(pki), false) = (&st.pki, args.iter().any(|a| a == "--cacert")) {
-                cmd.arg("--cacert").arg(pki.join("root.pem"));
-            }
-            if std::env::var_os("D11_LOG").is_none() {
-                cmd.env("D11_LOG", "warn");
-            }
-            if let Some(k) = &st.keylog {
-                cmd.env("SSLKEYLOGFILE", k);
-            }
-            let status = cmd.args(&args).status().context("cannot run d11-fetch")?;
-            std::process::exit(status.code().unwrap_or(1));
+            let err = lab_tool(&st, &segment, "d11-fetch", "fetch", |cmd| {
+                if let (Some(pki), false) = (&st.pki, args.iter().any(|a| a == "--cacert")) {
+                    cmd.arg("--cacert").arg(pki.join("root.pem"));
+                }
+                if let Some(k) = &st.keylog {
+                    cmd.env("SSLKEYLOGFILE", k);
+                }
+                cmd.args(&args);
+            })?;
+            Err(err).context("cannot run d11-fetch")
         }
         Cmd::Lab(LabCmd::Rpc { segment, args }) => {
-            d11_lab::sys::require_root()?;
             let st = LabState::load(&prefix)?;
-            if !st.segments.iter().any(|s| s.name == segment) {
-                bail!("lab {prefix} has no segment {segment:?}");
-            }
-            let exe = std::env::current_exe()?;
-            let bin = exe.parent().context("no bin dir")?.join("d11-rpc-call");
-            let tap = format!("rpc{}", std::process::id() % 100_000);
-            let mut cmd = std::process::Command::new(bin);
-            cmd.args([
-                "--node",
-                &tap,
-                "--port",
-                &format!("eth0={tap}@{segment}"),
-                "--fabric",
-            ])
-            .arg(PathBuf::from("/run/netns").join(&st.fabric));
-            if std::env::var_os("D11_LOG").is_none() {
-                cmd.env("D11_LOG", "warn");
-            }
-            let status = cmd
-                .args(&args)
-                .status()
-                .context("cannot run d11-rpc-call")?;
-            std::process::exit(status.code().unwrap_or(1));
+            let err = lab_tool(&st, &segment, "d11-rpc-call", "rpc", |cmd| {
+                cmd.args(&args);
+            })?;
+            Err(err).context("cannot run d11-rpc-call")
         }
         Cmd::Lab(LabCmd::Logs { node, follow }) => {
             let st = LabState::load(&prefix)?;
@@ -517,4 +480,38 @@ fn render(v: &Value) {
         }
         other => println!("{}", cell(other)),
     }
+}
+
+/// Runs one of our client programs (`d11-fetch`, `d11-rpc-call`) on its own TAP on a lab
+/// segment, in place of this process (exec): killing `d11 lab rpc` kills the client, whose TAP
+/// goes with it. Returns only if the exec failed.
+fn lab_tool(
+    st: &LabState,
+    segment: &str,
+    program: &str,
+    tap_prefix: &str,
+    args: impl FnOnce(&mut std::process::Command),
+) -> Result<std::io::Error> {
+    use std::os::unix::process::CommandExt;
+    d11_lab::sys::require_root()?;
+    if !st.segments.iter().any(|s| s.name == segment) {
+        bail!("lab {} has no segment {segment:?}", st.prefix);
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("no bin dir")?.join(program);
+    let tap = format!("{tap_prefix}{}", std::process::id() % 100_000);
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "--node",
+        &tap,
+        "--port",
+        &format!("eth0={tap}@{segment}"),
+        "--fabric",
+    ])
+    .arg(PathBuf::from("/run/netns").join(&st.fabric));
+    if std::env::var_os("D11_LOG").is_none() {
+        cmd.env("D11_LOG", "warn");
+    }
+    args(&mut cmd);
+    Ok(cmd.exec())
 }

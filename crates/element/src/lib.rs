@@ -102,10 +102,11 @@ pub type App = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result
 /// A stable, locally administered unicast MAC for a node's port, so that captures of two runs
 /// of the same lab show the same addresses (and journey reports can name them).
 pub fn derive_mac(node: &str, port: &str) -> [u8; 6] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in node.bytes().chain([0u8]).chain(port.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = d11_wire::fnv::Fnv64::default()
+        .write(node.as_bytes())
+        .write(&[0])
+        .write(port.as_bytes())
+        .finish();
     let b = h.to_be_bytes();
     // 02 = locally administered unicast; d1 keeps clear of vendor prefixes Wireshark names.
     [0x02, 0xd1, b[2], b[3], b[4], b[5]]

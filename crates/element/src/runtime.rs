@@ -141,9 +141,7 @@ pub fn open_ports(args: &ElementArgs) -> Result<Vec<Port>> {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    d11_wire::fnv::fnv1a64(s.as_bytes())
 }
 
 struct RawFdRef(RawFd);

@@ -169,9 +169,7 @@ fn pick(
             tied[*rr % tied.len()]
         }
         Balance::Source => {
-            let h = client.octets().iter().fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-            });
+            let h = d11_wire::fnv::fnv1a32(client.octets());
             candidates[h as usize % candidates.len()]
         }
     })

@@ -472,16 +472,14 @@ pub struct Placed {
     pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
-/// FNV-1a, 64 bits.
+/// FNV-1a, 64 bits, of the parts, each followed by a 0 octet.
 fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain([0]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    parts
+        .iter()
+        .fold(d11_wire::fnv::Fnv64::default(), |h, p| {
+            h.write(p.as_bytes()).write(&[0])
+        })
+        .finish()
 }
 
 /// The shard (of `n`) that holds order `id`.

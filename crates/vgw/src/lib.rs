@@ -385,13 +385,7 @@ impl Logic {
         if up.is_empty() {
             return None;
         }
-        let h = client
-            .octets()
-            .iter()
-            .chain(cport.to_be_bytes().iter())
-            .fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-            });
+        let h = d11_wire::fnv::fnv1a32(client.octets().into_iter().chain(cport.to_be_bytes()));
         Some(up[h as usize % up.len()])
     }
 
@@ -599,10 +593,8 @@ impl Logic {
             return;
         }
         payload[vxlan::HEADER_LEN..].copy_from_slice(f);
-        let sport = 49152
-            + (f[..f.len().min(38)].iter().fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-            }) % 16384) as u16;
+        let sport =
+            49152 + (d11_wire::fnv::fnv1a32(f[..f.len().min(38)].iter().copied()) % 16384) as u16;
         for t in targets {
             self.c.vxlan_tx += 1;
             self.out.push(Datagram {

@@ -220,9 +220,7 @@ fn mac_at(f: &[u8], at: usize) -> [u8; 6] {
 /// range, so the underlay can spread flows (RFC 7348 §5).
 fn entropy_port(frame: &[u8]) -> u16 {
     let n = frame.len().min(14 + 20 + 4);
-    let h = frame[..n].iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let h = d11_wire::fnv::fnv1a64(&frame[..n]);
     49152 + (h % 16384) as u16
 }
 

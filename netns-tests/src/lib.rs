@@ -387,37 +387,12 @@ pub fn inject(netns: &str, ifname: &str, frames: &[Vec<u8>]) -> Result<()> {
         if unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns: {}", std::io::Error::last_os_error());
         }
-        let c = std::ffi::CString::new(ifname.clone())?;
-        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        if idx == 0 {
-            bail!("no interface {ifname}");
-        }
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            bail!("socket: {}", std::io::Error::last_os_error());
-        }
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = idx as i32;
-        sll.sll_halen = 6;
+        let sock = d11_netdev::packet::PacketSocket::open(&ifname, false)
+            .with_context(|| format!("AF_PACKET socket on {ifname}"))?;
         for f in &frames {
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                unsafe { libc::close(fd) };
-                bail!("sendto ({} bytes): {e}", f.len());
-            }
+            sock.send(f)
+                .with_context(|| format!("sendto ({} bytes)", f.len()))?;
         }
-        unsafe { libc::close(fd) };
         Ok(())
     })
     .join()

@@ -6,11 +6,11 @@
 //! its fabric-side interface (TAP or veth), both directions, with pcapng direction flags from
 //! the node's point of view.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use d11_netdev::packet::PacketSocket;
 use d11_netdev::pcap::{Direction, PcapngSink};
-use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,69 +41,17 @@ pub fn capture<W: Write>(opts: &CaptureOptions<'_>, out: W, ready: impl FnOnce()
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let cname = CString::new(opts.ifname)?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
-    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if ifindex == 0 {
-        bail!("no interface {:?} to capture on", opts.ifname);
-    }
-    // Protocol 0 at socket(): nothing is queued until bind() names the interface.
-    // SAFETY: socket returns a new descriptor we own.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("AF_PACKET socket (needs root)");
-    }
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: binding with a fully initialised sockaddr_ll.
-    if unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    } < 0
-    {
-        return Err(std::io::Error::last_os_error()).context("bind AF_PACKET");
-    }
-    let mreq = libc::packet_mreq {
-        mr_ifindex: ifindex as i32,
-        mr_type: libc::PACKET_MR_PROMISC as u16,
-        mr_alen: 0,
-        mr_address: [0; 8],
-    };
+    let sock = PacketSocket::open(opts.ifname, true)
+        .with_context(|| format!("cannot capture on {:?} (needs root)", opts.ifname))?;
+    sock.promiscuous().context("promiscuous mode")?;
     let tv = libc::timeval {
         tv_sec: 0,
         tv_usec: 100_000,
     };
     let rcvbuf: libc::c_int = 8 << 20;
-    // SAFETY: plain socket options with correctly sized values.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_ADD_MEMBERSHIP,
-            (&mreq as *const libc::packet_mreq).cast(),
-            std::mem::size_of::<libc::packet_mreq>() as u32,
-        );
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&rcvbuf as *const libc::c_int).cast(),
-            4,
-        );
-    }
+    sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    // (Best effort: a smaller buffer only drops more under load.)
+    let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf);
     let mut sink = PcapngSink::new(
         out,
         opts.label,
@@ -128,7 +76,7 @@ pub fn capture<W: Write>(opts: &CaptureOptions<'_>, out: W, ready: impl FnOnce()
         // SAFETY: bounded receive into our buffer, address into a sockaddr_ll.
         let n = unsafe {
             libc::recvfrom(
-                sock.as_raw_fd(),
+                sock.fd().as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 0,

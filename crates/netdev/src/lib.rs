@@ -12,6 +12,7 @@
 pub mod impair;
 pub mod mem;
 pub mod netns;
+pub mod packet;
 pub mod pcap;
 pub mod tap;
 

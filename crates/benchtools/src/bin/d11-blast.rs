@@ -148,25 +148,15 @@ fn main() -> std::process::ExitCode {
 }
 
 fn blast(cli: &Cli) -> Result<()> {
-    let c = std::ffi::CString::new(cli.ifname.clone())?;
-    // SAFETY: plain libc calls on values we own.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        bail!("no interface {}", cli.ifname);
-    }
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-    }
+    let sock = d11_netdev::packet::PacketSocket::open(&cli.ifname, false)
+        .with_context(|| format!("AF_PACKET socket on {}", cli.ifname))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock.fd());
     let src_mac = {
         let a = std::fs::read_to_string(format!("/sys/class/net/{}/address", cli.ifname))
             .unwrap_or_default();
         mac(a.trim()).unwrap_or([2, 0, 0, 0, 0, 1])
     };
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_ifindex = idx as i32;
-    sll.sll_halen = 6;
+    let mut sll = sock.addr();
     const BATCH: usize = 64;
     // One frame repeated (UDP), or 64 distinct SYNs rewritten in place before each batch.
     let mut frames: Vec<Vec<u8>> = match cli.syn {
@@ -227,7 +217,7 @@ fn blast(cli: &Cli) -> Result<()> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    unsafe { libc::close(fd) };
+    drop(sock);
     println!(
         "{}",
         serde_json::json!({ "sent": sent, "seconds": secs, "errors": errors, "size": cli.size })

@@ -336,43 +336,18 @@ pub fn tshark_fields(
     fields: &[&str],
     extra: &[&str],
 ) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-n").arg("-r").arg(file).args(extra).args([
-        "-Y",
-        filter,
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-    ]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let o = cmd.output().expect("run tshark (apt-get install tshark)");
-    assert!(
-        o.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
+    d11_lab::tshark::Tshark::read(file)
+        .args(extra)
+        .fields(filter, fields)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Frames tshark marks malformed or with an error-level expert note.
 pub fn malformed(file: &Path, extra: &[&str]) -> Vec<String> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-n")
-        .arg("-r")
-        .arg(file)
+    d11_lab::tshark::Tshark::read(file)
         .args(extra)
-        .args(["-Y", "_ws.malformed || _ws.expert.severity == error"]);
-    let o = cmd.output().expect("run tshark");
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+        .malformed()
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Sends raw frames out of `ifname` in the network namespace `netns` (AF_PACKET), as a

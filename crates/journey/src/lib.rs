@@ -10,6 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use d11_lab::topology::Topology;
+use d11_lab::tshark::Tshark;
 use d11_lab::{LabState, UpOptions};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -126,45 +127,17 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop], ethernet_tpdu: bool) -> Result<
     let mut out = Vec::new();
     for h in hops {
         let file = pcap_dir.join(format!("{}.pcapng", h.segment));
-        let mut cmd = Command::new("tshark");
-        cmd.args(["-n", "-r"]).arg(&file);
-        // Ethernet PDU sessions: the UE's whole frame rides GTP-U.
-        if ethernet_tpdu {
-            cmd.args(["-o", "gtp.dissect_tpdu_as:ETHERNET"]);
-        }
-        let keys = pcap_dir.join("../keylog.txt");
-        if keys.exists() {
-            cmd.arg("-o")
-                .arg(format!("tls.keylog_file:{}", keys.display()));
-        }
-        dubbo_dissector(&mut cmd, pcap_dir);
-        cmd.args(["-Y", &h.filter, "-T", "fields", "-E", "separator=|"]);
-        for (f, _) in &h.expect {
-            cmd.args(["-e", f]);
-        }
-        let o = cmd
-            .output()
-            .context("run tshark (apt-get install tshark)")?;
-        if !o.status.success() {
-            bail!(
-                "tshark on {}: {}",
-                file.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        let line = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let found = !line.is_empty();
-        let got: Vec<&str> = line.split('|').collect();
+        let fields: Vec<&str> = h.expect.iter().map(|(f, _)| f.as_str()).collect();
+        let rows = tshark(&file, pcap_dir, ethernet_tpdu).fields(&h.filter, &fields)?;
+        let first = rows.into_iter().next();
+        let found = first.is_some();
+        let got: Vec<String> = first.unwrap_or_default();
         let fields: Vec<_> = h
             .expect
             .iter()
             .enumerate()
             .map(|(i, (f, want))| {
-                let g = got.get(i).copied().unwrap_or("").to_string();
+                let g = got.get(i).cloned().unwrap_or_default();
                 let ok = found && g.eq_ignore_ascii_case(want);
                 (f.clone(), want.clone(), g, ok)
             })
@@ -183,12 +156,18 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop], ethernet_tpdu: bool) -> Result<
 /// Our Dubbo dissector (contrib/wireshark/dubbo.lua), built into the program.
 const DUBBO_LUA: &str = include_str!("../../../contrib/wireshark/dubbo.lua");
 
-/// Loads the Dubbo dissector into tshark (written next to the captures, so a user can load
-/// the same file into Wireshark).
-fn dubbo_dissector(cmd: &mut Command, pcap_dir: &Path) {
-    let f = pcap_dir.join("../dubbo.lua");
-    if f.exists() || std::fs::write(&f, DUBBO_LUA).is_ok() {
-        cmd.arg("-X").arg(format!("lua_script:{}", f.display()));
+/// tshark over a capture of the journey: GTP-U T-PDUs as Ethernet for an Ethernet PDU
+/// session, TLS decrypted with the run's key log, and the Dubbo dissector (written next to the
+/// captures, so a user can load the same file into Wireshark).
+fn tshark(file: &Path, pcap_dir: &Path, ethernet_tpdu: bool) -> Tshark {
+    let t = Tshark::read(file)
+        .ethernet_tpdu(ethernet_tpdu)
+        .keylog(&pcap_dir.join("../keylog.txt"));
+    let lua = pcap_dir.join("../dubbo.lua");
+    if lua.exists() || std::fs::write(&lua, DUBBO_LUA).is_ok() {
+        t.lua(&lua)
+    } else {
+        t
     }
 }
 
@@ -202,20 +181,7 @@ fn malformed(pcap_dir: &Path, ethernet_tpdu: bool) -> Result<Vec<(String, usize)
         .collect();
     files.sort();
     for f in files {
-        let mut cmd = Command::new("tshark");
-        cmd.args(["-n", "-r"]).arg(&f);
-        if ethernet_tpdu {
-            cmd.args(["-o", "gtp.dissect_tpdu_as:ETHERNET"]);
-        }
-        let keys = pcap_dir.join("../keylog.txt");
-        if keys.exists() {
-            cmd.arg("-o")
-                .arg(format!("tls.keylog_file:{}", keys.display()));
-        }
-        dubbo_dissector(&mut cmd, pcap_dir);
-        cmd.args(["-Y", "_ws.malformed || _ws.expert.severity == error"]);
-        let o = cmd.output().context("run tshark")?;
-        let n = String::from_utf8_lossy(&o.stdout).lines().count();
+        let n = tshark(&f, pcap_dir, ethernet_tpdu).malformed()?.len();
         let name = f
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

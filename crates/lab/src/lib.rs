@@ -14,6 +14,7 @@
 pub mod capture;
 pub mod sys;
 pub mod topology;
+pub mod tshark;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

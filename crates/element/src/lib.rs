@@ -11,6 +11,7 @@
 pub mod args;
 pub mod control;
 pub mod counters;
+pub mod health;
 mod runtime;
 
 pub use args::{ElementArgs, PortSpec};

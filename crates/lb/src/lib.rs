@@ -45,26 +45,8 @@ pub struct BackendConfig {
     pub address: SocketAddrV4,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct CheckConfig {
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    pub rise: u32,
-    pub fall: u32,
-}
-
-impl Default for CheckConfig {
-    fn default() -> Self {
-        // HAProxy's defaults: inter 2s, rise 2, fall 3.
-        Self {
-            interval_ms: 2000,
-            timeout_ms: 1000,
-            rise: 2,
-            fall: 3,
-        }
-    }
-}
+pub use d11_element::health::CheckConfig;
+use d11_element::health::Health;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct LbConfig {
@@ -124,13 +106,12 @@ counters! {
 struct Backend {
     name: String,
     address: SocketAddrV4,
-    up: bool,
+    #[serde(flatten)]
+    health: Health,
     draining: bool,
     active: usize,
     total: u64,
     failed_connects: u64,
-    /// Successes (while down) or failures (while up) in a row.
-    streak: u32,
     last_check: Option<String>,
 }
 
@@ -232,7 +213,7 @@ async fn serve(
             let candidates: Vec<usize> = (0..s.backends.len())
                 .filter(|i| {
                     let b = &s.backends[*i];
-                    b.up && !b.draining && !tried.contains(i)
+                    b.health.up && !b.draining && !tried.contains(i)
                 })
                 .collect();
             let State {
@@ -297,20 +278,16 @@ async fn serve(
 
 /// Health checks of backend `i`, forever.
 async fn check(stack: Stack, st: Shared, i: usize) {
-    let (interval, timeout, rise, fall, to, name) = {
+    let (cfg, to, name) = {
         let s = st.borrow();
-        let c = &s.cfg.check;
         (
-            Duration::from_millis(c.interval_ms.max(10)),
-            Duration::from_millis(c.timeout_ms.max(10)),
-            c.rise.max(1),
-            c.fall.max(1),
+            s.cfg.check.clone(),
             s.backends[i].address,
             s.backends[i].name.clone(),
         )
     };
     loop {
-        let ok = connect(&stack, to, timeout).await.is_some();
+        let ok = connect(&stack, to, cfg.timeout()).await.is_some();
         {
             let mut s = st.borrow_mut();
             if ok {
@@ -320,17 +297,7 @@ async fn check(stack: Stack, st: Shared, i: usize) {
             }
             let b = &mut s.backends[i];
             b.last_check = Some(if ok { "L4OK" } else { "L4CON" }.into());
-            // The streak counts results against the current state.
-            if ok != b.up {
-                b.streak += 1;
-            } else {
-                b.streak = 0;
-            }
-            let flip = (b.up && b.streak >= fall) || (!b.up && b.streak >= rise);
-            if flip {
-                b.up = !b.up;
-                b.streak = 0;
-                let up = b.up;
+            if let Some(up) = b.health.record(ok, &cfg) {
                 tracing::warn!(backend = %name, up, "backend state changed");
                 if up {
                     s.c.backends_up += 1;
@@ -339,7 +306,7 @@ async fn check(stack: Stack, st: Shared, i: usize) {
                 }
             }
         }
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(cfg.interval()).await;
     }
 }
 
@@ -370,12 +337,11 @@ pub fn build(cfg: &LbConfig) -> anyhow::Result<(StackElement, Option<App>)> {
             .map(|b| Backend {
                 name: b.name.clone(),
                 address: b.address,
-                up: true,
+                health: Health::new(true),
                 draining: cfg.drain.contains(&b.name),
                 active: 0,
                 total: 0,
                 failed_connects: 0,
-                streak: 0,
                 last_check: None,
             })
             .collect(),
@@ -392,7 +358,7 @@ pub fn build(cfg: &LbConfig) -> anyhow::Result<(StackElement, Option<App>)> {
             .iter()
             .map(|b| {
                 let mut v = serde_json::to_value(b).unwrap_or(Value::Null);
-                v["state"] = json!(match (b.up, b.draining) {
+                v["state"] = json!(match (b.health.up, b.draining) {
                     (true, false) => "up",
                     (true, true) => "draining",
                     (false, _) => "down",
@@ -457,12 +423,11 @@ mod tests {
             .map(|(i, a)| Backend {
                 name: format!("b{i}"),
                 address: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, i as u8), 443),
-                up: true,
+                health: Health::new(true),
                 draining: false,
                 active: *a,
                 total: 0,
                 failed_connects: 0,
-                streak: 0,
                 last_check: None,
             })
             .collect()

@@ -78,25 +78,8 @@ pub struct VgwConfig {
 
 /// Health checks of the LB VMs: a TCP SYN from the VPC router to each LB's first VIP port; a
 /// SYN-ACK is a pass (answered with RST), a RST or no answer within `timeout_ms` a failure.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct LbCheck {
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    pub rise: u32,
-    pub fall: u32,
-}
-
-impl Default for LbCheck {
-    fn default() -> Self {
-        Self {
-            interval_ms: 2000,
-            timeout_ms: 1000,
-            rise: 2,
-            fall: 3,
-        }
-    }
-}
+pub use d11_element::health::CheckConfig as LbCheck;
+use d11_element::health::Health;
 
 fn default_external() -> String {
     "external".into()
@@ -147,8 +130,7 @@ counters! {
 struct LbState {
     addr: Ipv4Addr,
     port: u16,
-    up: bool,
-    streak: u32,
+    health: Health,
     /// The probe in flight: (our source port, our sequence number, sent at).
     probe: Option<(u16, u32, Instant)>,
     last: &'static str,
@@ -253,8 +235,7 @@ impl Vgw {
                     lbs.push(LbState {
                         addr: *a,
                         port: v.ports.first().copied().unwrap_or(443),
-                        up: true,
-                        streak: 0,
+                        health: Health::new(true),
                         probe: None,
                         last: "none",
                     });
@@ -380,7 +361,7 @@ impl Logic {
             .lbs
             .iter()
             .copied()
-            .filter(|a| self.lbs.iter().any(|l| l.addr == *a && l.up))
+            .filter(|a| self.lbs.iter().any(|l| l.addr == *a && l.health.up))
             .collect();
         if up.is_empty() {
             return None;
@@ -418,20 +399,12 @@ impl Logic {
     }
 
     fn check_result(&mut self, i: usize, ok: bool, why: &'static str) {
-        let (rise, fall) = (self.check.rise.max(1), self.check.fall.max(1));
         let l = &mut self.lbs[i];
         l.probe = None;
         l.last = why;
-        if ok != l.up {
-            l.streak += 1;
-        } else {
-            l.streak = 0;
-        }
-        if (l.up && l.streak >= fall) || (!l.up && l.streak >= rise) {
-            l.up = !l.up;
-            l.streak = 0;
-            tracing::warn!(lb = %l.addr, up = l.up, "LB VM state changed");
-            if l.up {
+        if let Some(up) = l.health.record(ok, &self.check) {
+            tracing::warn!(lb = %l.addr, up, "LB VM state changed");
+            if up {
                 self.c.lbs_up += 1;
             } else {
                 self.c.lbs_down += 1;
@@ -441,7 +414,7 @@ impl Logic {
 
     /// Timed-out probes fail; a new probe to each LB.
     fn run_checks(&mut self, now: Instant) {
-        let timeout = Duration::from_millis(self.check.timeout_ms.max(10));
+        let timeout = self.check.timeout();
         for i in 0..self.lbs.len() {
             if let Some((_, _, at)) = self.lbs[i].probe {
                 if now.saturating_duration_since(at) >= timeout {
@@ -462,7 +435,7 @@ impl Logic {
             self.ip_out.push(p);
             self.lbs[i].probe = Some((self.probe_port, seq, now));
         }
-        self.next_check = Some(now + Duration::from_millis(self.check.interval_ms.max(10)));
+        self.next_check = Some(now + self.check.interval());
     }
 
     /// A TCP segment to the VPC router's address: the answer to a probe?
@@ -789,7 +762,7 @@ impl Element for Vgw {
                         let st = l.lbs.iter().find(|x| x.addr == *a);
                         json!({
                             "address": a.to_string(),
-                            "state": if st.is_some_and(|x| x.up) { "up" } else { "down" },
+                            "state": if st.is_some_and(|x| x.health.up) { "up" } else { "down" },
                             "last_check": st.map(|x| x.last),
                         })
                     }).collect::<Vec<_>>(),

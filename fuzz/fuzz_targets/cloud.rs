@@ -2,8 +2,8 @@
 //! Any sequence of frames into a vswitch or the gateway node: raw frames, VXLAN datagrams to
 //! their underlay address in well-formed IPv4/UDP, and TCP/UDP to a VIP. Never a panic.
 use d11_element::{Collect, Element};
-use d11_vgw::{Vgw, VgwConfig};
-use d11_vswitch::{Vswitch, VswitchConfig};
+use d11_vgw::{Logic as VgwLogic, VgwConfig};
+use d11_vswitch::{Logic as VswitchLogic, VswitchConfig};
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
                 "vnis":{"vm1":1001,"vm2":1002},"vteps":{"1001":["10.1.0.12"]}}"#,
         )
         .unwrap();
-        Box::new(Vswitch::new(&cfg).unwrap())
+        Box::new(VswitchLogic::new(&cfg).unwrap())
     } else {
         let cfg: VgwConfig = serde_json::from_str(
             r#"{"name":"vgw1","ports":[{"name":"external","addresses":["203.0.113.2/24"]},{"name":"underlay","addresses":["10.1.0.1/24"]}],
@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
                 "vips":[{"vip":"203.0.113.10","lbs":["192.168.1.10"]}]}"#,
         )
         .unwrap();
-        Box::new(Vgw::new(&cfg).unwrap())
+        Box::new(VgwLogic::new(&cfg).unwrap())
     };
     let (underlay_port, underlay_addr, external) = if which % 2 == 0 {
         (2usize, [10, 1, 0, 11], None)

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let (mut e, addrs, src): (Box<dyn Element>, [[u8; 4]; 2], [u8; 4]) = match which % 3 {
         0 => (
             Box::new(
-                enb::Enb::new(
+                enb::EnbLogic::new(
                     &serde_json::from_str(r#"{"name":"enb","mme":"172.16.1.5","ports":[{"name":"radio"},{"name":"epc","addresses":["172.16.1.2/24"]}]}"#).unwrap(),
                     1,
                 )
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         ),
         1 => (
             Box::new(
-                sgw::Sgw::new(
+                sgw::SgwLogic::new(
                     &serde_json::from_str(r#"{"name":"sgw","ports":[{"name":"epc","addresses":["172.16.1.3/24"]},{"name":"s5","addresses":["172.16.5.3/24"]}],
                         "static_sessions":[{"imsi":"1","enb":"172.16.1.2","enb_teid":1,"s1u_teid":2,"pgw":"172.16.5.4","pgw_teid":3,"s5u_teid":4}]}"#).unwrap(),
                     1,
@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
         ),
         _ => (
             Box::new(
-                pgw::Pgw::new(
+                pgw::PgwLogic::new(
                     &serde_json::from_str(r#"{"name":"pgw","ports":[{"name":"s5","addresses":["172.16.5.4/24"]},{"name":"sgi","addresses":["172.16.9.4/24"]}],
                         "routes":[{"prefix":"0.0.0.0/0","via":"172.16.9.1"}],
                         "static_sessions":[{"imsi":"1","ue_ip":"10.45.0.2","s5u_teid":3,"sgw":"172.16.5.3","sgw_teid":4}]}"#).unwrap(),

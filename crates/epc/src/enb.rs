@@ -13,7 +13,8 @@ use crate::gtpc::PdnType;
 use crate::gw::{self, ethernet_frame as frame, Datagram, Gtpu, PathCounters, Paths};
 use crate::s1::{self, Nas, S1};
 use crate::tunnel::Endpoint;
-use d11_element::{counters, Element, PortId, Transmit};
+use d11_element::{counters, PortId};
+use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::UDP_PORT as GTPU;
 use serde::Deserialize;
@@ -103,20 +104,18 @@ pub struct EnbLogic {
     next_id: u32,
     pub gtpu: Endpoint,
     paths: Paths,
-    out: Vec<Datagram>,
-    radio_out: Vec<Vec<u8>>,
+    /// S1 and GTP-U datagrams, and frames to the UEs on the radio port.
+    out: Outbox,
     reply: Vec<u8>,
     pub c: EnbCounters,
     pub pc: PathCounters,
 }
 
-pub struct Enb {
-    router: Router,
-    logic: EnbLogic,
-}
+/// The eNodeB: the radio port is its own; the epc port is a router's.
+pub type Enb = RouterElement<EnbLogic>;
 
-impl Enb {
-    pub fn new(cfg: &EnbConfig, recovery: u8) -> anyhow::Result<Self> {
+impl EnbLogic {
+    pub fn new(cfg: &EnbConfig, recovery: u8) -> anyhow::Result<Enb> {
         let radio = cfg
             .ports
             .iter()
@@ -135,9 +134,9 @@ impl Enb {
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
         })?;
-        let mut enb = Self {
+        let mut enb = RouterElement::new(
             router,
-            logic: EnbLogic {
+            EnbLogic {
                 radio,
                 radio_mac,
                 addr,
@@ -148,13 +147,12 @@ impl Enb {
                 next_id: 1,
                 gtpu: Endpoint::new(addr, recovery, 0x0e00_0001),
                 paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
-                out: Vec::new(),
-                radio_out: Vec::new(),
+                out: Outbox::default(),
                 reply: Vec::new(),
                 c: EnbCounters::default(),
                 pc: PathCounters::default(),
             },
-        };
+        );
         for b in &cfg.static_bearers {
             let mac = d11_element::parse_mac(&b.ue_mac)?;
             let l = &mut enb.logic;
@@ -181,18 +179,11 @@ impl Enb {
         }
         Ok(enb)
     }
-
-    fn flush(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        for f in self.logic.radio_out.drain(..) {
-            tx.send(self.logic.radio, &f);
-        }
-        gw::flush(&mut self.router, now, &mut self.logic.out, tx);
-    }
 }
 
 impl EnbLogic {
     fn send_to_mme(&mut self, m: &S1) {
-        self.out.push(Datagram {
+        self.out.datagrams.push(Datagram {
             src: self.addr,
             dst: self.mme,
             sport: s1::PORT,
@@ -258,7 +249,7 @@ impl EnbLogic {
         let mut buf = Vec::new();
         if let Some(to) = self.gtpu.encapsulate(b.teid, tpdu, &mut buf) {
             self.c.uplink_packets += 1;
-            self.out.push(Datagram {
+            self.out.datagrams.push(Datagram {
                 src: self.addr,
                 dst: to,
                 sport: GTPU,
@@ -282,8 +273,8 @@ impl EnbLogic {
                     return;
                 };
                 let body = serde_json::to_vec(&nas).unwrap_or_default();
-                self.radio_out
-                    .push(frame(mac, self.radio_mac, s1::ETHERTYPE, &body));
+                let f = frame(mac, self.radio_mac, s1::ETHERTYPE, &body);
+                self.out.frames.push((self.radio, f));
             }
             S1::InitialContextSetupRequest {
                 enb_ue_id,
@@ -343,7 +334,7 @@ impl EnbLogic {
     fn gtpu_message(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
         let io = gw::GtpuIo {
             paths: &mut self.paths,
-            out: &mut self.out,
+            out: &mut self.out.datagrams,
             c: &mut self.pc,
             reply: &mut self.reply,
         };
@@ -361,7 +352,7 @@ impl EnbLogic {
             _ => frame(ctx.mac, self.radio_mac, 0x0800, tpdu),
         };
         self.c.downlink_packets += 1;
-        self.radio_out.push(f);
+        self.out.frames.push((self.radio, f));
     }
 }
 
@@ -386,67 +377,54 @@ impl Hook for EnbLogic {
     }
 }
 
-impl Element for Enb {
+impl RouterProgram for EnbLogic {
     fn role(&self) -> &'static str {
         "enb"
     }
 
-    fn handle_frame(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        frame: &mut [u8],
-        tx: &mut dyn Transmit,
-    ) {
-        if port == self.logic.radio {
-            self.logic.radio_frame(now, frame);
-        } else {
-            self.router
-                .handle_frame_with(now, port, frame, tx, &mut self.logic);
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    /// The radio port is the eNodeB's own (the UEs' frames and signalling).
+    fn own_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8]) -> bool {
+        if port != self.radio {
+            return false;
         }
-        self.flush(now, tx);
+        self.radio_frame(now, frame);
+        true
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        [self.router.poll_at(), self.logic.paths.poll_at()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.paths.poll_at()
     }
 
-    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        if self.router.poll_at().is_some_and(|t| t <= now) {
-            self.router.poll(now, tx);
-        }
-        let l = &mut self.logic;
-        let gtpu = &mut l.gtpu;
-        l.paths.poll(
+    fn poll(&mut self, now: Instant) {
+        let gtpu = &mut self.gtpu;
+        self.paths.poll(
             now,
             |_| {
                 let mut b = Vec::new();
                 gtpu.echo_request(&mut b);
                 Some(b)
             },
-            &mut l.out,
+            &mut self.out.datagrams,
         );
-        self.flush(now, tx);
     }
 
-    fn tables(&self) -> Vec<String> {
-        let mut t = self.router.tables();
-        t.extend(["bearers".into(), "paths".into()]);
-        t
+    fn tables(&self) -> &'static [&'static str] {
+        &["bearers", "paths"]
     }
 
     fn show(&self, table: &str, now: Instant) -> Option<Value> {
         match table {
             "bearers" => {
-                let mut v: Vec<&UeCtx> = self.logic.ues.values().collect();
+                let mut v: Vec<&UeCtx> = self.ues.values().collect();
                 v.sort_by_key(|u| u.id);
                 Some(json!(v
                     .iter()
                     .map(|u| {
-                        let t = u.bearer.as_ref().and_then(|b| self.logic.gtpu.get(b.teid));
+                        let t = u.bearer.as_ref().and_then(|b| self.gtpu.get(b.teid));
                         json!({
                             "enb_ue_id": u.id,
                             "ue_mac": d11_element::mac_string(&u.mac),
@@ -464,15 +442,14 @@ impl Element for Enb {
                     })
                     .collect::<Vec<_>>()))
             }
-            "paths" => Some(self.logic.paths.view(now)),
-            _ => self.router.show(table, now),
+            "paths" => Some(self.paths.view(now)),
+            _ => None,
         }
     }
 
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
-        self.router.counters(out);
-        self.logic.c.for_each(out);
-        self.logic.pc.for_each(out);
-        gw::endpoint_counters(&self.logic.gtpu, "gtpu_", out);
+        self.c.for_each(out);
+        self.pc.for_each(out);
+        gw::endpoint_counters(&self.gtpu, "gtpu_", out);
     }
 }

@@ -17,11 +17,12 @@
 use crate::gtpc::{
     self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
 };
-use crate::gw::{self, Datagram, Divert, Gtpu, PathCounters, Paths};
+use crate::gw::{self, Datagram, Gtpu, PathCounters, Paths};
 use crate::mss::clamp_mss;
 use crate::pool::Pool;
 use crate::tunnel::Endpoint;
-use d11_element::{counters, derive_mac, Element, PortConfig, PortId, Transmit};
+use d11_element::{counters, derive_mac, PortConfig, PortId};
+use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::UDP_PORT as GTPU;
 use d11_wire::gtpv2::{value::Fteid, Packet};
@@ -120,19 +121,16 @@ pub struct PgwLogic {
     next_teid: u32,
     pub s5u: Endpoint,
     paths: Paths,
-    out: Vec<Datagram>,
-    /// Frames from the tunnels for the router, as received on the UEs' port.
-    inject: Vec<Vec<u8>>,
+    /// GTP datagrams; frames from the tunnels for the router, as received on the UEs' port
+    /// (inject).
+    out: Outbox,
     reply: Vec<u8>,
     pub c: PgwCounters,
     pub pc: PathCounters,
 }
 
-pub struct Pgw {
-    router: Router,
-    logic: PgwLogic,
-    kept: Vec<Vec<u8>>,
-}
+/// The PGW: a router whose UE port's wire is the GTP-U tunnels.
+pub type Pgw = RouterElement<PgwLogic>;
 
 /// The MAC the PGW answers ARP with for an IPv4 PDU session's UE (which has none).
 fn ipv4_session_mac(ip: Ipv4Addr) -> [u8; 6] {
@@ -140,8 +138,8 @@ fn ipv4_session_mac(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0xd2, o[0], o[1], o[2], o[3]]
 }
 
-impl Pgw {
-    pub fn new(cfg: &PgwConfig, recovery: u8) -> anyhow::Result<Self> {
+impl PgwLogic {
+    pub fn new(cfg: &PgwConfig, recovery: u8) -> anyhow::Result<Pgw> {
         let s5_addr = cfg
             .ports
             .iter()
@@ -172,9 +170,9 @@ impl Pgw {
         let ue_port = router
             .port_index(UE_PORT)
             .ok_or_else(|| anyhow::anyhow!("no UE port"))?;
-        let mut pgw = Self {
+        let mut pgw = RouterElement::new(
             router,
-            logic: PgwLogic {
+            PgwLogic {
                 s5_addr,
                 recovery,
                 ue_port,
@@ -187,14 +185,12 @@ impl Pgw {
                 next_teid: 0x7c00_0001,
                 s5u: Endpoint::new(s5_addr, recovery, 0x7700_0001),
                 paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
-                out: Vec::new(),
-                inject: Vec::new(),
+                out: Outbox::default(),
                 reply: Vec::new(),
                 c: PgwCounters::default(),
                 pc: PathCounters::default(),
             },
-            kept: Vec::new(),
-        };
+        );
         for st in &cfg.static_sessions {
             let l = &mut pgw.logic;
             if l.pool.allocate(&st.imsi, Some(st.ue_ip)) != Some(st.ue_ip) {
@@ -233,41 +229,6 @@ impl Pgw {
         }
         Ok(pgw)
     }
-
-    /// Runs the router over what the tunnels delivered and puts what it sent to the UEs into
-    /// the tunnels, until both are done.
-    fn settle(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        let mut kept = std::mem::take(&mut self.kept);
-        for _ in 0..64 {
-            {
-                let mut d = Divert {
-                    inner: tx,
-                    port: self.logic.ue_port,
-                    kept: &mut kept,
-                };
-                gw::flush(&mut self.router, now, &mut self.logic.out, &mut d);
-            }
-            if kept.is_empty() && self.logic.inject.is_empty() {
-                break;
-            }
-            for f in kept.drain(..) {
-                self.logic.downlink(&f);
-            }
-            let inject = std::mem::take(&mut self.logic.inject);
-            for mut f in inject {
-                let mut d = Divert {
-                    inner: tx,
-                    port: self.logic.ue_port,
-                    kept: &mut kept,
-                };
-                let p = self.logic.ue_port;
-                self.router
-                    .handle_frame_with(now, p, &mut f, &mut d, &mut self.logic);
-            }
-        }
-        kept.clear();
-        self.kept = kept;
-    }
 }
 
 impl PgwLogic {
@@ -282,7 +243,7 @@ impl PgwLogic {
     }
 
     fn send_c(&mut self, dst: Ipv4Addr, payload: Vec<u8>) {
-        self.out.push(Datagram {
+        self.out.datagrams.push(Datagram {
             src: self.s5_addr,
             dst,
             sport: GTPC,
@@ -439,7 +400,7 @@ impl PgwLogic {
     fn gtpu(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
         let io = gw::GtpuIo {
             paths: &mut self.paths,
-            out: &mut self.out,
+            out: &mut self.out.datagrams,
             c: &mut self.pc,
             reply: &mut self.reply,
         };
@@ -472,7 +433,7 @@ impl PgwLogic {
                         self.c.uplink_spoofed += 1;
                     } else {
                         self.c.uplink_packets += 1;
-                        self.inject.push(tpdu.to_vec());
+                        self.out.inject.push(tpdu.to_vec());
                     }
                 }
             }
@@ -485,7 +446,7 @@ impl PgwLogic {
                     self.c.uplink_packets += 1;
                     let f =
                         gw::ethernet_frame(self.ue_mac, ipv4_session_mac(s.ue_ip), 0x0800, tpdu);
-                    self.inject.push(f);
+                    self.out.inject.push(f);
                 }
             }
         }
@@ -525,7 +486,7 @@ impl PgwLogic {
                     a.extend_from_slice(&f[22..28]);
                     a.extend_from_slice(&f[28..32]);
                     a.resize(60, 0);
-                    self.inject.push(a);
+                    self.out.inject.push(a);
                 }
                 return;
             }
@@ -534,7 +495,7 @@ impl PgwLogic {
         let mut buf = Vec::new();
         if let Some(to) = self.s5u.encapsulate(s5u, tpdu, &mut buf) {
             self.c.downlink_packets += 1;
-            self.out.push(Datagram {
+            self.out.datagrams.push(Datagram {
                 src: self.s5_addr,
                 dst: to,
                 sport: GTPU,
@@ -589,80 +550,49 @@ impl Hook for PgwLogic {
     }
 }
 
-impl Element for Pgw {
+impl RouterProgram for PgwLogic {
     fn role(&self) -> &'static str {
         "pgw"
     }
 
-    fn handle_frame(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        frame: &mut [u8],
-        tx: &mut dyn Transmit,
-    ) {
-        {
-            let mut kept = std::mem::take(&mut self.kept);
-            let mut d = Divert {
-                inner: tx,
-                port: self.logic.ue_port,
-                kept: &mut kept,
-            };
-            self.router
-                .handle_frame_with(now, port, frame, &mut d, &mut self.logic);
-            for f in kept.drain(..) {
-                self.logic.downlink(&f);
-            }
-            self.kept = kept;
-        }
-        self.settle(now, tx);
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    fn tunnel_port(&self) -> Option<PortId> {
+        Some(self.ue_port)
+    }
+
+    /// What the router sent to a UE goes down its tunnel.
+    fn tunnel_frame(&mut self, _now: Instant, frame: &[u8]) {
+        self.downlink(frame);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        [self.router.poll_at(), self.logic.paths.poll_at()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.paths.poll_at()
     }
 
-    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        if self.router.poll_at().is_some_and(|t| t <= now) {
-            let mut kept = std::mem::take(&mut self.kept);
-            let mut d = Divert {
-                inner: tx,
-                port: self.logic.ue_port,
-                kept: &mut kept,
-            };
-            self.router.poll(now, &mut d);
-            for f in kept.drain(..) {
-                self.logic.downlink(&f);
-            }
-            self.kept = kept;
-        }
-        let l = &mut self.logic;
-        let ep = &mut l.s5u;
-        l.paths.poll(
+    fn poll(&mut self, now: Instant) {
+        let ep = &mut self.s5u;
+        self.paths.poll(
             now,
             |_| {
                 let mut b = Vec::new();
                 ep.echo_request(&mut b);
                 Some(b)
             },
-            &mut l.out,
+            &mut self.out.datagrams,
         );
-        self.settle(now, tx);
     }
 
-    fn tables(&self) -> Vec<String> {
-        let mut t = self.router.tables();
-        t.extend(["sessions".into(), "paths".into()]);
-        t
+    fn tables(&self) -> &'static [&'static str] {
+        &["sessions", "paths"]
     }
 
     fn show(&self, table: &str, now: Instant) -> Option<Value> {
         match table {
             "sessions" => {
-                let l = &self.logic;
+                let l = self;
                 let mut v: Vec<&Session> = l.sessions.values().collect();
                 v.sort_by_key(|s| s.ue_ip);
                 Some(json!(v
@@ -687,16 +617,15 @@ impl Element for Pgw {
                     })
                     .collect::<Vec<_>>()))
             }
-            "paths" => Some(self.logic.paths.view(now)),
-            _ => self.router.show(table, now),
+            "paths" => Some(self.paths.view(now)),
+            _ => None,
         }
     }
 
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
-        self.router.counters(out);
-        self.logic.c.for_each(out);
-        self.logic.pc.for_each(out);
-        gw::endpoint_counters(&self.logic.s5u, "s5u_", out);
+        self.c.for_each(out);
+        self.pc.for_each(out);
+        gw::endpoint_counters(&self.s5u, "s5u_", out);
     }
 }
 
@@ -723,7 +652,7 @@ mod tests {
                 "s5u_teid": 300, "sgw": "172.16.5.3", "sgw_teid": 400}],
         }))
         .unwrap();
-        Pgw::new(&cfg, 1).unwrap()
+        PgwLogic::new(&cfg, 1).unwrap()
     }
 
     /// An IPv4 TCP SYN with an MSS option, `len` octets in all, DF set.

@@ -20,7 +20,8 @@ use crate::gtpc::{
 };
 use crate::gw::{self, Datagram, Gtpu, PathCounters, Paths};
 use crate::tunnel::Endpoint;
-use d11_element::{counters, Element, PortId, Transmit};
+use d11_element::{counters, PortId};
+use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::{emit_signalling, MessageType, UDP_PORT as GTPU};
 use d11_wire::gtpv2::{value::Fteid, Packet};
@@ -149,16 +150,14 @@ pub struct SgwLogic {
     paths: Paths,
     /// GTPv2-C paths to the PGWs (S5-C), supervised for restarts.
     cpaths: Paths,
-    out: Vec<Datagram>,
+    out: Outbox,
     reply: Vec<u8>,
     pub c: SgwCounters,
     pub pc: PathCounters,
 }
 
-pub struct Sgw {
-    router: Router,
-    logic: SgwLogic,
-}
+/// The SGW: a router whose local UDP ports are GTPv2-C and GTP-U.
+pub type Sgw = RouterElement<SgwLogic>;
 
 fn port_addr(cfg: &SgwConfig, name: &str) -> anyhow::Result<Ipv4Addr> {
     cfg.ports
@@ -169,8 +168,8 @@ fn port_addr(cfg: &SgwConfig, name: &str) -> anyhow::Result<Ipv4Addr> {
         .ok_or_else(|| anyhow::anyhow!("the SGW needs a port {name:?} with an address"))
 }
 
-impl Sgw {
-    pub fn new(cfg: &SgwConfig, recovery: u8) -> anyhow::Result<Self> {
+impl SgwLogic {
+    pub fn new(cfg: &SgwConfig, recovery: u8) -> anyhow::Result<Sgw> {
         let s11_addr = port_addr(cfg, &cfg.s11_port)?;
         let s5_addr = port_addr(cfg, &cfg.s5_port)?;
         let router = Router::new(&RouterConfig {
@@ -179,9 +178,9 @@ impl Sgw {
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
         })?;
-        let mut sgw = Self {
+        let mut sgw = RouterElement::new(
             router,
-            logic: SgwLogic {
+            SgwLogic {
                 s11_addr,
                 s5_addr,
                 recovery,
@@ -196,12 +195,12 @@ impl Sgw {
                 s5u: Endpoint::new(s5_addr, recovery, 0x5500_0001),
                 paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
                 cpaths: Paths::on_port(Duration::from_secs(cfg.echo_interval_s), GTPC),
-                out: Vec::new(),
+                out: Outbox::default(),
                 reply: Vec::new(),
                 c: SgwCounters::default(),
                 pc: PathCounters::default(),
             },
-        };
+        );
         for st in &cfg.static_sessions {
             let l = &mut sgw.logic;
             let s11 = l.teid();
@@ -262,7 +261,7 @@ impl SgwLogic {
     }
 
     fn send_c(&mut self, src: Ipv4Addr, dst: Ipv4Addr, payload: Vec<u8>) {
-        self.out.push(Datagram {
+        self.out.datagrams.push(Datagram {
             src,
             dst,
             sport: GTPC,
@@ -637,7 +636,7 @@ impl SgwLogic {
         if let Ok(n) = emit_signalling(MessageType::EndMarker, to.teid, None, &[], &mut b) {
             b.truncate(n);
             self.c.end_markers_sent += 1;
-            self.out.push(Datagram {
+            self.out.datagrams.push(Datagram {
                 src: self.s11_addr,
                 dst: to.ipv4,
                 sport: GTPU,
@@ -651,7 +650,7 @@ impl SgwLogic {
         let s1 = local == self.s11_addr;
         let io = gw::GtpuIo {
             paths: &mut self.paths,
-            out: &mut self.out,
+            out: &mut self.out.datagrams,
             c: &mut self.pc,
             reply: &mut self.reply,
         };
@@ -678,7 +677,7 @@ impl SgwLogic {
                     } else {
                         self.c.downlink_packets += 1;
                     }
-                    self.out.push(Datagram {
+                    self.out.datagrams.push(Datagram {
                         src,
                         dst: to,
                         sport: GTPU,
@@ -772,44 +771,27 @@ impl Hook for SgwLogic {
     }
 }
 
-impl Element for Sgw {
+impl RouterProgram for SgwLogic {
     fn role(&self) -> &'static str {
         "sgw"
     }
 
-    fn handle_frame(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        frame: &mut [u8],
-        tx: &mut dyn Transmit,
-    ) {
-        self.router
-            .handle_frame_with(now, port, frame, tx, &mut self.logic);
-        gw::flush(&mut self.router, now, &mut self.logic.out, tx);
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        let retransmit = self.logic.pending.values().map(|q| q.sent + T3).min();
-        [
-            self.router.poll_at(),
-            self.logic.paths.poll_at(),
-            self.logic.cpaths.poll_at(),
-            retransmit,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let retransmit = self.pending.values().map(|q| q.sent + T3).min();
+        [self.paths.poll_at(), self.cpaths.poll_at(), retransmit]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        if self.router.poll_at().is_some_and(|t| t <= now) {
-            self.router.poll(now, tx);
-        }
-        let l = &mut self.logic;
-        l.retransmit(now);
-        let (s11, s1u, s5u) = (l.s11_addr, &mut l.s1u, &mut l.s5u);
-        l.paths.poll(
+    fn poll(&mut self, now: Instant) {
+        self.retransmit(now);
+        let (s11, s1u, s5u) = (self.s11_addr, &mut self.s1u, &mut self.s5u);
+        self.paths.poll(
             now,
             |local| {
                 let mut b = Vec::new();
@@ -820,31 +802,28 @@ impl Element for Sgw {
                 }
                 Some(b)
             },
-            &mut l.out,
+            &mut self.out.datagrams,
         );
         // GTPv2-C Echo to the PGWs, each with a sequence number of ours.
-        let (seq, recovery) = (&mut l.seq, l.recovery);
-        l.cpaths.poll(
+        let (seq, recovery) = (&mut self.seq, self.recovery);
+        self.cpaths.poll(
             now,
             |_| {
                 *seq = (*seq + 1) & 0x00ff_ffff;
                 Some(gtpc::echo(msg::ECHO_REQUEST, *seq, recovery))
             },
-            &mut l.out,
+            &mut self.out.datagrams,
         );
-        gw::flush(&mut self.router, now, &mut self.logic.out, tx);
     }
 
-    fn tables(&self) -> Vec<String> {
-        let mut t = self.router.tables();
-        t.extend(["sessions".into(), "paths".into(), "control_paths".into()]);
-        t
+    fn tables(&self) -> &'static [&'static str] {
+        &["sessions", "paths", "control_paths"]
     }
 
     fn show(&self, table: &str, now: Instant) -> Option<Value> {
         match table {
             "sessions" => {
-                let l = &self.logic;
+                let l = self;
                 let mut v: Vec<&Session> = l.sessions.values().collect();
                 v.sort_by(|a, b| a.imsi.cmp(&b.imsi));
                 Some(json!(v
@@ -876,18 +855,17 @@ impl Element for Sgw {
                     })
                     .collect::<Vec<_>>()))
             }
-            "paths" => Some(self.logic.paths.view(now)),
-            "control_paths" => Some(self.logic.cpaths.view(now)),
-            _ => self.router.show(table, now),
+            "paths" => Some(self.paths.view(now)),
+            "control_paths" => Some(self.cpaths.view(now)),
+            _ => None,
         }
     }
 
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
-        self.router.counters(out);
-        self.logic.c.for_each(out);
-        self.logic.pc.for_each(out);
-        gw::endpoint_counters(&self.logic.s1u, "s1u_", out);
-        gw::endpoint_counters(&self.logic.s5u, "s5u_", out);
+        self.c.for_each(out);
+        self.pc.for_each(out);
+        gw::endpoint_counters(&self.s1u, "s1u_", out);
+        gw::endpoint_counters(&self.s5u, "s5u_", out);
     }
 }
 
@@ -916,7 +894,7 @@ mod tests {
             "echo_interval_s": 0,
         }))
         .unwrap();
-        Sgw::new(&cfg, 3).unwrap()
+        SgwLogic::new(&cfg, 3).unwrap()
     }
 
     fn mac(s: &Sgw, port: PortId) -> [u8; 6] {

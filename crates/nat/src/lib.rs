@@ -16,7 +16,8 @@
 //!   there, seen from the first host's external address (REQ-9).
 //! - The table is bounded (`max_mappings`); new flows past it are dropped and counted.
 
-use d11_element::{counters, Element, PortId, Transmit};
+use d11_element::{counters, PortId};
+use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, Router, RouterConfig};
 use d11_wire::{checksum_adjust as adjust, fill_ipv4_checksum, internet_checksum};
 use serde::{Deserialize, Serialize};
@@ -182,6 +183,8 @@ pub struct Table {
     next_sweep: Option<Instant>,
     /// Set by prerouting for a hairpinned packet, taken by its postrouting.
     hairpin: bool,
+    /// (Empty: the NAT sends nothing of its own.)
+    outbox: Outbox,
     pub c: NatCounters,
 }
 
@@ -312,6 +315,7 @@ impl Table {
             paired: HashMap::new(),
             next_sweep: None,
             hairpin: false,
+            outbox: Outbox::default(),
             c: NatCounters::default(),
         })
     }
@@ -594,74 +598,48 @@ impl Hook for Table {
 }
 
 /// The NAT element: a router with the table as its hook.
-pub struct Nat {
-    router: Router,
-    table: Table,
+/// The NAT: a router whose hook is the mapping table.
+pub type Nat = RouterElement<Table>;
+
+/// Builds the NAT: the router, with proxy ARP for the public pool on the outside port.
+pub fn new(cfg: &NatConfig) -> anyhow::Result<Nat> {
+    let mut router = Router::new(&cfg.router)?;
+    let table = Table::new(&cfg.nat, &cfg.router.ports)?;
+    for a in table.pool() {
+        router.add_proxy_arp(table.outside(), *a);
+    }
+    Ok(RouterElement::new(router, table))
 }
 
-impl Nat {
-    pub fn new(cfg: &NatConfig) -> anyhow::Result<Self> {
-        let mut router = Router::new(&cfg.router)?;
-        let table = Table::new(&cfg.nat, &cfg.router.ports)?;
-        for a in table.pool() {
-            router.add_proxy_arp(table.outside(), *a);
-        }
-        Ok(Self { router, table })
-    }
-
-    pub fn table(&self) -> &Table {
-        &self.table
-    }
-}
-
-impl Element for Nat {
+impl RouterProgram for Table {
     fn role(&self) -> &'static str {
         "nat"
     }
 
-    fn handle_frame(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        frame: &mut [u8],
-        tx: &mut dyn Transmit,
-    ) {
-        self.router
-            .handle_frame_with(now, port, frame, tx, &mut self.table);
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        [self.router.poll_at(), self.table.next_sweep]
-            .into_iter()
-            .flatten()
-            .min()
+        self.next_sweep
     }
 
-    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        if self.table.next_sweep.is_some_and(|t| t <= now) {
-            self.table.sweep(now);
-        }
-        if self.router.poll_at().is_some_and(|t| t <= now) {
-            self.router.poll(now, tx);
+    fn poll(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            self.sweep(now);
         }
     }
 
-    fn tables(&self) -> Vec<String> {
-        let mut t = self.router.tables();
-        t.push("mappings".into());
-        t
+    fn tables(&self) -> &'static [&'static str] {
+        &["mappings"]
     }
 
     fn show(&self, table: &str, now: Instant) -> Option<serde_json::Value> {
-        match table {
-            "mappings" => Some(self.table.view(now)),
-            _ => self.router.show(table, now),
-        }
+        (table == "mappings").then(|| self.view(now))
     }
 
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
-        self.router.counters(out);
-        self.table.c.for_each(out);
+        self.c.for_each(out);
     }
 }
 

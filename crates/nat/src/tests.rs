@@ -1,7 +1,7 @@
 //! NAT conformance (RFC 4787, 5382, 5508) on frames, with time moved by hand.
 
 use super::*;
-use d11_element::Collect;
+use d11_element::{Collect, Element};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
@@ -31,7 +31,7 @@ fn nat(filtering: &str, max: usize) -> Nat {
         "nat": {"inside": ["eth0"], "outside": "eth1", "pool": ["198.51.100.10-11"], "filtering": filtering, "max_mappings": max},
     }))
     .unwrap();
-    let mut n = Nat::new(&cfg).unwrap();
+    let mut n = crate::new(&cfg).unwrap();
     // Teach it the neighbours' MACs (an ARP request to the NAT from each).
     let mut tx = Collect::default();
     let now = Instant::now();
@@ -172,7 +172,7 @@ fn endpoint_independent_mapping_with_port_preservation() {
     assert_eq!(a[0].0, 1, "out of the outside port");
     assert_eq!(&a[0].1[0..6], &A2_MAC);
     assert_eq!((sa, pa), (sb, pb), "one mapping for both destinations");
-    assert!(n.table.pool().contains(&sa));
+    assert!(n.logic.pool().contains(&sa));
     assert_eq!(pa, 40000, "port preserved");
     assert_eq!((da, db), (SRV, SRV2));
     // A second host keeps its own port when free; the same port from another host's paired
@@ -180,7 +180,7 @@ fn endpoint_independent_mapping_with_port_preservation() {
     let c = send(&mut n, t, 0, &udp(UE2, 40000, SRV, 443));
     let (sc, pc, _, _) = five(&c[0].1);
     assert_ne!((sc, pc), (sa, pa));
-    assert_eq!(n.table.len(), 2);
+    assert_eq!(n.logic.len(), 2);
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn unsolicited_inbound_is_dropped_and_replies_come_back() {
         &udp(SRV, 443, Ipv4Addr::new(198, 51, 100, 10), 5555)
     )
     .is_empty());
-    assert_eq!(n.table.c.unsolicited_dropped, 1);
+    assert_eq!(n.logic.c.unsolicited_dropped, 1);
     let out = send(&mut n, t, 0, &udp(UE, 40000, SRV, 443));
     let (ext, eport, _, _) = five(&out[0].1);
     let back = send(&mut n, t, 1, &udp(SRV, 443, ext, eport));
@@ -218,7 +218,7 @@ fn address_dependent_filtering() {
         "same address, any port"
     );
     assert!(send(&mut n, t, 1, &udp(SRV2, 443, ext, eport)).is_empty());
-    assert_eq!(n.table.c.filtered_dropped, 1);
+    assert_eq!(n.logic.c.filtered_dropped, 1);
 }
 
 #[test]
@@ -253,7 +253,7 @@ fn icmp_errors_are_translated_with_the_embedded_header() {
         five(&[&[0u8; 14][..], inner].concat()),
         (UE, 40000, SRV, 33434)
     );
-    assert_eq!(n.table.c.icmp_errors_translated, 1);
+    assert_eq!(n.logic.c.icmp_errors_translated, 1);
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn timeouts_expire_on_the_given_clock() {
         &tcp(UE, 42000, SRV, 443, TcpControl::Syn, false),
     );
     let states: Vec<String> = n
-        .table
+        .logic
         .view(t)
         .as_array()
         .unwrap()
@@ -305,16 +305,16 @@ fn timeouts_expire_on_the_given_clock() {
     );
     let at = |s: u64| t + Duration::from_secs(s) + Duration::from_millis(500);
     n.poll(at(119), &mut tx);
-    assert_eq!(n.table.len(), 3, "UDP lives 2 minutes");
+    assert_eq!(n.logic.len(), 3, "UDP lives 2 minutes");
     n.poll(at(121), &mut tx);
-    assert_eq!(n.table.len(), 2);
+    assert_eq!(n.logic.len(), 2);
     n.poll(at(241), &mut tx);
-    assert_eq!(n.table.len(), 1, "transitory TCP: 4 minutes");
+    assert_eq!(n.logic.len(), 1, "transitory TCP: 4 minutes");
     n.poll(at(7439), &mut tx);
-    assert_eq!(n.table.len(), 1);
+    assert_eq!(n.logic.len(), 1);
     n.poll(at(7441), &mut tx);
-    assert!(n.table.is_empty(), "established TCP: 2 h 4 min");
-    assert_eq!(n.table.c.mappings_expired, 3);
+    assert!(n.logic.is_empty(), "established TCP: 2 h 4 min");
+    assert_eq!(n.logic.c.mappings_expired, 3);
     // After expiry the old external endpoint is unsolicited again.
     assert!(send(
         &mut n,
@@ -337,10 +337,10 @@ fn hairpinning_reaches_the_other_host_from_an_external_address() {
     let (s, sp, d, dp) = five(&hp[0].1);
     assert_eq!((d, dp), (UE, 40000));
     assert!(
-        n.table.pool().contains(&s),
+        n.logic.pool().contains(&s),
         "seen from UE2's external address, {s}:{sp}"
     );
-    assert_eq!(n.table.c.hairpinned, 1);
+    assert_eq!(n.logic.c.hairpinned, 1);
 }
 
 #[test]
@@ -350,8 +350,8 @@ fn the_table_is_bounded() {
     for p in 0..3 {
         send(&mut n, t, 0, &udp(UE, 40000 + p, SRV, 443));
     }
-    assert_eq!(n.table.len(), 2);
-    assert_eq!(n.table.c.refused_full, 1);
+    assert_eq!(n.logic.len(), 2);
+    assert_eq!(n.logic.c.refused_full, 1);
 }
 
 #[test]

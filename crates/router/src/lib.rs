@@ -9,6 +9,7 @@
 //! bucket, never about ICMP errors, fragments after the first, or non-unicast packets.
 
 pub mod neigh;
+pub mod program;
 pub mod rib;
 pub mod udp;
 

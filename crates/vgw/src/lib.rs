@@ -13,9 +13,10 @@
 //!   received on that port.
 //! - Everything else (ARP, ping, TTL, ICMP errors, fragmentation needed) is `d11-router`'s.
 
-use d11_element::{counters, Element, PortConfig, PortId, Transmit};
+use d11_element::{counters, PortConfig, PortId};
+use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::udp::{self, Datagram};
-use d11_router::{Divert, Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::{checksum_adjust, fill_ipv4_checksum, vxlan};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
@@ -174,18 +175,14 @@ pub struct Logic {
     next_check: Option<Instant>,
     router_addr: Ipv4Addr,
     probe_port: u16,
-    /// IPv4 packets to send (probes, resets).
-    ip_out: Vec<Vec<u8>>,
-    out: Vec<Datagram>,
-    inject: Vec<Vec<u8>>,
+    /// VXLAN to the hosts (datagrams), probes and resets (packets), frames from the hosts
+    /// for the VPC router (inject).
+    out: Outbox,
     pub c: VgwCounters,
 }
 
-pub struct Vgw {
-    router: Router,
-    logic: Logic,
-    kept: Vec<Vec<u8>>,
-}
+/// The gateway node: a router whose VPC port's wire is VXLAN.
+pub type Vgw = RouterElement<Logic>;
 
 fn port_of(cfg: &VgwConfig, name: &str) -> anyhow::Result<(PortId, Option<Ipv4Addr>)> {
     let i = cfg
@@ -196,8 +193,8 @@ fn port_of(cfg: &VgwConfig, name: &str) -> anyhow::Result<(PortId, Option<Ipv4Ad
     Ok((i, cfg.ports[i].addresses.first().map(|a| a.addr())))
 }
 
-impl Vgw {
-    pub fn new(cfg: &VgwConfig) -> anyhow::Result<Self> {
+impl Logic {
+    pub fn new(cfg: &VgwConfig) -> anyhow::Result<Vgw> {
         let (external, _) = port_of(cfg, &cfg.external)?;
         let (underlay, addr) = port_of(cfg, &cfg.underlay)?;
         let addr = addr.ok_or_else(|| anyhow::anyhow!("the underlay port needs an address"))?;
@@ -242,9 +239,9 @@ impl Vgw {
                 }
             }
         }
-        Ok(Self {
+        Ok(RouterElement::new(
             router,
-            logic: Logic {
+            Logic {
                 external,
                 underlay,
                 vpc_port,
@@ -265,51 +262,10 @@ impl Vgw {
                 next_check: Some(Instant::now()),
                 router_addr: cfg.vpc.router.addr(),
                 probe_port: 40000,
-                ip_out: Vec::new(),
-                out: Vec::new(),
-                inject: Vec::new(),
+                out: Outbox::default(),
                 c: VgwCounters::default(),
             },
-            kept: Vec::new(),
-        })
-    }
-
-    /// Puts what the router sent to the VPC into VXLAN, and hands it what the hosts sent, until
-    /// both are done.
-    fn settle(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        let mut kept = std::mem::take(&mut self.kept);
-        for _ in 0..64 {
-            {
-                let mut d = Divert {
-                    inner: tx,
-                    port: self.logic.vpc_port,
-                    kept: &mut kept,
-                };
-                udp::flush(&mut self.router, now, &mut self.logic.out, &mut d);
-                for ip in self.logic.ip_out.drain(..) {
-                    self.router.send_ip(now, &ip, &mut d);
-                }
-            }
-            if kept.is_empty() && self.logic.inject.is_empty() {
-                break;
-            }
-            for f in kept.drain(..) {
-                self.logic.wrap_for_vpc(now, &f);
-            }
-            let inject = std::mem::take(&mut self.logic.inject);
-            for mut f in inject {
-                let p = self.logic.vpc_port;
-                let mut d = Divert {
-                    inner: tx,
-                    port: p,
-                    kept: &mut kept,
-                };
-                self.router
-                    .handle_frame_with(now, p, &mut f, &mut d, &mut self.logic);
-            }
-        }
-        kept.clear();
-        self.kept = kept;
+        ))
     }
 }
 
@@ -432,7 +388,7 @@ impl Logic {
             let seq = u32::from(self.probe_port).wrapping_mul(2_654_435_761);
             let (addr, port) = (self.lbs[i].addr, self.lbs[i].port);
             let p = self.tcp_packet(addr, self.probe_port, port, seq, 0x02);
-            self.ip_out.push(p);
+            self.out.packets.push(p);
             self.lbs[i].probe = Some((self.probe_port, seq, now));
         }
         self.next_check = Some(now + self.check.interval());
@@ -462,7 +418,7 @@ impl Logic {
             self.c.lb_checks_ok += 1;
             // Close the half-open connection: RST with the sequence number it acknowledged.
             let rst = self.tcp_packet(src, dport, sport, ack, 0x04);
-            self.ip_out.push(rst);
+            self.out.packets.push(rst);
             self.check_result(i, true, "L4OK");
         } else if flags & 0x04 != 0 {
             self.c.lb_checks_failed += 1;
@@ -570,7 +526,7 @@ impl Logic {
             49152 + (d11_wire::fnv::fnv1a32(f[..f.len().min(38)].iter().copied()) % 16384) as u16;
         for t in targets {
             self.c.vxlan_tx += 1;
-            self.out.push(Datagram {
+            self.out.datagrams.push(Datagram {
                 src: self.addr,
                 dst: t,
                 sport,
@@ -620,7 +576,7 @@ impl Logic {
                 }
             }
         }
-        self.inject.push(f.to_vec());
+        self.out.inject.push(f.to_vec());
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -681,76 +637,43 @@ impl Hook for Logic {
     }
 }
 
-impl Element for Vgw {
+impl RouterProgram for Logic {
     fn role(&self) -> &'static str {
         "vgw"
     }
 
-    fn handle_frame(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        frame: &mut [u8],
-        tx: &mut dyn Transmit,
-    ) {
-        {
-            let mut kept = std::mem::take(&mut self.kept);
-            let mut d = Divert {
-                inner: tx,
-                port: self.logic.vpc_port,
-                kept: &mut kept,
-            };
-            self.router
-                .handle_frame_with(now, port, frame, &mut d, &mut self.logic);
-            for f in kept.drain(..) {
-                self.logic.wrap_for_vpc(now, &f);
-            }
-            self.kept = kept;
-        }
-        self.settle(now, tx);
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    fn tunnel_port(&self) -> Option<PortId> {
+        Some(self.vpc_port)
+    }
+
+    fn tunnel_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.wrap_for_vpc(now, frame);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        let check = (!self.logic.lbs.is_empty())
-            .then_some(self.logic.next_check)
-            .flatten();
-        [self.router.poll_at(), self.logic.next_sweep, check]
-            .into_iter()
-            .flatten()
-            .min()
+        let check = (!self.lbs.is_empty()).then_some(self.next_check).flatten();
+        [self.next_sweep, check].into_iter().flatten().min()
     }
 
-    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        if self.logic.next_sweep.is_some_and(|t| t <= now) {
-            self.logic.sweep(now);
+    fn poll(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            self.sweep(now);
         }
-        if !self.logic.lbs.is_empty() && self.logic.next_check.is_some_and(|t| t <= now) {
-            self.logic.run_checks(now);
+        if !self.lbs.is_empty() && self.next_check.is_some_and(|t| t <= now) {
+            self.run_checks(now);
         }
-        if self.router.poll_at().is_some_and(|t| t <= now) {
-            let mut kept = std::mem::take(&mut self.kept);
-            let mut d = Divert {
-                inner: tx,
-                port: self.logic.vpc_port,
-                kept: &mut kept,
-            };
-            self.router.poll(now, &mut d);
-            for f in kept.drain(..) {
-                self.logic.wrap_for_vpc(now, &f);
-            }
-            self.kept = kept;
-        }
-        self.settle(now, tx);
     }
 
-    fn tables(&self) -> Vec<String> {
-        let mut t = self.router.tables();
-        t.extend(["vips".into(), "conntrack".into(), "fdb".into()]);
-        t
+    fn tables(&self) -> &'static [&'static str] {
+        &["vips", "conntrack", "fdb"]
     }
 
     fn show(&self, table: &str, now: Instant) -> Option<Value> {
-        let l = &self.logic;
+        let l = self;
         match table {
             "vips" => Some(json!(l
                 .vips
@@ -792,13 +715,12 @@ impl Element for Vgw {
                     "age_s": now.saturating_duration_since(*t).as_secs(),
                 }))
                 .collect::<Vec<_>>())),
-            _ => self.router.show(table, now),
+            _ => None,
         }
     }
 
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
-        self.router.counters(out);
-        self.logic.c.for_each(out);
+        self.c.for_each(out);
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use d11_element::Collect;
+use d11_element::{Collect, Element};
 
 const UNDERLAY: PortId = 1;
 
@@ -14,7 +14,7 @@ fn vgw() -> Vgw {
         "vips": [{"vip": "203.0.113.10", "lbs": ["192.168.1.10"]}],
     }))
     .unwrap();
-    Vgw::new(&cfg).unwrap()
+    Logic::new(&cfg).unwrap()
 }
 
 /// VXLAN (VNI 1001) from `src` to the gateway's underlay address, carrying a broadcast

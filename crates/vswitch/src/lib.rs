@@ -24,7 +24,8 @@
 //!   [`Hook::local`] and sent with [`Router::send_udp`].
 //! - Bad input (malformed VXLAN, an unknown VNI, runt frames) is counted and dropped.
 
-use d11_element::{counters, mac_string, Element, PortConfig, PortId, Transmit};
+use d11_element::{counters, mac_string, PortConfig, PortId};
+use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::udp::{self, Datagram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::vxlan;
@@ -119,18 +120,16 @@ pub struct Logic {
     ageing: Duration,
     fdb_max_per_vni: usize,
     next_sweep: Option<Instant>,
-    out: Vec<Datagram>,
-    local_out: Vec<(PortId, Vec<u8>)>,
+    /// VXLAN to send (datagrams) and frames to VM ports (frames).
+    out: Outbox,
     pub c: VswitchCounters,
 }
 
-pub struct Vswitch {
-    router: Router,
-    logic: Logic,
-}
+/// The virtual switch: its underlay side is a router.
+pub type Vswitch = RouterElement<Logic>;
 
-impl Vswitch {
-    pub fn new(cfg: &VswitchConfig) -> anyhow::Result<Self> {
+impl Logic {
+    pub fn new(cfg: &VswitchConfig) -> anyhow::Result<Vswitch> {
         let underlay = cfg
             .ports
             .iter()
@@ -181,9 +180,9 @@ impl Vswitch {
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
         })?;
-        Ok(Self {
+        Ok(RouterElement::new(
             router,
-            logic: Logic {
+            Logic {
                 underlay,
                 addr,
                 mtu: u.ip_mtu(),
@@ -195,18 +194,10 @@ impl Vswitch {
                 ageing: Duration::from_secs(cfg.fdb_ageing_s.max(1)),
                 fdb_max_per_vni: cfg.fdb_max_per_vni,
                 next_sweep: None,
-                out: Vec::new(),
-                local_out: Vec::new(),
+                out: Outbox::default(),
                 c: VswitchCounters::default(),
             },
-        })
-    }
-
-    fn flush(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        for (p, f) in self.logic.local_out.drain(..) {
-            tx.send(p, &f);
-        }
-        udp::flush(&mut self.router, now, &mut self.logic.out, tx);
+        ))
     }
 }
 
@@ -273,7 +264,7 @@ impl Logic {
         }
         payload[vxlan::HEADER_LEN..].copy_from_slice(frame);
         self.c.encapsulated += 1;
-        self.out.push(Datagram {
+        self.out.datagrams.push(Datagram {
             src: self.addr,
             dst: to,
             sport: entropy_port(frame),
@@ -307,14 +298,14 @@ impl Logic {
             Some(Dest::Local(q)) if q == port => self.c.hairpin_dropped += 1,
             Some(Dest::Local(q)) => {
                 self.c.switched_local += 1;
-                self.local_out.push((q, f.to_vec()));
+                self.out.frames.push((q, f.to_vec()));
             }
             Some(Dest::Remote(ip)) => self.encapsulate(vni, f, ip),
             None => {
                 self.c.flooded += 1;
                 for q in 0..self.vni_of.len() {
                     if q != port && self.vni_of[q] == Some(vni) {
-                        self.local_out.push((q, f.to_vec()));
+                        self.out.frames.push((q, f.to_vec()));
                     }
                 }
                 let vteps = self.vteps.get(&vni).cloned().unwrap_or_default();
@@ -365,13 +356,13 @@ impl Logic {
             None
         };
         match known {
-            Some(Dest::Local(q)) => self.local_out.push((q, f.to_vec())),
+            Some(Dest::Local(q)) => self.out.frames.push((q, f.to_vec())),
             // Split horizon: what came from the underlay never goes back to it.
             Some(Dest::Remote(_)) => self.c.vxlan_to_remote_dropped += 1,
             None => {
                 for q in 0..self.vni_of.len() {
                     if self.vni_of[q] == Some(vni) {
-                        self.local_out.push((q, f.to_vec()));
+                        self.out.frames.push((q, f.to_vec()));
                     }
                 }
             }
@@ -416,51 +407,40 @@ impl Hook for Logic {
     }
 }
 
-impl Element for Vswitch {
+impl RouterProgram for Logic {
     fn role(&self) -> &'static str {
         "vswitch"
     }
 
-    fn handle_frame(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        frame: &mut [u8],
-        tx: &mut dyn Transmit,
-    ) {
-        if port == self.logic.underlay {
-            self.router
-                .handle_frame_with(now, port, frame, tx, &mut self.logic);
-        } else {
-            self.logic.frame_from_vm(now, port, frame);
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    /// The VM ports are the switch's; the underlay port is the router's.
+    fn own_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8]) -> bool {
+        if port == self.underlay {
+            return false;
         }
-        self.flush(now, tx);
+        self.frame_from_vm(now, port, frame);
+        true
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        [self.router.poll_at(), self.logic.next_sweep]
-            .into_iter()
-            .flatten()
-            .min()
+        self.next_sweep
     }
 
-    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
-        if self.logic.next_sweep.is_some_and(|t| t <= now) {
-            self.logic.sweep(now);
-        }
-        if self.router.poll_at().is_some_and(|t| t <= now) {
-            self.router.poll(now, tx);
+    fn poll(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            self.sweep(now);
         }
     }
 
-    fn tables(&self) -> Vec<String> {
-        let mut t = self.router.tables();
-        t.extend(["fdb".into(), "vteps".into(), "vms".into()]);
-        t
+    fn tables(&self) -> &'static [&'static str] {
+        &["fdb", "vteps", "vms"]
     }
 
     fn show(&self, table: &str, now: Instant) -> Option<Value> {
-        let l = &self.logic;
+        let l = self;
         match table {
             "fdb" => {
                 let mut v: Vec<_> = l.fdb.iter().collect();
@@ -497,13 +477,12 @@ impl Element for Vswitch {
                 .enumerate()
                 .filter_map(|(i, v)| v.map(|vni| json!({"port": l.port_names[i], "vni": vni})))
                 .collect::<Vec<_>>())),
-            _ => self.router.show(table, now),
+            _ => None,
         }
     }
 
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
-        self.router.counters(out);
-        self.logic.c.for_each(out);
+        self.c.for_each(out);
     }
 }
 

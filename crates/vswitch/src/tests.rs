@@ -1,5 +1,5 @@
 use super::*;
-use d11_element::Collect;
+use d11_element::{Collect, Element};
 
 const UNDERLAY: PortId = 2;
 
@@ -15,7 +15,7 @@ fn switch(name: &str, addr: &str, peer: &str) -> Vswitch {
         "vteps": {"1001": [peer], "1002": [peer]},
     }))
     .unwrap();
-    Vswitch::new(&cfg).unwrap()
+    Logic::new(&cfg).unwrap()
 }
 
 fn eth(dst: [u8; 6], src: [u8; 6], body: &[u8]) -> Vec<u8> {
@@ -101,7 +101,7 @@ fn bad_vxlan_is_counted_and_dropped() {
     let inner = eth(A1, B1, b"x");
     let mut send = |vx: Vec<u8>| {
         let l = &mut sw[0].logic;
-        l.out.push(Datagram {
+        l.out.datagrams.push(Datagram {
             src: l.addr,
             dst: Ipv4Addr::new(10, 1, 0, 12),
             sport: 50000,
@@ -109,7 +109,7 @@ fn bad_vxlan_is_counted_and_dropped() {
             payload: vx,
         });
         let mut tx = Collect::default();
-        sw[0].flush(Instant::now(), &mut tx);
+        sw[0].poll(Instant::now(), &mut tx);
         for (_, mut f) in tx.frames {
             sw[1].handle_frame(Instant::now(), UNDERLAY, &mut f, &mut Collect::default());
         }
@@ -171,7 +171,7 @@ fn learning_is_bounded_per_vni_and_moves_are_counted() {
         "fdb_max_per_vni": 3,
     }))
     .unwrap();
-    let mut s = Vswitch::new(&cfg).unwrap();
+    let mut s = Logic::new(&cfg).unwrap();
     let now = Instant::now();
     let mut tx = Collect::default();
     // VNI 1001 fills up with five MACs: three are learned, two counted.

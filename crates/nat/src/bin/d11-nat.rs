@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use d11_element::{program_main, ElementArgs};
-use d11_nat::Nat;
 
 /// Carrier NAT (NAPT) at the PGW's egress: endpoint-independent mapping, configurable
 /// filtering, port preservation, a public address pool, RFC 5382 TCP timeouts, ICMP error
@@ -19,5 +18,5 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    program_main("d11-nat", &cli.element, Nat::new)
+    program_main("d11-nat", &cli.element, d11_nat::new)
 }

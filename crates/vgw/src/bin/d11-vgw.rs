@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use d11_element::{program_main, ElementArgs};
-use d11_vgw::{Vgw, VgwConfig};
+use d11_vgw::{Logic, VgwConfig};
 
 /// The cloud's gateway node: answers ARP for the VIPs on its `external` port and translates
 /// packets to a VIP's open ports to one of its load-balancer VMs (`vips = [{ vip, ports, lbs
@@ -19,5 +19,5 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    program_main("d11-vgw", &cli.element, |cfg: &VgwConfig| Vgw::new(cfg))
+    program_main("d11-vgw", &cli.element, |cfg: &VgwConfig| Logic::new(cfg))
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use d11_element::{program_main, ElementArgs};
-use d11_vswitch::{Vswitch, VswitchConfig};
+use d11_vswitch::{Logic, VswitchConfig};
 
 /// A physical host's virtual switch: VM ports, each in a VNI (`vnis = { PORT = VNI }`), and a
 /// VXLAN VTEP (RFC 7348, UDP 4789) on the `underlay` port, with per-VNI MAC learning and
@@ -21,6 +21,6 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     program_main("d11-vswitch", &cli.element, |cfg: &VswitchConfig| {
-        Vswitch::new(cfg)
+        Logic::new(cfg)
     })
 }

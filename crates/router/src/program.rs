@@ -1,0 +1,232 @@
+//! Programs built on the router: the NAT, the eNodeB, SGW and PGW, the cloud's gateway node and
+//! the virtual switch are each a [`Router`] (ARP, ping, ICMP errors, routes, next hops) and a
+//! logic of their own, which sees the router's packets through its [`Hook`] and adds what its
+//! role needs. [`RouterElement`] is the [`Element`] around the two: one plumbing for all of
+//! them, so each writes only its logic.
+//!
+//! The logic is sans-IO like the router: it is given frames and time and leaves what it wants
+//! sent in its [`Outbox`], which the element empties after each frame and each poll:
+//! - `datagrams`: UDP from the router's own addresses (GTP, VXLAN, signalling);
+//! - `packets`: IP packets from the router's own addresses (a health probe);
+//! - `frames`: frames sent as they are on a port the logic owns (an eNodeB's radio, a switch's
+//!   VM ports);
+//! - `inject`: frames that arrived through the logic's tunnels, for the router as if received
+//!   on the tunnel port (a PGW's UE side, the gateway's VPC router).
+//!
+//! A *tunnel port* is a router port that is no device: what the router sends there is handed
+//! to [`RouterProgram::tunnel_frame`] (to be wrapped in GTP-U or VXLAN).
+//!
+//! A place is left for a control plane on the router's own addresses (BGP over TCP): a logic
+//! sees every packet for the router in [`Hook::local`] and answers through its outbox.
+
+use crate::udp::{self, Datagram};
+use crate::{Divert, Hook, Router};
+use d11_element::{Element, PortId, Transmit};
+use serde_json::Value;
+use std::time::Instant;
+
+/// What a logic leaves for the wire.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub datagrams: Vec<Datagram>,
+    pub packets: Vec<Vec<u8>>,
+    pub frames: Vec<(PortId, Vec<u8>)>,
+    pub inject: Vec<Vec<u8>>,
+}
+
+impl Outbox {
+    fn is_idle(&self) -> bool {
+        self.datagrams.is_empty()
+            && self.packets.is_empty()
+            && self.frames.is_empty()
+            && self.inject.is_empty()
+    }
+}
+
+/// The logic of a program built on the router.
+pub trait RouterProgram: Hook {
+    /// The role name (`d11 show NODE info`).
+    fn role(&self) -> &'static str;
+
+    /// Where the logic leaves what it wants sent.
+    fn outbox(&mut self) -> &mut Outbox;
+
+    /// A frame on a port the logic owns, not the router (an eNodeB's radio, a switch's VM
+    /// ports): the logic takes it and returns true. Other ports' frames go to the router.
+    fn own_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8]) -> bool {
+        let _ = (now, port, frame);
+        false
+    }
+
+    /// The router port that is no device but the logic's tunnels.
+    fn tunnel_port(&self) -> Option<PortId> {
+        None
+    }
+
+    /// A frame the router sent to the tunnel port.
+    fn tunnel_frame(&mut self, now: Instant, frame: &[u8]) {
+        let _ = (now, frame);
+    }
+
+    /// When the logic wants [`RouterProgram::poll`] (its own timers).
+    fn poll_at(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The logic's timers: called at every poll of the element, it acts on what is due.
+    fn poll(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// The logic's own tables for `d11 show`, after the router's.
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// One of the logic's tables; `None` for the router's.
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        let _ = (table, now);
+        None
+    }
+
+    /// The logic's counters, after the router's.
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        let _ = out;
+    }
+}
+
+/// How many rounds of "the router sent to the tunnels, the tunnels delivered to the router"
+/// one frame or poll may cause (a loop between them ends here).
+const SETTLE_ROUNDS: usize = 64;
+
+/// A router and the logic of a program built on it, as one [`Element`].
+pub struct RouterElement<L> {
+    pub router: Router,
+    pub logic: L,
+    /// Frames the router sent to the tunnel port, on their way to the logic.
+    kept: Vec<Vec<u8>>,
+}
+
+impl<L: RouterProgram> RouterElement<L> {
+    pub fn new(router: Router, logic: L) -> Self {
+        Self {
+            router,
+            logic,
+            kept: Vec::new(),
+        }
+    }
+
+    /// The router's transmitter for this element: the tunnel port's frames are kept.
+    fn divert<'a>(
+        tunnel: Option<PortId>,
+        tx: &'a mut dyn Transmit,
+        kept: &'a mut Vec<Vec<u8>>,
+    ) -> Divert<'a> {
+        Divert {
+            inner: tx,
+            port: tunnel.unwrap_or(PortId::MAX),
+            kept,
+        }
+    }
+
+    /// Sends what the logic left, hands the logic what the router sent to its tunnels, and the
+    /// router what came out of them, until all is done.
+    fn settle(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        let tunnel = self.logic.tunnel_port();
+        let mut kept = std::mem::take(&mut self.kept);
+        for _ in 0..SETTLE_ROUNDS {
+            for f in kept.drain(..) {
+                self.logic.tunnel_frame(now, &f);
+            }
+            let ob = self.logic.outbox();
+            if ob.is_idle() {
+                break;
+            }
+            for (p, f) in ob.frames.drain(..) {
+                tx.send(p, &f);
+            }
+            let inject = std::mem::take(&mut ob.inject);
+            {
+                let mut d = Self::divert(tunnel, tx, &mut kept);
+                udp::flush(&mut self.router, now, &mut ob.datagrams, &mut d);
+                for ip in ob.packets.drain(..) {
+                    self.router.send_ip(now, &ip, &mut d);
+                }
+            }
+            if let Some(p) = tunnel {
+                for mut f in inject {
+                    let mut d = Self::divert(tunnel, tx, &mut kept);
+                    self.router
+                        .handle_frame_with(now, p, &mut f, &mut d, &mut self.logic);
+                }
+            }
+        }
+        kept.clear();
+        self.kept = kept;
+    }
+}
+
+impl<L: RouterProgram> Element for RouterElement<L> {
+    fn role(&self) -> &'static str {
+        self.logic.role()
+    }
+
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
+        if !self.logic.own_frame(now, port, frame) {
+            let tunnel = self.logic.tunnel_port();
+            let mut kept = std::mem::take(&mut self.kept);
+            {
+                let mut d = Self::divert(tunnel, tx, &mut kept);
+                self.router
+                    .handle_frame_with(now, port, frame, &mut d, &mut self.logic);
+            }
+            self.kept = kept;
+        }
+        self.settle(now, tx);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        [self.router.poll_at(), self.logic.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn poll(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        // (The logic checks its own deadlines: it may have several.)
+        self.logic.poll(now);
+        if self.router.poll_at().is_some_and(|t| t <= now) {
+            let tunnel = self.logic.tunnel_port();
+            let mut kept = std::mem::take(&mut self.kept);
+            {
+                let mut d = Self::divert(tunnel, tx, &mut kept);
+                self.router.poll(now, &mut d);
+            }
+            self.kept = kept;
+        }
+        self.settle(now, tx);
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut t = self.router.tables();
+        t.extend(self.logic.tables().iter().map(|s| s.to_string()));
+        t
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        self.logic
+            .show(table, now)
+            .or_else(|| self.router.show(table, now))
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        self.router.counters(out);
+        self.logic.counters(out);
+    }
+}

@@ -13,4 +13,5 @@ pub mod sgw;
 pub mod subscribers;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod transactions;
 pub mod tunnel;

@@ -19,6 +19,7 @@ use crate::gtpc::{
     self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
 };
 use crate::gw::{self, Datagram, Gtpu, PathCounters, Paths};
+use crate::transactions::Transactions;
 use crate::tunnel::Endpoint;
 use d11_element::{counters, PortId};
 use d11_router::program::{Outbox, RouterElement, RouterProgram};
@@ -32,8 +33,6 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 const GTPC: u16 = gtpc::UDP_PORT;
-const T3: Duration = Duration::from_secs(1);
-const N3: u32 = 3;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SgwConfig {
@@ -79,8 +78,6 @@ counters! {
         gtpc_malformed,
         gtpc_unexpected,
         gtpc_unknown_teid,
-        gtpc_retransmissions,
-        gtpc_timeouts,
         sessions_created,
         sessions_refused,
         sessions_deleted,
@@ -122,16 +119,12 @@ enum Waiting {
     RestartNotification,
 }
 
+/// What the SGW keeps about a request of its own in flight.
 #[derive(Debug, Clone)]
 struct Pending {
     s11_teid: u32,
     mme_seq: u32,
     kind: Waiting,
-    sent: Instant,
-    tries: u32,
-    bytes: Vec<u8>,
-    from: Ipv4Addr,
-    to: Ipv4Addr,
 }
 
 pub struct SgwLogic {
@@ -144,7 +137,7 @@ pub struct SgwLogic {
     by_s5u: HashMap<u32, u32>,
     next_teid: u32,
     seq: u32,
-    pending: HashMap<u32, Pending>,
+    pending: Transactions<Pending>,
     pub s1u: Endpoint,
     pub s5u: Endpoint,
     paths: Paths,
@@ -190,7 +183,7 @@ impl SgwLogic {
                 by_s5u: HashMap::new(),
                 next_teid: 0x5100_0001,
                 seq: 0,
-                pending: HashMap::new(),
+                pending: Transactions::default(),
                 s1u: Endpoint::new(s11_addr, recovery, 0x1100_0001),
                 s5u: Endpoint::new(s5_addr, recovery, 0x5500_0001),
                 paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
@@ -298,19 +291,13 @@ impl SgwLogic {
             Waiting::Delete => gtpc::delete_session_request(pgw.teid, seq, s.ebi),
             Waiting::RestartNotification => return,
         };
-        self.pending.insert(
-            seq,
-            Pending {
-                s11_teid,
-                mme_seq,
-                kind,
-                sent: now,
-                tries: 1,
-                bytes: bytes.clone(),
-                from: self.s5_addr,
-                to: pgw.ipv4,
-            },
-        );
+        let pending = Pending {
+            s11_teid,
+            mme_seq,
+            kind,
+        };
+        self.pending
+            .begin(now, seq, self.s5_addr, pgw.ipv4, bytes.clone(), pending);
         self.send_c(self.s5_addr, pgw.ipv4, bytes);
     }
 
@@ -339,19 +326,13 @@ impl SgwLogic {
             }
             let seq = self.next_seq();
             let bytes = gtpc::pgw_restart_notification(seq, pgw, self.s11_addr);
-            self.pending.insert(
-                seq,
-                Pending {
-                    s11_teid: 0,
-                    mme_seq: 0,
-                    kind: Waiting::RestartNotification,
-                    sent: now,
-                    tries: 1,
-                    bytes: bytes.clone(),
-                    from: self.s11_addr,
-                    to: mme,
-                },
-            );
+            let pending = Pending {
+                s11_teid: 0,
+                mme_seq: 0,
+                kind: Waiting::RestartNotification,
+            };
+            self.pending
+                .begin(now, seq, self.s11_addr, mme, bytes.clone(), pending);
             self.c.pgw_restart_notifications_sent += 1;
             self.send_c(self.s11_addr, mme, bytes);
         }
@@ -390,9 +371,9 @@ impl SgwLogic {
                 }
             }
             msg::PGW_RESTART_NOTIFICATION_ACK if local == self.s11_addr => {
-                match self.pending.get(&h.sequence) {
-                    Some(q) if matches!(q.kind, Waiting::RestartNotification) => {
-                        self.pending.remove(&h.sequence);
+                match self.pending.get(h.sequence) {
+                    Some(q) if matches!(q.key.kind, Waiting::RestartNotification) => {
+                        self.pending.answered(h.sequence);
                         self.c.pgw_restart_notifications_acked += 1;
                     }
                     _ => self.c.gtpc_unexpected += 1,
@@ -418,7 +399,7 @@ impl SgwLogic {
                     return;
                 };
                 // A retransmitted request while we wait for the PGW: already in hand.
-                if self.pending.values().any(|q| {
+                if self.pending.keys().any(|q| {
                     q.mme_seq == h.sequence
                         && self
                             .sessions
@@ -466,15 +447,19 @@ impl SgwLogic {
             msg::CREATE_SESSION_RESPONSE | msg::DELETE_SESSION_RESPONSE
                 if local == self.s5_addr =>
             {
-                let Some(q) = self.pending.remove(&h.sequence) else {
+                if self
+                    .pending
+                    .get(h.sequence)
+                    .is_none_or(|q| matches!(q.key.kind, Waiting::RestartNotification))
+                {
                     self.c.gtpc_unexpected += 1;
+                    return;
+                }
+                let Some(q) = self.pending.answered(h.sequence).map(|t| t.key) else {
                     return;
                 };
                 match q.kind {
-                    Waiting::RestartNotification => {
-                        self.c.gtpc_unexpected += 1;
-                        self.pending.insert(h.sequence, q);
-                    }
+                    Waiting::RestartNotification => {}
                     Waiting::Create => self.created(now, q, &p),
                     Waiting::Delete => {
                         let mme = self.remove_session(q.s11_teid).map(|s| s.mme_c);
@@ -703,42 +688,36 @@ impl SgwLogic {
     }
 
     fn retransmit(&mut self, now: Instant) {
-        let due: Vec<u32> = self
-            .pending
-            .iter()
-            .filter(|(_, q)| now.saturating_duration_since(q.sent) >= T3)
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in due {
-            let Some(q) = self.pending.get_mut(&seq) else {
-                continue;
-            };
-            if q.tries > N3 {
-                let q = self.pending.remove(&seq);
-                self.c.gtpc_timeouts += 1;
-                if let Some(q) = q.filter(|q| !matches!(q.kind, Waiting::RestartNotification)) {
-                    if let Some(s) = self.remove_session(q.s11_teid) {
-                        // Cause 100: remote peer not responding.
-                        let r = match q.kind {
-                            Waiting::Create => CreateSessionResponse::refused(100, s.ebi)
-                                .encode(s.mme_c.teid, q.mme_seq),
-                            Waiting::Delete | Waiting::RestartNotification => gtpc::cause_response(
-                                msg::DELETE_SESSION_RESPONSE,
-                                s.mme_c.teid,
-                                q.mme_seq,
-                                cause::REQUEST_ACCEPTED,
-                            ),
-                        };
-                        self.send_c(self.s11_addr, s.mme_c.ipv4, r);
-                    }
-                }
+        let out = &mut self.out.datagrams;
+        let gone = self.pending.poll(now, |from, to, bytes| {
+            out.push(Datagram {
+                src: from,
+                dst: to,
+                sport: GTPC,
+                dport: GTPC,
+                payload: bytes.to_vec(),
+            })
+        });
+        for q in gone {
+            let q = q.key;
+            if matches!(q.kind, Waiting::RestartNotification) {
                 continue;
             }
-            q.tries += 1;
-            q.sent = now;
-            let (from, to, bytes) = (q.from, q.to, q.bytes.clone());
-            self.c.gtpc_retransmissions += 1;
-            self.send_c(from, to, bytes);
+            if let Some(s) = self.remove_session(q.s11_teid) {
+                // Cause 100: remote peer not responding.
+                let r = match q.kind {
+                    Waiting::Create => {
+                        CreateSessionResponse::refused(100, s.ebi).encode(s.mme_c.teid, q.mme_seq)
+                    }
+                    Waiting::Delete | Waiting::RestartNotification => gtpc::cause_response(
+                        msg::DELETE_SESSION_RESPONSE,
+                        s.mme_c.teid,
+                        q.mme_seq,
+                        cause::REQUEST_ACCEPTED,
+                    ),
+                };
+                self.send_c(self.s11_addr, s.mme_c.ipv4, r);
+            }
         }
     }
 }
@@ -781,7 +760,7 @@ impl RouterProgram for SgwLogic {
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        let retransmit = self.pending.values().map(|q| q.sent + T3).min();
+        let retransmit = self.pending.poll_at();
         [self.paths.poll_at(), self.cpaths.poll_at(), retransmit]
             .into_iter()
             .flatten()
@@ -863,6 +842,8 @@ impl RouterProgram for SgwLogic {
 
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
         self.c.for_each(out);
+        out("gtpc_retransmissions", self.pending.retransmissions);
+        out("gtpc_timeouts", self.pending.timeouts);
         self.pc.for_each(out);
         gw::endpoint_counters(&self.s1u, "s1u_", out);
         gw::endpoint_counters(&self.s5u, "s5u_", out);
@@ -1174,9 +1155,9 @@ mod tests {
         assert_eq!(p.header().message_type, msg::PGW_RESTART_NOTIFICATION);
         assert_eq!(gtpc::read_pgw_restart_notification(&p), Ok((PGW.1, sgw_c)));
         // Unanswered, it is sent again after T3; the MME's acknowledgment ends it.
-        let later = Instant::now() + T3 + Duration::from_millis(10);
+        let later = Instant::now() + crate::transactions::T3 + Duration::from_millis(10);
         s.logic.retransmit(later);
-        assert_eq!(s.logic.c.gtpc_retransmissions, 1);
+        assert_eq!(s.logic.pending.retransmissions, 1);
         let ack = gtpc::cause_response(
             msg::PGW_RESTART_NOTIFICATION_ACK,
             0,

@@ -23,6 +23,8 @@ use d11_epc::gtpc::{
     self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
 };
 use d11_epc::s1::{self, unhex, Nas, S1};
+// (The HSS requests use GTPv2-C's T3 and N3 too.)
+use d11_epc::transactions::{Transactions, N3, T3};
 use d11_stack::{Stack, StackConfig, StackElement, UdpSocket};
 use d11_wire::gtpv2::{value::Fteid, Packet};
 use serde::Deserialize;
@@ -34,8 +36,6 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-const T3: Duration = Duration::from_secs(1);
-const N3: u32 = 3;
 /// How long the MME waits for the UE or the eNodeB at each step.
 const UE_WAIT: Duration = Duration::from_secs(10);
 
@@ -91,8 +91,6 @@ counters! {
         gtpc_received,
         gtpc_malformed,
         gtpc_unexpected,
-        gtpc_retransmissions,
-        gtpc_timeouts,
         hss_timeouts,
         echo_answered,
         echo_unanswered,
@@ -127,7 +125,8 @@ struct Shared {
     mail: HashMap<(SocketAddrV4, u32), mpsc::UnboundedSender<S1>>,
     /// Attaches in progress, by the eNodeB's name for the UE.
     running: HashMap<(SocketAddrV4, u32), (String, PdnType, tokio::task::AbortHandle)>,
-    gtp_wait: HashMap<u32, oneshot::Sender<Vec<u8>>>,
+    /// Our GTPv2-C requests in flight, each with who waits for its answer.
+    gtp: Transactions<oneshot::Sender<Vec<u8>>>,
     hss_wait: HashMap<u64, oneshot::Sender<Value>>,
     seq: u32,
     hss_id: u64,
@@ -144,6 +143,13 @@ struct Env {
     gtp: Rc<UdpSocket>,
     hss: Rc<UdpSocket>,
     recovery: u8,
+    /// Signalled when a GTPv2-C request starts (the retransmitter's next deadline moved).
+    gtp_due: Rc<tokio::sync::Notify>,
+}
+
+/// The tasks' clock (tokio's, so that tests can pause and advance it).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 #[derive(Debug)]
@@ -167,7 +173,8 @@ impl Env {
         }
     }
 
-    /// A GTPv2-C request to the SGW, retransmitted until answered; the answer's bytes.
+    /// A GTPv2-C request to the SGW, retransmitted until answered (T3, N3: see
+    /// [`retransmit_gtp`](Self::retransmit_gtp)); the answer's bytes, `None` if it never came.
     async fn gtp_request(&self, build: impl Fn(u32) -> Vec<u8>) -> Option<Vec<u8>> {
         let seq = {
             let mut s = self.sh.borrow_mut();
@@ -176,22 +183,51 @@ impl Env {
         };
         let bytes = build(seq);
         let to = SocketAddrV4::new(self.cfg.sgw, gtpc::UDP_PORT);
-        for attempt in 0..=N3 {
-            let (tx, rx) = oneshot::channel();
-            self.sh.borrow_mut().gtp_wait.insert(seq, tx);
-            if attempt > 0 {
-                self.count(|c| c.gtpc_retransmissions += 1);
-            }
-            if self.gtp.send_to(&bytes, to).await.is_err() {
-                break;
-            }
-            if let Ok(Ok(answer)) = tokio::time::timeout(T3, rx).await {
-                return Some(answer);
-            }
+        let (tx, rx) = oneshot::channel();
+        self.sh
+            .borrow_mut()
+            .gtp
+            .begin(now(), seq, self.addr, self.cfg.sgw, bytes.clone(), tx);
+        self.gtp_due.notify_one();
+        if self.gtp.send_to(&bytes, to).await.is_err() {
+            self.sh.borrow_mut().gtp.answered(seq);
+            return None;
         }
-        self.sh.borrow_mut().gtp_wait.remove(&seq);
-        self.count(|c| c.gtpc_timeouts += 1);
-        None
+        // Given up, the transaction drops its sender: the wait ends with an error.
+        rx.await.ok()
+    }
+
+    /// Sends again what is due of our GTPv2-C requests, and gives up those out of tries.
+    async fn retransmit_gtp(self) -> anyhow::Result<()> {
+        loop {
+            let next = self.sh.borrow().gtp.poll_at();
+            match next {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = self.gtp_due.notified() => continue,
+                    }
+                }
+                None => {
+                    self.gtp_due.notified().await;
+                    continue;
+                }
+            }
+            let mut resend = Vec::new();
+            let gone = self
+                .sh
+                .borrow_mut()
+                .gtp
+                .poll(now(), |_, to, b| resend.push((to, b.to_vec())));
+            for (to, b) in resend {
+                let _ = self
+                    .gtp
+                    .send_to(&b, SocketAddrV4::new(to, gtpc::UDP_PORT))
+                    .await;
+            }
+            drop(gone);
+        }
     }
 
     /// A request to the HSS (JSON); its answer.
@@ -675,10 +711,10 @@ impl Env {
                 self.count(|c| c.gtpc_unexpected += 1);
                 continue;
             }
-            let waiter = self.sh.borrow_mut().gtp_wait.remove(&h.sequence);
+            let waiter = self.sh.borrow_mut().gtp.answered(h.sequence);
             match waiter {
-                Some(tx) => {
-                    let _ = tx.send(buf[..n].to_vec());
+                Some(t) => {
+                    let _ = t.key.send(buf[..n].to_vec());
                 }
                 None => self.count(|c| c.gtpc_unexpected += 1),
             }
@@ -739,7 +775,7 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
         contexts: BTreeMap::new(),
         mail: HashMap::new(),
         running: HashMap::new(),
-        gtp_wait: HashMap::new(),
+        gtp: Transactions::default(),
         hss_wait: HashMap::new(),
         seq: 0,
         hss_id: 0,
@@ -754,13 +790,19 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
         gtp: Rc::new(stack.udp_bind(gtpc::UDP_PORT)?),
         hss: Rc::new(stack.udp_bind(3868)?),
         recovery,
+        gtp_due: Rc::new(tokio::sync::Notify::new()),
     };
     let s2 = sh.clone();
     stack.add_table("contexts", move || {
         json!(s2.borrow().contexts.values().collect::<Vec<_>>())
     });
     let s4 = sh.clone();
-    stack.add_counters(move |out| s4.borrow().c.for_each(out));
+    stack.add_counters(move |out| {
+        let s = s4.borrow();
+        s.c.for_each(out);
+        out("gtpc_retransmissions", s.gtp.retransmissions);
+        out("gtpc_timeouts", s.gtp.timeouts);
+    });
     let s3 = sh.clone();
     stack.add_table("mme", move || {
         let mut m = serde_json::Map::new();
@@ -775,6 +817,7 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
             r = env.clone().serve_gtp() => r,
             r = env.clone().serve_hss() => r,
             r = env.clone().supervise_sgw() => r,
+            r = env.clone().retransmit_gtp() => r,
         }
     });
     Ok((element, Some(app)))

@@ -400,16 +400,8 @@ impl RouterProgram for EnbLogic {
     }
 
     fn poll(&mut self, now: Instant) {
-        let gtpu = &mut self.gtpu;
-        self.paths.poll(
-            now,
-            |_| {
-                let mut b = Vec::new();
-                gtpu.echo_request(&mut b);
-                Some(b)
-            },
-            &mut self.out.datagrams,
-        );
+        self.paths
+            .poll_echo(now, &mut self.gtpu, &mut self.out.datagrams);
     }
 
     fn tables(&self) -> &'static [&'static str] {

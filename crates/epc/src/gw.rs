@@ -114,6 +114,19 @@ impl Paths {
         }
     }
 
+    /// [`poll`](Self::poll) for an element with one GTP-U endpoint: its Echo Requests.
+    pub fn poll_echo(&mut self, now: Instant, ep: &mut Endpoint, out: &mut Vec<Datagram>) {
+        self.poll(
+            now,
+            |_| {
+                let mut b = Vec::new();
+                ep.echo_request(&mut b);
+                Some(b)
+            },
+            out,
+        );
+    }
+
     /// An Echo Response from `peer` to `local`; returns true if the peer restarted.
     pub fn answered(
         &mut self,

@@ -573,16 +573,8 @@ impl RouterProgram for PgwLogic {
     }
 
     fn poll(&mut self, now: Instant) {
-        let ep = &mut self.s5u;
-        self.paths.poll(
-            now,
-            |_| {
-                let mut b = Vec::new();
-                ep.echo_request(&mut b);
-                Some(b)
-            },
-            &mut self.out.datagrams,
-        );
+        self.paths
+            .poll_echo(now, &mut self.s5u, &mut self.out.datagrams);
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -13,6 +13,7 @@ pub mod control;
 pub mod counters;
 pub mod health;
 mod runtime;
+pub mod sim;
 
 pub use args::{ElementArgs, PortSpec};
 pub use runtime::{open_ports, run, run_app, Port};

@@ -136,6 +136,8 @@ pub(crate) struct Inner {
     pub(crate) iface: Interface,
     pub(crate) sockets: SocketSet<'static>,
     epoch: Instant,
+    /// The latest time the runtime gave (for what tasks do between polls).
+    clock: Instant,
     mac: EthernetAddress,
     addrs: Vec<Ipv4Net>,
     gateway: Option<Ipv4Addr>,
@@ -210,8 +212,9 @@ impl Inner {
             return;
         }
         // Once answered, not asked again for 20 s (smoltcp's own cache keeps it 60 s); while
-        // unanswered, `reprobe` asks again.
-        let now = Instant::now();
+        // unanswered, `reprobe` asks again. (The time is the last the runtime gave: the stack
+        // reads no clock.)
+        let now = self.clock;
         if let Some(p) = self.probed.get(&dst) {
             if p.answered && now.saturating_duration_since(p.at) < Duration::from_secs(20) {
                 return;
@@ -397,6 +400,7 @@ impl Inner {
     }
 
     fn poll_smoltcp(&mut self, now: Instant, rx: Option<&[u8]>, tx: &mut dyn Transmit) {
+        self.clock = self.clock.max(now);
         let t =
             SmolInstant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64);
         self.needs_poll = false;
@@ -591,6 +595,7 @@ impl Stack {
             iface,
             sockets: SocketSet::new(Vec::new()),
             epoch,
+            clock: epoch,
             mac,
             addrs: port.addresses.clone(),
             gateway: cfg.gateway,

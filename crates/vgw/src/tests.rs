@@ -102,3 +102,67 @@ fn the_mac_table_is_bounded() {
     );
     assert_eq!(counter(&g, "fdb_full"), 2);
 }
+
+/// The gateway node, host A's switch and an LB VM (our TCP stack, listening on 443) in a
+/// network in memory under a virtual clock: the node's SYN probes cross VXLAN to the VM, whose
+/// SYN-ACKs keep it up; the second LB address has no VM and goes down after `fall` checks.
+#[test]
+fn lb_checks_through_vxlan_under_virtual_time() {
+    use d11_element::sim::Sim;
+    use d11_stack::{Stack, StackConfig};
+    let cfg: VgwConfig = serde_json::from_value(json!({
+        "name": "vgw1",
+        "ports": [
+            {"name": "external", "addresses": ["203.0.113.2/24"]},
+            {"name": "underlay", "addresses": ["10.1.0.1/24"]},
+        ],
+        "vpc": {"vni": 1001, "router": "192.168.1.1/24", "hosts": ["10.1.0.11"]},
+        "vips": [{"vip": "203.0.113.10", "lbs": ["192.168.1.10", "192.168.1.11"]}],
+        "lb_check": {"interval_ms": 1000, "timeout_ms": 500, "rise": 2, "fall": 2},
+    }))
+    .unwrap();
+    let hosta: d11_vswitch::VswitchConfig = serde_json::from_value(json!({
+        "name": "hosta",
+        "ports": [{"name": "lb1"}, {"name": "underlay", "addresses": ["10.1.0.11/24"]}],
+        "vnis": {"lb1": 1001},
+        "vteps": {"1001": ["10.1.0.1"]},
+    }))
+    .unwrap();
+    let lb1: StackConfig = serde_json::from_value(json!({
+        "name": "lb1",
+        "ports": [{"name": "eth0", "addresses": ["192.168.1.10/24"]}],
+        "gateway": "192.168.1.1",
+    }))
+    .unwrap();
+    let (stack, lb1) = Stack::new(&lb1, "lb").unwrap();
+    let _listener = stack.listen(443, 4).unwrap();
+    let mut sim = Sim::new();
+    let g = sim.add(Logic::new(&cfg).unwrap());
+    let h = sim.add(d11_vswitch::Logic::new(&hosta).unwrap());
+    let l = sim.add(lb1);
+    let underlay = sim.segment(&[(g, 1), (h, 1)]);
+    sim.segment(&[(h, 0), (l, 0)]);
+    sim.run_for(std::time::Duration::from_secs(10));
+    let vips = sim.show(g, "vips");
+    let state = |a: &str| {
+        vips[0]["lbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["address"] == a)
+            .map(|x| x["state"].clone())
+    };
+    assert_eq!(state("192.168.1.10"), Some(json!("up")), "{vips}");
+    assert_eq!(state("192.168.1.11"), Some(json!("down")), "{vips}");
+    assert_eq!(sim.counter(g, "lbs_down"), 1);
+    // A check every second: about ten of them reached the VM and were answered.
+    let ok = sim.counter(g, "lb_checks_ok");
+    assert!((8..=11).contains(&ok), "{ok}");
+    // Every probe to the VM crossed the underlay in VXLAN.
+    let vxlan = sim
+        .wire
+        .iter()
+        .filter(|s| s.segment == underlay && s.frame.len() > 42 && s.frame[36..38] == [0x12, 0xb5])
+        .count();
+    assert!(vxlan >= 20, "{vxlan}");
+}

@@ -21,6 +21,7 @@ use crate::{Element, PortId, Transmit};
 use serde_json::Value;
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// A node of the simulated network.
@@ -224,5 +225,88 @@ impl Sim {
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
         self.run_until(until);
+    }
+
+    /// Whether anything is to be done at this instant.
+    fn busy(&self) -> bool {
+        !self.queue.is_empty()
+            || self
+                .nodes
+                .iter()
+                .any(|e| e.poll_at().is_some_and(|t| t <= self.now))
+    }
+
+    /// Delivers what is in flight and polls who is due, at this instant, until nothing is.
+    fn settle(&mut self, steps: &mut usize) {
+        while self.busy() {
+            while let Some((n, p, mut f)) = self.queue.pop_front() {
+                *steps += 1;
+                assert!(*steps < self.max_steps, "livelock: {steps} steps");
+                let mut out = Outbox::default();
+                self.nodes[n].handle_frame(self.now, p, &mut f, &mut out);
+                self.wire_out(n, out);
+            }
+            for n in 0..self.nodes.len() {
+                if self.nodes[n].poll_at().is_some_and(|t| t <= self.now) {
+                    *steps += 1;
+                    assert!(*steps < self.max_steps, "livelock: {steps} steps");
+                    let mut out = Outbox::default();
+                    self.nodes[n].poll(self.now, &mut out);
+                    self.wire_out(n, out);
+                }
+            }
+        }
+    }
+
+    /// [`run_until`](Self::run_until) for networks whose programs are tokio tasks beside
+    /// their elements (servers and clients on the userspace stack): the clock is tokio's,
+    /// which a test pauses (a runtime built with `start_paused(true)`), so it moves only
+    /// when every task waits, to the next timer of a task or an element. Between instants
+    /// the tasks run, and an element a task woke is polled at once.
+    pub async fn run_async_until(&mut self, deadline: Instant) {
+        let wakeups: Vec<std::rc::Rc<tokio::sync::Notify>> =
+            self.nodes.iter().filter_map(|n| n.wakeup()).collect();
+        let mut steps = 0usize;
+        loop {
+            self.now = tokio::time::Instant::now().into_std();
+            self.settle(&mut steps);
+            // The tasks run what the frames woke (and may wake elements again).
+            tokio::task::yield_now().await;
+            self.now = tokio::time::Instant::now().into_std();
+            if self.busy() {
+                continue;
+            }
+            if self.now >= deadline {
+                return;
+            }
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|e| e.poll_at())
+                .filter(|t| *t > self.now)
+                .min()
+                .map_or(deadline, |t| t.min(deadline));
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
+            let mut sleep = std::pin::pin!(sleep);
+            let mut woken: Vec<_> = wakeups.iter().map(|n| Box::pin(n.notified())).collect();
+            std::future::poll_fn(|cx| {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+                for w in woken.iter_mut() {
+                    if w.as_mut().poll(cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+        }
+    }
+
+    /// [`run_async_until`](Self::run_async_until) for `d` of tokio's (paused) time.
+    pub async fn run_async_for(&mut self, d: Duration) {
+        let until = tokio::time::Instant::now().into_std() + d;
+        self.run_async_until(until).await;
     }
 }

@@ -709,3 +709,6 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
         Ok(())
     }))
 }
+
+#[cfg(test)]
+mod sim_tests;

@@ -120,6 +120,14 @@ impl Sim {
         id
     }
 
+    /// Takes a port off its segment (a cable pulled): what it sends goes nowhere, nothing
+    /// reaches it.
+    pub fn unplug(&mut self, id: NodeId, port: PortId) {
+        if let Some(seg) = self.attached.remove(&(id, port)) {
+            self.segments[seg].retain(|p| *p != (id, port));
+        }
+    }
+
     /// The element of `id` as its own type.
     pub fn get<T: Any>(&self, id: NodeId) -> &T {
         self.nodes[id]

@@ -467,3 +467,6 @@ mod tests {
         assert_eq!(&h[24..26], &51776u16.to_be_bytes());
     }
 }
+
+#[cfg(test)]
+mod sim_tests;

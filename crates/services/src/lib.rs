@@ -307,3 +307,6 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         }
     }
 }
+
+#[cfg(test)]
+mod sim_tests;

@@ -121,7 +121,8 @@ fn orders_by_rpc_in_virtual_time() {
                 create("k1", Some("C1")),
                 create("k2", None),
             ] {
-                a.borrow_mut().push(c.call(r, Duration::from_secs(5)).await);
+                let answer = c.call(r, Duration::from_secs(5)).await;
+                a.borrow_mut().push(answer);
             }
         });
         sim.run_async_for(Duration::from_secs(2)).await;

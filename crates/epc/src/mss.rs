@@ -9,7 +9,7 @@ pub fn clamp_mss(ip: &mut [u8], max: u16) -> bool {
     if ip.len() < 20 || ip[9] != 6 {
         return false;
     }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = d11_wire::ip::header_len(ip);
     let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
     if frag != 0 || ip.len() < ihl + 20 {
         return false;

@@ -210,7 +210,7 @@ fn port(b: &[u8], at: usize) -> u16 {
 
 /// Finds the transport fields of `ip` (whole packet); None if it cannot be translated.
 fn flow(ip: &[u8], quoted: bool) -> Option<Flow> {
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = d11_wire::ip::header_len(ip);
     let l4 = ip.get(ihl..)?;
     match ip[9] {
         6 => {
@@ -260,7 +260,7 @@ fn flow(ip: &[u8], quoted: bool) -> Option<Flow> {
 /// checksum and (if present) the transport checksum at `csum` (which covers the pseudo-header
 /// for TCP and UDP, not for ICMP).
 fn rewrite(ip: &mut [u8], a_at: usize, p_at: usize, new: Ep, f: &Flow, fix_ip: bool) {
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = d11_wire::ip::header_len(ip);
     let old_a = [ip[a_at], ip[a_at + 1], ip[a_at + 2], ip[a_at + 3]];
     let old_p = [ip[p_at], ip[p_at + 1]];
     let na = new.0.octets();
@@ -462,7 +462,7 @@ impl Table {
 
     /// An ICMP error from outside: the embedded packet is one we sent (source = external).
     fn inbound_icmp_error(&mut self, ip: &mut [u8]) -> HookVerdict {
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let ihl = d11_wire::ip::header_len(ip);
         let emb_at = ihl + 8;
         let Some(emb) = ip.get(emb_at..) else {
             return HookVerdict::Drop;
@@ -471,7 +471,7 @@ impl Table {
             self.c.icmp_errors_unmatched += 1;
             return HookVerdict::Drop;
         }
-        let eihl = usize::from(emb[0] & 0x0f) * 4;
+        let eihl = d11_wire::ip::header_len(emb);
         let Some(f) = flow(emb, true) else {
             self.c.icmp_errors_unmatched += 1;
             return HookVerdict::Drop;
@@ -564,7 +564,7 @@ impl Hook for Table {
             self.c.fragments_dropped += 1;
             return HookVerdict::Drop;
         }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let ihl = d11_wire::ip::header_len(ip);
         if !from_inside && ip[9] == 1 && ip.len() > ihl && matches!(ip[ihl], 3 | 11 | 12) {
             return self.inbound_icmp_error(ip);
         }

@@ -581,7 +581,7 @@ impl Router {
     ) {
         // RFC 1812 4.3.2.7: never about ICMP errors, non-initial fragments, or packets whose
         // source is not a unicast host or whose destination is not unicast.
-        let ihl = usize::from(orig[0] & 0x0f) * 4;
+        let ihl = d11_wire::ip::header_len(orig);
         let src = Ipv4Addr::new(orig[12], orig[13], orig[14], orig[15]);
         let dst = Ipv4Addr::new(orig[16], orig[17], orig[18], orig[19]);
         let frag_offset = u16::from_be_bytes([orig[6], orig[7]]) & 0x1fff;
@@ -641,7 +641,7 @@ impl Router {
         hook: &mut dyn Hook,
     ) {
         self.c.local_delivered += 1;
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let ihl = d11_wire::ip::header_len(ip);
         let frag = u16::from_be_bytes([ip[6], ip[7]]);
         if frag & 0x3fff != 0 {
             // We do not reassemble; nothing addressed to a router needs it.
@@ -821,7 +821,7 @@ impl Router {
 /// units of 8, MF on all but the last (or on all if the packet was itself a non-last fragment),
 /// and only the options with the copied flag in fragments after the first.
 pub fn fragment(ip: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) {
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = d11_wire::ip::header_len(ip);
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
     let flags_off = u16::from_be_bytes([ip[6], ip[7]]);
     let orig_mf = flags_off & 0x2000 != 0;
@@ -879,42 +879,8 @@ pub fn fragment(ip: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) {
     }
 }
 
-fn write_ipv4_header(b: &mut [u8], total: usize, ttl: u8, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) {
-    b[0] = 0x45;
-    b[1] = 0;
-    b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    b[4..6].fill(0);
-    b[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF: PMTUD-friendly, as Linux does
-    b[8] = ttl;
-    b[9] = proto;
-    b[12..16].copy_from_slice(&src.octets());
-    b[16..20].copy_from_slice(&dst.octets());
-    fill_ipv4_checksum(&mut b[..20]);
-}
-
-/// The UDP checksum over the IPv4 pseudo-header (RFC 768); `udp` is header and payload with
-/// the checksum field zero. Zero comes out as 0xffff (zero means "none").
-pub fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for w in src.octets().chunks(2).chain(dst.octets().chunks(2)) {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    sum += 17 + udp.len() as u32;
-    let mut chunks = udp.chunks_exact(2);
-    for w in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    match !(sum as u16) {
-        0 => 0xffff,
-        s => s,
-    }
-}
+pub use d11_wire::ip::udp_checksum;
+use d11_wire::ip::write_header as write_ipv4_header;
 
 fn write_arp(buf: &mut [u8], src: EthernetAddress, dst: EthernetAddress, arp: &ArpRepr) -> usize {
     use smoltcp::wire::ArpPacket;

@@ -30,7 +30,7 @@ pub fn parse_udp(ip: &[u8]) -> Result<Udp<'_>, UdpError> {
     if ip.len() < 20 || ip[9] != 17 {
         return Err(UdpError::NotUdp);
     }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = d11_wire::ip::header_len(ip);
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
     let udp = ip.get(ihl..total).ok_or(UdpError::BadLength)?;
     if udp.len() < 8 {

@@ -427,7 +427,7 @@ impl Inner {
             // our SYN-ACK needs the next hop back, which may be new to us; ask for it now
             // rather than wait out smoltcp's silence (see `probe_neighbour`).
             if frame.len() >= 34 && frame[12..14] == [8, 0] && frame[23] == 6 {
-                let ihl = usize::from(frame[14] & 0x0f) * 4;
+                let ihl = d11_wire::ip::header_len(&frame[14..]);
                 if let Some(&flags) = frame.get(14 + ihl + 13) {
                     // (Bounded: a flood of spoofed sources must not become a flood of ARP.)
                     if flags & 0x12 == 0x02 && self.probed.len() < 64 {

@@ -111,19 +111,14 @@ fn mss_option(frame: &[u8], at: usize) -> Option<u16> {
 fn fill_tcp_checksum(frame: &mut [u8], at: usize, len: usize) {
     frame[at + 16] = 0;
     frame[at + 17] = 0;
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&frame[26..30]);
-    pseudo[4..8].copy_from_slice(&frame[30..34]);
-    pseudo[9] = 6;
-    pseudo[10..12].copy_from_slice(&(len as u16).to_be_bytes());
-    let mut sum: u32 = 0;
-    for c in pseudo.chunks(2).chain(frame[at..at + len].chunks(2)) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    frame[at + 16..at + 18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let ip = &frame[14..];
+    let c = d11_wire::ip::pseudo_checksum(
+        d11_wire::ip::src(ip),
+        d11_wire::ip::dst(ip),
+        6,
+        &frame[at..at + len],
+    );
+    frame[at + 16..at + 18].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Rewrites the 32-bit word at `off` (a sequence or acknowledgment number) of the segment at
@@ -220,11 +215,7 @@ impl SynCookies {
         f[0..6].copy_from_slice(&frame[6..12]);
         f[6..12].copy_from_slice(&mac);
         f[12..14].copy_from_slice(&[0x08, 0x00]);
-        // IPv4: 20 octets, DF, TTL 64, TCP.
-        f[14..24].copy_from_slice(&[0x45, 0, 0, 44, 0, 0, 0x40, 0, crate::DEFAULT_TTL, 6]);
-        f[26..30].copy_from_slice(&s.dst.octets());
-        f[30..34].copy_from_slice(&s.src.octets());
-        d11_wire::fill_ipv4_checksum(&mut f[14..34]);
+        d11_wire::ip::write_header(&mut f[14..34], 44, crate::DEFAULT_TTL, 6, s.dst, s.src);
         // TCP: 24 octets with the MSS option.
         let t = 34;
         f[t..t + 2].copy_from_slice(&s.dport.to_be_bytes());
@@ -245,10 +236,7 @@ impl SynCookies {
         let mut f = [0u8; 58];
         f[0..12].copy_from_slice(&frame[0..12]);
         f[12..14].copy_from_slice(&[0x08, 0x00]);
-        f[14..24].copy_from_slice(&[0x45, 0, 0, 44, 0, 0, 0x40, 0, 64, 6]);
-        f[26..30].copy_from_slice(&s.src.octets());
-        f[30..34].copy_from_slice(&s.dst.octets());
-        d11_wire::fill_ipv4_checksum(&mut f[14..34]);
+        d11_wire::ip::write_header(&mut f[14..34], 44, 64, 6, s.src, s.dst);
         let t = 34;
         f[t..t + 2].copy_from_slice(&s.sport.to_be_bytes());
         f[t + 2..t + 4].copy_from_slice(&s.dport.to_be_bytes());
@@ -326,7 +314,7 @@ pub(crate) fn tcp_out(frame: &[u8]) -> Option<Seg> {
     if frame.len() < 54 || frame[12..14] != [8, 0] || frame[23] != 6 {
         return None;
     }
-    let at = 14 + usize::from(frame[14] & 0x0f) * 4;
+    let at = 14 + d11_wire::ip::header_len(&frame[14..]);
     Seg::parse(frame, at)
 }
 

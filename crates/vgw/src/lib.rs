@@ -270,14 +270,18 @@ impl Logic {
 }
 
 fn addr_at(ip: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3])
+    if at == 12 {
+        d11_wire::ip::src(ip)
+    } else {
+        d11_wire::ip::dst(ip)
+    }
 }
 
 /// Rewrites the IPv4 address at `at` (12: source, 16: destination) to `new`, fixing the IP
 /// header checksum and the TCP or UDP checksum (which covers the address in its
 /// pseudo-header).
 fn rewrite_addr(ip: &mut [u8], at: usize, new: Ipv4Addr) {
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = d11_wire::ip::header_len(ip);
     let old = [ip[at], ip[at + 1], ip[at + 2], ip[at + 3]];
     let na = new.octets();
     let csum_at = match ip[9] {
@@ -298,7 +302,7 @@ fn rewrite_addr(ip: &mut [u8], at: usize, new: Ipv4Addr) {
 
 /// Source and destination ports of a TCP or UDP packet that is not a later fragment.
 fn ports(ip: &[u8]) -> Option<(u16, u16)> {
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = d11_wire::ip::header_len(ip);
     let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
     if !matches!(ip[9], 6 | 17) || frag != 0 || ip.len() < ihl + 4 {
         return None;
@@ -329,14 +333,7 @@ impl Logic {
     /// A TCP segment from the VPC router's address (a probe or a reset).
     fn tcp_packet(&self, dst: Ipv4Addr, sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
         let mut ip = vec![0u8; 40];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-        ip[6] = 0x40;
-        ip[8] = 64;
-        ip[9] = 6;
-        ip[12..16].copy_from_slice(&self.router_addr.octets());
-        ip[16..20].copy_from_slice(&dst.octets());
-        fill_ipv4_checksum(&mut ip[..20]);
+        d11_wire::ip::write_header(&mut ip, 40, 64, 6, self.router_addr, dst);
         let t = &mut ip[20..];
         t[0..2].copy_from_slice(&sport.to_be_bytes());
         t[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -344,12 +341,7 @@ impl Logic {
         t[12] = 5 << 4;
         t[13] = flags;
         t[14..16].copy_from_slice(&1024u16.to_be_bytes());
-        let mut pseudo = Vec::with_capacity(32);
-        pseudo.extend_from_slice(&self.router_addr.octets());
-        pseudo.extend_from_slice(&dst.octets());
-        pseudo.extend_from_slice(&[0, 6, 0, 20]);
-        pseudo.extend_from_slice(&ip[20..]);
-        let c = d11_wire::internet_checksum(&pseudo);
+        let c = d11_wire::ip::pseudo_checksum(self.router_addr, dst, 6, &ip[20..]);
         ip[36..38].copy_from_slice(&c.to_be_bytes());
         ip
     }
@@ -396,7 +388,7 @@ impl Logic {
 
     /// A TCP segment to the VPC router's address: the answer to a probe?
     fn probe_answer(&mut self, ip: &[u8]) {
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let ihl = d11_wire::ip::header_len(ip);
         if ip.len() < ihl + 20 {
             return;
         }

@@ -114,7 +114,7 @@ pub fn check_frame(frame: &[u8]) -> Result<Frame, DropReason> {
             if b[0] >> 4 != 4 {
                 return Err(DropReason::Ipv4BadVersion);
             }
-            let header_len = usize::from(b[0] & 0x0f) * 4;
+            let header_len = crate::ip::header_len(b);
             if header_len < 20 || header_len > b.len() {
                 return Err(DropReason::Ipv4BadHeaderLength);
             }

@@ -12,6 +12,7 @@ pub mod fnv;
 pub mod gtpu;
 pub mod gtpv2;
 pub mod guard;
+pub mod ip;
 pub mod vxlan;
 
 pub use smoltcp::wire as smol;

@@ -246,7 +246,7 @@ impl EnbLogic {
                 &f[14..]
             }
         };
-        let mut buf = Vec::new();
+        let mut buf = self.out.buffer();
         if let Some(to) = self.gtpu.encapsulate(b.teid, tpdu, &mut buf) {
             self.c.uplink_packets += 1;
             self.out.datagrams.push(Datagram {
@@ -347,10 +347,11 @@ impl EnbLogic {
             self.c.downlink_no_bearer += 1;
             return;
         };
-        let f = match ctx.bearer.as_ref().map(|b| b.pdn_type) {
-            Some(PdnType::Ethernet) => tpdu.to_vec(),
-            _ => frame(ctx.mac, self.radio_mac, 0x0800, tpdu),
-        };
+        let mut f = self.out.buffer();
+        match ctx.bearer.as_ref().map(|b| b.pdn_type) {
+            Some(PdnType::Ethernet) => f.extend_from_slice(tpdu),
+            _ => gw::ethernet_frame_into(&mut f, ctx.mac, self.radio_mac, 0x0800, tpdu),
+        }
         self.c.downlink_packets += 1;
         self.out.frames.push((self.radio, f));
     }

@@ -259,14 +259,26 @@ pub fn receive_gtpu<'a>(
 /// An Ethernet frame: destination, source, EtherType, payload (padded to 60 octets).
 pub fn ethernet_frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len().max(46));
+    ethernet_frame_into(&mut f, dst, src, ethertype, payload);
+    f
+}
+
+/// [`ethernet_frame`] into a buffer of the caller's (appended to it).
+pub fn ethernet_frame_into(
+    f: &mut Vec<u8>,
+    dst: [u8; 6],
+    src: [u8; 6],
+    ethertype: u16,
+    payload: &[u8],
+) {
+    let start = f.len();
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
     f.extend_from_slice(&ethertype.to_be_bytes());
     f.extend_from_slice(payload);
-    if f.len() < 60 {
-        f.resize(60, 0);
+    if f.len() - start < 60 {
+        f.resize(start + 60, 0);
     }
-    f
 }
 
 /// The restart counter of a program started with `args`: one more than at its last start.

@@ -433,7 +433,8 @@ impl PgwLogic {
                         self.c.uplink_spoofed += 1;
                     } else {
                         self.c.uplink_packets += 1;
-                        self.out.inject.push(tpdu.to_vec());
+                        let f = self.out.copy(tpdu);
+                        self.out.inject.push(f);
                     }
                 }
             }
@@ -492,7 +493,7 @@ impl PgwLogic {
             }
         };
         let s5u = s.s5u_teid;
-        let mut buf = Vec::new();
+        let mut buf = self.out.buffer();
         if let Some(to) = self.s5u.encapsulate(s5u, tpdu, &mut buf) {
             self.c.downlink_packets += 1;
             self.out.datagrams.push(Datagram {

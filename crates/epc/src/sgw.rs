@@ -655,7 +655,7 @@ impl SgwLogic {
                 } else {
                     (s.s1u_teid, self.s11_addr)
                 };
-                let mut buf = Vec::new();
+                let mut buf = self.out.buffer();
                 if let Some(to) = other.encapsulate(out_teid, tpdu, &mut buf) {
                     if s1 {
                         self.c.uplink_packets += 1;
@@ -1173,6 +1173,81 @@ mod tests {
                 s.logic.c.pgw_restart_notifications_acked
             ),
             (1, 1, 1)
+        );
+    }
+
+    /// Counts the heap allocations of this thread (the tests of the crate run on threads of
+    /// their own, so one test's count is its own).
+    struct Counting;
+    thread_local! {
+        static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    // SAFETY: every call is passed on to the system allocator unchanged.
+    unsafe impl std::alloc::GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+            ALLOCS.with(|c| c.set(c.get() + 1));
+            unsafe { std::alloc::System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+            unsafe { std::alloc::System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+            ALLOCS.with(|c| c.set(c.get() + 1));
+            unsafe { std::alloc::System.realloc(p, l, n) }
+        }
+    }
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// A transmitter that only counts.
+    struct Sink(u64);
+    impl d11_element::Transmit for Sink {
+        fn send(&mut self, _port: PortId, _frame: &[u8]) {
+            self.0 += 1;
+        }
+    }
+
+    #[test]
+    fn forwarding_g_pdus_allocates_nothing_once_warm() {
+        let cfg: SgwConfig = serde_json::from_value(json!({
+            "name": "sgw",
+            "ports": [
+                {"name": "epc", "addresses": ["172.16.1.3/24"]},
+                {"name": "s5", "addresses": ["172.16.5.3/24"]},
+            ],
+            "echo_interval_s": 0,
+            "static_sessions": [{"imsi": "001010000000001", "enb": "172.16.1.2",
+                "enb_teid": 225, "s1u_teid": 4096, "pgw": "172.16.5.4", "pgw_teid": 119,
+                "s5u_teid": 8192}],
+        }))
+        .unwrap();
+        let mut s = SgwLogic::new(&cfg, 3).unwrap();
+        let (epc, s5) = (mac(&s, 0), mac(&s, 1));
+        let sgw_c = Ipv4Addr::new(172, 16, 1, 3);
+        let s5_addr = Ipv4Addr::new(172, 16, 5, 3);
+        let up = udp_frame(epc, ENB1, sgw_c, GTPU, &gpdu(4096, &[0x45; 1200]));
+        let down = udp_frame(s5, PGW, s5_addr, GTPU, &gpdu(8192, &[0x45; 1200]));
+        // Warm: the next hops resolved, the buffers made.
+        for _ in 0..4 {
+            assert_eq!(drive(&mut s, 0, up.clone()).len(), 1);
+            assert_eq!(drive(&mut s, 1, down.clone()).len(), 1);
+        }
+        let mut buf = vec![0u8; up.len().max(down.len())];
+        let mut sink = Sink(0);
+        let now = Instant::now();
+        let before = ALLOCS.with(|c| c.get());
+        for _ in 0..1000 {
+            buf[..up.len()].copy_from_slice(&up);
+            d11_element::Element::handle_frame(&mut s, now, 0, &mut buf[..up.len()], &mut sink);
+            buf[..down.len()].copy_from_slice(&down);
+            d11_element::Element::handle_frame(&mut s, now, 1, &mut buf[..down.len()], &mut sink);
+        }
+        let allocs = ALLOCS.with(|c| c.get()) - before;
+        assert_eq!(sink.0, 2000);
+        assert_eq!(allocs, 0, "heap allocations for 2000 G-PDUs");
+        assert_eq!(
+            (s.logic.c.uplink_packets, s.logic.c.downlink_packets),
+            (1004, 1004)
         );
     }
 }

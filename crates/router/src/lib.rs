@@ -188,12 +188,23 @@ pub struct Divert<'a> {
     pub inner: &'a mut dyn Transmit,
     pub port: PortId,
     pub kept: &'a mut Vec<Vec<u8>>,
+    /// Buffers to keep frames in (reused: no allocation per frame once warm).
+    pub spare: &'a mut Vec<Vec<u8>>,
+}
+
+impl Divert<'_> {
+    fn keep(&mut self, frame: &[u8]) {
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(frame);
+        self.kept.push(b);
+    }
 }
 
 impl Transmit for Divert<'_> {
     fn send(&mut self, port: PortId, frame: &[u8]) {
         if port == self.port {
-            self.kept.push(frame.to_vec());
+            self.keep(frame);
         } else {
             self.inner.send(port, frame);
         }
@@ -203,7 +214,7 @@ impl Transmit for Divert<'_> {
     }
     fn send_noted(&mut self, port: PortId, frame: &[u8], note: &str) {
         if port == self.port {
-            self.kept.push(frame.to_vec());
+            self.keep(frame);
         } else {
             self.inner.send_noted(port, frame, note);
         }
@@ -804,8 +815,7 @@ impl Router {
                     frame[ETH + 19],
                 );
                 if self.is_local(dst) {
-                    let ip = frame[ETH..ETH + total_len].to_vec();
-                    self.deliver_local(now, port, &ip, tx, hook);
+                    self.deliver_local(now, port, &frame[ETH..ETH + total_len], tx, hook);
                 } else if dst_mac.is_broadcast() || self.is_broadcast_for(dst) || dst.is_multicast()
                 {
                     self.c.local_broadcast_dropped += 1;

@@ -19,22 +19,49 @@
 //! A place is left for a control plane on the router's own addresses (BGP over TCP): a logic
 //! sees every packet for the router in [`Hook::local`] and answers through its outbox.
 
-use crate::udp::{self, Datagram};
+use crate::udp::Datagram;
 use crate::{Divert, Hook, Router};
 use d11_element::{Element, PortId, Transmit};
 use serde_json::Value;
 use std::time::Instant;
 
-/// What a logic leaves for the wire.
+/// What a logic leaves for the wire. Its buffers come back once sent: a logic that takes
+/// them from [`Outbox::buffer`] allocates nothing per packet once warm.
 #[derive(Debug, Default)]
 pub struct Outbox {
     pub datagrams: Vec<Datagram>,
     pub packets: Vec<Vec<u8>>,
     pub frames: Vec<(PortId, Vec<u8>)>,
     pub inject: Vec<Vec<u8>>,
+    /// Buffers sent, kept for reuse.
+    spare: Vec<Vec<u8>>,
 }
 
+/// Buffers kept for reuse at most.
+const SPARE: usize = 256;
+
 impl Outbox {
+    /// An empty buffer for a payload or a frame: one sent before, if there is one.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn copy(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut b = self.buffer();
+        b.extend_from_slice(data);
+        b
+    }
+
+    /// Gives a buffer back once its content is sent.
+    pub fn recycle(&mut self, b: Vec<u8>) {
+        if self.spare.len() < SPARE {
+            self.spare.push(b);
+        }
+    }
+
     fn is_idle(&self) -> bool {
         self.datagrams.is_empty()
             && self.packets.is_empty()
@@ -103,8 +130,10 @@ const SETTLE_ROUNDS: usize = 64;
 pub struct RouterElement<L> {
     pub router: Router,
     pub logic: L,
-    /// Frames the router sent to the tunnel port, on their way to the logic.
+    /// Frames the router sent to the tunnel port, on their way to the logic, and the buffers
+    /// they were kept in, for reuse.
     kept: Vec<Vec<u8>>,
+    kept_spare: Vec<Vec<u8>>,
 }
 
 impl<L: RouterProgram> RouterElement<L> {
@@ -113,6 +142,7 @@ impl<L: RouterProgram> RouterElement<L> {
             router,
             logic,
             kept: Vec::new(),
+            kept_spare: Vec::new(),
         }
     }
 
@@ -121,11 +151,13 @@ impl<L: RouterProgram> RouterElement<L> {
         tunnel: Option<PortId>,
         tx: &'a mut dyn Transmit,
         kept: &'a mut Vec<Vec<u8>>,
+        spare: &'a mut Vec<Vec<u8>>,
     ) -> Divert<'a> {
         Divert {
             inner: tx,
             port: tunnel.unwrap_or(PortId::MAX),
             kept,
+            spare,
         }
     }
 
@@ -137,28 +169,64 @@ impl<L: RouterProgram> RouterElement<L> {
         for _ in 0..SETTLE_ROUNDS {
             for f in kept.drain(..) {
                 self.logic.tunnel_frame(now, &f);
+                if self.kept_spare.len() < SPARE {
+                    self.kept_spare.push(f);
+                }
             }
             let ob = self.logic.outbox();
             if ob.is_idle() {
                 break;
             }
-            for (p, f) in ob.frames.drain(..) {
+            let Outbox {
+                datagrams,
+                packets,
+                frames,
+                inject,
+                spare,
+            } = ob;
+            let recycle = |spare: &mut Vec<Vec<u8>>, b: Vec<u8>| {
+                if spare.len() < SPARE {
+                    spare.push(b);
+                }
+            };
+            for (p, f) in frames.drain(..) {
                 tx.send(p, &f);
+                recycle(spare, f);
             }
-            let inject = std::mem::take(&mut ob.inject);
+            let mut inject = std::mem::take(inject);
             {
-                let mut d = Self::divert(tunnel, tx, &mut kept);
-                udp::flush(&mut self.router, now, &mut ob.datagrams, &mut d);
-                for ip in ob.packets.drain(..) {
+                let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
+                for g in datagrams.drain(..) {
+                    self.router.send_udp(
+                        now,
+                        Some(g.src),
+                        g.dst,
+                        g.sport,
+                        g.dport,
+                        &g.payload,
+                        &mut d,
+                    );
+                    recycle(spare, g.payload);
+                }
+                for ip in packets.drain(..) {
                     self.router.send_ip(now, &ip, &mut d);
+                    recycle(spare, ip);
                 }
             }
             if let Some(p) = tunnel {
-                for mut f in inject {
-                    let mut d = Self::divert(tunnel, tx, &mut kept);
+                for f in inject.iter_mut() {
+                    let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
                     self.router
-                        .handle_frame_with(now, p, &mut f, &mut d, &mut self.logic);
+                        .handle_frame_with(now, p, f, &mut d, &mut self.logic);
                 }
+            }
+            // The injected frames' buffers, and the queue itself, go back.
+            let ob = self.logic.outbox();
+            for f in inject.drain(..) {
+                ob.recycle(f);
+            }
+            if ob.inject.is_empty() {
+                ob.inject = inject;
             }
         }
         kept.clear();
@@ -182,7 +250,7 @@ impl<L: RouterProgram> Element for RouterElement<L> {
             let tunnel = self.logic.tunnel_port();
             let mut kept = std::mem::take(&mut self.kept);
             {
-                let mut d = Self::divert(tunnel, tx, &mut kept);
+                let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
                 self.router
                     .handle_frame_with(now, port, frame, &mut d, &mut self.logic);
             }
@@ -205,7 +273,7 @@ impl<L: RouterProgram> Element for RouterElement<L> {
             let tunnel = self.logic.tunnel_port();
             let mut kept = std::mem::take(&mut self.kept);
             {
-                let mut d = Self::divert(tunnel, tx, &mut kept);
+                let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
                 self.router.poll(now, &mut d);
             }
             self.kept = kept;

@@ -499,14 +499,19 @@ impl Logic {
             .flatten()
             .filter(|(_, t)| now.saturating_duration_since(*t) < Duration::from_secs(300))
             .map(|(ip, _)| *ip);
-        let targets = match known {
-            Some(ip) => vec![ip],
+        // The host the MAC was learned from, else every host of the VPC.
+        let n = match known {
+            Some(_) => 1,
             None => {
                 self.c.vxlan_flooded += 1;
-                self.hosts.clone()
+                self.hosts.len()
             }
         };
-        let mut payload = vec![0u8; vxlan::HEADER_LEN + f.len()];
+        if n == 0 {
+            return;
+        }
+        let mut payload = self.out.buffer();
+        payload.resize(vxlan::HEADER_LEN + f.len(), 0);
         if vxlan::Repr::new(self.vni)
             .and_then(|r| r.emit(&mut payload))
             .is_err()
@@ -516,14 +521,21 @@ impl Logic {
         payload[vxlan::HEADER_LEN..].copy_from_slice(f);
         let sport =
             49152 + (d11_wire::fnv::fnv1a32(f[..f.len().min(38)].iter().copied()) % 16384) as u16;
-        for t in targets {
+        for i in 0..n {
+            let dst = known.unwrap_or(self.hosts[i]);
+            // The last one takes the buffer itself; the others a copy.
+            let p = if i + 1 == n {
+                std::mem::take(&mut payload)
+            } else {
+                self.out.copy(&payload)
+            };
             self.c.vxlan_tx += 1;
             self.out.datagrams.push(Datagram {
                 src: self.addr,
-                dst: t,
+                dst,
                 sport,
                 dport: vxlan::UDP_PORT,
-                payload: payload.clone(),
+                payload: p,
             });
         }
     }
@@ -568,7 +580,8 @@ impl Logic {
                 }
             }
         }
-        self.out.inject.push(f.to_vec());
+        let c = self.out.copy(f);
+        self.out.inject.push(c);
     }
 
     fn sweep(&mut self, now: Instant) {

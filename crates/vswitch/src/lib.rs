@@ -255,7 +255,8 @@ impl Logic {
             self.c.encap_too_big += 1;
             return;
         }
-        let mut payload = vec![0u8; vxlan::HEADER_LEN + frame.len()];
+        let mut payload = self.out.buffer();
+        payload.resize(vxlan::HEADER_LEN + frame.len(), 0);
         if vxlan::Repr::new(vni)
             .and_then(|r| r.emit(&mut payload))
             .is_err()
@@ -298,14 +299,16 @@ impl Logic {
             Some(Dest::Local(q)) if q == port => self.c.hairpin_dropped += 1,
             Some(Dest::Local(q)) => {
                 self.c.switched_local += 1;
-                self.out.frames.push((q, f.to_vec()));
+                let c = self.out.copy(f);
+                self.out.frames.push((q, c));
             }
             Some(Dest::Remote(ip)) => self.encapsulate(vni, f, ip),
             None => {
                 self.c.flooded += 1;
                 for q in 0..self.vni_of.len() {
                     if q != port && self.vni_of[q] == Some(vni) {
-                        self.out.frames.push((q, f.to_vec()));
+                        let c = self.out.copy(f);
+                        self.out.frames.push((q, c));
                     }
                 }
                 let vteps = self.vteps.get(&vni).cloned().unwrap_or_default();
@@ -362,7 +365,8 @@ impl Logic {
             None => {
                 for q in 0..self.vni_of.len() {
                     if self.vni_of[q] == Some(vni) {
-                        self.out.frames.push((q, f.to_vec()));
+                        let c = self.out.copy(f);
+                        self.out.frames.push((q, c));
                     }
                 }
             }

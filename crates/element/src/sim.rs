@@ -318,3 +318,16 @@ impl Sim {
         self.run_async_until(until).await;
     }
 }
+
+/// Runs `f` on a current-thread runtime whose clock is paused, for
+/// [`Sim::run_async_until`]: tokio's timers and the network's move together, only when
+/// everything waits.
+#[cfg(feature = "test-util")]
+pub fn paused(f: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a tokio runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f);
+}

@@ -3,20 +3,11 @@
 //! robin, and a backend whose cable is pulled, with seconds of timers in milliseconds.
 
 use super::*;
-use d11_element::sim::Sim;
+use d11_element::sim::{paused, Sim};
 use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn paused(f: impl std::future::Future<Output = ()>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f);
-}
 
 fn stack_cfg(name: &str, ip: &str) -> serde_json::Value {
     json!({"name": name, "ports": [{"name": "eth0", "addresses": [ip]}]})

@@ -121,14 +121,8 @@ impl CouponLedger {
 
 pub fn build_coupon(cfg: &CouponConfig) -> anyhow::Result<(StackElement, Option<App>)> {
     let (stack, element) = Stack::new(&cfg.service.stack, "coupon")?;
-    let ledger = CouponLedger::open(cfg.database.as_deref()).map_err(|e| {
-        anyhow::anyhow!(
-            "database {}: {e}",
-            cfg.database
-                .as_ref()
-                .map_or("(memory)".into(), |p| p.display().to_string())
-        )
-    })?;
+    let ledger = CouponLedger::open(cfg.database.as_deref())
+        .map_err(|e| crate::db_error(cfg.database.as_deref(), e))?;
     for c in &cfg.coupons {
         if c.is_empty() || c.len() > 64 {
             anyhow::bail!("coupon {c:?}: 1 to 64 characters");

@@ -157,10 +157,8 @@ impl OrderDb {
 
 pub fn build_db(cfg: &DbConfig) -> anyhow::Result<(StackElement, Option<App>)> {
     let (stack, element) = Stack::new(&cfg.service.stack, "db")?;
-    let db = Rc::new(
-        OrderDb::open(&cfg.database)
-            .map_err(|e| anyhow::anyhow!("database {}: {e}", cfg.database.display()))?,
-    );
+    let db =
+        Rc::new(OrderDb::open(&cfg.database).map_err(|e| crate::db_error(Some(&cfg.database), e))?);
     let d2 = db.clone();
     stack.add_table("orders", move || json!(d2.recent(100).unwrap_or_default()));
     let calls = Rc::new(RefCell::new(0u64));

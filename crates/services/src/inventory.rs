@@ -174,14 +174,8 @@ struct Parts {
 }
 
 fn open(cfg: &InventoryConfig) -> anyhow::Result<Parts> {
-    let store = SqlStock::open(cfg.database.as_deref()).map_err(|e| {
-        anyhow::anyhow!(
-            "database {}: {e}",
-            cfg.database
-                .as_ref()
-                .map_or("(memory)".into(), |p| p.display().to_string())
-        )
-    })?;
+    let store = SqlStock::open(cfg.database.as_deref())
+        .map_err(|e| crate::db_error(cfg.database.as_deref(), e))?;
     for (item, qty) in &cfg.stock {
         if *qty < 0 {
             anyhow::bail!("stock of {item}: {qty} is negative");

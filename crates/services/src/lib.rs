@@ -71,6 +71,12 @@ pub mod exceptions {
     pub const UNAVAILABLE: &str = "com.shop.UnavailableException";
 }
 
+/// A service's database error, naming the file (or memory).
+pub fn db_error(path: Option<&std::path::Path>, e: impl std::fmt::Display) -> anyhow::Error {
+    let at = path.map_or("(memory)".into(), |p| p.display().to_string());
+    anyhow::anyhow!("database {at}: {e}")
+}
+
 /// Dubbo's default port.
 pub const PORT: u16 = 20880;
 

@@ -362,16 +362,11 @@ pub fn build_order(cfg: &OrderConfig) -> anyhow::Result<(StackElement, Option<Ap
             ..CallOptions::default().idempotent()
         },
     });
-    let where_ = || {
-        cfg.database
-            .as_ref()
-            .map_or("(memory)".into(), |p| p.display().to_string())
-    };
     let journal = SqlJournal::open(cfg.database.as_deref())
-        .map_err(|e| anyhow::anyhow!("database {}: {e}", where_()))?;
+        .map_err(|e| crate::db_error(cfg.database.as_deref(), e))?;
     let desk = Rc::new(
         Desk::recover(&cfg.id_prefix, Rc::new(journal))
-            .map_err(|e| anyhow::anyhow!("database {}: {e}", where_()))?,
+            .map_err(|e| crate::db_error(cfg.database.as_deref(), e))?,
     );
     if !desk.orphans().is_empty() || !desk.owed().is_empty() {
         tracing::warn!(

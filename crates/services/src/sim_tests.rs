@@ -8,7 +8,7 @@ use crate::db::{build_db, DbConfig};
 use crate::inventory::{build_inventory, InventoryConfig};
 use crate::order::{build_order, OrderConfig, CREATE_TYPES, ORDER};
 use crate::registry::{build_registry, RegistryConfig};
-use d11_element::sim::Sim;
+use d11_element::sim::{paused, Sim};
 use d11_rpc::d11_dubbo::Request;
 use d11_rpc::{Client, Error, Value};
 use d11_stack::{Stack, StackConfig};
@@ -17,15 +17,6 @@ use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 use std::time::Duration;
-
-fn paused(f: impl std::future::Future<Output = ()>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f);
-}
 
 fn node(name: &str, last: u8, extra: serde_json::Value) -> serde_json::Value {
     let mut v = json!({"name": name,

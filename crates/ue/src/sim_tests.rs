@@ -4,7 +4,7 @@
 //! milliseconds and every run is the same.
 
 use super::*;
-use d11_element::sim::{NodeId, Sim};
+use d11_element::sim::{paused, NodeId, Sim};
 use std::time::Duration;
 
 const IMSI: &str = "001010000000001";
@@ -95,16 +95,6 @@ fn mobile(key: &str, sgw_plugged: bool) -> Mobile {
         sgw,
         _dir: dir,
     }
-}
-
-/// Runs `f` on a current-thread runtime with a paused clock.
-fn paused(f: impl std::future::Future<Output = ()>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f);
 }
 
 #[test]

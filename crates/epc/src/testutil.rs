@@ -62,15 +62,8 @@ pub fn drive_frames(
             let target = Ipv4Addr::new(fr[38], fr[39], fr[40], fr[41]);
             let peer = *peers.iter().find(|x| x.1 == target).expect("a peer's ARP");
             let mine: [u8; 6] = fr[6..12].try_into().unwrap();
-            let mut a = Vec::new();
-            a.extend_from_slice(&mine);
-            a.extend_from_slice(&peer.0);
-            a.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 2]);
-            a.extend_from_slice(&peer.0);
-            a.extend_from_slice(&peer.1.octets());
-            a.extend_from_slice(&mine);
-            a.extend_from_slice(&fr[28..32]);
-            a.resize(60, 0);
+            let asker = Ipv4Addr::new(fr[28], fr[29], fr[30], fr[31]);
+            let mut a = d11_wire::arp::reply(peer.0, peer.1, mine, asker).to_vec();
             s.handle_frame(now, p, &mut a, &mut tx);
             continue;
         }

@@ -893,16 +893,7 @@ pub use d11_wire::ip::udp_checksum;
 use d11_wire::ip::write_header as write_ipv4_header;
 
 fn write_arp(buf: &mut [u8], src: EthernetAddress, dst: EthernetAddress, arp: &ArpRepr) -> usize {
-    use smoltcp::wire::ArpPacket;
-    buf[0..6].copy_from_slice(&dst.0);
-    buf[6..12].copy_from_slice(&src.0);
-    buf[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    let n = arp.buffer_len();
-    arp.emit(&mut ArpPacket::new_unchecked(&mut buf[ETH..ETH + n]));
-    // Pad to the Ethernet minimum, as a NIC would.
-    let end = (ETH + n).max(60);
-    buf[ETH + n..end].fill(0);
-    end
+    d11_wire::arp::write_frame(buf, src.0, dst.0, arp)
 }
 
 impl Element for Router {

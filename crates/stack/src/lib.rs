@@ -235,16 +235,8 @@ impl Inner {
     }
 
     fn arp_request(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
-        let mut f = Vec::with_capacity(60);
-        f.extend_from_slice(&[0xff; 6]);
-        f.extend_from_slice(&self.mac.0);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&self.mac.0);
-        f.extend_from_slice(&src.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&dst.octets());
-        f.resize(60, 0);
-        self.resend.push(f);
+        self.resend
+            .push(d11_wire::arp::request(self.mac.0, src, dst).to_vec());
         self.c.arp_probes += 1;
     }
 

@@ -188,15 +188,11 @@ impl Transmit for StackTx<'_> {
     fn send(&mut self, port: PortId, f: &[u8]) {
         if self.arp && f.len() >= 42 && f[12..14] == [8, 6] {
             if f[20..22] == [0, 1] {
-                let mut a = Vec::with_capacity(60);
-                a.extend_from_slice(&f[6..12]);
-                a.extend_from_slice(&self.enb_mac);
-                a.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 2]);
-                a.extend_from_slice(&self.enb_mac);
-                a.extend_from_slice(&f[38..42]);
-                a.extend_from_slice(&f[22..32]);
-                a.resize(60, 0);
-                self.back.push(a);
+                // Whoever is asked for is at the eNodeB's MAC.
+                let ip4 = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+                let tha: [u8; 6] = f[22..28].try_into().unwrap_or([0; 6]);
+                let a = d11_wire::arp::reply(self.enb_mac, ip4(38), tha, ip4(28));
+                self.back.push(a.to_vec());
             }
             return;
         }

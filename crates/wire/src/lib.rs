@@ -8,6 +8,7 @@
 //! whose `new_checked` guarantees that no accessor can panic afterwards, and a `Repr` that can
 //! only hold valid states, with `parse`, `buffer_len` and `emit`.
 
+pub mod arp;
 pub mod fnv;
 pub mod gtpu;
 pub mod gtpv2;

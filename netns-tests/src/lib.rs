@@ -210,6 +210,59 @@ impl Lab {
         serde_json::from_slice(&o.stdout).expect("status JSON")
     }
 
+    /// The pid of `node`'s program.
+    pub fn pid(&self, node: &str) -> i32 {
+        self.status()["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == node)
+            .and_then(|n| n["pid"].as_u64())
+            .unwrap_or_else(|| panic!("no pid for {node}")) as i32
+    }
+
+    /// Sends `sig` to `node`'s program (SIGKILL, SIGSTOP, ...).
+    pub fn signal(&self, node: &str, sig: i32) {
+        // SAFETY: a plain kill(2) of a process this lab started.
+        assert_eq!(unsafe { libc::kill(self.pid(node), sig) }, 0);
+    }
+
+    /// `d11 lab restart NODE`: returns once the program is ready again.
+    pub fn restart(&self, node: &str) {
+        let o = d11()
+            .args(["--prefix", &self.prefix, "lab", "restart", node])
+            .output()
+            .expect("d11 lab restart");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// `d11 lab rpc SEGMENT -- --address ADDRESS ARGS...`, ready to run or spawn.
+    pub fn rpc_command(&self, segment: &str, address: &str, args: &[&str]) -> Command {
+        let mut c = d11();
+        c.args([
+            "--prefix",
+            &self.prefix,
+            "lab",
+            "rpc",
+            segment,
+            "--",
+            "--address",
+            address,
+        ])
+        .args(args);
+        c
+    }
+
+    /// [`rpc_command`](Self::rpc_command), run: the summary it prints.
+    pub fn rpc(&self, segment: &str, address: &str, args: &[&str]) -> Value {
+        let o = self
+            .rpc_command(segment, address, args)
+            .output()
+            .expect("d11 lab rpc");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("d11-rpc-call's JSON")
+    }
+
     /// The MAC of `node`'s `port` as its program reports it.
     pub fn mac(&self, node: &str, port: &str) -> String {
         let ifs = self.show(node, "interfaces");

@@ -19,22 +19,7 @@ ports = [{ name = "eth0", segment = "vpc", addresses = ["192.168.1.3/24"] }]
 "#;
 
 fn rpc(lab: &Lab, args: &[&str]) -> Value {
-    let o = d11()
-        .args([
-            "--prefix",
-            &lab.prefix,
-            "lab",
-            "rpc",
-            "vpc",
-            "--",
-            "--address",
-            "192.168.1.50/24",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    lab.rpc("vpc", "192.168.1.50/24", args)
 }
 
 const DEDUCT: [&str; 4] = [

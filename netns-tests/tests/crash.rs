@@ -45,48 +45,8 @@ database = "order-journal.sqlite"
 timeout_ms = 20000
 "#;
 
-fn pid(lab: &Lab, node: &str) -> i32 {
-    lab.status()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node)
-        .and_then(|n| n["pid"].as_u64())
-        .unwrap_or_else(|| panic!("no pid for {node}")) as i32
-}
-
-fn signal(lab: &Lab, node: &str, sig: i32) {
-    // SAFETY: a plain kill(2) of a process this lab started.
-    assert_eq!(unsafe { libc::kill(pid(lab, node), sig) }, 0);
-}
-
-fn restart(lab: &Lab, node: &str) {
-    let o = d11()
-        .args(["--prefix", &lab.prefix, "lab", "restart", node])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn rpc_args<'a>(lab: &'a Lab, rest: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "--prefix",
-        &lab.prefix,
-        "lab",
-        "rpc",
-        "vpc",
-        "--",
-        "--address",
-        "192.168.1.50/24",
-    ];
-    v.extend_from_slice(rest);
-    v
-}
-
-fn rpc(lab: &Lab, rest: &[&str]) -> Value {
-    let o = d11().args(rpc_args(lab, rest)).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+fn rpc(lab: &Lab, args: &[&str]) -> Value {
+    lab.rpc("vpc", "192.168.1.50/24", args)
 }
 
 const COUPON: [&str; 3] = ["192.168.1.32:20880", "com.shop.CouponService", "redeem"];
@@ -102,8 +62,8 @@ fn redeem(lab: &Lab, coupon: &str, order: &str) -> Value {
 fn a_redeemed_coupon_stays_redeemed_after_kill_9() {
     let lab = Lab::up(LAB);
     assert_eq!(redeem(&lab, "C9", "order-a")["ok"], 1);
-    signal(&lab, "coupon", libc::SIGKILL);
-    restart(&lab, "coupon");
+    lab.signal("coupon", libc::SIGKILL);
+    lab.restart("coupon");
     // Another order is refused: the ledger kept the first one.
     let r = redeem(&lab, "C9", "order-b");
     assert_eq!(r["ok"], 0, "a redeemed coupon was redeemed again: {r}");
@@ -133,7 +93,7 @@ fn orders_cut_by_kill_9_give_their_stock_back_at_the_next_start() {
         has("com.shop.InventoryService") && has("com.shop.CouponService")
     });
     // The coupon service stops answering: five orders take their stock, then wait for it.
-    signal(&lab, "coupon", libc::SIGSTOP);
+    lab.signal("coupon", libc::SIGSTOP);
     let create = [
         "--count",
         "5",
@@ -147,8 +107,8 @@ fn orders_cut_by_kill_9_give_their_stock_back_at_the_next_start() {
         "Ljava/lang/String;Ljava/lang/String;Ljava/lang/String;JLjava/lang/String;Ljava/lang/String;",
         r#"["cut-{n}", "u", "book", 1, "C{n}", "{}"]"#,
     ];
-    let mut client = d11()
-        .args(rpc_args(&lab, &create))
+    let mut client = lab
+        .rpc_command("vpc", "192.168.1.50/24", &create)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -156,12 +116,12 @@ fn orders_cut_by_kill_9_give_their_stock_back_at_the_next_start() {
     let stock = |lab: &Lab| lab.show("inventory", "stock")[0]["quantity"].as_i64();
     lab.wait_show("inventory", "stock", 30, |s| s[0]["quantity"] == 5);
     // kill -9 of the order service with five orders between their deduction and the coupon.
-    signal(&lab, "order", libc::SIGKILL);
+    lab.signal("order", libc::SIGKILL);
     let _ = client.kill();
     let _ = client.wait();
-    signal(&lab, "coupon", libc::SIGCONT);
+    lab.signal("coupon", libc::SIGCONT);
     assert_eq!(stock(&lab), Some(5));
-    restart(&lab, "order");
+    lab.restart("order");
     // The new order service finds the five under way, none stored: it gives everything back.
     lab.wait_show("inventory", "stock", 30, |s| s[0]["quantity"] == 10);
     lab.wait_show("order", "orphans", 30, |v| {

@@ -313,11 +313,7 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
     assert_eq!(ue4["pdn_type"], "ipv4", "{pgw}");
     // A phone switched off detaches: Delete Session through SGW and PGW, the eNodeB's bearer
     // released; switched on again, it attaches anew.
-    let o = d11()
-        .args(["--prefix", &lab.prefix, "lab", "restart", "ue4"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    lab.restart("ue4");
     lab.wait_show("pgw", "counters", 30, |c| c["sessions_deleted"] == 1);
     assert_eq!(lab.counter("sgw", "sessions_deleted"), 1);
     lab.wait_show("enb", "counters", 30, |c| c["bearers_released"] == 1);
@@ -523,11 +519,7 @@ fn echo_supervises_paths_and_a_restart_shows_in_the_recovery_counter() {
     let before = peer(&paths, "172.16.5.4")["peer_recovery"]
         .as_u64()
         .unwrap();
-    let o = d11()
-        .args(["--prefix", &lab.prefix, "lab", "restart", "pgw"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    lab.restart("pgw");
     // The PGW came back with a Recovery one higher; the SGW counts a peer restart.
     let paths = lab.wait_show("sgw", "paths", 30, |v| {
         peer(v, "172.16.5.4")["peer_restarts"] == 1
@@ -572,11 +564,7 @@ fn a_pgw_restart_detaches_the_phone_which_attaches_again_and_orders_on() {
     let before = lab.wait_show("ue", "app_summary", 60, |v| v["ok"].as_u64() >= Some(3))["ok"]
         .as_u64()
         .unwrap();
-    let o = d11()
-        .args(["--prefix", &lab.prefix, "lab", "restart", "pgw"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    lab.restart("pgw");
     // Orders go on after the restart.
     lab.wait_show("ue", "app_summary", 60, |v| {
         v["ok"].as_u64() >= Some(before + 10)

@@ -223,13 +223,7 @@ fn stock(lab: &Lab) -> i64 {
 }
 
 fn pid(lab: &Lab, node: &str) -> i32 {
-    lab.status()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == node)
-        .and_then(|n| n["pid"].as_u64())
-        .unwrap() as i32
+    lab.pid(node)
 }
 
 /// The registry lists `n` healthy providers of `service`.
@@ -367,15 +361,7 @@ fn orders_fail_cleanly_without_the_inventory_and_move_off_a_dead_order_instance(
         400,
         "{by:?}"
     );
-    let out = d11()
-        .args(["--prefix", &lab.prefix, "lab", "restart", "inventory"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.restart("inventory");
     wait_providers(&lab, "com.shop.InventoryService", 1);
     let r2 = post_orders(&lab, &keys("b", 100), 20, 60.0);
     assert_eq!(count(&r2).get(&201), Some(&100), "{:?}", count(&r2));
@@ -419,15 +405,7 @@ fn orders_fail_cleanly_without_the_inventory_and_move_off_a_dead_order_instance(
     // orders there.
     let before = lab.counter("db1", "orders");
     assert!(before > 0);
-    let out = d11()
-        .args(["--prefix", &lab.prefix, "lab", "restart", "db1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.restart("db1");
     assert_eq!(lab.counter("db1", "orders"), before);
     let again = post_orders(&lab, &keys("c", 300), 20, 60.0);
     assert_eq!(count(&again).get(&201), Some(&300), "{:?}", count(&again));

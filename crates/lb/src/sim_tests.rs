@@ -86,19 +86,20 @@ fn round_robin_with_checks_and_a_pulled_cable() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(up(&sim), ["up", "up"]);
+        let totals = |sim: &Sim| -> Vec<u64> {
+            sim.show(l, "backends")
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["total"].as_u64().unwrap_or(0))
+                .collect()
+        };
         // Four orders, two to each backend.
         let got = clients(client.clone(), 4);
         sim.run_async_for(secs(2)).await;
         let want: Vec<Option<String>> = (0..4).map(|i| Some(format!("order-{i}\n"))).collect();
         assert_eq!(*got.borrow(), want);
-        let totals: Vec<u64> = sim
-            .show(l, "backends")
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["total"].as_u64().unwrap_or(0))
-            .collect();
-        assert_eq!(totals, [2, 2]);
+        assert_eq!(totals(&sim), [2, 2]);
         // h2's cable is pulled: two failed checks (fall 2) take it out, and every order goes
         // to h1.
         sim.unplug(b, 0);
@@ -108,13 +109,6 @@ fn round_robin_with_checks_and_a_pulled_cable() {
         let got = clients(client, 4);
         sim.run_async_for(secs(2)).await;
         assert_eq!(*got.borrow(), want);
-        let totals: Vec<u64> = sim
-            .show(l, "backends")
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["total"].as_u64().unwrap_or(0))
-            .collect();
-        assert_eq!(totals, [6, 2]);
+        assert_eq!(totals(&sim), [6, 2]);
     });
 }

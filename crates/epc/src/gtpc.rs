@@ -62,7 +62,7 @@ fn fteid(p: Option<d11_wire::gtpv2::Ie<'_>>) -> Option<Fteid> {
     Fteid::decode(p?.value)
 }
 
-fn header(message_type: u8, teid: Option<u32>, sequence: u32) -> Header {
+fn header(message_type: MessageType, teid: Option<u32>, sequence: u32) -> Header {
     Header {
         message_type,
         teid,
@@ -283,7 +283,7 @@ pub fn delete_session_request(teid: u32, seq: u32, ebi: u8) -> Vec<u8> {
 }
 
 /// A response with only a Cause (Delete Session Response).
-pub fn cause_response(message_type: u8, teid: u32, seq: u32, c: u8) -> Vec<u8> {
+pub fn cause_response(message_type: MessageType, teid: u32, seq: u32, c: u8) -> Vec<u8> {
     Writer::new(header(message_type, Some(teid), seq))
         .ie(ie::CAUSE, 0, &cause_v(c))
         .finish()
@@ -295,7 +295,7 @@ pub fn read_cause(p: &Packet<'_>) -> Option<u8> {
 }
 
 /// Echo Request / Response with our Recovery (restart counter).
-pub fn echo(message_type: u8, seq: u32, recovery: u8) -> Vec<u8> {
+pub fn echo(message_type: MessageType, seq: u32, recovery: u8) -> Vec<u8> {
     Writer::new(header(message_type, None, seq))
         .ie(ie::RECOVERY, 0, &[recovery])
         .finish()
@@ -325,19 +325,13 @@ pub fn read_pgw_restart_notification(p: &Packet<'_>) -> Result<(Ipv4Addr, Ipv4Ad
     Ok((ip(0)?, ip(1)?))
 }
 
-/// Whether a message type is a request (odd types below 64 in this set).
-pub fn is_request(t: u8) -> bool {
-    matches!(
-        t,
-        msg::ECHO_REQUEST
-            | msg::CREATE_SESSION_REQUEST
-            | msg::MODIFY_BEARER_REQUEST
-            | msg::DELETE_SESSION_REQUEST
-            | msg::PGW_RESTART_NOTIFICATION
-    )
+/// Whether a message type is a request.
+pub fn is_request(t: MessageType) -> bool {
+    t.is_request()
 }
 
 pub use d11_wire::gtpv2::msg as message;
+pub use d11_wire::gtpv2::MessageType;
 
 #[cfg(test)]
 mod tests {

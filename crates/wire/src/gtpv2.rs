@@ -22,18 +22,95 @@ use core::net::Ipv4Addr;
 pub const UDP_PORT: u16 = 2123;
 const LAYER: &str = "gtpv2";
 
-/// Message types used here (TS 29.274 table 6.1-1).
+/// A GTPv2-C message type (TS 29.274 table 6.1-1): the ones d11 speaks, and any other kept
+/// as its number (a peer may send what we do not know; we count it and answer as the spec
+/// says, never lose it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    EchoRequest,
+    EchoResponse,
+    CreateSessionRequest,
+    CreateSessionResponse,
+    ModifyBearerRequest,
+    ModifyBearerResponse,
+    DeleteSessionRequest,
+    DeleteSessionResponse,
+    PgwRestartNotification,
+    PgwRestartNotificationAck,
+    Unknown(u8),
+}
+
+impl From<u8> for MessageType {
+    fn from(v: u8) -> Self {
+        use MessageType::*;
+        match v {
+            1 => EchoRequest,
+            2 => EchoResponse,
+            32 => CreateSessionRequest,
+            33 => CreateSessionResponse,
+            34 => ModifyBearerRequest,
+            35 => ModifyBearerResponse,
+            36 => DeleteSessionRequest,
+            37 => DeleteSessionResponse,
+            179 => PgwRestartNotification,
+            180 => PgwRestartNotificationAck,
+            v => Unknown(v),
+        }
+    }
+}
+
+impl From<MessageType> for u8 {
+    fn from(t: MessageType) -> u8 {
+        use MessageType::*;
+        match t {
+            EchoRequest => 1,
+            EchoResponse => 2,
+            CreateSessionRequest => 32,
+            CreateSessionResponse => 33,
+            ModifyBearerRequest => 34,
+            ModifyBearerResponse => 35,
+            DeleteSessionRequest => 36,
+            DeleteSessionResponse => 37,
+            PgwRestartNotification => 179,
+            PgwRestartNotificationAck => 180,
+            Unknown(v) => v,
+        }
+    }
+}
+
+impl MessageType {
+    /// Whether it is a request (TS 29.274 §7.6: one that expects a response).
+    pub fn is_request(self) -> bool {
+        use MessageType::*;
+        match self {
+            EchoRequest
+            | CreateSessionRequest
+            | ModifyBearerRequest
+            | DeleteSessionRequest
+            | PgwRestartNotification => true,
+            Unknown(_)
+            | EchoResponse
+            | CreateSessionResponse
+            | ModifyBearerResponse
+            | DeleteSessionResponse
+            | PgwRestartNotificationAck => false,
+        }
+    }
+}
+
+/// The message types by their specification names.
 pub mod msg {
-    pub const ECHO_REQUEST: u8 = 1;
-    pub const ECHO_RESPONSE: u8 = 2;
-    pub const CREATE_SESSION_REQUEST: u8 = 32;
-    pub const CREATE_SESSION_RESPONSE: u8 = 33;
-    pub const MODIFY_BEARER_REQUEST: u8 = 34;
-    pub const MODIFY_BEARER_RESPONSE: u8 = 35;
-    pub const DELETE_SESSION_REQUEST: u8 = 36;
-    pub const DELETE_SESSION_RESPONSE: u8 = 37;
-    pub const PGW_RESTART_NOTIFICATION: u8 = 179;
-    pub const PGW_RESTART_NOTIFICATION_ACK: u8 = 180;
+    use super::MessageType;
+    pub const ECHO_REQUEST: MessageType = MessageType::EchoRequest;
+    pub const ECHO_RESPONSE: MessageType = MessageType::EchoResponse;
+    pub const CREATE_SESSION_REQUEST: MessageType = MessageType::CreateSessionRequest;
+    pub const CREATE_SESSION_RESPONSE: MessageType = MessageType::CreateSessionResponse;
+    pub const MODIFY_BEARER_REQUEST: MessageType = MessageType::ModifyBearerRequest;
+    pub const MODIFY_BEARER_RESPONSE: MessageType = MessageType::ModifyBearerResponse;
+    pub const DELETE_SESSION_REQUEST: MessageType = MessageType::DeleteSessionRequest;
+    pub const DELETE_SESSION_RESPONSE: MessageType = MessageType::DeleteSessionResponse;
+    pub const PGW_RESTART_NOTIFICATION: MessageType = MessageType::PgwRestartNotification;
+    pub const PGW_RESTART_NOTIFICATION_ACK: MessageType = MessageType::PgwRestartNotificationAck;
 }
 
 /// IE types used here (TS 29.274 table 8.1-1).
@@ -81,7 +158,7 @@ pub mod cause {
 /// A GTPv2-C header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    pub message_type: u8,
+    pub message_type: MessageType,
     /// Present on all messages but Echo (T flag).
     pub teid: Option<u32>,
     /// 24 bits.
@@ -144,7 +221,7 @@ impl<'a> Packet<'a> {
         let p = Packet {
             buf: &buf[..total],
             header: Header {
-                message_type: buf[1],
+                message_type: MessageType::from(buf[1]),
                 teid,
                 sequence,
             },
@@ -256,7 +333,7 @@ impl Writer {
     pub fn new(h: Header) -> Self {
         let mut buf = Vec::with_capacity(256);
         buf.push((2 << 5) | if h.teid.is_some() { 0x08 } else { 0 });
-        buf.push(h.message_type);
+        buf.push(u8::from(h.message_type));
         buf.extend_from_slice(&[0, 0]);
         if let Some(t) = h.teid {
             buf.extend_from_slice(&t.to_be_bytes());
@@ -441,6 +518,27 @@ pub mod value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_message_type_round_trips_and_unknown_ones_are_kept() {
+        for v in 0..=255u8 {
+            assert_eq!(u8::from(MessageType::from(v)), v);
+        }
+        assert_eq!(MessageType::from(99), MessageType::Unknown(99));
+        assert!(MessageType::from(1).is_request());
+        assert!(!MessageType::from(2).is_request());
+        assert!(!MessageType::Unknown(99).is_request());
+        // A message of a type we do not know parses, and keeps its number.
+        let b = Writer::new(Header {
+            message_type: MessageType::Unknown(99),
+            teid: Some(7),
+            sequence: 5,
+        })
+        .finish();
+        let p = Packet::new_checked(&b).unwrap();
+        assert_eq!(p.header().message_type, MessageType::Unknown(99));
+        assert_eq!(b[1], 99);
+    }
+
     use super::value::*;
     use super::*;
     use hex_literal::hex;
@@ -518,7 +616,7 @@ mod tests {
         assert_eq!(
             p.header(),
             Header {
-                message_type: 32,
+                message_type: MessageType::from(32),
                 teid: Some(0),
                 sequence: 0x0abcde
             }

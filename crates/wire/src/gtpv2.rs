@@ -22,59 +22,51 @@ use core::net::Ipv4Addr;
 pub const UDP_PORT: u16 = 2123;
 const LAYER: &str = "gtpv2";
 
-/// A GTPv2-C message type (TS 29.274 table 6.1-1): the ones d11 speaks, and any other kept
-/// as its number (a peer may send what we do not know; we count it and answer as the spec
-/// says, never lose it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageType {
-    EchoRequest,
-    EchoResponse,
-    CreateSessionRequest,
-    CreateSessionResponse,
-    ModifyBearerRequest,
-    ModifyBearerResponse,
-    DeleteSessionRequest,
-    DeleteSessionResponse,
-    PgwRestartNotification,
-    PgwRestartNotificationAck,
-    Unknown(u8),
+/// An enum of the protocol numbers we know, which keeps any other as `Unknown(n)`, with both
+/// conversions (smoltcp's `enum_with_unknown!`, for one octet): a peer may send what we do not
+/// know; it is counted and answered as the spec says, never lost.
+macro_rules! enum_with_unknown {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $n:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $v,)*
+            Unknown(u8),
+        }
+
+        impl From<u8> for $name {
+            fn from(v: u8) -> Self {
+                match v {
+                    $($n => $name::$v,)*
+                    v => $name::Unknown(v),
+                }
+            }
+        }
+
+        impl From<$name> for u8 {
+            fn from(t: $name) -> u8 {
+                match t {
+                    $($name::$v => $n,)*
+                    $name::Unknown(v) => v,
+                }
+            }
+        }
+    };
 }
 
-impl From<u8> for MessageType {
-    fn from(v: u8) -> Self {
-        use MessageType::*;
-        match v {
-            1 => EchoRequest,
-            2 => EchoResponse,
-            32 => CreateSessionRequest,
-            33 => CreateSessionResponse,
-            34 => ModifyBearerRequest,
-            35 => ModifyBearerResponse,
-            36 => DeleteSessionRequest,
-            37 => DeleteSessionResponse,
-            179 => PgwRestartNotification,
-            180 => PgwRestartNotificationAck,
-            v => Unknown(v),
-        }
-    }
-}
-
-impl From<MessageType> for u8 {
-    fn from(t: MessageType) -> u8 {
-        use MessageType::*;
-        match t {
-            EchoRequest => 1,
-            EchoResponse => 2,
-            CreateSessionRequest => 32,
-            CreateSessionResponse => 33,
-            ModifyBearerRequest => 34,
-            ModifyBearerResponse => 35,
-            DeleteSessionRequest => 36,
-            DeleteSessionResponse => 37,
-            PgwRestartNotification => 179,
-            PgwRestartNotificationAck => 180,
-            Unknown(v) => v,
-        }
+enum_with_unknown! {
+    /// A GTPv2-C message type (TS 29.274 table 6.1-1).
+    pub enum MessageType {
+        EchoRequest = 1,
+        EchoResponse = 2,
+        CreateSessionRequest = 32,
+        CreateSessionResponse = 33,
+        ModifyBearerRequest = 34,
+        ModifyBearerResponse = 35,
+        DeleteSessionRequest = 36,
+        DeleteSessionResponse = 37,
+        PgwRestartNotification = 179,
+        PgwRestartNotificationAck = 180,
     }
 }
 
@@ -113,25 +105,49 @@ pub mod msg {
     pub const PGW_RESTART_NOTIFICATION_ACK: MessageType = MessageType::PgwRestartNotificationAck;
 }
 
-/// IE types used here (TS 29.274 table 8.1-1).
+enum_with_unknown! {
+    /// An IE type (TS 29.274 table 8.1-1).
+    pub enum IeType {
+        Imsi = 1,
+        Cause = 2,
+        Recovery = 3,
+        Apn = 71,
+        Ambr = 72,
+        Ebi = 73,
+        IpAddress = 74,
+        Indication = 77,
+        Paa = 79,
+        BearerQos = 80,
+        RatType = 82,
+        ServingNetwork = 83,
+        FTeid = 87,
+        BearerContext = 93,
+        PdnType = 99,
+        ApnRestriction = 127,
+        SelectionMode = 128,
+    }
+}
+
+/// The IE types by their specification names.
 pub mod ie {
-    pub const IMSI: u8 = 1;
-    pub const CAUSE: u8 = 2;
-    pub const RECOVERY: u8 = 3;
-    pub const APN: u8 = 71;
-    pub const IP_ADDRESS: u8 = 74;
-    pub const AMBR: u8 = 72;
-    pub const EBI: u8 = 73;
-    pub const INDICATION: u8 = 77;
-    pub const PAA: u8 = 79;
-    pub const BEARER_QOS: u8 = 80;
-    pub const RAT_TYPE: u8 = 82;
-    pub const SERVING_NETWORK: u8 = 83;
-    pub const F_TEID: u8 = 87;
-    pub const BEARER_CONTEXT: u8 = 93;
-    pub const PDN_TYPE: u8 = 99;
-    pub const APN_RESTRICTION: u8 = 127;
-    pub const SELECTION_MODE: u8 = 128;
+    use super::IeType;
+    pub const IMSI: IeType = IeType::Imsi;
+    pub const CAUSE: IeType = IeType::Cause;
+    pub const RECOVERY: IeType = IeType::Recovery;
+    pub const APN: IeType = IeType::Apn;
+    pub const AMBR: IeType = IeType::Ambr;
+    pub const EBI: IeType = IeType::Ebi;
+    pub const IP_ADDRESS: IeType = IeType::IpAddress;
+    pub const INDICATION: IeType = IeType::Indication;
+    pub const PAA: IeType = IeType::Paa;
+    pub const BEARER_QOS: IeType = IeType::BearerQos;
+    pub const RAT_TYPE: IeType = IeType::RatType;
+    pub const SERVING_NETWORK: IeType = IeType::ServingNetwork;
+    pub const F_TEID: IeType = IeType::FTeid;
+    pub const BEARER_CONTEXT: IeType = IeType::BearerContext;
+    pub const PDN_TYPE: IeType = IeType::PdnType;
+    pub const APN_RESTRICTION: IeType = IeType::ApnRestriction;
+    pub const SELECTION_MODE: IeType = IeType::SelectionMode;
 }
 
 /// F-TEID interface types (TS 29.274 §8.22).
@@ -243,7 +259,7 @@ impl<'a> Packet<'a> {
     }
 
     /// The first top-level IE of `kind` and `instance`.
-    pub fn find(&self, kind: u8, instance: u8) -> Option<Ie<'a>> {
+    pub fn find(&self, kind: IeType, instance: u8) -> Option<Ie<'a>> {
         self.ies()
             .flatten()
             .find(|i| i.kind == kind && i.instance == instance)
@@ -253,7 +269,7 @@ impl<'a> Packet<'a> {
 /// One IE: its type, instance and value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ie<'a> {
-    pub kind: u8,
+    pub kind: IeType,
     pub instance: u8,
     pub value: &'a [u8],
 }
@@ -264,7 +280,7 @@ impl<'a> Ie<'a> {
         IeIter::new(self.value)
     }
 
-    pub fn find(&self, kind: u8, instance: u8) -> Option<Ie<'a>> {
+    pub fn find(&self, kind: IeType, instance: u8) -> Option<Ie<'a>> {
         self.group()
             .flatten()
             .find(|i| i.kind == kind && i.instance == instance)
@@ -301,7 +317,7 @@ impl<'a> Iterator for IeIter<'a> {
             need("gtpv2 ie", b, 4, len)?;
             Ok((
                 Ie {
-                    kind: b[0],
+                    kind: IeType::from(b[0]),
                     instance: b[3] & 0x0f,
                     value: &b[4..4 + len],
                 },
@@ -346,8 +362,8 @@ impl Writer {
         }
     }
 
-    pub fn ie(mut self, kind: u8, instance: u8, value: &[u8]) -> Self {
-        self.buf.push(kind);
+    pub fn ie(mut self, kind: IeType, instance: u8, value: &[u8]) -> Self {
+        self.buf.push(u8::from(kind));
         self.buf
             .extend_from_slice(&(value.len() as u16).to_be_bytes());
         self.buf.push(instance & 0x0f);
@@ -356,9 +372,10 @@ impl Writer {
     }
 
     /// Opens a grouped IE; the IEs until [`end`](Self::end) go inside it.
-    pub fn group(mut self, kind: u8, instance: u8) -> Self {
+    pub fn group(mut self, kind: IeType, instance: u8) -> Self {
         self.groups.push(self.buf.len());
-        self.buf.extend_from_slice(&[kind, 0, 0, instance & 0x0f]);
+        self.buf
+            .extend_from_slice(&[u8::from(kind), 0, 0, instance & 0x0f]);
         self
     }
 
@@ -519,10 +536,12 @@ pub mod value {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn every_message_type_round_trips_and_unknown_ones_are_kept() {
+    fn every_message_and_ie_type_round_trips_and_unknown_ones_are_kept() {
         for v in 0..=255u8 {
             assert_eq!(u8::from(MessageType::from(v)), v);
+            assert_eq!(u8::from(IeType::from(v)), v);
         }
+        assert_eq!(IeType::from(200), IeType::Unknown(200));
         assert_eq!(MessageType::from(99), MessageType::Unknown(99));
         assert!(MessageType::from(1).is_request());
         assert!(!MessageType::from(2).is_request());
@@ -537,6 +556,19 @@ mod tests {
         let p = Packet::new_checked(&b).unwrap();
         assert_eq!(p.header().message_type, MessageType::Unknown(99));
         assert_eq!(b[1], 99);
+        // An IE of a type we do not know is kept too.
+        let b = Writer::new(Header {
+            message_type: MessageType::EchoRequest,
+            teid: None,
+            sequence: 1,
+        })
+        .ie(IeType::Unknown(200), 0, &[1, 2])
+        .finish();
+        let p = Packet::new_checked(&b).unwrap();
+        assert_eq!(
+            p.find(IeType::Unknown(200), 0).map(|i| i.value),
+            Some(&[1u8, 2][..])
+        );
     }
 
     use super::value::*;

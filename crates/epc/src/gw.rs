@@ -6,8 +6,7 @@
 
 use crate::tunnel::{Endpoint, Received};
 use d11_element::counters;
-pub use d11_router::udp::{flush, parse_udp, Datagram, Udp, UdpError};
-pub use d11_router::Divert;
+pub use d11_router::udp::{parse_udp, Datagram, Udp, UdpError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -139,19 +138,12 @@ impl Paths {
         p.echo_answered += 1;
         p.outstanding = 0;
         p.last_answer = Some(now);
-        self.peer_recovery(now, local, peer, recovery)
+        self.peer_recovery(local, peer, recovery)
     }
 
     /// The peer's restart counter, from any message that carries one; true if it changed
     /// (the peer restarted).
-    pub fn peer_recovery(
-        &mut self,
-        now: Instant,
-        local: Ipv4Addr,
-        peer: Ipv4Addr,
-        recovery: Option<u8>,
-    ) -> bool {
-        let _ = now;
+    pub fn peer_recovery(&mut self, local: Ipv4Addr, peer: Ipv4Addr, recovery: Option<u8>) -> bool {
         let p = self.paths.entry((local, peer)).or_default();
         let restarted = matches!((p.recovery, recovery), (Some(a), Some(b)) if a != b);
         if restarted {

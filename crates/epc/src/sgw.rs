@@ -577,7 +577,7 @@ impl SgwLogic {
         // lost the sessions we had with it (this one, being created, is new there).
         if self
             .cpaths
-            .peer_recovery(now, self.s5_addr, pgw_c.ipv4, resp.recovery)
+            .peer_recovery(self.s5_addr, pgw_c.ipv4, resp.recovery)
         {
             self.pgw_restarted(now, pgw_c.ipv4);
         }

@@ -40,6 +40,13 @@ pub struct Outbox {
 /// Buffers kept for reuse at most.
 const SPARE: usize = 256;
 
+/// Keeps `b` for reuse, up to [`SPARE`] buffers.
+fn keep_spare(spare: &mut Vec<Vec<u8>>, b: Vec<u8>) {
+    if spare.len() < SPARE {
+        spare.push(b);
+    }
+}
+
 impl Outbox {
     /// An empty buffer for a payload or a frame: one sent before, if there is one.
     pub fn buffer(&mut self) -> Vec<u8> {
@@ -57,9 +64,7 @@ impl Outbox {
 
     /// Gives a buffer back once its content is sent.
     pub fn recycle(&mut self, b: Vec<u8>) {
-        if self.spare.len() < SPARE {
-            self.spare.push(b);
-        }
+        keep_spare(&mut self.spare, b);
     }
 
     fn is_idle(&self) -> bool {
@@ -169,9 +174,7 @@ impl<L: RouterProgram> RouterElement<L> {
         for _ in 0..SETTLE_ROUNDS {
             for f in kept.drain(..) {
                 self.logic.tunnel_frame(now, &f);
-                if self.kept_spare.len() < SPARE {
-                    self.kept_spare.push(f);
-                }
+                keep_spare(&mut self.kept_spare, f);
             }
             let ob = self.logic.outbox();
             if ob.is_idle() {
@@ -184,14 +187,9 @@ impl<L: RouterProgram> RouterElement<L> {
                 inject,
                 spare,
             } = ob;
-            let recycle = |spare: &mut Vec<Vec<u8>>, b: Vec<u8>| {
-                if spare.len() < SPARE {
-                    spare.push(b);
-                }
-            };
             for (p, f) in frames.drain(..) {
                 tx.send(p, &f);
-                recycle(spare, f);
+                keep_spare(spare, f);
             }
             let mut inject = std::mem::take(inject);
             {
@@ -206,11 +204,11 @@ impl<L: RouterProgram> RouterElement<L> {
                         &g.payload,
                         &mut d,
                     );
-                    recycle(spare, g.payload);
+                    keep_spare(spare, g.payload);
                 }
                 for ip in packets.drain(..) {
                     self.router.send_ip(now, &ip, &mut d);
-                    recycle(spare, ip);
+                    keep_spare(spare, ip);
                 }
             }
             if let Some(p) = tunnel {

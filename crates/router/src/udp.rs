@@ -1,10 +1,9 @@
 //! UDP for a router's owner: reading the datagrams addressed to it ([`parse_udp`], from
-//! [`Hook::local`](crate::Hook::local)) and sending its own ([`Datagram`], [`flush`]).
+//! [`Hook::local`](crate::Hook::local)) and what it sends ([`Datagram`], through the outbox of
+//! [`crate::program`]).
 
-use crate::{udp_checksum, Router};
-use d11_element::Transmit;
+use crate::udp_checksum;
 use std::net::Ipv4Addr;
-use std::time::Instant;
 
 /// A UDP datagram addressed to us, read from a validated IPv4 packet.
 #[derive(Debug)]
@@ -68,11 +67,4 @@ pub struct Datagram {
     pub sport: u16,
     pub dport: u16,
     pub payload: Vec<u8>,
-}
-
-/// Sends what the hook queued.
-pub fn flush(router: &mut Router, now: Instant, out: &mut Vec<Datagram>, tx: &mut dyn Transmit) {
-    for d in out.drain(..) {
-        router.send_udp(now, Some(d.src), d.dst, d.sport, d.dport, &d.payload, tx);
-    }
 }

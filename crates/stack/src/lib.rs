@@ -370,9 +370,7 @@ impl Inner {
             self.poll_smoltcp(now, rx, &mut out);
             self.cookie_scratch = scratch;
         }
-        // (Connections opened meanwhile were recorded in the empty map.)
-        let opened = std::mem::replace(&mut self.cookies.shifted, shifted);
-        self.cookies.shifted.extend(opened);
+        self.cookies.shifted = shifted;
         if self.cookies.sweep_at().is_some_and(|t| t <= now) {
             let (cookies, sockets) = (&mut self.cookies, &self.sockets);
             cookies.sweep(now, |(ip, port, local)| {

@@ -522,7 +522,7 @@ impl Logic {
         let sport =
             49152 + (d11_wire::fnv::fnv1a32(f[..f.len().min(38)].iter().copied()) % 16384) as u16;
         for i in 0..n {
-            let dst = known.unwrap_or(self.hosts[i]);
+            let dst = known.unwrap_or_else(|| self.hosts[i]);
             // The last one takes the buffer itself; the others a copy.
             let p = if i + 1 == n {
                 std::mem::take(&mut payload)

@@ -17,23 +17,8 @@ pub fn udp_frame(
     f.extend_from_slice(&from.0);
     f.extend_from_slice(&[8, 0]);
     let total = 28 + payload.len();
-    let mut ip = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&from.1.octets());
-    ip.extend_from_slice(&to.octets());
-    d11_wire::fill_ipv4_checksum(&mut ip);
+    let mut ip = [0u8; 20];
+    d11_wire::ip::write_header(&mut ip, total, 64, 17, from.1, to);
     f.extend_from_slice(&ip);
     f.extend_from_slice(&port.to_be_bytes());
     f.extend_from_slice(&port.to_be_bytes());

@@ -32,23 +32,9 @@ fn vxlan_from(src: [u8; 4], inner_src: [u8; 6]) -> Vec<u8> {
     let mut f = vec![0xff; 6];
     f.extend_from_slice(&[2, 0, 0, 0, 0, 0x66]);
     f.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&[10, 1, 0, 1]);
-    d11_wire::fill_ipv4_checksum(&mut ip);
+    let mut ip = [0u8; 20];
+    let (src, dst) = (Ipv4Addr::from(src), Ipv4Addr::new(10, 1, 0, 1));
+    d11_wire::ip::write_header(&mut ip, total, 64, 17, src, dst);
     f.extend_from_slice(&ip);
     f.extend_from_slice(&50000u16.to_be_bytes());
     f.extend_from_slice(&vxlan::UDP_PORT.to_be_bytes());

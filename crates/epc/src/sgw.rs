@@ -362,7 +362,12 @@ impl SgwLogic {
                 self.send_c(local, from, r);
             }
             msg::ECHO_RESPONSE => {
+                // Only a PGW we have sessions with can tell us it restarted.
                 if local == self.s5_addr
+                    && self
+                        .sessions
+                        .values()
+                        .any(|s| s.pgw_c.is_some_and(|f| f.ipv4 == from))
                     && self
                         .cpaths
                         .answered(now, local, from, gtpc::read_recovery(&p))

@@ -97,6 +97,7 @@ counters! {
         sgw_restarts,
         pgw_restart_notifications,
         network_detaches,
+        gtpc_untrusted,
     }
 }
 
@@ -689,6 +690,11 @@ impl Env {
             if h.message_type == msg::ECHO_REQUEST {
                 let r = gtpc::echo(msg::ECHO_RESPONSE, h.sequence, self.recovery);
                 self.gtp.send_to(&r, from).await?;
+                continue;
+            }
+            // Only our SGW may tell us its PGWs restarted (it would detach every phone).
+            if h.message_type == msg::PGW_RESTART_NOTIFICATION && *from.ip() != self.cfg.sgw {
+                self.count(|c| c.gtpc_untrusted += 1);
                 continue;
             }
             if h.message_type == msg::PGW_RESTART_NOTIFICATION {

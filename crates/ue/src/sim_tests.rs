@@ -22,6 +22,8 @@ struct Mobile {
     ue: NodeId,
     mme: NodeId,
     sgw: NodeId,
+    /// A host of ours on the epc segment that is no peer of anyone (172.16.1.66).
+    rogue: Stack,
     _dir: PathBuf,
 }
 
@@ -82,7 +84,11 @@ fn mobile(key: &str, sgw_plugged: bool) -> Mobile {
     let (enb, sgw, pgw) = (sim.add(enb), sim.add(sgw), sim.add(pgw));
     let (hss, mme, ue) = (sim.add(hss), sim.add(mme), sim.add(ue));
     sim.segment(&[(ue, 0), (enb, 0)]);
-    let mut epc = vec![(enb, 1), (mme, 0), (hss, 0)];
+    let rogue_cfg: StackConfig = cfg(json!({"name": "rogue",
+        "ports": [{"name": "eth0", "addresses": ["172.16.1.66/24"]}]}));
+    let (rogue, rogue_el) = Stack::new(&rogue_cfg, "rogue").unwrap();
+    let r = sim.add(rogue_el);
+    let mut epc = vec![(enb, 1), (mme, 0), (hss, 0), (r, 0)];
     if sgw_plugged {
         epc.push((sgw, 0));
     }
@@ -93,6 +99,7 @@ fn mobile(key: &str, sgw_plugged: bool) -> Mobile {
         ue,
         mme,
         sgw,
+        rogue,
         _dir: dir,
     }
 }
@@ -143,5 +150,31 @@ fn an_sgw_that_never_answers_is_asked_four_times_then_the_attach_is_refused() {
         assert_eq!(m.sim.counter(m.mme, "gtpc_timeouts"), 2);
         let ue = m.sim.show(m.ue, "ue");
         assert_eq!(ue["state"], "rejected", "{ue}");
+    });
+}
+
+#[test]
+fn a_pgw_restart_notification_from_anyone_but_the_sgw_detaches_nobody() {
+    paused(async {
+        let mut m = mobile(KEY, true);
+        m.sim.run_async_for(Duration::from_secs(2)).await;
+        assert_eq!(m.sim.show(m.ue, "ue")["state"], "attached");
+        // A notification naming the real PGW and SGW, sent from another address.
+        let prn = d11_epc::gtpc::pgw_restart_notification(
+            1,
+            Ipv4Addr::new(172, 16, 5, 4),
+            Ipv4Addr::new(172, 16, 1, 3),
+        );
+        let sock = m.rogue.udp_bind(2123).unwrap();
+        tokio::task::spawn_local(async move {
+            let mme = std::net::SocketAddrV4::new(Ipv4Addr::new(172, 16, 1, 5), 2123);
+            sock.send_to(&prn, mme).await.unwrap();
+            // (Kept open: a dropped socket loses what still waits for ARP.)
+            std::future::pending::<()>().await;
+        });
+        m.sim.run_async_for(Duration::from_secs(2)).await;
+        assert_eq!(m.sim.counter(m.mme, "gtpc_untrusted"), 1);
+        assert_eq!(m.sim.counter(m.mme, "network_detaches"), 0);
+        assert_eq!(m.sim.show(m.ue, "ue")["state"], "attached");
     });
 }

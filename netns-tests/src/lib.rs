@@ -6,6 +6,7 @@
 //! directory and read what happened from `d11 show` and from captures decoded by tshark.
 
 use anyhow::{bail, Context, Result};
+use d11_lab::client::Client;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
@@ -127,25 +128,23 @@ impl Lab {
         self.dir.join("pcap").join(format!("{segment}.pcapng"))
     }
 
+    /// The lab client (`d11_lab::client`) the journey and the CLI use too.
+    pub fn client(&self) -> Client {
+        Client::open(&self.prefix).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
     /// Runs `cmd` in `node`'s namespace.
     pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
-        d11()
-            .args(["--prefix", &self.prefix, "lab", "exec", node, "--"])
-            .args(cmd)
-            .output()
-            .expect("run d11 lab exec")
+        self.client()
+            .exec(node, cmd)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Like [`exec`](Self::exec), and fails the test unless the command succeeded.
     pub fn exec_ok(&self, node: &str, cmd: &[&str]) -> String {
-        let o = self.exec(node, cmd);
-        assert!(
-            o.status.success(),
-            "{node}: {cmd:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        self.client()
+            .run(node, cmd)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// traceroute from `node` (kernel host) to `dst`, one probe per hop: the hop addresses
@@ -160,17 +159,11 @@ impl Lab {
         (hops, out)
     }
 
+    /// `d11 show NODE TABLE`.
     pub fn show(&self, node: &str, table: &str) -> Value {
-        let o = d11()
-            .args(["--prefix", &self.prefix, "show", node, table, "--json"])
-            .output()
-            .expect("run d11 show");
-        assert!(
-            o.status.success(),
-            "d11 show {node} {table}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).expect("show output is JSON")
+        self.client()
+            .show(node, Some(table))
+            .unwrap_or_else(|e| panic!("d11 show {node} {table}: {e:#}"))
     }
 
     /// Asks `node` for `table` until `done` holds of it (a state to reach, such as a phone's
@@ -182,23 +175,15 @@ impl Lab {
         secs: u64,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        loop {
-            let v = self.show(node, table);
-            if done(&v) {
-                return v;
-            }
-            if std::time::Instant::now() > deadline {
-                panic!("{node} {table} did not get there in {secs} s: {v}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        self.client()
+            .wait_show(node, table, std::time::Duration::from_secs(secs), done)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     pub fn counter(&self, node: &str, name: &str) -> u64 {
-        self.show(node, "counters")[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{node} has no counter {name}"))
+        self.client()
+            .counter(node, name)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     pub fn status(&self) -> Value {
@@ -212,13 +197,8 @@ impl Lab {
 
     /// The pid of `node`'s program.
     pub fn pid(&self, node: &str) -> i32 {
-        self.status()["nodes"]
-            .as_array()
-            .expect("nodes")
-            .iter()
-            .find(|n| n["name"] == node)
-            .and_then(|n| n["pid"].as_u64())
-            .unwrap_or_else(|| panic!("no pid for {node}")) as i32
+        let pid = self.client().pid(node).unwrap_or_else(|e| panic!("{e:#}"));
+        i32::try_from(pid).expect("a pid fits an i32")
     }
 
     /// Sends `sig` to `node`'s program (SIGKILL, SIGSTOP, ...).
@@ -265,12 +245,9 @@ impl Lab {
 
     /// The MAC of `node`'s `port` as its program reports it.
     pub fn mac(&self, node: &str, port: &str) -> String {
-        let ifs = self.show(node, "interfaces");
-        ifs.as_array()
-            .and_then(|a| a.iter().find(|i| i["name"] == port))
-            .and_then(|i| i["mac"].as_str())
-            .unwrap_or_else(|| panic!("{node} has no interface {port}"))
-            .to_string()
+        self.client()
+            .mac(node, port)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Sends `payload` as one UDP datagram from kernel host `node` to `dst`:`port` (nc; the

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use d11_lab::capture::{capture, CaptureOptions};
+use d11_lab::client::Client;
 use d11_lab::topology::Topology;
 use d11_lab::{LabState, UpOptions};
 use serde_json::Value;
@@ -37,6 +38,10 @@ enum Cmd {
         /// (hops 1-5); labs/two-hosts-router.toml: ICMP through one router.
         #[arg(long, default_value = "labs/double11.toml")]
         lab: PathBuf,
+        /// The hops to check, as rows of data (default: the file the topology's `journey`
+        /// key names, under labs/journeys/).
+        #[arg(long)]
+        journey: Option<PathBuf>,
         /// The phone's PDU session: ethernet (the seed's picture, the lab's default) or ipv4.
         #[arg(long)]
         pdn_type: Option<String>,
@@ -175,12 +180,14 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Journey {
             lab,
+            journey,
             out,
             keep,
             pdn_type,
         } => {
             let ok = d11_journey::run(&d11_journey::Options {
                 topology: lab,
+                journey,
                 out,
                 prefix,
                 keep,
@@ -276,12 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Lab(LabCmd::Exec { node, cmd }) => {
-            let st = LabState::load(&prefix)?;
-            let n = st.node(&node)?;
-            let err = std::process::Command::new("ip")
-                .args(["netns", "exec", &n.netns])
-                .args(&cmd)
-                .exec();
+            let err = Client::open(&prefix)?.command(&node, &cmd)?.exec();
             Err(err).context("cannot run ip netns exec")
         }
         Cmd::Lab(LabCmd::Capture {
@@ -387,10 +389,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Show { node, table, json } => {
-            let st = LabState::load(&prefix)?;
-            let n = st.node(&node)?;
-            let sock = n.control.as_ref().with_context(|| format!("node {node} is a kernel host: use `d11 lab exec {node} -- ip addr` and friends"))?;
-            let v = d11_element::control::query(sock, table.as_deref())?;
+            let v = Client::open(&prefix)?.show(&node, table.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

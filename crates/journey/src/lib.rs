@@ -3,21 +3,27 @@
 //! own state says it must be: MACs from `d11 show` and the kernel, addresses from the topology,
 //! TTLs from each sender's default minus the routers crossed. Nothing expected is a constant.
 //!
-//! It runs the mobile lab (`labs/mobile.toml`: the phone's order through the tunnels and the
-//! NAT, journey.md hops 1 to 5) by default, or the foundation lab
-//! (`labs/two-hosts-router.toml`: ICMP through one router); later stages grow the order's
-//! path and reuse [`Hop`], [`check_hops`] and the report.
+//! The hops are data: a journey file under `labs/journeys/` (named by the topology's
+//! `journey` key) lists them as rows, with templates the lab's state resolves ([`plan`]).
+//! This crate sends the traffic the file names (`order`: the phone attaches and its app
+//! places the order; `ping`: ICMP through a router), gathers the facts the rows use (the
+//! phone's address, the NAT's mapping, the controller the balancer chose, ...), checks every
+//! row against the captures and writes the report.
+
+pub mod plan;
 
 use anyhow::{bail, Context, Result};
+use d11_lab::client::{wait_until, Client};
 use d11_lab::topology::Topology;
 use d11_lab::tshark::Tshark;
-use d11_lab::{LabState, UpOptions};
+use d11_lab::UpOptions;
+use plan::{Facts, Plan};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One hop of the journey as a capture must show it.
 #[derive(Debug, Clone, Serialize)]
@@ -45,80 +51,13 @@ pub struct HopResult {
 
 pub struct Options {
     pub topology: PathBuf,
+    /// The journey file, if not the one the topology names.
+    pub journey: Option<PathBuf>,
     pub out: PathBuf,
     pub prefix: String,
     pub keep: bool,
     /// The phone's PDU session type ("ethernet" or "ipv4"), if not the lab's own.
     pub pdn_type: Option<String>,
-}
-
-fn run_in(ns: &str, cmd: &[&str]) -> Result<String> {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(cmd)
-        .output()
-        .with_context(|| format!("run {cmd:?}"))?;
-    if !o.status.success() {
-        bail!(
-            "{} in {ns} failed: {}{}",
-            cmd.join(" "),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
-/// The MAC of a kernel host's interface.
-fn kernel_mac(ns: &str, dev: &str) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-j", "link", "show", "dev", dev])
-        .output()?;
-    let v: Value = serde_json::from_slice(&out.stdout).context("ip -j link")?;
-    v[0]["address"]
-        .as_str()
-        .map(str::to_string)
-        .context("no MAC")
-}
-
-fn kernel_default_ttl(ns: &str) -> Result<u8> {
-    Ok(run_in(ns, &["cat", "/proc/sys/net/ipv4/ip_default_ttl"])?
-        .trim()
-        .parse()?)
-}
-
-fn program_mac(st: &LabState, node: &str, port: &str) -> Result<String> {
-    let sock = st.node(node)?.control.clone().context("not a program")?;
-    let ifs = d11_element::control::query(&sock, Some("interfaces"))?;
-    ifs.as_array()
-        .and_then(|a| a.iter().find(|i| i["name"] == port))
-        .and_then(|i| i["mac"].as_str())
-        .map(str::to_string)
-        .with_context(|| format!("{node} has no interface {port}"))
-}
-
-fn program_ttl(st: &LabState, node: &str) -> Result<u8> {
-    let sock = st.node(node)?.control.clone().context("not a program")?;
-    let ifs = d11_element::control::query(&sock, Some("interfaces"))?;
-    ifs[0]["default_ttl"]
-        .as_u64()
-        .map(|t| t as u8)
-        .with_context(|| format!("{node} reports no default_ttl"))
-}
-
-fn addr(topo: &Topology, node: &str, port: &str) -> Result<String> {
-    let n = topo
-        .node(node)
-        .with_context(|| format!("topology has no node {node}"))?;
-    let p = n
-        .ports
-        .iter()
-        .find(|p| p.name == port)
-        .with_context(|| format!("{node} has no port {port}"))?;
-    p.addresses
-        .first()
-        .map(|a| a.addr().to_string())
-        .with_context(|| format!("{node}:{port} has no address"))
 }
 
 /// Reads the first frame matching each hop's filter and compares its fields.
@@ -171,32 +110,6 @@ fn tshark(file: &Path, pcap_dir: &Path, ethernet_tpdu: bool) -> Tshark {
     }
 }
 
-/// Frames tshark marks malformed or with an error-level expert note, per capture file.
-fn malformed(pcap_dir: &Path, ethernet_tpdu: bool) -> Result<Vec<(String, usize)>> {
-    let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(pcap_dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pcapng"))
-        .collect();
-    files.sort();
-    for f in files {
-        let n = tshark(&f, pcap_dir, ethernet_tpdu).malformed()?.len();
-        let name = f
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        out.push((name, n));
-    }
-    Ok(out)
-}
-
-/// A program's table, through its control socket.
-fn show(st: &LabState, node: &str, table: &str) -> Result<Value> {
-    let sock = st.node(node)?.control.clone().context("not a program")?;
-    d11_element::control::query(&sock, Some(table))
-}
-
 /// Writes the per-hop table of `results` as markdown.
 fn hop_table(md: &mut String, results: &[HopResult]) -> Result<()> {
     writeln!(
@@ -226,337 +139,168 @@ fn hop_table(md: &mut String, results: &[HopResult]) -> Result<()> {
     Ok(())
 }
 
-/// The mobile lab (labs/mobile.toml): the phone attaches and its app places the order over
-/// HTTPS; hops 1 to 5 of journey.md (and the lab's last hop to the controller) are read from
-/// the captures and compared with what the programs report: MACs, the TEIDs of `d11 show`,
-/// the NAT's mapping, TTL one less per router.
-fn drive_mobile(
-    st: &LabState,
-    out: &Path,
-    pcap: &Path,
-    up_time: std::time::Duration,
-) -> Result<bool> {
+/// What the traffic saw: the facts the journey's rows use, and its part of the report.
+#[derive(Default)]
+struct Observed {
+    facts: Facts,
+    /// GTP-U T-PDUs are Ethernet frames (an Ethernet PDU session).
+    ethernet_tpdu: bool,
+    /// (stage, time) rows of the report's Stages table.
+    stages: Vec<(String, String)>,
+    /// Markdown after the Stages table.
+    sections: String,
+    /// The traffic's part of report.json.
+    json: serde_json::Map<String, Value>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn flag(b: bool) -> String {
+    b.to_string()
+}
+
+/// The `order` traffic: the phone attaches and its app sends POST /purchaseOrder over HTTPS
+/// (it does so by itself once the lab is up); the facts are read from what the programs
+/// report: the phone's address and session, the NAT's mapping, the controller the balancer
+/// chose, the RPC calls and the shard that stored the order.
+fn order(lab: &Client) -> Result<Observed> {
     let t = Instant::now();
-    let deadline = t + std::time::Duration::from_secs(60);
-    let app = loop {
-        let a = show(st, "ue", "app")?;
-        if a.as_array().is_some_and(|a| !a.is_empty()) {
-            break a;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the phone placed no order within 60 s: {}",
-                show(st, "ue", "ue")?
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let mut last = Value::Null;
+    let app = wait_until(Duration::from_secs(60), || {
+        last = lab.show("ue", Some("app"))?;
+        Ok(last
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then(|| last.clone()))
+    })
+    .with_context(|| {
+        let ue = lab.show("ue", Some("ue")).unwrap_or_default();
+        format!("the phone placed no order within 60 s: {ue}")
+    })?;
     let order_time = t.elapsed();
     let o = &app[0];
     if o["ok"] != true {
         bail!("the app's order failed: {}", o["error"]);
     }
-    let ue = show(st, "ue", "ue")?;
-    let (pgw, sgw, enb) = (
-        show(st, "pgw", "sessions")?,
-        show(st, "sgw", "sessions")?,
-        show(st, "enb", "bearers")?,
-    );
-    let nat = show(st, "nat", "mappings")?;
-    let teid = |v: &Value, k: &str| -> Result<String> {
-        v[0][k]
-            .as_u64()
-            .map(|t| format!("0x{t:08x}"))
-            .with_context(|| format!("no {k} in {v}"))
-    };
-    let (s1u_up, s5u_up, s1u_down) = (
-        teid(&sgw, "s1u_sgw_teid")?,
-        teid(&pgw, "s5u_pgw_teid")?,
-        teid(&enb, "enb_teid")?,
-    );
+    let ue = lab.show("ue", Some("ue"))?;
+    let nat = lab.show("nat", Some("mappings"))?;
     let ext = nat[0]["external"].as_str().context("no NAT mapping")?;
     let (ext_ip, ext_port) = ext.split_once(':').context("external endpoint")?;
-    let ue_ip = ue["ip"]
-        .as_str()
-        .context("the phone has no address")?
-        .to_string();
-    let server = o["outcome"]["remote"]
-        .as_str()
-        .and_then(|r| r.split_once(':'))
-        .map(|(a, _)| a.to_string())
-        .context("no server address")?;
-    let m = |n: &str, p: &str| program_mac(st, n, p);
-    // An Ethernet PDU session carries the phone's frame (to its gateway's MAC) in the tunnels;
-    // an IPv4 one the IP packet (the radio frame goes to the eNodeB's MAC).
-    let eth_pdu = ue["pdn_type"] == "ethernet";
-    let ue_mac = m("ue", "radio")?;
-    let gw_mac = if eth_pdu {
-        m("pgw", "ues")?
-    } else {
-        m("enb", "radio")?
+    let oc = &o["outcome"];
+    let endpoint_part = |k: &str, addr: bool| -> Result<String> {
+        oc[k]
+            .as_str()
+            .and_then(|r| r.rsplit_once(':'))
+            .map(|(a, p)| if addr { a } else { p }.to_string())
+            .with_context(|| format!("the app's order has no {k} endpoint"))
     };
-    let (enb_epc, sgw_epc, sgw_s5, pgw_s5) = (
-        m("enb", "epc")?,
-        m("sgw", "epc")?,
-        m("sgw", "s5")?,
-        m("pgw", "s5")?,
-    );
-    // The reference lab has the carrier's border router a2 where the mobile lab has r1.
-    let cloud = st.node("vgw1").is_ok();
-    let first_router = if cloud { "a2" } else { "r1" };
-    let (pgw_sgi, nat_sgi, nat_car, r1_car) = (
-        m("pgw", "sgi")?,
-        m("nat", "sgi")?,
-        m("nat", "carrier")?,
-        m(first_router, "carrier")?,
-    );
-    let ttl = program_ttl(st, "ue").unwrap_or(64);
-    let both = |a: &str, b: &str| format!("{a},{b}");
-    let outer_inner = |a: &str, b: &str| {
-        if eth_pdu {
-            both(a, b)
-        } else {
-            a.to_string()
-        }
-    };
-    let post = "http.request.method == \"POST\"";
-    let reply = "http.response.code == 201";
-    let hops = vec![
-        hop(
-            "1",
-            "radio",
-            "ue",
-            "enb",
-            post,
-            vec![
-                ("eth.src", ue_mac.clone()),
-                ("eth.dst", gw_mac.clone()),
-                ("ip.src", ue_ip.clone()),
-                ("ip.dst", server.clone()),
-                ("tcp.dstport", "443".into()),
-            ],
-        ),
-        hop(
-            "2",
-            "epc",
-            "enb",
-            "sgw",
-            post,
-            vec![
-                ("eth.src", outer_inner(&enb_epc, &ue_mac)),
-                ("eth.dst", outer_inner(&sgw_epc, &gw_mac)),
-                ("ip.src", both("172.16.1.2", &ue_ip)),
-                ("ip.dst", both("172.16.1.3", &server)),
-                ("udp.dstport", "2152".into()),
-                ("gtp.teid", s1u_up),
-            ],
-        ),
-        hop(
-            "3",
-            "s5",
-            "sgw",
-            "pgw",
-            post,
-            vec![
-                ("eth.src", outer_inner(&sgw_s5, &ue_mac)),
-                ("eth.dst", outer_inner(&pgw_s5, &gw_mac)),
-                ("ip.src", both("172.16.5.3", &ue_ip)),
-                ("ip.dst", both("172.16.5.4", &server)),
-                ("udp.dstport", "2152".into()),
-                ("gtp.teid", s5u_up),
-            ],
-        ),
-        hop(
-            "4",
-            "sgi",
-            "pgw",
-            "nat",
-            post,
-            vec![
-                ("eth.src", pgw_sgi),
-                ("eth.dst", nat_sgi.clone()),
-                ("ip.src", ue_ip.clone()),
-                ("ip.dst", server.clone()),
-                ("ip.ttl", (ttl - 1).to_string()),
-            ],
-        ),
-        hop(
-            "5",
-            "carrier",
-            "nat",
-            first_router,
-            post,
-            vec![
-                ("eth.src", nat_car),
-                ("eth.dst", r1_car),
-                ("ip.src", ext_ip.to_string()),
-                ("ip.dst", server.clone()),
-                ("tcp.srcport", ext_port.to_string()),
-                ("ip.ttl", (ttl - 2).to_string()),
-            ],
-        ),
-        hop(
-            "2'",
-            "epc",
-            "sgw",
-            "enb",
-            reply,
-            vec![
-                ("eth.src", outer_inner(&sgw_epc, &gw_mac)),
-                ("eth.dst", outer_inner(&enb_epc, &ue_mac)),
-                ("ip.src", both("172.16.1.3", &server)),
-                ("ip.dst", both("172.16.1.2", &ue_ip)),
-                ("gtp.teid", s1u_down),
-            ],
-        ),
-    ];
-    let mut hops = hops;
-    // The reply's hops go last.
-    let replies: Vec<Hop> = hops
+    // The carrier's router: the other node on the NAT's carrier segment.
+    let first_router = lab
+        .state
+        .nodes
         .iter()
-        .filter(|h| h.n.ends_with('\''))
-        .cloned()
-        .collect();
-    hops.retain(|h| !h.n.ends_with('\''));
-    let mut back = Vec::new();
-    if cloud {
-        let (fwd, rep) = cloud_hops(st, ext_ip, &server, ttl)?;
-        hops.extend(fwd);
-        back.extend(rep);
-    } else {
-        let (r1_dc, ctl_mac) = (m("r1", "dc")?, m("ctl1", "eth0")?);
-        hops.push(hop(
-            "(lab)",
-            "dc",
-            "r1",
-            "ctl1",
-            post,
-            vec![
-                ("eth.src", r1_dc),
-                ("eth.dst", ctl_mac),
-                ("ip.src", ext_ip.to_string()),
-                ("ip.dst", server.clone()),
-                ("ip.ttl", (ttl - 3).to_string()),
-            ],
-        ));
+        .find(|n| n.name != "nat" && n.ports.iter().any(|p| p.segment == "carrier"))
+        .map(|n| n.name.clone())
+        .context("no router on the carrier segment")?;
+    let cloud = lab.node("vgw1").is_ok();
+    let eth_pdu = ue["pdn_type"] == "ethernet";
+    let mut f = Facts::new();
+    for (k, v) in [
+        (
+            "ue_ip",
+            ue["ip"]
+                .as_str()
+                .context("the phone has no address")?
+                .to_string(),
+        ),
+        ("imsi", ue["imsi"].as_str().unwrap_or("?").to_string()),
+        ("server", endpoint_part("remote", true)?),
+        ("ue_port", endpoint_part("local", false)?),
+        ("ext_ip", ext_ip.to_string()),
+        ("ext_port", ext_port.to_string()),
+        ("first_router", first_router),
+        ("eth_pdu", flag(eth_pdu)),
+        ("cloud", flag(cloud)),
+    ] {
+        f.insert(k.into(), v);
     }
-    // The response from the carrier's side back to the phone: the NAT translates the
-    // destination back, the PGW tunnels with the SGW's S5 TEID, the eNodeB hands the radio
-    // frame to the phone.
-    let ue_port = o["outcome"]["local"]
-        .as_str()
-        .and_then(|l| l.rsplit_once(':'))
-        .map(|(_, p)| p.to_string())
-        .context("no local port")?;
-    let s5u_down = teid(&pgw, "s5u_sgw_teid")?;
-    back.extend([
-        hop(
-            "5'",
-            "carrier",
-            first_router,
-            "nat",
-            reply,
-            vec![
-                ("eth.src", m(first_router, "carrier")?),
-                ("eth.dst", m("nat", "carrier")?),
-                ("ip.src", server.clone()),
-                ("ip.dst", ext_ip.to_string()),
-                ("tcp.dstport", ext_port.to_string()),
-            ],
-        ),
-        hop(
-            "4'",
-            "sgi",
-            "nat",
-            "pgw",
-            reply,
-            vec![
-                ("eth.src", nat_sgi.clone()),
-                ("eth.dst", m("pgw", "sgi")?),
-                ("ip.src", server.clone()),
-                ("ip.dst", ue_ip.clone()),
-                ("tcp.dstport", ue_port),
-            ],
-        ),
-        hop(
-            "3'",
-            "s5",
-            "pgw",
-            "sgw",
-            reply,
-            vec![
-                ("eth.src", outer_inner(&pgw_s5, &gw_mac)),
-                ("eth.dst", outer_inner(&sgw_s5, &ue_mac)),
-                ("ip.src", both("172.16.5.4", &server)),
-                ("ip.dst", both("172.16.5.3", &ue_ip)),
-                ("gtp.teid", s5u_down),
-            ],
-        ),
-    ]);
-    back.extend(replies);
-    back.push(hop(
-        "1'",
-        "radio",
-        "enb",
-        "ue",
-        reply,
-        vec![
-            ("eth.src", gw_mac.clone()),
-            ("eth.dst", ue_mac.clone()),
-            ("ip.src", server.clone()),
-            ("ip.dst", ue_ip.clone()),
-        ],
-    ));
+    let mut obs = Observed {
+        ethernet_tpdu: eth_pdu,
+        ..Default::default()
+    };
+    let mut cross_host = false;
+    if cloud {
+        // The controller the balancer chose (the backend that served a connection), and the
+        // hosts of the balancer and of that controller (the vswitch with a port for each).
+        let ctl = lab
+            .show("lb1", Some("backends"))?
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["total"].as_u64().unwrap_or(0) > 0))
+            .and_then(|x| x["name"].as_str())
+            .context("the balancer served no connection")?
+            .to_string();
+        let host_of = |vm: &str| -> Result<String> {
+            for h in lab.state.nodes.iter().filter(|n| n.role == "vswitch") {
+                let vms = lab.show(&h.name, Some("vms"))?;
+                if vms
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v["port"] == vm))
+                {
+                    return Ok(h.name.clone());
+                }
+            }
+            bail!("no host has a port for {vm}")
+        };
+        let (lb_host, ctl_host) = (host_of("lb1")?, host_of(&ctl)?);
+        cross_host = lb_host != ctl_host;
+        f.insert("ctl".into(), ctl);
+        f.insert("lb_host".into(), lb_host);
+        f.insert("ctl_host".into(), ctl_host);
+    }
+    f.insert("cross_host".into(), flag(cross_host));
     // Stage 10: the controller's RPC calls to the order service, and the order service's to
     // inventory, coupon and its order-store shard.
-    let rpc = if cloud && st.node("order").is_ok() {
-        let (h, timings) = rpc_hops(st, &o["outcome"]["body"])?;
-        hops.extend(h);
-        timings
-    } else {
-        Vec::new()
-    };
-    hops.extend(back);
-    let results = check_hops(pcap, &hops, eth_pdu)?;
-    let bad = malformed(pcap, eth_pdu)?;
-    let all_ok = results.iter().all(|r| r.ok) && bad.iter().all(|(_, n)| *n == 0);
-    let mut md = String::new();
-    writeln!(md, "# d11 journey: {}\n", st.name)?;
-    let path = if cloud {
-        "the transit routers, the cloud's gateway node (the VIP translated to the balancer, VXLAN into the VPC), the L4 balancer and its own connection to a controller"
-    } else {
-        "a router"
-    };
-    writeln!(md, "The phone (IMSI {}) attaches, gets {ue_ip}, and its app sends POST /purchaseOrder over HTTPS to {server}: through the eNodeB, the GTP tunnels (SGW, PGW), the carrier NAT ({ext}) and {path}. Every field is read from the captures (TLS decrypted with the lab's key log) and compared with what the programs report.\n", ue["imsi"].as_str().unwrap_or("?"))?;
-    hop_table(&mut md, &results)?;
-    writeln!(md, "\n## Stages\n")?;
-    writeln!(md, "| stage | time |\n|---|---|")?;
-    writeln!(
-        md,
-        "| lab up (namespaces, bridges, programs ready) | {:.1} ms |",
-        up_time.as_secs_f64() * 1e3
-    )?;
-    writeln!(
-        md,
-        "| attach and the order, from ready to the app's answer | {:.1} ms |",
-        order_time.as_secs_f64() * 1e3
-    )?;
-    writeln!(
-        md,
-        "| attach (Attach Request to Attach Accept: EPS-AKA, Create Session, bearers) | {:.1} ms |",
-        ue["attach_ms"].as_f64().unwrap_or(0.0)
-    )?;
-    let oc = &o["outcome"];
-    writeln!(md, "| the order: TCP handshake / TLS handshake / request to response | {:.1} / {:.1} / {:.1} ms |",
-        oc["tcp_ms"].as_f64().unwrap_or(0.0), oc["tls_ms"].as_f64().unwrap_or(0.0),
-        oc["response_ms"][0].as_f64().unwrap_or(0.0))?;
-    if !rpc.is_empty() {
+    let rpc = cloud && lab.node("order").is_ok();
+    let mut timings = Vec::new();
+    let mut coupon = false;
+    if rpc {
+        let (db, t, c) = rpc_facts(lab, &oc["body"], &f["ctl"])?;
+        f.insert("db".into(), db);
+        timings = t;
+        coupon = c;
+    }
+    f.insert("rpc".into(), flag(rpc));
+    f.insert("coupon".into(), flag(coupon));
+
+    obs.stages = vec![
+        (
+            "attach and the order, from ready to the app's answer".into(),
+            format!("{:.1} ms", ms(order_time)),
+        ),
+        (
+            "attach (Attach Request to Attach Accept: EPS-AKA, Create Session, bearers)".into(),
+            format!("{:.1} ms", ue["attach_ms"].as_f64().unwrap_or(0.0)),
+        ),
+        (
+            "the order: TCP handshake / TLS handshake / request to response".into(),
+            format!(
+                "{:.1} / {:.1} / {:.1} ms",
+                oc["tcp_ms"].as_f64().unwrap_or(0.0),
+                oc["tls_ms"].as_f64().unwrap_or(0.0),
+                oc["response_ms"][0].as_f64().unwrap_or(0.0)
+            ),
+        ),
+    ];
+    let md = &mut obs.sections;
+    if !timings.is_empty() {
         writeln!(
             md,
             "\n## RPC hops (Dubbo 2 / Hessian 2 over our TCP, times as the callers measured them)\n"
         )?;
         writeln!(md, "| call | time |\n|---|---|")?;
-        for (call, ms) in &rpc {
+        for (call, ms) in &timings {
             writeln!(md, "| {call} | {ms:.2} ms |")?;
         }
     }
@@ -566,48 +310,34 @@ fn drive_mobile(
         oc["status"],
         oc["body"].as_str().unwrap_or("")
     )?;
-    writeln!(
-        md,
-        "\n## Captures\n\n| segment | malformed frames |\n|---|---|"
-    )?;
-    for (seg, n) in &bad {
-        writeln!(md, "| {seg} | {n} |")?;
-    }
-    writeln!(
-        md,
-        "\n{}",
-        if all_ok {
-            "Every hop matches."
-        } else {
-            "SOME HOPS DO NOT MATCH."
-        }
-    )?;
-    std::fs::write(out.join("report.md"), &md)?;
-    let report = json!({
-        "lab": st.name,
-        "ok": all_ok,
-        "hops": results,
-        "stages": { "lab_up_ms": up_time.as_secs_f64() * 1e3, "order_ms": order_time.as_secs_f64() * 1e3 },
-        "order": o,
-        "rpc": rpc.iter().map(|(c, ms)| json!({"call": c, "ms": ms})).collect::<Vec<_>>(),
-        "malformed": bad.iter().map(|(s, n)| json!({"segment": s, "frames": n})).collect::<Vec<_>>(),
-        "sessions": { "pgw": pgw, "sgw": sgw, "enb": enb },
-        "captures": pcap,
-    });
-    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    print!("{md}");
-    println!("\nreport, captures: {}", out.display());
-    Ok(all_ok)
+    obs.json.insert("order_ms".into(), json!(ms(order_time)));
+    obs.json.insert("order".into(), o.clone());
+    obs.json.insert(
+        "rpc".into(),
+        json!(timings
+            .iter()
+            .map(|(c, ms)| json!({"call": c, "ms": ms}))
+            .collect::<Vec<_>>()),
+    );
+    obs.json.insert(
+        "sessions".into(),
+        json!({
+            "pgw": lab.show("pgw", Some("sessions"))?,
+            "sgw": lab.show("sgw", Some("sessions"))?,
+            "enb": lab.show("enb", Some("bearers"))?,
+        }),
+    );
+    obs.facts = f;
+    Ok(obs)
 }
 
-/// The RPC hops of stage 10, read from the VM ports' captures with the Dubbo dissector:
-/// controller -> order (createOrder), order -> inventory (deduct), order -> coupon (redeem,
-/// if the order had a coupon), order -> the db shard that holds the order (put). Also the
-/// calls' times from the controller's answer.
 /// RPC calls and their times (ms).
 type Timings = Vec<(String, f64)>;
 
-fn rpc_hops(st: &LabState, body: &Value) -> Result<(Vec<Hop>, Timings)> {
+/// From the controller's answer: the calls' times, whether the order had a coupon; from the
+/// programs' tables: the db shard that stored the order (and that the controller `ctl` the
+/// balancer chose is the one that placed it).
+fn rpc_facts(lab: &Client, body: &Value, ctl: &str) -> Result<(String, Timings, bool)> {
     let body: Value = body
         .as_str()
         .and_then(|b| serde_json::from_str(b).ok())
@@ -624,9 +354,8 @@ fn rpc_hops(st: &LabState, body: &Value) -> Result<(Vec<Hop>, Timings)> {
             )
         })
         .collect::<Vec<_>>();
-    // The controller that placed it, and the shard that stored it.
     let holds = |node: &str| -> bool {
-        show(st, node, "orders")
+        lab.show(node, Some("orders"))
             .ok()
             .and_then(|v| v.as_array().cloned())
             .is_some_and(|a| {
@@ -634,330 +363,63 @@ fn rpc_hops(st: &LabState, body: &Value) -> Result<(Vec<Hop>, Timings)> {
                     .any(|o| o["orderId"] == id.as_str() || o["id"] == id.as_str())
             })
     };
-    let ctl = ["ctl1", "ctl2"]
-        .into_iter()
-        .find(|c| st.node(c).is_ok() && holds(c))
-        .context("no controller lists the order")?;
-    let db = st
+    if !holds(ctl) {
+        bail!("the balancer chose {ctl}, but it does not list order {id}");
+    }
+    let db = lab
+        .state
         .nodes
         .iter()
         .filter(|n| n.role == "db")
         .map(|n| n.name.clone())
         .find(|n| holds(n))
         .context("no db shard holds the order")?;
-    let port = |n: &str| -> Result<(String, String)> {
-        let p = st
-            .node(n)?
-            .ports
-            .first()
-            .with_context(|| format!("{n} has no port"))?;
-        let a = p
-            .addresses
-            .first()
-            .and_then(|a| a.split('/').next())
-            .with_context(|| format!("{n} has no address"))?;
-        Ok((p.segment.clone(), a.to_string()))
+    Ok((db, timings, body["order"]["coupon"].is_string()))
+}
+
+/// The `ping` traffic: ping, traceroute and a TCP echo from the kernel host `client` to
+/// `server` (the journey file's `[let]` names).
+fn ping(lab: &Client, plan: &Plan) -> Result<Observed> {
+    let name = |k: &str| -> Result<String> {
+        plan.lets
+            .get(k)
+            .cloned()
+            .with_context(|| format!("ping traffic: the journey file has no [let] {k}"))
     };
-    let m = |n: &str| program_mac(st, n, "eth0");
-    let (ctl_seg, order_seg) = (port(ctl)?.0, port("order")?.0);
-    let call =
-        |n: &str, seg: &str, from: &str, to: &str, method: &str, service: &str| -> Result<Hop> {
-            let (from_ip, to_ip) = (port(from)?.1, port(to)?.1);
-            Ok(hop(
-                n,
-                seg,
-                from,
-                to,
-                &format!("dubbo.method == \"{method}\""),
-                vec![
-                    ("eth.src", m(from)?),
-                    ("eth.dst", m(to)?),
-                    ("ip.src", from_ip),
-                    ("ip.dst", to_ip),
-                    ("tcp.dstport", "20880".into()),
-                    ("dubbo.service", service.into()),
-                ],
-            ))
-        };
-    let mut hops = vec![call(
-        "rpc1",
-        &ctl_seg,
-        ctl,
-        "order",
-        "createOrder",
-        "com.shop.OrderService",
-    )?];
-    hops.push(call(
-        "rpc2",
-        &order_seg,
-        "order",
-        "inventory",
-        "deduct",
-        "com.shop.InventoryService",
-    )?);
-    if body["order"]["coupon"].is_string() {
-        hops.push(call(
-            "rpc3",
-            &order_seg,
-            "order",
-            "coupon",
-            "redeem",
-            "com.shop.CouponService",
-        )?);
-    }
-    hops.push(call(
-        "rpc4",
-        &order_seg,
-        "order",
-        &db,
-        "put",
-        "com.shop.OrderStore",
-    )?);
-    Ok((hops, timings))
-}
-
-/// A hop to check: its number, segment, ends, the frame's filter, and (field, value) pairs.
-fn hop(n: &str, seg: &str, from: &str, to: &str, filter: &str, expect: Vec<(&str, String)>) -> Hop {
-    Hop {
-        n: n.into(),
-        segment: seg.into(),
-        from: from.into(),
-        to: to.into(),
-        filter: filter.into(),
-        expect: expect
-            .into_iter()
-            .map(|(f, v)| (f.to_string(), v))
-            .collect(),
-    }
-}
-
-/// Hops 6 to 14 of journey.md: the transit routers, the cloud's border, the gateway node's
-/// VXLAN to the balancer, and the balancer's own connection to the controller it chose.
-fn cloud_hops(st: &LabState, ext_ip: &str, vip: &str, ttl: u8) -> Result<(Vec<Hop>, Vec<Hop>)> {
-    let m = |n: &str, p: &str| program_mac(st, n, p);
-    let post = "http.request.method == \"POST\"";
-    let both = |a: &str, b: &str| format!("{a},{b}");
-    let (lb_ip, lb_mac) = ("192.168.1.10", m("lb1", "eth0")?);
-    // The controller the balancer chose: the backend that served a connection.
-    let b = show(st, "lb1", "backends")?;
-    let ctl = b
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["total"].as_u64().unwrap_or(0) > 0))
-        .and_then(|x| x["name"].as_str())
-        .context("the balancer served no connection")?
+    let (client, server) = (name("client")?, name("server")?);
+    let dst = lab.addr(&server, "eth0")?;
+    let t = Instant::now();
+    let ping = lab.run(&client, &["ping", "-c", "3", "-i", "0.2", "-W", "2", &dst])?;
+    let ping_time = t.elapsed();
+    let rtt = ping
+        .lines()
+        .find(|l| l.starts_with("rtt"))
+        .unwrap_or("")
         .to_string();
-    let ctl_ip = show(st, "lb1", "backends")?
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == ctl.as_str()).cloned())
-        .and_then(|x| {
-            x["address"]
-                .as_str()
-                .map(|a| a.split(':').next().unwrap_or("").to_string())
-        })
-        .context("backend address")?;
-    let ctl_mac = m(&ctl, "eth0")?;
-    // Which host the controller is on: the vswitch with a port named after it.
-    let host_of = |vm: &str| -> Result<String> {
-        for h in ["hosta", "hostb"] {
-            let vms = show(st, h, "vms")?;
-            if vms
-                .as_array()
-                .is_some_and(|a| a.iter().any(|v| v["port"] == vm))
-            {
-                return Ok(h.to_string());
-            }
-        }
-        bail!("no host has a port for {vm}")
-    };
-    let (lb_host, ctl_host) = (host_of("lb1")?, host_of(&ctl)?);
-    let vtep = |h: &str| -> Result<String> {
-        let ifs = show(st, h, "interfaces")?;
-        ifs.as_array()
-            .and_then(|a| a.iter().find(|i| i["name"] == "underlay"))
-            .and_then(|i| i["addresses"][0].as_str())
-            .map(|a| a.split('/').next().unwrap_or("").to_string())
-            .with_context(|| format!("{h} has no underlay address"))
-    };
-    let (vgw_vtep, lb_vtep, ctl_vtep) = (vtep("vgw1")?, vtep(&lb_host)?, vtep(&ctl_host)?);
-    let vpc_mac = m("vgw1", "vpc")?;
-    let r = |n: &str, p: &str| m(n, p);
-    let mut hops = vec![
-        hop(
-            "6",
-            "x-a2-c1",
-            "a2",
-            "c1",
-            post,
-            vec![
-                ("eth.src", r("a2", "c1")?),
-                ("eth.dst", r("c1", "a2")?),
-                ("ip.src", ext_ip.into()),
-                ("ip.dst", vip.into()),
-                ("ip.ttl", (ttl - 3).to_string()),
-            ],
-        ),
-        hop(
-            "7",
-            "x-c1-c2",
-            "c1",
-            "c2",
-            post,
-            vec![
-                ("eth.src", r("c1", "c2")?),
-                ("eth.dst", r("c2", "c1")?),
-                ("ip.src", ext_ip.into()),
-                ("ip.dst", vip.into()),
-                ("ip.ttl", (ttl - 4).to_string()),
-            ],
-        ),
-        hop(
-            "8",
-            "x-c2-br",
-            "c2",
-            "border",
-            post,
-            vec![
-                ("eth.src", r("c2", "border")?),
-                ("eth.dst", r("border", "c2")?),
-                ("ip.src", ext_ip.into()),
-                ("ip.dst", vip.into()),
-                ("ip.ttl", (ttl - 5).to_string()),
-            ],
-        ),
-        hop(
-            "9",
-            "dc-core",
-            "border",
-            "vgw1",
-            post,
-            vec![
-                ("eth.src", r("border", "dc")?),
-                ("eth.dst", r("vgw1", "external")?),
-                ("ip.src", ext_ip.into()),
-                ("ip.dst", vip.into()),
-                ("ip.ttl", (ttl - 6).to_string()),
-            ],
-        ),
-        hop(
-            "10",
-            "az1-underlay",
-            "vgw1",
-            &lb_host,
-            &format!("{post} && ip.dst == {lb_ip}"),
-            vec![
-                ("eth.src", both(&r("vgw1", "underlay")?, &vpc_mac)),
-                ("eth.dst", both(&r(&lb_host, "underlay")?, &lb_mac)),
-                ("ip.src", both(&vgw_vtep, ext_ip)),
-                ("ip.dst", both(&lb_vtep, lb_ip)),
-                ("vxlan.vni", "1001".into()),
-                ("tcp.dstport", "443".into()),
-                ("ip.ttl", format!("64,{}", ttl - 7)),
-            ],
-        ),
-        hop(
-            "11",
-            "vm-lb1",
-            &lb_host,
-            "lb1",
-            &format!("{post} && ip.dst == {lb_ip}"),
-            vec![
-                ("eth.src", vpc_mac.clone()),
-                ("eth.dst", lb_mac.clone()),
-                ("ip.src", ext_ip.into()),
-                ("ip.dst", lb_ip.into()),
-                ("ip.ttl", (ttl - 7).to_string()),
-            ],
-        ),
-        hop(
-            "12",
-            "vm-lb1",
-            "lb1",
-            &lb_host,
-            &format!("{post} && ip.src == {lb_ip}"),
-            vec![
-                ("eth.src", lb_mac.clone()),
-                ("eth.dst", ctl_mac.clone()),
-                ("ip.src", lb_ip.into()),
-                ("ip.dst", ctl_ip.clone()),
-                ("tcp.dstport", "443".into()),
-            ],
-        ),
-    ];
-    if lb_host != ctl_host {
-        hops.push(hop(
-            "13",
-            "az1-underlay",
-            &lb_host,
-            &ctl_host,
-            &format!("{post} && ip.src == {lb_ip}"),
-            vec![
-                ("eth.src", both(&r(&lb_host, "underlay")?, &lb_mac)),
-                ("eth.dst", both(&r(&ctl_host, "underlay")?, &ctl_mac)),
-                ("ip.src", both(&lb_vtep, lb_ip)),
-                ("ip.dst", both(&ctl_vtep, &ctl_ip)),
-                ("vxlan.vni", "1001".into()),
-            ],
-        ));
-    }
-    hops.push(hop(
-        "14",
-        &format!("vm-{ctl}"),
-        &ctl_host,
-        &ctl,
-        &format!("{post} && ip.src == {lb_ip}"),
-        vec![
-            ("eth.src", lb_mac.clone()),
-            ("eth.dst", ctl_mac),
-            ("ip.src", lb_ip.into()),
-            ("ip.dst", ctl_ip.clone()),
-            ("tcp.dstport", "443".into()),
+    let trace = lab.run(&client, &["traceroute", "-n", "-q", "1", "-w", "2", &dst])?;
+    let echo = lab.run(
+        &client,
+        &[
+            "sh",
+            "-c",
+            &format!("printf 'order 11.11\\n' | nc -N -w 5 {dst} 7"),
         ],
-    ));
-    // The response's way back, as far as the gateway node translates it.
-    let reply = "http.response.code == 201";
-    let replies = vec![
-        hop(
-            "14'",
-            &format!("vm-{ctl}"),
-            &ctl,
-            &ctl_host,
-            &format!("{reply} && ip.src == {ctl_ip}"),
-            vec![
-                ("eth.src", m(&ctl, "eth0")?),
-                ("eth.dst", lb_mac.clone()),
-                ("ip.src", ctl_ip.clone()),
-                ("ip.dst", lb_ip.into()),
-            ],
-        ),
-        hop(
-            "10'",
-            "az1-underlay",
-            &lb_host,
-            "vgw1",
-            &format!("{reply} && ip.src == {lb_ip}"),
-            vec![
-                ("eth.src", both(&r(&lb_host, "underlay")?, &lb_mac)),
-                ("eth.dst", both(&r("vgw1", "underlay")?, &vpc_mac)),
-                ("ip.src", both(&lb_vtep, lb_ip)),
-                ("ip.dst", both(&vgw_vtep, ext_ip)),
-                ("vxlan.vni", "1001".into()),
-            ],
-        ),
-        hop(
-            "9'",
-            "dc-core",
-            "vgw1",
-            "border",
-            reply,
-            vec![
-                ("eth.src", r("vgw1", "external")?),
-                ("eth.dst", r("border", "dc")?),
-                ("ip.src", vip.into()),
-                ("ip.dst", ext_ip.into()),
-            ],
-        ),
-    ];
-    Ok((hops, replies))
+    )?;
+    if echo.trim() != "order 11.11" {
+        bail!("TCP echo through the router returned {echo:?}");
+    }
+    let mut obs = Observed {
+        stages: vec![(
+            "3 pings, 0.2 s apart".into(),
+            format!("{:.1} ms ({rtt})", ms(ping_time)),
+        )],
+        sections: format!("\n## traceroute\n\n```\n{trace}```\n"),
+        ..Default::default()
+    };
+    obs.json.insert("ping_ms".into(), json!(ms(ping_time)));
+    obs.json.insert("rtt".into(), json!(rtt));
+    obs.json.insert("traceroute".into(), json!(trace));
+    Ok(obs)
 }
 
 fn timestamp() -> String {
@@ -966,9 +428,25 @@ fn timestamp() -> String {
         .unwrap_or_else(|_| "now".into())
 }
 
+/// The journey file: `--journey`, else the topology's `journey` key (relative to the
+/// topology file).
+fn plan_path(opts: &Options, topo: &Topology) -> Result<PathBuf> {
+    if let Some(p) = &opts.journey {
+        return Ok(p.clone());
+    }
+    let rel = topo.journey.as_ref().with_context(|| {
+        format!(
+            "{}: the topology names no journey file (journey = \"journeys/NAME.toml\"), and no --journey was given",
+            opts.topology.display()
+        )
+    })?;
+    Ok(opts.topology.parent().unwrap_or(Path::new(".")).join(rel))
+}
+
 /// Runs the journey; returns true when every hop matched.
 pub fn run(opts: &Options) -> Result<bool> {
     let mut topo = Topology::load(&opts.topology)?;
+    let plan = Plan::load(&plan_path(opts, &topo)?)?;
     if let Some(t) = &opts.pdn_type {
         if !matches!(t.as_str(), "ethernet" | "ipv4") {
             bail!("--pdn-type {t:?}: ethernet or ipv4");
@@ -996,10 +474,14 @@ pub fn run(opts: &Options) -> Result<bool> {
         },
     )?;
     let up_time = t0.elapsed();
-    let result = match topo.name.as_str() {
-        "mobile" | "double11" => drive_mobile(&st, &out, &pcap, up_time),
-        _ => drive(&topo, &st, &out, &pcap, up_time),
-    };
+    let lab = Client::new(st);
+    let result = (|| {
+        let obs = match plan.traffic.as_str() {
+            "order" => order(&lab)?,
+            _ => ping(&lab, &plan)?,
+        };
+        report(&lab, &plan, obs, &out, &pcap, up_time)
+    })();
     if !opts.keep {
         d11_lab::down(&opts.prefix)?;
     } else {
@@ -1011,129 +493,42 @@ pub fn run(opts: &Options) -> Result<bool> {
     result
 }
 
-fn drive(
-    topo: &Topology,
-    st: &LabState,
+/// Resolves the plan's rows with what the traffic observed, checks them against the
+/// captures, and writes report.md and report.json.
+fn report(
+    lab: &Client,
+    plan: &Plan,
+    obs: Observed,
     out: &Path,
     pcap: &Path,
-    up_time: std::time::Duration,
+    up_time: Duration,
 ) -> Result<bool> {
-    let ns = |n: &str| -> Result<String> { Ok(st.node(n)?.netns.clone()) };
-    let (client, router, server) = ("k1", "r1", "h2");
-    let dst = addr(topo, server, "eth0")?;
-    let src = addr(topo, client, "eth0")?;
-
-    // Traffic: ping, traceroute, TCP echo, all from the kernel host.
-    let t = Instant::now();
-    let ping = run_in(
-        &ns(client)?,
-        &["ping", "-c", "3", "-i", "0.2", "-W", "2", &dst],
-    )?;
-    let ping_time = t.elapsed();
-    let rtt = ping
-        .lines()
-        .find(|l| l.starts_with("rtt"))
-        .unwrap_or("")
-        .to_string();
-    let trace = run_in(
-        &ns(client)?,
-        &["traceroute", "-n", "-q", "1", "-w", "2", &dst],
-    )?;
-    let echo = run_in(
-        &ns(client)?,
-        &[
-            "sh",
-            "-c",
-            &format!("printf 'order 11.11\\n' | nc -N -w 5 {dst} 7"),
-        ],
-    )?;
-    if echo.trim() != "order 11.11" {
-        bail!("TCP echo through the router returned {echo:?}");
-    }
-
-    let k_mac = kernel_mac(&ns(client)?, "eth0")?;
-    let k_ttl = kernel_default_ttl(&ns(client)?)?;
-    let r_in = program_mac(st, router, "eth0")?;
-    let r_out = program_mac(st, router, "eth1")?;
-    let h_mac = program_mac(st, server, "eth0")?;
-    let h_ttl = program_ttl(st, server)?;
-    let hop = |n: &str,
-               seg: &str,
-               from: &str,
-               to: &str,
-               filter: &str,
-               es: &str,
-               ed: &str,
-               is: &str,
-               id: &str,
-               ttl: u8| Hop {
-        n: n.into(),
-        segment: seg.into(),
-        from: from.into(),
-        to: to.into(),
-        filter: filter.into(),
-        expect: vec![
-            ("eth.src".into(), es.into()),
-            ("eth.dst".into(), ed.into()),
-            ("ip.src".into(), is.into()),
-            ("ip.dst".into(), id.into()),
-            ("ip.ttl".into(), ttl.to_string()),
-        ],
-    };
-    let req = "icmp.type == 8 && icmp.seq == 1";
-    let rep = "icmp.type == 0 && icmp.seq == 1";
-    let hops = vec![
-        hop(
-            "1", "left", client, router, req, &k_mac, &r_in, &src, &dst, k_ttl,
-        ),
-        hop(
-            "2",
-            "right",
-            router,
-            server,
-            req,
-            &r_out,
-            &h_mac,
-            &src,
-            &dst,
-            k_ttl - 1,
-        ),
-        hop(
-            "2'", "right", server, router, rep, &h_mac, &r_out, &dst, &src, h_ttl,
-        ),
-        hop(
-            "1'",
-            "left",
-            router,
-            client,
-            rep,
-            &r_in,
-            &k_mac,
-            &dst,
-            &src,
-            h_ttl - 1,
-        ),
-    ];
-    let results = check_hops(pcap, &hops, false)?;
-    let all_ok = results.iter().all(|r| r.ok);
-
+    let hops = plan.hops(lab, &obs.facts)?;
+    let results = check_hops(pcap, &hops, obs.ethernet_tpdu)?;
+    let bad = d11_lab::client::malformed(pcap, |f| tshark(f, pcap, obs.ethernet_tpdu))?;
+    let all_ok = results.iter().all(|r| r.ok) && bad.iter().all(|(_, n)| *n == 0);
     let mut md = String::new();
-    writeln!(md, "# d11 journey: {}\n", st.name)?;
-    writeln!(md, "ICMP echo from {client} ({src}) to {server} ({dst}) through {router}; every field read from the captures.\n")?;
+    writeln!(md, "# d11 journey: {}\n", lab.state.name)?;
+    writeln!(md, "{}\n", plan.summary(lab, &obs.facts)?)?;
     hop_table(&mut md, &results)?;
     writeln!(md, "\n## Stages\n")?;
     writeln!(md, "| stage | time |\n|---|---|")?;
     writeln!(
         md,
         "| lab up (namespaces, bridges, programs ready) | {:.1} ms |",
-        up_time.as_secs_f64() * 1e3
+        ms(up_time)
     )?;
+    for (stage, time) in &obs.stages {
+        writeln!(md, "| {stage} | {time} |")?;
+    }
+    md.push_str(&obs.sections);
     writeln!(
         md,
-        "| 3 pings, 0.2 s apart | {:.1} ms ({rtt}) |",
-        ping_time.as_secs_f64() * 1e3
+        "\n## Captures\n\n| segment | malformed frames |\n|---|---|"
     )?;
-    writeln!(md, "\n## traceroute\n\n```\n{}```", trace)?;
+    for (seg, n) in &bad {
+        writeln!(md, "| {seg} | {n} |")?;
+    }
     writeln!(
         md,
         "\n{}",
@@ -1144,14 +539,24 @@ fn drive(
         }
     )?;
     std::fs::write(out.join("report.md"), &md)?;
-    let report = json!({
-        "lab": st.name,
+    let mut stages = serde_json::Map::new();
+    stages.insert("lab_up_ms".into(), json!(ms(up_time)));
+    let mut report = json!({
+        "lab": lab.state.name,
         "ok": all_ok,
         "hops": results,
-        "stages": { "lab_up_ms": up_time.as_secs_f64() * 1e3, "ping_ms": ping_time.as_secs_f64() * 1e3, "rtt": rtt },
-        "traceroute": trace,
+        "facts": obs.facts,
+        "malformed": bad.iter().map(|(s, n)| json!({"segment": s, "frames": n})).collect::<Vec<_>>(),
         "captures": pcap,
     });
+    for (k, v) in obs.json {
+        if k.ends_with("_ms") || k == "rtt" {
+            stages.insert(k, v);
+        } else {
+            report[k] = v;
+        }
+    }
+    report["stages"] = Value::Object(stages);
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     print!("{md}");
     println!("\nreport, captures: {}", out.display());

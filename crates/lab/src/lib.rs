@@ -12,6 +12,7 @@
 //!   `logs/`.
 
 pub mod capture;
+pub mod client;
 pub mod sys;
 pub mod topology;
 pub mod tshark;

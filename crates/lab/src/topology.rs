@@ -27,6 +27,10 @@ pub struct Topology {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// The journey file `d11 journey` checks this lab against (relative to the topology
+    /// file): its hops as rows of data (`labs/journeys/`).
+    #[serde(default)]
+    pub journey: Option<String>,
     #[serde(default)]
     pub segments: Vec<Segment>,
     #[serde(default)]

@@ -352,7 +352,7 @@ impl Router {
             self.scratch.resize(ETH + total, 0);
         }
         let b = &mut self.scratch[ETH..ETH + total];
-        write_ipv4_header(b, total, 64, 17, src, dst);
+        write_ipv4_header(b, total, d11_wire::ip::DEFAULT_TTL, 17, src, dst);
         let udp_len = (8 + payload.len()) as u16;
         b[20..22].copy_from_slice(&sport.to_be_bytes());
         b[22..24].copy_from_slice(&dport.to_be_bytes());
@@ -627,7 +627,7 @@ impl Router {
         let quoted = orig.len().min(548);
         let total = 20 + 8 + quoted;
         let b = &mut self.scratch[ETH..ETH + total];
-        write_ipv4_header(b, total, 64, 1, from, src);
+        write_ipv4_header(b, total, d11_wire::ip::DEFAULT_TTL, 1, from, src);
         let (t, c) = kind.type_code();
         let icmp = &mut b[20..];
         icmp[0] = t;
@@ -675,7 +675,7 @@ impl Router {
                     self.scratch.resize(ETH + total, 0);
                 }
                 let b = &mut self.scratch[ETH..ETH + total];
-                write_ipv4_header(b, total, 64, 1, dst, src);
+                write_ipv4_header(b, total, d11_wire::ip::DEFAULT_TTL, 1, dst, src);
                 b[20..].copy_from_slice(payload);
                 b[20] = 0; // echo reply
                 b[22..24].fill(0);
@@ -945,6 +945,7 @@ impl Element for Router {
                     "mac": d11_element::mac_string(&p.mac.0),
                     "addresses": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "mtu": p.mtu,
+                    "default_ttl": d11_wire::ip::DEFAULT_TTL,
                 }))
                 .collect::<Vec<_>>())),
             "routes" => Some(json!(self

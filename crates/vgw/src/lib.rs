@@ -333,7 +333,14 @@ impl Logic {
     /// A TCP segment from the VPC router's address (a probe or a reset).
     fn tcp_packet(&self, dst: Ipv4Addr, sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
         let mut ip = vec![0u8; 40];
-        d11_wire::ip::write_header(&mut ip, 40, 64, 6, self.router_addr, dst);
+        d11_wire::ip::write_header(
+            &mut ip,
+            40,
+            d11_wire::ip::DEFAULT_TTL,
+            6,
+            self.router_addr,
+            dst,
+        );
         let t = &mut ip[20..];
         t[0..2].copy_from_slice(&sport.to_be_bytes());
         t[2..4].copy_from_slice(&dport.to_be_bytes());

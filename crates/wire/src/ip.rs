@@ -5,6 +5,11 @@
 
 use core::net::Ipv4Addr;
 
+/// The TTL of the packets our forwarding programs originate (tunnel headers, ICMP errors,
+/// health checks), as Linux's `ip_default_ttl`; a program reports it as `default_ttl` in its
+/// `interfaces` table.
+pub const DEFAULT_TTL: u8 = 64;
+
 /// The header's length in octets (IHL × 4); 0 for an empty buffer.
 pub fn header_len(ip: &[u8]) -> usize {
     ip.first().map_or(0, |b| usize::from(b & 0x0f) * 4)

@@ -9,7 +9,6 @@
 //!   Ethernet PDU session, the IP packet for an IPv4 one) and sent to the SGW; a G-PDU for one
 //!   of our TEIDs is unwrapped and sent to its UE on the radio.
 
-use crate::gtpc::PdnType;
 use crate::gw::{self, ethernet_frame as frame, Datagram, Gtpu, PathCounters, Paths};
 use crate::s1::{self, Nas, S1};
 use crate::tunnel::Endpoint;
@@ -17,6 +16,7 @@ use d11_element::{counters, PortId};
 use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::UDP_PORT as GTPU;
+use d11_wire::gtpv2::message::PdnType;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -3,7 +3,6 @@
 //! clamping.
 
 pub mod enb;
-pub mod gtpc;
 pub mod gw;
 pub mod mss;
 pub mod pgw;

@@ -14,9 +14,6 @@
 //! - A UE may send only from its own address (anything else is counted and dropped).
 //! - TCP SYNs to and from UEs get their MSS clamped to the tunnel MTU (RFC 6691 arithmetic).
 
-use crate::gtpc::{
-    self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
-};
 use crate::gw::{self, Datagram, Gtpu, PathCounters, Paths};
 use crate::mss::clamp_mss;
 use crate::pool::Pool;
@@ -25,6 +22,11 @@ use d11_element::{counters, derive_mac, PortConfig, PortId};
 use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::UDP_PORT as GTPU;
+use d11_wire::gtpv2::message::{
+    self as gtpc, CreateSessionRequest, CreateSessionResponse, DeleteSessionResponse, EchoResponse,
+    Message, PdnType,
+};
+use d11_wire::gtpv2::{cause, iface, msg};
 use d11_wire::gtpv2::{value::Fteid, Packet};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
@@ -33,7 +35,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const GTPC: u16 = gtpc::UDP_PORT;
+const GTPC: u16 = d11_wire::gtpv2::UDP_PORT;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PgwConfig {
@@ -270,17 +272,20 @@ impl PgwLogic {
         let h = p.header();
         match h.message_type {
             msg::ECHO_REQUEST => {
-                let r = gtpc::echo(msg::ECHO_RESPONSE, h.sequence, self.recovery);
+                let r = EchoResponse {
+                    recovery: Some(self.recovery),
+                }
+                .emit(0, h.sequence);
                 self.send_c(from, r);
             }
             msg::ECHO_RESPONSE => {}
             msg::CREATE_SESSION_REQUEST => {
-                let req = match CreateSessionRequest::decode(&p) {
+                let req = match CreateSessionRequest::parse(&p) {
                     Ok(r) => r,
                     Err(gtpc::Refused(c)) => {
                         self.c.sessions_refused += 1;
                         let r = CreateSessionResponse::refused(c, gtpc::DEFAULT_EBI)
-                            .encode(0, h.sequence);
+                            .emit(0, h.sequence);
                         self.send_c(from, r);
                         return;
                     }
@@ -288,7 +293,7 @@ impl PgwLogic {
                 let Some(sgw_u) = req.s5u_sgw else {
                     self.c.sessions_refused += 1;
                     let r = CreateSessionResponse::refused(cause::MANDATORY_IE_MISSING, req.ebi)
-                        .encode(req.sender.teid, h.sequence);
+                        .emit(req.sender.teid, h.sequence);
                     self.send_c(from, r);
                     return;
                 };
@@ -319,7 +324,7 @@ impl PgwLogic {
                                 cause::ALL_DYNAMIC_ADDRESSES_OCCUPIED,
                                 req.ebi,
                             )
-                            .encode(req.sender.teid, h.sequence);
+                            .emit(req.sender.teid, h.sequence);
                             self.send_c(from, r);
                             return;
                         };
@@ -365,7 +370,7 @@ impl PgwLogic {
                     }),
                     recovery: Some(self.recovery),
                 }
-                .encode(s.sgw_c.teid, h.sequence);
+                .emit(s.sgw_c.teid, h.sequence);
                 self.send_c(from, r);
             }
             msg::DELETE_SESSION_REQUEST => {
@@ -373,22 +378,18 @@ impl PgwLogic {
                 match self.remove(teid) {
                     Some(s) => {
                         self.c.sessions_deleted += 1;
-                        let r = gtpc::cause_response(
-                            msg::DELETE_SESSION_RESPONSE,
-                            s.sgw_c.teid,
-                            h.sequence,
-                            cause::REQUEST_ACCEPTED,
-                        );
+                        let r = DeleteSessionResponse {
+                            cause: cause::REQUEST_ACCEPTED,
+                        }
+                        .emit(s.sgw_c.teid, h.sequence);
                         self.send_c(from, r);
                     }
                     None => {
                         self.c.gtpc_unknown_teid += 1;
-                        let r = gtpc::cause_response(
-                            msg::DELETE_SESSION_RESPONSE,
-                            0,
-                            h.sequence,
-                            cause::CONTEXT_NOT_FOUND,
-                        );
+                        let r = DeleteSessionResponse {
+                            cause: cause::CONTEXT_NOT_FOUND,
+                        }
+                        .emit(0, h.sequence);
                         self.send_c(from, r);
                     }
                 }

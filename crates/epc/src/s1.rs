@@ -7,7 +7,7 @@
 //!
 //! The values are the real ones: the IMSI, and RAND, AUTN, RES and AUTS as hex.
 
-use crate::gtpc::PdnType;
+use d11_wire::gtpv2::message::PdnType;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 

@@ -15,9 +15,6 @@
 //!
 //! User plane (GTP-U, UDP 2152): two tunnel endpoints, S1-U and S5-U, and a TEID map each way.
 
-use crate::gtpc::{
-    self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
-};
 use crate::gw::{self, Datagram, Gtpu, PathCounters, Paths};
 use crate::transactions::Transactions;
 use crate::tunnel::Endpoint;
@@ -25,6 +22,12 @@ use d11_element::{counters, PortId};
 use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::{emit_signalling, MessageType, UDP_PORT as GTPU};
+use d11_wire::gtpv2::message::{
+    self as gtpc, CreateSessionRequest, CreateSessionResponse, DeleteSessionRequest,
+    DeleteSessionResponse, EchoRequest, EchoResponse, Message, ModifyBearerRequest,
+    ModifyBearerResponse, PdnType, PgwRestartNotification,
+};
+use d11_wire::gtpv2::{cause, iface, msg};
 use d11_wire::gtpv2::{value::Fteid, Packet};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,7 +35,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const GTPC: u16 = gtpc::UDP_PORT;
+const GTPC: u16 = d11_wire::gtpv2::UDP_PORT;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SgwConfig {
@@ -287,8 +290,8 @@ impl SgwLogic {
                     ipv4: self.s5_addr,
                 }),
             }
-            .encode(0, seq),
-            Waiting::Delete => gtpc::delete_session_request(pgw.teid, seq, s.ebi),
+            .emit(0, seq),
+            Waiting::Delete => DeleteSessionRequest { ebi: s.ebi }.emit(pgw.teid, seq),
             Waiting::RestartNotification => return,
         };
         let pending = Pending {
@@ -325,7 +328,11 @@ impl SgwLogic {
                 continue;
             }
             let seq = self.next_seq();
-            let bytes = gtpc::pgw_restart_notification(seq, pgw, self.s11_addr);
+            let bytes = PgwRestartNotification {
+                pgw,
+                sgw: self.s11_addr,
+            }
+            .emit(0, seq);
             let pending = Pending {
                 s11_teid: 0,
                 mme_seq: 0,
@@ -358,7 +365,10 @@ impl SgwLogic {
         let teid = h.teid.unwrap_or(0);
         match h.message_type {
             msg::ECHO_REQUEST => {
-                let r = gtpc::echo(msg::ECHO_RESPONSE, h.sequence, self.recovery);
+                let r = EchoResponse {
+                    recovery: Some(self.recovery),
+                }
+                .emit(0, h.sequence);
                 self.send_c(local, from, r);
             }
             msg::ECHO_RESPONSE => {
@@ -368,9 +378,7 @@ impl SgwLogic {
                         .sessions
                         .values()
                         .any(|s| s.pgw_c.is_some_and(|f| f.ipv4 == from))
-                    && self
-                        .cpaths
-                        .answered(now, local, from, gtpc::read_recovery(&p))
+                    && self.cpaths.answered(now, local, from, p.recovery())
                 {
                     self.pgw_restarted(now, from);
                 }
@@ -385,13 +393,13 @@ impl SgwLogic {
                 }
             }
             msg::CREATE_SESSION_REQUEST if local == self.s11_addr => {
-                let req = match CreateSessionRequest::decode(&p) {
+                let req = match CreateSessionRequest::parse(&p) {
                     Ok(r) => r,
                     Err(gtpc::Refused(c)) => {
                         self.c.sessions_refused += 1;
                         let sender = gtpc_sender(&p);
                         let r = CreateSessionResponse::refused(c, gtpc::DEFAULT_EBI)
-                            .encode(sender, h.sequence);
+                            .emit(sender, h.sequence);
                         self.send_c(local, from, r);
                         return;
                     }
@@ -399,7 +407,7 @@ impl SgwLogic {
                 let Some(pgw_c) = req.pgw_c else {
                     self.c.sessions_refused += 1;
                     let r = CreateSessionResponse::refused(cause::MANDATORY_IE_MISSING, req.ebi)
-                        .encode(req.sender.teid, h.sequence);
+                        .emit(req.sender.teid, h.sequence);
                     self.send_c(local, from, r);
                     return;
                 };
@@ -470,13 +478,8 @@ impl SgwLogic {
                         let mme = self.remove_session(q.s11_teid).map(|s| s.mme_c);
                         if let Some(mme) = mme {
                             self.c.sessions_deleted += 1;
-                            let c = gtpc::read_cause(&p).unwrap_or(cause::REQUEST_ACCEPTED);
-                            let r = gtpc::cause_response(
-                                msg::DELETE_SESSION_RESPONSE,
-                                mme.teid,
-                                q.mme_seq,
-                                c,
-                            );
+                            let c = p.cause().unwrap_or(cause::REQUEST_ACCEPTED);
+                            let r = DeleteSessionResponse { cause: c }.emit(mme.teid, q.mme_seq);
                             self.send_c(self.s11_addr, mme.ipv4, r);
                         }
                     }
@@ -485,21 +488,24 @@ impl SgwLogic {
             msg::MODIFY_BEARER_REQUEST if local == self.s11_addr => {
                 let Some(s) = self.sessions.get(&teid).cloned() else {
                     self.c.gtpc_unknown_teid += 1;
-                    let r = gtpc::modify_bearer_response(
-                        0,
-                        h.sequence,
-                        cause::CONTEXT_NOT_FOUND,
-                        gtpc::DEFAULT_EBI,
-                        None,
-                    );
+                    let r = ModifyBearerResponse {
+                        cause: cause::CONTEXT_NOT_FOUND,
+                        ebi: gtpc::DEFAULT_EBI,
+                        s1u_sgw: None,
+                    }
+                    .emit(0, h.sequence);
                     self.send_c(local, from, r);
                     return;
                 };
-                let (ebi, enb) = match gtpc::read_modify_bearer_request(&p) {
+                let ModifyBearerRequest { ebi, enb } = match ModifyBearerRequest::parse(&p) {
                     Ok(x) => x,
                     Err(gtpc::Refused(c)) => {
-                        let r =
-                            gtpc::modify_bearer_response(s.mme_c.teid, h.sequence, c, s.ebi, None);
+                        let r = ModifyBearerResponse {
+                            cause: c,
+                            ebi: s.ebi,
+                            s1u_sgw: None,
+                        }
+                        .emit(s.mme_c.teid, h.sequence);
                         self.send_c(local, from, r);
                         return;
                     }
@@ -521,28 +527,25 @@ impl SgwLogic {
                     st.state = "active";
                 }
                 self.c.bearers_modified += 1;
-                let r = gtpc::modify_bearer_response(
-                    s.mme_c.teid,
-                    h.sequence,
-                    cause::REQUEST_ACCEPTED,
+                let r = ModifyBearerResponse {
+                    cause: cause::REQUEST_ACCEPTED,
                     ebi,
-                    Some(Fteid {
+                    s1u_sgw: Some(Fteid {
                         interface: iface::S1U_SGW,
                         teid: s.s1u_teid,
                         ipv4: self.s11_addr,
                     }),
-                );
+                }
+                .emit(s.mme_c.teid, h.sequence);
                 self.send_c(local, from, r);
             }
             msg::DELETE_SESSION_REQUEST if local == self.s11_addr => {
                 if !self.sessions.contains_key(&teid) {
                     self.c.gtpc_unknown_teid += 1;
-                    let r = gtpc::cause_response(
-                        msg::DELETE_SESSION_RESPONSE,
-                        0,
-                        h.sequence,
-                        cause::CONTEXT_NOT_FOUND,
-                    );
+                    let r = DeleteSessionResponse {
+                        cause: cause::CONTEXT_NOT_FOUND,
+                    }
+                    .emit(0, h.sequence);
                     self.send_c(local, from, r);
                     return;
                 }
@@ -556,11 +559,11 @@ impl SgwLogic {
         }
     }
 
-    fn created(&mut self, now: Instant, q: Pending, p: &Packet<'_>) {
+    fn created(&mut self, now: Instant, q: Pending, p: &Packet<&[u8]>) {
         let Some(s) = self.sessions.get(&q.s11_teid).cloned() else {
             return;
         };
-        let resp = CreateSessionResponse::decode(p);
+        let resp = CreateSessionResponse::parse(p);
         let ok = matches!(&resp, Ok(r) if r.cause == cause::REQUEST_ACCEPTED && r.s5u_pgw.is_some() && r.sender.is_some());
         let Ok(resp) = resp else { return };
         if !ok {
@@ -571,7 +574,7 @@ impl SgwLogic {
             } else {
                 resp.cause
             };
-            let r = CreateSessionResponse::refused(c, s.ebi).encode(s.mme_c.teid, q.mme_seq);
+            let r = CreateSessionResponse::refused(c, s.ebi).emit(s.mme_c.teid, q.mme_seq);
             self.send_c(self.s11_addr, s.mme_c.ipv4, r);
             return;
         }
@@ -616,7 +619,7 @@ impl SgwLogic {
             s5u_pgw: Some(pgw_u),
             recovery: Some(self.recovery),
         }
-        .encode(s.mme_c.teid, q.mme_seq);
+        .emit(s.mme_c.teid, q.mme_seq);
         self.send_c(self.s11_addr, s.mme_c.ipv4, r);
     }
 
@@ -712,14 +715,12 @@ impl SgwLogic {
                 // Cause 100: remote peer not responding.
                 let r = match q.kind {
                     Waiting::Create => {
-                        CreateSessionResponse::refused(100, s.ebi).encode(s.mme_c.teid, q.mme_seq)
+                        CreateSessionResponse::refused(100, s.ebi).emit(s.mme_c.teid, q.mme_seq)
                     }
-                    Waiting::Delete | Waiting::RestartNotification => gtpc::cause_response(
-                        msg::DELETE_SESSION_RESPONSE,
-                        s.mme_c.teid,
-                        q.mme_seq,
-                        cause::REQUEST_ACCEPTED,
-                    ),
+                    Waiting::Delete | Waiting::RestartNotification => DeleteSessionResponse {
+                        cause: cause::REQUEST_ACCEPTED,
+                    }
+                    .emit(s.mme_c.teid, q.mme_seq),
                 };
                 self.send_c(self.s11_addr, s.mme_c.ipv4, r);
             }
@@ -728,7 +729,7 @@ impl SgwLogic {
 }
 
 /// The sender's control TEID of a request we could not read whole (0 if absent).
-fn gtpc_sender(p: &Packet<'_>) -> u32 {
+fn gtpc_sender(p: &Packet<&[u8]>) -> u32 {
     p.find(d11_wire::gtpv2::ie::F_TEID, 0)
         .and_then(|i| Fteid::decode(i.value))
         .map_or(0, |f| f.teid)
@@ -794,7 +795,12 @@ impl RouterProgram for SgwLogic {
             now,
             |_| {
                 *seq = (*seq + 1) & 0x00ff_ffff;
-                Some(gtpc::echo(msg::ECHO_REQUEST, *seq, recovery))
+                Some(
+                    EchoRequest {
+                        recovery: Some(recovery),
+                    }
+                    .emit(0, *seq),
+                )
             },
             &mut self.out.datagrams,
         );
@@ -860,6 +866,7 @@ mod tests {
     use super::*;
     use crate::testutil::{drive as drive_with, gpdu, udp_frame};
     use d11_wire::gtpu::Packet as GtpU;
+    use d11_wire::gtpv2::message::PgwRestartNotificationAck;
 
     fn drive(s: &mut Sgw, port: PortId, f: Vec<u8>) -> Vec<(PortId, Ipv4Addr, u16, Vec<u8>)> {
         drive_with(s, port, f, &[MME, ENB1, ENB2, PGW])
@@ -914,14 +921,14 @@ mod tests {
         let out = drive(
             &mut s,
             0,
-            udp_frame(epc, MME, sgw_c, GTPC, &csr.encode(0, 100)),
+            udp_frame(epc, MME, sgw_c, GTPC, &csr.emit(0, 100)),
         );
         let [(1, to, GTPC, fwd)] = out.as_slice() else {
             panic!("{out:?}")
         };
         assert_eq!(*to, PGW.1);
         let p = Packet::new_checked(fwd).unwrap();
-        let fwd_req = CreateSessionRequest::decode(&p).unwrap();
+        let fwd_req = CreateSessionRequest::parse(&p).unwrap();
         let s5u_sgw = fwd_req.s5u_sgw.unwrap();
         // PGW -> SGW -> MME.
         let resp = CreateSessionResponse {
@@ -951,7 +958,7 @@ mod tests {
                 PGW,
                 s5_addr,
                 GTPC,
-                &resp.encode(fwd_req.sender.teid, p.header().sequence),
+                &resp.emit(fwd_req.sender.teid, p.header().sequence),
             ),
         );
         let [(0, _, GTPC, ans)] = out.as_slice() else {
@@ -962,7 +969,7 @@ mod tests {
             (ans_p.header().teid, ans_p.header().sequence),
             (Some(0x3e), 100)
         );
-        let ans = CreateSessionResponse::decode(&ans_p).unwrap();
+        let ans = CreateSessionResponse::parse(&ans_p).unwrap();
         assert_eq!(ans.paa, Some(Ipv4Addr::new(10, 45, 0, 2)));
         let (s11, s1u) = (ans.sender.unwrap().teid, ans.s1u_sgw.unwrap().teid);
         // Modify Bearer: the eNodeB's end.
@@ -979,14 +986,14 @@ mod tests {
                 MME,
                 sgw_c,
                 GTPC,
-                &gtpc::modify_bearer_request(s11, 101, 5, enb1),
+                &ModifyBearerRequest { ebi: 5, enb: enb1 }.emit(s11, 101),
             ),
         );
         let [(0, _, GTPC, m)] = out.as_slice() else {
             panic!("{out:?}")
         };
         assert_eq!(
-            gtpc::read_cause(&Packet::new_checked(m).unwrap()),
+            Packet::new_checked(m).unwrap().cause(),
             Some(cause::REQUEST_ACCEPTED)
         );
         // Uplink: S1-U TEID in, S5 TEID 0x88 out, the T-PDU unchanged; downlink the other way.
@@ -1030,7 +1037,7 @@ mod tests {
                 MME,
                 sgw_c,
                 GTPC,
-                &gtpc::modify_bearer_request(s11, 102, 5, enb2),
+                &ModifyBearerRequest { ebi: 5, enb: enb2 }.emit(s11, 102),
             ),
         );
         let em = out.iter().find(|o| o.2 == GTPU).expect("End Marker");
@@ -1055,7 +1062,7 @@ mod tests {
                 MME,
                 sgw_c,
                 GTPC,
-                &gtpc::delete_session_request(s11, 103, 5),
+                &DeleteSessionRequest { ebi: 5 }.emit(s11, 103),
             ),
         );
         let [(1, _, GTPC, d)] = out.as_slice() else {
@@ -1063,12 +1070,10 @@ mod tests {
         };
         let d = Packet::new_checked(d).unwrap();
         assert_eq!(d.header().teid, Some(0x77));
-        let r = gtpc::cause_response(
-            msg::DELETE_SESSION_RESPONSE,
-            fwd_req.sender.teid,
-            d.header().sequence,
-            cause::REQUEST_ACCEPTED,
-        );
+        let r = DeleteSessionResponse {
+            cause: cause::REQUEST_ACCEPTED,
+        }
+        .emit(fwd_req.sender.teid, d.header().sequence);
         let out = drive(&mut s, 1, udp_frame(s5, PGW, s5_addr, GTPC, &r));
         let [(0, _, GTPC, d)] = out.as_slice() else {
             panic!("{out:?}")
@@ -1108,16 +1113,12 @@ mod tests {
             ebi: 5,
             s5u_sgw: None,
         };
-        let out = drive(
-            &mut s,
-            0,
-            udp_frame(epc, MME, sgw_c, GTPC, &csr.encode(0, 7)),
-        );
+        let out = drive(&mut s, 0, udp_frame(epc, MME, sgw_c, GTPC, &csr.emit(0, 7)));
         let [(1, _, GTPC, fwd)] = out.as_slice() else {
             panic!("{out:?}")
         };
         let p = Packet::new_checked(fwd).unwrap();
-        let sender = CreateSessionRequest::decode(&p).unwrap().sender.teid;
+        let sender = CreateSessionRequest::parse(&p).unwrap().sender.teid;
         let created = |recovery| CreateSessionResponse {
             cause: cause::REQUEST_ACCEPTED,
             sender: Some(Fteid {
@@ -1140,11 +1141,11 @@ mod tests {
         drive(
             &mut s,
             1,
-            udp_frame(s5, PGW, s5_addr, GTPC, &created(4).encode(sender, seq)),
+            udp_frame(s5, PGW, s5_addr, GTPC, &created(4).emit(sender, seq)),
         );
         assert_eq!(s.logic.sessions.len(), 1);
         // An Echo Response from the PGW with the same Recovery: nothing happens.
-        let echo = |r| gtpc::echo(msg::ECHO_RESPONSE, 1, r);
+        let echo = |r| EchoResponse { recovery: Some(r) }.emit(0, 1);
         let out = drive(&mut s, 1, udp_frame(s5, PGW, s5_addr, GTPC, &echo(4)));
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(s.logic.sessions.len(), 1);
@@ -1158,17 +1159,21 @@ mod tests {
         assert_eq!(*to, MME.1);
         let p = Packet::new_checked(prn).unwrap();
         assert_eq!(p.header().message_type, msg::PGW_RESTART_NOTIFICATION);
-        assert_eq!(gtpc::read_pgw_restart_notification(&p), Ok((PGW.1, sgw_c)));
+        assert_eq!(
+            PgwRestartNotification::parse(&p),
+            Ok(PgwRestartNotification {
+                pgw: PGW.1,
+                sgw: sgw_c
+            })
+        );
         // Unanswered, it is sent again after T3; the MME's acknowledgment ends it.
         let later = Instant::now() + crate::transactions::T3 + Duration::from_millis(10);
         s.logic.retransmit(later);
         assert_eq!(s.logic.pending.retransmissions, 1);
-        let ack = gtpc::cause_response(
-            msg::PGW_RESTART_NOTIFICATION_ACK,
-            0,
-            p.header().sequence,
-            cause::REQUEST_ACCEPTED,
-        );
+        let ack = PgwRestartNotificationAck {
+            cause: cause::REQUEST_ACCEPTED,
+        }
+        .emit(0, p.header().sequence);
         drive(&mut s, 0, udp_frame(epc, MME, sgw_c, GTPC, &ack));
         assert!(s.logic.pending.is_empty());
         assert_eq!(

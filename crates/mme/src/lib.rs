@@ -19,10 +19,13 @@
 //! Recovery.
 
 use d11_element::{counters, App};
-use d11_epc::gtpc::{
-    self, cause, iface, message as msg, CreateSessionRequest, CreateSessionResponse, PdnType,
-};
 use d11_epc::s1::{self, unhex, Nas, S1};
+use d11_wire::gtpv2::message::{
+    self as gtpc, CreateSessionRequest, CreateSessionResponse, DeleteSessionRequest, EchoRequest,
+    EchoResponse, Message, ModifyBearerRequest, PdnType, PgwRestartNotification,
+    PgwRestartNotificationAck,
+};
+use d11_wire::gtpv2::{cause, iface, msg};
 // (The HSS requests use GTPv2-C's T3 and N3 too.)
 use d11_epc::transactions::{Transactions, N3, T3};
 use d11_stack::{Stack, StackConfig, StackElement, UdpSocket};
@@ -183,7 +186,7 @@ impl Env {
             s.seq
         };
         let bytes = build(seq);
-        let to = SocketAddrV4::new(self.cfg.sgw, gtpc::UDP_PORT);
+        let to = SocketAddrV4::new(self.cfg.sgw, d11_wire::gtpv2::UDP_PORT);
         let (tx, rx) = oneshot::channel();
         self.sh
             .borrow_mut()
@@ -224,7 +227,7 @@ impl Env {
             for (to, b) in resend {
                 let _ = self
                     .gtp
-                    .send_to(&b, SocketAddrV4::new(to, gtpc::UDP_PORT))
+                    .send_to(&b, SocketAddrV4::new(to, d11_wire::gtpv2::UDP_PORT))
                     .await;
             }
             drop(gone);
@@ -433,7 +436,7 @@ impl Env {
             s5u_sgw: None,
         };
         let answer = self
-            .gtp_request(|seq| req.encode(0, seq))
+            .gtp_request(|seq| req.emit(0, seq))
             .await
             .ok_or_else(|| {
                 self.count(|c| c.reject_session += 1);
@@ -441,7 +444,7 @@ impl Env {
             })?;
         let resp = Packet::new_checked(&answer)
             .ok()
-            .and_then(|p| CreateSessionResponse::decode(&p).ok())
+            .and_then(|p| CreateSessionResponse::parse(&p).ok())
             .filter(|r| r.cause == cause::REQUEST_ACCEPTED);
         let Some(CreateSessionResponse {
             sender: Some(sgw_c),
@@ -493,16 +496,17 @@ impl Env {
             teid: enb_teid,
             ipv4: enb_addr,
         };
-        let ok =
-            self.gtp_request(|seq| {
-                gtpc::modify_bearer_request(sgw_c.teid, seq, gtpc::DEFAULT_EBI, enb_f)
+        let ok = self
+            .gtp_request(|seq| {
+                ModifyBearerRequest {
+                    ebi: gtpc::DEFAULT_EBI,
+                    enb: enb_f,
+                }
+                .emit(sgw_c.teid, seq)
             })
             .await
-            .and_then(|a| {
-                Packet::new_checked(&a)
-                    .ok()
-                    .and_then(|p| gtpc::read_cause(&p))
-            }) == Some(cause::REQUEST_ACCEPTED);
+            .and_then(|a| Packet::new_checked(&a).ok().and_then(|p| p.cause()))
+            == Some(cause::REQUEST_ACCEPTED);
         if !ok {
             self.count(|c| c.reject_session += 1);
             return Err(Reject("modify-bearer-failed"));
@@ -531,7 +535,12 @@ impl Env {
         if let Some(sgw) = sgw {
             self.set(&imsi, |c| c.state = "detaching".into());
             let _ = self
-                .gtp_request(|seq| gtpc::delete_session_request(sgw.teid, seq, gtpc::DEFAULT_EBI))
+                .gtp_request(|seq| {
+                    DeleteSessionRequest {
+                        ebi: gtpc::DEFAULT_EBI,
+                    }
+                    .emit(sgw.teid, seq)
+                })
                 .await;
         }
         self.sh.borrow_mut().contexts.remove(&imsi);
@@ -688,7 +697,10 @@ impl Env {
             };
             let h = p.header();
             if h.message_type == msg::ECHO_REQUEST {
-                let r = gtpc::echo(msg::ECHO_RESPONSE, h.sequence, self.recovery);
+                let r = EchoResponse {
+                    recovery: Some(self.recovery),
+                }
+                .emit(0, h.sequence);
                 self.gtp.send_to(&r, from).await?;
                 continue;
             }
@@ -699,21 +711,20 @@ impl Env {
             }
             if h.message_type == msg::PGW_RESTART_NOTIFICATION {
                 // TS 23.007 §17: the SGW lost the sessions of a restarted PGW.
-                let cause = match gtpc::read_pgw_restart_notification(&p) {
-                    Ok((pgw, sgw)) => {
+                let cause = match PgwRestartNotification::parse(&p) {
+                    Ok(PgwRestartNotification { pgw, sgw }) => {
                         self.count(|c| c.pgw_restart_notifications += 1);
                         tracing::warn!(%pgw, %sgw, "PGW Restart Notification");
                         self.pgw_restarted(pgw);
-                        gtpc::cause::REQUEST_ACCEPTED
+                        cause::REQUEST_ACCEPTED
                     }
                     Err(gtpc::Refused(c)) => c,
                 };
-                let r =
-                    gtpc::cause_response(msg::PGW_RESTART_NOTIFICATION_ACK, 0, h.sequence, cause);
+                let r = PgwRestartNotificationAck { cause }.emit(0, h.sequence);
                 self.gtp.send_to(&r, from).await?;
                 continue;
             }
-            if gtpc::is_request(h.message_type) {
+            if h.message_type.is_request() {
                 self.count(|c| c.gtpc_unexpected += 1);
                 continue;
             }
@@ -733,12 +744,17 @@ impl Env {
         loop {
             let recovery = self.recovery;
             let answer = self
-                .gtp_request(|seq| gtpc::echo(msg::ECHO_REQUEST, seq, recovery))
+                .gtp_request(|seq| {
+                    EchoRequest {
+                        recovery: Some(recovery),
+                    }
+                    .emit(0, seq)
+                })
                 .await;
             let peer = answer
                 .as_deref()
                 .and_then(|a| Packet::new_checked(a).ok())
-                .and_then(|p| gtpc::read_recovery(&p));
+                .and_then(|p| p.recovery());
             {
                 let mut s = self.sh.borrow_mut();
                 match peer {
@@ -793,7 +809,7 @@ pub fn build(cfg: &MmeConfig, recovery: u8) -> anyhow::Result<(StackElement, Opt
         addr: stack.address(),
         sh: sh.clone(),
         s1: Rc::new(stack.udp_bind(s1::PORT)?),
-        gtp: Rc::new(stack.udp_bind(gtpc::UDP_PORT)?),
+        gtp: Rc::new(stack.udp_bind(d11_wire::gtpv2::UDP_PORT)?),
         hss: Rc::new(stack.udp_bind(3868)?),
         recovery,
         gtp_due: Rc::new(tokio::sync::Notify::new()),

@@ -19,10 +19,10 @@
 use d11_auth::{parse_key, usim_check, Milenage, UsimError};
 use d11_ctl::fetch::{fetch, Request};
 use d11_element::{counters, App, Element, PortConfig, PortId, Transmit};
-use d11_epc::gtpc::PdnType;
 use d11_epc::gw::ethernet_frame as frame;
 use d11_epc::s1::{self, hex, unhex, Nas};
 use d11_stack::{Stack, StackConfig, StackElement, TcpTuning};
+use d11_wire::gtpv2::message::PdnType;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cell::RefCell;

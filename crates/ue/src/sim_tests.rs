@@ -160,11 +160,12 @@ fn a_pgw_restart_notification_from_anyone_but_the_sgw_detaches_nobody() {
         m.sim.run_async_for(Duration::from_secs(2)).await;
         assert_eq!(m.sim.show(m.ue, "ue")["state"], "attached");
         // A notification naming the real PGW and SGW, sent from another address.
-        let prn = d11_epc::gtpc::pgw_restart_notification(
-            1,
-            Ipv4Addr::new(172, 16, 5, 4),
-            Ipv4Addr::new(172, 16, 1, 3),
-        );
+        use d11_wire::gtpv2::message::{Message, PgwRestartNotification};
+        let prn = PgwRestartNotification {
+            pgw: Ipv4Addr::new(172, 16, 5, 4),
+            sgw: Ipv4Addr::new(172, 16, 1, 3),
+        }
+        .emit(0, 1);
         let sock = m.rogue.udp_bind(2123).unwrap();
         tokio::task::spawn_local(async move {
             let mme = std::net::SocketAddrV4::new(Ipv4Addr::new(172, 16, 1, 5), 2123);

@@ -2,9 +2,9 @@
 
 use clap::Parser;
 use d11_element::{main_with, open_ports, order_ports, run_app, ElementArgs, Port};
-use d11_epc::gtpc::PdnType;
 use d11_netdev::tap::{Tap, TapConfig};
 use d11_ue::{Mode, Ue, UeConfig};
+use d11_wire::gtpv2::message::PdnType;
 
 /// The phone: attaches through the eNodeB on its `radio` port with the IMSI and key of its
 /// USIM (`imsi`, `key`, `opc`, `sqn`), then runs its app on the userspace stack (`mode =

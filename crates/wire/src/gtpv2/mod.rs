@@ -12,9 +12,11 @@
 //! | IE: Type (8) | Length (16) | CR (4) Instance (4) | value ...
 //! ```
 //!
-//! A generic TLV layer ([`Packet`], [`IeIter`], [`Writer`]) and typed values for the IEs that
-//! session set-up needs. Grouped IEs (Bearer Context) hold IEs and parse with the same iterator.
+//! A generic TLV layer ([`Packet`], [`IeIter`], [`Writer`]), typed values for the IEs that
+//! session set-up needs, and the messages themselves ([`message::Repr`]). Grouped IEs (Bearer Context) hold IEs and parse with the same iterator.
 //! No maintained Rust crate encodes GTPv2-C as views over a buffer, so it is ours.
+
+pub mod message;
 
 use crate::{need, Error, Result};
 use core::net::Ipv4Addr;
@@ -195,16 +197,20 @@ impl Header {
     }
 }
 
-/// A read view of a GTPv2-C message.
+/// A read view of a GTPv2-C message over any buffer (`&[u8]`, `Vec<u8>`), as GTP-U's and
+/// VXLAN's: checked once by [`new_checked`](Self::new_checked), then read without copying.
 #[derive(Debug, Clone)]
-pub struct Packet<'a> {
-    buf: &'a [u8],
+pub struct Packet<T: AsRef<[u8]>> {
+    buf: T,
+    /// The message's length (the buffer may hold more: padding, a second message).
+    len: usize,
     header: Header,
 }
 
-impl<'a> Packet<'a> {
+impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks version, length, and that the IEs are well-formed TLVs.
-    pub fn new_checked(buf: &'a [u8]) -> Result<Self> {
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let buf = buffer.as_ref();
         need(LAYER, buf, 0, 8)?;
         let version = buf[0] >> 5;
         if version != 2 {
@@ -234,13 +240,15 @@ impl<'a> Packet<'a> {
             (None, 4)
         };
         let sequence = u32::from_be_bytes([0, buf[s], buf[s + 1], buf[s + 2]]);
+        let header = Header {
+            message_type: MessageType::from(buf[1]),
+            teid,
+            sequence,
+        };
         let p = Packet {
-            buf: &buf[..total],
-            header: Header {
-                message_type: MessageType::from(buf[1]),
-                teid,
-                sequence,
-            },
+            buf: buffer,
+            len: total,
+            header,
         };
         // Every IE must fit (grouped IEs are checked when read).
         for r in p.ies() {
@@ -253,13 +261,18 @@ impl<'a> Packet<'a> {
         self.header
     }
 
+    /// The whole message.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf.as_ref()[..self.len]
+    }
+
     /// The top-level IEs.
-    pub fn ies(&self) -> IeIter<'a> {
-        IeIter::new(&self.buf[self.header.len()..])
+    pub fn ies(&self) -> IeIter<'_> {
+        IeIter::new(&self.as_bytes()[self.header.len()..])
     }
 
     /// The first top-level IE of `kind` and `instance`.
-    pub fn find(&self, kind: IeType, instance: u8) -> Option<Ie<'a>> {
+    pub fn find(&self, kind: IeType, instance: u8) -> Option<Ie<'_>> {
         self.ies()
             .flatten()
             .find(|i| i.kind == kind && i.instance == instance)

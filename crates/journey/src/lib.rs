@@ -110,6 +110,12 @@ fn tshark(file: &Path, pcap_dir: &Path, ethernet_tpdu: bool) -> Tshark {
     }
 }
 
+/// Frames tshark marks malformed (or with an error-level note) in each capture of
+/// `pcap_dir`, read as [`check_hops`] reads them.
+pub fn malformed(pcap_dir: &Path, ethernet_tpdu: bool) -> Result<Vec<(String, usize)>> {
+    d11_lab::client::malformed(pcap_dir, |f| tshark(f, pcap_dir, ethernet_tpdu))
+}
+
 /// Writes the per-hop table of `results` as markdown.
 fn hop_table(md: &mut String, results: &[HopResult]) -> Result<()> {
     writeln!(
@@ -505,7 +511,7 @@ fn report(
 ) -> Result<bool> {
     let hops = plan.hops(lab, &obs.facts)?;
     let results = check_hops(pcap, &hops, obs.ethernet_tpdu)?;
-    let bad = d11_lab::client::malformed(pcap, |f| tshark(f, pcap, obs.ethernet_tpdu))?;
+    let bad = malformed(pcap, obs.ethernet_tpdu)?;
     let all_ok = results.iter().all(|r| r.ok) && bad.iter().all(|(_, n)| *n == 0);
     let mut md = String::new();
     writeln!(md, "# d11 journey: {}\n", lab.state.name)?;

@@ -138,6 +138,8 @@ pub(crate) struct Inner {
     epoch: Instant,
     /// The latest time the runtime gave (for what tasks do between polls).
     clock: Instant,
+    /// The port's name in the topology (`interfaces` reports it).
+    port: String,
     mac: EthernetAddress,
     addrs: Vec<Ipv4Net>,
     gateway: Option<Ipv4Addr>,
@@ -586,6 +588,7 @@ impl Stack {
             sockets: SocketSet::new(Vec::new()),
             epoch,
             clock: epoch,
+            port: port.name.clone(),
             mac,
             addrs: port.addresses.clone(),
             gateway: cfg.gateway,
@@ -753,7 +756,7 @@ impl Element for StackElement {
         let i = self.stack.inner.borrow();
         match table {
             "interfaces" => Some(json!([{
-                "name": "eth0",
+                "name": i.port,
                 "mac": d11_element::mac_string(&i.mac.0),
                 "addresses": i.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "gateway": i.gateway.map(|g| g.to_string()),

@@ -22,6 +22,8 @@ struct Mobile {
     ue: NodeId,
     mme: NodeId,
     sgw: NodeId,
+    /// Every node by name.
+    names: Vec<(&'static str, NodeId)>,
     /// A host of ours on the epc segment that is no peer of anyone (172.16.1.66).
     rogue: Stack,
     _dir: PathBuf,
@@ -94,11 +96,20 @@ fn mobile(key: &str, sgw_plugged: bool) -> Mobile {
     }
     sim.segment(&epc);
     sim.segment(&[(sgw, 1), (pgw, 0)]);
+    let names = vec![
+        ("ue", ue),
+        ("enb", enb),
+        ("mme", mme),
+        ("hss", hss),
+        ("sgw", sgw),
+        ("pgw", pgw),
+    ];
     Mobile {
         sim,
         ue,
         mme,
         sgw,
+        names,
         rogue,
         _dir: dir,
     }
@@ -177,5 +188,163 @@ fn a_pgw_restart_notification_from_anyone_but_the_sgw_detaches_nobody() {
         assert_eq!(m.sim.counter(m.mme, "gtpc_untrusted"), 1);
         assert_eq!(m.sim.counter(m.mme, "network_detaches"), 0);
         assert_eq!(m.sim.show(m.ue, "ue")["state"], "attached");
+    });
+}
+
+/// What the journey's rows may look up, answered by the elements of a simulation.
+struct SimLab<'a> {
+    sim: &'a Sim,
+    nodes: Vec<(&'static str, NodeId)>,
+}
+
+impl SimLab<'_> {
+    fn id(&self, node: &str) -> anyhow::Result<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, id)| *id)
+            .ok_or_else(|| anyhow::anyhow!("no node {node}"))
+    }
+
+    fn port(&self, node: &str, port: &str) -> anyhow::Result<Value> {
+        let ifs = self.sim.show(self.id(node)?, "interfaces");
+        ifs.as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == port).cloned())
+            .ok_or_else(|| anyhow::anyhow!("{node} has no port {port}: {ifs}"))
+    }
+}
+
+impl d11_journey::plan::LabView for SimLab<'_> {
+    fn mac(&self, node: &str, port: &str) -> anyhow::Result<String> {
+        Ok(self.port(node, port)?["mac"].as_str().unwrap_or("").into())
+    }
+    fn addr(&self, node: &str, port: &str) -> anyhow::Result<String> {
+        let p = self.port(node, port)?;
+        let a = p["addresses"][0].as_str().unwrap_or("");
+        Ok(a.split('/').next().unwrap_or(a).into())
+    }
+    fn default_ttl(&self, node: &str) -> anyhow::Result<u8> {
+        let v = self.sim.show(self.id(node)?, "interfaces");
+        Ok(v[0]["default_ttl"].as_u64().unwrap_or(0) as u8)
+    }
+    fn segment(&self, node: &str) -> anyhow::Result<String> {
+        anyhow::bail!("{node}: segments are numbered in a simulation")
+    }
+    fn show(&self, node: &str, table: &str) -> anyhow::Result<Value> {
+        Ok(self.sim.show(self.id(node)?, table))
+    }
+}
+
+/// The attach's GTPv2-C messages and the phone's first packet in the tunnels, as journey
+/// rows (the format of labs/journeys/).
+const ATTACH_JOURNEY: &str = r#"
+traffic = "order"
+[let]
+csr = "gtpv2.message_type == 32"
+csresp = "gtpv2.message_type == 33"
+[[hop]]
+n = "s11"
+segment = "epc"
+from = "mme"
+to = "sgw"
+frame = "{csr}"
+[hop.expect]
+"eth.src" = "{mac mme epc}"
+"eth.dst" = "{mac sgw epc}"
+"ip.src" = "{addr mme epc}"
+"ip.dst" = "{addr sgw epc}"
+"udp.dstport" = "2123"
+"e212.imsi" = "{imsi}"
+"gtpv2.apn" = "internet"
+[[hop]]
+n = "s5"
+segment = "s5"
+from = "sgw"
+to = "pgw"
+frame = "{csr}"
+[hop.expect]
+"eth.src" = "{mac sgw s5}"
+"eth.dst" = "{mac pgw s5}"
+"ip.src" = "{addr sgw s5}"
+"e212.imsi" = "{imsi}"
+[[hop]]
+n = "s5'"
+segment = "s5"
+from = "pgw"
+to = "sgw"
+frame = "{csresp}"
+[hop.expect]
+"eth.src" = "{mac pgw s5}"
+# Request accepted, in the message and in the bearer context.
+"gtpv2.cause" = ["16", "16"]
+"gtpv2.pdn_addr_and_prefix.ipv4" = "{ue_ip}"
+"#;
+
+/// The journey's checks over a capture the harness made: the attach in virtual time, each
+/// segment's frames written as pcapng, rows of data resolved from the elements' tables, and
+/// tshark reading the frames back, as `d11 journey` does on a real lab. A wrong expectation
+/// is reported as a mismatch.
+#[test]
+fn the_journeys_rows_check_a_capture_of_the_attach_in_virtual_time() {
+    if std::process::Command::new("tshark")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: tshark is not installed (sudo ./scripts/test installs it)");
+        return;
+    }
+    paused(async {
+        let mut m = mobile(KEY, true);
+        m.sim.run_async_for(Duration::from_secs(5)).await;
+        let ue = m.sim.show(m.ue, "ue");
+        assert_eq!(ue["state"], "attached", "{ue}");
+        // The segments of mobile(): 0 radio, 1 epc, 2 s5.
+        let pcap = m._dir.join("pcap");
+        std::fs::create_dir_all(&pcap).unwrap();
+        let t0 = m.sim.wire.first().map(|s| s.at).unwrap();
+        for (i, name) in ["radio", "epc", "s5"].into_iter().enumerate() {
+            let f = std::fs::File::create(pcap.join(format!("{name}.pcapng"))).unwrap();
+            let mut sink = d11_netdev::pcap::PcapngSink::new(f, name, None).unwrap();
+            for s in m.sim.wire.iter().filter(|s| s.segment == i) {
+                let ts = Duration::from_secs(1_541_894_400) + (s.at - t0);
+                sink.write_at(ts, &s.frame, d11_netdev::pcap::Direction::Unknown, None)
+                    .unwrap();
+            }
+            sink.flush().unwrap();
+        }
+        let (sgw, mme) = (m.sgw, m.mme);
+        let nodes = m.names.clone();
+        let lab = SimLab { sim: &m.sim, nodes };
+        let mut facts = d11_journey::plan::Facts::new();
+        facts.insert("imsi".into(), IMSI.into());
+        facts.insert("ue_ip".into(), ue["ip"].as_str().unwrap().into());
+        let plan = d11_journey::plan::Plan::parse(ATTACH_JOURNEY).unwrap();
+        let hops = plan.hops(&lab, &facts).unwrap();
+        let results = d11_journey::check_hops(&pcap, &hops, true).unwrap();
+        for r in &results {
+            assert!(r.ok, "{r:#?}");
+        }
+        assert_eq!(results.len(), 3);
+        // Wireshark reads every frame of the attach without complaint.
+        let bad = d11_journey::malformed(&pcap, true).unwrap();
+        assert_eq!(bad.len(), 3);
+        assert!(bad.iter().all(|(_, n)| *n == 0), "{bad:?}");
+        assert!(
+            m.sim.counter(sgw, "sessions_created") == 1
+                && m.sim.counter(mme, "attach_accepted") == 1
+        );
+        // A row that expects what did not happen does not match.
+        let wrong = ATTACH_JOURNEY.replace("[\"16\", \"16\"]", "[\"16\", \"64\"]");
+        assert_ne!(wrong, ATTACH_JOURNEY);
+        let hops = d11_journey::plan::Plan::parse(&wrong)
+            .unwrap()
+            .hops(&lab, &facts)
+            .unwrap();
+        let results = d11_journey::check_hops(&pcap, &hops, true).unwrap();
+        assert!(
+            results[..2].iter().all(|r| r.ok) && !results[2].ok,
+            "{results:#?}"
+        );
     });
 }

@@ -89,6 +89,26 @@ fn install_watcher() {
 pub struct Lab {
     pub prefix: String,
     pub dir: PathBuf,
+    /// Leave `dir` to a [`LabDir`] (see [`Lab::stop`]).
+    hand_over_dir: bool,
+}
+
+/// A lab's directory (topology, captures) once the lab is down, for reading captures the
+/// programs flushed when they stopped; removed when dropped, kept if the test failed.
+pub struct LabDir(pub PathBuf);
+
+impl Drop for LabDir {
+    fn drop(&mut self) {
+        remove_unless_failed(&self.0);
+    }
+}
+
+fn remove_unless_failed(dir: &Path) {
+    if std::thread::panicking() {
+        eprintln!("the failed test's files are kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 impl Lab {
@@ -109,7 +129,11 @@ impl Lab {
         let topo = dir.join("topology.toml");
         std::fs::write(&topo, topology).expect("write topology");
         LIVE.lock().unwrap().push(prefix.clone());
-        let lab = Lab { prefix, dir };
+        let lab = Lab {
+            prefix,
+            dir,
+            hand_over_dir: false,
+        };
         let out = d11()
             .args(["--prefix", &lab.prefix, "lab", "up"])
             .arg(&topo)
@@ -122,6 +146,15 @@ impl Lab {
             panic!("lab up failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         lab
+    }
+
+    /// Takes the lab down (its programs flush their captures); its files stay until the
+    /// returned [`LabDir`] is dropped.
+    pub fn stop(mut self) -> LabDir {
+        self.hand_over_dir = true;
+        let dir = LabDir(self.dir.clone());
+        drop(self);
+        dir
     }
 
     pub fn pcap(&self, segment: &str) -> PathBuf {
@@ -330,6 +363,16 @@ impl Drop for Lab {
         }
         if let Ok(mut l) = LIVE.lock() {
             l.retain(|p| p != &self.prefix);
+        }
+        // Its topology and captures: kept for a failed test to be read, else removed.
+        if std::thread::panicking() {
+            eprintln!(
+                "lab {}: topology and captures kept in {}",
+                self.prefix,
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

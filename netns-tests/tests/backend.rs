@@ -142,7 +142,7 @@ fn a_thousand_concurrent_deducts_on_a_hundred_take_exactly_a_hundred() {
     assert_eq!(r["ok"], 0);
     assert!(r["errors"].to_string().contains("status 60"), "{r}");
     let pcap = lab.pcap("vpc");
-    drop(lab);
+    let _files = lab.stop();
     // contrib/wireshark/dubbo.lua reads every call from the capture: the thousand deducts
     // (several frames to a segment, reassembled), the answers, nothing malformed.
     let lua = format!(

@@ -140,7 +140,7 @@ fn two_tenants_on_the_same_subnet_never_meet() {
         lab.pcap("b2"),
         lab.pcap("a1"),
     );
-    drop(lab);
+    let _files = lab.stop();
     // Tenant B's ports saw no frame of tenant A, and the other way round.
     for (file, foreign) in [(&b1, &macs_a), (&b2, &macs_a), (&a1, &macs_b)] {
         let srcs = tshark_fields(file, "eth", &["eth.src"], &[]);
@@ -305,7 +305,7 @@ fn a_rogue_vtep_is_counted_and_learns_nothing() {
         &["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.1.21"],
     );
     let ua = lab.pcap("underlay");
-    drop(lab);
+    let _files = lab.stop();
     let to_rogue = tshark_fields(&ua, "vxlan && ip.dst == 10.1.0.66", &["frame.number"], &[]);
     assert!(to_rogue.is_empty(), "VXLAN sent to the rogue: {to_rogue:?}");
 }
@@ -584,7 +584,7 @@ fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
         lab.mac("ctl1", "eth0"),
     );
     let under = lab.pcap("underlay");
-    drop(lab);
+    let _files = lab.stop();
     // journey.md hop 10: the gateway to hosta in VXLAN 1001, client -> LB inside.
     let rows = tshark_fields(
         &under,
@@ -742,7 +742,7 @@ fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
         "{b}"
     );
     let app = lab.show("ue", "app");
-    drop(lab);
+    let _files = lab.stop();
     let results = app.as_array().unwrap();
     let ok: Vec<&serde_json::Value> = results.iter().filter(|r| r["ok"] == true).collect();
     let failed = results.len() - ok.len();

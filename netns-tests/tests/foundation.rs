@@ -98,7 +98,7 @@ fn ping_traceroute_and_tcp_echo_through_the_router() {
     assert!(lab.counter("r1", "forwarded") >= 6);
 
     // The router's own capture of eth1 names the interface and says what it decided.
-    drop(lab); // programs flush their captures when they stop
+    let _files = lab.stop(); // programs flush their captures when they stop
     let r1_cap = notes.join("r1-eth1.pcapng");
     let noted = tshark_fields(
         &r1_cap,

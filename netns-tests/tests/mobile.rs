@@ -142,7 +142,7 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
         pcap("carrier"),
     );
     // The lab goes down first: the captures are complete once their writers stopped.
-    drop(lab);
+    let _files = lab.stop();
 
     // Every uplink TCP segment with payload towards 443 must show the hop's headers.
     let up = "tcp.dstport == 443 && tcp.len > 0";
@@ -416,7 +416,7 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
     });
     assert_eq!(app[0]["outcome"]["status"], 200, "{app}");
     let epc = lab.pcap("epc");
-    drop(lab);
+    let _files = lab.stop();
     // Error Indication (type 26) with TEID 0 back to the probe; Echo Response with Recovery.
     let ei = tshark_fields(
         &epc,
@@ -595,7 +595,7 @@ fn a_pgw_restart_detaches_the_phone_which_attaches_again_and_orders_on() {
     let s = lab.wait_show("ue", "app_summary", 180, |v| v["requests"] == 150);
     assert_eq!(s["ok"], 150, "{}", lab.show("ue", "app"));
     let epc = lab.pcap("epc");
-    drop(lab);
+    let _files = lab.stop();
     // On S11: the notification and its acknowledgment, decoded by tshark.
     let prn = tshark_fields(
         &epc,

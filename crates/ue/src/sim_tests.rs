@@ -29,6 +29,12 @@ struct Mobile {
     _dir: PathBuf,
 }
 
+impl Drop for Mobile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
 fn mobile(key: &str, sgw_plugged: bool) -> Mobile {
     let dir = std::env::temp_dir().join(format!(
         "d11-ue-sim-{}-{}",

@@ -364,15 +364,10 @@ impl Drop for Lab {
         if let Ok(mut l) = LIVE.lock() {
             l.retain(|p| p != &self.prefix);
         }
-        // Its topology and captures: kept for a failed test to be read, else removed.
-        if std::thread::panicking() {
-            eprintln!(
-                "lab {}: topology and captures kept in {}",
-                self.prefix,
-                self.dir.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        // Its topology and captures: kept for a failed test to be read, else removed (or
+        // handed over by `stop`).
+        if !self.hand_over_dir {
+            remove_unless_failed(&self.dir);
         }
     }
 }

@@ -8,6 +8,7 @@
 //! The loop runs on a current-thread runtime: ports are opened (with `setns`) before it starts,
 //! and one thread per program keeps the lab's many programs from fighting over two cores.
 
+pub mod alloc_count;
 pub mod args;
 pub mod control;
 pub mod counters;

@@ -446,8 +446,9 @@ impl PgwLogic {
                     self.c.uplink_spoofed += 1;
                 } else {
                     self.c.uplink_packets += 1;
-                    let f =
-                        gw::ethernet_frame(self.ue_mac, ipv4_session_mac(s.ue_ip), 0x0800, tpdu);
+                    let mut f = self.out.buffer();
+                    let from = ipv4_session_mac(s.ue_ip);
+                    gw::ethernet_frame_into(&mut f, self.ue_mac, from, 0x0800, tpdu);
                     self.out.inject.push(f);
                 }
             }
@@ -729,5 +730,39 @@ mod tests {
             g.message_type(),
             d11_wire::gtpu::MessageType::ErrorIndication
         );
+    }
+
+    /// Decapsulating the phone's packets to SGi and tunnelling the answers, once the next
+    /// hops are known, allocates nothing per packet.
+    #[test]
+    fn forwarding_allocates_nothing_once_warm() {
+        let mut p = pgw();
+        let s5_mac = p.router.port_mac(0).unwrap().0;
+        let sgi_mac = p.router.port_mac(1).unwrap().0;
+        let peers = [SGW, NAT];
+        let s5 = Ipv4Addr::new(172, 16, 5, 4);
+        let srv = Ipv4Addr::new(203, 0, 113, 10);
+        // Not SYNs: data segments (ACK) of 1000 octets each way.
+        let data = |src, dst| {
+            let mut ip = syn(src, dst, 1400, 1040);
+            ip[33] = 0x10;
+            ip
+        };
+        let up = udp_frame(s5_mac, SGW, s5, 2152, &gpdu(300, &data(UE, srv)));
+        let mut down = Vec::new();
+        down.extend_from_slice(&sgi_mac);
+        down.extend_from_slice(&NAT.0);
+        down.extend_from_slice(&[8, 0]);
+        down.extend_from_slice(&data(srv, UE));
+        assert_eq!(drive_frames(&mut p, 0, up.clone(), &peers).len(), 1);
+        assert_eq!(drive_frames(&mut p, 1, down.clone(), &peers).len(), 1);
+        let (allocs, sent) = d11_element::alloc_count::allocations_forwarding(
+            &mut p,
+            Instant::now(),
+            &[(0, up), (1, down)],
+            1000,
+        );
+        assert_eq!(sent, 2000);
+        assert_eq!(allocs, 0, "heap allocations for 2000 packets");
     }
 }

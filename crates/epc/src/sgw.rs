@@ -1186,37 +1186,6 @@ mod tests {
         );
     }
 
-    /// Counts the heap allocations of this thread (the tests of the crate run on threads of
-    /// their own, so one test's count is its own).
-    struct Counting;
-    thread_local! {
-        static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-    // SAFETY: every call is passed on to the system allocator unchanged.
-    unsafe impl std::alloc::GlobalAlloc for Counting {
-        unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-            ALLOCS.with(|c| c.set(c.get() + 1));
-            unsafe { std::alloc::System.alloc(l) }
-        }
-        unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-            unsafe { std::alloc::System.dealloc(p, l) }
-        }
-        unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
-            ALLOCS.with(|c| c.set(c.get() + 1));
-            unsafe { std::alloc::System.realloc(p, l, n) }
-        }
-    }
-    #[global_allocator]
-    static COUNTING: Counting = Counting;
-
-    /// A transmitter that only counts.
-    struct Sink(u64);
-    impl d11_element::Transmit for Sink {
-        fn send(&mut self, _port: PortId, _frame: &[u8]) {
-            self.0 += 1;
-        }
-    }
-
     #[test]
     fn forwarding_g_pdus_allocates_nothing_once_warm() {
         let cfg: SgwConfig = serde_json::from_value(json!({
@@ -1242,22 +1211,17 @@ mod tests {
             assert_eq!(drive(&mut s, 0, up.clone()).len(), 1);
             assert_eq!(drive(&mut s, 1, down.clone()).len(), 1);
         }
-        let mut buf = vec![0u8; up.len().max(down.len())];
-        let mut sink = Sink(0);
-        let now = Instant::now();
-        let before = ALLOCS.with(|c| c.get());
-        for _ in 0..1000 {
-            buf[..up.len()].copy_from_slice(&up);
-            d11_element::Element::handle_frame(&mut s, now, 0, &mut buf[..up.len()], &mut sink);
-            buf[..down.len()].copy_from_slice(&down);
-            d11_element::Element::handle_frame(&mut s, now, 1, &mut buf[..down.len()], &mut sink);
-        }
-        let allocs = ALLOCS.with(|c| c.get()) - before;
-        assert_eq!(sink.0, 2000);
+        let (allocs, sent) = d11_element::alloc_count::allocations_forwarding(
+            &mut s,
+            Instant::now(),
+            &[(0, up), (1, down)],
+            1000,
+        );
+        assert_eq!(sent, 2000);
         assert_eq!(allocs, 0, "heap allocations for 2000 G-PDUs");
         assert_eq!(
             (s.logic.c.uplink_packets, s.logic.c.downlink_packets),
-            (1004, 1004)
+            (1008, 1008)
         );
     }
 }

@@ -5,6 +5,10 @@ use d11_element::{Collect, Element, PortId};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
+/// The crate's tests count their heap allocations (`d11_element::alloc_count`).
+#[global_allocator]
+static COUNTING: d11_element::alloc_count::Counting = d11_element::alloc_count::Counting;
+
 pub fn udp_frame(
     dst: [u8; 6],
     from: ([u8; 6], Ipv4Addr),

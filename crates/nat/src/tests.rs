@@ -366,3 +366,28 @@ fn pools_parse() {
     assert!(parse_pool(&["10.0.0.9-1".into()]).is_err());
     assert!(parse_pool(&[]).is_err());
 }
+
+#[global_allocator]
+static COUNTING: d11_element::alloc_count::Counting = d11_element::alloc_count::Counting;
+
+/// Translating both ways, once the mapping exists, allocates nothing per packet.
+#[test]
+fn translating_allocates_nothing_once_warm() {
+    let mut n = nat("endpoint-independent", 100);
+    let now = Instant::now();
+    let out = send(&mut n, now, 0, &udp(UE, 40000, SRV, 443));
+    let (ext, eport, _, _) = five(&out[0].1);
+    let frame = |port: PortId, ip: &[u8]| {
+        let src = if port == 0 { PGW_MAC } else { A2_MAC };
+        (port, eth(n.router.port_mac(port).unwrap().0, src, ip))
+    };
+    let frames = [
+        frame(0, &udp(UE, 40000, SRV, 443)),
+        frame(1, &udp(SRV, 443, ext, eport)),
+    ];
+    let (allocs, sent) =
+        d11_element::alloc_count::allocations_forwarding(&mut n, now, &frames, 1000);
+    assert_eq!(sent, 2000);
+    assert_eq!(allocs, 0, "heap allocations for 2000 translated packets");
+    assert_eq!(n.logic.len(), 1);
+}

@@ -357,3 +357,30 @@ fn send_udp_resolves_the_next_hop_and_checksums() {
     assert!(!r.send_udp(now, None, B, 1, 1, &[0; 600], &mut tx));
     assert_eq!(r.counters_ref().local_too_big, 1);
 }
+
+#[global_allocator]
+static COUNTING: d11_element::alloc_count::Counting = d11_element::alloc_count::Counting;
+
+/// Forwarding, once the next hops are known, allocates nothing per packet: both ways, and
+/// a packet for the router itself (a ping answered) neither.
+#[test]
+fn forwarding_allocates_nothing_once_warm() {
+    let mut r = router();
+    let now = Instant::now();
+    learned(&mut r, now);
+    let there = ping(B, r_mac(&r, 0), 64, 200, true);
+    let mut back = ping(A, r_mac(&r, 1), 64, 200, true);
+    back[6..12].copy_from_slice(&HB);
+    back[14 + 12..14 + 16].copy_from_slice(&B.octets());
+    fill_ipv4_checksum(&mut back[14..34]);
+    let frames = [(0, there), (1, back)];
+    let (allocs, sent) =
+        d11_element::alloc_count::allocations_forwarding(&mut r, now, &frames, 1000);
+    assert_eq!(sent, 2000);
+    assert_eq!(allocs, 0, "heap allocations for 2000 forwarded packets");
+    assert_eq!(
+        r.counters_ref().forwarded,
+        2008,
+        "with the 4 rounds of warming"
+    );
+}

@@ -2,7 +2,6 @@
 //! [`Hook::local`](crate::Hook::local)) and what it sends ([`Datagram`], through the outbox of
 //! [`crate::program`]).
 
-use crate::udp_checksum;
 use std::net::Ipv4Addr;
 
 /// A UDP datagram addressed to us, read from a validated IPv4 packet.
@@ -43,12 +42,8 @@ pub fn parse_udp(ip: &[u8]) -> Result<Udp<'_>, UdpError> {
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     let sum = u16::from_be_bytes([udp[6], udp[7]]);
-    if sum != 0 {
-        let mut copy = udp.to_vec();
-        copy[6..8].fill(0);
-        if udp_checksum(src, dst, &copy) != sum {
-            return Err(UdpError::BadChecksum);
-        }
+    if sum != 0 && !d11_wire::ip::udp_checksum_ok(src, dst, udp) {
+        return Err(UdpError::BadChecksum);
     }
     Ok(Udp {
         src,

@@ -359,7 +359,10 @@ impl Logic {
             None
         };
         match known {
-            Some(Dest::Local(q)) => self.out.frames.push((q, f.to_vec())),
+            Some(Dest::Local(q)) => {
+                let c = self.out.copy(f);
+                self.out.frames.push((q, c));
+            }
             // Split horizon: what came from the underlay never goes back to it.
             Some(Dest::Remote(_)) => self.c.vxlan_to_remote_dropped += 1,
             None => {

@@ -208,3 +208,35 @@ fn learning_is_bounded_per_vni_and_moves_are_counted() {
     );
     assert_eq!((s.logic.fdb.len(), s.logic.c.fdb_full), (1, 2));
 }
+
+#[global_allocator]
+static COUNTING: d11_element::alloc_count::Counting = d11_element::alloc_count::Counting;
+
+/// Once the MACs are learned and the peer VTEP resolved, encapsulating a VM's frame and
+/// decapsulating VXLAN for a VM allocate nothing per frame.
+#[test]
+fn switching_allocates_nothing_once_warm() {
+    let mut sw = [
+        switch("hosta", "10.1.0.11/24", "10.1.0.12"),
+        switch("hostb", "10.1.0.12/24", "10.1.0.11"),
+    ];
+    let body = [0x45u8; 600];
+    run(&mut sw, vec![(0, 0, eth([0xff; 6], A1, b"who has"))]);
+    run(&mut sw, vec![(1, 0, eth(A1, B1, b"is at"))]);
+    let a_to_b = eth(B1, A1, &body);
+    let out = run(&mut sw, vec![(0, 0, a_to_b.clone())]);
+    assert_eq!(out.len(), 1, "unicast to B1 on hostb: {out:?}");
+    // The VXLAN frame hosta sends for it.
+    let mut tx = Collect::default();
+    sw[0].handle_frame(Instant::now(), 0, &mut a_to_b.clone(), &mut tx);
+    let [(UNDERLAY, vxlan)] = &tx.frames[..] else {
+        panic!("one VXLAN frame: {:?}", tx.frames);
+    };
+    let now = Instant::now();
+    for (s, frames) in [(0, [(0, a_to_b)]), (1, [(UNDERLAY, vxlan.clone())])] {
+        let (allocs, sent) =
+            d11_element::alloc_count::allocations_forwarding(&mut sw[s], now, &frames, 1000);
+        assert_eq!(sent, 1000);
+        assert_eq!(allocs, 0, "heap allocations for 1000 frames on switch {s}");
+    }
+}

@@ -69,6 +69,12 @@ pub fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
     }
 }
 
+/// Whether a received UDP datagram's checksum (non-zero, in place) is right: the sum over the
+/// pseudo-header and the whole datagram, checksum included, is all ones. Reads in place.
+pub fn udp_checksum_ok(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> bool {
+    pseudo_checksum(src, dst, 17, udp) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +94,15 @@ mod tests {
         let mut seg = udp;
         seg[6..8].copy_from_slice(&pseudo_checksum(s, d, 17, &udp).to_be_bytes());
         assert_eq!(pseudo_checksum(s, d, 17, &seg), 0);
+        // Received: the checksum checks in place, 0xffff standing for a zero sum included.
+        let mut seg = [0x12u8, 0x34, 0x00, 0x35, 0, 11, 0, 0, 1, 2, 3];
+        let c = udp_checksum(s, d, &seg);
+        seg[6..8].copy_from_slice(&c.to_be_bytes());
+        assert!(udp_checksum_ok(s, d, &seg));
+        seg[10] ^= 1;
+        assert!(!udp_checksum_ok(s, d, &seg));
+        let mut zero_sum = [0u8; 8];
+        zero_sum[6..8].copy_from_slice(&udp_checksum(s, d, &[0u8; 8]).to_be_bytes());
+        assert!(udp_checksum_ok(s, d, &zero_sum));
     }
 }

@@ -98,6 +98,11 @@ pub struct ServiceConfig {
     /// Seconds between heartbeats to the registry.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_s: f64,
+    /// Who may call: the callers' prefixes (the services whose role is to call this one).
+    /// A connection from anywhere else is counted (`rpc_untrusted`) and closed before it
+    /// is read. Without it, anyone who reaches the port may call.
+    #[serde(default)]
+    pub callers: Option<Vec<ipnet::Ipv4Net>>,
 }
 
 fn default_port() -> u16 {
@@ -120,6 +125,11 @@ impl ServiceConfig {
         }
         if self.weight == 0 {
             anyhow::bail!("weight must be at least 1");
+        }
+        if self.callers.as_ref().is_some_and(Vec::is_empty) {
+            anyhow::bail!(
+                "callers: an empty list would refuse every caller; leave it out to allow any"
+            );
         }
         Ok(())
     }
@@ -161,8 +171,8 @@ pub fn fixed(stack: &Stack, service: &str, at: &[SocketAddrV4]) -> Rc<Cluster> {
     c
 }
 
-/// Serves `service` with `handler` on the config's port and, with a registry, keeps it
-/// registered there. The app to run.
+/// Serves `service` with `handler` on the config's port to the config's `callers` and, with a
+/// registry, keeps it registered there. The app to run.
 pub fn provide(
     stack: &Stack,
     cfg: &ServiceConfig,
@@ -171,6 +181,10 @@ pub fn provide(
 ) -> anyhow::Result<App> {
     cfg.validate()?;
     let listener = stack.listen(cfg.port, cfg.backlog)?;
+    let callers = cfg.callers.clone();
+    let untrusted = Rc::new(std::cell::Cell::new(0u64));
+    let u = untrusted.clone();
+    stack.add_counters(move |out| out("rpc_untrusted", u.get()));
     let registration = cfg.registry.map(|r| {
         (
             fixed(stack, registry::REGISTRY, &[r]),
@@ -194,7 +208,15 @@ pub fn provide(
             ));
         }
         loop {
-            let (conn, _) = listener.accept().await?;
+            let (conn, peer) = listener.accept().await?;
+            if let Some(c) = &callers {
+                if !c.iter().any(|n| n.contains(peer.ip())) {
+                    untrusted.set(untrusted.get() + 1);
+                    tracing::debug!(%peer, "a caller that is not among `callers`: closed");
+                    drop(conn);
+                    continue;
+                }
+            }
             tokio::task::spawn_local(serve(conn, handler.clone()));
         }
     }))

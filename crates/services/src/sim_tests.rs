@@ -139,3 +139,55 @@ fn orders_by_rpc_in_virtual_time() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A service with `callers` serves those and closes on anyone else before reading a byte:
+/// counted as `rpc_untrusted`, never a call.
+#[test]
+fn a_caller_the_service_does_not_trust_is_counted_and_refused() {
+    paused(async {
+        let mut sim = Sim::new();
+        // Only the order service (192.168.1.30) may call; no registry.
+        let (inv, app) = build_inventory(&cfg::<InventoryConfig>(node(
+            "inventory",
+            31,
+            json!({"stock": {"book": 1}, "registry": null, "callers": ["192.168.1.30/32"]}),
+        )))
+        .unwrap();
+        if let Some(app) = app {
+            tokio::task::spawn_local(app);
+        }
+        let inv = sim.add(inv);
+        let host = |name: &'static str, last: u8| {
+            let c: StackConfig = cfg(json!({"name": name,
+                "ports": [{"name": "eth0", "addresses": [format!("192.168.1.{last}/24")]}]}));
+            Stack::new(&c, name).unwrap()
+        };
+        let ((order, order_el), (rogue, rogue_el)) = (host("order", 30), host("rogue", 66));
+        let (o, r) = (sim.add(order_el), sim.add(rogue_el));
+        sim.segment(&[(inv, 0), (o, 0), (r, 0)]);
+        let answers = Rc::new(RefCell::new(Vec::new()));
+        for (who, stack) in [("rogue", rogue), ("order", order)] {
+            let a = answers.clone();
+            tokio::task::spawn_local(async move {
+                let to = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 31), 20880);
+                let c = Client::new(stack.connect(to).await.unwrap());
+                let stock = Request::new(
+                    crate::INVENTORY,
+                    "stock",
+                    "Ljava/lang/String;",
+                    vec![Value::String("book".into())],
+                );
+                let answer = c.call(stock, Duration::from_secs(2)).await;
+                a.borrow_mut().push((who, answer.is_ok()));
+            });
+            sim.run_async_for(Duration::from_secs(3)).await;
+        }
+        assert_eq!(*answers.borrow(), [("rogue", false), ("order", true)]);
+        assert_eq!(sim.counter(inv, "rpc_untrusted"), 1);
+        assert_eq!(
+            sim.counter(inv, "calls"),
+            1,
+            "only the order service's call"
+        );
+    });
+}

@@ -162,7 +162,7 @@ pub(crate) struct Inner {
     needs_poll: bool,
     tables: Vec<(String, TableFn)>,
     /// The application's own counters, shown with the stack's.
-    app_counters: Option<CountersFn>,
+    app_counters: Vec<CountersFn>,
     role: &'static str,
 }
 
@@ -606,7 +606,7 @@ impl Stack {
             next_poll: Some(epoch),
             needs_poll: false,
             tables: Vec::new(),
-            app_counters: None,
+            app_counters: Vec::new(),
             role,
         };
         let stack = Stack {
@@ -638,9 +638,10 @@ impl Stack {
             .push((name.to_string(), Box::new(f)));
     }
 
-    /// Adds the application's counters (an MME's attaches, ...) to `d11 show NODE counters`.
+    /// Adds the application's counters (an MME's attaches, ...) to `d11 show NODE counters`,
+    /// after those added before.
     pub fn add_counters(&self, f: impl Fn(&mut dyn FnMut(&str, u64)) + 'static) {
-        self.inner.borrow_mut().app_counters = Some(Box::new(f));
+        self.inner.borrow_mut().app_counters.push(Box::new(f));
     }
 
     pub fn counters(&self) -> StackCounters {
@@ -777,7 +778,7 @@ impl Element for StackElement {
         out("tcp_recovery_resent", i.wire.recovery.resent);
         out("tcp_recovery_probes", i.wire.recovery.probes);
         i.drops.for_each(out);
-        if let Some(f) = &i.app_counters {
+        for f in &i.app_counters {
             f(out);
         }
     }

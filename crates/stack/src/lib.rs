@@ -152,6 +152,9 @@ pub(crate) struct Inner {
     drops: GuardDrops,
     /// Sockets whose owner dropped them: removed once closed.
     pub(crate) orphans: Vec<SocketHandle>,
+    /// UDP sockets dropped with datagrams still queued (waiting for ARP): removed once sent,
+    /// or at their deadline.
+    pub(crate) udp_orphans: Vec<(SocketHandle, Instant)>,
     /// Accept pools by port.
     pub(crate) pools: HashMap<u16, tcp::Pool>,
     cookies: syncookie::SynCookies,
@@ -459,6 +462,15 @@ impl Inner {
             !gone
         });
         self.c.tcp_closed += (before - self.orphans.len()) as u64;
+        let sockets = &mut self.sockets;
+        self.udp_orphans.retain(|(h, until)| {
+            let sent = sockets.get::<smoltcp::socket::udp::Socket>(*h).send_queue() == 0;
+            let gone = sent || now >= *until;
+            if gone {
+                sockets.remove(*h);
+            }
+            !gone
+        });
         self.c.tcp_time_wait_dropped += tw_dropped;
         if changed {
             let mut dev = FrameIo {
@@ -479,6 +491,9 @@ impl Inner {
             self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
         }
         if let Some(at) = reprobe_at {
+            self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
+        }
+        if let Some(at) = self.udp_orphans.iter().map(|(_, until)| *until).min() {
             self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
         }
         // Pools with half-open sockets need a look when their timeout runs out.
@@ -599,6 +614,7 @@ impl Stack {
             c: StackCounters::default(),
             drops: GuardDrops::default(),
             orphans: Vec::new(),
+            udp_orphans: Vec::new(),
             pools: HashMap::new(),
             cookies: syncookie::SynCookies::new(epoch),
             cookie_scratch: Vec::new(),
@@ -783,3 +799,6 @@ impl Element for StackElement {
         }
     }
 }
+
+#[cfg(test)]
+mod sim_tests;

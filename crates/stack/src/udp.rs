@@ -83,8 +83,20 @@ impl UdpSocket {
     }
 }
 
+/// How long a dropped socket's queued datagrams may wait for their next hop (the neighbour
+/// cache gives up on an unanswered ARP within it).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Drop for UdpSocket {
+    /// What was sent is not lost: datagrams still queued (their next hop being resolved) go
+    /// out first, within [`LINGER`]; the socket then goes.
     fn drop(&mut self) {
-        self.stack.inner.borrow_mut().sockets.remove(self.handle);
+        let mut i = self.stack.inner.borrow_mut();
+        if i.sockets.get::<udp::Socket>(self.handle).send_queue() == 0 {
+            i.sockets.remove(self.handle);
+        } else {
+            let until = i.clock + LINGER;
+            i.udp_orphans.push((self.handle, until));
+        }
     }
 }

@@ -36,11 +36,10 @@ impl Drop for Mobile {
 }
 
 fn mobile(key: &str, sgw_plugged: bool) -> Mobile {
-    let dir = std::env::temp_dir().join(format!(
-        "d11-ue-sim-{}-{}",
-        std::process::id(),
-        key.len() + usize::from(sgw_plugged)
-    ));
+    // One directory per network (tests run in parallel; each removes its own).
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("d11-ue-sim-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("users.csv");
     std::fs::write(

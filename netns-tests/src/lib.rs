@@ -103,6 +103,16 @@ impl Drop for LabDir {
     }
 }
 
+/// A fresh scratch directory for one test (`d11-NAME-PID-N` in the temporary directory),
+/// removed when dropped unless the test failed.
+pub fn scratch(name: &str) -> LabDir {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("d11-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    LabDir(dir)
+}
+
 fn remove_unless_failed(dir: &Path) {
     if std::thread::panicking() {
         eprintln!("the failed test's files are kept in {}", dir.display());

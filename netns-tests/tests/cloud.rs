@@ -633,7 +633,8 @@ fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
 fn the_journey_matches_every_hop_of_the_reference_lab() {
     require_root();
     let prefix = format!("j{}", std::process::id() % 100_000);
-    let out = std::env::temp_dir().join(format!("d11-journey-{prefix}"));
+    let out_dir = scratch("journey");
+    let out = out_dir.0.clone();
     let lab = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/double11.toml");
     let o = d11()
         .args(["--prefix", &prefix, "journey", "--lab"])
@@ -686,7 +687,8 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
-    let dir = std::env::temp_dir().join(format!("d11-load-{}", std::process::id()));
+    let scratch_dir = scratch("load");
+    let dir = scratch_dir.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let (j1, j2) = (dir.join("ctl1.jsonl"), dir.join("ctl2.jsonl"));
     let labs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs");

@@ -54,7 +54,8 @@ fn order(lab: &Lab, key: &str) -> (u16, String) {
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn curl_places_an_order_over_a_verified_three_level_chain() {
-    let keylog = std::env::temp_dir().join(format!("d11-keylog-{}.txt", std::process::id()));
+    let keylog_dir = scratch("keylog");
+    let keylog = keylog_dir.0.join("keylog.txt");
     let _ = std::fs::remove_file(&keylog);
     let lab = Lab::up_with(LAB, &["--keylog", keylog.to_str().unwrap()]);
 

@@ -9,7 +9,8 @@ const LAB: &str = include_str!("../../labs/two-hosts-router.toml");
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn ping_traceroute_and_tcp_echo_through_the_router() {
-    let notes = std::env::temp_dir().join(format!("d11-notes-{}", std::process::id()));
+    let notes_dir = scratch("notes");
+    let notes = notes_dir.0.clone();
     let lab = Lab::up_with(LAB, &["--program-captures", notes.to_str().unwrap()]);
     let right = lab.capture("right");
     let port = lab.capture("r1:eth1");
@@ -386,7 +387,8 @@ fn codecs_decode_in_tshark_field_by_field() {
         &udp([10, 1, 0, 1], [10, 1, 0, 11], 49152, vxlan::UDP_PORT, &vx),
     ));
 
-    let dir = std::env::temp_dir().join(format!("d11-codec-{}", std::process::id()));
+    let scratch_dir = scratch("codec");
+    let dir = scratch_dir.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("codecs.pcapng");
     let mut sink = d11_netdev::pcap::PcapngSink::new(
@@ -490,7 +492,8 @@ fn codecs_decode_in_tshark_field_by_field() {
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn bad_topology_and_cli_input_get_one_line_errors() {
     require_root();
-    let dir = std::env::temp_dir().join(format!("d11-bad-{}", std::process::id()));
+    let scratch_dir = scratch("bad");
+    let dir = scratch_dir.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(
@@ -774,7 +777,8 @@ fn gtpv2_c_decodes_in_tshark_field_by_field() {
         ),
     ];
     let (mme_mac, sgw_mac) = ([2, 0xd1, 0, 0, 0, 5], [2, 0xd1, 0, 0, 0, 3]);
-    let dir = std::env::temp_dir().join(format!("d11-gtpv2-{}", std::process::id()));
+    let scratch_dir = scratch("gtpv2");
+    let dir = scratch_dir.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("gtpv2.pcapng");
     let mut sink =

@@ -7,7 +7,8 @@ use hex_literal::hex;
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn vectors_over_udp_verify_at_the_usim() {
-    let dir = std::env::temp_dir().join(format!("d11-hss-{}", std::process::id()));
+    let scratch_dir = scratch("hss");
+    let dir = scratch_dir.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("user_db.csv");
     std::fs::write(

@@ -50,8 +50,8 @@ fn ue(name: &str, i: usize, key: &str, mode: &str, pdn: &str, app: &str) -> Stri
     )
 }
 
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("d11-mobile-{name}-{}", std::process::id()))
+fn tmp(name: &str) -> LabDir {
+    scratch(&format!("mobile-{name}"))
 }
 
 fn attached(lab: &Lab, node: &str) -> Value {
@@ -73,8 +73,9 @@ fn rows(file: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
+    let dir = tmp("hops");
     let lab = Lab::up(&topology(
-        &tmp("hops"),
+        &dir.0,
         1,
         &[ue(
             "ue",
@@ -248,15 +249,16 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
+    let dir = tmp("modem");
     let lab = Lab::up(&topology(
-        &tmp("modem"),
+        &dir.0,
         2,
         &[
             ue("ue", 1, K, "modem", "ethernet", ""),
             ue("ue4", 2, K, "modem", "ipv4", ""),
         ],
     ));
-    let www = tmp("modem").join("www");
+    let www = dir.0.join("www");
     std::fs::create_dir_all(&www).unwrap();
     // Big enough for full-sized segments: the MSS the tunnels allow must hold both ways.
     let page: String = (0..4000).map(|i| format!("line {i:05}\n")).collect();
@@ -328,8 +330,9 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
     let probe = "name = \"probe\"\nrole = \"kernel\"\nports = [{ name = \"eth0\", segment = \"epc\", addresses = [\"172.16.1.9/24\"] }]\n".to_string();
+    let dir = tmp("reject");
     let lab = Lab::up(&topology(
-        &tmp("reject"),
+        &dir.0,
         3,
         &[
             ue(
@@ -462,7 +465,8 @@ fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
             )
         })
         .collect();
-    let lab = Lab::up(&topology(&tmp("fifty"), N, &ues));
+    let dir = tmp("fifty");
+    let lab = Lab::up(&topology(&dir.0, N, &ues));
     for i in 1..=N {
         let node = format!("ue{i}");
         lab.wait_show(&node, "ue", 120, |v| v["state"] == "attached");
@@ -498,7 +502,8 @@ fn fifty_phones_attach_each_with_its_own_address_and_tunnels() {
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn echo_supervises_paths_and_a_restart_shows_in_the_recovery_counter() {
-    let topo = topology(&tmp("echo"), 1, &[ue("ue", 1, K, "app", "ethernet", "")]);
+    let dir = tmp("echo");
+    let topo = topology(&dir.0, 1, &[ue("ue", 1, K, "app", "ethernet", "")]);
     let topo = ["enb", "sgw", "pgw"].iter().fold(topo, |t, r| {
         t.replace(
             &format!("role = \"{r}\"\n"),
@@ -547,11 +552,8 @@ fn echo_supervises_paths_and_a_restart_shows_in_the_recovery_counter() {
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_pgw_restart_detaches_the_phone_which_attaches_again_and_orders_on() {
     let app = r#"app = { url = "https://www.shop.example/purchaseOrder", resolve = ["www.shop.example:443:203.0.113.10"], data = '{"order": {"date": "2018-11-11 00:00:01", "className": "Rust in Action", "Author": "d11", "price": 11.11}}', headers = ["Idempotency-Key: restart-{n}"], count = 150, retries = 3, timeout_s = 5 }"#;
-    let topo = topology(
-        &tmp("pgw-restart"),
-        1,
-        &[ue("ue", 1, K, "app", "ethernet", app)],
-    );
+    let dir = tmp("pgw-restart");
+    let topo = topology(&dir.0, 1, &[ue("ue", 1, K, "app", "ethernet", app)]);
     let topo = ["enb", "sgw", "pgw"].iter().fold(topo, |t, r| {
         t.replace(
             &format!("role = \"{r}\"\n"),

@@ -662,16 +662,13 @@ ports = [{ name = "eth0", segment = "b", addresses = ["10.9.2.2/24"] }]
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn gtpv2_c_decodes_in_tshark_field_by_field() {
-    use d11_wire::gtpv2::value::*;
-    use d11_wire::gtpv2::{cause, ie, iface, msg, Header, Writer};
+    // The messages as the MME, SGW and PGW emit them (d11_wire::gtpv2::message).
+    use d11_wire::gtpv2::message::*;
+    use d11_wire::gtpv2::value::Fteid;
+    use d11_wire::gtpv2::{cause, iface};
     use std::net::Ipv4Addr;
     let mme = [172, 16, 1, 5];
     let sgw = [172, 16, 1, 3];
-    let h = |t, teid, seq| Header {
-        message_type: t,
-        teid,
-        sequence: seq,
-    };
     let enb_u = Fteid {
         interface: iface::S1U_ENODEB,
         teid: 0x4444,
@@ -682,98 +679,66 @@ fn gtpv2_c_decodes_in_tshark_field_by_field() {
         teid: 0x2222,
         ipv4: Ipv4Addr::new(172, 16, 1, 3),
     };
+    let accepted = cause::REQUEST_ACCEPTED;
+    let csr = CreateSessionRequest {
+        imsi: "001010000000001".into(),
+        apn: "internet".into(),
+        pdn_type: PdnType::Ipv4,
+        sender: Fteid {
+            interface: iface::S11_MME,
+            teid: 0x1111,
+            ipv4: Ipv4Addr::from(mme),
+        },
+        pgw_c: None,
+        paa: Ipv4Addr::UNSPECIFIED,
+        ebi: 5,
+        s5u_sgw: None,
+    };
+    let created = CreateSessionResponse {
+        cause: accepted,
+        sender: Some(Fteid {
+            interface: iface::S11S4_SGW,
+            teid: 0x3333,
+            ipv4: Ipv4Addr::from(sgw),
+        }),
+        pgw_c: None,
+        paa: Some(Ipv4Addr::new(10, 45, 0, 2)),
+        ebi: 5,
+        s1u_sgw: Some(sgw_u),
+        s5u_pgw: None,
+        recovery: Some(1),
+    };
+    let restart = PgwRestartNotification {
+        pgw: Ipv4Addr::new(172, 16, 5, 4),
+        sgw: Ipv4Addr::from(sgw),
+    };
+    // (towards the SGW, the message)
     let msgs: Vec<(bool, Vec<u8>)> = vec![
+        (true, EchoRequest { recovery: Some(3) }.emit(0, 7)),
+        (true, csr.emit(0, 8)),
+        (false, created.emit(0x1111, 8)),
         (
             true,
-            Writer::new(h(msg::ECHO_REQUEST, None, 7))
-                .ie(ie::RECOVERY, 0, &[3])
-                .finish(),
-        ),
-        (
-            true,
-            Writer::new(h(msg::CREATE_SESSION_REQUEST, Some(0), 8))
-                .ie(ie::IMSI, 0, &tbcd("001010000000001").unwrap())
-                .ie(
-                    ie::SERVING_NETWORK,
-                    0,
-                    &serving_network("001", "01").unwrap(),
-                )
-                .ie(ie::RAT_TYPE, 0, &[6])
-                .ie(
-                    ie::F_TEID,
-                    0,
-                    &Fteid {
-                        interface: iface::S11_MME,
-                        teid: 0x1111,
-                        ipv4: Ipv4Addr::from(mme),
-                    }
-                    .encode(),
-                )
-                .ie(ie::APN, 0, &apn("internet").unwrap())
-                .ie(ie::SELECTION_MODE, 0, &[0])
-                .ie(ie::PDN_TYPE, 0, &[1])
-                .ie(ie::PAA, 0, &paa_v4(Ipv4Addr::UNSPECIFIED))
-                .ie(ie::APN_RESTRICTION, 0, &[0])
-                .ie(ie::AMBR, 0, &ambr(100_000, 200_000))
-                .group(ie::BEARER_CONTEXT, 0)
-                .ie(ie::EBI, 0, &[5])
-                .ie(ie::BEARER_QOS, 0, &bearer_qos(9, 9, (0, 0), (0, 0)))
-                .end()
-                .finish(),
+            ModifyBearerRequest { ebi: 5, enb: enb_u }.emit(0x3333, 9),
         ),
         (
             false,
-            Writer::new(h(msg::CREATE_SESSION_RESPONSE, Some(0x1111), 8))
-                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
-                .ie(
-                    ie::F_TEID,
-                    0,
-                    &Fteid {
-                        interface: iface::S11S4_SGW,
-                        teid: 0x3333,
-                        ipv4: Ipv4Addr::from(sgw),
-                    }
-                    .encode(),
-                )
-                .ie(ie::PAA, 0, &paa_v4(Ipv4Addr::new(10, 45, 0, 2)))
-                .ie(ie::APN_RESTRICTION, 0, &[0])
-                .group(ie::BEARER_CONTEXT, 0)
-                .ie(ie::EBI, 0, &[5])
-                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
-                .ie(ie::F_TEID, 0, &sgw_u.encode())
-                .end()
-                .finish(),
+            ModifyBearerResponse {
+                cause: accepted,
+                ebi: 5,
+                s1u_sgw: None,
+            }
+            .emit(0x1111, 9),
         ),
-        (
-            true,
-            Writer::new(h(msg::MODIFY_BEARER_REQUEST, Some(0x3333), 9))
-                .group(ie::BEARER_CONTEXT, 0)
-                .ie(ie::EBI, 0, &[5])
-                .ie(ie::F_TEID, 0, &enb_u.encode())
-                .end()
-                .finish(),
-        ),
+        (true, DeleteSessionRequest { ebi: 5 }.emit(0x3333, 10)),
         (
             false,
-            Writer::new(h(msg::MODIFY_BEARER_RESPONSE, Some(0x1111), 9))
-                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
-                .group(ie::BEARER_CONTEXT, 0)
-                .ie(ie::EBI, 0, &[5])
-                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
-                .end()
-                .finish(),
+            DeleteSessionResponse { cause: accepted }.emit(0x1111, 10),
         ),
+        (false, restart.emit(0, 11)),
         (
             true,
-            Writer::new(h(msg::DELETE_SESSION_REQUEST, Some(0x3333), 10))
-                .ie(ie::EBI, 0, &[5])
-                .finish(),
-        ),
-        (
-            false,
-            Writer::new(h(msg::DELETE_SESSION_RESPONSE, Some(0x1111), 10))
-                .ie(ie::CAUSE, 0, &cause(cause::REQUEST_ACCEPTED))
-                .finish(),
+            PgwRestartNotificationAck { cause: accepted }.emit(0, 11),
         ),
     ];
     let (mme_mac, sgw_mac) = ([2, 0xd1, 0, 0, 0, 5], [2, 0xd1, 0, 0, 0, 3]);
@@ -813,7 +778,10 @@ fn gtpv2_c_decodes_in_tshark_field_by_field() {
         .into_iter()
         .map(|r| num(&r[0]))
         .collect();
-    assert_eq!(types, ["1", "32", "33", "34", "35", "36", "37"]);
+    assert_eq!(
+        types,
+        ["1", "32", "33", "34", "35", "36", "37", "179", "180"]
+    );
     let csr = tshark_fields(
         &file,
         "gtpv2.message_type == 32",

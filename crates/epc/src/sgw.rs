@@ -894,15 +894,12 @@ mod tests {
         s.router.port_mac(port).unwrap().0
     }
 
-    #[test]
-    fn sessions_switch_tunnels_and_a_path_switch_ends_with_an_end_marker() {
-        let mut s = sgw();
-        let (epc, s5) = (mac(&s, 0), mac(&s, 1));
-        let sgw_c = Ipv4Addr::new(172, 16, 1, 3);
-        let csr = CreateSessionRequest {
+    /// The MME's Create Session Request for the phone, naming the PGW to use.
+    fn mme_csr(pdn_type: PdnType) -> CreateSessionRequest {
+        CreateSessionRequest {
             imsi: "001010000000001".into(),
             apn: "internet".into(),
-            pdn_type: PdnType::Ethernet,
+            pdn_type,
             sender: Fteid {
                 interface: iface::S11_MME,
                 teid: 0x3e,
@@ -916,22 +913,12 @@ mod tests {
             paa: Ipv4Addr::UNSPECIFIED,
             ebi: 5,
             s5u_sgw: None,
-        };
-        // MME -> SGW -> PGW.
-        let out = drive(
-            &mut s,
-            0,
-            udp_frame(epc, MME, sgw_c, GTPC, &csr.emit(0, 100)),
-        );
-        let [(1, to, GTPC, fwd)] = out.as_slice() else {
-            panic!("{out:?}")
-        };
-        assert_eq!(*to, PGW.1);
-        let p = Packet::new_checked(fwd).unwrap();
-        let fwd_req = CreateSessionRequest::parse(&p).unwrap();
-        let s5u_sgw = fwd_req.s5u_sgw.unwrap();
-        // PGW -> SGW -> MME.
-        let resp = CreateSessionResponse {
+        }
+    }
+
+    /// The PGW's acceptance, with its restart counter `recovery`.
+    fn pgw_created(recovery: u8) -> CreateSessionResponse {
+        CreateSessionResponse {
             cause: cause::REQUEST_ACCEPTED,
             sender: Some(Fteid {
                 interface: iface::S5S8C_PGW,
@@ -947,8 +934,31 @@ mod tests {
                 teid: 0x88,
                 ipv4: PGW.1,
             }),
-            recovery: Some(1),
+            recovery: Some(recovery),
+        }
+    }
+
+    #[test]
+    fn sessions_switch_tunnels_and_a_path_switch_ends_with_an_end_marker() {
+        let mut s = sgw();
+        let (epc, s5) = (mac(&s, 0), mac(&s, 1));
+        let sgw_c = Ipv4Addr::new(172, 16, 1, 3);
+        let csr = mme_csr(PdnType::Ethernet);
+        // MME -> SGW -> PGW.
+        let out = drive(
+            &mut s,
+            0,
+            udp_frame(epc, MME, sgw_c, GTPC, &csr.emit(0, 100)),
+        );
+        let [(1, to, GTPC, fwd)] = out.as_slice() else {
+            panic!("{out:?}")
         };
+        assert_eq!(*to, PGW.1);
+        let p = Packet::new_checked(fwd).unwrap();
+        let fwd_req = CreateSessionRequest::parse(&p).unwrap();
+        let s5u_sgw = fwd_req.s5u_sgw.unwrap();
+        // PGW -> SGW -> MME.
+        let resp = pgw_created(1);
         let s5_addr = Ipv4Addr::new(172, 16, 5, 3);
         let out = drive(
             &mut s,
@@ -1095,53 +1105,18 @@ mod tests {
         let mut s = sgw();
         let (epc, s5) = (mac(&s, 0), mac(&s, 1));
         let (sgw_c, s5_addr) = (Ipv4Addr::new(172, 16, 1, 3), Ipv4Addr::new(172, 16, 5, 3));
-        let csr = CreateSessionRequest {
-            imsi: "001010000000001".into(),
-            apn: "internet".into(),
-            pdn_type: PdnType::Ipv4,
-            sender: Fteid {
-                interface: iface::S11_MME,
-                teid: 0x3e,
-                ipv4: MME.1,
-            },
-            pgw_c: Some(Fteid {
-                interface: iface::S5S8C_PGW,
-                teid: 0,
-                ipv4: PGW.1,
-            }),
-            paa: Ipv4Addr::UNSPECIFIED,
-            ebi: 5,
-            s5u_sgw: None,
-        };
+        let csr = mme_csr(PdnType::Ipv4);
         let out = drive(&mut s, 0, udp_frame(epc, MME, sgw_c, GTPC, &csr.emit(0, 7)));
         let [(1, _, GTPC, fwd)] = out.as_slice() else {
             panic!("{out:?}")
         };
         let p = Packet::new_checked(fwd).unwrap();
         let sender = CreateSessionRequest::parse(&p).unwrap().sender.teid;
-        let created = |recovery| CreateSessionResponse {
-            cause: cause::REQUEST_ACCEPTED,
-            sender: Some(Fteid {
-                interface: iface::S5S8C_PGW,
-                teid: 0x77,
-                ipv4: PGW.1,
-            }),
-            pgw_c: None,
-            paa: Some(Ipv4Addr::new(10, 45, 0, 2)),
-            ebi: 5,
-            s1u_sgw: None,
-            s5u_pgw: Some(Fteid {
-                interface: iface::S5S8U_PGW,
-                teid: 0x88,
-                ipv4: PGW.1,
-            }),
-            recovery: Some(recovery),
-        };
         let seq = p.header().sequence;
         drive(
             &mut s,
             1,
-            udp_frame(s5, PGW, s5_addr, GTPC, &created(4).emit(sender, seq)),
+            udp_frame(s5, PGW, s5_addr, GTPC, &pgw_created(4).emit(sender, seq)),
         );
         assert_eq!(s.logic.sessions.len(), 1);
         // An Echo Response from the PGW with the same Recovery: nothing happens.

@@ -29,6 +29,12 @@ struct Mobile {
     _dir: PathBuf,
 }
 
+impl Mobile {
+    fn node(&self, name: &str) -> NodeId {
+        self.names.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+}
+
 impl Drop for Mobile {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self._dir);
@@ -349,5 +355,71 @@ fn the_journeys_rows_check_a_capture_of_the_attach_in_virtual_time() {
             results[..2].iter().all(|r| r.ok) && !results[2].ok,
             "{results:#?}"
         );
+    });
+}
+
+#[global_allocator]
+static COUNTING: d11_element::alloc_count::Counting = d11_element::alloc_count::Counting;
+
+fn mac_of(sim: &Sim, id: NodeId, port: &str) -> [u8; 6] {
+    let ifs = sim.show(id, "interfaces");
+    let s = ifs
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == port))
+        .and_then(|i| i["mac"].as_str())
+        .unwrap()
+        .to_string();
+    let mut m = [0u8; 6];
+    for (b, h) in m.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(h, 16).unwrap();
+    }
+    m
+}
+
+/// The eNodeB, once the phone is attached, moves the phone's frames into the S1-U tunnel
+/// and the tunnel's back onto the radio without allocating per frame.
+#[test]
+fn the_enodeb_forwards_without_allocating_once_attached() {
+    paused(async {
+        let mut m = mobile(KEY, true);
+        m.sim.run_async_for(Duration::from_secs(5)).await;
+        let (enb, pgw) = (m.node("enb"), m.node("pgw"));
+        let b = m.sim.show(enb, "bearers");
+        let (enb_teid, ue_ip) = (
+            b[0]["enb_teid"].as_u64().unwrap() as u32,
+            b[0]["ue_ip"].as_str().unwrap().parse::<Ipv4Addr>().unwrap(),
+        );
+        let (ue_mac, enb_epc) = (mac_of(&m.sim, m.ue, "radio"), mac_of(&m.sim, enb, "epc"));
+        let (sgw_epc, gw_mac) = (mac_of(&m.sim, m.sgw, "epc"), mac_of(&m.sim, pgw, "ues"));
+        let srv = Ipv4Addr::new(203, 0, 113, 10);
+        let ip = |src: Ipv4Addr, dst: Ipv4Addr| {
+            let mut p = vec![0u8; 600];
+            d11_wire::ip::write_header(&mut p, 600, 64, 17, src, dst);
+            p
+        };
+        let up = d11_epc::gw::ethernet_frame(gw_mac, ue_mac, 0x0800, &ip(ue_ip, srv));
+        let inner = d11_epc::gw::ethernet_frame(ue_mac, gw_mac, 0x0800, &ip(srv, ue_ip));
+        let r = d11_wire::gtpu::Repr::g_pdu(enb_teid, inner.len());
+        let mut g = vec![0u8; r.buffer_len()];
+        r.emit(&mut g).unwrap();
+        g[r.header_len()..].copy_from_slice(&inner);
+        let mut udp = vec![0u8; 28 + g.len()];
+        let (sgw_a, enb_a) = (Ipv4Addr::new(172, 16, 1, 3), Ipv4Addr::new(172, 16, 1, 2));
+        d11_wire::ip::write_header(&mut udp, 28 + g.len(), 64, 17, sgw_a, enb_a);
+        udp[20..22].copy_from_slice(&2152u16.to_be_bytes());
+        udp[22..24].copy_from_slice(&2152u16.to_be_bytes());
+        udp[24..26].copy_from_slice(&((8 + g.len()) as u16).to_be_bytes());
+        udp[28..].copy_from_slice(&g);
+        let down = d11_epc::gw::ethernet_frame(enb_epc, sgw_epc, 0x0800, &udp);
+        // Once through the network: the eNodeB resolves the SGW's MAC.
+        m.sim.deliver(enb, 0, up.clone());
+        m.sim.deliver(enb, 1, down.clone());
+        m.sim.run_async_for(Duration::from_millis(100)).await;
+        let now = m.sim.now();
+        let e = m.sim.get_mut::<d11_epc::enb::Enb>(enb);
+        let (allocs, sent) =
+            d11_element::alloc_count::allocations_forwarding(e, now, &[(0, up), (1, down)], 1000);
+        assert_eq!(sent, 2000);
+        assert_eq!(allocs, 0, "heap allocations for 2000 frames");
     });
 }

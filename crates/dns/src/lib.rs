@@ -1,0 +1,209 @@
+//! DNS for the lab (stage 4 of docs/journey.md). The wire format is hickory-proto's (messages,
+//! names, EDNS); master files are read with its RFC 1035 parser. What this crate adds is the
+//! servers' logic, sans-IO: bytes of a query in, bytes of the answer out.
+//!
+//! - [`zone`]: a zone and the lookup of RFC 1034 §4.3.2 (answers, CNAMEs, referrals with
+//!   glue, NODATA and NXDOMAIN with the SOA).
+//! - [`Authority`]: an authoritative server over its zones: the AA flag, EDNS(0) (RFC 6891),
+//!   truncation for UDP (TC, the client retries over TCP), FORMERR, NOTIMP and REFUSED, a
+//!   minimal answer to ANY (RFC 8482); malformed queries are counted and dropped or answered
+//!   FORMERR, never a panic.
+
+pub mod zone;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::DNSClass;
+use serde_json::{json, Value};
+use zone::{Lookup, Zone};
+
+/// The UDP payload we accept and offer with EDNS (the DNS Flag Day 2020 value).
+pub const EDNS_PAYLOAD: u16 = 1232;
+/// Without EDNS a UDP answer fits 512 octets (RFC 1035 §4.2.1).
+pub const PLAIN_UDP: usize = 512;
+
+/// Counters of an authoritative server.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub queries: u64,
+    pub answers: u64,
+    pub referrals: u64,
+    pub nodata: u64,
+    pub nxdomain: u64,
+    pub refused: u64,
+    pub formerr: u64,
+    pub notimp: u64,
+    pub truncated: u64,
+    /// Too short to answer, or a response sent to us: dropped.
+    pub dropped: u64,
+}
+
+impl Counters {
+    pub fn for_each(&self, out: &mut dyn FnMut(&str, u64)) {
+        for (k, v) in [
+            ("dns_queries", self.queries),
+            ("dns_answers", self.answers),
+            ("dns_referrals", self.referrals),
+            ("dns_nodata", self.nodata),
+            ("dns_nxdomain", self.nxdomain),
+            ("dns_refused", self.refused),
+            ("dns_formerr", self.formerr),
+            ("dns_notimp", self.notimp),
+            ("dns_truncated", self.truncated),
+            ("dns_dropped", self.dropped),
+        ] {
+            out(k, v);
+        }
+    }
+}
+
+/// How a query came: over UDP (answers are cut to fit) or TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// An authoritative server for its zones.
+#[derive(Debug, Default)]
+pub struct Authority {
+    zones: Vec<Zone>,
+    pub c: Counters,
+}
+
+impl Authority {
+    pub fn new(zones: Vec<Zone>) -> Self {
+        Self {
+            zones,
+            c: Counters::default(),
+        }
+    }
+
+    /// The zone that is most specific for `name`.
+    fn zone_for(&self, name: &hickory_proto::rr::Name) -> Option<&Zone> {
+        self.zones
+            .iter()
+            .filter(|z| z.contains(name))
+            .max_by_key(|z| z.origin.num_labels())
+    }
+
+    /// `d11 show NODE zones`: every record of every zone.
+    pub fn show_zones(&self) -> Value {
+        json!(self
+            .zones
+            .iter()
+            .map(|z| json!({
+                "origin": z.origin.to_string(),
+                "records": z.rows().into_iter().map(|(n, t, ttl, d)| json!({
+                    "name": n, "type": t, "ttl": ttl, "data": d,
+                })).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>())
+    }
+
+    /// The answer to the query in `req`, or `None` to drop it (not a query, too short to
+    /// answer).
+    pub fn answer(&mut self, req: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        if req.len() < 12 {
+            self.c.dropped += 1;
+            return None;
+        }
+        // A response sent to us is never answered (QR set).
+        if req[2] & 0x80 != 0 {
+            self.c.dropped += 1;
+            return None;
+        }
+        self.c.queries += 1;
+        let id = u16::from_be_bytes([req[0], req[1]]);
+        let msg = match Message::from_vec(req) {
+            Ok(m) => m,
+            Err(_) => {
+                self.c.formerr += 1;
+                let op = OpCode::from_u8((req[2] >> 3) & 0x0f);
+                return encode(&Message::error_msg(id, op, ResponseCode::FormErr));
+            }
+        };
+        let op = msg.metadata.op_code;
+        if op != OpCode::Query {
+            self.c.notimp += 1;
+            return encode(&Message::error_msg(id, op, ResponseCode::NotImp));
+        }
+        let [q] = msg.queries.as_slice() else {
+            self.c.formerr += 1;
+            return encode(&Message::error_msg(id, op, ResponseCode::FormErr));
+        };
+        let mut resp = Message::response(id, op);
+        resp.metadata.recursion_desired = msg.metadata.recursion_desired;
+        resp.add_query(q.clone());
+        if msg.edns.is_some() {
+            let mut e = Edns::new();
+            e.set_max_payload(EDNS_PAYLOAD);
+            resp.set_edns(e);
+        }
+        self.fill(&mut resp, q);
+        let limit = match (transport, &msg.edns) {
+            (Transport::Tcp, _) => usize::from(u16::MAX),
+            (Transport::Udp, Some(e)) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
+            (Transport::Udp, None) => PLAIN_UDP,
+        };
+        let bytes = resp.to_vec().ok()?;
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+        self.c.truncated += 1;
+        encode(&resp.truncate())
+    }
+
+    /// The question's answer into `resp`.
+    fn fill(&mut self, resp: &mut Message, q: &Query) {
+        let name = q.name();
+        if q.query_class() != DNSClass::IN {
+            self.c.refused += 1;
+            resp.metadata.response_code = ResponseCode::Refused;
+            return;
+        }
+        let Some(zone) = self.zone_for(name) else {
+            self.c.refused += 1;
+            resp.metadata.response_code = ResponseCode::Refused;
+            return;
+        };
+        match zone.lookup(name, q.query_type()) {
+            Lookup::Answer(records) => {
+                self.c.answers += 1;
+                resp.metadata.authoritative = true;
+                resp.answers = records;
+            }
+            Lookup::Referral { cnames, ns, glue } => {
+                self.c.referrals += 1;
+                // Authoritative for the CNAMEs that led to the cut, if any (RFC 1035 §4.1.1:
+                // the AA bit is about the first owner name in the answer).
+                resp.metadata.authoritative = !cnames.is_empty();
+                resp.answers = cnames;
+                resp.authorities = ns;
+                resp.additionals = glue;
+            }
+            Lookup::NoData { cnames, soa } => {
+                self.c.nodata += 1;
+                resp.metadata.authoritative = true;
+                resp.answers = cnames;
+                resp.authorities = vec![soa];
+            }
+            Lookup::NxDomain { cnames, soa } => {
+                self.c.nxdomain += 1;
+                resp.metadata.authoritative = true;
+                // After a CNAME the rcode is about the last name of the chain (RFC 6604).
+                resp.metadata.response_code = ResponseCode::NXDomain;
+                resp.answers = cnames;
+                resp.authorities = vec![soa];
+            }
+        }
+    }
+}
+
+fn encode(m: &Message) -> Option<Vec<u8>> {
+    let mut m = m.clone();
+    m.metadata.message_type = MessageType::Response;
+    m.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests;

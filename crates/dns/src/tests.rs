@@ -1,0 +1,218 @@
+//! The authoritative logic over the lab's own zone files (`labs/dns/`), with queries built and
+//! answers read by hickory-proto.
+
+use super::*;
+use hickory_proto::op::Query;
+use hickory_proto::rr::{Name, RecordType};
+use std::path::Path;
+
+fn zone(file: &str, origin: &str) -> Zone {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../labs/dns");
+    Zone::load(&dir.join(file), origin).unwrap()
+}
+
+fn root() -> Authority {
+    Authority::new(vec![zone("root.zone", ".")])
+}
+fn tld() -> Authority {
+    Authority::new(vec![zone("example.zone", "example.")])
+}
+fn shop() -> Authority {
+    Authority::new(vec![zone("shop.example.zone", "shop.example.")])
+}
+
+fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 0x1111;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+fn ask(a: &mut Authority, name: &str, t: RecordType) -> Message {
+    let r = a.answer(&query(name, t, true), Transport::Udp).unwrap();
+    Message::from_vec(&r).unwrap()
+}
+
+fn names(rs: &[hickory_proto::rr::Record]) -> Vec<String> {
+    rs.iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
+}
+
+#[test]
+fn the_root_refers_to_the_tld_with_glue() {
+    let mut a = root();
+    let m = ask(&mut a, "www.shop.example.", RecordType::A);
+    assert_eq!(m.metadata.id, 0x1111);
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    assert!(!m.metadata.authoritative, "a referral is not authoritative");
+    assert!(m.metadata.recursion_desired && !m.metadata.recursion_available);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(names(&m.authorities), ["example. NS tld-dns.example."]);
+    assert_eq!(names(&m.additionals), ["tld-dns.example. A 192.0.2.11"]);
+    assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(EDNS_PAYLOAD));
+    assert_eq!(a.c.referrals, 1);
+    // The root's own NS, authoritatively.
+    let m = ask(&mut a, ".", RecordType::NS);
+    assert!(m.metadata.authoritative);
+    assert_eq!(names(&m.answers), [". NS root-dns.example."]);
+}
+
+#[test]
+fn the_tld_refers_to_the_shop() {
+    let m = ask(&mut tld(), "www.shop.example.", RecordType::A);
+    assert_eq!(
+        names(&m.authorities),
+        ["shop.example. NS auth-dns.shop.example."]
+    );
+    assert_eq!(
+        names(&m.additionals),
+        ["auth-dns.shop.example. A 203.0.113.53"]
+    );
+}
+
+/// N4 of docs/journey.md: the CNAME, authoritatively, and the referral of its target to the
+/// GSLB with the glue.
+#[test]
+fn the_shop_answers_the_cname_and_refers_its_target_to_the_gslb() {
+    let m = ask(&mut shop(), "www.shop.example.", RecordType::A);
+    assert!(m.metadata.authoritative);
+    assert_eq!(
+        names(&m.answers),
+        ["www.shop.example. CNAME vip.shop.example."]
+    );
+    assert_eq!(
+        names(&m.authorities),
+        ["vip.shop.example. NS gslb.shop.example."]
+    );
+    assert_eq!(names(&m.additionals), ["gslb.shop.example. A 203.0.113.54"]);
+    // Asked for the CNAME itself: just that.
+    let m = ask(&mut shop(), "www.shop.example.", RecordType::CNAME);
+    assert_eq!(
+        names(&m.answers),
+        ["www.shop.example. CNAME vip.shop.example."]
+    );
+    assert!(m.authorities.is_empty());
+}
+
+#[test]
+fn nxdomain_and_nodata_carry_the_soa_with_the_negative_ttl() {
+    let mut a = shop();
+    let m = ask(&mut a, "nope.shop.example.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.metadata.authoritative && m.answers.is_empty());
+    let [soa] = m.authorities.as_slice() else {
+        panic!("{:?}", m.authorities)
+    };
+    assert_eq!(soa.record_type(), RecordType::SOA);
+    // min(SOA TTL 3600, MINIMUM 300), RFC 2308 §3.
+    assert_eq!(soa.ttl, 300);
+    let m = ask(&mut a, "gslb.shop.example.", RecordType::AAAA);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+    assert_eq!((a.c.nxdomain, a.c.nodata), (1, 1));
+    // Not our zone: refused.
+    let m = ask(&mut a, "www.other.example.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+}
+
+#[test]
+fn any_gets_one_record_set_as_rfc_8482_allows() {
+    let m = ask(&mut shop(), "shop.example.", RecordType::ANY);
+    assert!(!m.answers.is_empty());
+    let t = m.answers[0].record_type();
+    assert!(m.answers.iter().all(|r| r.record_type() == t), "one set");
+}
+
+#[test]
+fn an_answer_too_big_for_udp_is_truncated_and_whole_over_tcp() {
+    // 40 A records under one name: over 512 octets.
+    let mut text = String::from(
+        "$ORIGIN big.example.\n$TTL 60\n@ SOA ns hm 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n",
+    );
+    for i in 0..40 {
+        text.push_str(&format!("many A 10.0.0.{i}\n"));
+    }
+    let mut a = Authority::new(vec![Zone::parse(&text, "big.example.").unwrap()]);
+    let q = query("many.big.example.", RecordType::A, false);
+    let m = Message::from_vec(&a.answer(&q, Transport::Udp).unwrap()).unwrap();
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    assert_eq!(m.queries.len(), 1);
+    let m = Message::from_vec(&a.answer(&q, Transport::Tcp).unwrap()).unwrap();
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 40);
+    // With EDNS the client's 1232 octets are enough.
+    let q = query("many.big.example.", RecordType::A, true);
+    let m = Message::from_vec(&a.answer(&q, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(m.answers.len(), 40);
+    assert_eq!(a.c.truncated, 1);
+}
+
+/// Malformed queries (from RFC 1035's rules: compression loops, labels over 63 octets, counts
+/// beyond the message, no question) get FORMERR or are dropped, and are counted; the server
+/// answers the next good query.
+#[test]
+fn bad_queries_get_formerr_or_are_dropped_and_counted() {
+    let mut a = shop();
+    let good = query("www.shop.example.", RecordType::A, false);
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    // A header alone that says one question follows.
+    cases.push(("count beyond the message", good[..12].to_vec()));
+    // A name that points at itself.
+    let mut lp = good[..12].to_vec();
+    lp.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    cases.push(("compression loop", lp));
+    // A 64-octet label.
+    let mut long = good[..12].to_vec();
+    long.push(64);
+    long.extend_from_slice(&[b'a'; 64]);
+    long.extend_from_slice(&[0, 0, 1, 0, 1]);
+    cases.push(("label over 63", long));
+    // No question at all.
+    let mut none = good[..12].to_vec();
+    none[4..6].copy_from_slice(&[0, 0]);
+    cases.push(("no question", none));
+    // The question cut in the middle.
+    cases.push(("truncated", good[..good.len() - 3].to_vec()));
+    for (what, q) in &cases {
+        let r = a.answer(q, Transport::Udp).expect(what);
+        let m = Message::from_vec(&r).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{what}");
+        assert_eq!(m.metadata.id, 0x1111, "{what}");
+    }
+    assert_eq!(a.c.formerr, cases.len() as u64);
+    // Too short for a header, and a response: dropped.
+    assert!(a.answer(&good[..5], Transport::Udp).is_none());
+    let mut resp = good.clone();
+    resp[2] |= 0x80;
+    assert!(a.answer(&resp, Transport::Udp).is_none());
+    assert_eq!(a.c.dropped, 2);
+    // Another opcode: NOTIMP.
+    let mut notify = good.clone();
+    notify[2] = (notify[2] & 0x87) | (4 << 3);
+    let m = Message::from_vec(&a.answer(&notify, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+    // And the server goes on.
+    let m = Message::from_vec(&a.answer(&good, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(m.answers.len(), 1);
+}
+
+#[test]
+fn zone_files_with_mistakes_say_what() {
+    let err = |t: &str| format!("{:#}", Zone::parse(t, "z.example.").unwrap_err());
+    assert!(err("$TTL 1\n@ NS ns\nns A 192.0.2.1\n").contains("no SOA"));
+    assert!(err("$TTL 1\n@ SOA ns hm 1 1 1 1 1\n").contains("no NS"));
+    assert!(
+        err("$TTL 1\n@ SOA ns hm 1 1 1 1 1\n@ NS ns\nother.example. A 192.0.2.1\n")
+            .contains("not in the zone")
+    );
+    assert!(!err("$TTL 1\n@ SOA ns hm 1 1 1 1 1\n@ NS ns\nns A 300.0.0.1\n").is_empty());
+}

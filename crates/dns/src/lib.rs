@@ -9,6 +9,7 @@
 //!   minimal answer to ANY (RFC 8482); malformed queries are counted and dropped or answered
 //!   FORMERR, never a panic.
 
+pub mod server;
 pub mod zone;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -166,10 +167,17 @@ impl Authority {
             resp.metadata.response_code = ResponseCode::Refused;
             return;
         };
-        match zone.lookup(name, q.query_type()) {
+        let found = zone.lookup(name, q.query_type());
+        // An NS answer brings its servers' addresses (RFC 1035 §3.3.11).
+        let additional = match &found {
+            Lookup::Answer(records) => zone.glue(records),
+            _ => Vec::new(),
+        };
+        match found {
             Lookup::Answer(records) => {
                 self.c.answers += 1;
                 resp.metadata.authoritative = true;
+                resp.additionals = additional;
                 resp.answers = records;
             }
             Lookup::Referral { cnames, ns, glue } => {

@@ -63,6 +63,7 @@ fn the_root_refers_to_the_tld_with_glue() {
     let m = ask(&mut a, ".", RecordType::NS);
     assert!(m.metadata.authoritative);
     assert_eq!(names(&m.answers), [". NS root-dns.example."]);
+    assert_eq!(names(&m.additionals), ["root-dns.example. A 192.0.2.10"]);
 }
 
 #[test]

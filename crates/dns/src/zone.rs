@@ -138,8 +138,9 @@ impl Zone {
             .any(|k| k.num_labels() > name.num_labels() && name.zone_of(k))
     }
 
-    /// The glue for NS records: addresses of their targets that this zone holds.
-    fn glue(&self, ns: &[Record]) -> Vec<Record> {
+    /// The glue for NS records: addresses of their targets that this zone holds (also the
+    /// additional section of an NS answer, RFC 1035 §3.3.11).
+    pub fn glue(&self, ns: &[Record]) -> Vec<Record> {
         let mut out = Vec::new();
         for r in ns {
             if let RData::NS(t) = &r.data {

@@ -113,6 +113,10 @@ pub const ROLES: &[(&str, &str)] = &[
     ("inventory", "the inventory service"),
     ("coupon", "the coupon service"),
     ("db", "an order-store shard (SQLite)"),
+    (
+        "dns",
+        "a DNS server (authoritative for a zone from a master file)",
+    ),
     ("null", "the null forwarder (benchmarks)"),
 ];
 /// The namespace suffix reserved for the lab's segments.

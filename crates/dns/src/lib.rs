@@ -9,6 +9,7 @@
 //!   minimal answer to ANY (RFC 8482); malformed queries are counted and dropped or answered
 //!   FORMERR, never a panic.
 
+pub mod resolver;
 pub mod server;
 pub mod zone;
 

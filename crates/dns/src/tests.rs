@@ -217,3 +217,254 @@ fn zone_files_with_mistakes_say_what() {
     );
     assert!(!err("$TTL 1\n@ SOA ns hm 1 1 1 1 1\n@ NS ns\nns A 300.0.0.1\n").is_empty());
 }
+
+mod resolver {
+    use super::*;
+    use crate::resolver::{Out, Resolver};
+    use std::collections::HashMap;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::{Duration, Instant};
+
+    const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 45, 0, 2), 40000);
+
+    /// The lab's servers in memory, by address; the GSLB stands in as a plain zone.
+    fn servers() -> HashMap<Ipv4Addr, Authority> {
+        let vip = "$ORIGIN vip.shop.example.\n$TTL 30\n@ SOA gslb.shop.example. hm 1 1 1 1 10\n@ NS gslb.shop.example.\n@ A 203.0.113.10\n@ A 203.0.113.11\n@ A 203.0.113.12\n";
+        HashMap::from([
+            (Ipv4Addr::new(192, 0, 2, 10), root()),
+            (Ipv4Addr::new(192, 0, 2, 11), tld()),
+            (Ipv4Addr::new(203, 0, 113, 53), shop()),
+            (
+                Ipv4Addr::new(203, 0, 113, 54),
+                Authority::new(vec![Zone::parse(vip, "vip.shop.example.").unwrap()]),
+            ),
+        ])
+    }
+
+    fn ldns() -> Resolver {
+        Resolver::new(
+            vec![(
+                Name::from_ascii("root-dns.example.").unwrap(),
+                Ipv4Addr::new(192, 0, 2, 10),
+            )],
+            7,
+        )
+    }
+
+    /// Runs the resolver against `net` until it answers the client; the upstream queries
+    /// it sent, in order. A server that is not in `net` never answers.
+    fn resolve(
+        r: &mut Resolver,
+        net: &mut HashMap<Ipv4Addr, Authority>,
+        now: &mut Instant,
+        name: &str,
+        t: RecordType,
+    ) -> (Message, Vec<Ipv4Addr>) {
+        let mut outs = r.on_query(*now, CLIENT, &query(name, t, true));
+        let mut asked = Vec::new();
+        loop {
+            let Some(o) = outs.pop() else {
+                *now += r.timeout;
+                outs.extend(r.poll(*now));
+                assert!(!outs.is_empty(), "the resolver went quiet");
+                continue;
+            };
+            match o {
+                Out::Client { to, bytes } => {
+                    assert_eq!(to, CLIENT);
+                    return (Message::from_vec(&bytes).unwrap(), asked);
+                }
+                Out::Server { to, id, bytes } => {
+                    asked.push(to);
+                    if let Some(a) = net.get_mut(&to) {
+                        if let Some(resp) = a.answer(&bytes, Transport::Udp) {
+                            outs.extend(r.on_response(*now, to, id, &resp));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// N1-N7 of docs/journey.md section 6: root, TLD, shop (CNAME and referral), GSLB; then
+    /// the same question is a cache hit with the TTL counting down.
+    #[test]
+    fn resolves_www_through_root_tld_shop_and_gslb_then_from_the_cache() {
+        let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
+        let (m, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.recursion_available && m.metadata.id == 0x1111);
+        assert_eq!(
+            names(&m.answers),
+            [
+                "www.shop.example. CNAME vip.shop.example.",
+                "vip.shop.example. A 203.0.113.10",
+                "vip.shop.example. A 203.0.113.11",
+                "vip.shop.example. A 203.0.113.12"
+            ]
+        );
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            asked,
+            [
+                ip("192.0.2.10"),
+                ip("192.0.2.11"),
+                ip("203.0.113.53"),
+                ip("203.0.113.54")
+            ]
+        );
+        assert_eq!((r.c.cache_misses, r.c.upstream_queries), (1, 4));
+        // Ten seconds later: from the cache, no upstream query, TTLs counting down.
+        now += Duration::from_secs(10);
+        let (m, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert!(asked.is_empty());
+        assert_eq!(m.answers.len(), 4);
+        assert_eq!(m.answers[1].ttl, 20, "30 s of TTL, 10 gone");
+        assert_eq!(r.c.cache_hits, 1);
+        // Another name of the shop: straight to its server (the delegation is cached).
+        let (m, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "gslb.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(names(&m.answers), ["gslb.shop.example. A 203.0.113.54"]);
+        assert_eq!(asked, [ip("203.0.113.53")]);
+    }
+
+    #[test]
+    fn nxdomain_is_cached_for_the_negative_ttl() {
+        let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
+        let (m, _) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "nope.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        let (m, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "nope.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(asked.is_empty(), "from the cache");
+        // After the negative TTL (300 s) it asks again.
+        now += Duration::from_secs(301);
+        let (_, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "nope.shop.example.",
+            RecordType::A,
+        );
+        assert!(!asked.is_empty());
+    }
+
+    #[test]
+    fn a_dead_server_is_retried_then_servfail() {
+        let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
+        net.remove(&Ipv4Addr::new(203, 0, 113, 53));
+        let (m, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        let to_shop = asked
+            .iter()
+            .filter(|a| **a == Ipv4Addr::new(203, 0, 113, 53))
+            .count();
+        assert_eq!(to_shop, r.attempts);
+        assert_eq!((r.c.timeouts, r.c.servfail), (r.attempts as u64, 1));
+    }
+
+    fn a_record(name: &str, a: [u8; 4]) -> hickory_proto::rr::Record {
+        hickory_proto::rr::Record::from_rdata(
+            Name::from_ascii(name).unwrap(),
+            86400,
+            hickory_proto::rr::RData::A(Ipv4Addr::from(a).into()),
+        )
+    }
+
+    /// Forged answers (a wrong ID, the right ID from another address, an answer to another
+    /// question) are dropped and counted; records out of the asked zone's bailiwick are
+    /// counted and never cached.
+    #[test]
+    fn forged_and_out_of_bailiwick_answers_are_never_cached() {
+        let (mut r, mut net, now) = (ldns(), servers(), Instant::now());
+        let outs = r.on_query(
+            now,
+            CLIENT,
+            &query("www.shop.example.", RecordType::A, true),
+        );
+        let [Out::Server { to, id, bytes }] = outs.as_slice() else {
+            panic!("{outs:?}")
+        };
+        let (to, id) = (*to, *id);
+        let forged = |id: u16, name: &str| {
+            let mut m = Message::response(id, OpCode::Query);
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            m.add_answer(a_record(name, [6, 6, 6, 6]));
+            m.to_vec().unwrap()
+        };
+        let wrong_id = id.wrapping_add(1);
+        assert!(r
+            .on_response(now, to, wrong_id, &forged(wrong_id, "www.shop.example."))
+            .is_empty());
+        let elsewhere = Ipv4Addr::new(192, 0, 2, 66);
+        assert!(r
+            .on_response(now, elsewhere, id, &forged(id, "www.shop.example."))
+            .is_empty());
+        assert!(r
+            .on_response(now, to, id, &forged(id, "www.bank.example."))
+            .is_empty());
+        assert_eq!(r.c.unexpected_answers, 3);
+        // The root's real referral; then the TLD (asked about example.) answers its referral
+        // with an address for a name outside example. in the additional section.
+        let resp = net
+            .get_mut(&to)
+            .unwrap()
+            .answer(bytes, Transport::Udp)
+            .unwrap();
+        let outs = r.on_response(now, to, id, &resp);
+        let [Out::Server { to, id, bytes }] = outs.as_slice() else {
+            panic!("{outs:?}")
+        };
+        let real = net
+            .get_mut(to)
+            .unwrap()
+            .answer(bytes, Transport::Udp)
+            .unwrap();
+        let mut m = Message::from_vec(&real).unwrap();
+        m.add_additional(a_record("www.bank.other.", [6, 6, 6, 7]));
+        let outs = r.on_response(now, *to, *id, &m.to_vec().unwrap());
+        assert_eq!(outs.len(), 1, "on to the shop's server: {outs:?}");
+        assert_eq!(r.c.out_of_bailiwick, 1);
+        let cache = r.show_cache(now).to_string();
+        assert!(!cache.contains("6.6.6"), "{cache}");
+        assert!(
+            cache.contains("203.0.113.53"),
+            "the in-bailiwick glue is: {cache}"
+        );
+    }
+}

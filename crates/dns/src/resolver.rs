@@ -1,0 +1,676 @@
+//! The carrier's resolver (ldns), sans-IO: iterative resolution from root hints, following
+//! referrals and CNAME chains, with bailiwick checks and a cache (positive and negative, RFC
+//! 2308). Time is passed in; the I/O layer sends what [`Out`] says and hands back answers.
+//!
+//! Not yet: TCP after TC, EDNS Client Subnet, QNAME minimisation, glueless delegations (a
+//! referral without glue is answered SERVFAIL and counted).
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// What the resolver wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// The answer to a client.
+    Client { to: SocketAddrV4, bytes: Vec<u8> },
+    /// A query to a server, UDP port 53; its answer comes back through
+    /// [`Resolver::on_response`] with this `id`.
+    Server {
+        to: Ipv4Addr,
+        id: u16,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Counters of the resolver (`d11 show ldns counters`).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub client_queries: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub upstream_queries: u64,
+    pub timeouts: u64,
+    pub servfail: u64,
+    pub formerr: u64,
+    /// Answers that match no query in flight (wrong ID, server or question): dropped.
+    pub unexpected_answers: u64,
+    /// Records outside the zone the answering server was asked about: never cached.
+    pub out_of_bailiwick: u64,
+    pub glueless: u64,
+}
+
+impl Counters {
+    pub fn for_each(&self, out: &mut dyn FnMut(&str, u64)) {
+        for (k, v) in [
+            ("client_queries", self.client_queries),
+            ("cache_hits", self.cache_hits),
+            ("cache_misses", self.cache_misses),
+            ("upstream_queries", self.upstream_queries),
+            ("timeouts", self.timeouts),
+            ("servfail", self.servfail),
+            ("formerr", self.formerr),
+            ("unexpected_answers", self.unexpected_answers),
+            ("out_of_bailiwick", self.out_of_bailiwick),
+            ("glueless", self.glueless),
+        ] {
+            out(k, v);
+        }
+    }
+}
+
+/// A cached record set, or a negative answer.
+#[derive(Debug, Clone)]
+enum Entry {
+    Records(Vec<Record>),
+    /// NXDOMAIN (true) or NODATA, with the SOA.
+    Negative {
+        nxdomain: bool,
+        soa: Box<Record>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    entry: Entry,
+    until: Instant,
+    /// Learned as glue or from a referral (RFC 2181 §5.4.1: below an authoritative answer):
+    /// used to reach servers, never given to a client.
+    glue: bool,
+}
+
+/// One client's question being resolved.
+#[derive(Debug, Clone)]
+struct Task {
+    client: SocketAddrV4,
+    id: u16,
+    query: Query,
+    edns: bool,
+    /// The CNAMEs followed so far.
+    chain: Vec<Record>,
+    /// The name being resolved now (the last CNAME's target).
+    current: Name,
+    /// The zone whose servers are asked, and those servers.
+    zone: Name,
+    servers: Vec<Ipv4Addr>,
+    /// Sends so far to the current servers (each timeout moves to the next).
+    tries: usize,
+    /// Referrals and CNAMEs followed: a bound against loops.
+    steps: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    task: u64,
+    server: Ipv4Addr,
+    sent: Instant,
+}
+
+/// How many referrals and CNAMEs one resolution may follow.
+const MAX_STEPS: usize = 24;
+
+/// The iterative resolver.
+pub struct Resolver {
+    roots: Vec<(Name, Ipv4Addr)>,
+    cache: HashMap<(Name, RecordType), Cached>,
+    tasks: HashMap<u64, Task>,
+    next_task: u64,
+    inflight: HashMap<u16, Inflight>,
+    rng: u64,
+    /// How long to wait for a server before the next.
+    pub timeout: Duration,
+    /// Sends per resolution step before SERVFAIL.
+    pub attempts: usize,
+    pub c: Counters,
+}
+
+impl Resolver {
+    /// A resolver with root hints (name server names and addresses) and a seed for its IDs.
+    pub fn new(roots: Vec<(Name, Ipv4Addr)>, seed: u64) -> Self {
+        Self {
+            roots,
+            cache: HashMap::new(),
+            tasks: HashMap::new(),
+            next_task: 0,
+            inflight: HashMap::new(),
+            rng: seed | 1,
+            timeout: Duration::from_millis(800),
+            attempts: 3,
+            c: Counters::default(),
+        }
+    }
+
+    fn random_u16(&mut self) -> u16 {
+        // xorshift64*: IDs an off-path attacker cannot guess from earlier ones.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
+    }
+
+    /// `d11 show ldns cache`: name, type, TTL left, what, and whether it is glue.
+    pub fn show_cache(&self, now: Instant) -> Value {
+        let mut rows: Vec<_> = self
+            .cache
+            .iter()
+            .filter(|(_, c)| c.until > now)
+            .map(|((n, t), c)| {
+                let left = c.until.saturating_duration_since(now).as_secs();
+                let what = match &c.entry {
+                    Entry::Records(rs) => {
+                        json!(rs.iter().map(|r| r.data.to_string()).collect::<Vec<_>>())
+                    }
+                    Entry::Negative { nxdomain: true, .. } => json!("NXDOMAIN"),
+                    Entry::Negative { .. } => json!("NODATA"),
+                };
+                (n.to_string(), t.to_string(), left, what, c.glue)
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        json!(rows
+            .into_iter()
+            .map(|(n, t, left, what, glue)| {
+                json!({"name": n, "type": t, "ttl_left": left, "data": what, "glue": glue})
+            })
+            .collect::<Vec<_>>())
+    }
+
+    /// An entry good enough to answer a client with (not glue).
+    fn cached(&self, now: Instant, name: &Name, t: RecordType) -> Option<(Entry, u32)> {
+        self.cached_any(now, name, t, false)
+    }
+
+    fn cached_any(
+        &self,
+        now: Instant,
+        name: &Name,
+        t: RecordType,
+        glue_ok: bool,
+    ) -> Option<(Entry, u32)> {
+        let c = self.cache.get(&(name.to_lowercase(), t))?;
+        (c.until > now && (glue_ok || !c.glue)).then(|| {
+            let left = c.until.saturating_duration_since(now).as_secs() as u32;
+            (c.entry.clone(), left)
+        })
+    }
+
+    fn store(&mut self, now: Instant, name: &Name, t: RecordType, entry: Entry, ttl: u32) {
+        self.put(now, name, t, entry, ttl, false);
+    }
+
+    /// Glue and referral NS sets: kept unless an authoritative entry is there.
+    fn store_glue(&mut self, now: Instant, name: &Name, t: RecordType, entry: Entry, ttl: u32) {
+        if self.cached(now, name, t).is_none() {
+            self.put(now, name, t, entry, ttl, true);
+        }
+    }
+
+    fn put(
+        &mut self,
+        now: Instant,
+        name: &Name,
+        t: RecordType,
+        entry: Entry,
+        ttl: u32,
+        glue: bool,
+    ) {
+        self.cache.insert(
+            (name.to_lowercase(), t),
+            Cached {
+                entry,
+                until: now + Duration::from_secs(u64::from(ttl)),
+                glue,
+            },
+        );
+    }
+
+    /// A client's query.
+    pub fn on_query(&mut self, now: Instant, from: SocketAddrV4, bytes: &[u8]) -> Vec<Out> {
+        if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
+            return Vec::new();
+        }
+        self.c.client_queries += 1;
+        let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+        let msg = match Message::from_vec(bytes) {
+            Ok(m) if m.metadata.op_code == OpCode::Query && m.queries.len() == 1 => m,
+            _ => {
+                self.c.formerr += 1;
+                let mut e = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+                e.metadata.message_type = MessageType::Response;
+                return e
+                    .to_vec()
+                    .map(|b| vec![Out::Client { to: from, bytes: b }])
+                    .unwrap_or_default();
+            }
+        };
+        let q = msg.queries[0].clone();
+        let mut task = Task {
+            client: from,
+            id,
+            current: q.name().clone(),
+            query: q,
+            edns: msg.edns.is_some(),
+            chain: Vec::new(),
+            zone: Name::root(),
+            servers: Vec::new(),
+            tries: 0,
+            steps: 0,
+        };
+        // The cache first: follow cached CNAMEs, answer what is there.
+        loop {
+            let t = task.query.query_type();
+            if let Some((e, left)) = self.cached(now, &task.current, t) {
+                self.c.cache_hits += 1;
+                return vec![self.reply_cached(&task, e, left)];
+            }
+            match self.cached(now, &task.current, RecordType::CNAME) {
+                Some((Entry::Records(rs), left)) if task.chain.len() < MAX_STEPS => {
+                    let Some(RData::CNAME(target)) = rs.first().map(|r| r.data.clone()) else {
+                        break;
+                    };
+                    let mut r = rs[0].clone();
+                    r.ttl = left;
+                    task.chain.push(r);
+                    task.current = target.0;
+                }
+                _ => break,
+            }
+        }
+        self.c.cache_misses += 1;
+        self.start(now, task)
+    }
+
+    /// The closest zone we know servers for: from the cache's NS sets and their addresses,
+    /// else the root hints.
+    fn closest(&self, now: Instant, name: &Name) -> (Name, Vec<Ipv4Addr>) {
+        let mut n = name.clone();
+        loop {
+            if let Some((Entry::Records(ns), _)) = self.cached_any(now, &n, RecordType::NS, true) {
+                let addrs: Vec<Ipv4Addr> = ns
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::NS(t) => Some(t.0.clone()),
+                        _ => None,
+                    })
+                    .filter_map(|t| match self.cached_any(now, &t, RecordType::A, true) {
+                        Some((Entry::Records(a), _)) => Some(a),
+                        _ => None,
+                    })
+                    .flatten()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(a.0),
+                        _ => None,
+                    })
+                    .collect();
+                if !addrs.is_empty() {
+                    return (n, addrs);
+                }
+            }
+            if n.is_root() {
+                break;
+            }
+            n = n.base_name();
+        }
+        (Name::root(), self.roots.iter().map(|(_, a)| *a).collect())
+    }
+
+    fn start(&mut self, now: Instant, mut task: Task) -> Vec<Out> {
+        let (zone, servers) = self.closest(now, &task.current);
+        task.zone = zone;
+        task.servers = servers;
+        task.tries = 0;
+        let id = self.next_task;
+        self.next_task += 1;
+        self.tasks.insert(id, task);
+        self.send(now, id)
+    }
+
+    /// The next query of task `tid` to its servers.
+    fn send(&mut self, now: Instant, tid: u64) -> Vec<Out> {
+        let Some(task) = self.tasks.get(&tid) else {
+            return Vec::new();
+        };
+        if task.servers.is_empty() || task.tries >= self.attempts.max(task.servers.len()) {
+            return self.fail(tid);
+        }
+        let server = task.servers[task.tries % task.servers.len()];
+        let question = Query::query(task.current.clone(), task.query.query_type());
+        let mut qid = self.random_u16();
+        while self.inflight.contains_key(&qid) {
+            qid = self.random_u16();
+        }
+        let mut m = Message::new(qid, MessageType::Query, OpCode::Query);
+        m.add_query(question);
+        let mut e = Edns::new();
+        e.set_max_payload(crate::EDNS_PAYLOAD);
+        m.set_edns(e);
+        let Ok(bytes) = m.to_vec() else {
+            return self.fail(tid);
+        };
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.tries += 1;
+        }
+        self.inflight.insert(
+            qid,
+            Inflight {
+                task: tid,
+                server,
+                sent: now,
+            },
+        );
+        self.c.upstream_queries += 1;
+        vec![Out::Server {
+            to: server,
+            id: qid,
+            bytes,
+        }]
+    }
+
+    fn fail(&mut self, tid: u64) -> Vec<Out> {
+        let Some(task) = self.tasks.remove(&tid) else {
+            return Vec::new();
+        };
+        self.inflight.retain(|_, f| f.task != tid);
+        self.c.servfail += 1;
+        vec![self.reply(&task, ResponseCode::ServFail, Vec::new(), Vec::new())]
+    }
+
+    fn reply(
+        &self,
+        task: &Task,
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        auth: Vec<Record>,
+    ) -> Out {
+        let mut m = Message::response(task.id, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.metadata.recursion_available = true;
+        m.metadata.response_code = rcode;
+        m.add_query(task.query.clone());
+        m.answers = answers;
+        m.authorities = auth;
+        if task.edns {
+            let mut e = Edns::new();
+            e.set_max_payload(crate::EDNS_PAYLOAD);
+            m.set_edns(e);
+        }
+        Out::Client {
+            to: task.client,
+            bytes: m.to_vec().unwrap_or_default(),
+        }
+    }
+
+    fn reply_cached(&self, task: &Task, e: Entry, left: u32) -> Out {
+        let mut answers = task.chain.clone();
+        match e {
+            Entry::Records(mut rs) => {
+                for r in &mut rs {
+                    r.ttl = left;
+                }
+                answers.extend(rs);
+                self.reply(task, ResponseCode::NoError, answers, Vec::new())
+            }
+            Entry::Negative { nxdomain, soa } => {
+                let mut soa = *soa;
+                soa.ttl = left;
+                let rcode = if nxdomain {
+                    ResponseCode::NXDomain
+                } else {
+                    ResponseCode::NoError
+                };
+                self.reply(task, rcode, answers, vec![soa])
+            }
+        }
+    }
+
+    /// The timeouts that are due: the next server, or SERVFAIL.
+    pub fn poll(&mut self, now: Instant) -> Vec<Out> {
+        let due: Vec<(u16, u64)> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| now.saturating_duration_since(f.sent) >= self.timeout)
+            .map(|(id, f)| (*id, f.task))
+            .collect();
+        let mut out = Vec::new();
+        for (id, tid) in due {
+            self.inflight.remove(&id);
+            self.c.timeouts += 1;
+            out.extend(self.send(now, tid));
+        }
+        out
+    }
+
+    /// When [`Resolver::poll`] wants to run next.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.inflight.values().map(|f| f.sent + self.timeout).min()
+    }
+
+    /// A server's answer to query `id`, from `from`.
+    pub fn on_response(&mut self, now: Instant, from: Ipv4Addr, id: u16, bytes: &[u8]) -> Vec<Out> {
+        let Ok(msg) = Message::from_vec(bytes) else {
+            self.c.unexpected_answers += 1;
+            return Vec::new();
+        };
+        let Some(f) = self.inflight.get(&id).cloned() else {
+            self.c.unexpected_answers += 1;
+            return Vec::new();
+        };
+        let Some(task) = self.tasks.get(&f.task).cloned() else {
+            self.inflight.remove(&id);
+            return Vec::new();
+        };
+        // The answer must come from the server asked, about the question asked.
+        let asked = Query::query(task.current.clone(), task.query.query_type());
+        let same_q = msg.queries.len() == 1 && msg.queries[0].name() == asked.name();
+        if from != f.server
+            || msg.metadata.id != id
+            || msg.metadata.message_type != MessageType::Response
+            || !same_q
+            || msg.queries[0].query_type() != asked.query_type()
+        {
+            self.c.unexpected_answers += 1;
+            return Vec::new();
+        }
+        self.inflight.remove(&id);
+        let tid = f.task;
+        self.step(now, tid, msg)
+    }
+
+    /// What an answer from the servers of `task.zone` means for task `tid`.
+    fn step(&mut self, now: Instant, tid: u64, msg: Message) -> Vec<Out> {
+        let Some(mut task) = self.tasks.get(&tid).cloned() else {
+            return Vec::new();
+        };
+        let zone = task.zone.clone();
+        let in_zone = |r: &Record| zone.zone_of(&r.name);
+        let oob = msg
+            .answers
+            .iter()
+            .chain(&msg.authorities)
+            .chain(&msg.additionals)
+            .filter(|r| !in_zone(r))
+            .count();
+        self.c.out_of_bailiwick += oob as u64;
+        let qtype = task.query.query_type();
+        match msg.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => {}
+            _ => {
+                // This server cannot answer: the next one.
+                return self.send(now, tid);
+            }
+        }
+        // Answers about the current name (and the CNAMEs from it), inside the zone.
+        let mut name = task.current.clone();
+        let mut progressed = false;
+        loop {
+            let here: Vec<Record> = msg
+                .answers
+                .iter()
+                .filter(|r| in_zone(r) && r.name == name)
+                .cloned()
+                .collect();
+            let wanted: Vec<Record> = here
+                .iter()
+                .filter(|r| r.record_type() == qtype)
+                .cloned()
+                .collect();
+            if !wanted.is_empty() {
+                let ttl = wanted.iter().map(|r| r.ttl).min().unwrap_or(0);
+                self.store(now, &name, qtype, Entry::Records(wanted.clone()), ttl);
+                self.tasks.remove(&tid);
+                let mut answers = task.chain.clone();
+                answers.extend(wanted);
+                return vec![self.reply(&task, ResponseCode::NoError, answers, Vec::new())];
+            }
+            let Some(c) = here
+                .iter()
+                .find(|r| r.record_type() == RecordType::CNAME)
+                .cloned()
+            else {
+                break;
+            };
+            let RData::CNAME(target) = c.data.clone() else {
+                break;
+            };
+            self.store(
+                now,
+                &name,
+                RecordType::CNAME,
+                Entry::Records(vec![c.clone()]),
+                c.ttl,
+            );
+            task.chain.push(c);
+            task.steps += 1;
+            name = target.0;
+            progressed = true;
+            if task.steps > MAX_STEPS {
+                self.tasks.insert(tid, task);
+                return self.fail(tid);
+            }
+        }
+        task.current = name.clone();
+        let soa = msg
+            .authorities
+            .iter()
+            .find(|r| r.record_type() == RecordType::SOA && in_zone(r) && r.name.zone_of(&name))
+            .cloned();
+        if msg.metadata.response_code == ResponseCode::NXDomain {
+            if let Some(soa) = soa {
+                let ttl = negative_ttl(&soa);
+                self.store(
+                    now,
+                    &name,
+                    qtype,
+                    Entry::Negative {
+                        nxdomain: true,
+                        soa: Box::new(soa.clone()),
+                    },
+                    ttl,
+                );
+                let mut s = soa;
+                s.ttl = ttl;
+                self.tasks.remove(&tid);
+                return vec![self.reply(
+                    &task,
+                    ResponseCode::NXDomain,
+                    task.chain.clone(),
+                    vec![s],
+                )];
+            }
+            self.tasks.insert(tid, task);
+            return self.fail(tid);
+        }
+        // A referral: NS for a zone below the one asked, above the name.
+        let cut = msg
+            .authorities
+            .iter()
+            .filter(|r| r.record_type() == RecordType::NS)
+            .map(|r| r.name.clone())
+            .find(|c| zone.zone_of(c) && c.num_labels() > zone.num_labels() && c.zone_of(&name));
+        if let Some(cut) = cut {
+            let ns: Vec<Record> = msg
+                .authorities
+                .iter()
+                .filter(|r| r.record_type() == RecordType::NS && r.name == cut)
+                .cloned()
+                .collect();
+            let ttl = ns.iter().map(|r| r.ttl).min().unwrap_or(0);
+            self.store_glue(now, &cut, RecordType::NS, Entry::Records(ns.clone()), ttl);
+            // Glue: only addresses of these servers, only inside the zone asked.
+            let mut servers = Vec::new();
+            for r in &ns {
+                let RData::NS(t) = &r.data else { continue };
+                let glue: Vec<Record> = msg
+                    .additionals
+                    .iter()
+                    .filter(|a| a.name == t.0 && a.record_type() == RecordType::A && in_zone(a))
+                    .cloned()
+                    .collect();
+                if let Some(g) = glue.first() {
+                    self.store_glue(
+                        now,
+                        &t.0,
+                        RecordType::A,
+                        Entry::Records(glue.clone()),
+                        g.ttl,
+                    );
+                }
+                servers.extend(glue.iter().filter_map(|g| match &g.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                }));
+            }
+            if servers.is_empty() {
+                self.c.glueless += 1;
+                self.tasks.insert(tid, task);
+                return self.fail(tid);
+            }
+            task.steps += 1;
+            if task.steps > MAX_STEPS {
+                self.tasks.insert(tid, task);
+                return self.fail(tid);
+            }
+            task.zone = cut;
+            task.servers = servers;
+            task.tries = 0;
+            self.tasks.insert(tid, task);
+            return self.send(now, tid);
+        }
+        if progressed {
+            // A CNAME whose target this server does not answer: from the closest servers.
+            self.tasks.remove(&tid);
+            return self.start(now, task);
+        }
+        // NODATA.
+        if let Some(soa) = soa {
+            let ttl = negative_ttl(&soa);
+            self.store(
+                now,
+                &name,
+                qtype,
+                Entry::Negative {
+                    nxdomain: false,
+                    soa: Box::new(soa.clone()),
+                },
+                ttl,
+            );
+            let mut s = soa;
+            s.ttl = ttl;
+            self.tasks.remove(&tid);
+            return vec![self.reply(&task, ResponseCode::NoError, task.chain.clone(), vec![s])];
+        }
+        self.tasks.insert(tid, task);
+        self.fail(tid)
+    }
+}
+
+/// The negative TTL: the smaller of the SOA's TTL and its MINIMUM (RFC 2308 §5).
+fn negative_ttl(soa: &Record) -> u32 {
+    match &soa.data {
+        RData::SOA(s) => soa.ttl.min(s.minimum),
+        _ => soa.ttl,
+    }
+}

@@ -18,7 +18,17 @@ ensure_packages() {
     echo "installing: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Servers the tests run themselves (unbound) must not start as the host's services: the
+    # package scripts ask policy-rc.d, which says no while we install (unless one exists).
+    local policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    fi
+    local rc=0
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+    if [ -n "$policy" ]; then rm -f "$policy"; fi
+    return "$rc"
   fi
 }
 
@@ -36,7 +46,7 @@ ensure_cargo() {
 }
 
 # The packages a lab with kernel hosts and captures needs.
-LAB_PACKAGES=(iproute2 ethtool tshark iputils-ping traceroute netcat-openbsd curl openssl sqlite3 dnsutils)
+LAB_PACKAGES=(iproute2 ethtool tshark iputils-ping traceroute netcat-openbsd curl openssl sqlite3 dnsutils unbound)
 
 # A Dubbo 2 client that is not ours, for the netns tests: Apache dubbo-js 2.x from the npm
 # registry, pinned by netns-tests/dubbo-client/package-lock.json, run with Node.js.

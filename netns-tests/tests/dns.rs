@@ -156,3 +156,208 @@ fn bad_queries_get_formerr_and_the_server_goes_on() {
     let (r, _) = dig(&lab, &["@203.0.113.53", "gslb.shop.example", "A"]);
     assert_eq!(r, ["gslb.shop.example. 3600 IN A 203.0.113.54"]);
 }
+
+/// The resolver (kind = "resolver", ldns at 198.51.100.53 on the carrier's segment) resolves
+/// for a kernel host's `dig` through a router to the root and TLD (ix) and the shop's servers
+/// (dc); the GSLB is stood in for by a zone of the three VIPs. The second question is a cache
+/// hit: no upstream query.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_resolver_resolves_www_for_dig_and_answers_again_from_its_cache() {
+    let dns = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/dns");
+    let dir = scratch("dns-resolver");
+    let vip = dir.0.join("vip.zone");
+    std::fs::write(
+        &vip,
+        "$ORIGIN vip.shop.example.\n$TTL 30\n@ SOA gslb.shop.example. hm 1 1 1 1 10\n@ NS gslb.shop.example.\n@ A 203.0.113.10\n@ A 203.0.113.11\n@ A 203.0.113.12\n",
+    )
+    .unwrap();
+    let server = |name: &str, seg: &str, addr: &str, gw: &str, zone: &str, file: &str| {
+        format!(
+            "[[nodes]]\nname = \"{name}\"\nrole = \"dns\"\ngateway = \"{gw}\"\nports = [{{ name = \"eth0\", segment = \"{seg}\", addresses = [\"{addr}/24\"] }}]\nzone = \"{zone}\"\nzone_file = \"{file}\"\n"
+        )
+    };
+    let f = |n: &str| dns.join(n).display().to_string();
+    let topo = format!(
+        r#"name = "dns-resolver"
+[[segments]]
+name = "carrier"
+[[segments]]
+name = "ix"
+[[segments]]
+name = "dc"
+[[nodes]]
+name = "r1"
+role = "router"
+ports = [
+  {{ name = "carrier", segment = "carrier", addresses = ["198.51.100.1/24"] }},
+  {{ name = "ix", segment = "ix", addresses = ["192.0.2.1/24"] }},
+  {{ name = "dc", segment = "dc", addresses = ["203.0.113.1/24"] }},
+]
+[[nodes]]
+name = "ldns"
+role = "dns"
+kind = "resolver"
+gateway = "198.51.100.1"
+ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.53/24"] }}]
+root_hints_file = "{hints}"
+[[nodes]]
+name = "k1"
+role = "kernel"
+gateway = "198.51.100.1"
+ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.100/24"] }}]
+[[nodes]]
+name = "unbound"
+role = "kernel"
+gateway = "198.51.100.1"
+ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.54/24"] }}]
+{root}{tld}{auth}{gslb}"#,
+        hints = f("root.hints"),
+        root = server(
+            "root-dns",
+            "ix",
+            "192.0.2.10",
+            "192.0.2.1",
+            ".",
+            &f("root.zone")
+        ),
+        tld = server(
+            "tld-dns",
+            "ix",
+            "192.0.2.11",
+            "192.0.2.1",
+            "example.",
+            &f("example.zone")
+        ),
+        auth = server(
+            "auth-dns",
+            "dc",
+            "203.0.113.53",
+            "203.0.113.1",
+            "shop.example.",
+            &f("shop.example.zone")
+        ),
+        gslb = server(
+            "gslb",
+            "dc",
+            "203.0.113.54",
+            "203.0.113.1",
+            "vip.shop.example.",
+            &vip.display().to_string()
+        ),
+    );
+    let lab = Lab::up(&topo);
+    let (r, h) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
+    assert!(h.contains("status: NOERROR") && h.contains(" ra"), "{h}");
+    assert_eq!(
+        r,
+        [
+            "www.shop.example. 3600 IN CNAME vip.shop.example.",
+            "vip.shop.example. 30 IN A 203.0.113.10",
+            "vip.shop.example. 30 IN A 203.0.113.11",
+            "vip.shop.example. 30 IN A 203.0.113.12"
+        ]
+    );
+    let c = lab.show("ldns", "counters");
+    assert_eq!(
+        (c["upstream_queries"].as_u64(), c["cache_misses"].as_u64()),
+        (Some(4), Some(1)),
+        "{c}"
+    );
+    // Again: from the cache.
+    let (again, _) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
+    assert_eq!(again.len(), 4);
+    let c = lab.show("ldns", "counters");
+    assert_eq!(
+        (c["upstream_queries"].as_u64(), c["cache_hits"].as_u64()),
+        (Some(4), Some(1)),
+        "{c}"
+    );
+    let cache = lab.show("ldns", "cache").to_string();
+    assert!(
+        cache.contains("vip.shop.example.") && cache.contains("203.0.113.11"),
+        "{cache}"
+    );
+    // A name that does not exist: NXDOMAIN through the resolver.
+    let (_, h) = dig_rd(&lab, &["@198.51.100.53", "nope.shop.example", "A"]);
+    assert!(h.contains("status: NXDOMAIN"), "{h}");
+    // Unbound (Debian's), with the same root hints, resolves through our servers to the same
+    // records (so our authoritative servers answer as a real resolver needs).
+    let conf = dir.0.join("unbound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n  interface: 198.51.100.54\n  access-control: 198.51.100.0/24 allow\n  do-ip6: no\n  root-hints: \"{}\"\n  module-config: \"iterator\"\n  username: \"\"\n  chroot: \"\"\n  directory: \"{}\"\n  pidfile: \"\"\n  use-syslog: no\n  qname-minimisation: no\nremote-control:\n  control-enable: no\n",
+            f("root.hints"),
+            dir.0.display()
+        ),
+    )
+    .unwrap();
+    let mut unbound = lab
+        .client()
+        .command("unbound", &["unbound", "-d", "-c", conf.to_str().unwrap()])
+        .unwrap()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("unbound (apt-get install unbound)");
+    // Without TTLs (Unbound's count down from its own fetch), in order (it rotates sets).
+    let strip_ttl = |rs: &[String]| -> Vec<String> {
+        let mut v: Vec<String> = rs
+            .iter()
+            .map(|l| {
+                let mut w: Vec<&str> = l.split(' ').collect();
+                w.remove(1);
+                w.join(" ")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let ready = d11_lab::client::wait_until(std::time::Duration::from_secs(20), || {
+        let o = lab.exec(
+            "k1",
+            &[
+                "dig",
+                "+tries=1",
+                "+time=2",
+                "@198.51.100.54",
+                "www.shop.example",
+                "A",
+            ],
+        );
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        Ok(text.contains("status: NOERROR").then_some(()))
+    });
+    let (u, _) = dig_rd(&lab, &["@198.51.100.54", "www.shop.example", "A"]);
+    let _ = unbound.kill();
+    let _ = unbound.wait();
+    ready.expect("unbound answers");
+    assert_eq!(strip_ttl(&u), strip_ttl(&r), "unbound and ldns agree");
+    let files = lab.stop();
+    for seg in ["carrier", "ix", "dc"] {
+        let pcap = files.0.join(format!("pcap/{seg}.pcapng"));
+        let bad = malformed(&pcap, &[]);
+        assert!(bad.is_empty(), "{seg}: {bad:?}");
+    }
+}
+
+/// `dig` with recursion desired (for the resolver): records one a line, and the header.
+fn dig_rd(lab: &Lab, args: &[&str]) -> (Vec<String>, String) {
+    let mut cmd = vec!["dig", "+tries=1", "+time=5"];
+    cmd.extend_from_slice(args);
+    let full = lab.exec_ok("k1", &cmd);
+    let header = full
+        .lines()
+        .filter(|l| l.contains("status:") || l.starts_with(";; flags:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let records = full
+        .lines()
+        .skip_while(|l| !l.starts_with(";; ANSWER SECTION"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    (records, header)
+}

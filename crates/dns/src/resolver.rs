@@ -143,6 +143,11 @@ impl Resolver {
         }
     }
 
+    /// A random source port for an upstream query (the I/O layer binds it).
+    pub fn random_port(&mut self) -> u16 {
+        self.random_u16()
+    }
+
     fn random_u16(&mut self) -> u16 {
         // xorshift64*: IDs an off-path attacker cannot guess from earlier ones.
         self.rng ^= self.rng >> 12;

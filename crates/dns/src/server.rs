@@ -1,12 +1,15 @@
 //! The `d11-dns` program on the userspace stack: UDP and TCP port 53 (RFC 1035 §4.2, TCP
 //! messages with their two-octet length, RFC 7766), the logic of [`crate::Authority`].
 
+use crate::resolver::{Out, Resolver};
 use crate::zone::Zone;
 use crate::{Authority, Transport};
 use d11_element::App;
-use d11_stack::{Stack, StackConfig, StackElement};
+use d11_stack::{Stack, StackConfig, StackElement, UdpSocket};
+use hickory_proto::rr::{Name, RData, RecordType};
 use serde::Deserialize;
 use std::cell::RefCell;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::rc::Rc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,13 +22,18 @@ pub const PORT: u16 = 53;
 pub struct DnsConfig {
     #[serde(flatten)]
     pub stack: StackConfig,
-    /// What the server is: `authoritative` (the resolver, GSLB and HTTPDNS come later).
+    /// What the server is: `authoritative` or `resolver` (the GSLB and HTTPDNS come later).
     #[serde(default = "authoritative")]
     pub kind: String,
-    /// The zone's origin (`.`, `example.`, `shop.example.`).
-    pub zone: String,
-    /// Its RFC 1035 master file (relative to the topology file).
-    pub zone_file: PathBuf,
+    /// authoritative: the zone's origin (`.`, `example.`, `shop.example.`).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// authoritative: its RFC 1035 master file (relative to the topology file).
+    #[serde(default)]
+    pub zone_file: Option<PathBuf>,
+    /// resolver: the root hints, a master file of the root's NS and their addresses.
+    #[serde(default)]
+    pub root_hints_file: Option<PathBuf>,
     /// TCP connections served at once.
     #[serde(default = "default_tcp_clients")]
     pub tcp_clients: usize,
@@ -40,10 +48,18 @@ fn default_tcp_clients() -> usize {
 
 /// Builds the server: its stack element and the app that serves UDP and TCP.
 pub fn build(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
-    if cfg.kind != "authoritative" {
-        anyhow::bail!("kind {:?}: only \"authoritative\" for now", cfg.kind);
+    match cfg.kind.as_str() {
+        "authoritative" => build_authoritative(cfg),
+        "resolver" => build_resolver(cfg),
+        k => anyhow::bail!("kind {k:?}: authoritative or resolver"),
     }
-    let zone = Zone::load(&cfg.zone_file, &cfg.zone)?;
+}
+
+fn build_authoritative(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
+    let (Some(origin), Some(file)) = (&cfg.zone, &cfg.zone_file) else {
+        anyhow::bail!("an authoritative server needs zone and zone_file");
+    };
+    let zone = Zone::load(file, origin)?;
     let auth = Rc::new(RefCell::new(Authority::new(vec![zone])));
     let (stack, element) = Stack::new(&cfg.stack, "dns")?;
     let a = auth.clone();
@@ -89,4 +105,125 @@ pub fn build(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
         }
     });
     Ok((element, Some(app)))
+}
+
+/// The root hints: the root's NS names and their IPv4 addresses, from a master file.
+pub fn parse_hints(text: &str) -> anyhow::Result<Vec<(Name, Ipv4Addr)>> {
+    let (_, map) = hickory_proto::serialize::txt::Parser::new(text, None, Some(Name::root()))
+        .parse()
+        .map_err(|e| anyhow::anyhow!("root hints: {e}"))?;
+    let records: Vec<_> = map
+        .values()
+        .flat_map(|s| s.records_without_rrsigs().cloned().collect::<Vec<_>>())
+        .collect();
+    let mut out = Vec::new();
+    for ns in records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::NS && r.name.is_root())
+    {
+        let RData::NS(t) = &ns.data else { continue };
+        for a in records.iter().filter(|r| r.name == t.0) {
+            if let RData::A(a) = &a.data {
+                out.push((t.0.clone(), a.0));
+            }
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("root hints: no root server with an address");
+    }
+    Ok(out)
+}
+
+/// The resolver: clients on UDP 53; each upstream query from a socket of its own on a
+/// random port (RFC 5452), waiting for the answer from the server asked.
+fn build_resolver(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
+    let file = cfg
+        .root_hints_file
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("a resolver needs root_hints_file"))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read root_hints_file {}: {e}", file.display()))?;
+    let hints = parse_hints(&text)?;
+    let (stack, element) = Stack::new(&cfg.stack, "dns")?;
+    let seed = u64::from(u32::from(stack.address())) ^ std::process::id() as u64 ^ seed_from_time();
+    let r = Rc::new(RefCell::new(Resolver::new(hints, seed)));
+    let r2 = r.clone();
+    stack.add_table("cache", move || r2.borrow().show_cache(now()));
+    let r2 = r.clone();
+    stack.add_counters(move |out| r2.borrow().c.for_each(out));
+    let clients = Rc::new(stack.udp_bind(PORT)?);
+    let app: App = Box::pin(async move {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let (n, from) = clients.recv_from(&mut buf).await?;
+            let outs = r.borrow_mut().on_query(now(), from, &buf[..n]);
+            dispatch(&r, &stack, &clients, outs);
+        }
+    });
+    Ok((element, Some(app)))
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn seed_from_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Sends what the resolver wants sent.
+fn dispatch(r: &Rc<RefCell<Resolver>>, stack: &Stack, clients: &Rc<UdpSocket>, outs: Vec<Out>) {
+    for o in outs {
+        match o {
+            Out::Client { to, bytes } => {
+                let c = clients.clone();
+                tokio::task::spawn_local(async move {
+                    let _ = c.send_to(&bytes, to).await;
+                });
+            }
+            Out::Server { to, id, bytes } => {
+                let (r, stack, clients) = (r.clone(), stack.clone(), clients.clone());
+                tokio::task::spawn_local(async move {
+                    let timeout = r.borrow().timeout;
+                    // A random source port, another if that one is taken.
+                    let sock = loop {
+                        let port = 1024 + r.borrow_mut().random_port() % (65535 - 1024);
+                        if let Ok(s) = stack.udp_bind(port) {
+                            break s;
+                        }
+                    };
+                    let server = SocketAddrV4::new(to, PORT);
+                    if sock.send_to(&bytes, server).await.is_err() {
+                        return;
+                    }
+                    let mut buf = vec![0u8; 65535];
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    loop {
+                        match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+                            Ok(Ok((n, from))) if from == server => {
+                                let outs = r.borrow_mut().on_response(now(), to, id, &buf[..n]);
+                                dispatch(&r, &stack, &clients, outs);
+                                return;
+                            }
+                            // From anyone else: not an answer (counted by the resolver).
+                            Ok(Ok((n, from))) => {
+                                let outs =
+                                    r.borrow_mut().on_response(now(), *from.ip(), id, &buf[..n]);
+                                dispatch(&r, &stack, &clients, outs);
+                            }
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                let outs = r.borrow_mut().poll(now());
+                                dispatch(&r, &stack, &clients, outs);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
 }

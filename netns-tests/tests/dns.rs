@@ -157,13 +157,20 @@ fn bad_queries_get_formerr_and_the_server_goes_on() {
     assert_eq!(r, ["gslb.shop.example. 3600 IN A 203.0.113.54"]);
 }
 
-/// The resolver (kind = "resolver", ldns at 198.51.100.53 on the carrier's segment) resolves
-/// for a kernel host's `dig` through a router to the root and TLD (ix) and the shop's servers
-/// (dc); the GSLB is stood in for by a zone of the three VIPs. The second question is a cache
-/// hit: no upstream query.
-#[test]
-#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
-fn the_resolver_resolves_www_for_dig_and_answers_again_from_its_cache() {
+/// Who serves the zones of the resolver labs.
+#[derive(Clone, Copy, PartialEq)]
+enum Servers {
+    /// d11-dns in the authoritative role.
+    D11,
+    /// NSD from Debian, on kernel hosts at the same addresses.
+    Nsd,
+}
+
+/// The resolver lab: ldns (d11-dns, kind = "resolver", 198.51.100.53) and Unbound's host
+/// (198.51.100.54) and the client k1 on the carrier's segment, a router, the root and TLD
+/// servers on ix, the shop's and a GSLB stand-in (a zone of the three VIPs) on dc. Returns
+/// the lab, its scratch directory, and the servers' processes when they are NSD.
+fn resolver_lab(servers: Servers) -> (Lab, LabDir, Vec<std::process::Child>) {
     let dns = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/dns");
     let dir = scratch("dns-resolver");
     let vip = dir.0.join("vip.zone");
@@ -172,12 +179,53 @@ fn the_resolver_resolves_www_for_dig_and_answers_again_from_its_cache() {
         "$ORIGIN vip.shop.example.\n$TTL 30\n@ SOA gslb.shop.example. hm 1 1 1 1 10\n@ NS gslb.shop.example.\n@ A 203.0.113.10\n@ A 203.0.113.11\n@ A 203.0.113.12\n",
     )
     .unwrap();
-    let server = |name: &str, seg: &str, addr: &str, gw: &str, zone: &str, file: &str| {
-        format!(
-            "[[nodes]]\nname = \"{name}\"\nrole = \"dns\"\ngateway = \"{gw}\"\nports = [{{ name = \"eth0\", segment = \"{seg}\", addresses = [\"{addr}/24\"] }}]\nzone = \"{zone}\"\nzone_file = \"{file}\"\n"
-        )
-    };
     let f = |n: &str| dns.join(n).display().to_string();
+    let zones = [
+        (
+            "root-dns",
+            "ix",
+            "192.0.2.10",
+            "192.0.2.1",
+            ".",
+            f("root.zone"),
+        ),
+        (
+            "tld-dns",
+            "ix",
+            "192.0.2.11",
+            "192.0.2.1",
+            "example.",
+            f("example.zone"),
+        ),
+        (
+            "auth-dns",
+            "dc",
+            "203.0.113.53",
+            "203.0.113.1",
+            "shop.example.",
+            f("shop.example.zone"),
+        ),
+        (
+            "gslb",
+            "dc",
+            "203.0.113.54",
+            "203.0.113.1",
+            "vip.shop.example.",
+            vip.display().to_string(),
+        ),
+    ];
+    let mut nodes = String::new();
+    for (name, seg, addr, gw, zone, file) in &zones {
+        let port = format!(
+            "ports = [{{ name = \"eth0\", segment = \"{seg}\", addresses = [\"{addr}/24\"] }}]"
+        );
+        nodes += &match servers {
+            Servers::D11 => format!(
+                "[[nodes]]\nname = \"{name}\"\nrole = \"dns\"\ngateway = \"{gw}\"\n{port}\nzone = \"{zone}\"\nzone_file = \"{file}\"\n"
+            ),
+            Servers::Nsd => format!("[[nodes]]\nname = \"{name}\"\nrole = \"kernel\"\ngateway = \"{gw}\"\n{port}\n"),
+        };
+    }
     let topo = format!(
         r#"name = "dns-resolver"
 [[segments]]
@@ -211,42 +259,115 @@ name = "unbound"
 role = "kernel"
 gateway = "198.51.100.1"
 ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.54/24"] }}]
-{root}{tld}{auth}{gslb}"#,
+{nodes}"#,
         hints = f("root.hints"),
-        root = server(
-            "root-dns",
-            "ix",
-            "192.0.2.10",
-            "192.0.2.1",
-            ".",
-            &f("root.zone")
-        ),
-        tld = server(
-            "tld-dns",
-            "ix",
-            "192.0.2.11",
-            "192.0.2.1",
-            "example.",
-            &f("example.zone")
-        ),
-        auth = server(
-            "auth-dns",
-            "dc",
-            "203.0.113.53",
-            "203.0.113.1",
-            "shop.example.",
-            &f("shop.example.zone")
-        ),
-        gslb = server(
-            "gslb",
-            "dc",
-            "203.0.113.54",
-            "203.0.113.1",
-            "vip.shop.example.",
-            &vip.display().to_string()
-        ),
     );
     let lab = Lab::up(&topo);
+    let mut children = Vec::new();
+    if servers == Servers::Nsd {
+        for (name, _, addr, _, zone, file) in &zones {
+            let conf = dir.0.join(format!("nsd-{name}.conf"));
+            let d = dir.0.display();
+            std::fs::write(
+                &conf,
+                format!(
+                    "server:\n  ip-address: {addr}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd-{name}.pid\"\n  xfrdfile: \"{d}/xfrd-{name}.state\"\n  zonelistfile: \"{d}/zones-{name}.list\"\n  logfile: \"{d}/nsd-{name}.log\"\n  do-ip6: no\nremote-control:\n  control-enable: no\nzone:\n  name: \"{zone}\"\n  zonefile: \"{file}\"\n"
+                ),
+            )
+            .unwrap();
+            children.push(
+                lab.client()
+                    .command(name, &["nsd", "-d", "-c", conf.to_str().unwrap()])
+                    .unwrap()
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("nsd (apt-get install nsd)"),
+            );
+        }
+        // Ready when each answers its zone's SOA.
+        for (_, _, addr, _, zone, _) in &zones {
+            let at = format!("@{addr}");
+            d11_lab::client::wait_until(std::time::Duration::from_secs(20), || {
+                let o = lab.exec(
+                    "k1",
+                    &["dig", "+norec", "+tries=1", "+time=1", &at, zone, "SOA"],
+                );
+                Ok(String::from_utf8_lossy(&o.stdout)
+                    .contains("status: NOERROR")
+                    .then_some(()))
+            })
+            .unwrap_or_else(|e| panic!("nsd at {addr}: {e:#}"));
+        }
+    }
+    (lab, dir, children)
+}
+
+/// Starts Unbound (Debian's) on its host with the lab's root hints; returns once it resolves
+/// www.shop.example. The caller kills it.
+fn unbound(lab: &Lab, dir: &LabDir) -> std::process::Child {
+    let hints = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/dns/root.hints");
+    let conf = dir.0.join("unbound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n  interface: 198.51.100.54\n  access-control: 198.51.100.0/24 allow\n  do-ip6: no\n  root-hints: \"{}\"\n  module-config: \"iterator\"\n  username: \"\"\n  chroot: \"\"\n  directory: \"{}\"\n  pidfile: \"\"\n  use-syslog: no\n  qname-minimisation: no\nremote-control:\n  control-enable: no\n",
+            hints.display(),
+            dir.0.display()
+        ),
+    )
+    .unwrap();
+    let child = lab
+        .client()
+        .command("unbound", &["unbound", "-d", "-c", conf.to_str().unwrap()])
+        .unwrap()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("unbound (apt-get install unbound)");
+    d11_lab::client::wait_until(std::time::Duration::from_secs(20), || {
+        let o = lab.exec(
+            "k1",
+            &[
+                "dig",
+                "+tries=1",
+                "+time=2",
+                "@198.51.100.54",
+                "www.shop.example",
+                "A",
+            ],
+        );
+        Ok(String::from_utf8_lossy(&o.stdout)
+            .contains("status: NOERROR")
+            .then_some(()))
+    })
+    .expect("unbound answers");
+    child
+}
+
+/// Records without their TTLs (each resolver counts down from its own fetch), sorted (Unbound
+/// rotates record sets).
+fn without_ttl(rs: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = rs
+        .iter()
+        .map(|l| {
+            let mut w: Vec<&str> = l.split(' ').collect();
+            w.remove(1);
+            w.join(" ")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Our resolver resolves for a kernel host's `dig` through our servers: the CNAME and the
+/// three VIPs, the second time from its cache (no upstream query), NXDOMAIN; Unbound with the
+/// same hints gets the same records from our servers (so they answer as a real resolver
+/// needs); nothing malformed on the wire.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_resolver_resolves_www_for_dig_and_answers_again_from_its_cache() {
+    let (lab, dir, _) = resolver_lab(Servers::D11);
     let (r, h) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
     assert!(h.contains("status: NOERROR") && h.contains(" ra"), "{h}");
     assert_eq!(
@@ -264,7 +385,6 @@ ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.54/24"]
         (Some(4), Some(1)),
         "{c}"
     );
-    // Again: from the cache.
     let (again, _) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
     assert_eq!(again.len(), 4);
     let c = lab.show("ldns", "counters");
@@ -278,68 +398,49 @@ ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.54/24"]
         cache.contains("vip.shop.example.") && cache.contains("203.0.113.11"),
         "{cache}"
     );
-    // A name that does not exist: NXDOMAIN through the resolver.
     let (_, h) = dig_rd(&lab, &["@198.51.100.53", "nope.shop.example", "A"]);
     assert!(h.contains("status: NXDOMAIN"), "{h}");
-    // Unbound (Debian's), with the same root hints, resolves through our servers to the same
-    // records (so our authoritative servers answer as a real resolver needs).
-    let conf = dir.0.join("unbound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server:\n  interface: 198.51.100.54\n  access-control: 198.51.100.0/24 allow\n  do-ip6: no\n  root-hints: \"{}\"\n  module-config: \"iterator\"\n  username: \"\"\n  chroot: \"\"\n  directory: \"{}\"\n  pidfile: \"\"\n  use-syslog: no\n  qname-minimisation: no\nremote-control:\n  control-enable: no\n",
-            f("root.hints"),
-            dir.0.display()
-        ),
-    )
-    .unwrap();
-    let mut unbound = lab
-        .client()
-        .command("unbound", &["unbound", "-d", "-c", conf.to_str().unwrap()])
-        .unwrap()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("unbound (apt-get install unbound)");
-    // Without TTLs (Unbound's count down from its own fetch), in order (it rotates sets).
-    let strip_ttl = |rs: &[String]| -> Vec<String> {
-        let mut v: Vec<String> = rs
-            .iter()
-            .map(|l| {
-                let mut w: Vec<&str> = l.split(' ').collect();
-                w.remove(1);
-                w.join(" ")
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    let ready = d11_lab::client::wait_until(std::time::Duration::from_secs(20), || {
-        let o = lab.exec(
-            "k1",
-            &[
-                "dig",
-                "+tries=1",
-                "+time=2",
-                "@198.51.100.54",
-                "www.shop.example",
-                "A",
-            ],
-        );
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
-        Ok(text.contains("status: NOERROR").then_some(()))
-    });
-    let (u, _) = dig_rd(&lab, &["@198.51.100.54", "www.shop.example", "A"]);
-    let _ = unbound.kill();
-    let _ = unbound.wait();
-    ready.expect("unbound answers");
-    assert_eq!(strip_ttl(&u), strip_ttl(&r), "unbound and ldns agree");
+    let mut u = unbound(&lab, &dir);
+    let (theirs, _) = dig_rd(&lab, &["@198.51.100.54", "www.shop.example", "A"]);
+    let _ = u.kill();
+    let _ = u.wait();
+    assert_eq!(
+        without_ttl(&theirs),
+        without_ttl(&r),
+        "Unbound and ldns agree"
+    );
     let files = lab.stop();
     for seg in ["carrier", "ix", "dc"] {
         let pcap = files.0.join(format!("pcap/{seg}.pcapng"));
         let bad = malformed(&pcap, &[]);
         assert!(bad.is_empty(), "{seg}: {bad:?}");
     }
+}
+
+/// The other subject: the zones served by NSD (Debian's). Our resolver resolves through them
+/// to the records Unbound gets (so our resolver is right), NXDOMAIN included.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_resolver_resolves_through_nsd_as_unbound_does() {
+    let (lab, dir, mut nsd) = resolver_lab(Servers::Nsd);
+    let (ours, h) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
+    assert!(h.contains("status: NOERROR"), "{h}");
+    let (_, nx) = dig_rd(&lab, &["@198.51.100.53", "nope.shop.example", "A"]);
+    let mut u = unbound(&lab, &dir);
+    let (theirs, _) = dig_rd(&lab, &["@198.51.100.54", "www.shop.example", "A"]);
+    let (_, their_nx) = dig_rd(&lab, &["@198.51.100.54", "nope.shop.example", "A"]);
+    let _ = u.kill();
+    let _ = u.wait();
+    for c in &mut nsd {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(ours.len(), 4, "{ours:?}");
+    assert_eq!(without_ttl(&ours), without_ttl(&theirs));
+    assert!(
+        nx.contains("status: NXDOMAIN") && their_nx.contains("status: NXDOMAIN"),
+        "{nx} / {their_nx}"
+    );
 }
 
 /// `dig` with recursion desired (for the resolver): records one a line, and the header.

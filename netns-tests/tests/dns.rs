@@ -259,6 +259,11 @@ name = "unbound"
 role = "kernel"
 gateway = "198.51.100.1"
 ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.54/24"] }}]
+[[nodes]]
+name = "evil"
+role = "kernel"
+gateway = "192.0.2.1"
+ports = [{{ name = "eth0", segment = "ix", addresses = ["192.0.2.66/24"] }}]
 {nodes}"#,
         hints = f("root.hints"),
     );
@@ -441,6 +446,78 @@ fn the_resolver_resolves_through_nsd_as_unbound_does() {
         nx.contains("status: NXDOMAIN") && their_nx.contains("status: NXDOMAIN"),
         "{nx} / {their_nx}"
     );
+}
+
+/// Forged answers, as an off-path attacker sends them: from the shop's and the GSLB's
+/// addresses, port 53, to ldns at random ports with random IDs, for www and vip with the
+/// address 6.6.6.6; for `argv[1]` seconds, through the router (raw IPv4, the source spoofed).
+const FLOOD: &str = r#"
+import os, random, socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+def name(n):
+    return b"".join(bytes([len(l)]) + l.encode() for l in n.split(".")) + b"\0"
+def forged(src, qname):
+    dns = struct.pack("!HHHHHH", random.getrandbits(16), 0x8400, 1, 1, 0, 0)
+    dns += name(qname) + struct.pack("!HH", 1, 1)
+    dns += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 86400, 4) + bytes([6, 6, 6, 6])
+    udp = struct.pack("!HHHH", 53, random.randint(1024, 65535), 8 + len(dns), 0) + dns
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton("198.51.100.53"))
+    return ip + udp
+print("flooding", flush=True)
+end = time.time() + float(sys.argv[1])
+n = 0
+while time.time() < end:
+    for src, q in (("203.0.113.53", "www.shop.example"), ("203.0.113.54", "vip.shop.example")):
+        s.sendto(forged(src, q), ("198.51.100.53", 0))
+        n += 1
+print(n, flush=True)
+"#;
+
+/// An attacker on ix floods ldns with forged answers (guessing IDs and ports, spoofing the
+/// shop's and the GSLB's addresses) while it resolves: the answer and the cache hold only the
+/// real records.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn forged_answers_flooding_the_resolver_are_never_cached() {
+    use std::io::BufRead;
+    let (lab, _dir, _) = resolver_lab(Servers::D11);
+    let before = lab.counter("r1", "forwarded");
+    let mut flood = lab
+        .client()
+        .command("evil", &["python3", "-c", FLOOD, "4"])
+        .unwrap()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(flood.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "flooding");
+    // Resolutions while the flood runs: cold, then names that miss the cache.
+    let (r, _) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
+    let (g, _) = dig_rd(&lab, &["@198.51.100.53", "gslb.shop.example", "A"]);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let sent: u64 = line.trim().parse().unwrap();
+    let _ = flood.wait();
+    assert!(sent > 1000, "the flood sent {sent}");
+    assert!(
+        lab.counter("r1", "forwarded") - before > 1000,
+        "and it crossed the router"
+    );
+    assert_eq!(
+        without_ttl(&r),
+        [
+            "vip.shop.example. IN A 203.0.113.10",
+            "vip.shop.example. IN A 203.0.113.11",
+            "vip.shop.example. IN A 203.0.113.12",
+            "www.shop.example. IN CNAME vip.shop.example."
+        ]
+    );
+    assert_eq!(without_ttl(&g), ["gslb.shop.example. IN A 203.0.113.54"]);
+    let cache = lab.show("ldns", "cache").to_string();
+    assert!(!cache.contains("6.6.6.6"), "{cache}");
 }
 
 /// `dig` with recursion desired (for the resolver): records one a line, and the header.

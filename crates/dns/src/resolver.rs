@@ -564,26 +564,7 @@ impl Resolver {
             .cloned();
         if msg.metadata.response_code == ResponseCode::NXDomain {
             if let Some(soa) = soa {
-                let ttl = negative_ttl(&soa);
-                self.store(
-                    now,
-                    &name,
-                    qtype,
-                    Entry::Negative {
-                        nxdomain: true,
-                        soa: Box::new(soa.clone()),
-                    },
-                    ttl,
-                );
-                let mut s = soa;
-                s.ttl = ttl;
-                self.tasks.remove(&tid);
-                return vec![self.reply(
-                    &task,
-                    ResponseCode::NXDomain,
-                    task.chain.clone(),
-                    vec![s],
-                )];
+                return self.negative(now, tid, &task, &name, soa, true);
             }
             self.tasks.insert(tid, task);
             return self.fail(tid);
@@ -651,24 +632,41 @@ impl Resolver {
         }
         // NODATA.
         if let Some(soa) = soa {
-            let ttl = negative_ttl(&soa);
-            self.store(
-                now,
-                &name,
-                qtype,
-                Entry::Negative {
-                    nxdomain: false,
-                    soa: Box::new(soa.clone()),
-                },
-                ttl,
-            );
-            let mut s = soa;
-            s.ttl = ttl;
-            self.tasks.remove(&tid);
-            return vec![self.reply(&task, ResponseCode::NoError, task.chain.clone(), vec![s])];
+            return self.negative(now, tid, &task, &name, soa, false);
         }
         self.tasks.insert(tid, task);
         self.fail(tid)
+    }
+}
+
+impl Resolver {
+    /// A negative answer for `name` (NXDOMAIN or NODATA): cached for the negative TTL, and
+    /// the client told, with the CNAMEs that led there.
+    fn negative(
+        &mut self,
+        now: Instant,
+        tid: u64,
+        task: &Task,
+        name: &Name,
+        soa: Record,
+        nxdomain: bool,
+    ) -> Vec<Out> {
+        let ttl = negative_ttl(&soa);
+        let qtype = task.query.query_type();
+        let entry = Entry::Negative {
+            nxdomain,
+            soa: Box::new(soa.clone()),
+        };
+        self.store(now, name, qtype, entry, ttl);
+        let mut s = soa;
+        s.ttl = ttl;
+        self.tasks.remove(&tid);
+        let rcode = if nxdomain {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        vec![self.reply(task, rcode, task.chain.clone(), vec![s])]
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Counters {
     /// Records outside the zone the answering server was asked about: never cached.
     pub out_of_bailiwick: u64,
     pub glueless: u64,
+    /// Entries not cached because the cache was full of live ones.
+    pub cache_full: u64,
+    /// Client questions refused (SERVFAIL) because `max_tasks` were being resolved.
+    pub busy: u64,
 }
 
 impl Counters {
@@ -56,6 +60,8 @@ impl Counters {
             ("unexpected_answers", self.unexpected_answers),
             ("out_of_bailiwick", self.out_of_bailiwick),
             ("glueless", self.glueless),
+            ("cache_full", self.cache_full),
+            ("busy", self.busy),
         ] {
             out(k, v);
         }
@@ -124,6 +130,10 @@ pub struct Resolver {
     pub timeout: Duration,
     /// Sends per resolution step before SERVFAIL.
     pub attempts: usize,
+    /// Cache entries at most (a client asking for random names cannot grow it without end).
+    pub max_cache: usize,
+    /// Resolutions in flight at most.
+    pub max_tasks: usize,
     pub c: Counters,
 }
 
@@ -139,6 +149,8 @@ impl Resolver {
             rng: seed | 1,
             timeout: Duration::from_millis(800),
             attempts: 3,
+            max_cache: 100_000,
+            max_tasks: 1_000,
             c: Counters::default(),
         }
     }
@@ -222,8 +234,16 @@ impl Resolver {
         ttl: u32,
         glue: bool,
     ) {
+        let key = (name.to_lowercase(), t);
+        if self.cache.len() >= self.max_cache && !self.cache.contains_key(&key) {
+            self.cache.retain(|_, c| c.until > now);
+            if self.cache.len() >= self.max_cache {
+                self.c.cache_full += 1;
+                return;
+            }
+        }
         self.cache.insert(
-            (name.to_lowercase(), t),
+            key,
             Cached {
                 entry,
                 until: now + Duration::from_secs(u64::from(ttl)),
@@ -323,6 +343,10 @@ impl Resolver {
     }
 
     fn start(&mut self, now: Instant, mut task: Task) -> Vec<Out> {
+        if self.tasks.len() >= self.max_tasks {
+            self.c.busy += 1;
+            return vec![self.reply(&task, ResponseCode::ServFail, Vec::new(), Vec::new())];
+        }
         let (zone, servers) = self.closest(now, &task.current);
         task.zone = zone;
         task.servers = servers;

@@ -398,6 +398,46 @@ mod resolver {
         assert_eq!((r.c.timeouts, r.c.servfail), (r.attempts as u64, 1));
     }
 
+    /// Many names that do not exist, asked while nothing answers upstream: at most
+    /// `max_tasks` resolutions at once (the rest SERVFAIL, counted); at most `max_cache`
+    /// entries, expired ones making room.
+    #[test]
+    fn resolutions_and_the_cache_are_bounded() {
+        let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
+        r.max_tasks = 3;
+        let mut served = 0;
+        for i in 0..5 {
+            let q = query(&format!("n{i}.shop.example."), RecordType::A, false);
+            if let [Out::Client { .. }] = r.on_query(now, CLIENT, &q).as_slice() {
+                served += 1;
+            }
+        }
+        assert_eq!((served, r.c.busy), (2, 2), "two refused at once");
+        let mut r = ldns();
+        r.max_cache = 5;
+        for i in 0..6 {
+            resolve(
+                &mut r,
+                &mut net,
+                &mut now,
+                &format!("n{i}.shop.example."),
+                RecordType::A,
+            );
+        }
+        assert!(r.c.cache_full >= 1, "{:?}", r.c);
+        // After the negative TTL the expired entries make room again.
+        now += Duration::from_secs(400);
+        let before = r.c.cache_full;
+        resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "later.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(r.c.cache_full, before);
+    }
+
     fn a_record(name: &str, a: [u8; 4]) -> hickory_proto::rr::Record {
         hickory_proto::rr::Record::from_rdata(
             Name::from_ascii(name).unwrap(),

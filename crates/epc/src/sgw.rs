@@ -878,15 +878,24 @@ mod tests {
     const PGW: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 4], Ipv4Addr::new(172, 16, 5, 4));
 
     fn sgw() -> Sgw {
-        let cfg: SgwConfig = serde_json::from_value(json!({
+        sgw_with(json!({}))
+    }
+
+    /// An SGW on 172.16.1.3 (epc) and 172.16.5.3 (s5), without path echoes, with `extra`
+    /// config keys.
+    fn sgw_with(extra: Value) -> Sgw {
+        let mut v = json!({
             "name": "sgw",
             "ports": [
                 {"name": "epc", "addresses": ["172.16.1.3/24"]},
                 {"name": "s5", "addresses": ["172.16.5.3/24"]},
             ],
             "echo_interval_s": 0,
-        }))
-        .unwrap();
+        });
+        for (k, x) in extra.as_object().into_iter().flatten() {
+            v[k] = x.clone();
+        }
+        let cfg: SgwConfig = serde_json::from_value(v).unwrap();
         SgwLogic::new(&cfg, 3).unwrap()
     }
 
@@ -1163,19 +1172,11 @@ mod tests {
 
     #[test]
     fn forwarding_g_pdus_allocates_nothing_once_warm() {
-        let cfg: SgwConfig = serde_json::from_value(json!({
-            "name": "sgw",
-            "ports": [
-                {"name": "epc", "addresses": ["172.16.1.3/24"]},
-                {"name": "s5", "addresses": ["172.16.5.3/24"]},
-            ],
-            "echo_interval_s": 0,
+        let mut s = sgw_with(json!({
             "static_sessions": [{"imsi": "001010000000001", "enb": "172.16.1.2",
                 "enb_teid": 225, "s1u_teid": 4096, "pgw": "172.16.5.4", "pgw_teid": 119,
                 "s5u_teid": 8192}],
-        }))
-        .unwrap();
-        let mut s = SgwLogic::new(&cfg, 3).unwrap();
+        }));
         let (epc, s5) = (mac(&s, 0), mac(&s, 1));
         let sgw_c = Ipv4Addr::new(172, 16, 1, 3);
         let s5_addr = Ipv4Addr::new(172, 16, 5, 3);

@@ -269,6 +269,7 @@ kind = "resolver"
 gateway = "198.51.100.1"
 ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.53/24"] }}]
 root_hints_file = "{hints}"
+clients = ["198.51.100.0/24"]
 [[nodes]]
 name = "k1"
 role = "kernel"
@@ -425,6 +426,24 @@ fn the_resolver_resolves_www_for_dig_and_answers_again_from_its_cache() {
     );
     let (_, h) = dig_rd(&lab, &["@198.51.100.53", "nope.shop.example", "A"]);
     assert!(h.contains("status: NXDOMAIN"), "{h}");
+    // Not a client of the carrier (a host on ix): no answer, counted.
+    let o = lab.exec(
+        "evil",
+        &[
+            "dig",
+            "+tries=1",
+            "+time=1",
+            "@198.51.100.53",
+            "www.shop.example",
+            "A",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(lab.counter("ldns", "refused_clients"), 1);
     let mut u = unbound(&lab, &dir);
     let (theirs, _) = dig_rd(&lab, &["@198.51.100.54", "www.shop.example", "A"]);
     let _ = u.kill();

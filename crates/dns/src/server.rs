@@ -34,6 +34,10 @@ pub struct DnsConfig {
     /// resolver: the root hints, a master file of the root's NS and their addresses.
     #[serde(default)]
     pub root_hints_file: Option<PathBuf>,
+    /// resolver: who may ask (prefixes: the carrier's subscribers and hosts); anyone else is
+    /// counted (`refused_clients`) and dropped, so it is no open resolver. Without it, anyone.
+    #[serde(default)]
+    pub clients: Option<Vec<ipnet::Ipv4Net>>,
     /// TCP connections served at once.
     #[serde(default = "default_tcp_clients")]
     pub tcp_clients: usize,
@@ -151,11 +155,22 @@ fn build_resolver(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)
     stack.add_table("cache", move || r2.borrow().show_cache(now()));
     let r2 = r.clone();
     stack.add_counters(move |out| r2.borrow().c.for_each(out));
+    let refused = Rc::new(std::cell::Cell::new(0u64));
+    let refused2 = refused.clone();
+    stack.add_counters(move |out| out("refused_clients", refused2.get()));
+    let allowed = cfg.clients.clone();
     let clients = Rc::new(stack.udp_bind(PORT)?);
     let app: App = Box::pin(async move {
         let mut buf = vec![0u8; 65535];
         loop {
             let (n, from) = clients.recv_from(&mut buf).await?;
+            if allowed
+                .as_ref()
+                .is_some_and(|a| !a.iter().any(|p| p.contains(from.ip())))
+            {
+                refused.set(refused.get() + 1);
+                continue;
+            }
             let outs = r.borrow_mut().on_query(now(), from, &buf[..n]);
             dispatch(&r, &stack, &clients, outs);
         }

@@ -534,7 +534,7 @@ fn forged_answers_flooding_the_resolver_are_never_cached() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "flooding");
     // Resolutions while the flood runs: cold, then names that miss the cache.
-    let (r, _) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
+    let (r, h) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
     let (g, _) = dig_rd(&lab, &["@198.51.100.53", "gslb.shop.example", "A"]);
     line.clear();
     out.read_line(&mut line).unwrap();
@@ -545,6 +545,11 @@ fn forged_answers_flooding_the_resolver_are_never_cached() {
         lab.counter("r1", "forwarded") - before > 1000,
         "and it crossed the router"
     );
+    // The forged answers reached ldns at ports it does not listen on; it answered them with
+    // port unreachables at the ICMP rate only (so they cost it little).
+    let ldns = lab.show("ldns", "counters");
+    assert!(ldns["udp_no_socket"].as_u64() > Some(1000), "{ldns}");
+    assert!(ldns["icmp_rate_limited"].as_u64() > Some(0), "{ldns}");
     assert_eq!(
         without_ttl(&r),
         [
@@ -552,7 +557,8 @@ fn forged_answers_flooding_the_resolver_are_never_cached() {
             "vip.shop.example. IN A 203.0.113.11",
             "vip.shop.example. IN A 203.0.113.12",
             "www.shop.example. IN CNAME vip.shop.example."
-        ]
+        ],
+        "{h} {ldns}"
     );
     assert_eq!(without_ttl(&g), ["gslb.shop.example. IN A 203.0.113.54"]);
     let cache = lab.show("ldns", "cache").to_string();

@@ -100,6 +100,8 @@ pub struct StackConfig {
     pub tcp: TcpTuning,
 }
 
+// `udp_no_socket`: datagrams to one of our addresses at a port no socket is bound to;
+// `icmp_rate_limited`: of those, the ones dropped without a port unreachable (over the rate).
 counters! {
     pub struct StackCounters {
         rx_frames,
@@ -117,7 +119,39 @@ counters! {
         tcp_time_wait_dropped,
         udp_sent,
         udp_received,
+        udp_no_socket,
+        icmp_rate_limited,
         arp_probes,
+    }
+}
+
+/// How many ICMP errors the stack sends: a token bucket of `RATE` a second holding at most
+/// `BURST`, as Linux's `icmp_msgs_per_sec` and `icmp_msgs_burst` default. Datagrams sprayed
+/// at closed ports (a flood of forged DNS answers guessing a resolver's port) are then
+/// dropped without a reply each, and without a pass through every socket.
+#[derive(Debug)]
+struct IcmpLimit {
+    tokens: u32,
+    last: Option<Instant>,
+}
+
+impl IcmpLimit {
+    const RATE: u32 = 1000;
+    const BURST: u32 = 50;
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let last = *self.last.get_or_insert(now);
+        let earned =
+            now.saturating_duration_since(last).as_micros() * u128::from(Self::RATE) / 1_000_000;
+        if earned > 0 {
+            self.tokens = (u128::from(self.tokens) + earned).min(u128::from(Self::BURST)) as u32;
+            self.last = Some(now);
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
     }
 }
 
@@ -160,6 +194,7 @@ pub(crate) struct Inner {
     cookies: syncookie::SynCookies,
     /// Where outgoing frames of cookie connections are rewritten.
     cookie_scratch: Vec<u8>,
+    icmp_limit: IcmpLimit,
     next_port: u16,
     next_poll: Option<Instant>,
     needs_poll: bool,
@@ -189,6 +224,14 @@ impl Inner {
             s.set_timeout(Some(smoltcp::time::Duration::from_secs(t.idle_timeout_s)));
         }
         s
+    }
+
+    /// Whether a UDP socket is bound to `port`.
+    fn udp_bound(&self, port: u16) -> bool {
+        self.sockets.iter().any(|(_, s)| match s {
+            smoltcp::socket::Socket::Udp(u) => u.endpoint().port == port,
+            _ => false,
+        })
     }
 
     pub(crate) fn tcp_count(&self) -> usize {
@@ -618,6 +661,10 @@ impl Stack {
             pools: HashMap::new(),
             cookies: syncookie::SynCookies::new(epoch),
             cookie_scratch: Vec::new(),
+            icmp_limit: IcmpLimit {
+                tokens: IcmpLimit::BURST,
+                last: None,
+            },
             next_port: 49152 + (seed >> 48) as u16 % 16384,
             next_poll: Some(epoch),
             needs_poll: false,
@@ -682,19 +729,28 @@ impl Element for StackElement {
         if port != 0 {
             return;
         }
-        let (dst_mac, tcp_at) = match check_frame(frame) {
-            Ok(Frame::Arp { dst_mac, .. }) => (dst_mac, None),
+        let (dst_mac, tcp_at, udp_at) = match check_frame(frame) {
+            Ok(Frame::Arp { dst_mac, .. }) => (dst_mac, None, None),
             Ok(Frame::Ipv4 {
                 dst_mac,
                 protocol,
                 header_len,
                 total_len,
+                dst,
                 ..
             }) => {
                 let at = 14 + header_len;
+                // A datagram's ports are in its first fragment only.
+                let first = u16::from_be_bytes([frame[20], frame[21]]) & 0x1fff == 0;
+                let ours = i.addrs.iter().any(|n| n.addr() == dst);
                 (
                     dst_mac,
                     (protocol == smoltcp::wire::IpProtocol::Tcp && total_len >= header_len + 20)
+                        .then_some(at),
+                    (protocol == smoltcp::wire::IpProtocol::Udp
+                        && total_len >= header_len + 8
+                        && first
+                        && ours)
                         .then_some(at),
                 )
             }
@@ -706,6 +762,16 @@ impl Element for StackElement {
         if dst_mac != i.mac && !dst_mac.is_broadcast() {
             i.c.not_for_us += 1;
             return;
+        }
+        if let Some(at) = udp_at {
+            let port = u16::from_be_bytes([frame[at + 2], frame[at + 3]]);
+            if !i.udp_bound(port) {
+                i.c.udp_no_socket += 1;
+                if !i.icmp_limit.allow(now) {
+                    i.c.icmp_rate_limited += 1;
+                    return;
+                }
+            }
         }
         if let Some(s) = tcp_at.and_then(|at| syncookie::Seg::parse(frame, at)) {
             if i.pools.contains_key(&s.dport) {

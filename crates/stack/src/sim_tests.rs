@@ -45,3 +45,77 @@ fn a_dropped_udp_socket_still_sends_what_waits_for_arp() {
         assert!(a_again.udp_bind(7000).is_ok());
     });
 }
+
+/// A UDP datagram from 10.0.0.9 to 10.0.0.2 at `port`, as a frame to the broadcast address.
+fn datagram(port: u16) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket,
+        UdpRepr,
+    };
+    let (src, dst) = (Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 2));
+    let udp = UdpRepr {
+        src_port: 53,
+        dst_port: port,
+    };
+    let payload = b"forged answer";
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Udp,
+        payload_len: udp.header_len() + payload.len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress([2, 0, 0, 0, 0, 9]),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + ip.payload_len];
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut p, &caps);
+    let mut u = UdpPacket::new_unchecked(p.payload_mut());
+    udp.emit(
+        &mut u,
+        &src.into(),
+        &dst.into(),
+        payload.len(),
+        |b| b.copy_from_slice(payload),
+        &caps,
+    );
+    buf
+}
+
+/// Datagrams sprayed at closed ports (forged answers guessing a resolver's port) are counted;
+/// port unreachables go back at most at the ICMP rate (a burst of 50, then 1,000 a second),
+/// the rest are dropped before they reach smoltcp. A bound port is not limited.
+#[test]
+fn datagrams_to_closed_ports_get_port_unreachable_at_the_icmp_rate() {
+    paused(async {
+        let mut sim = Sim::new();
+        let (b, b_el) = host("b", "10.0.0.2/24");
+        let bn = sim.add(b_el);
+        sim.segment(&[(bn, 0)]);
+        let _open = b.udp_bind(9000).unwrap();
+        for i in 0..200u16 {
+            sim.deliver(bn, 0, datagram(20000 + i));
+        }
+        for _ in 0..100 {
+            sim.deliver(bn, 0, datagram(9000));
+        }
+        sim.run_async_for(Duration::from_millis(1)).await;
+        assert_eq!(sim.counter(bn, "udp_no_socket"), 200);
+        assert_eq!(sim.counter(bn, "icmp_rate_limited"), 150);
+        // 100 ms earn 100 more (the bucket holds 50).
+        sim.run_async_for(Duration::from_millis(100)).await;
+        for i in 0..200u16 {
+            sim.deliver(bn, 0, datagram(30000 + i));
+        }
+        sim.run_async_for(Duration::from_millis(1)).await;
+        assert_eq!(sim.counter(bn, "udp_no_socket"), 400);
+        assert_eq!(sim.counter(bn, "icmp_rate_limited"), 300);
+    });
+}

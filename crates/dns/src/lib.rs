@@ -9,13 +9,18 @@
 //!   minimal answer to ANY (RFC 8482); malformed queries are counted and dropped or answered
 //!   FORMERR, never a panic.
 
+pub mod gslb;
 pub mod resolver;
 pub mod server;
 pub mod zone;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::DNSClass;
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
 use zone::{Lookup, Zone};
 
 /// The UDP payload we accept and offer with EDNS (the DNS Flag Day 2020 value).
@@ -65,17 +70,50 @@ pub enum Transport {
     Tcp,
 }
 
-/// An authoritative server for its zones.
+/// An authoritative server for its zones; a GSLB answers some names' A records by its policy.
 #[derive(Debug, Default)]
 pub struct Authority {
     zones: Vec<Zone>,
+    /// The GSLB, and the names it answers.
+    pub gslb: Option<(gslb::Gslb, Vec<Name>)>,
     pub c: Counters,
+}
+
+/// Who asked, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked {
+    pub transport: Transport,
+    pub peer: Ipv4Addr,
+    pub now: Instant,
+}
+
+/// The EDNS Client Subnet of a query, IPv4 only: the address (cut to its source prefix) and
+/// the source prefix. Malformed (a prefix over 32, bits set beyond it) is `Err`: FORMERR
+/// (RFC 7871 §7.1.2).
+fn client_subnet(msg: &Message) -> Result<Option<(Ipv4Addr, u8)>, ()> {
+    let Some(EdnsOption::Subnet(s)) = msg.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
+    else {
+        return Ok(None);
+    };
+    let IpAddr::V4(a) = s.addr() else {
+        return Ok(None);
+    };
+    let p = s.source_prefix();
+    if p > 32 || s.scope_prefix() != 0 {
+        return Err(());
+    }
+    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+    if u32::from(a) & !mask != 0 {
+        return Err(());
+    }
+    Ok(Some((a, p)))
 }
 
 impl Authority {
     pub fn new(zones: Vec<Zone>) -> Self {
         Self {
             zones,
+            gslb: None,
             c: Counters::default(),
         }
     }
@@ -104,7 +142,8 @@ impl Authority {
 
     /// The answer to the query in `req`, or `None` to drop it (not a query, too short to
     /// answer).
-    pub fn answer(&mut self, req: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    pub fn answer(&mut self, req: &[u8], asked: Asked) -> Option<Vec<u8>> {
+        let transport = asked.transport;
         if req.len() < 12 {
             self.c.dropped += 1;
             return None;
@@ -133,15 +172,29 @@ impl Authority {
             self.c.formerr += 1;
             return encode(&Message::error_msg(id, op, ResponseCode::FormErr));
         };
+        let Ok(ecs) = client_subnet(&msg) else {
+            self.c.formerr += 1;
+            return encode(&Message::error_msg(id, op, ResponseCode::FormErr));
+        };
         let mut resp = Message::response(id, op);
         resp.metadata.recursion_desired = msg.metadata.recursion_desired;
         resp.add_query(q.clone());
+        let scope = if self.is_gslb(q) {
+            Some(self.fill_gslb(&mut resp, q, asked, ecs))
+        } else {
+            self.fill(&mut resp, q);
+            None
+        };
         if msg.edns.is_some() {
             let mut e = Edns::new();
             e.set_max_payload(EDNS_PAYLOAD);
+            // ECS back as it came, with the scope the answer holds for (0: any client).
+            if let Some((a, p)) = ecs {
+                let sub = ClientSubnet::new(IpAddr::V4(a), p, scope.unwrap_or(0));
+                e.options_mut().insert(EdnsOption::Subnet(sub));
+            }
             resp.set_edns(e);
         }
-        self.fill(&mut resp, q);
         let limit = match (transport, &msg.edns) {
             (Transport::Tcp, _) => usize::from(u16::MAX),
             (Transport::Udp, Some(e)) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
@@ -153,6 +206,50 @@ impl Authority {
         }
         self.c.truncated += 1;
         encode(&resp.truncate())
+    }
+
+    /// Whether the GSLB answers this question (A of one of its names).
+    fn is_gslb(&self, q: &Query) -> bool {
+        q.query_class() == DNSClass::IN
+            && q.query_type() == RecordType::A
+            && self
+                .gslb
+                .as_ref()
+                .is_some_and(|(_, names)| names.iter().any(|n| n == q.name()))
+    }
+
+    /// The GSLB's answer: the VIPs its policy picks for the client (ECS, else the sender).
+    /// Returns the ECS scope of the answer.
+    fn fill_gslb(
+        &mut self,
+        resp: &mut Message,
+        q: &Query,
+        asked: Asked,
+        ecs: Option<(Ipv4Addr, u8)>,
+    ) -> u8 {
+        let Some((g, _)) = self.gslb.as_mut() else {
+            return 0;
+        };
+        let client = match ecs {
+            Some((a, p)) if p > 0 => gslb::Source::Ecs(a, p),
+            _ => gslb::Source::Peer(asked.peer),
+        };
+        let name = q.name().to_string();
+        let d = g.decide(asked.now, &name, asked.peer, client);
+        let ttl = g.cfg.ttl;
+        self.c.answers += 1;
+        resp.metadata.authoritative = true;
+        resp.answers = d
+            .vips
+            .iter()
+            .map(|v| Record::from_rdata(q.name().clone(), ttl, RData::A(A(*v))))
+            .collect();
+        // The scope is at most what the client gave (RFC 7871 §7.2.1 allows longer, which
+        // a resolver then caches for the source prefix only).
+        match ecs {
+            Some((_, p)) if p > 0 => d.scope,
+            _ => 0,
+        }
     }
 
     /// The question's answer into `resp`.

@@ -1,9 +1,10 @@
 //! The `d11-dns` program on the userspace stack: UDP and TCP port 53 (RFC 1035 §4.2, TCP
 //! messages with their two-octet length, RFC 7766), the logic of [`crate::Authority`].
 
+use crate::gslb::{Gslb, GslbConfig};
 use crate::resolver::{Out, Resolver};
 use crate::zone::Zone;
-use crate::{Authority, Transport};
+use crate::{Asked, Authority, Transport};
 use d11_element::App;
 use d11_stack::{Stack, StackConfig, StackElement, UdpSocket};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -22,7 +23,8 @@ pub const PORT: u16 = 53;
 pub struct DnsConfig {
     #[serde(flatten)]
     pub stack: StackConfig,
-    /// What the server is: `authoritative` or `resolver` (the GSLB and HTTPDNS come later).
+    /// What the server is: `authoritative`, `gslb` (authoritative for its zone, the A records
+    /// of `gslb.names` from its policy) or `resolver`.
     #[serde(default = "authoritative")]
     pub kind: String,
     /// authoritative: the zone's origin (`.`, `example.`, `shop.example.`).
@@ -38,9 +40,22 @@ pub struct DnsConfig {
     /// counted (`refused_clients`) and dropped, so it is no open resolver. Without it, anyone.
     #[serde(default)]
     pub clients: Option<Vec<ipnet::Ipv4Net>>,
+    /// gslb: the policy (regions, VIPs, client subnets, checks).
+    #[serde(default)]
+    pub gslb: Option<GslbSection>,
     /// TCP connections served at once.
     #[serde(default = "default_tcp_clients")]
     pub tcp_clients: usize,
+}
+
+/// The `[gslb]` table of a GSLB node: the policy, and the names it answers (the zone's apex
+/// if not given).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GslbSection {
+    #[serde(flatten)]
+    pub policy: GslbConfig,
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 fn authoritative() -> String {
@@ -53,9 +68,9 @@ fn default_tcp_clients() -> usize {
 /// Builds the server: its stack element and the app that serves UDP and TCP.
 pub fn build(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
     match cfg.kind.as_str() {
-        "authoritative" => build_authoritative(cfg),
+        "authoritative" | "gslb" => build_authoritative(cfg),
         "resolver" => build_resolver(cfg),
-        k => anyhow::bail!("kind {k:?}: authoritative or resolver"),
+        k => anyhow::bail!("kind {k:?}: authoritative, gslb or resolver"),
     }
 }
 
@@ -64,19 +79,71 @@ fn build_authoritative(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<
         anyhow::bail!("an authoritative server needs zone and zone_file");
     };
     let zone = Zone::load(file, origin)?;
-    let auth = Rc::new(RefCell::new(Authority::new(vec![zone])));
+    let mut authority = Authority::new(vec![zone]);
+    match (cfg.kind.as_str(), &cfg.gslb) {
+        ("gslb", Some(g)) => {
+            let names = if g.names.is_empty() {
+                vec![Name::from_ascii(origin)?]
+            } else {
+                g.names
+                    .iter()
+                    .map(|n| {
+                        Name::from_ascii(n).map_err(|e| anyhow::anyhow!("gslb name {n:?}: {e}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            };
+            authority.gslb = Some((Gslb::new(g.policy.clone())?, names));
+        }
+        ("gslb", None) => anyhow::bail!("a gslb needs a [gslb] table (regions)"),
+        (_, Some(_)) => anyhow::bail!("[gslb] is for kind = \"gslb\""),
+        _ => {}
+    }
+    let auth = Rc::new(RefCell::new(authority));
     let (stack, element) = Stack::new(&cfg.stack, "dns")?;
     let a = auth.clone();
     stack.add_table("zones", move || a.borrow().show_zones());
     let a = auth.clone();
     stack.add_counters(move |out| a.borrow().c.for_each(out));
+    if auth.borrow().gslb.is_some() {
+        let a = auth.clone();
+        stack.add_table("decisions", move || {
+            a.borrow()
+                .gslb
+                .as_ref()
+                .map(|(g, _)| g.show_decisions(now()))
+                .unwrap_or_default()
+        });
+        let a = auth.clone();
+        stack.add_table("health", move || {
+            a.borrow()
+                .gslb
+                .as_ref()
+                .map(|(g, _)| g.show_health(now()))
+                .unwrap_or_default()
+        });
+        let a = auth.clone();
+        stack.add_counters(move |out| {
+            if let Some((g, _)) = &a.borrow().gslb {
+                g.c.for_each(out);
+            }
+        });
+    }
+    let checks: Vec<Ipv4Addr> = auth
+        .borrow()
+        .gslb
+        .as_ref()
+        .map(|(g, _)| g.check_targets())
+        .unwrap_or_default();
     let udp = stack.udp_bind(PORT)?;
     let listener = stack.listen(PORT, cfg.tcp_clients)?;
     let a = auth.clone();
     let app: App = Box::pin(async move {
+        for vip in checks {
+            tokio::task::spawn_local(check(stack.clone(), auth.clone(), vip));
+        }
         tokio::task::spawn_local(async move {
             loop {
-                let Ok((mut conn, _)) = listener.accept().await else {
+                let Ok((mut conn, peer)) = listener.accept().await else {
                     continue;
                 };
                 let a = a.clone();
@@ -88,7 +155,12 @@ fn build_authoritative(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<
                         if conn.read_exact(&mut q).await.is_err() {
                             break;
                         }
-                        let Some(r) = a.borrow_mut().answer(&q, Transport::Tcp) else {
+                        let asked = Asked {
+                            transport: Transport::Tcp,
+                            peer: *peer.ip(),
+                            now: now(),
+                        };
+                        let Some(r) = a.borrow_mut().answer(&q, asked) else {
                             continue;
                         };
                         let n = (r.len() as u16).to_be_bytes();
@@ -102,13 +174,41 @@ fn build_authoritative(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<
         let mut buf = vec![0u8; 65535];
         loop {
             let (n, from) = udp.recv_from(&mut buf).await?;
-            let reply = auth.borrow_mut().answer(&buf[..n], Transport::Udp);
+            let asked = Asked {
+                transport: Transport::Udp,
+                peer: *from.ip(),
+                now: now(),
+            };
+            let reply = auth.borrow_mut().answer(&buf[..n], asked);
             if let Some(r) = reply {
                 udp.send_to(&r, from).await?;
             }
         }
     });
     Ok((element, Some(app)))
+}
+
+/// The GSLB's health checks of `vip`: a TCP connect to its check port, every interval.
+async fn check(stack: Stack, auth: Rc<RefCell<Authority>>, vip: Ipv4Addr) {
+    let Some((port, cfg)) = auth
+        .borrow()
+        .gslb
+        .as_ref()
+        .map(|(g, _)| (g.cfg.check_port, g.cfg.check.clone()))
+    else {
+        return;
+    };
+    let to = SocketAddrV4::new(vip, port);
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(cfg.timeout(), stack.connect(to)).await,
+            Ok(Ok(_))
+        );
+        if let Some((g, _)) = auth.borrow_mut().gslb.as_mut() {
+            g.record_check(now(), vip, ok);
+        }
+        tokio::time::sleep(cfg.interval()).await;
+    }
 }
 
 /// The root hints: the root's NS names and their IPv4 addresses, from a master file.

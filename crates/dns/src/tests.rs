@@ -21,6 +21,14 @@ fn shop() -> Authority {
     Authority::new(vec![zone("shop.example.zone", "shop.example.")])
 }
 
+fn asked(transport: Transport) -> Asked {
+    Asked {
+        transport,
+        peer: Ipv4Addr::new(198, 51, 100, 53),
+        now: Instant::now(),
+    }
+}
+
 fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.id = 0x1111;
@@ -35,7 +43,9 @@ fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
 }
 
 fn ask(a: &mut Authority, name: &str, t: RecordType) -> Message {
-    let r = a.answer(&query(name, t, true), Transport::Udp).unwrap();
+    let r = a
+        .answer(&query(name, t, true), asked(Transport::Udp))
+        .unwrap();
     Message::from_vec(&r).unwrap()
 }
 
@@ -144,15 +154,15 @@ fn an_answer_too_big_for_udp_is_truncated_and_whole_over_tcp() {
     }
     let mut a = Authority::new(vec![Zone::parse(&text, "big.example.").unwrap()]);
     let q = query("many.big.example.", RecordType::A, false);
-    let m = Message::from_vec(&a.answer(&q, Transport::Udp).unwrap()).unwrap();
+    let m = Message::from_vec(&a.answer(&q, asked(Transport::Udp)).unwrap()).unwrap();
     assert!(m.metadata.truncation && m.answers.is_empty());
     assert_eq!(m.queries.len(), 1);
-    let m = Message::from_vec(&a.answer(&q, Transport::Tcp).unwrap()).unwrap();
+    let m = Message::from_vec(&a.answer(&q, asked(Transport::Tcp)).unwrap()).unwrap();
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 40);
     // With EDNS the client's 1232 octets are enough.
     let q = query("many.big.example.", RecordType::A, true);
-    let m = Message::from_vec(&a.answer(&q, Transport::Udp).unwrap()).unwrap();
+    let m = Message::from_vec(&a.answer(&q, asked(Transport::Udp)).unwrap()).unwrap();
     assert_eq!(m.answers.len(), 40);
     assert_eq!(a.c.truncated, 1);
 }
@@ -184,25 +194,25 @@ fn bad_queries_get_formerr_or_are_dropped_and_counted() {
     // The question cut in the middle.
     cases.push(("truncated", good[..good.len() - 3].to_vec()));
     for (what, q) in &cases {
-        let r = a.answer(q, Transport::Udp).expect(what);
+        let r = a.answer(q, asked(Transport::Udp)).expect(what);
         let m = Message::from_vec(&r).unwrap();
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{what}");
         assert_eq!(m.metadata.id, 0x1111, "{what}");
     }
     assert_eq!(a.c.formerr, cases.len() as u64);
     // Too short for a header, and a response: dropped.
-    assert!(a.answer(&good[..5], Transport::Udp).is_none());
+    assert!(a.answer(&good[..5], asked(Transport::Udp)).is_none());
     let mut resp = good.clone();
     resp[2] |= 0x80;
-    assert!(a.answer(&resp, Transport::Udp).is_none());
+    assert!(a.answer(&resp, asked(Transport::Udp)).is_none());
     assert_eq!(a.c.dropped, 2);
     // Another opcode: NOTIMP.
     let mut notify = good.clone();
     notify[2] = (notify[2] & 0x87) | (4 << 3);
-    let m = Message::from_vec(&a.answer(&notify, Transport::Udp).unwrap()).unwrap();
+    let m = Message::from_vec(&a.answer(&notify, asked(Transport::Udp)).unwrap()).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
     // And the server goes on.
-    let m = Message::from_vec(&a.answer(&good, Transport::Udp).unwrap()).unwrap();
+    let m = Message::from_vec(&a.answer(&good, asked(Transport::Udp)).unwrap()).unwrap();
     assert_eq!(m.answers.len(), 1);
 }
 
@@ -261,7 +271,7 @@ mod resolver {
         t: RecordType,
     ) -> (Message, Vec<Ipv4Addr>) {
         let mut outs = r.on_query(*now, CLIENT, &query(name, t, true));
-        let mut asked = Vec::new();
+        let mut went = Vec::new();
         loop {
             let Some(o) = outs.pop() else {
                 *now += r.timeout;
@@ -272,12 +282,12 @@ mod resolver {
             match o {
                 Out::Client { to, bytes } => {
                     assert_eq!(to, CLIENT);
-                    return (Message::from_vec(&bytes).unwrap(), asked);
+                    return (Message::from_vec(&bytes).unwrap(), went);
                 }
                 Out::Server { to, id, bytes } => {
-                    asked.push(to);
+                    went.push(to);
                     if let Some(a) = net.get_mut(&to) {
-                        if let Some(resp) = a.answer(&bytes, Transport::Udp) {
+                        if let Some(resp) = a.answer(&bytes, asked(Transport::Udp)) {
                             outs.extend(r.on_response(*now, to, id, &resp));
                         }
                     }
@@ -484,7 +494,7 @@ mod resolver {
         let resp = net
             .get_mut(&to)
             .unwrap()
-            .answer(bytes, Transport::Udp)
+            .answer(bytes, asked(Transport::Udp))
             .unwrap();
         let outs = r.on_response(now, to, id, &resp);
         let [Out::Server { to, id, bytes }] = outs.as_slice() else {
@@ -493,7 +503,7 @@ mod resolver {
         let real = net
             .get_mut(to)
             .unwrap()
-            .answer(bytes, Transport::Udp)
+            .answer(bytes, asked(Transport::Udp))
             .unwrap();
         let mut m = Message::from_vec(&real).unwrap();
         m.add_additional(a_record("www.bank.other.", [6, 6, 6, 7]));
@@ -507,4 +517,177 @@ mod resolver {
             "the in-bailiwick glue is: {cache}"
         );
     }
+}
+
+/// A GSLB with two regions: east nearest the carrier (198.51.100.0/24, and a /26 inside it
+/// that is north's), north nearest 100.64.0.0/10; checks fall after 2 failures.
+fn gslb() -> Authority {
+    let vip = "$ORIGIN vip.shop.example.\n$TTL 30\n@ SOA gslb.shop.example. hm 1 1 1 1 10\n@ NS gslb.shop.example.\n";
+    let mut a = Authority::new(vec![Zone::parse(vip, "vip.shop.example.").unwrap()]);
+    let cfg: gslb::GslbConfig = serde_json::from_value(serde_json::json!({
+        "ttl": 20,
+        "check": {"rise": 2, "fall": 2},
+        "regions": [
+            {"name": "east", "vips": ["203.0.113.10", "203.0.113.11", "203.0.113.12"],
+             "clients": ["198.51.100.0/24"]},
+            {"name": "north", "vips": ["203.0.113.20", "203.0.113.21"],
+             "clients": ["100.64.0.0/10", "198.51.100.192/26"]},
+        ]
+    }))
+    .unwrap();
+    a.gslb = Some((
+        gslb::Gslb::new(cfg).unwrap(),
+        vec![Name::from_ascii("vip.shop.example.").unwrap()],
+    ));
+    a
+}
+
+/// A query for vip.shop.example A from `peer`, with ECS `subnet/prefix` if given.
+fn ask_gslb(a: &mut Authority, peer: [u8; 4], ecs: Option<([u8; 4], u8)>) -> Message {
+    let mut m = Message::query();
+    m.metadata.id = 7;
+    m.add_query(Query::query(
+        Name::from_ascii("vip.shop.example.").unwrap(),
+        RecordType::A,
+    ));
+    let mut e = Edns::new();
+    if let Some((addr, p)) = ecs {
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            IpAddr::V4(Ipv4Addr::from(addr)),
+            p,
+            0,
+        )));
+    }
+    m.set_edns(e);
+    let asked = Asked {
+        transport: Transport::Udp,
+        peer: Ipv4Addr::from(peer),
+        now: Instant::now(),
+    };
+    Message::from_vec(&a.answer(&m.to_vec().unwrap(), asked).unwrap()).unwrap()
+}
+
+fn vips(m: &Message) -> Vec<String> {
+    m.answers.iter().map(|r| r.data.to_string()).collect()
+}
+
+fn scope(m: &Message) -> Option<u8> {
+    match m.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(s) => Some(s.scope_prefix()),
+        _ => None,
+    }
+}
+
+/// The policy: ECS picks the region (else the resolver's address), the answer says the scope
+/// it holds for, and every decision is kept with its reason.
+#[test]
+fn the_gslb_picks_the_region_nearest_the_client() {
+    let mut a = gslb();
+    let east = ["203.0.113.10", "203.0.113.11", "203.0.113.12"];
+    // ECS from the carrier: east, for the whole /24 but north's /26 inside it (scope 26).
+    let m = ask_gslb(&mut a, [198, 51, 100, 53], Some(([198, 51, 100, 0], 24)));
+    assert!(m.metadata.authoritative);
+    assert_eq!(vips(&m), east);
+    assert_eq!(m.answers[0].ttl, 20);
+    assert_eq!(scope(&m), Some(26));
+    // A client in north's /26 inside the carrier's /24.
+    let m = ask_gslb(&mut a, [198, 51, 100, 53], Some(([198, 51, 100, 192], 26)));
+    assert_eq!(vips(&m), ["203.0.113.20", "203.0.113.21"]);
+    assert_eq!(scope(&m), Some(26));
+    // No ECS: the resolver's own address decides; no ECS in the answer.
+    let m = ask_gslb(&mut a, [100, 64, 1, 1], None);
+    assert_eq!(vips(&m), ["203.0.113.20", "203.0.113.21"]);
+    assert_eq!(scope(&m), None);
+    // Nobody's client: the default region (the first), scope the longest prefix.
+    let m = ask_gslb(&mut a, [198, 51, 100, 53], Some(([10, 9, 8, 0], 24)));
+    assert_eq!(vips(&m), east);
+    assert_eq!(scope(&m), Some(26));
+    // ECS with bits beyond its prefix: FORMERR (RFC 7871 §7.1.2).
+    let m = ask_gslb(&mut a, [198, 51, 100, 53], Some(([198, 51, 100, 0], 20)));
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    let (g, _) = a.gslb.as_ref().unwrap();
+    let d = g.show_decisions(Instant::now());
+    let d = d.as_array().unwrap();
+    assert_eq!(d.len(), 4);
+    assert_eq!(d[0]["client"], "198.51.100.0");
+    assert_eq!(d[0]["from"], "ecs/24");
+    assert_eq!(d[0]["region"], "east");
+    assert_eq!(d[0]["asked_by"], "198.51.100.53");
+    assert!(
+        d[0]["why"].as_str().unwrap().contains("198.51.100.0/24"),
+        "{}",
+        d[0]
+    );
+    assert_eq!(d[2]["from"], "sender");
+    assert!(
+        d[3]["why"].as_str().unwrap().contains("default east"),
+        "{}",
+        d[3]
+    );
+    // Other types at the name: NODATA from the zone.
+    let m = ask(&mut a, "vip.shop.example.", RecordType::AAAA);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+}
+
+/// Health: a VIP that fails `fall` checks leaves the answers and comes back after `rise`;
+/// a region with none left fails over to the next; nothing healthy anywhere: the nearest
+/// region's VIPs all the same, counted.
+#[test]
+fn the_gslb_leaves_out_dead_vips_and_fails_over() {
+    let mut a = gslb();
+    let carrier = Some(([198, 51, 100, 0], 24));
+    let t = Instant::now();
+    let check = |a: &mut Authority, vip: [u8; 4], ok: bool| {
+        a.gslb
+            .as_mut()
+            .unwrap()
+            .0
+            .record_check(t, Ipv4Addr::from(vip), ok)
+    };
+    check(&mut a, [203, 0, 113, 11], false);
+    assert_eq!(
+        vips(&ask_gslb(&mut a, [1, 1, 1, 1], carrier)).len(),
+        3,
+        "fall is 2"
+    );
+    check(&mut a, [203, 0, 113, 11], false);
+    assert_eq!(
+        vips(&ask_gslb(&mut a, [1, 1, 1, 1], carrier)),
+        ["203.0.113.10", "203.0.113.12"]
+    );
+    for v in [[203, 0, 113, 10], [203, 0, 113, 12]] {
+        check(&mut a, v, false);
+        check(&mut a, v, false);
+    }
+    assert_eq!(
+        vips(&ask_gslb(&mut a, [1, 1, 1, 1], carrier)),
+        ["203.0.113.20", "203.0.113.21"]
+    );
+    for v in [[203, 0, 113, 20], [203, 0, 113, 21]] {
+        check(&mut a, v, false);
+        check(&mut a, v, false);
+    }
+    assert_eq!(vips(&ask_gslb(&mut a, [1, 1, 1, 1], carrier)).len(), 3);
+    // East's .10 comes back after two good checks.
+    check(&mut a, [203, 0, 113, 10], true);
+    check(&mut a, [203, 0, 113, 10], true);
+    assert_eq!(
+        vips(&ask_gslb(&mut a, [1, 1, 1, 1], carrier)),
+        ["203.0.113.10"]
+    );
+    let (g, _) = a.gslb.as_ref().unwrap();
+    assert_eq!(g.c.failovers, 1);
+    assert_eq!(g.c.none_healthy, 1);
+    assert_eq!(g.c.vips_down, 5);
+    assert_eq!(g.c.vips_up, 1);
+    let d = g.show_decisions(t);
+    let why = d[2]["why"].as_str().unwrap();
+    assert!(
+        why.contains("east has no healthy VIP: failover to north"),
+        "{why}"
+    );
+    let h = g.show_health(t);
+    assert_eq!(h[0]["state"], "up");
+    assert_eq!(h[1]["state"], "down");
 }

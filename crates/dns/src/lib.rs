@@ -90,7 +90,7 @@ pub struct Asked {
 /// The EDNS Client Subnet of a query, IPv4 only: the address (cut to its source prefix) and
 /// the source prefix. Malformed (a prefix over 32, bits set beyond it) is `Err`: FORMERR
 /// (RFC 7871 §7.1.2).
-fn client_subnet(msg: &Message) -> Result<Option<(Ipv4Addr, u8)>, ()> {
+pub(crate) fn client_subnet(msg: &Message) -> Result<Option<(Ipv4Addr, u8)>, ()> {
     let Some(EdnsOption::Subnet(s)) = msg.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
     else {
         return Ok(None);

@@ -2,13 +2,21 @@
 //! referrals and CNAME chains, with bailiwick checks and a cache (positive and negative, RFC
 //! 2308). Time is passed in; the I/O layer sends what [`Out`] says and hands back answers.
 //!
-//! Not yet: TCP after TC, EDNS Client Subnet, QNAME minimisation, glueless delegations (a
-//! referral without glue is answered SERVFAIL and counted).
+//! EDNS Client Subnet (RFC 7871): towards the servers of `ecs_zones` only (a GSLB that uses
+//! it; nobody else learns where clients are), the client's /24 (or the subnet the client
+//! sent, at most /24); answers that come back with a scope are cached for that subnet and
+//! given only to clients inside it.
+//!
+//! Not yet: TCP after TC, QNAME minimisation, glueless delegations (a referral without glue
+//! is answered SERVFAIL and counted).
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -83,6 +91,8 @@ enum Entry {
 struct Cached {
     entry: Entry,
     until: Instant,
+    /// The TTL it came with.
+    ttl: u32,
     /// Learned as glue or from a referral (RFC 2181 §5.4.1: below an authoritative answer):
     /// used to reach servers, never given to a client.
     glue: bool,
@@ -95,6 +105,12 @@ struct Task {
     id: u16,
     query: Query,
     edns: bool,
+    /// The subnet the client is in, for ECS: what it sent (at most /24), else its /24.
+    subnet: Ipv4Net,
+    /// Whether the client sent ECS (then the answer carries it back, with `scope`).
+    client_ecs: bool,
+    /// The scope of the answer: 0 unless it came from an ECS-scoped entry.
+    scope: u8,
     /// The CNAMEs followed so far.
     chain: Vec<Record>,
     /// The name being resolved now (the last CNAME's target).
@@ -113,6 +129,8 @@ struct Inflight {
     task: u64,
     server: Ipv4Addr,
     sent: Instant,
+    /// The client subnet sent with it (ECS).
+    ecs: Option<Ipv4Net>,
 }
 
 /// How many referrals and CNAMEs one resolution may follow.
@@ -122,6 +140,8 @@ const MAX_STEPS: usize = 24;
 pub struct Resolver {
     roots: Vec<(Name, Ipv4Addr)>,
     cache: HashMap<(Name, RecordType), Cached>,
+    /// Answers given for a client subnet (ECS scope), each valid only inside its subnet.
+    ecs_cache: HashMap<(Name, RecordType), Vec<(Ipv4Net, Cached)>>,
     tasks: HashMap<u64, Task>,
     next_task: u64,
     inflight: HashMap<u16, Inflight>,
@@ -134,6 +154,8 @@ pub struct Resolver {
     pub max_cache: usize,
     /// Resolutions in flight at most.
     pub max_tasks: usize,
+    /// Zones whose servers are sent EDNS Client Subnet.
+    pub ecs_zones: Vec<Name>,
     pub c: Counters,
 }
 
@@ -143,6 +165,7 @@ impl Resolver {
         Self {
             roots,
             cache: HashMap::new(),
+            ecs_cache: HashMap::new(),
             tasks: HashMap::new(),
             next_task: 0,
             inflight: HashMap::new(),
@@ -151,6 +174,7 @@ impl Resolver {
             attempts: 3,
             max_cache: 100_000,
             max_tasks: 1_000,
+            ecs_zones: Vec::new(),
             c: Counters::default(),
         }
     }
@@ -168,13 +192,18 @@ impl Resolver {
         (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16
     }
 
-    /// `d11 show ldns cache`: name, type, TTL left, what, and whether it is glue.
+    /// `d11 show ldns cache`: name, type, TTL left, what, whether it is glue, and the client
+    /// subnet an ECS-scoped answer holds for.
     pub fn show_cache(&self, now: Instant) -> Value {
-        let mut rows: Vec<_> = self
-            .cache
+        let plain = self.cache.iter().map(|(k, c)| (k, None, c));
+        let scoped = self
+            .ecs_cache
             .iter()
-            .filter(|(_, c)| c.until > now)
-            .map(|((n, t), c)| {
+            .flat_map(|(k, v)| v.iter().map(move |(net, c)| (k, Some(*net), c)));
+        let mut rows: Vec<_> = plain
+            .chain(scoped)
+            .filter(|(_, _, c)| c.until > now)
+            .map(|((n, t), net, c)| {
                 let left = c.until.saturating_duration_since(now).as_secs();
                 let what = match &c.entry {
                     Entry::Records(rs) => {
@@ -183,16 +212,64 @@ impl Resolver {
                     Entry::Negative { nxdomain: true, .. } => json!("NXDOMAIN"),
                     Entry::Negative { .. } => json!("NODATA"),
                 };
-                (n.to_string(), t.to_string(), left, what, c.glue)
+                let row = json!({
+                    "name": n.to_string(), "type": t.to_string(), "ttl_left": left,
+                    "ttl": c.ttl, "data": what, "glue": c.glue,
+                    "ecs_scope": net.map(|n: Ipv4Net| n.to_string()),
+                });
+                ((n.to_string(), t.to_string(), net), row)
             })
             .collect();
-        rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        json!(rows
-            .into_iter()
-            .map(|(n, t, left, what, glue)| {
-                json!({"name": n, "type": t, "ttl_left": left, "data": what, "glue": glue})
-            })
-            .collect::<Vec<_>>())
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        json!(rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
+    }
+
+    /// The TTL an answer for `name` came with (HTTPDNS's `origin_ttl`).
+    pub fn origin_ttl(
+        &self,
+        now: Instant,
+        name: &Name,
+        t: RecordType,
+        client: Ipv4Addr,
+    ) -> Option<u32> {
+        self.lookup(now, name, t, client, false).map(|(_, c)| c.ttl)
+    }
+
+    /// The entry for `name` and `t` a client at `client` may be given: an ECS-scoped one
+    /// holding for it (the longest), else the plain one.
+    fn lookup(
+        &self,
+        now: Instant,
+        name: &Name,
+        t: RecordType,
+        client: Ipv4Addr,
+        glue_ok: bool,
+    ) -> Option<(u8, &Cached)> {
+        let key = (name.to_lowercase(), t);
+        let scoped = self.ecs_cache.get(&key).and_then(|v| {
+            v.iter()
+                .filter(|(net, c)| c.until > now && net.contains(&client))
+                .max_by_key(|(net, _)| net.prefix_len())
+                .map(|(net, c)| (net.prefix_len(), c))
+        });
+        scoped.or_else(|| {
+            let c = self.cache.get(&key)?;
+            (c.until > now && (glue_ok || !c.glue)).then_some((0, c))
+        })
+    }
+
+    /// An answer for a client from the cache: the entry, the TTL left and the ECS scope.
+    fn cached_for(
+        &self,
+        now: Instant,
+        name: &Name,
+        t: RecordType,
+        client: Ipv4Addr,
+    ) -> Option<(Entry, u32, u8)> {
+        self.lookup(now, name, t, client, false).map(|(scope, c)| {
+            let left = c.until.saturating_duration_since(now).as_secs() as u32;
+            (c.entry.clone(), left, scope)
+        })
     }
 
     /// An entry good enough to answer a client with (not glue).
@@ -247,9 +324,45 @@ impl Resolver {
             Cached {
                 entry,
                 until: now + Duration::from_secs(u64::from(ttl)),
+                ttl,
                 glue,
             },
         );
+    }
+
+    /// An answer that holds for the clients of `net` only (its ECS scope).
+    fn put_scoped(
+        &mut self,
+        now: Instant,
+        name: &Name,
+        t: RecordType,
+        net: Ipv4Net,
+        entry: Entry,
+        ttl: u32,
+    ) {
+        let total: usize = self.ecs_cache.values().map(Vec::len).sum();
+        if self.cache.len() + total >= self.max_cache {
+            for v in self.ecs_cache.values_mut() {
+                v.retain(|(_, c)| c.until > now);
+            }
+            self.ecs_cache.retain(|_, v| !v.is_empty());
+            let total: usize = self.ecs_cache.values().map(Vec::len).sum();
+            if self.cache.len() + total >= self.max_cache {
+                self.c.cache_full += 1;
+                return;
+            }
+        }
+        let v = self.ecs_cache.entry((name.to_lowercase(), t)).or_default();
+        v.retain(|(n, c)| *n != net && c.until > now);
+        v.push((
+            net,
+            Cached {
+                entry,
+                until: now + Duration::from_secs(u64::from(ttl)),
+                ttl,
+                glue: false,
+            },
+        ));
     }
 
     /// A client's query.
@@ -259,25 +372,34 @@ impl Resolver {
         }
         self.c.client_queries += 1;
         let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-        let msg = match Message::from_vec(bytes) {
-            Ok(m) if m.metadata.op_code == OpCode::Query && m.queries.len() == 1 => m,
-            _ => {
-                self.c.formerr += 1;
-                let mut e = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-                e.metadata.message_type = MessageType::Response;
-                return e
-                    .to_vec()
-                    .map(|b| vec![Out::Client { to: from, bytes: b }])
-                    .unwrap_or_default();
-            }
+        let msg = Message::from_vec(bytes)
+            .ok()
+            .filter(|m| m.metadata.op_code == OpCode::Query && m.queries.len() == 1);
+        let ecs = msg.as_ref().map(crate::client_subnet);
+        let (Some(msg), Some(Ok(ecs))) = (msg, ecs) else {
+            self.c.formerr += 1;
+            let mut e = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+            e.metadata.message_type = MessageType::Response;
+            return e
+                .to_vec()
+                .map(|b| vec![Out::Client { to: from, bytes: b }])
+                .unwrap_or_default();
         };
         let q = msg.queries[0].clone();
+        let subnet = match ecs {
+            Some((a, p)) => Ipv4Net::new(a, p.min(24)),
+            None => Ipv4Net::new(*from.ip(), 24),
+        }
+        .unwrap_or_default();
         let mut task = Task {
             client: from,
             id,
             current: q.name().clone(),
             query: q,
             edns: msg.edns.is_some(),
+            subnet,
+            client_ecs: ecs.is_some(),
+            scope: 0,
             chain: Vec::new(),
             zone: Name::root(),
             servers: Vec::new(),
@@ -287,12 +409,14 @@ impl Resolver {
         // The cache first: follow cached CNAMEs, answer what is there.
         loop {
             let t = task.query.query_type();
-            if let Some((e, left)) = self.cached(now, &task.current, t) {
+            let client = task.subnet.addr();
+            if let Some((e, left, scope)) = self.cached_for(now, &task.current, t, client) {
                 self.c.cache_hits += 1;
+                task.scope = scope;
                 return vec![self.reply_cached(&task, e, left)];
             }
-            match self.cached(now, &task.current, RecordType::CNAME) {
-                Some((Entry::Records(rs), left)) if task.chain.len() < MAX_STEPS => {
+            match self.cached_for(now, &task.current, RecordType::CNAME, client) {
+                Some((Entry::Records(rs), left, _)) if task.chain.len() < MAX_STEPS => {
                     let Some(RData::CNAME(target)) = rs.first().map(|r| r.data.clone()) else {
                         break;
                     };
@@ -367,6 +491,11 @@ impl Resolver {
         }
         let server = task.servers[task.tries % task.servers.len()];
         let question = Query::query(task.current.clone(), task.query.query_type());
+        let ecs = self
+            .ecs_zones
+            .iter()
+            .any(|z| z.zone_of(&task.zone))
+            .then(|| task.subnet.trunc());
         let mut qid = self.random_u16();
         while self.inflight.contains_key(&qid) {
             qid = self.random_u16();
@@ -375,6 +504,10 @@ impl Resolver {
         m.add_query(question);
         let mut e = Edns::new();
         e.set_max_payload(crate::EDNS_PAYLOAD);
+        if let Some(net) = ecs {
+            let sub = ClientSubnet::new(IpAddr::V4(net.network()), net.prefix_len(), 0);
+            e.options_mut().insert(EdnsOption::Subnet(sub));
+        }
         m.set_edns(e);
         let Ok(bytes) = m.to_vec() else {
             return self.fail(tid);
@@ -388,6 +521,7 @@ impl Resolver {
                 task: tid,
                 server,
                 sent: now,
+                ecs,
             },
         );
         self.c.upstream_queries += 1;
@@ -424,6 +558,13 @@ impl Resolver {
         if task.edns {
             let mut e = Edns::new();
             e.set_max_payload(crate::EDNS_PAYLOAD);
+            // The client's ECS back, with the scope of the answer (RFC 7871 §7.2.2).
+            if task.client_ecs {
+                let net = task.subnet.trunc();
+                let sub =
+                    ClientSubnet::new(IpAddr::V4(net.network()), net.prefix_len(), task.scope);
+                e.options_mut().insert(EdnsOption::Subnet(sub));
+            }
             m.set_edns(e);
         }
         Out::Client {
@@ -505,11 +646,26 @@ impl Resolver {
         }
         self.inflight.remove(&id);
         let tid = f.task;
-        self.step(now, tid, msg)
+        // An answer to ECS holds for the subnet of its scope (cut to what was sent, RFC 7871
+        // §7.3.1); without ECS back, or scope 0, for everyone.
+        let scoped = f.ecs.and_then(|sent| {
+            let Some(EdnsOption::Subnet(back)) =
+                msg.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
+            else {
+                return None;
+            };
+            let same = back.addr() == IpAddr::V4(sent.network())
+                && back.source_prefix() == sent.prefix_len();
+            let scope = back.scope_prefix().min(sent.prefix_len());
+            (same && scope > 0)
+                .then(|| Ipv4Net::new(sent.network(), scope).map(|n| n.trunc()))?
+                .ok()
+        });
+        self.step(now, tid, msg, scoped)
     }
 
     /// What an answer from the servers of `task.zone` means for task `tid`.
-    fn step(&mut self, now: Instant, tid: u64, msg: Message) -> Vec<Out> {
+    fn step(&mut self, now: Instant, tid: u64, msg: Message, scoped: Option<Ipv4Net>) -> Vec<Out> {
         let Some(mut task) = self.tasks.get(&tid).cloned() else {
             return Vec::new();
         };
@@ -548,7 +704,14 @@ impl Resolver {
                 .collect();
             if !wanted.is_empty() {
                 let ttl = wanted.iter().map(|r| r.ttl).min().unwrap_or(0);
-                self.store(now, &name, qtype, Entry::Records(wanted.clone()), ttl);
+                let entry = Entry::Records(wanted.clone());
+                match scoped {
+                    Some(net) => {
+                        self.put_scoped(now, &name, qtype, net, entry, ttl);
+                        task.scope = net.prefix_len();
+                    }
+                    None => self.store(now, &name, qtype, entry, ttl),
+                }
                 self.tasks.remove(&tid);
                 let mut answers = task.chain.clone();
                 answers.extend(wanted);

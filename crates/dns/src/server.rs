@@ -40,6 +40,9 @@ pub struct DnsConfig {
     /// counted (`refused_clients`) and dropped, so it is no open resolver. Without it, anyone.
     #[serde(default)]
     pub clients: Option<Vec<ipnet::Ipv4Net>>,
+    /// resolver: zones whose servers are sent EDNS Client Subnet (the GSLB's), RFC 7871.
+    #[serde(default)]
+    pub ecs_zones: Vec<String>,
     /// gslb: the policy (regions, VIPs, client subnets, checks).
     #[serde(default)]
     pub gslb: Option<GslbSection>,
@@ -250,7 +253,13 @@ fn build_resolver(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)
     let hints = parse_hints(&text)?;
     let (stack, element) = Stack::new(&cfg.stack, "dns")?;
     let seed = u64::from(u32::from(stack.address())) ^ std::process::id() as u64 ^ seed_from_time();
-    let r = Rc::new(RefCell::new(Resolver::new(hints, seed)));
+    let mut resolver = Resolver::new(hints, seed);
+    resolver.ecs_zones = cfg
+        .ecs_zones
+        .iter()
+        .map(|z| Name::from_ascii(z).map_err(|e| anyhow::anyhow!("ecs_zones {z:?}: {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    let r = Rc::new(RefCell::new(resolver));
     let r2 = r.clone();
     stack.add_table("cache", move || r2.borrow().show_cache(now()));
     let r2 = r.clone();

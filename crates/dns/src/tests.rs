@@ -270,7 +270,19 @@ mod resolver {
         name: &str,
         t: RecordType,
     ) -> (Message, Vec<Ipv4Addr>) {
-        let mut outs = r.on_query(*now, CLIENT, &query(name, t, true));
+        resolve_for(r, net, now, CLIENT, name, t)
+    }
+
+    /// [`resolve`] for the client at `client`.
+    fn resolve_for(
+        r: &mut Resolver,
+        net: &mut HashMap<Ipv4Addr, Authority>,
+        now: &mut Instant,
+        client: SocketAddrV4,
+        name: &str,
+        t: RecordType,
+    ) -> (Message, Vec<Ipv4Addr>) {
+        let mut outs = r.on_query(*now, client, &query(name, t, true));
         let mut went = Vec::new();
         loop {
             let Some(o) = outs.pop() else {
@@ -281,7 +293,7 @@ mod resolver {
             };
             match o {
                 Out::Client { to, bytes } => {
-                    assert_eq!(to, CLIENT);
+                    assert_eq!(to, client);
                     return (Message::from_vec(&bytes).unwrap(), went);
                 }
                 Out::Server { to, id, bytes } => {
@@ -353,6 +365,106 @@ mod resolver {
         );
         assert_eq!(names(&m.answers), ["gslb.shop.example. A 203.0.113.54"]);
         assert_eq!(asked, [ip("203.0.113.53")]);
+    }
+
+    /// ECS towards the GSLB only: the client's /24 goes to it (and to nobody else), its
+    /// answer is cached for the scope it gave, and a client outside that scope is asked for
+    /// again (and gets its own region).
+    #[test]
+    fn ecs_goes_to_the_gslb_and_answers_are_cached_by_their_scope() {
+        let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
+        net.insert(Ipv4Addr::new(203, 0, 113, 54), super::gslb());
+        r.ecs_zones = vec![Name::from_ascii("vip.shop.example.").unwrap()];
+        let at = |a: [u8; 4]| SocketAddrV4::new(Ipv4Addr::from(a), 5353);
+        let (m, asked) = resolve_for(
+            &mut r,
+            &mut net,
+            &mut now,
+            at([198, 51, 100, 10]),
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(
+            names(&m.answers)[1..],
+            [
+                "vip.shop.example. A 203.0.113.10",
+                "vip.shop.example. A 203.0.113.11",
+                "vip.shop.example. A 203.0.113.12"
+            ]
+        );
+        assert_eq!(asked.len(), 4);
+        let g = &net[&Ipv4Addr::new(203, 0, 113, 54)]
+            .gslb
+            .as_ref()
+            .unwrap()
+            .0;
+        let d = g.show_decisions(now);
+        assert_eq!(
+            (d[0]["client"].as_str(), d[0]["from"].as_str()),
+            (Some("198.51.100.0"), Some("ecs/24"))
+        );
+        // Another client of the same /26: a cache hit.
+        let (m, asked) = resolve_for(
+            &mut r,
+            &mut net,
+            &mut now,
+            at([198, 51, 100, 20]),
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert!(asked.is_empty());
+        assert_eq!(m.answers.len(), 4);
+        // The carrier's /24 is what ldns sends (RFC 7871's default), so north's /26 inside
+        // it is not seen apart: a client there is a hit too. One in north's 100.64.0.0/10 is
+        // outside the cached scope, so the GSLB is asked again, and its /10 scope is cached.
+        let (_, asked) = resolve_for(
+            &mut r,
+            &mut net,
+            &mut now,
+            at([198, 51, 100, 200]),
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert!(asked.is_empty());
+        let (m, asked) = resolve_for(
+            &mut r,
+            &mut net,
+            &mut now,
+            at([100, 64, 1, 1]),
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(asked, [Ipv4Addr::new(203, 0, 113, 54)]);
+        assert_eq!(
+            names(&m.answers)[1..],
+            [
+                "vip.shop.example. A 203.0.113.20",
+                "vip.shop.example. A 203.0.113.21"
+            ]
+        );
+        let cache = r.show_cache(now);
+        let scopes: Vec<_> = cache
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "vip.shop.example." && e["type"] == "A")
+            .map(|e| e["ecs_scope"].clone())
+            .collect();
+        let mut s: Vec<String> = scopes
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        assert_eq!(s, ["100.64.0.0/10", "198.51.100.0/24"].map(String::from));
+        let (_, asked) = resolve_for(
+            &mut r,
+            &mut net,
+            &mut now,
+            at([100, 100, 0, 1]),
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert!(asked.is_empty(), "inside the /10");
     }
 
     #[test]

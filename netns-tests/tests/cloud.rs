@@ -667,8 +667,42 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
         .map(|h| h["hop"]["n"].as_str().unwrap())
         .collect();
     for n in [
-        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "14", "14'", "10'", "9'",
-        "5'", "4'", "3'", "2'", "1'",
+        "N1",
+        "N1 (NAT)",
+        "N2",
+        "N2'",
+        "N3",
+        "N3'",
+        "N4",
+        "N4'",
+        "N5",
+        "N5'",
+        "N6",
+        "N7",
+        "N7 (phone)",
+        "N1 (again)",
+        "N7 (again)",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "9",
+        "10",
+        "11",
+        "12",
+        "14",
+        "14'",
+        "10'",
+        "9'",
+        "5'",
+        "4'",
+        "3'",
+        "2'",
+        "1'",
     ] {
         assert!(hops.contains(&n), "hop {n} missing: {hops:?}");
     }
@@ -710,11 +744,9 @@ fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
             &format!("orders = {{ id_prefix = \"D11-2-\", journal = \"{}\" }}", j2.display()),
             1,
         )
-        .replace(
-            "Idempotency-Key: ue1-order-1",
-            "Idempotency-Key: load-{n}",
-        )
-        .replace("app = { url", "app = { count = 1000000, url")
+        .replace("_file = \"dns/", &format!("_file = \"{}/dns/", labs.display()))
+        .replace("Idempotency-Key: ue1-order-{n}", "Idempotency-Key: load-{n}")
+        .replace("count = 2,", "count = 1000000,")
         .replace(
             "balance = \"roundrobin\"",
             "balance = \"roundrobin\"\nconnect_timeout_ms = 1000\ncheck = { interval_ms = 500, timeout_ms = 500, rise = 2, fall = 2 }",

@@ -12,6 +12,7 @@
 pub mod gslb;
 pub mod resolver;
 pub mod server;
+pub mod stub;
 pub mod zone;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};

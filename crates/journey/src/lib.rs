@@ -174,11 +174,17 @@ fn flag(b: bool) -> String {
 fn order(lab: &Client) -> Result<Observed> {
     let t = Instant::now();
     let mut last = Value::Null;
+    // The app's first request, and its second if it makes one (whose resolution is then a
+    // hit in ldns's cache).
+    let planned = lab.show("ue", Some("app_summary"))?["planned"]
+        .as_u64()
+        .unwrap_or(1)
+        .clamp(1, 2) as usize;
     let app = wait_until(Duration::from_secs(60), || {
         last = lab.show("ue", Some("app"))?;
         Ok(last
             .as_array()
-            .is_some_and(|a| !a.is_empty())
+            .is_some_and(|a| a.len() >= planned)
             .then(|| last.clone()))
     })
     .with_context(|| {
@@ -191,10 +197,25 @@ fn order(lab: &Client) -> Result<Observed> {
         bail!("the app's order failed: {}", o["error"]);
     }
     let ue = lab.show("ue", Some("ue"))?;
-    let nat = lab.show("nat", Some("mappings"))?;
-    let ext = nat[0]["external"].as_str().context("no NAT mapping")?;
-    let (ext_ip, ext_port) = ext.split_once(':').context("external endpoint")?;
     let oc = &o["outcome"];
+    // The NAT's mapping of the order's connection (the phone's DNS questions have their own).
+    let nat = lab.show("nat", Some("mappings"))?;
+    let local = oc["local"].as_str().unwrap_or("?");
+    let ext = nat
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|m| {
+                m["internal"] == local
+                    && m["proto"]
+                        .as_str()
+                        .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
+            })
+        })
+        .and_then(|m| m["external"].as_str())
+        .with_context(|| {
+            format!("no NAT mapping for the order's connection from {local}: {nat}")
+        })?;
+    let (ext_ip, ext_port) = ext.split_once(':').context("external endpoint")?;
     let endpoint_part = |k: &str, addr: bool| -> Result<String> {
         oc[k]
             .as_str()
@@ -211,6 +232,7 @@ fn order(lab: &Client) -> Result<Observed> {
         .map(|n| n.name.clone())
         .context("no router on the carrier segment")?;
     let cloud = lab.node("vgw1").is_ok();
+    let dns = dns_facts(lab, &app, ue["ip"].as_str().unwrap_or("?"), &nat)?;
     let eth_pdu = ue["pdn_type"] == "ethernet";
     let mut f = Facts::new();
     for (k, v) in [
@@ -232,6 +254,9 @@ fn order(lab: &Client) -> Result<Observed> {
     ] {
         f.insert(k.into(), v);
     }
+    let has_dns = !dns.is_empty();
+    f.extend(dns);
+    f.insert("dns".into(), flag(has_dns));
     let mut obs = Observed {
         ethernet_tpdu: eth_pdu,
         ..Default::default()
@@ -240,12 +265,27 @@ fn order(lab: &Client) -> Result<Observed> {
     if cloud {
         // The controller the balancer chose (the backend that served a connection), and the
         // hosts of the balancer and of that controller (the vswitch with a port for each).
-        let ctl = lab
-            .show("lb1", Some("backends"))?
+        // The backend that holds the order (health checks, the GSLB's among them, make
+        // connections to every backend, so "served a connection" does not tell).
+        let id = serde_json::from_str::<Value>(oc["body"].as_str().unwrap_or(""))
+            .ok()
+            .and_then(|b| b["orderId"].as_str().map(str::to_string))
+            .context("the controller's answer has no orderId")?;
+        let backends = lab.show("lb1", Some("backends"))?;
+        let ctl = backends
             .as_array()
-            .and_then(|a| a.iter().find(|x| x["total"].as_u64().unwrap_or(0) > 0))
-            .and_then(|x| x["name"].as_str())
-            .context("the balancer served no connection")?
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["name"].as_str())
+            .find(|n| {
+                lab.show(n, Some("orders")).ok().is_some_and(|v| {
+                    v.as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|o| o["orderId"] == id.as_str() || o["id"] == id.as_str())
+                    })
+                })
+            })
+            .with_context(|| format!("no backend of the balancer holds order {id}: {backends}"))?
             .to_string();
         let host_of = |vm: &str| -> Result<String> {
             for h in lab.state.nodes.iter().filter(|n| n.role == "vswitch") {
@@ -282,7 +322,7 @@ fn order(lab: &Client) -> Result<Observed> {
 
     obs.stages = vec![
         (
-            "attach and the order, from ready to the app's answer".into(),
+            "attach, DNS and the order(s), from ready to the app's answers".into(),
             format!("{:.1} ms", ms(order_time)),
         ),
         (
@@ -299,6 +339,24 @@ fn order(lab: &Client) -> Result<Observed> {
             ),
         ),
     ];
+    if has_dns {
+        obs.stages.insert(
+            2,
+            (
+                "DNS: the phone resolves www.shop.example (ldns cold: root, TLD, the shop's server, the GSLB)".into(),
+                format!("{} ms", f["dns_ms"]),
+            ),
+        );
+        if let Some(ms) = f.get("dns2_ms") {
+            obs.stages.insert(
+                3,
+                (
+                    "DNS again, for the second order (a hit in ldns's cache)".into(),
+                    format!("{ms} ms"),
+                ),
+            );
+        }
+    }
     let md = &mut obs.sections;
     if !timings.is_empty() {
         writeln!(
@@ -335,6 +393,84 @@ fn order(lab: &Client) -> Result<Observed> {
     );
     obs.facts = f;
     Ok(obs)
+}
+
+/// What the phone's resolutions observed (none if the app's address was pinned): the server
+/// and the phone's port of each, the NAT's mapping of the first, the client subnet ldns sent
+/// the GSLB (its /24 as RFC 7871 advises) and the VIPs the GSLB decided for it.
+fn dns_facts(lab: &Client, app: &Value, ue_ip: &str, nat: &Value) -> Result<Facts> {
+    let mut f = Facts::new();
+    let d = &app[0]["dns"];
+    if d["via"] != "ldns" {
+        return Ok(f);
+    }
+    let port = d["port"]
+        .as_u64()
+        .context("the app's resolution has no port")?;
+    let internal = format!("{ue_ip}:{port}");
+    let ext = nat
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|m| {
+                m["internal"] == internal.as_str()
+                    && m["proto"]
+                        .as_str()
+                        .is_some_and(|p| p.eq_ignore_ascii_case("udp"))
+            })
+        })
+        .and_then(|m| m["external"].as_str())
+        .with_context(|| format!("no NAT mapping for the phone's DNS question from {internal}"))?;
+    let (ext_ip, ext_port) = ext.split_once(':').context("external endpoint")?;
+    let ip: std::net::Ipv4Addr = ext_ip.parse().context("the NAT's external address")?;
+    let ecs = std::net::Ipv4Addr::from(u32::from(ip) & 0xffff_ff00).to_string();
+    let decisions = lab.show("gslb", Some("decisions"))?;
+    let vips = decisions
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|x| x["client"] == ecs.as_str()))
+        .and_then(|x| x["vips"].as_array())
+        .map(|v| {
+            v.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .with_context(|| format!("the GSLB has no decision for {ecs}: {decisions}"))?;
+    for (k, v) in [
+        (
+            "dns_server",
+            d["server"].as_str().unwrap_or("?").to_string(),
+        ),
+        ("dns_port", port.to_string()),
+        ("dns_ext_ip", ext_ip.to_string()),
+        ("dns_ext_port", ext_port.to_string()),
+        ("dns_ecs", ecs),
+        (
+            "gslb_vip1",
+            vips.split(',').next().unwrap_or("").to_string(),
+        ),
+        ("gslb_vips", vips),
+        ("dns_ms", format!("{:.1}", d["ms"].as_f64().unwrap_or(0.0))),
+    ] {
+        f.insert(k.into(), v);
+    }
+    let again = &app[1]["dns"];
+    if again["via"] == "ldns" {
+        // Answered from the cache: ldns asked no server for it (root, TLD, shop, GSLB once).
+        let hits = lab.counter("ldns", "cache_hits")?;
+        let upstream = lab.counter("ldns", "upstream_queries")?;
+        if hits == 0 {
+            bail!("the second resolution was no hit in ldns's cache ({upstream} upstream queries)");
+        }
+        f.insert("ldns_cache_hits".into(), hits.to_string());
+        f.insert("ldns_upstream_queries".into(), upstream.to_string());
+        f.insert("dns2_port".into(), again["port"].to_string());
+        f.insert(
+            "dns2_ms".into(),
+            format!("{:.1}", again["ms"].as_f64().unwrap_or(0.0)),
+        );
+    }
+    f.insert("dns_again".into(), flag(again["via"] == "ldns"));
+    Ok(f)
 }
 
 /// RPC calls and their times (ms).

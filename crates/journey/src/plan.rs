@@ -22,7 +22,8 @@
 //! A template is text with `{...}` placeholders. A placeholder is a fact the traffic observed
 //! or a `[let]` name (`{ue_ip}`), or a lookup in the lab: `mac NODE PORT`, `addr NODE PORT`,
 //! `ttl NODE` (its default TTL), `segment NODE` (its first port's), `teid NODE TABLE KEY`
-//! (`KEY` of the first row of `d11 show NODE TABLE`, as tshark prints a TEID); an argument
+//! (`KEY` of the first row of `d11 show NODE TABLE`, as tshark prints a TEID), `zone NODE
+//! NAME TYPE` (the data of NAME's TYPE records in `d11 show NODE zones`); an argument
 //! `$name` is a fact's value. `- N` subtracts; `if FACT` / `if !FACT` makes it empty unless the
 //! fact holds. A list is the layers of a tunnelled frame (outer first), empty ones dropped,
 //! joined with commas as tshark prints them.
@@ -313,10 +314,38 @@ impl Resolver<'_> {
                     .with_context(|| format!("{node} {table} has no {key}: {v}"))?;
                 format!("0x{t:08x}")
             }
+            "zone" => {
+                // The data of NAME's TYPE records in `d11 show NODE zones`, as tshark prints
+                // them (names without the root's dot, several joined with commas).
+                let (node, name, rtype) = (arg(0)?, arg(1)?, arg(2)?);
+                let v = self.lab.show(node, "zones")?;
+                let want = format!("{}.", name.trim_end_matches('.'));
+                let data: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|z| z["records"].as_array().cloned().unwrap_or_default())
+                    .filter(|r| {
+                        r["name"]
+                            .as_str()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(&want))
+                            && r["type"] == rtype
+                    })
+                    .filter_map(|r| {
+                        r["data"]
+                            .as_str()
+                            .map(|d| d.trim_end_matches('.').to_string())
+                    })
+                    .collect();
+                if data.is_empty() {
+                    bail!("{{{p}}}: {node}'s zones have no {rtype} for {name}");
+                }
+                data.join(",")
+            }
             n if words.len() == 1 => self
                 .name(n, depth)?
                 .with_context(|| format!("{{{p}}}: no fact, [let] name or lookup {n:?}"))?,
-            other => bail!("{{{p}}}: no lookup {other:?} (mac, addr, ttl, segment, teid)"),
+            other => bail!("{{{p}}}: no lookup {other:?} (mac, addr, ttl, segment, teid, zone)"),
         };
         if minus == 0 {
             return Ok(v);

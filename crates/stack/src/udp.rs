@@ -36,6 +36,13 @@ impl Stack {
 }
 
 impl UdpSocket {
+    /// The port it is bound to.
+    pub fn local_port(&self) -> Option<u16> {
+        let i = self.stack.inner.borrow();
+        let p = i.sockets.get::<udp::Socket>(self.handle).endpoint().port;
+        (p != 0).then_some(p)
+    }
+
     /// Receives one datagram into `buf`; returns its length (cut to `buf`) and sender.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
         poll_fn(|cx| {

@@ -16,6 +16,7 @@
 //!   the address, MTU and a default route set once attached, so curl, ping and traceroute run
 //!   on the phone unchanged.
 
+use anyhow::Context;
 use d11_auth::{parse_key, usim_check, Milenage, UsimError};
 use d11_ctl::fetch::{fetch, Request};
 use d11_element::{counters, App, Element, PortConfig, PortId, Transmit};
@@ -50,9 +51,16 @@ pub struct AppConfig {
     /// order).
     #[serde(default)]
     pub headers: Vec<String>,
-    /// HOST:PORT:ADDRESS, as curl's --resolve.
+    /// HOST:PORT:ADDRESS, as curl's --resolve (no DNS for that host then).
     #[serde(default)]
     pub resolve: Vec<String>,
+    /// How the app finds the URL's host: `dns` (the DNS server of its PDN session) or
+    /// `httpdns` (the `httpdns` service, falling back to DNS when it does not answer).
+    #[serde(default)]
+    pub resolver: AppResolver,
+    /// The HTTPDNS service's base URL (`http://203.0.113.55`), for `resolver = "httpdns"`.
+    #[serde(default)]
+    pub httpdns: Option<String>,
     /// CA to trust (the lab fills in its root when the node has `app` and no `cacert`).
     #[serde(default)]
     pub cacert: Option<PathBuf>,
@@ -65,6 +73,15 @@ pub struct AppConfig {
     pub retries: usize,
     #[serde(default = "ten")]
     pub timeout_s: f64,
+}
+
+/// How the app resolves its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppResolver {
+    #[default]
+    Dns,
+    Httpdns,
 }
 
 fn one() -> usize {
@@ -594,6 +611,7 @@ impl Element for Ue {
                     (!l.is_empty()).then(|| l[((l.len() - 1) as f64 * p).round() as usize])
                 };
                 Some(json!({
+                    "planned": self.cfg.app.as_ref().map(|a| a.count),
                     "requests": s.app.len(),
                     "ok": l.len(),
                     "failed": s.app.len() - l.len(),
@@ -646,6 +664,11 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
     if cfg.mode != Mode::App {
         return None;
     }
+    let (host, port) = url_host(&a.url)?;
+    let pinned = a
+        .resolve
+        .iter()
+        .any(|r| r.starts_with(&format!("{host}:{port}:")));
     let req = Request {
         url: a.url.clone(),
         resolve: a.resolve.clone(),
@@ -680,9 +703,28 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
             let mut tries = 0;
             let r = loop {
                 tries += 1;
-                match fetch(&stack().await, &req).await {
+                // The host's address first (unless pinned), from DNS or HTTPDNS.
+                let st = stack().await;
+                let mut dns = Value::Null;
+                if !pinned {
+                    let server = sh.borrow().dns;
+                    match resolve_host(&st, &a, server, &host).await {
+                        Ok(r) => {
+                            req.resolve = vec![format!("{host}:{port}:{}", r.addrs[0])];
+                            dns = json!(r);
+                        }
+                        Err(e) if tries > a.retries => {
+                            break json!({"request": i + 1, "ok": false, "tries": tries, "error": format!("resolving {host}: {e:#}")})
+                        }
+                        Err(e) => {
+                            tracing::warn!(request = i + 1, error = %format!("{e:#}"), "resolving again");
+                            continue;
+                        }
+                    }
+                }
+                match fetch(&st, &req).await {
                     Ok(o) => {
-                        break json!({"request": i + 1, "ok": true, "tries": tries, "outcome": o})
+                        break json!({"request": i + 1, "ok": true, "tries": tries, "dns": dns, "outcome": o})
                     }
                     Err(e) if tries > a.retries => {
                         break json!({"request": i + 1, "ok": false, "tries": tries, "error": format!("{e:#}")})
@@ -704,6 +746,88 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
         std::future::pending::<()>().await;
         Ok(())
     }))
+}
+
+/// The URL's host and port.
+fn url_host(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://")?;
+    let port = if rest.0 == "https" { 443 } else { 80 };
+    let authority = rest.1.split('/').next()?;
+    Some(match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().ok()?),
+        None => (authority.to_string(), port),
+    })
+}
+
+/// The host's addresses: HTTPDNS first if the app uses it (its `ips`, as Alibaba's answers),
+/// else or when that fails, the PDN session's DNS server.
+async fn resolve_host(
+    stack: &Stack,
+    a: &AppConfig,
+    server: Option<Ipv4Addr>,
+    host: &str,
+) -> anyhow::Result<d11_dns::stub::Resolved> {
+    let timeout = Duration::from_secs(2);
+    let mut failed = None;
+    if a.resolver == AppResolver::Httpdns {
+        match httpdns(stack, a, host).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "HTTPDNS failed: DNS instead");
+                failed = Some(format!("{e:#}"));
+            }
+        }
+    }
+    let server = server.context("the PDN session gave no DNS server")?;
+    let mut r = d11_dns::stub::lookup(stack, server, host, timeout, 3).await?;
+    r.fallback_from = failed;
+    Ok(r)
+}
+
+/// `GET BASE/d?host=HOST` of the HTTPDNS service.
+async fn httpdns(
+    stack: &Stack,
+    a: &AppConfig,
+    host: &str,
+) -> anyhow::Result<d11_dns::stub::Resolved> {
+    let base = a
+        .httpdns
+        .as_deref()
+        .context("resolver = \"httpdns\" needs httpdns (the service's base URL)")?;
+    let t0 = std::time::Instant::now();
+    let req = Request {
+        url: format!("{}/d?host={host}", base.trim_end_matches('/')),
+        resolve: Vec::new(),
+        cacert: a.cacert.clone(),
+        data: None,
+        headers: Vec::new(),
+        count: 1,
+        timeout: Duration::from_secs(2),
+    };
+    let o = fetch(stack, &req).await?;
+    if o.status != 200 {
+        anyhow::bail!("HTTPDNS answered {}", o.status);
+    }
+    let v: Value = serde_json::from_str(&o.body).context("HTTPDNS answer is not JSON")?;
+    let addrs: Vec<Ipv4Addr> = v["ips"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    if addrs.is_empty() {
+        anyhow::bail!("HTTPDNS has no address for {host}");
+    }
+    Ok(d11_dns::stub::Resolved {
+        via: "httpdns".into(),
+        server: o.remote.clone(),
+        name: host.to_string(),
+        cnames: Vec::new(),
+        addrs,
+        ttl: v["ttl"].as_u64().unwrap_or(0) as u32,
+        tries: 1,
+        ms: t0.elapsed().as_secs_f64() * 1e3,
+        port: o.local.rsplit_once(':').and_then(|(_, p)| p.parse().ok()),
+        fallback_from: None,
+    })
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ enum Cmd {
         /// The phone's PDU session: ethernet (the seed's picture, the lab's default) or ipv4.
         #[arg(long)]
         pdn_type: Option<String>,
+        /// How the phone's app finds the shop: dns (the DNS server of its PDN session, the
+        /// lab's default) or httpdns (the HTTPDNS service, DNS if that fails).
+        #[arg(long)]
+        resolver: Option<String>,
         /// Where to write out/journey-<time>/ (captures, report.md, report.json).
         #[arg(long, default_value = "out")]
         out: PathBuf,
@@ -184,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             keep,
             pdn_type,
+            resolver,
         } => {
             let ok = d11_journey::run(&d11_journey::Options {
                 topology: lab,
@@ -192,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
                 prefix,
                 keep,
                 pdn_type,
+                resolver,
             })?;
             if !ok {
                 bail!("some hops did not match what the lab's state says they must be");

@@ -10,6 +10,7 @@
 //!   FORMERR, never a panic.
 
 pub mod gslb;
+pub mod httpdns;
 pub mod resolver;
 pub mod server;
 pub mod stub;

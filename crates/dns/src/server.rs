@@ -2,14 +2,16 @@
 //! messages with their two-octet length, RFC 7766), the logic of [`crate::Authority`].
 
 use crate::gslb::{Gslb, GslbConfig};
+use crate::httpdns;
 use crate::resolver::{Out, Resolver};
 use crate::zone::Zone;
 use crate::{Asked, Authority, Transport};
 use d11_element::App;
-use d11_stack::{Stack, StackConfig, StackElement, UdpSocket};
+use d11_stack::{Stack, StackConfig, StackElement};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde::Deserialize;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -43,12 +45,28 @@ pub struct DnsConfig {
     /// resolver: zones whose servers are sent EDNS Client Subnet (the GSLB's), RFC 7871.
     #[serde(default)]
     pub ecs_zones: Vec<String>,
+    /// httpdns: the names it answers (others get empty `ips`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// httpdns: the certificate for HTTPS on 443 (the lab fills it in from `tls.names`);
+    /// without it, HTTP on 80 only.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
     /// gslb: the policy (regions, VIPs, client subnets, checks).
     #[serde(default)]
     pub gslb: Option<GslbSection>,
     /// TCP connections served at once.
     #[serde(default = "default_tcp_clients")]
     pub tcp_clients: usize,
+}
+
+/// A certificate chain and its key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsFiles {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// The `[gslb]` table of a GSLB node: the policy, and the names it answers (the zone's apex
@@ -73,7 +91,8 @@ pub fn build(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
     match cfg.kind.as_str() {
         "authoritative" | "gslb" => build_authoritative(cfg),
         "resolver" => build_resolver(cfg),
-        k => anyhow::bail!("kind {k:?}: authoritative, gslb or resolver"),
+        "httpdns" => build_httpdns(cfg),
+        k => anyhow::bail!("kind {k:?}: authoritative, gslb, resolver or httpdns"),
     }
 }
 
@@ -241,17 +260,16 @@ pub fn parse_hints(text: &str) -> anyhow::Result<Vec<(Name, Ipv4Addr)>> {
     Ok(out)
 }
 
-/// The resolver: clients on UDP 53; each upstream query from a socket of its own on a
-/// random port (RFC 5452), waiting for the answer from the server asked.
-fn build_resolver(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
+/// A resolver on `stack` from the config's root hints and ECS zones, its cache and counters
+/// in `d11 show`.
+fn new_resolver(cfg: &DnsConfig, stack: &Stack) -> anyhow::Result<Rc<RefCell<Resolver>>> {
     let file = cfg
         .root_hints_file
         .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("a resolver needs root_hints_file"))?;
+        .ok_or_else(|| anyhow::anyhow!("a {} needs root_hints_file", cfg.kind))?;
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("cannot read root_hints_file {}: {e}", file.display()))?;
     let hints = parse_hints(&text)?;
-    let (stack, element) = Stack::new(&cfg.stack, "dns")?;
     let seed = u64::from(u32::from(stack.address())) ^ std::process::id() as u64 ^ seed_from_time();
     let mut resolver = Resolver::new(hints, seed);
     resolver.ecs_zones = cfg
@@ -264,11 +282,26 @@ fn build_resolver(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)
     stack.add_table("cache", move || r2.borrow().show_cache(now()));
     let r2 = r.clone();
     stack.add_counters(move |out| r2.borrow().c.for_each(out));
+    Ok(r)
+}
+
+/// The resolver: clients on UDP 53; each upstream query from a socket of its own on a
+/// random port (RFC 5452), waiting for the answer from the server asked.
+fn build_resolver(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
+    let (stack, element) = Stack::new(&cfg.stack, "dns")?;
+    let r = new_resolver(cfg, &stack)?;
     let refused = Rc::new(std::cell::Cell::new(0u64));
     let refused2 = refused.clone();
     stack.add_counters(move |out| out("refused_clients", refused2.get()));
     let allowed = cfg.clients.clone();
     let clients = Rc::new(stack.udp_bind(PORT)?);
+    let c = clients.clone();
+    let sink: Sink = Rc::new(move |to, bytes| {
+        let c = c.clone();
+        tokio::task::spawn_local(async move {
+            let _ = c.send_to(&bytes, to).await;
+        });
+    });
     let app: App = Box::pin(async move {
         let mut buf = vec![0u8; 65535];
         loop {
@@ -281,10 +314,213 @@ fn build_resolver(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)
                 continue;
             }
             let outs = r.borrow_mut().on_query(now(), from, &buf[..n]);
-            dispatch(&r, &stack, &clients, outs);
+            dispatch(&r, &stack, &sink, outs);
         }
     });
     Ok((element, Some(app)))
+}
+
+/// HTTPDNS's state: its resolver, the requests waiting for an answer, its counters.
+struct HttpDns {
+    r: Rc<RefCell<Resolver>>,
+    stack: Stack,
+    sink: Sink,
+    hosts: Vec<String>,
+    waiting: RefCell<HashMap<SocketAddrV4, tokio::sync::oneshot::Sender<Vec<u8>>>>,
+    next: std::cell::Cell<u16>,
+    c: RefCell<HttpDnsCounters>,
+}
+
+d11_element::counters! {
+    pub struct HttpDnsCounters {
+        httpdns_requests,
+        httpdns_answers,
+        httpdns_empty,
+        httpdns_bad_requests,
+        httpdns_tls_failed,
+    }
+}
+
+/// HTTPDNS: `GET /d?host=&ip=` on HTTP port 80 and, with a certificate, HTTPS 443; each
+/// answer from its own resolver, with the client's subnet as ECS.
+fn build_httpdns(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)> {
+    let (stack, element) = Stack::new(&cfg.stack, "dns")?;
+    let r = new_resolver(cfg, &stack)?;
+    let hosts = cfg
+        .hosts
+        .iter()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    let tls = match &cfg.tls {
+        Some(TlsFiles {
+            cert: Some(c),
+            key: Some(k),
+            ..
+        }) => Some(tokio_rustls::TlsAcceptor::from(d11_tls::server_config(
+            c, k,
+        )?)),
+        Some(_) => anyhow::bail!("httpdns: tls needs cert and key (the lab fills them in)"),
+        None => None,
+    };
+    let http = stack.listen(80, cfg.tcp_clients)?;
+    let https = match &tls {
+        Some(_) => Some(stack.listen(443, cfg.tcp_clients)?),
+        None => None,
+    };
+    let st = Rc::new_cyclic(|me: &std::rc::Weak<HttpDns>| {
+        let me = me.clone();
+        let sink: Sink = Rc::new(move |to, bytes| {
+            if let Some(h) = me.upgrade() {
+                if let Some(tx) = h.waiting.borrow_mut().remove(&to) {
+                    let _ = tx.send(bytes);
+                }
+            }
+        });
+        HttpDns {
+            r,
+            stack: stack.clone(),
+            sink,
+            hosts,
+            waiting: RefCell::new(HashMap::new()),
+            next: std::cell::Cell::new(0),
+            c: RefCell::new(HttpDnsCounters::default()),
+        }
+    });
+    let s2 = st.clone();
+    stack.add_counters(move |out| s2.c.borrow().for_each(out));
+    let app: App = Box::pin(async move {
+        if let (Some(l), Some(acceptor)) = (https, tls) {
+            let st = st.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    let Ok((conn, peer)) = l.accept().await else {
+                        continue;
+                    };
+                    let (st, acceptor) = (st.clone(), acceptor.clone());
+                    tokio::task::spawn_local(async move {
+                        let hs = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            acceptor.accept(conn),
+                        )
+                        .await;
+                        match hs {
+                            Ok(Ok(t)) => serve_http(t, *peer.ip(), st).await,
+                            _ => st.c.borrow_mut().httpdns_tls_failed += 1,
+                        }
+                    });
+                }
+            });
+        }
+        loop {
+            let (conn, peer) = http.accept().await?;
+            tokio::task::spawn_local(serve_http(conn, *peer.ip(), st.clone()));
+        }
+    });
+    Ok((element, Some(app)))
+}
+
+/// One HTTP/1.1 connection to HTTPDNS (hyper: keep-alive, strict parsing).
+async fn serve_http<S>(conn: S, peer: Ipv4Addr, st: Rc<HttpDns>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let st = st.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle_httpdns(req, peer, st).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(hyper_util::rt::TokioIo::new(conn), svc)
+        .await;
+}
+
+fn json_reply(
+    status: hyper::StatusCode,
+    body: serde_json::Value,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_string(),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn handle_httpdns(
+    req: hyper::Request<hyper::body::Incoming>,
+    peer: Ipv4Addr,
+    st: Rc<HttpDns>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use hyper::StatusCode;
+    st.c.borrow_mut().httpdns_requests += 1;
+    if req.uri().path() != "/d" {
+        st.c.borrow_mut().httpdns_bad_requests += 1;
+        return json_reply(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"code": "InvalidPath"}),
+        );
+    }
+    if req.method() != hyper::Method::GET {
+        st.c.borrow_mut().httpdns_bad_requests += 1;
+        return json_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"code": "MethodNotAllowed"}),
+        );
+    }
+    let ask = match httpdns::parse_query(req.uri().query()) {
+        Ok(a) => a,
+        Err(e) => {
+            st.c.borrow_mut().httpdns_bad_requests += 1;
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"code": "InvalidHost", "message": e}),
+            );
+        }
+    };
+    if !st.hosts.contains(&ask.host) {
+        st.c.borrow_mut().httpdns_empty += 1;
+        return json_reply(StatusCode::OK, httpdns::empty(&ask.host));
+    }
+    let client = ask.ip.unwrap_or(peer);
+    // A key of its own for this request's answer from the resolver.
+    let key = loop {
+        let n = st.next.get().wrapping_add(1);
+        st.next.set(n);
+        let k = SocketAddrV4::new(Ipv4Addr::LOCALHOST, n);
+        if !st.waiting.borrow().contains_key(&k) {
+            break k;
+        }
+    };
+    let Some(q) = httpdns::question(key.port(), &ask.host, client) else {
+        st.c.borrow_mut().httpdns_bad_requests += 1;
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"code": "InvalidHost"}),
+        );
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    st.waiting.borrow_mut().insert(key, tx);
+    let outs = st.r.borrow_mut().on_query(now(), key, &q);
+    dispatch(&st.r, &st.stack, &st.sink, outs);
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), rx).await;
+    st.waiting.borrow_mut().remove(&key);
+    let body = match answer {
+        Ok(Ok(dns)) => httpdns::answer(&ask.host, &dns, |n| {
+            st.r.borrow().origin_ttl(now(), n, RecordType::A, client)
+        }),
+        _ => httpdns::empty(&ask.host),
+    };
+    let mut c = st.c.borrow_mut();
+    if body["ips"].as_array().is_some_and(|a| a.is_empty()) {
+        c.httpdns_empty += 1;
+    } else {
+        c.httpdns_answers += 1;
+    }
+    json_reply(StatusCode::OK, body)
 }
 
 fn now() -> std::time::Instant {
@@ -298,18 +534,17 @@ fn seed_from_time() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where the resolver's answers to its clients go: a UDP socket (ldns), or the HTTP requests
+/// waiting for them (HTTPDNS).
+type Sink = Rc<dyn Fn(SocketAddrV4, Vec<u8>)>;
+
 /// Sends what the resolver wants sent.
-fn dispatch(r: &Rc<RefCell<Resolver>>, stack: &Stack, clients: &Rc<UdpSocket>, outs: Vec<Out>) {
+fn dispatch(r: &Rc<RefCell<Resolver>>, stack: &Stack, sink: &Sink, outs: Vec<Out>) {
     for o in outs {
         match o {
-            Out::Client { to, bytes } => {
-                let c = clients.clone();
-                tokio::task::spawn_local(async move {
-                    let _ = c.send_to(&bytes, to).await;
-                });
-            }
+            Out::Client { to, bytes } => sink(to, bytes),
             Out::Server { to, id, bytes } => {
-                let (r, stack, clients) = (r.clone(), stack.clone(), clients.clone());
+                let (r, stack, clients) = (r.clone(), stack.clone(), sink.clone());
                 tokio::task::spawn_local(async move {
                     let timeout = r.borrow().timeout;
                     // A random source port, another if that one is taken.

@@ -31,8 +31,17 @@ pub struct Resolved {
     pub fallback_from: Option<String>,
 }
 
+/// What an answer section says about a name: its CNAME chain, the name at its end, that
+/// name's addresses, and the smallest TTL of them all.
+pub struct Chain {
+    pub cnames: Vec<String>,
+    pub target: Name,
+    pub addrs: Vec<Ipv4Addr>,
+    pub ttl: u32,
+}
+
 /// The addresses `name` has, per the answer section of `m` (following its CNAMEs).
-pub fn addresses(m: &Message, name: &Name) -> (Vec<String>, Vec<Ipv4Addr>, u32) {
+pub fn addresses(m: &Message, name: &Name) -> Chain {
     let mut current = name.clone();
     let mut chain = Vec::new();
     let mut ttl = u32::MAX;
@@ -58,7 +67,12 @@ pub fn addresses(m: &Message, name: &Name) -> (Vec<String>, Vec<Ipv4Addr>, u32) 
             _ => None,
         })
         .collect();
-    (chain, addrs, if ttl == u32::MAX { 0 } else { ttl })
+    Chain {
+        cnames: chain,
+        target: current,
+        addrs,
+        ttl: if ttl == u32::MAX { 0 } else { ttl },
+    }
 }
 
 fn random_id() -> u16 {
@@ -118,7 +132,9 @@ pub async fn lookup(
             if m.metadata.response_code != ResponseCode::NoError {
                 bail!("{server} answered {} for {name}", m.metadata.response_code);
             }
-            let (cnames, addrs, ttl) = addresses(&m, &qname);
+            let Chain {
+                cnames, addrs, ttl, ..
+            } = addresses(&m, &qname);
             if addrs.is_empty() {
                 bail!("{server} has no address for {name}");
             }

@@ -58,6 +58,8 @@ pub struct Options {
     pub keep: bool,
     /// The phone's PDU session type ("ethernet" or "ipv4"), if not the lab's own.
     pub pdn_type: Option<String>,
+    /// How the phone's app resolves ("dns" or "httpdns"), if not the lab's own.
+    pub resolver: Option<String>,
 }
 
 /// Reads the first frame matching each hop's filter and compares its fields.
@@ -254,9 +256,9 @@ fn order(lab: &Client) -> Result<Observed> {
     ] {
         f.insert(k.into(), v);
     }
-    let has_dns = !dns.is_empty();
+    let has_dns = dns.contains_key("dns_ms");
+    let via_http = dns.get("httpdns").is_some_and(|v| v == "true");
     f.extend(dns);
-    f.insert("dns".into(), flag(has_dns));
     let mut obs = Observed {
         ethernet_tpdu: eth_pdu,
         ..Default::default()
@@ -343,7 +345,12 @@ fn order(lab: &Client) -> Result<Observed> {
         obs.stages.insert(
             2,
             (
-                "DNS: the phone resolves www.shop.example (ldns cold: root, TLD, the shop's server, the GSLB)".into(),
+                if via_http {
+                    "HTTPDNS: the phone asks GET /d?host=www.shop.example over HTTPS (its resolver cold: root, TLD, the shop's server, the GSLB)"
+                } else {
+                    "DNS: the phone resolves www.shop.example (ldns cold: root, TLD, the shop's server, the GSLB)"
+                }
+                .into(),
                 format!("{} ms", f["dns_ms"]),
             ),
         );
@@ -351,7 +358,7 @@ fn order(lab: &Client) -> Result<Observed> {
             obs.stages.insert(
                 3,
                 (
-                    "DNS again, for the second order (a hit in ldns's cache)".into(),
+                    "again, for the second order (a hit in the resolver's cache)".into(),
                     format!("{ms} ms"),
                 ),
             );
@@ -395,19 +402,33 @@ fn order(lab: &Client) -> Result<Observed> {
     Ok(obs)
 }
 
-/// What the phone's resolutions observed (none if the app's address was pinned): the server
-/// and the phone's port of each, the NAT's mapping of the first, the client subnet ldns sent
-/// the GSLB (its /24 as RFC 7871 advises) and the VIPs the GSLB decided for it.
+/// What the phone's resolutions observed (none if the app's address was pinned): how (`dns`
+/// through ldns, or `httpdns`), the server and the phone's port of each, the NAT's mapping of
+/// the first, the client subnet the GSLB was given (the NAT's /24, as RFC 7871 advises) and
+/// the VIPs it decided for it.
 fn dns_facts(lab: &Client, app: &Value, ue_ip: &str, nat: &Value) -> Result<Facts> {
     let mut f = Facts::new();
     let d = &app[0]["dns"];
-    if d["via"] != "ldns" {
+    let via = d["via"].as_str().unwrap_or("");
+    let again = &app[1]["dns"];
+    f.insert("dns".into(), flag(via == "ldns"));
+    f.insert("httpdns".into(), flag(via == "httpdns"));
+    f.insert(
+        "dns_again".into(),
+        flag(via == "ldns" && again["via"] == "ldns"),
+    );
+    f.insert(
+        "httpdns_again".into(),
+        flag(via == "httpdns" && again["via"] == "httpdns"),
+    );
+    if via.is_empty() {
         return Ok(f);
     }
     let port = d["port"]
         .as_u64()
         .context("the app's resolution has no port")?;
     let internal = format!("{ue_ip}:{port}");
+    let proto = if via == "ldns" { "udp" } else { "tcp" };
     let ext = nat
         .as_array()
         .and_then(|a| {
@@ -415,11 +436,11 @@ fn dns_facts(lab: &Client, app: &Value, ue_ip: &str, nat: &Value) -> Result<Fact
                 m["internal"] == internal.as_str()
                     && m["proto"]
                         .as_str()
-                        .is_some_and(|p| p.eq_ignore_ascii_case("udp"))
+                        .is_some_and(|p| p.eq_ignore_ascii_case(proto))
             })
         })
         .and_then(|m| m["external"].as_str())
-        .with_context(|| format!("no NAT mapping for the phone's DNS question from {internal}"))?;
+        .with_context(|| format!("no NAT mapping for the phone's resolution from {internal}"))?;
     let (ext_ip, ext_port) = ext.split_once(':').context("external endpoint")?;
     let ip: std::net::Ipv4Addr = ext_ip.parse().context("the NAT's external address")?;
     let ecs = std::net::Ipv4Addr::from(u32::from(ip) & 0xffff_ff00).to_string();
@@ -435,11 +456,10 @@ fn dns_facts(lab: &Client, app: &Value, ue_ip: &str, nat: &Value) -> Result<Fact
                 .join(",")
         })
         .with_context(|| format!("the GSLB has no decision for {ecs}: {decisions}"))?;
+    let server = d["server"].as_str().unwrap_or("?");
+    let server = server.split(':').next().unwrap_or(server);
     for (k, v) in [
-        (
-            "dns_server",
-            d["server"].as_str().unwrap_or("?").to_string(),
-        ),
+        ("dns_server", server.to_string()),
         ("dns_port", port.to_string()),
         ("dns_ext_ip", ext_ip.to_string()),
         ("dns_ext_port", ext_port.to_string()),
@@ -453,23 +473,20 @@ fn dns_facts(lab: &Client, app: &Value, ue_ip: &str, nat: &Value) -> Result<Fact
     ] {
         f.insert(k.into(), v);
     }
-    let again = &app[1]["dns"];
-    if again["via"] == "ldns" {
-        // Answered from the cache: ldns asked no server for it (root, TLD, shop, GSLB once).
-        let hits = lab.counter("ldns", "cache_hits")?;
-        let upstream = lab.counter("ldns", "upstream_queries")?;
-        if hits == 0 {
-            bail!("the second resolution was no hit in ldns's cache ({upstream} upstream queries)");
-        }
-        f.insert("ldns_cache_hits".into(), hits.to_string());
-        f.insert("ldns_upstream_queries".into(), upstream.to_string());
+    if again["via"] == via {
         f.insert("dns2_port".into(), again["port"].to_string());
         f.insert(
             "dns2_ms".into(),
             format!("{:.1}", again["ms"].as_f64().unwrap_or(0.0)),
         );
+        // Answered from the cache: the resolver asked no server for it.
+        let node = if via == "ldns" { "ldns" } else { "httpdns" };
+        let hits = lab.counter(node, "cache_hits")?;
+        if hits == 0 {
+            bail!("the second resolution was no hit in {node}'s cache");
+        }
+        f.insert("cache_hits".into(), hits.to_string());
     }
-    f.insert("dns_again".into(), flag(again["via"] == "ldns"));
     Ok(f)
 }
 
@@ -599,6 +616,19 @@ pub fn run(opts: &Options) -> Result<bool> {
             .find(|n| n.role == "ue")
             .context("--pdn-type: the lab has no phone (role ue)")?;
         ue.extra.insert("pdn_type".into(), json!(t));
+    }
+    if let Some(r) = &opts.resolver {
+        if !matches!(r.as_str(), "dns" | "httpdns") {
+            bail!("--resolver {r:?}: dns or httpdns");
+        }
+        let app = topo
+            .nodes
+            .iter_mut()
+            .find(|n| n.role == "ue")
+            .and_then(|n| n.extra.get_mut("app"))
+            .and_then(|a| a.as_object_mut())
+            .context("--resolver: the lab has no phone (role ue) with an app")?;
+        app.insert("resolver".into(), json!(r));
     }
     let out = opts.out.join(format!("journey-{}", timestamp()));
     let pcap = out.join("pcap");

@@ -191,12 +191,27 @@ enum Servers {
 /// servers on ix, the shop's and a GSLB stand-in (a zone of the three VIPs) on dc. Returns
 /// the lab, its scratch directory, and the servers' processes when they are NSD.
 fn resolver_lab(servers: Servers) -> (Lab, LabDir, Vec<std::process::Child>) {
+    resolver_lab_with(servers, None, "")
+}
+
+/// [`resolver_lab`] with a GSLB of its own: `gslb` is its policy (a TOML inline table; the
+/// stand-in zone's VIPs are gone then) and `extra` more nodes.
+fn resolver_lab_with(
+    servers: Servers,
+    gslb: Option<&str>,
+    extra: &str,
+) -> (Lab, LabDir, Vec<std::process::Child>) {
     let dns = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/dns");
     let dir = scratch("dns-resolver");
     let vip = dir.0.join("vip.zone");
+    let stand_in = if gslb.is_some() {
+        ""
+    } else {
+        "@ A 203.0.113.10\n@ A 203.0.113.11\n@ A 203.0.113.12\n"
+    };
     std::fs::write(
         &vip,
-        "$ORIGIN vip.shop.example.\n$TTL 30\n@ SOA gslb.shop.example. hm 1 1 1 1 10\n@ NS gslb.shop.example.\n@ A 203.0.113.10\n@ A 203.0.113.11\n@ A 203.0.113.12\n",
+        format!("$ORIGIN vip.shop.example.\n$TTL 30\n@ SOA gslb.shop.example. hm 1 1 1 1 10\n@ NS gslb.shop.example.\n{stand_in}"),
     )
     .unwrap();
     let f = |n: &str| dns.join(n).display().to_string();
@@ -239,9 +254,13 @@ fn resolver_lab(servers: Servers) -> (Lab, LabDir, Vec<std::process::Child>) {
         let port = format!(
             "ports = [{{ name = \"eth0\", segment = \"{seg}\", addresses = [\"{addr}/24\"] }}]"
         );
+        let policy = match (*name, gslb) {
+            ("gslb", Some(p)) => format!("kind = \"gslb\"\ngslb = {p}\n"),
+            _ => String::new(),
+        };
         nodes += &match servers {
             Servers::D11 => format!(
-                "[[nodes]]\nname = \"{name}\"\nrole = \"dns\"\ngateway = \"{gw}\"\n{port}\nzone = \"{zone}\"\nzone_file = \"{file}\"\n"
+                "[[nodes]]\nname = \"{name}\"\nrole = \"dns\"\ngateway = \"{gw}\"\n{port}\nzone = \"{zone}\"\nzone_file = \"{file}\"\n{policy}"
             ),
             Servers::Nsd => format!("[[nodes]]\nname = \"{name}\"\nrole = \"kernel\"\ngateway = \"{gw}\"\n{port}\n"),
         };
@@ -270,6 +289,7 @@ gateway = "198.51.100.1"
 ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.53/24"] }}]
 root_hints_file = "{hints}"
 clients = ["198.51.100.0/24"]
+ecs_zones = ["vip.shop.example."]
 [[nodes]]
 name = "k1"
 role = "kernel"
@@ -285,7 +305,8 @@ name = "evil"
 role = "kernel"
 gateway = "192.0.2.1"
 ports = [{{ name = "eth0", segment = "ix", addresses = ["192.0.2.66/24"] }}]
-{nodes}"#,
+{nodes}
+{extra}"#,
         hints = f("root.hints"),
     );
     let lab = Lab::up(&topo);
@@ -563,4 +584,184 @@ fn forged_answers_flooding_the_resolver_are_never_cached() {
     assert_eq!(without_ttl(&g), ["gslb.shop.example. IN A 203.0.113.54"]);
     let cache = lab.show("ldns", "cache").to_string();
     assert!(!cache.contains("6.6.6.6"), "{cache}");
+}
+
+/// A kernel host `name` at `addr` on dc, for a VIP.
+fn vip_host(name: &str, addr: &str) -> String {
+    format!(
+        "[[nodes]]\nname = \"{name}\"\nrole = \"kernel\"\ngateway = \"203.0.113.1\"\nports = [{{ name = \"eth0\", segment = \"dc\", addresses = [\"{addr}/24\"] }}]\n"
+    )
+}
+
+/// The A records of `dig @server vip.shop.example` with `+subnet` if given.
+fn gslb_answer(lab: &Lab, subnet: Option<&str>) -> Vec<String> {
+    let mut args = vec!["@203.0.113.54", "vip.shop.example", "A"];
+    let s = subnet.map(|s| format!("+subnet={s}"));
+    if let Some(s) = &s {
+        args.push(s);
+    }
+    let (r, _) = run_dig(lab, true, &args, &["ANSWER"]);
+    let mut a: Vec<String> = r
+        .iter()
+        .filter_map(|l| l.rsplit(' ').next().map(str::to_string))
+        .collect();
+    a.sort();
+    a
+}
+
+/// HTTPDNS's answer to `curl URL` from k1, parsed.
+fn httpdns_get(lab: &Lab, url: &str, cacert: Option<&str>) -> serde_json::Value {
+    let mut cmd = vec!["curl", "-sS", "--max-time", "10"];
+    if let Some(c) = cacert {
+        cmd.extend(["--cacert", c]);
+    }
+    cmd.push(url);
+    let out = lab.exec_ok("k1", &cmd);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{url}: {e}: {out}"))
+}
+
+fn ips(v: &serde_json::Value) -> Vec<String> {
+    let mut a: Vec<String> = v["ips"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ips: {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    a.sort();
+    a
+}
+
+/// The GSLB with two regions whose VIPs are kernel hosts listening on 443 (east: .10 and
+/// .11, nearest the carrier; north: .20, nearest 100.64.0.0/10). It answers by ECS, else by
+/// the sender; a VIP whose listener stops leaves the answers after its fall count of failed
+/// checks; a region with none left fails over to north. HTTPDNS, asked with curl over HTTP
+/// and HTTPS, answers as DNS does for the same client (`ip=`, else the sender).
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_gslb_follows_health_and_fails_over_and_httpdns_agrees() {
+    let policy = "{ ttl = 5, check_port = 443, check = { interval_ms = 200, timeout_ms = 300, rise = 2, fall = 2 }, regions = [ { name = \"east\", vips = [\"203.0.113.10\", \"203.0.113.11\"], clients = [\"198.51.100.0/24\"] }, { name = \"north\", vips = [\"203.0.113.20\"], clients = [\"100.64.0.0/10\"] } ] }";
+    let hints = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/dns/root.hints");
+    let extra = format!(
+        "{}{}{}[[nodes]]\nname = \"httpdns\"\nrole = \"dns\"\nkind = \"httpdns\"\nroot_hints_file = \"{}\"\necs_zones = [\"vip.shop.example.\"]\nhosts = [\"www.shop.example\"]\ntls = {{ names = [\"httpdns.shop.example\"] }}\ngateway = \"203.0.113.1\"\nports = [{{ name = \"eth0\", segment = \"dc\", addresses = [\"203.0.113.55/24\"] }}]\n",
+        vip_host("v10", "203.0.113.10"),
+        vip_host("v11", "203.0.113.11"),
+        vip_host("v20", "203.0.113.20"),
+        hints.display()
+    );
+    let (lab, _dir, _) = resolver_lab_with(Servers::D11, Some(policy), &extra);
+    let mut listeners: std::collections::HashMap<&str, std::process::Child> = ["v10", "v11", "v20"]
+        .into_iter()
+        .map(|n| {
+            let c = lab
+                .client()
+                .command(n, &["nc", "-lk", "443"])
+                .unwrap()
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("nc");
+            (n, c)
+        })
+        .collect();
+    let healthy = |v: &serde_json::Value, n: usize| {
+        v.as_array().is_some_and(|a| {
+            a.iter()
+                .filter(|x| x["state"] == "up" && x["checks_ok"].as_u64() >= Some(2))
+                .count()
+                == n
+        })
+    };
+    lab.wait_show("gslb", "health", 20, |v| healthy(v, 3));
+    let east = ["203.0.113.10", "203.0.113.11"].map(String::from).to_vec();
+    let north = vec!["203.0.113.20".to_string()];
+    // By ECS, and by the sender (k1, the carrier's) without it.
+    assert_eq!(gslb_answer(&lab, Some("198.51.100.0/24")), east);
+    assert_eq!(gslb_answer(&lab, Some("100.64.1.0/24")), north);
+    assert_eq!(gslb_answer(&lab, None), east);
+    // Through ldns: it sends k1's /24 as ECS.
+    let (r, _) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
+    assert_eq!(r.len(), 3, "{r:?}");
+    let d = lab.show("gslb", "decisions");
+    let last = d.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            last["from"].as_str(),
+            last["client"].as_str(),
+            last["asked_by"].as_str()
+        ),
+        (Some("ecs/24"), Some("198.51.100.0"), Some("198.51.100.53")),
+        "{d}"
+    );
+    // HTTPDNS over HTTP and HTTPS: the sender's region, or ip='s; nothing for other names.
+    let cacert = format!("/run/d11/{}/pki/root.pem", lab.prefix);
+    let h = httpdns_get(&lab, "http://203.0.113.55/d?host=www.shop.example", None);
+    assert_eq!(
+        (h["host"].as_str(), ips(&h)),
+        (Some("www.shop.example"), east.clone()),
+        "{h}"
+    );
+    assert!(
+        h["ttl"].as_u64() <= h["origin_ttl"].as_u64() && h["origin_ttl"] == 5,
+        "{h}"
+    );
+    let h = httpdns_get(
+        &lab,
+        "https://203.0.113.55/d?host=www.shop.example&ip=100.64.1.1",
+        Some(&cacert),
+    );
+    assert_eq!(ips(&h), north, "{h}");
+    let h = httpdns_get(&lab, "http://203.0.113.55/d?host=www.example.org", None);
+    assert_eq!(
+        h,
+        serde_json::json!({"host": "www.example.org", "ips": [], "ttl": 0, "origin_ttl": 0})
+    );
+    let bad = lab.exec_ok(
+        "k1",
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://203.0.113.55/d?host=a..b",
+        ],
+    );
+    assert_eq!(bad, "400");
+    // v11's listener stops: after `fall` (2) failed checks it leaves the answers.
+    let mut stop = |n: &str| {
+        let mut c = listeners.remove(n).unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+    };
+    stop("v11");
+    let h = lab.wait_show("gslb", "health", 10, |v| v[1]["state"] == "down");
+    assert_eq!(h[1]["vip"], "203.0.113.11");
+    assert!(h[1]["checks_failed"].as_u64() >= Some(2), "{h}");
+    assert_eq!(h[0]["state"], "up", "{h}");
+    assert_eq!(gslb_answer(&lab, Some("198.51.100.0/24")), ["203.0.113.10"]);
+    // The whole of east down: north's VIP, for east's clients too; HTTPDNS agrees.
+    stop("v10");
+    lab.wait_show("gslb", "health", 10, |v| v[0]["state"] == "down");
+    assert_eq!(gslb_answer(&lab, Some("198.51.100.0/24")), north);
+    let d = lab.show("gslb", "decisions");
+    let why = d.as_array().unwrap().last().unwrap()["why"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains("east has no healthy VIP: failover to north"),
+        "{why}"
+    );
+    assert_eq!(lab.counter("gslb", "gslb_failovers"), 1);
+    // HTTPDNS's cached east answer holds for 5 s (the TTL); then it asks again.
+    let h = d11_lab::client::wait_until(std::time::Duration::from_secs(15), || {
+        let h = httpdns_get(&lab, "http://203.0.113.55/d?host=www.shop.example", None);
+        Ok((ips(&h) == north).then_some(h))
+    })
+    .unwrap_or_else(|e| panic!("HTTPDNS never answered north: {e:#}"));
+    assert_eq!(ips(&h), north);
+    for (_, mut c) in listeners {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

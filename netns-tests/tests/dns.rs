@@ -563,8 +563,14 @@ fn forged_answers_flooding_the_resolver_are_never_cached() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "flooding");
     // Resolutions while the flood runs: cold, then names that miss the cache.
-    let (r, h) = dig_rd(&lab, &["+tries=3", "@198.51.100.53", "www.shop.example", "A"]);
-    let (g, _) = dig_rd(&lab, &["+tries=3", "@198.51.100.53", "gslb.shop.example", "A"]);
+    let (r, h) = dig_rd(
+        &lab,
+        &["+tries=3", "@198.51.100.53", "www.shop.example", "A"],
+    );
+    let (g, _) = dig_rd(
+        &lab,
+        &["+tries=3", "@198.51.100.53", "gslb.shop.example", "A"],
+    );
     line.clear();
     out.read_line(&mut line).unwrap();
     let sent: u64 = line.trim().parse().unwrap();

@@ -392,6 +392,18 @@ mod tests {
                     Ok(json!([{"s5u_pgw_teid": 0xabcdef01u32, "s5u_sgw_teid": 7}]))
                 }
                 ("enb", "bearers") => Ok(json!([{"enb_teid": 1}])),
+                (n, "zones") if n.ends_with("dns") => {
+                    let r = |name: &str, t: &str, data: &str| json!({"name": name, "type": t, "ttl": 60, "data": data});
+                    Ok(json!([{"origin": ".", "records": [
+                        r("example.", "NS", "tld-dns.example."),
+                        r("tld-dns.example.", "A", "192.0.2.11"),
+                        r("shop.example.", "NS", "auth-dns.shop.example."),
+                        r("auth-dns.shop.example.", "A", "203.0.113.53"),
+                        r("www.shop.example.", "CNAME", "vip.shop.example."),
+                        r("vip.shop.example.", "NS", "gslb.shop.example."),
+                        r("gslb.shop.example.", "A", "203.0.113.54"),
+                    ]}]))
+                }
                 _ => bail!("{node} has no table {table}"),
             }
         }
@@ -544,26 +556,39 @@ expect = {}
             ("lb_host", "hosta"),
             ("ctl_host", "hostb"),
             ("db", "db1"),
+            ("dns_server", "198.51.100.53"),
+            ("dns_port", "40001"),
+            ("dns_ext_ip", "198.51.100.1"),
+            ("dns_ext_port", "40002"),
+            ("dns_ecs", "198.51.100.0"),
+            ("gslb_vips", "203.0.113.10,203.0.113.11"),
+            ("gslb_vip1", "203.0.113.10"),
+            ("dns2_port", "40003"),
         ];
         let mut names = Vec::new();
         for cloud in ["true", "false"] {
             for eth in ["true", "false"] {
                 for cross in ["true", "false"] {
                     for coupon in ["true", "false"] {
-                        let mut f = facts(&base);
-                        for (k, v) in [
-                            ("cloud", cloud),
-                            ("rpc", cloud),
-                            ("eth_pdu", eth),
-                            ("cross_host", cross),
-                            ("coupon", coupon),
-                        ] {
-                            f.insert(k.into(), v.into());
+                        for how in ["none", "dns", "httpdns"] {
+                            let mut f = facts(&base);
+                            for (k, v) in [
+                                ("cloud", cloud),
+                                ("rpc", cloud),
+                                ("eth_pdu", eth),
+                                ("cross_host", cross),
+                                ("coupon", coupon),
+                                ("dns", if how == "dns" { "true" } else { "false" }),
+                                ("dns_again", if how == "dns" { "true" } else { "false" }),
+                                ("httpdns", if how == "httpdns" { "true" } else { "false" }),
+                            ] {
+                                f.insert(k.into(), v.into());
+                            }
+                            let hops = order.hops(&Fake, &f).unwrap();
+                            let n: Vec<String> = hops.iter().map(|h| h.n.clone()).collect();
+                            names.push(n.join(" "));
+                            order.summary(&Fake, &f).unwrap();
                         }
-                        let hops = order.hops(&Fake, &f).unwrap();
-                        let n: Vec<String> = hops.iter().map(|h| h.n.clone()).collect();
-                        names.push(n.join(" "));
-                        order.summary(&Fake, &f).unwrap();
                     }
                 }
             }
@@ -577,5 +602,11 @@ expect = {}
             &"1 2 3 4 5 6 7 8 9 10 11 12 14 rpc1 rpc2 rpc4 14' 10' 9' 5' 4' 3' 2' 1'".to_string()
         ));
         assert!(names.contains(&"1 2 3 4 5 (lab) 5' 4' 3' 2' 1'".to_string()));
+        // Stage 4 before the order: N1-N7 of section 6, or HTTPDNS's H1-H5.
+        assert_eq!(
+            names[1],
+            "N1 N1 (NAT) N2 N2' N3 N3' N4 N4' N5 N5' N6 N7 N7 (phone) N1 (again) N7 (again) 1 2 3 4 5 6 7 8 9 10 11 12 13 14 rpc1 rpc2 rpc3 rpc4 14' 10' 9' 5' 4' 3' 2' 1'"
+        );
+        assert!(names[2].starts_with("H1 H2 H3 H4 H5 1 2 "), "{}", names[2]);
     }
 }

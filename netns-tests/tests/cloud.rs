@@ -827,3 +827,77 @@ fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
     assert!(!o1.is_empty() && !o2.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The reference lab with the phone as a modem: the kernel's own resolver library in the
+/// phone's namespace asks the PDN session's DNS server (ldns), so `curl` orders from
+/// https://www.shop.example with no address given, and `dig` resolves through root, TLD, the
+/// shop's server and the GSLB; the lab leaves no resolver configuration behind.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn a_modem_phone_resolves_the_shop_through_the_carriers_dns_and_orders_with_curl() {
+    let labs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs");
+    let topo = std::fs::read_to_string(labs.join("double11.toml"))
+        .unwrap()
+        .replace(
+            "user_db_file = \"mobile-users.csv\"",
+            &format!(
+                "user_db_file = \"{}\"",
+                labs.join("mobile-users.csv").display()
+            ),
+        )
+        .replace(
+            "_file = \"dns/",
+            &format!("_file = \"{}/dns/", labs.display()),
+        )
+        .replace("mode = \"app\"", "mode = \"modem\"");
+    assert!(topo.contains("mode = \"modem\""));
+    let lab = Lab::up(&topo);
+    let ue = lab.wait_show("ue", "ue", 30, |u| u["state"] == "attached");
+    assert_eq!(ue["dns"], "198.51.100.53", "{ue}");
+    let netns = format!("{}-ue", lab.prefix);
+    let conf = std::path::Path::new("/etc/netns")
+        .join(&netns)
+        .join("resolv.conf");
+    let c = d11_lab::client::wait_until(std::time::Duration::from_secs(10), || {
+        Ok(std::fs::read_to_string(&conf).ok())
+    })
+    .unwrap_or_else(|e| panic!("{}: {e:#}", conf.display()));
+    assert!(c.contains("nameserver 198.51.100.53"), "{c}");
+    let dig = lab.exec_ok(
+        "ue",
+        &["dig", "+tries=2", "+time=3", "www.shop.example", "A"],
+    );
+    assert!(dig.contains("SERVER: 198.51.100.53#53"), "{dig}");
+    assert!(dig.contains("vip.shop.example."), "{dig}");
+    assert!(dig.contains("203.0.113.10"), "{dig}");
+    let pki = format!("/run/d11/{}/pki", lab.prefix);
+    let out = lab.exec_ok(
+        "ue",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "--cacert",
+            &format!("{pki}/root.pem"),
+            "-H",
+            "Idempotency-Key: modem-1",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"order": {"date": "2018-11-11 00:00:01", "className": "Rust in Action", "Author": "d11", "price": 11.11}}"#,
+            "-w",
+            "\n%{http_code} %{remote_ip}",
+            "https://www.shop.example/purchaseOrder",
+        ],
+    );
+    let last = out.lines().last().unwrap_or("");
+    assert!(last.starts_with("201 203.0.113.1"), "{out}");
+    assert!(
+        lab.counter("ldns", "cache_hits") >= 1,
+        "curl's lookup after dig's"
+    );
+    drop(lab);
+    assert!(!conf.exists(), "{} left behind", conf.display());
+    assert!(!conf.parent().unwrap().exists());
+}

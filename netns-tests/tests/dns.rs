@@ -294,6 +294,7 @@ ecs_zones = ["vip.shop.example."]
 name = "k1"
 role = "kernel"
 gateway = "198.51.100.1"
+dns = ["198.51.100.53"]
 ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.100/24"] }}]
 [[nodes]]
 name = "unbound"
@@ -432,13 +433,51 @@ fn the_resolver_resolves_www_for_dig_and_answers_again_from_its_cache() {
         (Some(4), Some(1)),
         "{c}"
     );
-    let (again, _) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
-    assert_eq!(again.len(), 4);
+    // Without a server: the host's resolver configuration (the lab's `dns`) names ldns.
+    let (again, h) = dig_rd(&lab, &["www.shop.example", "A"]);
+    assert_eq!(again.len(), 4, "{h}");
     let c = lab.show("ldns", "counters");
     assert_eq!(
         (c["upstream_queries"].as_u64(), c["cache_hits"].as_u64()),
         (Some(4), Some(1)),
         "{c}"
+    );
+    // dig +trace from our root: each delegation in turn to the shop's CNAME (where dig's
+    // trace ends, an answer), and for the CNAME's target on to the GSLB's VIPs.
+    let trace = |name: &str| {
+        lab.exec_ok(
+            "k1",
+            &[
+                "dig",
+                "+trace",
+                "+tries=1",
+                "+time=3",
+                "@192.0.2.10",
+                name,
+                "A",
+            ],
+        )
+    };
+    let www = trace("www.shop.example");
+    for from in [
+        "from 192.0.2.10#53(root-dns.example)",
+        "from 192.0.2.11#53(tld-dns.example)",
+        "from 203.0.113.53#53(auth-dns.shop.example)",
+    ] {
+        assert!(www.contains(from), "{from}: {www}");
+    }
+    assert!(
+        www.contains("www.shop.example.\t3600\tIN\tCNAME\tvip.shop.example."),
+        "{www}"
+    );
+    let vip = trace("vip.shop.example");
+    assert!(
+        vip.contains("from 203.0.113.54#53(gslb.shop.example)"),
+        "{vip}"
+    );
+    assert!(
+        vip.contains("vip.shop.example.\t30\tIN\tA\t203.0.113.12"),
+        "{vip}"
     );
     let cache = lab.show("ldns", "cache").to_string();
     assert!(

@@ -277,6 +277,9 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
         assert!(link.contains(&format!("{ip}/16")), "{link}");
         let l = lab.exec_ok(node, &["ip", "-o", "link", "show", "dev", "uesim0"]);
         assert!(l.contains(&format!("mtu {mtu}")), "{l}");
+        // The kernel's resolver in the phone's namespace asks the PDN session's DNS server.
+        let conf = lab.exec_ok(node, &["cat", "/etc/resolv.conf"]);
+        assert!(conf.contains("nameserver 198.51.100.53\n"), "{conf}");
         let got = lab.exec_ok(
             node,
             &[

@@ -465,6 +465,30 @@ fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) ->
     if let Some(gw) = n.gateway {
         sys::ip(&["-n", &ns, "route", "add", "default", "via", &gw.to_string()])?;
     }
+    // `dns = ["ADDRESS", ...]`: the host's resolver configuration, which `ip netns exec`
+    // (and so `d11 lab exec`) mounts over /etc/resolv.conf.
+    if let Some(v) = n.extra.get("dns") {
+        let servers: Vec<std::net::Ipv4Addr> = match v {
+            serde_json::Value::String(s) => vec![s.parse()],
+            serde_json::Value::Array(a) => {
+                a.iter().map(|x| x.as_str().unwrap_or("").parse()).collect()
+            }
+            _ => vec!["".parse()],
+        }
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "node {}: dns must be an IPv4 address or a list of them",
+                n.name
+            )
+        })?;
+        let text: String = servers
+            .iter()
+            .map(|s| format!("nameserver {s}\n"))
+            .collect();
+        write_resolv_conf(&ns, &format!("{RESOLV_MARK} for node {}\n{text}", n.name))?;
+    }
     for r in &n.routes {
         let mut args = vec![
             "-n".to_string(),
@@ -483,6 +507,36 @@ fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) ->
         sys::ip(&a)?;
     }
     Ok(())
+}
+
+/// The first line of the resolver configurations the lab writes (only those are removed).
+const RESOLV_MARK: &str = "# written by d11 lab";
+
+/// `/etc/netns/NETNS/resolv.conf`, which `ip netns exec` mounts over /etc/resolv.conf.
+fn resolv_conf(ns: &str) -> PathBuf {
+    Path::new("/etc/netns").join(ns).join("resolv.conf")
+}
+
+fn write_resolv_conf(ns: &str, text: &str) -> Result<()> {
+    let path = resolv_conf(ns);
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Removes a resolver configuration of the lab's (the lab's mark, or a phone's), and its
+/// directory once empty; anything else is left alone.
+fn remove_resolv_conf(ns: &str) {
+    let path = resolv_conf(ns);
+    let ours = fs::read_to_string(&path)
+        .is_ok_and(|t| t.starts_with(RESOLV_MARK) || t.starts_with("# The DNS server of "));
+    if ours {
+        let _ = fs::remove_file(&path);
+    }
+    if let Some(d) = path.parent() {
+        let _ = fs::remove_dir(d); // only if empty
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -638,6 +692,18 @@ fn start_program(
             .or_insert_with(|| serde_json::json!(pki.join(format!("{}.pem", n.name))));
         tls.entry("key")
             .or_insert_with(|| serde_json::json!(pki.join(format!("{}.key", n.name))));
+    }
+    // A phone in modem mode writes its namespace's resolver configuration at attach.
+    if n.role == "ue" && cfg.get("mode").and_then(|m| m.as_str()) == Some("modem") {
+        let ns = &st.nodes[ni].netns;
+        let path = resolv_conf(ns);
+        if let Some(d) = path.parent() {
+            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        if let Some(obj) = cfg.as_object_mut() {
+            obj.entry("resolv_conf")
+                .or_insert_with(|| serde_json::json!(path));
+        }
     }
     // A client app (a phone's) trusts the lab's root unless told otherwise.
     if let (Some(pki), Some(app)) = (&st.pki, cfg.get_mut("app").and_then(|t| t.as_object_mut())) {
@@ -800,6 +866,9 @@ pub fn down(prefix: &str) -> Result<DownReport> {
     sys::wait_exit(&stuck, Duration::from_secs(5));
     report.processes = pids.len();
     report.killed = stuck.len();
+    for ns in &st.namespaces {
+        remove_resolv_conf(ns);
+    }
     // Nodes first, the fabric last.
     for ns in st.namespaces.iter().rev() {
         if sys::netns_exists(ns) {

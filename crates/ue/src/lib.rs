@@ -121,6 +121,11 @@ pub struct UeConfig {
     pub tcp: TcpTuning,
     #[serde(default = "default_retry")]
     pub attach_retry_s: u64,
+    /// Modem mode: where to write the kernel's resolver configuration (`nameserver` the PDN
+    /// session's DNS server), so the namespace's programs resolve through it. The lab fills
+    /// it in: `/etc/netns/NETNS/resolv.conf`, which `ip netns exec` mounts.
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 counters! {
@@ -342,6 +347,17 @@ impl Ue {
                 s.mtu = Some(mtu);
                 tracing::info!(ip = %ue_ip, "attached");
                 drop(s);
+                if self.cfg.mode == Mode::Modem {
+                    if let Some(path) = &self.cfg.resolv_conf {
+                        let text = format!(
+                            "# The DNS server of {}'s PDN session, written by d11-ue at attach\nnameserver {dns}\n",
+                            self.name
+                        );
+                        if let Err(e) = std::fs::write(path, text) {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot write the resolver configuration");
+                        }
+                    }
+                }
                 self.attached.notify_one();
             }
             Nas::AttachReject { cause } => {

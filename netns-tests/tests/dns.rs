@@ -215,6 +215,13 @@ fn resolver_lab_with(
     )
     .unwrap();
     let f = |n: &str| dns.join(n).display().to_string();
+    // The shop's zone, and a name whose 120 addresses do not fit UDP (TC, then TCP).
+    let shop = dir.0.join("shop.example.zone");
+    let mut text = std::fs::read_to_string(dns.join("shop.example.zone")).unwrap();
+    for i in 0..120 {
+        text += &format!("big 60 IN A 10.0.0.{}\n", i + 1);
+    }
+    std::fs::write(&shop, text).unwrap();
     let zones = [
         (
             "root-dns",
@@ -238,7 +245,7 @@ fn resolver_lab_with(
             "203.0.113.53",
             "203.0.113.1",
             "shop.example.",
-            f("shop.example.zone"),
+            shop.display().to_string(),
         ),
         (
             "gslb",
@@ -442,6 +449,11 @@ fn the_resolver_resolves_www_for_dig_and_answers_again_from_its_cache() {
         (Some(4), Some(1)),
         "{c}"
     );
+    // Too big for UDP from our shop server: ldns asks it again over TCP, and dig ldns.
+    let (big, _) = dig_rd(&lab, &["@198.51.100.53", "big.shop.example", "A"]);
+    assert_eq!(big.len(), 120);
+    assert_eq!(lab.counter("ldns", "tcp_retries"), 1);
+    assert_eq!(lab.counter("auth-dns", "dns_truncated"), 1);
     // dig +trace from our root: each delegation in turn to the shop's CNAME (where dig's
     // trace ends, an answer), and for the CNAME's target on to the GSLB's VIPs.
     let trace = |name: &str| {
@@ -530,9 +542,12 @@ fn the_resolver_resolves_through_nsd_as_unbound_does() {
     let (ours, h) = dig_rd(&lab, &["@198.51.100.53", "www.shop.example", "A"]);
     assert!(h.contains("status: NOERROR"), "{h}");
     let (_, nx) = dig_rd(&lab, &["@198.51.100.53", "nope.shop.example", "A"]);
+    // Too big for UDP: NSD truncates, ldns asks again over TCP; dig too (TC from ldns).
+    let (big, _) = dig_rd(&lab, &["@198.51.100.53", "big.shop.example", "A"]);
     let mut u = unbound(&lab, &dir);
     let (theirs, _) = dig_rd(&lab, &["@198.51.100.54", "www.shop.example", "A"]);
     let (_, their_nx) = dig_rd(&lab, &["@198.51.100.54", "nope.shop.example", "A"]);
+    let (their_big, _) = dig_rd(&lab, &["@198.51.100.54", "big.shop.example", "A"]);
     let _ = u.kill();
     let _ = u.wait();
     for c in &mut nsd {
@@ -544,6 +559,18 @@ fn the_resolver_resolves_through_nsd_as_unbound_does() {
     assert!(
         nx.contains("status: NXDOMAIN") && their_nx.contains("status: NXDOMAIN"),
         "{nx} / {their_nx}"
+    );
+    assert_eq!(big.len(), 120);
+    let sorted = |v: &[String]| {
+        let mut v = without_ttl(v);
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&big), sorted(&their_big));
+    let c = lab.show("ldns", "counters");
+    assert!(
+        c["tcp_retries"].as_u64() >= Some(1) && c["truncated"].as_u64() >= Some(1),
+        "{c}"
     );
 }
 

@@ -7,8 +7,11 @@
 //! sent, at most /24); answers that come back with a scope are cached for that subnet and
 //! given only to clients inside it.
 //!
-//! Not yet: TCP after TC, QNAME minimisation, glueless delegations (a referral without glue
-//! is answered SERVFAIL and counted).
+//! A truncated answer is asked again over TCP (RFC 7766); the resolver's own answers are cut
+//! to the client's UDP size (EDNS, else 512) with TC, and whole over TCP.
+//!
+//! Not yet: QNAME minimisation, glueless delegations (a referral without glue is answered
+//! SERVFAIL and counted).
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -25,12 +28,13 @@ use std::time::{Duration, Instant};
 pub enum Out {
     /// The answer to a client.
     Client { to: SocketAddrV4, bytes: Vec<u8> },
-    /// A query to a server, UDP port 53; its answer comes back through
-    /// [`Resolver::on_response`] with this `id`.
+    /// A query to a server, port 53, over UDP or (after a truncated answer) TCP; its answer
+    /// comes back through [`Resolver::on_response`] with this `id`.
     Server {
         to: Ipv4Addr,
         id: u16,
         bytes: Vec<u8>,
+        tcp: bool,
     },
 }
 
@@ -53,6 +57,10 @@ pub struct Counters {
     pub cache_full: u64,
     /// Client questions refused (SERVFAIL) because `max_tasks` were being resolved.
     pub busy: u64,
+    /// Truncated answers asked again over TCP.
+    pub tcp_retries: u64,
+    /// Answers to clients cut to fit their UDP size (TC set: they ask again over TCP).
+    pub truncated: u64,
 }
 
 impl Counters {
@@ -70,6 +78,8 @@ impl Counters {
             ("glueless", self.glueless),
             ("cache_full", self.cache_full),
             ("busy", self.busy),
+            ("tcp_retries", self.tcp_retries),
+            ("truncated", self.truncated),
         ] {
             out(k, v);
         }
@@ -111,6 +121,9 @@ struct Task {
     client_ecs: bool,
     /// The scope of the answer: 0 unless it came from an ECS-scoped entry.
     scope: u8,
+    /// The largest answer the client takes (its EDNS UDP size, 512 without EDNS, 65535 over
+    /// TCP).
+    limit: usize,
     /// The CNAMEs followed so far.
     chain: Vec<Record>,
     /// The name being resolved now (the last CNAME's target).
@@ -131,6 +144,7 @@ struct Inflight {
     sent: Instant,
     /// The client subnet sent with it (ECS).
     ecs: Option<Ipv4Net>,
+    tcp: bool,
 }
 
 /// How many referrals and CNAMEs one resolution may follow.
@@ -365,8 +379,14 @@ impl Resolver {
         ));
     }
 
-    /// A client's query.
-    pub fn on_query(&mut self, now: Instant, from: SocketAddrV4, bytes: &[u8]) -> Vec<Out> {
+    /// A client's query, over UDP or TCP.
+    pub fn on_query(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        bytes: &[u8],
+        transport: crate::Transport,
+    ) -> Vec<Out> {
         if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
             return Vec::new();
         }
@@ -400,6 +420,13 @@ impl Resolver {
             subnet,
             client_ecs: ecs.is_some(),
             scope: 0,
+            limit: match (transport, &msg.edns) {
+                (crate::Transport::Tcp, _) => usize::from(u16::MAX),
+                (crate::Transport::Udp, Some(e)) => {
+                    usize::from(e.max_payload().clamp(512, crate::EDNS_PAYLOAD))
+                }
+                (crate::Transport::Udp, None) => crate::PLAIN_UDP,
+            },
             chain: Vec::new(),
             zone: Name::root(),
             servers: Vec::new(),
@@ -490,6 +517,17 @@ impl Resolver {
             return self.fail(tid);
         }
         let server = task.servers[task.tries % task.servers.len()];
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.tries += 1;
+        }
+        self.query(now, tid, server, false)
+    }
+
+    /// Task `tid`'s current question to `server`, over UDP or TCP.
+    fn query(&mut self, now: Instant, tid: u64, server: Ipv4Addr, tcp: bool) -> Vec<Out> {
+        let Some(task) = self.tasks.get(&tid) else {
+            return Vec::new();
+        };
         let question = Query::query(task.current.clone(), task.query.query_type());
         let ecs = self
             .ecs_zones
@@ -512,9 +550,6 @@ impl Resolver {
         let Ok(bytes) = m.to_vec() else {
             return self.fail(tid);
         };
-        if let Some(t) = self.tasks.get_mut(&tid) {
-            t.tries += 1;
-        }
         self.inflight.insert(
             qid,
             Inflight {
@@ -522,6 +557,7 @@ impl Resolver {
                 server,
                 sent: now,
                 ecs,
+                tcp,
             },
         );
         self.c.upstream_queries += 1;
@@ -529,6 +565,7 @@ impl Resolver {
             to: server,
             id: qid,
             bytes,
+            tcp,
         }]
     }
 
@@ -542,7 +579,7 @@ impl Resolver {
     }
 
     fn reply(
-        &self,
+        &mut self,
         task: &Task,
         rcode: ResponseCode,
         answers: Vec<Record>,
@@ -567,13 +604,20 @@ impl Resolver {
             }
             m.set_edns(e);
         }
+        let mut bytes = m.to_vec().unwrap_or_default();
+        if bytes.len() > task.limit {
+            // Too big for the client's UDP: the header and question with TC; it asks again
+            // over TCP.
+            self.c.truncated += 1;
+            bytes = m.truncate().to_vec().unwrap_or_default();
+        }
         Out::Client {
             to: task.client,
-            bytes: m.to_vec().unwrap_or_default(),
+            bytes,
         }
     }
 
-    fn reply_cached(&self, task: &Task, e: Entry, left: u32) -> Out {
+    fn reply_cached(&mut self, task: &Task, e: Entry, left: u32) -> Out {
         let mut answers = task.chain.clone();
         match e {
             Entry::Records(mut rs) => {
@@ -601,7 +645,7 @@ impl Resolver {
         let due: Vec<(u16, u64)> = self
             .inflight
             .iter()
-            .filter(|(_, f)| now.saturating_duration_since(f.sent) >= self.timeout)
+            .filter(|(_, f)| now.saturating_duration_since(f.sent) >= self.wait(f))
             .map(|(id, f)| (*id, f.task))
             .collect();
         let mut out = Vec::new();
@@ -613,9 +657,18 @@ impl Resolver {
         out
     }
 
+    /// How long an answer may take: twice as long over TCP (a handshake first).
+    fn wait(&self, f: &Inflight) -> Duration {
+        if f.tcp {
+            self.timeout * 2
+        } else {
+            self.timeout
+        }
+    }
+
     /// When [`Resolver::poll`] wants to run next.
     pub fn poll_at(&self) -> Option<Instant> {
-        self.inflight.values().map(|f| f.sent + self.timeout).min()
+        self.inflight.values().map(|f| f.sent + self.wait(f)).min()
     }
 
     /// A server's answer to query `id`, from `from`.
@@ -646,6 +699,11 @@ impl Resolver {
         }
         self.inflight.remove(&id);
         let tid = f.task;
+        // Cut short to fit UDP: the same question over TCP to the same server (RFC 7766).
+        if msg.metadata.truncation && !f.tcp {
+            self.c.tcp_retries += 1;
+            return self.query(now, tid, f.server, true);
+        }
         // An answer to ECS holds for the subnet of its scope (cut to what was sent, RFC 7871
         // §7.3.1); without ECS back, or scope 0, for everyone.
         let scoped = f.ecs.and_then(|sent| {

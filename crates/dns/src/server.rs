@@ -293,27 +293,87 @@ fn build_resolver(cfg: &DnsConfig) -> anyhow::Result<(StackElement, Option<App>)
     let refused = Rc::new(std::cell::Cell::new(0u64));
     let refused2 = refused.clone();
     stack.add_counters(move |out| out("refused_clients", refused2.get()));
-    let allowed = cfg.clients.clone();
+    let allowed = Rc::new(cfg.clients.clone());
     let clients = Rc::new(stack.udp_bind(PORT)?);
-    let c = clients.clone();
+    let listener = stack.listen(PORT, cfg.tcp_clients)?;
+    // Answers to TCP clients go to their connection (by client and ID), the rest over UDP.
+    type Waiting = RefCell<HashMap<(SocketAddrV4, u16), tokio::sync::oneshot::Sender<Vec<u8>>>>;
+    let waiting: Rc<Waiting> = Rc::new(RefCell::new(HashMap::new()));
+    let (c, w) = (clients.clone(), waiting.clone());
     let sink: Sink = Rc::new(move |to, bytes| {
+        let id = bytes
+            .get(..2)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+        if let Some(tx) = w.borrow_mut().remove(&(to, id)) {
+            let _ = tx.send(bytes);
+            return;
+        }
         let c = c.clone();
         tokio::task::spawn_local(async move {
             let _ = c.send_to(&bytes, to).await;
         });
     });
+    let may_ask = {
+        let (allowed, refused) = (allowed.clone(), refused.clone());
+        move |from: &SocketAddrV4| {
+            let ok = allowed
+                .as_ref()
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|p| p.contains(from.ip())));
+            if !ok {
+                refused.set(refused.get() + 1);
+            }
+            ok
+        }
+    };
+    let may_ask = Rc::new(may_ask);
+    let (r2, stack2, sink2, may) = (r.clone(), stack.clone(), sink.clone(), may_ask.clone());
+    let tcp = async move {
+        loop {
+            let Ok((mut conn, peer)) = listener.accept().await else {
+                continue;
+            };
+            if !may(&peer) {
+                continue;
+            }
+            let (r, stack, sink, waiting) =
+                (r2.clone(), stack2.clone(), sink2.clone(), waiting.clone());
+            tokio::task::spawn_local(async move {
+                // Questions one after another on the connection, each with its length.
+                let mut len = [0u8; 2];
+                while conn.read_exact(&mut len).await.is_ok() {
+                    let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if conn.read_exact(&mut q).await.is_err() || q.len() < 12 {
+                        break;
+                    }
+                    let id = u16::from_be_bytes([q[0], q[1]]);
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    waiting.borrow_mut().insert((peer, id), tx);
+                    let outs = r.borrow_mut().on_query(now(), peer, &q, Transport::Tcp);
+                    dispatch(&r, &stack, &sink, outs);
+                    let a = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+                    waiting.borrow_mut().remove(&(peer, id));
+                    let Ok(Ok(a)) = a else { break };
+                    let mut m = (a.len() as u16).to_be_bytes().to_vec();
+                    m.extend_from_slice(&a);
+                    if conn.write_all(&m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    };
     let app: App = Box::pin(async move {
+        tokio::task::spawn_local(tcp);
         let mut buf = vec![0u8; 65535];
         loop {
             let (n, from) = clients.recv_from(&mut buf).await?;
-            if allowed
-                .as_ref()
-                .is_some_and(|a| !a.iter().any(|p| p.contains(from.ip())))
-            {
-                refused.set(refused.get() + 1);
+            if !may_ask(&from) {
                 continue;
             }
-            let outs = r.borrow_mut().on_query(now(), from, &buf[..n]);
+            let outs = r
+                .borrow_mut()
+                .on_query(now(), from, &buf[..n], Transport::Udp);
             dispatch(&r, &stack, &sink, outs);
         }
     });
@@ -504,7 +564,7 @@ async fn handle_httpdns(
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.waiting.borrow_mut().insert(key, tx);
-    let outs = st.r.borrow_mut().on_query(now(), key, &q);
+    let outs = st.r.borrow_mut().on_query(now(), key, &q, Transport::Tcp);
     dispatch(&st.r, &st.stack, &st.sink, outs);
     let answer = tokio::time::timeout(std::time::Duration::from_secs(5), rx).await;
     st.waiting.borrow_mut().remove(&key);
@@ -534,6 +594,20 @@ fn seed_from_time() -> u64 {
         .unwrap_or(0)
 }
 
+/// One question to `server` over TCP, port 53 (RFC 7766: two octets of length, then the
+/// message); its answer.
+async fn tcp_exchange(stack: &Stack, server: Ipv4Addr, q: &[u8]) -> Option<Vec<u8>> {
+    let mut conn = stack.connect(SocketAddrV4::new(server, PORT)).await.ok()?;
+    let mut m = (q.len() as u16).to_be_bytes().to_vec();
+    m.extend_from_slice(q);
+    conn.write_all(&m).await.ok()?;
+    let mut len = [0u8; 2];
+    conn.read_exact(&mut len).await.ok()?;
+    let mut a = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    conn.read_exact(&mut a).await.ok()?;
+    Some(a)
+}
+
 /// Where the resolver's answers to its clients go: a UDP socket (ldns), or the HTTP requests
 /// waiting for them (HTTPDNS).
 type Sink = Rc<dyn Fn(SocketAddrV4, Vec<u8>)>;
@@ -543,7 +617,30 @@ fn dispatch(r: &Rc<RefCell<Resolver>>, stack: &Stack, sink: &Sink, outs: Vec<Out
     for o in outs {
         match o {
             Out::Client { to, bytes } => sink(to, bytes),
-            Out::Server { to, id, bytes } => {
+            Out::Server {
+                to,
+                id,
+                bytes,
+                tcp: true,
+            } => {
+                let (r, stack, clients) = (r.clone(), stack.clone(), sink.clone());
+                tokio::task::spawn_local(async move {
+                    let wait = r.borrow().timeout * 2;
+                    let deadline = tokio::time::Instant::now() + wait;
+                    let answer =
+                        tokio::time::timeout_at(deadline, tcp_exchange(&stack, to, &bytes)).await;
+                    let outs = match answer {
+                        Ok(Some(a)) => r.borrow_mut().on_response(now(), to, id, &a),
+                        // No answer: the resolver's timeout moves on (to the next server).
+                        _ => {
+                            tokio::time::sleep_until(deadline).await;
+                            r.borrow_mut().poll(now())
+                        }
+                    };
+                    dispatch(&r, &stack, &clients, outs);
+                });
+            }
+            Out::Server { to, id, bytes, .. } => {
                 let (r, stack, clients) = (r.clone(), stack.clone(), sink.clone());
                 tokio::task::spawn_local(async move {
                     let timeout = r.borrow().timeout;

@@ -282,7 +282,7 @@ mod resolver {
         name: &str,
         t: RecordType,
     ) -> (Message, Vec<Ipv4Addr>) {
-        let mut outs = r.on_query(*now, client, &query(name, t, true));
+        let mut outs = r.on_query(*now, client, &query(name, t, true), Transport::Udp);
         let mut went = Vec::new();
         loop {
             let Some(o) = outs.pop() else {
@@ -296,10 +296,11 @@ mod resolver {
                     assert_eq!(to, client);
                     return (Message::from_vec(&bytes).unwrap(), went);
                 }
-                Out::Server { to, id, bytes } => {
+                Out::Server { to, id, bytes, tcp } => {
                     went.push(to);
+                    let t = if tcp { Transport::Tcp } else { Transport::Udp };
                     if let Some(a) = net.get_mut(&to) {
-                        if let Some(resp) = a.answer(&bytes, asked(Transport::Udp)) {
+                        if let Some(resp) = a.answer(&bytes, asked(t)) {
                             outs.extend(r.on_response(*now, to, id, &resp));
                         }
                     }
@@ -467,6 +468,47 @@ mod resolver {
         assert!(asked.is_empty(), "inside the /10");
     }
 
+    /// An answer too big for UDP: the shop's server truncates it, the resolver asks again
+    /// over TCP (RFC 7766) and caches all of it; its own answer to a UDP client is cut to the
+    /// client's size with TC, and whole over TCP.
+    #[test]
+    fn a_truncated_answer_is_asked_again_over_tcp() {
+        let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../labs/dns");
+        let mut text = std::fs::read_to_string(dir.join("shop.example.zone")).unwrap();
+        for i in 0..120 {
+            text += &format!("big 60 IN A 10.0.{}.{}\n", i / 200, i % 200 + 1);
+        }
+        net.insert(
+            Ipv4Addr::new(203, 0, 113, 53),
+            Authority::new(vec![Zone::parse(&text, "shop.example.").unwrap()]),
+        );
+        let (m, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "big.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(r.c.tcp_retries, 1);
+        // root, TLD, the shop over UDP (truncated), the shop over TCP.
+        assert_eq!(asked.len(), 4);
+        assert!(m.metadata.truncation && m.answers.is_empty(), "{m:?}");
+        assert_eq!(r.c.truncated, 1);
+        let outs = r.on_query(
+            now,
+            CLIENT,
+            &query("big.shop.example.", RecordType::A, true),
+            Transport::Tcp,
+        );
+        let [Out::Client { bytes, .. }] = outs.as_slice() else {
+            panic!("{outs:?}")
+        };
+        let m = Message::from_vec(bytes).unwrap();
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 120);
+    }
+
     #[test]
     fn nxdomain_is_cached_for_the_negative_ttl() {
         let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
@@ -530,7 +572,7 @@ mod resolver {
         let mut served = 0;
         for i in 0..5 {
             let q = query(&format!("n{i}.shop.example."), RecordType::A, false);
-            if let [Out::Client { .. }] = r.on_query(now, CLIENT, &q).as_slice() {
+            if let [Out::Client { .. }] = r.on_query(now, CLIENT, &q, Transport::Udp).as_slice() {
                 served += 1;
             }
         }
@@ -578,8 +620,9 @@ mod resolver {
             now,
             CLIENT,
             &query("www.shop.example.", RecordType::A, true),
+            Transport::Udp,
         );
-        let [Out::Server { to, id, bytes }] = outs.as_slice() else {
+        let [Out::Server { to, id, bytes, .. }] = outs.as_slice() else {
             panic!("{outs:?}")
         };
         let (to, id) = (*to, *id);
@@ -609,7 +652,7 @@ mod resolver {
             .answer(bytes, asked(Transport::Udp))
             .unwrap();
         let outs = r.on_response(now, to, id, &resp);
-        let [Out::Server { to, id, bytes }] = outs.as_slice() else {
+        let [Out::Server { to, id, bytes, .. }] = outs.as_slice() else {
             panic!("{outs:?}")
         };
         let real = net

@@ -297,6 +297,7 @@ ports = [{{ name = "eth0", segment = "carrier", addresses = ["198.51.100.53/24"]
 root_hints_file = "{hints}"
 clients = ["198.51.100.0/24"]
 ecs_zones = ["vip.shop.example."]
+qname_minimisation = {minimise}
 [[nodes]]
 name = "k1"
 role = "kernel"
@@ -316,6 +317,8 @@ ports = [{{ name = "eth0", segment = "ix", addresses = ["192.0.2.66/24"] }}]
 {nodes}
 {extra}"#,
         hints = f("root.hints"),
+        // Against NSD, with QNAME minimisation (RFC 9156); against ours, without.
+        minimise = servers == Servers::Nsd,
     );
     let lab = Lab::up(&topo);
     let mut children = Vec::new();
@@ -572,6 +575,31 @@ fn the_resolver_resolves_through_nsd_as_unbound_does() {
         c["tcp_retries"].as_u64() >= Some(1) && c["truncated"].as_u64() >= Some(1),
         "{c}"
     );
+    // With QNAME minimisation, the root and the TLD saw one label below their zones.
+    let files = lab.stop();
+    let asked = |server: &str| {
+        let o = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(files.0.join("pcap/ix.pcapng"))
+            .args([
+                "-Y",
+                &format!(
+                    "dns.flags.response == 0 && ip.src == 198.51.100.53 && ip.dst == {server}"
+                ),
+            ])
+            .args(["-T", "fields", "-e", "dns.qry.name"])
+            .output()
+            .expect("tshark");
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(asked("192.0.2.10"), ["example"]);
+    assert_eq!(asked("192.0.2.11"), ["shop.example"]);
 }
 
 /// Forged answers, as an off-path attacker sends them: from the shop's and the GSLB's

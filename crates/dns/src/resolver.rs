@@ -10,8 +10,12 @@
 //! A truncated answer is asked again over TCP (RFC 7766); the resolver's own answers are cut
 //! to the client's UDP size (EDNS, else 512) with TC, and whole over TCP.
 //!
-//! Not yet: QNAME minimisation, glueless delegations (a referral without glue is answered
-//! SERVFAIL and counted).
+//! QNAME minimisation (RFC 9156) as an option: a zone's servers are asked for the name one
+//! label below it with QTYPE A; NODATA or an answer there means one label more from the same
+//! servers, a referral moves down, NXDOMAIN ends it (RFC 8020); the full question goes only
+//! to the servers of the zone it is in.
+//!
+//! Not yet: glueless delegations (a referral without glue is answered SERVFAIL and counted).
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -135,6 +139,8 @@ struct Task {
     tries: usize,
     /// Referrals and CNAMEs followed: a bound against loops.
     steps: usize,
+    /// QNAME minimisation: labels asked beyond the zone's, less one (0: one label more).
+    extra: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +151,8 @@ struct Inflight {
     /// The client subnet sent with it (ECS).
     ecs: Option<Ipv4Net>,
     tcp: bool,
+    /// The question as sent (minimised, or the task's).
+    question: Query,
 }
 
 /// How many referrals and CNAMEs one resolution may follow.
@@ -170,6 +178,9 @@ pub struct Resolver {
     pub max_tasks: usize,
     /// Zones whose servers are sent EDNS Client Subnet.
     pub ecs_zones: Vec<Name>,
+    /// QNAME minimisation (RFC 9156): servers are asked for one label more than their zone
+    /// (QTYPE A), the full question only where it ends.
+    pub qname_minimisation: bool,
     pub c: Counters,
 }
 
@@ -189,6 +200,7 @@ impl Resolver {
             max_cache: 100_000,
             max_tasks: 1_000,
             ecs_zones: Vec::new(),
+            qname_minimisation: false,
             c: Counters::default(),
         }
     }
@@ -432,6 +444,7 @@ impl Resolver {
             servers: Vec::new(),
             tries: 0,
             steps: 0,
+            extra: 0,
         };
         // The cache first: follow cached CNAMEs, answer what is there.
         loop {
@@ -502,6 +515,7 @@ impl Resolver {
         task.zone = zone;
         task.servers = servers;
         task.tries = 0;
+        task.extra = 0;
         let id = self.next_task;
         self.next_task += 1;
         self.tasks.insert(id, task);
@@ -523,12 +537,41 @@ impl Resolver {
         self.query(now, tid, server, false)
     }
 
+    /// The task's next question to the server that just answered.
+    fn query_again(&mut self, now: Instant, tid: u64) -> Vec<Out> {
+        let Some(task) = self.tasks.get(&tid) else {
+            return Vec::new();
+        };
+        let server = task.servers[(task.tries.max(1) - 1) % task.servers.len()];
+        self.query(now, tid, server, false)
+    }
+
+    /// The question for the task's servers: the current name and type, or with QNAME
+    /// minimisation, the name one label (and `extra` more) below their zone, type A, while
+    /// that is not the whole name.
+    fn question(&self, task: &Task) -> Query {
+        let full = Query::query(task.current.clone(), task.query.query_type());
+        if !self.qname_minimisation {
+            return full;
+        }
+        let want = task.zone.num_labels() as usize + 1 + task.extra;
+        let have = task.current.num_labels() as usize;
+        if want >= have {
+            return full;
+        }
+        let mut n = task.current.clone();
+        for _ in 0..have - want {
+            n = n.base_name();
+        }
+        Query::query(n, RecordType::A)
+    }
+
     /// Task `tid`'s current question to `server`, over UDP or TCP.
     fn query(&mut self, now: Instant, tid: u64, server: Ipv4Addr, tcp: bool) -> Vec<Out> {
         let Some(task) = self.tasks.get(&tid) else {
             return Vec::new();
         };
-        let question = Query::query(task.current.clone(), task.query.query_type());
+        let question = self.question(task);
         let ecs = self
             .ecs_zones
             .iter()
@@ -539,7 +582,7 @@ impl Resolver {
             qid = self.random_u16();
         }
         let mut m = Message::new(qid, MessageType::Query, OpCode::Query);
-        m.add_query(question);
+        m.add_query(question.clone());
         let mut e = Edns::new();
         e.set_max_payload(crate::EDNS_PAYLOAD);
         if let Some(net) = ecs {
@@ -558,6 +601,7 @@ impl Resolver {
                 sent: now,
                 ecs,
                 tcp,
+                question,
             },
         );
         self.c.upstream_queries += 1;
@@ -686,7 +730,9 @@ impl Resolver {
             return Vec::new();
         };
         // The answer must come from the server asked, about the question asked.
-        let asked = Query::query(task.current.clone(), task.query.query_type());
+        let asked = f.question.clone();
+        let minimised =
+            asked.name() != &task.current || asked.query_type() != task.query.query_type();
         let same_q = msg.queries.len() == 1 && msg.queries[0].name() == asked.name();
         if from != f.server
             || msg.metadata.id != id
@@ -719,15 +765,39 @@ impl Resolver {
                 .then(|| Ipv4Net::new(sent.network(), scope).map(|n| n.trunc()))?
                 .ok()
         });
-        self.step(now, tid, msg, scoped)
+        self.step(now, tid, msg, scoped, minimised)
     }
 
     /// What an answer from the servers of `task.zone` means for task `tid`.
-    fn step(&mut self, now: Instant, tid: u64, msg: Message, scoped: Option<Ipv4Net>) -> Vec<Out> {
+    fn step(
+        &mut self,
+        now: Instant,
+        tid: u64,
+        mut msg: Message,
+        scoped: Option<Ipv4Net>,
+        minimised: bool,
+    ) -> Vec<Out> {
         let Some(mut task) = self.tasks.get(&tid).cloned() else {
             return Vec::new();
         };
         let zone = task.zone.clone();
+        if minimised {
+            // The answers are about a name above the one resolved: only a referral or
+            // NXDOMAIN (nothing below it exists either, RFC 8020) tells something; else one
+            // label more, from the same servers.
+            msg.answers.clear();
+            let cut = msg.authorities.iter().any(|r| {
+                r.record_type() == RecordType::NS
+                    && zone.zone_of(&r.name)
+                    && r.name.num_labels() > zone.num_labels()
+                    && r.name.zone_of(&task.current)
+            });
+            if msg.metadata.response_code == ResponseCode::NoError && !cut {
+                task.extra += 1;
+                self.tasks.insert(tid, task);
+                return self.query_again(now, tid);
+            }
+        }
         let in_zone = |r: &Record| zone.zone_of(&r.name);
         let oob = msg
             .answers
@@ -867,6 +937,7 @@ impl Resolver {
             task.zone = cut;
             task.servers = servers;
             task.tries = 0;
+            task.extra = 0;
             self.tasks.insert(tid, task);
             return self.send(now, tid);
         }

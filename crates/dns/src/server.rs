@@ -45,6 +45,9 @@ pub struct DnsConfig {
     /// resolver: zones whose servers are sent EDNS Client Subnet (the GSLB's), RFC 7871.
     #[serde(default)]
     pub ecs_zones: Vec<String>,
+    /// resolver, httpdns: QNAME minimisation (RFC 9156), off unless set.
+    #[serde(default)]
+    pub qname_minimisation: bool,
     /// httpdns: the names it answers (others get empty `ips`).
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -277,6 +280,7 @@ fn new_resolver(cfg: &DnsConfig, stack: &Stack) -> anyhow::Result<Rc<RefCell<Res
         .iter()
         .map(|z| Name::from_ascii(z).map_err(|e| anyhow::anyhow!("ecs_zones {z:?}: {e}")))
         .collect::<anyhow::Result<_>>()?;
+    resolver.qname_minimisation = cfg.qname_minimisation;
     let r = Rc::new(RefCell::new(resolver));
     let r2 = r.clone();
     stack.add_table("cache", move || r2.borrow().show_cache(now()));

@@ -282,6 +282,19 @@ mod resolver {
         name: &str,
         t: RecordType,
     ) -> (Message, Vec<Ipv4Addr>) {
+        let (m, went) = resolve_asking(r, net, now, client, name, t);
+        (m, went.into_iter().map(|(a, _)| a).collect())
+    }
+
+    /// [`resolve_for`], with the question sent to each server (`NAME TYPE`).
+    fn resolve_asking(
+        r: &mut Resolver,
+        net: &mut HashMap<Ipv4Addr, Authority>,
+        now: &mut Instant,
+        client: SocketAddrV4,
+        name: &str,
+        t: RecordType,
+    ) -> (Message, Vec<(Ipv4Addr, String)>) {
         let mut outs = r.on_query(*now, client, &query(name, t, true), Transport::Udp);
         let mut went = Vec::new();
         loop {
@@ -297,7 +310,8 @@ mod resolver {
                     return (Message::from_vec(&bytes).unwrap(), went);
                 }
                 Out::Server { to, id, bytes, tcp } => {
-                    went.push(to);
+                    let q = Message::from_vec(&bytes).unwrap().queries[0].clone();
+                    went.push((to, format!("{} {}", q.name(), q.query_type())));
                     let t = if tcp { Transport::Tcp } else { Transport::Udp };
                     if let Some(a) = net.get_mut(&to) {
                         if let Some(resp) = a.answer(&bytes, asked(t)) {
@@ -507,6 +521,59 @@ mod resolver {
         let m = Message::from_vec(bytes).unwrap();
         assert!(!m.metadata.truncation);
         assert_eq!(m.answers.len(), 120);
+    }
+
+    /// QNAME minimisation (RFC 9156): each server is asked for one label below its zone,
+    /// type A, the shop's server the whole question; the answers are the same. A minimised
+    /// NXDOMAIN ends the resolution (RFC 8020).
+    #[test]
+    fn qname_minimisation_asks_each_server_one_label_more() {
+        let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
+        r.qname_minimisation = true;
+        let (m, asked) = resolve_asking(
+            &mut r,
+            &mut net,
+            &mut now,
+            CLIENT,
+            "www.shop.example.",
+            RecordType::A,
+        );
+        let q: Vec<&str> = asked.iter().map(|(_, q)| q.as_str()).collect();
+        assert_eq!(
+            q,
+            [
+                "example. A",
+                "shop.example. A",
+                "www.shop.example. A",
+                "vip.shop.example. A"
+            ]
+        );
+        assert_eq!(m.answers.len(), 4);
+        // Two labels below the shop's zone: a minimised NXDOMAIN for the first says enough.
+        let (m, asked) = resolve_asking(
+            &mut r,
+            &mut net,
+            &mut now,
+            CLIENT,
+            "a.nope.shop.example.",
+            RecordType::TXT,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let q: Vec<&str> = asked.iter().map(|(_, q)| q.as_str()).collect();
+        assert_eq!(q, ["nope.shop.example. A"]);
+        // A name that exists without being a zone (NODATA for the minimised question): one
+        // label more, then the whole question.
+        let (m, asked) = resolve_asking(
+            &mut r,
+            &mut net,
+            &mut now,
+            CLIENT,
+            "x.gslb.shop.example.",
+            RecordType::TXT,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let q: Vec<&str> = asked.iter().map(|(_, q)| q.as_str()).collect();
+        assert_eq!(q, ["gslb.shop.example. A", "x.gslb.shop.example. TXT"]);
     }
 
     #[test]

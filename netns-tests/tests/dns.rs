@@ -149,9 +149,9 @@ fn dig_follows_root_tld_and_shop_to_the_gslb_referral() {
     );
 }
 
-/// Malformed queries from a kernel host (compression loop, a 64-octet label, counts beyond the
-/// message, no question, cut short) get FORMERR and are counted; the server answers the next
-/// good query.
+/// Malformed queries from a kernel host (compression loop, a 64-octet label, a name over 255
+/// octets, counts beyond the message, no question, cut short) get FORMERR and are counted;
+/// the server answers the next good query.
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn bad_queries_get_formerr_and_the_server_goes_on() {
@@ -165,7 +165,17 @@ fn bad_queries_get_formerr_and_the_server_goes_on() {
     long.extend_from_slice(&[0, 0, 1, 0, 1]);
     let mut cut = header(1);
     cut.extend_from_slice(&[3, b'w', b'w']);
-    let bad = [loop_q, long, header(1), header(0), cut];
+    // A name of 305 octets (five labels of 60): over the 255 a name may have.
+    let mut over = header(1);
+    for _ in 0..5 {
+        over.push(60);
+        over.extend_from_slice(&[b'a'; 60]);
+    }
+    over.extend_from_slice(&[0, 0, 1, 0, 1]);
+    // Three questions announced, one there.
+    let mut counts = header(3);
+    counts.extend_from_slice(&[3, b'w', b'w', b'w', 0, 0, 1, 0, 1]);
+    let bad = [loop_q, long, header(1), header(0), cut, over, counts];
     for q in &bad {
         lab.udp_send("k1", "203.0.113.53", 53, q);
     }

@@ -710,7 +710,21 @@ mod resolver {
         assert!(r
             .on_response(now, to, id, &forged(id, "www.bank.example."))
             .is_empty());
-        assert_eq!(r.c.unexpected_answers, 3);
+        // Malformed answers with the right ID from the right server: a compression loop, a
+        // record cut short, counts beyond the message. Counted and dropped; the question
+        // stays open for the real answer.
+        let good = forged(id, "www.shop.example.");
+        let mut looped = good[..12].to_vec();
+        looped[5] = 1; // one question, no answer
+        looped[7] = 0;
+        looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        let cut = good[..good.len() - 3].to_vec();
+        let mut counts = good.clone();
+        counts[7] = 9; // nine answers announced
+        for bad in [looped, cut, counts] {
+            assert!(r.on_response(now, to, id, &bad).is_empty());
+        }
+        assert_eq!(r.c.unexpected_answers, 6);
         // The root's real referral; then the TLD (asked about example.) answers its referral
         // with an address for a name outside example. in the additional section.
         let resp = net

@@ -314,4 +314,6 @@ fn encode(m: &Message) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod tests;

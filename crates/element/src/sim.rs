@@ -120,6 +120,16 @@ impl Sim {
         id
     }
 
+    /// Puts a port on segment `seg` (a cable plugged back in).
+    pub fn plug(&mut self, id: NodeId, port: PortId, seg: usize) {
+        assert!(
+            self.attached.insert((id, port), seg).is_none(),
+            "port {:?} is on a segment already",
+            (id, port)
+        );
+        self.segments[seg].push((id, port));
+    }
+
     /// Takes a port off its segment (a cable pulled): what it sends goes nowhere, nothing
     /// reaches it.
     pub fn unplug(&mut self, id: NodeId, port: PortId) {

@@ -15,7 +15,9 @@
 //! servers, a referral moves down, NXDOMAIN ends it (RFC 8020); the full question goes only
 //! to the servers of the zone it is in.
 //!
-//! Not yet: glueless delegations (a referral without glue is answered SERVFAIL and counted).
+//! A glueless delegation (a referral whose servers' addresses it does not carry, counted
+//! `glueless`) is followed by resolving the first server's address from the root (nested at
+//! most three deep), then asking it.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -141,6 +143,11 @@ struct Task {
     steps: usize,
     /// QNAME minimisation: labels asked beyond the zone's, less one (0: one label more).
     extra: usize,
+    /// A resolution of a name server's address for task `parent` (a glueless delegation),
+    /// not a client's: its answer goes to the parent.
+    parent: Option<u64>,
+    /// How deep in such resolutions (bounded by [`MAX_DEPTH`]).
+    depth: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +164,9 @@ struct Inflight {
 
 /// How many referrals and CNAMEs one resolution may follow.
 const MAX_STEPS: usize = 24;
+/// How deep resolutions of name servers' addresses may nest (a glueless delegation whose
+/// server's zone is itself glueless, ...).
+const MAX_DEPTH: u8 = 3;
 
 /// The iterative resolver.
 pub struct Resolver {
@@ -168,6 +178,8 @@ pub struct Resolver {
     next_task: u64,
     inflight: HashMap<u16, Inflight>,
     rng: u64,
+    /// The latest time given (an answer of a child resolution resumes its parent then).
+    clock: Instant,
     /// How long to wait for a server before the next.
     pub timeout: Duration,
     /// Sends per resolution step before SERVFAIL.
@@ -195,6 +207,7 @@ impl Resolver {
             next_task: 0,
             inflight: HashMap::new(),
             rng: seed | 1,
+            clock: Instant::now(),
             timeout: Duration::from_millis(800),
             attempts: 3,
             max_cache: 100_000,
@@ -399,6 +412,7 @@ impl Resolver {
         bytes: &[u8],
         transport: crate::Transport,
     ) -> Vec<Out> {
+        self.clock = now;
         if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
             return Vec::new();
         }
@@ -445,6 +459,8 @@ impl Resolver {
             tries: 0,
             steps: 0,
             extra: 0,
+            parent: None,
+            depth: 0,
         };
         // The cache first: follow cached CNAMEs, answer what is there.
         loop {
@@ -453,7 +469,7 @@ impl Resolver {
             if let Some((e, left, scope)) = self.cached_for(now, &task.current, t, client) {
                 self.c.cache_hits += 1;
                 task.scope = scope;
-                return vec![self.reply_cached(&task, e, left)];
+                return self.reply_cached(&task, e, left);
             }
             match self.cached_for(now, &task.current, RecordType::CNAME, client) {
                 Some((Entry::Records(rs), left, _)) if task.chain.len() < MAX_STEPS => {
@@ -509,7 +525,7 @@ impl Resolver {
     fn start(&mut self, now: Instant, mut task: Task) -> Vec<Out> {
         if self.tasks.len() >= self.max_tasks {
             self.c.busy += 1;
-            return vec![self.reply(&task, ResponseCode::ServFail, Vec::new(), Vec::new())];
+            return self.reply(&task, ResponseCode::ServFail, Vec::new(), Vec::new());
         }
         let (zone, servers) = self.closest(now, &task.current);
         task.zone = zone;
@@ -619,7 +635,7 @@ impl Resolver {
         };
         self.inflight.retain(|_, f| f.task != tid);
         self.c.servfail += 1;
-        vec![self.reply(&task, ResponseCode::ServFail, Vec::new(), Vec::new())]
+        self.reply(&task, ResponseCode::ServFail, Vec::new(), Vec::new())
     }
 
     fn reply(
@@ -628,7 +644,7 @@ impl Resolver {
         rcode: ResponseCode,
         answers: Vec<Record>,
         auth: Vec<Record>,
-    ) -> Out {
+    ) -> Vec<Out> {
         let mut m = Message::response(task.id, OpCode::Query);
         m.metadata.recursion_desired = true;
         m.metadata.recursion_available = true;
@@ -655,13 +671,39 @@ impl Resolver {
             self.c.truncated += 1;
             bytes = m.truncate().to_vec().unwrap_or_default();
         }
-        Out::Client {
+        if let Some(parent) = task.parent {
+            return self.resume(parent, &m);
+        }
+        vec![Out::Client {
             to: task.client,
             bytes,
+        }]
+    }
+
+    /// A child resolution's answer for its parent: the name server's addresses to ask, or
+    /// none (SERVFAIL for the parent).
+    fn resume(&mut self, parent: u64, answer: &Message) -> Vec<Out> {
+        let addrs: Vec<Ipv4Addr> = answer
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        let now = self.clock;
+        match self.tasks.get_mut(&parent) {
+            Some(p) if !addrs.is_empty() => {
+                p.servers = addrs;
+                p.tries = 0;
+                self.send(now, parent)
+            }
+            Some(_) => self.fail(parent),
+            None => Vec::new(),
         }
     }
 
-    fn reply_cached(&mut self, task: &Task, e: Entry, left: u32) -> Out {
+    fn reply_cached(&mut self, task: &Task, e: Entry, left: u32) -> Vec<Out> {
         let mut answers = task.chain.clone();
         match e {
             Entry::Records(mut rs) => {
@@ -686,6 +728,7 @@ impl Resolver {
 
     /// The timeouts that are due: the next server, or SERVFAIL.
     pub fn poll(&mut self, now: Instant) -> Vec<Out> {
+        self.clock = now;
         let due: Vec<(u16, u64)> = self
             .inflight
             .iter()
@@ -717,6 +760,7 @@ impl Resolver {
 
     /// A server's answer to query `id`, from `from`.
     pub fn on_response(&mut self, now: Instant, from: Ipv4Addr, id: u16, bytes: &[u8]) -> Vec<Out> {
+        self.clock = now;
         let Ok(msg) = Message::from_vec(bytes) else {
             self.c.unexpected_answers += 1;
             return Vec::new();
@@ -843,7 +887,7 @@ impl Resolver {
                 self.tasks.remove(&tid);
                 let mut answers = task.chain.clone();
                 answers.extend(wanted);
-                return vec![self.reply(&task, ResponseCode::NoError, answers, Vec::new())];
+                return self.reply(&task, ResponseCode::NoError, answers, Vec::new());
             }
             let Some(c) = here
                 .iter()
@@ -925,9 +969,59 @@ impl Resolver {
                 }));
             }
             if servers.is_empty() {
+                // Glueless: the servers' addresses from the cache, else resolved first (the
+                // first server's name, from the root down), then on from there.
                 self.c.glueless += 1;
-                self.tasks.insert(tid, task);
-                return self.fail(tid);
+                let names: Vec<Name> = ns
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::NS(t) => Some(t.0.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let known: Vec<Ipv4Addr> = names
+                    .iter()
+                    .filter_map(|n| match self.cached_any(now, n, RecordType::A, true) {
+                        Some((Entry::Records(a), _)) => Some(a),
+                        _ => None,
+                    })
+                    .flatten()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(a.0),
+                        _ => None,
+                    })
+                    .collect();
+                servers = known;
+                if servers.is_empty() {
+                    let (Some(first), true) = (names.first(), task.depth < MAX_DEPTH) else {
+                        self.tasks.insert(tid, task);
+                        return self.fail(tid);
+                    };
+                    task.steps += 1;
+                    task.zone = cut;
+                    task.extra = 0;
+                    let child = Task {
+                        client: task.client,
+                        id: 0,
+                        query: Query::query(first.clone(), RecordType::A),
+                        edns: true,
+                        subnet: task.subnet,
+                        client_ecs: false,
+                        scope: 0,
+                        limit: usize::from(u16::MAX),
+                        chain: Vec::new(),
+                        current: first.clone(),
+                        zone: Name::root(),
+                        servers: Vec::new(),
+                        tries: 0,
+                        steps: task.steps,
+                        extra: 0,
+                        parent: Some(tid),
+                        depth: task.depth + 1,
+                    };
+                    self.tasks.insert(tid, task);
+                    return self.start(now, child);
+                }
             }
             task.steps += 1;
             if task.steps > MAX_STEPS {
@@ -982,7 +1076,7 @@ impl Resolver {
         } else {
             ResponseCode::NoError
         };
-        vec![self.reply(task, rcode, task.chain.clone(), vec![s])]
+        self.reply(task, rcode, task.chain.clone(), vec![s])
     }
 }
 

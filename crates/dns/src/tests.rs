@@ -576,6 +576,70 @@ mod resolver {
         assert_eq!(q, ["gslb.shop.example. A", "x.gslb.shop.example. TXT"]);
     }
 
+    /// A glueless delegation: example. hands shop.example. to ns.other., a name in another
+    /// TLD whose address it cannot give. The resolver resolves ns.other. from the root (its
+    /// own referral has glue), then asks it, and on to the answer.
+    #[test]
+    fn a_glueless_delegation_is_followed_by_resolving_the_server_first() {
+        let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());
+        let zone =
+            |text: &str, origin: &str| Authority::new(vec![Zone::parse(text, origin).unwrap()]);
+        let soa = "@ SOA root-dns.example. hm.example. 1 1800 900 604800 300\n";
+        net.insert(
+            Ipv4Addr::new(192, 0, 2, 10),
+            zone(
+                &format!("$ORIGIN .\n$TTL 3600\n{soa}@ NS root-dns.example.\nexample. NS tld-dns.example.\ntld-dns.example. A 192.0.2.11\nroot-dns.example. A 192.0.2.10\nother. NS ns.other.\nns.other. A 192.0.2.20\n"),
+                ".",
+            ),
+        );
+        net.insert(
+            Ipv4Addr::new(192, 0, 2, 11),
+            zone(
+                &format!("$ORIGIN example.\n$TTL 3600\n{soa}@ NS tld-dns\ntld-dns A 192.0.2.11\nshop NS ns.other.\n"),
+                "example.",
+            ),
+        );
+        net.insert(
+            Ipv4Addr::new(192, 0, 2, 20),
+            zone(
+                &format!("$ORIGIN other.\n$TTL 3600\n{soa}@ NS ns\nns A 203.0.113.53\n"),
+                "other.",
+            ),
+        );
+        let (m, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "www.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+        assert_eq!(m.answers.len(), 4, "{m:?}");
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            asked,
+            [
+                ip("192.0.2.10"),   // root: example.
+                ip("192.0.2.11"),   // TLD: shop.example. NS ns.other., no glue
+                ip("192.0.2.10"),   // root: other. (for ns.other.)
+                ip("192.0.2.20"),   // other.: ns.other. A 203.0.113.53
+                ip("203.0.113.53"), // the shop: CNAME and the GSLB's referral
+                ip("203.0.113.54"), // the GSLB
+            ]
+        );
+        assert_eq!(r.c.glueless, 1);
+        // The server's address is cached: the next glueless referral to it asks nobody more.
+        let (m, asked) = resolve(
+            &mut r,
+            &mut net,
+            &mut now,
+            "gslb.shop.example.",
+            RecordType::A,
+        );
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(asked, [ip("203.0.113.53")]);
+    }
+
     #[test]
     fn nxdomain_is_cached_for_the_negative_ttl() {
         let (mut r, mut net, mut now) = (ldns(), servers(), Instant::now());

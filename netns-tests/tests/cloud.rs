@@ -628,11 +628,10 @@ fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
 /// `d11 journey` on the reference lab: the phone's order through the mobile core, the NAT, the
 /// transit routers, the gateway node, VXLAN and the balancer to a controller; every hop of
 /// journey.md matches and no capture has a malformed frame (the report says so).
-#[test]
-#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
-fn the_journey_matches_every_hop_of_the_reference_lab() {
+/// Runs `d11 journey` on the reference lab with `args`; its report (the run must succeed).
+fn journey(args: &[&str]) -> serde_json::Value {
     require_root();
-    let prefix = format!("j{}", std::process::id() % 100_000);
+    let prefix = format!("j{}x{}", std::process::id() % 100_000, args.len());
     let out_dir = scratch("journey");
     let out = out_dir.0.clone();
     let lab = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/double11.toml");
@@ -641,6 +640,7 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
         .arg(&lab)
         .arg("--out")
         .arg(&out)
+        .args(args)
         .output()
         .unwrap();
     // The journey removes its lab itself; this is for a journey that failed half-way.
@@ -657,15 +657,41 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
         .next()
         .unwrap()
         .path();
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["ok"], true);
-    let hops: Vec<&str> = report["hops"]
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// The hops of a journey report, by number.
+fn hop_names(report: &serde_json::Value) -> Vec<String> {
+    report["hops"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| h["hop"]["n"].as_str().unwrap())
-        .collect();
+        .map(|h| h["hop"]["n"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `d11 journey --resolver httpdns`: the app asks HTTPDNS over HTTPS (H1-H5, decrypted with
+/// the lab's key log) instead of ldns, and every hop matches.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_journey_with_httpdns_matches_every_hop() {
+    let report = journey(&["--resolver", "httpdns"]);
+    assert_eq!(report["ok"], true);
+    let hops = hop_names(&report);
+    for n in ["H1", "H2", "H3", "H4", "H5", "1", "14", "1'"] {
+        assert!(hops.iter().any(|h| h == n), "hop {n} missing: {hops:?}");
+    }
+    assert!(!hops.iter().any(|h| h.starts_with('N')), "{hops:?}");
+    assert_eq!(report["facts"]["httpdns"], "true");
+}
+
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_journey_matches_every_hop_of_the_reference_lab() {
+    let report = journey(&[]);
+    assert_eq!(report["ok"], true);
+    let hops = hop_names(&report);
+    let hops: Vec<&str> = hops.iter().map(String::as_str).collect();
     for n in [
         "N1",
         "N1 (NAT)",
@@ -711,7 +737,45 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
         .unwrap()
         .iter()
         .all(|m| m["frames"] == 0));
-    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The app set to HTTPDNS, with the service unreachable (an address nobody has): it falls
+/// back to the DNS server of its PDN session, says why, and orders all the same.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_app_falls_back_to_dns_when_httpdns_does_not_answer() {
+    let labs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs");
+    let topo = std::fs::read_to_string(labs.join("double11.toml"))
+        .unwrap()
+        .replace(
+            "user_db_file = \"mobile-users.csv\"",
+            &format!(
+                "user_db_file = \"{}\"",
+                labs.join("mobile-users.csv").display()
+            ),
+        )
+        .replace(
+            "_file = \"dns/",
+            &format!("_file = \"{}/dns/", labs.display()),
+        )
+        .replace("count = 2,", "count = 1, resolver = \"httpdns\",")
+        .replace("https://203.0.113.55", "https://203.0.113.99");
+    assert!(topo.contains("resolver = \"httpdns\"") && topo.contains("203.0.113.99"));
+    let lab = Lab::up(&topo);
+    let app = lab.wait_show("ue", "app", 60, |v| {
+        v.as_array().is_some_and(|a| !a.is_empty())
+    });
+    let r = &app[0];
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["dns"]["via"], "ldns", "{r}");
+    assert_eq!(r["dns"]["server"], "198.51.100.53", "{r}");
+    assert!(
+        r["dns"]["fallback_from"]
+            .as_str()
+            .is_some_and(|e| e.contains("203.0.113.99")),
+        "{r}"
+    );
+    assert_eq!(r["outcome"]["status"], 201, "{r}");
 }
 
 /// 30 s of orders from the phone through the whole reference lab; `kill -9` of ctl1 after 10 s:

@@ -628,6 +628,25 @@ fn an_order_to_the_vip_crosses_gateway_vxlan_and_balancer() {
 /// `d11 journey` on the reference lab: the phone's order through the mobile core, the NAT, the
 /// transit routers, the gateway node, VXLAN and the balancer to a controller; every hop of
 /// journey.md matches and no capture has a malformed frame (the report says so).
+/// The reference lab's topology (labs/double11.toml) with its files' paths made absolute, to
+/// change and bring up from a test's own directory.
+fn reference_lab() -> String {
+    let labs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs");
+    std::fs::read_to_string(labs.join("double11.toml"))
+        .unwrap()
+        .replace(
+            "user_db_file = \"mobile-users.csv\"",
+            &format!(
+                "user_db_file = \"{}\"",
+                labs.join("mobile-users.csv").display()
+            ),
+        )
+        .replace(
+            "_file = \"dns/",
+            &format!("_file = \"{}/dns/", labs.display()),
+        )
+}
+
 /// Runs `d11 journey` on the reference lab with `args`; its report (the run must succeed).
 fn journey(args: &[&str]) -> serde_json::Value {
     require_root();
@@ -744,20 +763,7 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn the_app_falls_back_to_dns_when_httpdns_does_not_answer() {
-    let labs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs");
-    let topo = std::fs::read_to_string(labs.join("double11.toml"))
-        .unwrap()
-        .replace(
-            "user_db_file = \"mobile-users.csv\"",
-            &format!(
-                "user_db_file = \"{}\"",
-                labs.join("mobile-users.csv").display()
-            ),
-        )
-        .replace(
-            "_file = \"dns/",
-            &format!("_file = \"{}/dns/", labs.display()),
-        )
+    let topo = reference_lab()
         .replace("count = 2,", "count = 1, resolver = \"httpdns\",")
         .replace("https://203.0.113.55", "https://203.0.113.99");
     assert!(topo.contains("resolver = \"httpdns\"") && topo.contains("203.0.113.99"));
@@ -789,13 +795,7 @@ fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
     let dir = scratch_dir.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let (j1, j2) = (dir.join("ctl1.jsonl"), dir.join("ctl2.jsonl"));
-    let labs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs");
-    let topo = std::fs::read_to_string(labs.join("double11.toml"))
-        .unwrap()
-        .replace(
-            "user_db_file = \"mobile-users.csv\"",
-            &format!("user_db_file = \"{}\"", labs.join("mobile-users.csv").display()),
-        )
+    let topo = reference_lab()
         // The controllers keep their orders in journals here (the RPC back end has its own
         // test in orders.rs).
         .replacen(
@@ -808,7 +808,6 @@ fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
             &format!("orders = {{ id_prefix = \"D11-2-\", journal = \"{}\" }}", j2.display()),
             1,
         )
-        .replace("_file = \"dns/", &format!("_file = \"{}/dns/", labs.display()))
         .replace("Idempotency-Key: ue1-order-{n}", "Idempotency-Key: load-{n}")
         .replace("count = 2,", "count = 1000000,")
         .replace(
@@ -899,21 +898,7 @@ fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_modem_phone_resolves_the_shop_through_the_carriers_dns_and_orders_with_curl() {
-    let labs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs");
-    let topo = std::fs::read_to_string(labs.join("double11.toml"))
-        .unwrap()
-        .replace(
-            "user_db_file = \"mobile-users.csv\"",
-            &format!(
-                "user_db_file = \"{}\"",
-                labs.join("mobile-users.csv").display()
-            ),
-        )
-        .replace(
-            "_file = \"dns/",
-            &format!("_file = \"{}/dns/", labs.display()),
-        )
-        .replace("mode = \"app\"", "mode = \"modem\"");
+    let topo = reference_lab().replace("mode = \"app\"", "mode = \"modem\"");
     assert!(topo.contains("mode = \"modem\""));
     let lab = Lab::up(&topo);
     let ue = lab.wait_show("ue", "ue", 30, |u| u["state"] == "attached");

@@ -488,28 +488,29 @@ impl Resolver {
         self.start(now, task)
     }
 
+    /// The cached addresses (glue included) of the servers `names`.
+    fn known_addrs(&self, now: Instant, names: &[Name]) -> Vec<Ipv4Addr> {
+        names
+            .iter()
+            .filter_map(|t| match self.cached_any(now, t, RecordType::A, true) {
+                Some((Entry::Records(a), _)) => Some(a),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The closest zone we know servers for: from the cache's NS sets and their addresses,
     /// else the root hints.
     fn closest(&self, now: Instant, name: &Name) -> (Name, Vec<Ipv4Addr>) {
         let mut n = name.clone();
         loop {
             if let Some((Entry::Records(ns), _)) = self.cached_any(now, &n, RecordType::NS, true) {
-                let addrs: Vec<Ipv4Addr> = ns
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::NS(t) => Some(t.0.clone()),
-                        _ => None,
-                    })
-                    .filter_map(|t| match self.cached_any(now, &t, RecordType::A, true) {
-                        Some((Entry::Records(a), _)) => Some(a),
-                        _ => None,
-                    })
-                    .flatten()
-                    .filter_map(|r| match &r.data {
-                        RData::A(a) => Some(a.0),
-                        _ => None,
-                    })
-                    .collect();
+                let addrs = self.known_addrs(now, &ns_names(&ns));
                 if !addrs.is_empty() {
                     return (n, addrs);
                 }
@@ -972,26 +973,8 @@ impl Resolver {
                 // Glueless: the servers' addresses from the cache, else resolved first (the
                 // first server's name, from the root down), then on from there.
                 self.c.glueless += 1;
-                let names: Vec<Name> = ns
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::NS(t) => Some(t.0.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                let known: Vec<Ipv4Addr> = names
-                    .iter()
-                    .filter_map(|n| match self.cached_any(now, n, RecordType::A, true) {
-                        Some((Entry::Records(a), _)) => Some(a),
-                        _ => None,
-                    })
-                    .flatten()
-                    .filter_map(|r| match &r.data {
-                        RData::A(a) => Some(a.0),
-                        _ => None,
-                    })
-                    .collect();
-                servers = known;
+                let names = ns_names(&ns);
+                servers = self.known_addrs(now, &names);
                 if servers.is_empty() {
                     let (Some(first), true) = (names.first(), task.depth < MAX_DEPTH) else {
                         self.tasks.insert(tid, task);
@@ -1078,6 +1061,16 @@ impl Resolver {
         };
         self.reply(task, rcode, task.chain.clone(), vec![s])
     }
+}
+
+/// The server names of an NS set.
+fn ns_names(ns: &[Record]) -> Vec<Name> {
+    ns.iter()
+        .filter_map(|r| match &r.data {
+            RData::NS(t) => Some(t.0.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The negative TTL: the smaller of the SOA's TTL and its MINIMUM (RFC 2308 §5).

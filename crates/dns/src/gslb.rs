@@ -120,31 +120,16 @@ struct Vip {
     last: Option<(Instant, bool)>,
 }
 
-/// Counters (`d11 show gslb counters`).
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    pub decisions: u64,
-    pub failovers: u64,
-    pub none_healthy: u64,
-    pub checks_ok: u64,
-    pub checks_failed: u64,
-    pub vips_down: u64,
-    pub vips_up: u64,
-}
-
-impl Counters {
-    pub fn for_each(&self, out: &mut dyn FnMut(&str, u64)) {
-        for (k, v) in [
-            ("gslb_decisions", self.decisions),
-            ("gslb_failovers", self.failovers),
-            ("gslb_none_healthy", self.none_healthy),
-            ("gslb_checks_ok", self.checks_ok),
-            ("gslb_checks_failed", self.checks_failed),
-            ("gslb_vips_down", self.vips_down),
-            ("gslb_vips_up", self.vips_up),
-        ] {
-            out(k, v);
-        }
+// Counters (`d11 show gslb counters`).
+d11_element::counters! {
+    pub struct Counters {
+        gslb_decisions,
+        gslb_failovers,
+        gslb_none_healthy,
+        gslb_checks_ok,
+        gslb_checks_failed,
+        gslb_vips_down,
+        gslb_vips_up,
     }
 }
 
@@ -203,15 +188,15 @@ impl Gslb {
                 v.checks_failed += 1;
             }
             match v.health.record(ok, &cfg) {
-                Some(true) => self.c.vips_up += 1,
-                Some(false) => self.c.vips_down += 1,
+                Some(true) => self.c.gslb_vips_up += 1,
+                Some(false) => self.c.gslb_vips_down += 1,
                 None => {}
             }
         }
         if ok {
-            self.c.checks_ok += 1;
+            self.c.gslb_checks_ok += 1;
         } else {
-            self.c.checks_failed += 1;
+            self.c.gslb_checks_failed += 1;
         }
     }
 
@@ -259,7 +244,7 @@ impl Gslb {
         asked_by: Ipv4Addr,
         client: Source,
     ) -> Decision {
-        self.c.decisions += 1;
+        self.c.gslb_decisions += 1;
         let addr = client.addr();
         let near = self.nearest(addr);
         let default = self
@@ -297,7 +282,7 @@ impl Gslb {
                 continue;
             }
             if k > 0 {
-                self.c.failovers += 1;
+                self.c.gslb_failovers += 1;
                 why += &format!(": failover to {}", self.cfg.regions[i].name);
             }
             chosen = Some((i, up));
@@ -306,7 +291,7 @@ impl Gslb {
         let (region, vips) = chosen.unwrap_or_else(|| {
             // Nothing healthy anywhere: the nearest region's VIPs all the same (an answer
             // that may work beats none).
-            self.c.none_healthy += 1;
+            self.c.gslb_none_healthy += 1;
             why += &format!(": all of {}", self.cfg.regions[first].name);
             (first, self.cfg.regions[first].vips.clone())
         });

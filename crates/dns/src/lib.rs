@@ -30,38 +30,20 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 /// Without EDNS a UDP answer fits 512 octets (RFC 1035 §4.2.1).
 pub const PLAIN_UDP: usize = 512;
 
-/// Counters of an authoritative server.
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    pub queries: u64,
-    pub answers: u64,
-    pub referrals: u64,
-    pub nodata: u64,
-    pub nxdomain: u64,
-    pub refused: u64,
-    pub formerr: u64,
-    pub notimp: u64,
-    pub truncated: u64,
-    /// Too short to answer, or a response sent to us: dropped.
-    pub dropped: u64,
-}
-
-impl Counters {
-    pub fn for_each(&self, out: &mut dyn FnMut(&str, u64)) {
-        for (k, v) in [
-            ("dns_queries", self.queries),
-            ("dns_answers", self.answers),
-            ("dns_referrals", self.referrals),
-            ("dns_nodata", self.nodata),
-            ("dns_nxdomain", self.nxdomain),
-            ("dns_refused", self.refused),
-            ("dns_formerr", self.formerr),
-            ("dns_notimp", self.notimp),
-            ("dns_truncated", self.truncated),
-            ("dns_dropped", self.dropped),
-        ] {
-            out(k, v);
-        }
+// Counters of an authoritative server; `dns_dropped`: too short to answer, or a response
+// sent to us.
+d11_element::counters! {
+    pub struct Counters {
+        dns_queries,
+        dns_answers,
+        dns_referrals,
+        dns_nodata,
+        dns_nxdomain,
+        dns_refused,
+        dns_formerr,
+        dns_notimp,
+        dns_truncated,
+        dns_dropped,
     }
 }
 
@@ -147,35 +129,35 @@ impl Authority {
     pub fn answer(&mut self, req: &[u8], asked: Asked) -> Option<Vec<u8>> {
         let transport = asked.transport;
         if req.len() < 12 {
-            self.c.dropped += 1;
+            self.c.dns_dropped += 1;
             return None;
         }
         // A response sent to us is never answered (QR set).
         if req[2] & 0x80 != 0 {
-            self.c.dropped += 1;
+            self.c.dns_dropped += 1;
             return None;
         }
-        self.c.queries += 1;
+        self.c.dns_queries += 1;
         let id = u16::from_be_bytes([req[0], req[1]]);
         let msg = match Message::from_vec(req) {
             Ok(m) => m,
             Err(_) => {
-                self.c.formerr += 1;
+                self.c.dns_formerr += 1;
                 let op = OpCode::from_u8((req[2] >> 3) & 0x0f);
                 return encode(&Message::error_msg(id, op, ResponseCode::FormErr));
             }
         };
         let op = msg.metadata.op_code;
         if op != OpCode::Query {
-            self.c.notimp += 1;
+            self.c.dns_notimp += 1;
             return encode(&Message::error_msg(id, op, ResponseCode::NotImp));
         }
         let [q] = msg.queries.as_slice() else {
-            self.c.formerr += 1;
+            self.c.dns_formerr += 1;
             return encode(&Message::error_msg(id, op, ResponseCode::FormErr));
         };
         let Ok(ecs) = client_subnet(&msg) else {
-            self.c.formerr += 1;
+            self.c.dns_formerr += 1;
             return encode(&Message::error_msg(id, op, ResponseCode::FormErr));
         };
         let mut resp = Message::response(id, op);
@@ -206,7 +188,7 @@ impl Authority {
         if bytes.len() <= limit {
             return Some(bytes);
         }
-        self.c.truncated += 1;
+        self.c.dns_truncated += 1;
         encode(&resp.truncate())
     }
 
@@ -239,7 +221,7 @@ impl Authority {
         let name = q.name().to_string();
         let d = g.decide(asked.now, &name, asked.peer, client);
         let ttl = g.cfg.ttl;
-        self.c.answers += 1;
+        self.c.dns_answers += 1;
         resp.metadata.authoritative = true;
         resp.answers = d
             .vips
@@ -258,12 +240,12 @@ impl Authority {
     fn fill(&mut self, resp: &mut Message, q: &Query) {
         let name = q.name();
         if q.query_class() != DNSClass::IN {
-            self.c.refused += 1;
+            self.c.dns_refused += 1;
             resp.metadata.response_code = ResponseCode::Refused;
             return;
         }
         let Some(zone) = self.zone_for(name) else {
-            self.c.refused += 1;
+            self.c.dns_refused += 1;
             resp.metadata.response_code = ResponseCode::Refused;
             return;
         };
@@ -275,13 +257,13 @@ impl Authority {
         };
         match found {
             Lookup::Answer(records) => {
-                self.c.answers += 1;
+                self.c.dns_answers += 1;
                 resp.metadata.authoritative = true;
                 resp.additionals = additional;
                 resp.answers = records;
             }
             Lookup::Referral { cnames, ns, glue } => {
-                self.c.referrals += 1;
+                self.c.dns_referrals += 1;
                 // Authoritative for the CNAMEs that led to the cut, if any (RFC 1035 §4.1.1:
                 // the AA bit is about the first owner name in the answer).
                 resp.metadata.authoritative = !cnames.is_empty();
@@ -290,13 +272,13 @@ impl Authority {
                 resp.additionals = glue;
             }
             Lookup::NoData { cnames, soa } => {
-                self.c.nodata += 1;
+                self.c.dns_nodata += 1;
                 resp.metadata.authoritative = true;
                 resp.answers = cnames;
                 resp.authorities = vec![soa];
             }
             Lookup::NxDomain { cnames, soa } => {
-                self.c.nxdomain += 1;
+                self.c.dns_nxdomain += 1;
                 resp.metadata.authoritative = true;
                 // After a CNAME the rcode is about the last name of the chain (RFC 6604).
                 resp.metadata.response_code = ResponseCode::NXDomain;

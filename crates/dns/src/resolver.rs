@@ -44,51 +44,28 @@ pub enum Out {
     },
 }
 
-/// Counters of the resolver (`d11 show ldns counters`).
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    pub client_queries: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub upstream_queries: u64,
-    pub timeouts: u64,
-    pub servfail: u64,
-    pub formerr: u64,
-    /// Answers that match no query in flight (wrong ID, server or question): dropped.
-    pub unexpected_answers: u64,
-    /// Records outside the zone the answering server was asked about: never cached.
-    pub out_of_bailiwick: u64,
-    pub glueless: u64,
-    /// Entries not cached because the cache was full of live ones.
-    pub cache_full: u64,
-    /// Client questions refused (SERVFAIL) because `max_tasks` were being resolved.
-    pub busy: u64,
-    /// Truncated answers asked again over TCP.
-    pub tcp_retries: u64,
-    /// Answers to clients cut to fit their UDP size (TC set: they ask again over TCP).
-    pub truncated: u64,
-}
-
-impl Counters {
-    pub fn for_each(&self, out: &mut dyn FnMut(&str, u64)) {
-        for (k, v) in [
-            ("client_queries", self.client_queries),
-            ("cache_hits", self.cache_hits),
-            ("cache_misses", self.cache_misses),
-            ("upstream_queries", self.upstream_queries),
-            ("timeouts", self.timeouts),
-            ("servfail", self.servfail),
-            ("formerr", self.formerr),
-            ("unexpected_answers", self.unexpected_answers),
-            ("out_of_bailiwick", self.out_of_bailiwick),
-            ("glueless", self.glueless),
-            ("cache_full", self.cache_full),
-            ("busy", self.busy),
-            ("tcp_retries", self.tcp_retries),
-            ("truncated", self.truncated),
-        ] {
-            out(k, v);
-        }
+// Counters of the resolver (`d11 show ldns counters`). `unexpected_answers`: answers that
+// match no question in flight (wrong ID, server or question), dropped; `out_of_bailiwick`:
+// records outside the zone the answering server was asked about, never cached; `cache_full`:
+// entries not cached because the cache was full of live ones; `busy`: client questions
+// refused (SERVFAIL) because `max_tasks` were being resolved; `tcp_retries`: truncated answers
+// asked again over TCP; `truncated`: answers to clients cut to their UDP size (TC).
+d11_element::counters! {
+    pub struct Counters {
+        client_queries,
+        cache_hits,
+        cache_misses,
+        upstream_queries,
+        timeouts,
+        servfail,
+        formerr,
+        unexpected_answers,
+        out_of_bailiwick,
+        glueless,
+        cache_full,
+        busy,
+        tcp_retries,
+        truncated,
     }
 }
 

@@ -68,7 +68,7 @@ fn the_root_refers_to_the_tld_with_glue() {
     assert_eq!(names(&m.authorities), ["example. NS tld-dns.example."]);
     assert_eq!(names(&m.additionals), ["tld-dns.example. A 192.0.2.11"]);
     assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(EDNS_PAYLOAD));
-    assert_eq!(a.c.referrals, 1);
+    assert_eq!(a.c.dns_referrals, 1);
     // The root's own NS, authoritatively.
     let m = ask(&mut a, ".", RecordType::NS);
     assert!(m.metadata.authoritative);
@@ -129,7 +129,7 @@ fn nxdomain_and_nodata_carry_the_soa_with_the_negative_ttl() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty());
     assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
-    assert_eq!((a.c.nxdomain, a.c.nodata), (1, 1));
+    assert_eq!((a.c.dns_nxdomain, a.c.dns_nodata), (1, 1));
     // Not our zone: refused.
     let m = ask(&mut a, "www.other.example.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
@@ -164,7 +164,7 @@ fn an_answer_too_big_for_udp_is_truncated_and_whole_over_tcp() {
     let q = query("many.big.example.", RecordType::A, true);
     let m = Message::from_vec(&a.answer(&q, asked(Transport::Udp)).unwrap()).unwrap();
     assert_eq!(m.answers.len(), 40);
-    assert_eq!(a.c.truncated, 1);
+    assert_eq!(a.c.dns_truncated, 1);
 }
 
 /// Malformed queries (from RFC 1035's rules: compression loops, labels over 63 octets, counts
@@ -199,13 +199,13 @@ fn bad_queries_get_formerr_or_are_dropped_and_counted() {
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr, "{what}");
         assert_eq!(m.metadata.id, 0x1111, "{what}");
     }
-    assert_eq!(a.c.formerr, cases.len() as u64);
+    assert_eq!(a.c.dns_formerr, cases.len() as u64);
     // Too short for a header, and a response: dropped.
     assert!(a.answer(&good[..5], asked(Transport::Udp)).is_none());
     let mut resp = good.clone();
     resp[2] |= 0x80;
     assert!(a.answer(&resp, asked(Transport::Udp)).is_none());
-    assert_eq!(a.c.dropped, 2);
+    assert_eq!(a.c.dns_dropped, 2);
     // Another opcode: NOTIMP.
     let mut notify = good.clone();
     notify[2] = (notify[2] & 0x87) | (4 << 3);
@@ -977,10 +977,10 @@ fn the_gslb_leaves_out_dead_vips_and_fails_over() {
         ["203.0.113.10"]
     );
     let (g, _) = a.gslb.as_ref().unwrap();
-    assert_eq!(g.c.failovers, 1);
-    assert_eq!(g.c.none_healthy, 1);
-    assert_eq!(g.c.vips_down, 5);
-    assert_eq!(g.c.vips_up, 1);
+    assert_eq!(g.c.gslb_failovers, 1);
+    assert_eq!(g.c.gslb_none_healthy, 1);
+    assert_eq!(g.c.gslb_vips_down, 5);
+    assert_eq!(g.c.gslb_vips_up, 1);
     let d = g.show_decisions(t);
     let why = d[2]["why"].as_str().unwrap();
     assert!(

@@ -76,6 +76,27 @@ fn the_root_refers_to_the_tld_with_glue() {
     assert_eq!(names(&m.additionals), ["root-dns.example. A 192.0.2.10"]);
 }
 
+/// The CDN's zone (section 7): the picture name's CNAME into the CDN's GSLB, and that name's
+/// zone referred to cdn-gslb with glue.
+#[test]
+fn the_cdn_zone_answers_the_cname_and_refers_to_its_gslb() {
+    let mut a = Authority::new(vec![zone("cdnco.example.zone", "cdnco.example.")]);
+    let m = ask(&mut a, "img.shop.example.cdnco.example.", RecordType::A);
+    assert!(m.metadata.authoritative);
+    assert_eq!(
+        names(&m.answers),
+        ["img.shop.example.cdnco.example. CNAME img-shop.gslb.cdnco.example."]
+    );
+    assert_eq!(
+        names(&m.authorities),
+        ["gslb.cdnco.example. NS cdn-gslb.cdnco.example."]
+    );
+    assert_eq!(
+        names(&m.additionals),
+        ["cdn-gslb.cdnco.example. A 192.0.2.54"]
+    );
+}
+
 #[test]
 fn the_tld_refers_to_the_shop() {
     let m = ask(&mut tld(), "www.shop.example.", RecordType::A);

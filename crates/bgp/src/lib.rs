@@ -1,0 +1,13 @@
+//! BGP-4 for the lab (stage 2 of docs/journey.md), sans-IO: time is passed in, the I/O layer
+//! (the router's TCP) carries the octets.
+//!
+//! - [`wire`]: framing on a TCP stream and the codec, which is NetGauze's `netgauze-bgp-pkt`
+//!   (a maintained crate with typed messages, capabilities and path attributes, and parse
+//!   errors mapped to NOTIFICATIONs), so no BGP encoding is written by hand here.
+//! - [`session`]: one session's finite state machine (RFC 4271 §8) and timers.
+
+pub mod session;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! The BGP session (`d11-bgp`, sans-IO) against BIRD 2 (Debian's), over the kernel's TCP in
+//! a lab namespace: OPENs with capabilities, the hold time negotiated, KEEPALIVEs, an UPDATE
+//! from BIRD decoded, and a Cease that BIRD reports as an administrative shutdown.
+
+use d11_bgp::session::{Action, Config, Session, State};
+use d11_netns_tests::{malformed, require_root, scratch, Lab};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// Runs `f` on a thread inside namespace `netns` (its sockets stay there).
+fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on this thread only, with a namespace file we hold open.
+        let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// What the session saw, and BIRD's view while it was up.
+struct Seen {
+    states: Vec<State>,
+    hold: u16,
+    updates: Vec<String>,
+}
+
+/// Drives a session over a kernel TCP connection to 10.0.0.2:179 until `done` says so or
+/// 20 s pass; `probe` runs once the session is Established (BIRD's view, then a stop).
+fn drive(
+    cfg: Config,
+    probe: impl Fn(&mut Session, Instant) -> Vec<Action> + Send + 'static,
+) -> (Seen, Vec<Action>) {
+    let mut s = Session::new(cfg);
+    let mut seen = Seen {
+        states: Vec::new(),
+        hold: 0,
+        updates: Vec::new(),
+    };
+    let mut log = Vec::new();
+    let mut conn: Option<TcpStream> = None;
+    let mut acts = s.start(Instant::now());
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut probed = false;
+    let mut buf = [0u8; 8192];
+    while Instant::now() < end {
+        for a in std::mem::take(&mut acts) {
+            match a {
+                Action::Connect => {
+                    let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 179);
+                    match TcpStream::connect_timeout(&to.into(), Duration::from_secs(2)) {
+                        Ok(c) => {
+                            conn = Some(c);
+                            acts.extend(s.on_connected(Instant::now()));
+                        }
+                        Err(_) => acts.extend(s.on_closed(Instant::now())),
+                    }
+                }
+                Action::Send(b) => {
+                    if let Some(c) = conn.as_mut() {
+                        let _ = c.write_all(&b);
+                    }
+                }
+                Action::Close => conn = None,
+                Action::Update(u) => seen.updates.push(format!("{u:?}")),
+                other => log.push(other),
+            }
+        }
+        if seen.states.last() != Some(&s.state()) {
+            seen.states.push(s.state());
+        }
+        if s.state() == State::Established && !probed {
+            probed = true;
+            seen.hold = s.hold_time();
+            // Let BIRD's first UPDATE arrive before the probe.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let now = Instant::now();
+        if probed && seen.updates.is_empty() && s.state() == State::Established {
+            // keep reading
+        } else if probed && s.state() == State::Established {
+            acts.extend(probe(&mut s, now));
+            continue;
+        } else if probed {
+            break;
+        }
+        let wait = s
+            .poll_at()
+            .map_or(Duration::from_millis(200), |t| {
+                t.saturating_duration_since(now)
+            })
+            .clamp(Duration::from_millis(1), Duration::from_millis(200));
+        match conn.as_mut() {
+            Some(c) => {
+                c.set_read_timeout(Some(wait)).unwrap();
+                match c.read(&mut buf) {
+                    Ok(0) => {
+                        conn = None;
+                        acts.extend(s.on_closed(Instant::now()));
+                    }
+                    Ok(n) => acts.extend(s.on_bytes(Instant::now(), &buf[..n])),
+                    Err(_) => {}
+                }
+            }
+            None => std::thread::sleep(wait),
+        }
+        acts.extend(s.poll(Instant::now()));
+    }
+    (seen, log)
+}
+
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn a_session_with_bird_establishes_exchanges_and_ceases() {
+    require_root();
+    let lab = Lab::up(
+        r#"name = "bgp-bird"
+[[segments]]
+name = "link"
+[[nodes]]
+name = "us"
+role = "kernel"
+ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.1/24"] }]
+[[nodes]]
+name = "bird"
+role = "kernel"
+ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }]
+"#,
+    );
+    let dir = scratch("bgp-bird");
+    let conf = dir.0.join("bird.conf");
+    let ctl = dir.0.join("bird.ctl");
+    std::fs::write(
+        &conf,
+        "router id 10.0.0.2;\nprotocol device {}\nprotocol static { ipv4; route 10.99.0.0/24 blackhole; }\nprotocol bgp d11 {\n  local 10.0.0.2 as 64501;\n  neighbor 10.0.0.1 as 64500;\n  hold time 9;\n  passive on;\n  ipv4 { import all; export all; };\n}\n",
+    )
+    .unwrap();
+    let mut bird = lab
+        .client()
+        .command(
+            "bird",
+            &[
+                "bird",
+                "-f",
+                "-c",
+                conf.to_str().unwrap(),
+                "-s",
+                ctl.to_str().unwrap(),
+            ],
+        )
+        .unwrap()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bird (apt-get install bird2)");
+    let birdc = {
+        let ctl = ctl.clone();
+        move |args: &[&str]| -> String {
+            let o = std::process::Command::new("birdc")
+                .arg("-s")
+                .arg(&ctl)
+                .args(args)
+                .output()
+                .expect("birdc");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+    };
+    d11_lab::client::wait_until(Duration::from_secs(10), || {
+        Ok(birdc(&["show", "status"])
+            .contains("Daemon is up")
+            .then_some(()))
+    })
+    .expect("bird is up");
+    let mut cfg = Config::new(64500, 64501, Ipv4Addr::new(10, 0, 0, 1));
+    cfg.hold_time = 90;
+    let b2 = birdc.clone();
+    let netns = format!("{}-us", lab.prefix);
+    let (seen, log, bird_view) = in_netns(&netns, move || {
+        let view = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let v = view.clone();
+        let (seen, log) = drive(cfg, move |s, now| {
+            *v.lock().unwrap() = b2(&["show", "protocols", "all", "d11"]);
+            s.stop(now)
+        });
+        let view = view.lock().unwrap().clone();
+        (seen, log, view)
+    });
+    let after = birdc(&["show", "protocols", "all", "d11"]);
+    let _ = bird.kill();
+    let _ = bird.wait();
+    assert!(
+        seen.states.contains(&State::Established),
+        "{:?} {log:?}\n{after}",
+        seen.states
+    );
+    assert_eq!(seen.hold, 9, "the smaller hold time");
+    assert!(bird_view.contains("Established"), "{bird_view}");
+    assert!(bird_view.contains("Hold timer"), "{bird_view}");
+    assert!(
+        seen.updates.iter().any(|u| u.contains("10.99.0.0")),
+        "BIRD's route: {:?}",
+        seen.updates
+    );
+    assert!(log.contains(&Action::Up), "{log:?}");
+    assert!(
+        after.contains("Administrative shutdown"),
+        "BIRD saw our Cease: {after}"
+    );
+    // Wireshark reads every message as BGP, nothing malformed; our OPEN as sent.
+    let files = lab.stop();
+    let pcap = files.0.join("pcap/link.pcapng");
+    assert!(malformed(&pcap, &[]).is_empty());
+    let o = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-Y", "bgp.type == 1 && ip.src == 10.0.0.1", "-T", "fields"])
+        .args([
+            "-e",
+            "bgp.open.version",
+            "-e",
+            "bgp.open.myas",
+            "-e",
+            "bgp.open.holdtime",
+        ])
+        .args(["-e", "bgp.open.identifier", "-e", "bgp.cap.type"])
+        .output()
+        .unwrap();
+    let open = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(open.trim(), "4\t64500\t90\t10.0.0.1\t1,2,65", "{open}");
+    let o = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-Y", "bgp", "-T", "fields", "-e", "bgp.type"])
+        .output()
+        .unwrap();
+    let types: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .flat_map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    // OPEN, UPDATE, NOTIFICATION, KEEPALIVE all seen.
+    for t in ["1", "2", "3", "4"] {
+        assert!(types.iter().any(|x| x == t), "type {t}: {types:?}");
+    }
+}

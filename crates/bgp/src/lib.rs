@@ -5,9 +5,13 @@
 //!   (a maintained crate with typed messages, capabilities and path attributes, and parse
 //!   errors mapped to NOTIFICATIONs), so no BGP encoding is written by hand here.
 //! - [`session`]: one session's finite state machine (RFC 4271 §8) and timers.
+//! - [`rib`]: Adj-RIB-In, import policy and the decision process (§9.1), with why.
 
+pub mod rib;
 pub mod session;
 pub mod wire;
 
+#[cfg(test)]
+mod rib_tests;
 #[cfg(test)]
 mod tests;

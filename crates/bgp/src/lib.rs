@@ -6,9 +6,11 @@
 //!   errors mapped to NOTIFICATIONs), so no BGP encoding is written by hand here.
 //! - [`session`]: one session's finite state machine (RFC 4271 §8) and timers.
 //! - [`rib`]: Adj-RIB-In, import policy and the decision process (§9.1), with why.
+//! - [`update`]: UPDATEs to and from the RIB's terms, with RFC 7606's treat-as-withdraw.
 
 pub mod rib;
 pub mod session;
+pub mod update;
 pub mod wire;
 
 #[cfg(test)]

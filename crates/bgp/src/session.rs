@@ -98,8 +98,8 @@ pub enum Action {
     Up,
     /// The session left Established: the peer's routes are gone.
     Down(String),
-    /// An UPDATE from the peer.
-    Update(Box<BgpUpdateMessage>),
+    /// An UPDATE from the peer, read (malformed attributes already treated as withdrawals).
+    Update(Box<crate::update::Parsed>),
     /// The peer asks for our routes again (RFC 2918).
     RouteRefresh,
 }
@@ -117,6 +117,8 @@ pub struct Stats {
     pub notifications_out: u64,
     pub refreshes_in: u64,
     pub established: u64,
+    /// UPDATEs whose announcements were treated as withdrawals (RFC 7606).
+    pub treated_as_withdraw: u64,
 }
 
 /// One session with one peer.
@@ -135,6 +137,8 @@ pub struct Session {
     restart_at: Option<Instant>,
     up_since: Option<Instant>,
     last_error: Option<String>,
+    /// Malformed path attributes skipped in the message being handled.
+    attr_errors: usize,
     pub stats: Stats,
 }
 
@@ -159,6 +163,7 @@ impl Session {
             restart_at: None,
             up_since: None,
             last_error: None,
+            attr_errors: 0,
             stats: Stats::default(),
         }
     }
@@ -231,7 +236,10 @@ impl Session {
         while let Some(m) = self.framer.next_message() {
             let acts = match m {
                 Ok(raw) => match wire::decode(&raw, self.asn4) {
-                    Ok(msg) => self.on_message(now, msg),
+                    Ok((msg, attr_errors)) => {
+                        self.attr_errors = attr_errors;
+                        self.on_message(now, msg)
+                    }
                     Err(n) => self.fail(now, n),
                 },
                 Err(n) => self.fail(now, n),
@@ -407,7 +415,11 @@ impl Session {
             (State::Established, BgpMessage::Update(u)) => {
                 self.stats.updates_in += 1;
                 self.restart_hold(now);
-                vec![Action::Update(Box::new(u))]
+                let p = crate::update::parse(&u, self.attr_errors);
+                if p.error.is_some() {
+                    self.stats.treated_as_withdraw += 1;
+                }
+                vec![Action::Update(Box::new(p))]
             }
             (State::Established, BgpMessage::RouteRefresh(_)) => {
                 self.stats.refreshes_in += 1;
@@ -484,6 +496,7 @@ impl Session {
             "messages_out": s.opens_out + s.updates_out + s.keepalives_out + s.notifications_out,
             "updates_in": s.updates_in,
             "updates_out": s.updates_out,
+            "treated_as_withdraw": s.treated_as_withdraw,
             "established": s.established,
             "last_error": self.last_error,
         })

@@ -262,3 +262,92 @@ fn an_administrative_stop_sends_cease() {
     p.run_for(Duration::from_secs(60));
     assert_eq!(p.a.state(), State::Idle, "stopped stays stopped");
 }
+
+mod updates {
+    use crate::rib::{Attrs, Segment};
+    use crate::update::{build, parse};
+    use crate::wire;
+    use netgauze_bgp_pkt::BgpMessage;
+    use std::net::Ipv4Addr;
+
+    fn attrs() -> Attrs {
+        Attrs {
+            origin: 0,
+            as_path: vec![Segment {
+                set: false,
+                asns: vec![64510, 4_200_000_001],
+            }],
+            next_hop: Ipv4Addr::new(198, 18, 0, 5),
+            med: Some(20),
+            local_pref: Some(200),
+            communities: vec![crate::rib::NO_EXPORT],
+        }
+    }
+
+    /// Built, encoded, decoded and read back: the same prefixes and attributes, on a
+    /// 4-octet session, and on a 2-octet one (AS_TRANS in AS_PATH, the real ASes in AS4_PATH).
+    #[test]
+    fn an_update_survives_the_wire_both_ways() {
+        let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+        let ann = [net("203.0.113.0/24"), net("192.0.2.0/25")];
+        let wd = [net("198.51.100.0/24")];
+        for asn4 in [true, false] {
+            let u = build(&wd, Some((&attrs(), &ann)), asn4, true);
+            let bytes = wire::encode(&BgpMessage::Update(u));
+            let (BgpMessage::Update(back), 0) = wire::decode(&bytes, asn4).unwrap() else {
+                panic!("not an UPDATE")
+            };
+            let p = parse(&back, 0);
+            assert_eq!(p.withdrawn, wd);
+            assert_eq!(p.announced, ann);
+            assert_eq!(p.attrs, Some(attrs()), "asn4 {asn4}");
+        }
+        // eBGP: no LOCAL_PREF on the wire.
+        let u = build(&[], Some((&attrs(), &ann)), true, false);
+        let bytes = wire::encode(&BgpMessage::Update(u));
+        let (BgpMessage::Update(back), _) = wire::decode(&bytes, true).unwrap() else {
+            panic!()
+        };
+        assert_eq!(parse(&back, 0).attrs.unwrap().local_pref, None);
+    }
+
+    /// RFC 7606: an UPDATE announcing prefixes without NEXT_HOP, or with an ORIGIN of 7, is
+    /// a withdrawal of those prefixes, not a session reset.
+    #[test]
+    fn malformed_attributes_are_treated_as_withdraw() {
+        let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+        let ann = [net("203.0.113.0/24")];
+        let u = build(&[], Some((&attrs(), &ann)), true, true);
+        let mut bytes = wire::encode(&BgpMessage::Update(u));
+        // ORIGIN is the first attribute: flags, type 1, length 1, value.
+        let at = wire::HEADER_LEN + 2 + 2;
+        assert_eq!(&bytes[at..at + 3], &[0x40, 1, 1]);
+        bytes[at + 3] = 7;
+        let (BgpMessage::Update(back), errors) = wire::decode(&bytes, true).unwrap() else {
+            panic!()
+        };
+        assert_eq!(errors, 1);
+        let p = parse(&back, errors);
+        assert_eq!((p.announced.len(), p.attrs.is_none()), (1, true));
+        assert!(p.error.unwrap().contains("treat-as-withdraw"));
+        // No NEXT_HOP.
+        let mut a = attrs();
+        a.next_hop = Ipv4Addr::UNSPECIFIED;
+        let u = build(&[], Some((&a, &ann)), true, true);
+        let kept: Vec<_> = u
+            .path_attributes()
+            .iter()
+            .filter(|x| {
+                !matches!(
+                    x.value(),
+                    netgauze_bgp_pkt::path_attribute::PathAttributeValue::NextHop(_)
+                )
+            })
+            .cloned()
+            .collect();
+        let u =
+            netgauze_bgp_pkt::update::BgpUpdateMessage::new(Vec::new(), kept, u.nlri().to_vec());
+        let p = parse(&u, 0);
+        assert!(p.attrs.is_none() && p.error.unwrap().contains("missing"));
+    }
+}

@@ -65,8 +65,9 @@ impl Framer {
 }
 
 /// Parses one whole message; `asn4`: both sides announced 4-octet AS numbers (RFC 6793).
-/// Path attribute errors are returned as errors, for the caller to treat as RFC 7606 says.
-pub fn decode(bytes: &[u8], asn4: bool) -> Result<BgpMessage, BgpNotificationMessage> {
+/// Returns the message and how many malformed path attributes were skipped in it (for the
+/// caller to treat as RFC 7606 says), or the NOTIFICATION for what cannot be read on.
+pub fn decode(bytes: &[u8], asn4: bool) -> Result<(BgpMessage, usize), BgpNotificationMessage> {
     let mut ctx = BgpParsingContext::new(
         asn4,
         HashMap::new(),
@@ -74,10 +75,11 @@ pub fn decode(bytes: &[u8], asn4: bool) -> Result<BgpMessage, BgpNotificationMes
         true,
         true,
         false,
-        true,
+        false,
     );
     let mut cur = SliceReader::new(bytes);
-    BgpMessage::parse(&mut cur, &mut ctx).map_err(BgpNotificationMessage::from)
+    let m = BgpMessage::parse(&mut cur, &mut ctx).map_err(BgpNotificationMessage::from)?;
+    Ok((m, ctx.parsing_errors().path_attr_errors().len()))
 }
 
 /// The (code, subcode) of a NOTIFICATION, as RFC 4271 §4.5 numbers them.

@@ -213,6 +213,10 @@ pub struct Peer {
     /// `None` on an eBGP session: nothing accepted (RFC 8212). iBGP: everything if `None`.
     pub import: Option<Policy>,
     pub export: Option<Policy>,
+    /// Our address on the session (the next hop we give an eBGP peer, or with next-hop-self).
+    pub local_addr: Ipv4Addr,
+    /// iBGP: our own address as the next hop of what we pass on.
+    pub next_hop_self: bool,
 }
 
 /// Why a path is best.
@@ -461,6 +465,56 @@ impl Rib {
         }
         c.sort_by_key(|x| self.peers[x.0].addr);
         Some((Some(c[0].0), "the lowest peer address"))
+    }
+
+    /// What peer `to` should have from us for `prefix`, by the rules of export (`None`: not
+    /// to be sent, or to be withdrawn):
+    /// - never back to the peer it came from;
+    /// - NO_ADVERTISE to nobody, NO_EXPORT to no eBGP peer (RFC 1997);
+    /// - a path learned over iBGP to no iBGP peer (RFC 4271 §9.2, no route reflection);
+    /// - to an eBGP peer only through an export policy (RFC 8212), with our AS in front, our
+    ///   address as the next hop, no LOCAL_PREF, and no MED but the policy's (§5.1.4);
+    /// - to an iBGP peer through its policy if it has one, LOCAL_PREF kept (100 if none), the
+    ///   next hop ours for our own routes or with next-hop-self.
+    pub fn export(&self, to: PeerId, prefix: &Ipv4Net) -> Option<Attrs> {
+        let (from, attrs, _) = self.best(prefix)?;
+        if from == Some(to) {
+            return None;
+        }
+        if attrs.communities.contains(&NO_ADVERTISE) {
+            return None;
+        }
+        let peer = &self.peers[to];
+        let to_ebgp = self.ebgp(to);
+        if to_ebgp && attrs.communities.contains(&NO_EXPORT) {
+            return None;
+        }
+        let from_ibgp = from.is_some_and(|f| !self.ebgp(f));
+        if !to_ebgp && from_ibgp {
+            return None;
+        }
+        let mut a = attrs.clone();
+        if to_ebgp {
+            a.local_pref = None;
+            a.med = None;
+            a.next_hop = peer.local_addr;
+            let policy = peer.export.as_ref()?;
+            if !policy.apply(self.local_as, prefix, &mut a) {
+                return None;
+            }
+            a.prepend(self.local_as, 1);
+        } else {
+            a.local_pref = Some(a.local_pref.unwrap_or(100));
+            if from.is_none() || peer.next_hop_self {
+                a.next_hop = peer.local_addr;
+            }
+            if let Some(policy) = &peer.export {
+                if !policy.apply(self.local_as, prefix, &mut a) {
+                    return None;
+                }
+            }
+        }
+        Some(a)
     }
 
     /// `d11 show NODE bgp routes`: every path of every prefix, the best marked with why.

@@ -19,6 +19,8 @@ fn rib() -> Rib {
         router_id: ip(id),
         import: Some(Policy::accept_all()),
         export: Some(Policy::accept_all()),
+        local_addr: ip("198.18.0.0"),
+        next_hop_self: false,
     };
     Rib::new(
         64500,
@@ -169,4 +171,60 @@ fn a_peer_going_down_takes_its_paths_with_it() {
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["as_path"], "64502 64510");
     assert_eq!(rows[0]["best"], true);
+}
+
+/// Export: not back where it came from, eBGP with our AS and our address, no LOCAL_PREF or
+/// MED across ASes, iBGP split horizon, next-hop-self, NO_EXPORT, and RFC 8212.
+#[test]
+fn export_follows_the_rules() {
+    let p = net("203.0.113.0/24");
+    let mut r = rib();
+    let mut a = path(&[64501, 64510], "198.18.0.1");
+    a.med = Some(5);
+    a.local_pref = Some(200);
+    r.announce(0, p, a);
+    assert_eq!(r.export(0, &p), None, "not back to the peer it came from");
+    let e = r.export(1, &p).unwrap();
+    assert_eq!(e.as_path_string(), "64500 64501 64510");
+    assert_eq!(
+        (e.next_hop, e.local_pref, e.med),
+        (ip("198.18.0.0"), None, None)
+    );
+    // To the iBGP peer: LOCAL_PREF kept, the next hop kept unless next-hop-self.
+    let i = r.export(2, &p).unwrap();
+    assert_eq!((i.local_pref, i.next_hop), (Some(200), ip("198.18.0.1")));
+    assert_eq!(
+        i.as_path_string(),
+        "64501 64510",
+        "no prepend inside the AS"
+    );
+    r.peers[2].next_hop_self = true;
+    assert_eq!(r.export(2, &p).unwrap().next_hop, ip("198.18.0.0"));
+    // Learned over iBGP: not to another iBGP peer (split horizon), but to eBGP peers.
+    let mut r = rib();
+    r.peers.push(Peer {
+        router_id: ip("10.0.0.4"),
+        addr: ip("10.9.0.4"),
+        ..r.peers[2].clone()
+    });
+    r.routes.push(Default::default());
+    r.announce(2, p, path(&[64510], "10.9.0.9"));
+    assert_eq!(r.export(3, &p), None);
+    assert!(r.export(0, &p).is_some());
+    // NO_EXPORT: not to eBGP; RFC 8212: an eBGP peer without an export policy gets nothing.
+    let mut a = path(&[64510], "10.9.0.9");
+    a.communities = vec![NO_EXPORT];
+    r.announce(2, p, a);
+    assert_eq!(r.export(0, &p), None);
+    let q = net("192.0.2.0/24");
+    r.originate(q, Attrs::local(ip("0.0.0.0")));
+    r.peers[1].export = None;
+    assert_eq!(r.export(1, &q), None);
+    let e = r.export(0, &q).unwrap();
+    assert_eq!(e.as_path_string(), "64500");
+    assert_eq!(
+        r.export(2, &q).unwrap().next_hop,
+        ip("198.18.0.0"),
+        "our own: our address"
+    );
 }

@@ -6,14 +6,18 @@
 //!   errors mapped to NOTIFICATIONs), so no BGP encoding is written by hand here.
 //! - [`session`]: one session's finite state machine (RFC 4271 §8) and timers.
 //! - [`rib`]: Adj-RIB-In, import policy and the decision process (§9.1), with why.
+//! - [`speaker`]: sessions, RIB and Adj-RIB-Out together: what a router runs.
 //! - [`update`]: UPDATEs to and from the RIB's terms, with RFC 7606's treat-as-withdraw.
 
 pub mod rib;
 pub mod session;
+pub mod speaker;
 pub mod update;
 pub mod wire;
 
 #[cfg(test)]
 mod rib_tests;
+#[cfg(test)]
+mod speaker_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,307 @@
+//! A BGP speaker, sans-IO: its sessions, its RIB and what it has sent each peer
+//! (Adj-RIB-Out). Events in (connections, octets, time), [`Out`] out: connections to make,
+//! octets to send, and changes of best paths for the forwarding table. A session that comes
+//! up is sent the whole table; a change of a best path is sent at once (no MRAI yet) to every
+//! peer whose export it changes, announcements with the same attributes in one UPDATE.
+
+use crate::rib::{Attrs, Change, Peer, PeerId, Policy, Rib};
+use crate::session::{Action, Config, Session, State};
+use crate::update;
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+fn default_hold() -> u16 {
+    90
+}
+
+/// A neighbour of the topology's `bgp` table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NeighbourConfig {
+    pub address: Ipv4Addr,
+    pub remote_as: u32,
+    /// Our address on the session (the lab fills it in from the port on the peer's subnet).
+    #[serde(default)]
+    pub local_address: Option<Ipv4Addr>,
+    #[serde(default = "default_hold")]
+    pub hold_time: u16,
+    #[serde(default)]
+    pub passive: bool,
+    #[serde(default)]
+    pub import: Option<Policy>,
+    #[serde(default)]
+    pub export: Option<Policy>,
+    #[serde(default)]
+    pub next_hop_self: bool,
+}
+
+/// A speaker's configuration (the topology's `bgp` table of a router).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SpeakerConfig {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    #[serde(default)]
+    pub networks: Vec<Ipv4Net>,
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourConfig>,
+    /// ConnectRetry, seconds.
+    #[serde(default = "default_retry")]
+    pub connect_retry_s: u64,
+}
+
+fn default_retry() -> u64 {
+    5
+}
+
+/// What the speaker wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    Connect(PeerId),
+    Send(PeerId, Vec<u8>),
+    Close(PeerId),
+    /// A best path changed: install or remove it.
+    Route(Change),
+    Up(PeerId),
+    Down(PeerId, String),
+}
+
+/// The speaker.
+#[derive(Debug)]
+pub struct Speaker {
+    pub rib: Rib,
+    sessions: Vec<Session>,
+    /// What each peer has from us.
+    sent: Vec<HashMap<Ipv4Net, Attrs>>,
+    /// Prefixes to look at again for each peer.
+    dirty: Vec<BTreeSet<Ipv4Net>>,
+}
+
+impl Speaker {
+    pub fn new(cfg: &SpeakerConfig) -> anyhow::Result<Self> {
+        let mut peers = Vec::new();
+        let mut sessions = Vec::new();
+        for n in &cfg.neighbours {
+            let Some(local) = n.local_address else {
+                anyhow::bail!("neighbour {}: no local address", n.address);
+            };
+            if matches!(n.hold_time, 1 | 2) {
+                anyhow::bail!(
+                    "neighbour {}: hold time {} (0 or at least 3)",
+                    n.address,
+                    n.hold_time
+                );
+            }
+            let mut s = Config::new(cfg.asn, n.remote_as, cfg.router_id);
+            s.hold_time = n.hold_time;
+            s.passive = n.passive;
+            s.connect_retry = Duration::from_secs(cfg.connect_retry_s.max(1));
+            sessions.push(Session::new(s));
+            peers.push(Peer {
+                addr: n.address,
+                remote_as: n.remote_as,
+                router_id: Ipv4Addr::UNSPECIFIED,
+                import: n.import.clone(),
+                export: n.export.clone(),
+                local_addr: local,
+                next_hop_self: n.next_hop_self,
+            });
+        }
+        let n = peers.len();
+        let mut rib = Rib::new(cfg.asn, cfg.router_id, peers);
+        for net in &cfg.networks {
+            rib.originate(*net, Attrs::local(Ipv4Addr::UNSPECIFIED));
+        }
+        Ok(Self {
+            rib,
+            sessions,
+            sent: vec![HashMap::new(); n],
+            dirty: vec![BTreeSet::new(); n],
+        })
+    }
+
+    /// The peer at `addr`, if it is one.
+    pub fn peer(&self, addr: Ipv4Addr) -> Option<PeerId> {
+        self.rib.peers.iter().position(|p| p.addr == addr)
+    }
+
+    pub fn session(&self, p: PeerId) -> &Session {
+        &self.sessions[p]
+    }
+
+    pub fn peers(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Starts every session.
+    pub fn start(&mut self, now: Instant) -> Vec<Out> {
+        let mut out = Vec::new();
+        for p in 0..self.sessions.len() {
+            let acts = self.sessions[p].start(now);
+            out.extend(self.handle(now, p, acts));
+        }
+        out
+    }
+
+    pub fn on_connected(&mut self, now: Instant, p: PeerId) -> Vec<Out> {
+        let acts = self.sessions[p].on_connected(now);
+        self.handle(now, p, acts)
+    }
+
+    pub fn on_closed(&mut self, now: Instant, p: PeerId) -> Vec<Out> {
+        let acts = self.sessions[p].on_closed(now);
+        self.handle(now, p, acts)
+    }
+
+    pub fn on_bytes(&mut self, now: Instant, p: PeerId, bytes: &[u8]) -> Vec<Out> {
+        let acts = self.sessions[p].on_bytes(now, bytes);
+        self.handle(now, p, acts)
+    }
+
+    pub fn poll(&mut self, now: Instant) -> Vec<Out> {
+        let mut out = Vec::new();
+        for p in 0..self.sessions.len() {
+            let acts = self.sessions[p].poll(now);
+            out.extend(self.handle(now, p, acts));
+        }
+        out
+    }
+
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.sessions.iter().filter_map(Session::poll_at).min()
+    }
+
+    /// Carries out a session's actions.
+    fn handle(&mut self, now: Instant, p: PeerId, acts: Vec<Action>) -> Vec<Out> {
+        let mut out = Vec::new();
+        let mut changes = Vec::new();
+        for a in acts {
+            match a {
+                Action::Connect => out.push(Out::Connect(p)),
+                Action::Send(b) => out.push(Out::Send(p, b)),
+                Action::Close => out.push(Out::Close(p)),
+                Action::RouteRefresh => {
+                    self.sent[p].clear();
+                    self.dirty[p].extend(self.rib.prefixes());
+                }
+                Action::Up => {
+                    self.rib.peers[p].router_id =
+                        self.sessions[p].peer_id().unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    self.sent[p].clear();
+                    self.dirty[p].extend(self.rib.prefixes());
+                    out.push(Out::Up(p));
+                }
+                Action::Down(why) => {
+                    self.sent[p].clear();
+                    self.dirty[p].clear();
+                    changes.extend(self.rib.peer_down(p));
+                    out.push(Out::Down(p, why));
+                }
+                Action::Update(u) => {
+                    for w in &u.withdrawn {
+                        changes.extend(self.rib.withdraw(p, *w));
+                    }
+                    match &u.attrs {
+                        Some(a) => {
+                            for n in &u.announced {
+                                changes.extend(self.rib.announce(p, *n, a.clone()));
+                            }
+                        }
+                        None => {
+                            for n in &u.announced {
+                                changes.extend(self.rib.withdraw(p, *n));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for c in &changes {
+            let prefix = match c {
+                Change::Best { prefix, .. } | Change::Gone { prefix } => *prefix,
+            };
+            for d in &mut self.dirty {
+                d.insert(prefix);
+            }
+        }
+        out.extend(changes.into_iter().map(Out::Route));
+        out.extend(self.flush(now));
+        out
+    }
+
+    /// Sends each Established peer what changed for it.
+    fn flush(&mut self, now: Instant) -> Vec<Out> {
+        let mut out = Vec::new();
+        for p in 0..self.sessions.len() {
+            if self.sessions[p].state() != State::Established || self.dirty[p].is_empty() {
+                continue;
+            }
+            let prefixes = std::mem::take(&mut self.dirty[p]);
+            let mut withdraw = Vec::new();
+            let mut announce: Vec<(Attrs, Vec<Ipv4Net>)> = Vec::new();
+            for prefix in prefixes {
+                let want = self.rib.export(p, &prefix);
+                let had = self.sent[p].get(&prefix);
+                if want.as_ref() == had {
+                    continue;
+                }
+                match want {
+                    None => {
+                        self.sent[p].remove(&prefix);
+                        withdraw.push(prefix);
+                    }
+                    Some(a) => {
+                        self.sent[p].insert(prefix, a.clone());
+                        match announce.iter_mut().find(|(x, _)| *x == a) {
+                            Some((_, v)) => v.push(prefix),
+                            None => announce.push((a, vec![prefix])),
+                        }
+                    }
+                }
+            }
+            let (asn4, ibgp) = (self.sessions[p].asn4(), self.sessions[p].cfg.ibgp());
+            // At most 500 prefixes an UPDATE (2,500 octets of NLRI: under 4,096 with any
+            // attributes we send).
+            for chunk in withdraw.chunks(500) {
+                let u = update::build(chunk, None, asn4, ibgp);
+                let acts = self.sessions[p].send_update(now, u);
+                out.extend(acts.into_iter().filter_map(|a| match a {
+                    Action::Send(b) => Some(Out::Send(p, b)),
+                    _ => None,
+                }));
+            }
+            for (a, nets) in &announce {
+                for chunk in nets.chunks(500) {
+                    let u = update::build(&[], Some((a, chunk)), asn4, ibgp);
+                    let acts = self.sessions[p].send_update(now, u);
+                    out.extend(acts.into_iter().filter_map(|a| match a {
+                        Action::Send(b) => Some(Out::Send(p, b)),
+                        _ => None,
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    /// `d11 show NODE bgp`: each neighbour's session and routes.
+    pub fn show(&self, now: Instant) -> Value {
+        json!(self
+            .sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut v = s.show(now);
+                let r = &self.rib.routes[i];
+                v["neighbour"] = json!(self.rib.peers[i].addr.to_string());
+                v["prefixes_received"] = json!(r.received);
+                v["prefixes_accepted"] = json!(r.accepted);
+                v["prefixes_refused"] = json!(r.refused_policy + r.refused_loop);
+                v["prefixes_advertised"] = json!(self.sent[i].len());
+                v
+            })
+            .collect::<Vec<_>>())
+    }
+}

@@ -309,6 +309,17 @@ impl Session {
         vec![Action::Send(wire::encode(&BgpMessage::Update(u)))]
     }
 
+    /// Loses a connection collision (RFC 4271 §6.8): Cease, Connection Collision
+    /// Resolution, and this connection closes; nothing restarts (the other one goes on).
+    pub fn lose_collision(&mut self, now: Instant) -> Vec<Action> {
+        let n = BgpNotificationMessage::CeaseError(CeaseError::ConnectionCollisionResolution {
+            value: Box::new([]),
+        });
+        let out = self.fail(now, n);
+        self.restart_at = None;
+        out
+    }
+
     /// Stops the session with a Cease NOTIFICATION (an administrative shutdown).
     pub fn stop(&mut self, now: Instant) -> Vec<Action> {
         if self.state == State::Idle {

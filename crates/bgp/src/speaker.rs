@@ -56,12 +56,23 @@ fn default_retry() -> u64 {
     5
 }
 
+/// Which of a peer's connections: the one we opened, or the one the peer opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    Out,
+    In,
+}
+
+/// A connection: the peer and who opened it.
+pub type Conn = (PeerId, Dir);
+
 /// What the speaker wants done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Out {
+    /// Open a connection to the peer (it becomes `(peer, Dir::Out)`).
     Connect(PeerId),
-    Send(PeerId, Vec<u8>),
-    Close(PeerId),
+    Send(Conn, Vec<u8>),
+    Close(Conn),
     /// A best path changed: install or remove it.
     Route(Change),
     Up(PeerId),
@@ -73,6 +84,11 @@ pub enum Out {
 pub struct Speaker {
     pub rib: Rib,
     sessions: Vec<Session>,
+    /// The connection each session runs on.
+    dirs: Vec<Dir>,
+    /// A second connection with the same peer while a collision is not resolved (§6.8):
+    /// its session, on the other direction.
+    second: Vec<Option<Session>>,
     /// What each peer has from us.
     sent: Vec<HashMap<Ipv4Net, Attrs>>,
     /// Prefixes to look at again for each peer.
@@ -116,6 +132,8 @@ impl Speaker {
         }
         Ok(Self {
             rib,
+            dirs: vec![Dir::Out; n],
+            second: (0..n).map(|_| None).collect(),
             sessions,
             sent: vec![HashMap::new(); n],
             dirty: vec![BTreeSet::new(); n],
@@ -145,19 +163,133 @@ impl Speaker {
         out
     }
 
+    /// Our connection to peer `p` is up.
     pub fn on_connected(&mut self, now: Instant, p: PeerId) -> Vec<Out> {
-        let acts = self.sessions[p].on_connected(now);
-        self.handle(now, p, acts)
+        self.on_conn(now, p, Dir::Out)
     }
 
-    pub fn on_closed(&mut self, now: Instant, p: PeerId) -> Vec<Out> {
+    /// Peer `p` connected to us.
+    pub fn on_accepted(&mut self, now: Instant, p: PeerId) -> Vec<Out> {
+        self.on_conn(now, p, Dir::In)
+    }
+
+    fn on_conn(&mut self, now: Instant, p: PeerId, dir: Dir) -> Vec<Out> {
+        match self.sessions[p].state() {
+            State::Idle if dir == Dir::In => {
+                // A peer that connects while we wait out the idle hold: take it.
+                let _ = self.sessions[p].start(now);
+                self.dirs[p] = dir;
+                let acts = self.sessions[p].on_connected(now);
+                self.handle(now, p, acts)
+            }
+            State::Connect | State::Active => {
+                // (Our own attempt, if it completes too, is a collision, resolved below.)
+                self.dirs[p] = dir;
+                let acts = self.sessions[p].on_connected(now);
+                self.handle(now, p, acts)
+            }
+            State::OpenSent | State::OpenConfirm
+                if self.second[p].is_none() && dir != self.dirs[p] =>
+            {
+                // Two connections: both go on until the OPENs tell which to keep.
+                let mut s = Session::new(self.sessions[p].cfg.clone());
+                s.cfg.passive = true;
+                let _ = s.start(now);
+                let acts = s.on_connected(now);
+                self.second[p] = Some(s);
+                acts.into_iter()
+                    .filter_map(|a| match a {
+                        Action::Send(b) => Some(Out::Send((p, dir), b)),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            _ => vec![Out::Close((p, dir))],
+        }
+    }
+
+    pub fn on_closed(&mut self, now: Instant, (p, dir): Conn) -> Vec<Out> {
+        if dir != self.dirs[p] {
+            self.second[p] = None;
+            return Vec::new();
+        }
         let acts = self.sessions[p].on_closed(now);
         self.handle(now, p, acts)
     }
 
-    pub fn on_bytes(&mut self, now: Instant, p: PeerId, bytes: &[u8]) -> Vec<Out> {
+    pub fn on_bytes(&mut self, now: Instant, (p, dir): Conn, bytes: &[u8]) -> Vec<Out> {
+        if dir != self.dirs[p] {
+            let Some(s) = self.second[p].as_mut() else {
+                return vec![Out::Close((p, dir))];
+            };
+            let acts = s.on_bytes(now, bytes);
+            let mut out: Vec<Out> = acts
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Send(b) => Some(Out::Send((p, dir), b)),
+                    Action::Close => Some(Out::Close((p, dir))),
+                    _ => None,
+                })
+                .collect();
+            if self.second[p]
+                .as_ref()
+                .is_some_and(|s| s.state() == State::Idle)
+            {
+                self.second[p] = None;
+            }
+            out.extend(self.resolve(now, p));
+            return out;
+        }
         let acts = self.sessions[p].on_bytes(now, bytes);
-        self.handle(now, p, acts)
+        let mut out = self.handle(now, p, acts);
+        out.extend(self.resolve(now, p));
+        out
+    }
+
+    /// A collision, once both connections have the peer's OPEN: the one opened by the side
+    /// with the higher BGP Identifier stays, the other gets Cease (§6.8).
+    fn resolve(&mut self, now: Instant, p: PeerId) -> Vec<Out> {
+        let Some(second) = &self.second[p] else {
+            return Vec::new();
+        };
+        let opened = |s: &Session| matches!(s.state(), State::OpenConfirm | State::Established);
+        if !(opened(&self.sessions[p]) || opened(second)) {
+            return Vec::new();
+        }
+        let Some(peer_id) = self.sessions[p].peer_id().or(second.peer_id()) else {
+            return Vec::new();
+        };
+        let ours_wins = u32::from(self.rib.router_id) > u32::from(peer_id);
+        let keep = if ours_wins { Dir::Out } else { Dir::In };
+        let mut out = Vec::new();
+        let Some(mut second) = self.second[p].take() else {
+            return out;
+        };
+        if self.dirs[p] == keep {
+            let lose = self.dirs[p];
+            let lose = if lose == Dir::Out { Dir::In } else { Dir::Out };
+            for a in second.lose_collision(now) {
+                match a {
+                    Action::Send(b) => out.push(Out::Send((p, lose), b)),
+                    Action::Close => out.push(Out::Close((p, lose))),
+                    _ => {}
+                }
+            }
+        } else {
+            // The second connection wins: it becomes the session.
+            let lose = self.dirs[p];
+            std::mem::swap(&mut self.sessions[p], &mut second);
+            self.sessions[p].cfg.passive = second.cfg.passive;
+            self.dirs[p] = keep;
+            for a in second.lose_collision(now) {
+                match a {
+                    Action::Send(b) => out.push(Out::Send((p, lose), b)),
+                    Action::Close => out.push(Out::Close((p, lose))),
+                    _ => {}
+                }
+            }
+        }
+        out
     }
 
     pub fn poll(&mut self, now: Instant) -> Vec<Out> {
@@ -165,12 +297,33 @@ impl Speaker {
         for p in 0..self.sessions.len() {
             let acts = self.sessions[p].poll(now);
             out.extend(self.handle(now, p, acts));
+            let other = if self.dirs[p] == Dir::Out {
+                Dir::In
+            } else {
+                Dir::Out
+            };
+            if let Some(s) = self.second[p].as_mut() {
+                for a in s.poll(now) {
+                    match a {
+                        Action::Send(b) => out.push(Out::Send((p, other), b)),
+                        Action::Close => out.push(Out::Close((p, other))),
+                        _ => {}
+                    }
+                }
+                if s.state() == State::Idle {
+                    self.second[p] = None;
+                }
+            }
         }
         out
     }
 
     pub fn poll_at(&self) -> Option<Instant> {
-        self.sessions.iter().filter_map(Session::poll_at).min()
+        self.sessions
+            .iter()
+            .chain(self.second.iter().flatten())
+            .filter_map(Session::poll_at)
+            .min()
     }
 
     /// Carries out a session's actions.
@@ -179,9 +332,12 @@ impl Speaker {
         let mut changes = Vec::new();
         for a in acts {
             match a {
-                Action::Connect => out.push(Out::Connect(p)),
-                Action::Send(b) => out.push(Out::Send(p, b)),
-                Action::Close => out.push(Out::Close(p)),
+                Action::Connect => {
+                    self.dirs[p] = Dir::Out;
+                    out.push(Out::Connect(p))
+                }
+                Action::Send(b) => out.push(Out::Send((p, self.dirs[p]), b)),
+                Action::Close => out.push(Out::Close((p, self.dirs[p]))),
                 Action::RouteRefresh => {
                     self.sent[p].clear();
                     self.dirty[p].extend(self.rib.prefixes());
@@ -268,7 +424,7 @@ impl Speaker {
                 let u = update::build(chunk, None, asn4, ibgp);
                 let acts = self.sessions[p].send_update(now, u);
                 out.extend(acts.into_iter().filter_map(|a| match a {
-                    Action::Send(b) => Some(Out::Send(p, b)),
+                    Action::Send(b) => Some(Out::Send((p, self.dirs[p]), b)),
                     _ => None,
                 }));
             }
@@ -277,7 +433,7 @@ impl Speaker {
                     let u = update::build(&[], Some((a, chunk)), asn4, ibgp);
                     let acts = self.sessions[p].send_update(now, u);
                     out.extend(acts.into_iter().filter_map(|a| match a {
-                        Action::Send(b) => Some(Out::Send(p, b)),
+                        Action::Send(b) => Some(Out::Send((p, self.dirs[p]), b)),
                         _ => None,
                     }));
                 }

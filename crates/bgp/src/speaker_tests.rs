@@ -3,7 +3,7 @@
 //! gives no transit; c1-c2 cut: a2 goes through c3 when the hold timers say so; back.
 
 use crate::rib::{Change, PeerId};
-use crate::speaker::{Out, Speaker, SpeakerConfig};
+use crate::speaker::{Dir, Out, Speaker, SpeakerConfig};
 use ipnet::Ipv4Net;
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -22,6 +22,7 @@ struct Net {
     now: Instant,
     /// What each speaker would forward: prefix -> next hop (None: its own).
     fib: Vec<HashMap<Ipv4Net, Option<Ipv4Addr>>>,
+    sent: usize,
 }
 
 impl Net {
@@ -44,28 +45,40 @@ impl Net {
             steps += 1;
             assert!(steps < 100_000, "no end to the messages");
             let now = self.now;
+            let flip = |d: Dir| if d == Dir::Out { Dir::In } else { Dir::Out };
+            if std::env::var("BGP_TRACE").is_ok() {
+                eprintln!(
+                    "{} {:?}",
+                    self.names[s],
+                    match &o {
+                        Out::Send(c, b) => format!("Send {c:?} type {}", b[18]),
+                        o => format!("{o:?}"),
+                    }
+                );
+            }
             match o {
                 Out::Connect(p) => match self.other(s, p) {
                     Some((t, tp, true)) => {
                         let a = self.sp[s].on_connected(now, p);
                         q.extend(a.into_iter().map(|o| (s, o)));
-                        let b = self.sp[t].on_connected(now, tp);
+                        let b = self.sp[t].on_accepted(now, tp);
                         q.extend(b.into_iter().map(|o| (t, o)));
                     }
                     _ => {
-                        let a = self.sp[s].on_closed(now, p);
+                        let a = self.sp[s].on_closed(now, (p, Dir::Out));
                         q.extend(a.into_iter().map(|o| (s, o)));
                     }
                 },
-                Out::Send(p, bytes) => {
+                Out::Send((p, d), bytes) => {
+                    self.sent += 1;
                     if let Some((t, tp, true)) = self.other(s, p) {
-                        let b = self.sp[t].on_bytes(now, tp, &bytes);
+                        let b = self.sp[t].on_bytes(now, (tp, flip(d)), &bytes);
                         q.extend(b.into_iter().map(|o| (t, o)));
                     }
                 }
-                Out::Close(p) => {
+                Out::Close((p, d)) => {
                     if let Some((t, tp, true)) = self.other(s, p) {
-                        let b = self.sp[t].on_closed(now, tp);
+                        let b = self.sp[t].on_closed(now, (tp, flip(d)));
                         q.extend(b.into_iter().map(|o| (t, o)));
                     }
                 }
@@ -234,6 +247,7 @@ fn section5() -> Net {
         links,
         now: Instant::now(),
         fib,
+        sent: 0,
     }
 }
 
@@ -291,4 +305,67 @@ fn section_5_converges_fails_over_and_returns() {
     let show = net.sp[0].show(net.now);
     assert_eq!(show[0]["state"], "Established");
     assert!(show[0]["prefixes_accepted"].as_u64() >= Some(1), "{show}");
+}
+
+/// Both speakers connect at the same instant (neither passive): two connections, both send
+/// OPEN; once the OPENs are in, the connection opened by the higher BGP Identifier (b's,
+/// 10.0.0.9) stays and the other gets Cease 6/7. One session, Established, routes across.
+#[test]
+fn a_connection_collision_keeps_one_connection() {
+    let cfg = |asn: u32, id: &str, peer: &str, peer_as: u32, local: &str, net: &str| {
+        let text = format!(
+            r#"{{"asn": {asn}, "router_id": "{id}", "networks": ["{net}"], "neighbours": [{{"address": "{peer}", "remote_as": {peer_as}, "local_address": "{local}", "import": {{"default_accept": true}}, "export": {{"default_accept": true}}}}]}}"#
+        );
+        Speaker::new(&serde_json::from_str::<SpeakerConfig>(&text).unwrap()).unwrap()
+    };
+    let a = cfg(
+        64500,
+        "10.0.0.1",
+        "198.18.0.1",
+        64501,
+        "198.18.0.0",
+        "198.51.100.0/24",
+    );
+    let b = cfg(
+        64501,
+        "10.0.0.9",
+        "198.18.0.0",
+        64500,
+        "198.18.0.1",
+        "192.0.2.0/24",
+    );
+    let mut net = Net {
+        names: vec!["a", "b"],
+        sp: vec![a, b],
+        links: vec![Link {
+            a: (0, 0),
+            b: (1, 0),
+            up: true,
+        }],
+        now: Instant::now(),
+        fib: vec![HashMap::new(); 2],
+        sent: 0,
+    };
+    let now = net.now;
+    // Both ask to connect before either connection is seen.
+    let sa = net.sp[0].start(now);
+    let sb = net.sp[1].start(now);
+    assert_eq!((sa.len(), sb.len()), (1, 1));
+    let mut first: Vec<(usize, Out)> = sa.into_iter().map(|o| (0, o)).collect();
+    first.extend(sb.into_iter().map(|o| (1, o)));
+    net.run(first);
+    net.run_for(Duration::from_secs(5));
+    for i in 0..2 {
+        assert_eq!(
+            net.sp[i].session(0).state(),
+            crate::session::State::Established,
+            "{}",
+            net.names[i]
+        );
+    }
+    assert!(net.via("a", "192.0.2.0/24").is_some());
+    assert!(net.via("b", "198.51.100.0/24").is_some());
+    // The session that stayed on a is on the connection b opened (b's identifier is higher).
+    let show = net.sp[0].show(net.now);
+    assert_eq!(show[0]["established"], 1, "{show}");
 }

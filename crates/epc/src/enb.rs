@@ -133,6 +133,7 @@ impl EnbLogic {
             ports: cfg.ports.clone(),
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
+            bgp: None,
         })?;
         let mut enb = RouterElement::new(
             router,

@@ -168,6 +168,7 @@ impl PgwLogic {
             ports,
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
+            bgp: None,
         })?;
         let ue_port = router
             .port_index(UE_PORT)

@@ -173,6 +173,7 @@ impl SgwLogic {
             ports: cfg.ports.clone(),
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
+            bgp: None,
         })?;
         let mut sgw = RouterElement::new(
             router,

@@ -8,6 +8,7 @@
 //! unreachable (net, host, port, protocol) and fragmentation needed, rate limited by a token
 //! bucket, never about ICMP errors, fragments after the first, or non-unicast packets.
 
+pub mod bgp;
 pub mod neigh;
 pub mod program;
 pub mod rib;
@@ -66,6 +67,9 @@ pub struct RouterConfig {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub icmp_limit: IcmpLimit,
+    /// BGP (stage 2): the AS, the router id, the prefixes originated and the neighbours.
+    #[serde(default)]
+    pub bgp: Option<d11_bgp::speaker::SpeakerConfig>,
 }
 
 counters! {

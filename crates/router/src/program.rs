@@ -125,6 +125,17 @@ pub trait RouterProgram: Hook {
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
         let _ = out;
     }
+
+    /// What the runtime waits on besides frames and timers (a task of the logic's that has
+    /// something for the router).
+    fn wakeup(&self) -> Option<std::rc::Rc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// Routes the logic learned or lost (BGP), for the router's RIB.
+    fn route_changes(&mut self) -> Vec<crate::bgp::RouteOp> {
+        Vec::new()
+    }
 }
 
 /// How many rounds of "the router sent to the tunnels, the tunnels delivered to the router"
@@ -169,6 +180,25 @@ impl<L: RouterProgram> RouterElement<L> {
     /// Sends what the logic left, hands the logic what the router sent to its tunnels, and the
     /// router what came out of them, until all is done.
     fn settle(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        for op in self.logic.route_changes() {
+            let rib = self.router.rib_mut();
+            match op {
+                crate::bgp::RouteOp::Add {
+                    prefix,
+                    next_hop,
+                    source,
+                } => rib.add(crate::rib::Route {
+                    prefix,
+                    next_hop: Some(next_hop),
+                    port: None,
+                    source,
+                }),
+                crate::bgp::RouteOp::Remove { prefix } => {
+                    rib.remove(prefix, crate::rib::Source::Ebgp);
+                    rib.remove(prefix, crate::rib::Source::Ibgp);
+                }
+            }
+        }
         let tunnel = self.logic.tunnel_port();
         let mut kept = std::mem::take(&mut self.kept);
         for _ in 0..SETTLE_ROUNDS {
@@ -294,5 +324,9 @@ impl<L: RouterProgram> Element for RouterElement<L> {
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
         self.router.counters(out);
         self.logic.counters(out);
+    }
+
+    fn wakeup(&self) -> Option<std::rc::Rc<tokio::sync::Notify>> {
+        self.logic.wakeup()
     }
 }

@@ -684,8 +684,9 @@ impl Stack {
         self.inner.borrow().addrs[0].addr()
     }
 
-    /// Asks the runtime to poll the stack soon (after a socket changed).
-    pub(crate) fn kick(&self) {
+    /// Asks the runtime to poll the stack soon (after a socket changed, or for a program
+    /// that embeds the stack and has news for its element).
+    pub fn kick(&self) {
         let mut i = self.inner.borrow_mut();
         if !i.needs_poll {
             i.needs_poll = true;

@@ -218,6 +218,7 @@ impl Logic {
             ports,
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
+            bgp: None,
         })?;
         let vpc_port = router
             .port_index(VPC_PORT)

@@ -179,6 +179,7 @@ impl Logic {
             ports: cfg.ports.clone(),
             routes: cfg.routes.clone(),
             icmp_limit: Default::default(),
+            bgp: None,
         })?;
         Ok(RouterElement::new(
             router,

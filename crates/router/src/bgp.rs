@@ -1,0 +1,407 @@
+//! BGP on the router (stage 2): the speaker of `d11-bgp` over our TCP (`d11-stack`, port
+//! 179) on the router's own addresses, its best paths in the router's RIB.
+//!
+//! The TCP endpoint is a `d11-stack` inside the router, given every address of the router's
+//! ports: TCP packets for the router (the router's [`Hook::local`]) go to it as frames, and
+//! what it sends comes back as IP packets the router routes as its own (so ARP, next hops and
+//! TTL are the router's). The stack's ARP questions are answered here: every next hop is the
+//! router itself.
+//!
+//! An async task drives the sessions (connect, accept, read, write, timers) and leaves the
+//! route changes for [`RouterProgram::route_changes`], which the element applies to the RIB.
+
+use crate::program::{Outbox, RouterProgram};
+use crate::rib::Source;
+use crate::{Hook, HookVerdict};
+use d11_bgp::rib::Change;
+use d11_bgp::speaker::{Conn, Dir, Out, Speaker, SpeakerConfig};
+use d11_element::{App, Element, PortConfig, PortId, Transmit};
+use d11_stack::{Stack, StackConfig, StackElement, TcpStream};
+use ipnet::Ipv4Net;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::rc::Rc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Notify};
+
+/// BGP's port.
+pub const PORT: u16 = 179;
+
+/// A route change for the router's RIB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOp {
+    Add {
+        prefix: Ipv4Net,
+        next_hop: Ipv4Addr,
+        source: Source,
+    },
+    Remove {
+        prefix: Ipv4Net,
+    },
+}
+
+/// The router's BGP, when its config has a `bgp` table.
+pub struct Bgp {
+    stack: Stack,
+    element: StackElement,
+    /// What the stack believes every next hop's MAC is.
+    peer_mac: [u8; 6],
+    stack_mac: [u8; 6],
+    speaker: Rc<RefCell<Speaker>>,
+    ops: Rc<RefCell<Vec<RouteOp>>>,
+}
+
+/// The router's program: BGP if configured, else nothing (a plain router).
+#[derive(Default)]
+pub struct BgpLogic {
+    outbox: Outbox,
+    bgp: Option<Bgp>,
+    /// Frames the stack sent, between its call and their unwrapping.
+    frames: Vec<Vec<u8>>,
+}
+
+/// Collects what the stack transmits.
+struct Collect<'a>(&'a mut Vec<Vec<u8>>);
+
+impl Transmit for Collect<'_> {
+    fn send(&mut self, _: PortId, frame: &[u8]) {
+        self.0.push(frame.to_vec());
+    }
+}
+
+impl BgpLogic {
+    /// The logic for a router with `ports` and an optional `bgp` table; the task that runs
+    /// the sessions, if there is BGP.
+    pub fn new(
+        name: &str,
+        ports: &[PortConfig],
+        cfg: Option<&SpeakerConfig>,
+    ) -> anyhow::Result<(Self, Option<App>)> {
+        let Some(cfg) = cfg else {
+            return Ok((Self::default(), None));
+        };
+        let mut cfg = cfg.clone();
+        // Each neighbour's local address: ours on its subnet.
+        let addrs: Vec<Ipv4Net> = ports.iter().flat_map(|p| p.addresses.clone()).collect();
+        for n in &mut cfg.neighbours {
+            if n.local_address.is_none() {
+                n.local_address = addrs
+                    .iter()
+                    .find(|a| a.contains(&n.address))
+                    .map(|a| a.addr());
+            }
+            if n.local_address.is_none() {
+                anyhow::bail!(
+                    "bgp neighbour {}: on none of the router's subnets (only directly connected neighbours)",
+                    n.address
+                );
+            }
+        }
+        let speaker = Rc::new(RefCell::new(Speaker::new(&cfg)?));
+        let stack_cfg: StackConfig = serde_json::from_value(json!({
+            "name": format!("{name}-bgp"),
+            "ports": [{"name": "bgp", "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>()}],
+        }))?;
+        let (stack, element) = Stack::new(&stack_cfg, "router")?;
+        let stack_mac = PortConfig {
+            name: "bgp".into(),
+            mac: None,
+            addresses: Vec::new(),
+            mtu: None,
+        }
+        .mac_for(&format!("{name}-bgp"))?;
+        let ops = Rc::new(RefCell::new(Vec::new()));
+        let app = run(stack.clone(), speaker.clone(), ops.clone());
+        Ok((
+            Self {
+                outbox: Outbox::default(),
+                bgp: Some(Bgp {
+                    stack,
+                    element,
+                    peer_mac: [0x02, 0xd1, 0xb9, 0x00, 0x00, 0x01],
+                    stack_mac,
+                    speaker,
+                    ops,
+                }),
+                frames: Vec::new(),
+            },
+            Some(app),
+        ))
+    }
+
+    /// Runs `f` on the stack, then hands what it sent on: ARP questions answered back into
+    /// it, IP packets to the router's outbox.
+    fn with_stack(&mut self, now: Instant, f: impl FnOnce(&mut StackElement, &mut dyn Transmit)) {
+        let Some(b) = self.bgp.as_mut() else { return };
+        let mut frames = std::mem::take(&mut self.frames);
+        f(&mut b.element, &mut Collect(&mut frames));
+        for _ in 0..4 {
+            if frames.is_empty() {
+                break;
+            }
+            let mut answers = Vec::new();
+            for fr in frames.drain(..) {
+                if fr.len() >= 42 && fr[12..14] == [0x08, 0x06] && fr[20..22] == [0, 1] {
+                    // An ARP request: the router is every next hop.
+                    let mut a = fr.clone();
+                    a[0..6].copy_from_slice(&b.stack_mac);
+                    a[6..12].copy_from_slice(&b.peer_mac);
+                    a[20..22].copy_from_slice(&[0, 2]);
+                    a[22..28].copy_from_slice(&b.peer_mac);
+                    a[28..32].copy_from_slice(&fr[38..42]);
+                    a[32..38].copy_from_slice(&fr[22..28]);
+                    a[38..42].copy_from_slice(&fr[28..32]);
+                    answers.push(a);
+                } else if fr.len() > 34 && fr[12..14] == [0x08, 0x00] {
+                    let ip = self.outbox.copy(&fr[14..]);
+                    self.outbox.packets.push(ip);
+                }
+            }
+            for mut a in answers {
+                b.element
+                    .handle_frame(now, 0, &mut a, &mut Collect(&mut frames));
+            }
+        }
+        frames.clear();
+        self.frames = frames;
+    }
+}
+
+impl Hook for BgpLogic {
+    fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
+        let Some(b) = self.bgp.as_ref() else {
+            return HookVerdict::Continue;
+        };
+        if ip.len() < 20 || ip[9] != 6 {
+            return HookVerdict::Continue;
+        }
+        let mut frame = Vec::with_capacity(14 + ip.len());
+        frame.extend_from_slice(&b.stack_mac);
+        frame.extend_from_slice(&b.peer_mac);
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(ip);
+        self.with_stack(now, |st, tx| st.handle_frame(now, 0, &mut frame, tx));
+        // Taken: nothing more for the router to do with it.
+        HookVerdict::Drop
+    }
+}
+
+impl RouterProgram for BgpLogic {
+    fn role(&self) -> &'static str {
+        "router"
+    }
+
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.bgp.as_ref().and_then(|b| b.element.poll_at())
+    }
+
+    fn poll(&mut self, now: Instant) {
+        if self.poll_at().is_some_and(|t| t <= now) {
+            self.with_stack(now, |st, tx| st.poll(now, tx));
+        }
+    }
+
+    fn wakeup(&self) -> Option<Rc<Notify>> {
+        self.bgp.as_ref().and_then(|b| b.element.wakeup())
+    }
+
+    fn route_changes(&mut self) -> Vec<RouteOp> {
+        self.bgp
+            .as_ref()
+            .map(|b| std::mem::take(&mut *b.ops.borrow_mut()))
+            .unwrap_or_default()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        if self.bgp.is_some() {
+            &["bgp", "bgp-routes"]
+        } else {
+            &[]
+        }
+    }
+
+    fn show(&self, table: &str, now: Instant) -> Option<Value> {
+        let b = self.bgp.as_ref()?;
+        match table {
+            "bgp" => Some(b.speaker.borrow().show(now)),
+            "bgp-routes" => Some(b.speaker.borrow().rib.show_routes()),
+            _ => None,
+        }
+    }
+
+    fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
+        if let Some(b) = &self.bgp {
+            let _ = &b.stack;
+            b.element.counters(&mut |k, v| {
+                if k.starts_with("tcp_") {
+                    out(&format!("bgp_{k}"), v)
+                }
+            });
+        }
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The task that runs the sessions over the stack.
+fn run(stack: Stack, speaker: Rc<RefCell<Speaker>>, ops: Rc<RefCell<Vec<RouteOp>>>) -> App {
+    Box::pin(async move {
+        let d = Rc::new(Driver {
+            stack: stack.clone(),
+            speaker: speaker.clone(),
+            ops,
+            writers: RefCell::new(HashMap::new()),
+            timer: Notify::new(),
+        });
+        let listener = stack.listen(PORT, 16)?;
+        let d2 = d.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let Ok((conn, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let p = d2.speaker.borrow().peer(*peer.ip());
+                let Some(p) = p else {
+                    // Not a neighbour: closed at once (counted by the stack).
+                    drop(conn);
+                    continue;
+                };
+                d2.attach((p, Dir::In), conn);
+                let outs = d2.speaker.borrow_mut().on_accepted(now(), p);
+                d2.dispatch(outs);
+            }
+        });
+        let outs = speaker.borrow_mut().start(now());
+        d.dispatch(outs);
+        loop {
+            let at = d.speaker.borrow().poll_at();
+            match at {
+                Some(t) => {
+                    let t = tokio::time::Instant::from_std(t);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t) => {
+                            let outs = d.speaker.borrow_mut().poll(now());
+                            d.dispatch(outs);
+                        }
+                        _ = d.timer.notified() => {}
+                    }
+                }
+                None => d.timer.notified().await,
+            }
+        }
+    })
+}
+
+/// The sessions' connections.
+struct Driver {
+    stack: Stack,
+    speaker: Rc<RefCell<Speaker>>,
+    ops: Rc<RefCell<Vec<RouteOp>>>,
+    writers: RefCell<HashMap<Conn, mpsc::UnboundedSender<Vec<u8>>>>,
+    timer: Notify,
+}
+
+impl Driver {
+    /// A connection's reader (octets to the speaker) and writer (the speaker's octets out).
+    fn attach(self: &Rc<Self>, c: Conn, conn: TcpStream) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.writers.borrow_mut().insert(c, tx);
+        let (mut r, mut w) = tokio::io::split(conn);
+        tokio::task::spawn_local(async move {
+            while let Some(b) = rx.recv().await {
+                if w.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+        let d = self.clone();
+        tokio::task::spawn_local(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let outs = d.speaker.borrow_mut().on_bytes(now(), c, &buf[..n]);
+                        d.dispatch(outs);
+                    }
+                }
+            }
+            // Closed by the peer (or by us: then the speaker knows already).
+            if d.writers.borrow_mut().remove(&c).is_some() {
+                let outs = d.speaker.borrow_mut().on_closed(now(), c);
+                d.dispatch(outs);
+            }
+        });
+    }
+
+    fn dispatch(self: &Rc<Self>, outs: Vec<Out>) {
+        for o in outs {
+            match o {
+                Out::Connect(p) => {
+                    let addr = self.speaker.borrow().rib.peers[p].addr;
+                    let d = self.clone();
+                    tokio::task::spawn_local(async move {
+                        let to = SocketAddrV4::new(addr, PORT);
+                        let r = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            d.stack.connect(to),
+                        )
+                        .await;
+                        let outs = match r {
+                            Ok(Ok(conn)) => {
+                                d.attach((p, Dir::Out), conn);
+                                d.speaker.borrow_mut().on_connected(now(), p)
+                            }
+                            _ => d.speaker.borrow_mut().on_closed(now(), (p, Dir::Out)),
+                        };
+                        d.dispatch(outs);
+                    });
+                }
+                Out::Send(c, b) => {
+                    if let Some(w) = self.writers.borrow().get(&c) {
+                        let _ = w.send(b);
+                    }
+                }
+                Out::Close(c) => {
+                    // The writer ends (after what it has queued) and shuts the stream down.
+                    self.writers.borrow_mut().remove(&c);
+                }
+                Out::Route(Change::Best {
+                    prefix,
+                    next_hop: Some(nh),
+                    from,
+                }) => {
+                    let ibgp = from.is_some_and(|p| {
+                        let s = self.speaker.borrow();
+                        s.rib.peers[p].remote_as == s.rib.local_as
+                    });
+                    let source = if ibgp { Source::Ibgp } else { Source::Ebgp };
+                    self.ops.borrow_mut().push(RouteOp::Remove { prefix });
+                    self.ops.borrow_mut().push(RouteOp::Add {
+                        prefix,
+                        next_hop: nh,
+                        source,
+                    });
+                }
+                Out::Route(Change::Best { next_hop: None, .. }) => {}
+                Out::Route(Change::Gone { prefix }) => {
+                    self.ops.borrow_mut().push(RouteOp::Remove { prefix });
+                }
+                Out::Up(p) => tracing::info!(peer = p, "BGP session established"),
+                Out::Down(p, why) => tracing::warn!(peer = p, %why, "BGP session down"),
+            }
+        }
+        self.stack.kick();
+        self.timer.notify_one();
+    }
+}

@@ -247,3 +247,176 @@ ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }]
         assert!(types.iter().any(|x| x == t), "type {t}: {types:?}");
     }
 }
+
+/// BIRD (Debian's) in a kernel namespace, started with `conf`; returns its process and a
+/// `birdc` on its control socket.
+fn start_bird(
+    lab: &Lab,
+    node: &str,
+    dir: &std::path::Path,
+    conf: &str,
+) -> (std::process::Child, impl Fn(&[&str]) -> String + Clone) {
+    let file = dir.join(format!("{node}.conf"));
+    let ctl = dir.join(format!("{node}.ctl"));
+    std::fs::write(&file, conf).unwrap();
+    let child = lab
+        .client()
+        .command(
+            node,
+            &[
+                "bird",
+                "-f",
+                "-c",
+                file.to_str().unwrap(),
+                "-s",
+                ctl.to_str().unwrap(),
+            ],
+        )
+        .unwrap()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("bird (apt-get install bird2)");
+    let birdc = move |args: &[&str]| -> String {
+        let o = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&ctl)
+            .args(args)
+            .output()
+            .expect("birdc");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let b = birdc.clone();
+    d11_lab::client::wait_until(Duration::from_secs(10), || {
+        Ok(b(&["show", "status"])
+            .contains("Daemon is up")
+            .then_some(()))
+    })
+    .expect("bird is up");
+    (child, birdc)
+}
+
+/// d11-router (AS 64500) with two BIRDs on one link: eBGP with AS 64501 and iBGP with
+/// another speaker of AS 64500. Both sessions establish with the smaller hold time; each
+/// BIRD's prefix lands in the router's forwarding table (ebgp, ibgp) and a kernel host behind
+/// the router pings an address in it; the router's own prefix and the iBGP prefix reach the
+/// eBGP BIRD (with 64500 in front), nothing iBGP-learned goes back to iBGP; a withdrawal
+/// crosses each way; tshark finds nothing malformed.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn a_d11_router_peers_with_bird_over_ebgp_and_ibgp() {
+    require_root();
+    let lab = Lab::up(
+        r#"name = "bgp-router"
+[[segments]]
+name = "link"
+[[segments]]
+name = "lan"
+[[nodes]]
+name = "r1"
+role = "router"
+ports = [
+  { name = "link", segment = "link", addresses = ["10.0.0.1/24"] },
+  { name = "lan", segment = "lan", addresses = ["198.51.100.1/24"] },
+]
+bgp = { asn = 64500, router_id = "10.0.0.1", networks = ["198.51.100.0/24"], neighbours = [
+  { address = "10.0.0.2", remote_as = 64501, hold_time = 9, import = { default_accept = true }, export = { default_accept = true } },
+  { address = "10.0.0.3", remote_as = 64500, hold_time = 60 },
+] }
+[[nodes]]
+name = "ebgp"
+role = "kernel"
+ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }]
+[[nodes]]
+name = "ibgp"
+role = "kernel"
+ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.3/24"] }]
+[[nodes]]
+name = "k1"
+role = "kernel"
+gateway = "198.51.100.1"
+ports = [{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }]
+"#,
+    );
+    let dir = scratch("bgp-router");
+    // Each BIRD's prefix has an address on its host (for the ping), and BIRD puts what it
+    // learns in its host's kernel table (the way back).
+    for (node, addr) in [("ebgp", "10.99.0.1/32"), ("ibgp", "10.98.0.1/32")] {
+        lab.exec_ok(node, &["ip", "addr", "add", addr, "dev", "lo"]);
+        lab.exec_ok(node, &["ip", "link", "set", "lo", "up"]);
+    }
+    let (mut e, ebirdc) = start_bird(
+        &lab,
+        "ebgp",
+        &dir.0,
+        "router id 10.0.0.2;\nprotocol device {}\nprotocol kernel { ipv4 { export all; }; }\nprotocol static { ipv4; route 10.99.0.0/24 blackhole; }\nprotocol bgp r1 {\n  local 10.0.0.2 as 64501;\n  neighbor 10.0.0.1 as 64500;\n  hold time 30;\n  ipv4 { import all; export where proto = \"static1\"; };\n}\n",
+    );
+    let (mut i, ibirdc) = start_bird(
+        &lab,
+        "ibgp",
+        &dir.0,
+        "router id 10.0.0.3;\nprotocol device {}\nprotocol kernel { ipv4 { export all; }; }\nprotocol static { ipv4; route 10.98.0.0/24 blackhole; }\nprotocol bgp r1 {\n  local 10.0.0.3 as 64500;\n  neighbor 10.0.0.1 as 64500;\n  direct;\n  hold time 30;\n  ipv4 { import all; export where proto = \"static1\"; next hop self; };\n}\n",
+    );
+    let routes = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {} {}", r["prefix"], r["next_hop"], r["source"]).replace('"', ""))
+            .collect()
+    };
+    let r = lab.wait_show("r1", "routes", 30, |v| {
+        let r = routes(v);
+        r.contains(&"10.99.0.0/24 10.0.0.2 ebgp".to_string())
+            && r.contains(&"10.98.0.0/24 10.0.0.3 ibgp".to_string())
+    });
+    let bgp = lab.show("r1", "bgp");
+    assert_eq!(bgp[0]["state"], "Established", "{bgp}");
+    assert_eq!(
+        (bgp[0]["hold_time"].as_u64(), bgp[1]["hold_time"].as_u64()),
+        (Some(9), Some(30)),
+        "{bgp}"
+    );
+    assert_eq!(
+        (bgp[0]["kind"].as_str(), bgp[1]["kind"].as_str()),
+        (Some("eBGP"), Some("iBGP"))
+    );
+    // Forwarding follows: a host behind the router reaches both prefixes.
+    for dst in ["10.99.0.1", "10.98.0.1"] {
+        lab.exec_ok("k1", &["ping", "-c", "1", "-W", "3", dst]);
+    }
+    // The eBGP BIRD has our prefix and the iBGP one, with our AS in front.
+    let ebird = ebirdc(&["show", "route", "all"]);
+    assert!(
+        ebird.contains("198.51.100.0/24") && ebird.contains("10.98.0.0/24"),
+        "{ebird}"
+    );
+    assert!(ebird.contains("BGP.as_path: 64500\n"), "{ebird}");
+    // The iBGP BIRD has our prefix and the eBGP one, never its own back.
+    let ibird = ibirdc(&["show", "route", "protocol", "r1"]);
+    assert!(
+        ibird.contains("198.51.100.0/24") && ibird.contains("10.99.0.0/24"),
+        "{ibird}"
+    );
+    assert!(!ibird.contains("10.98.0.0/24"), "{ibird}");
+    // A withdrawal from BIRD reaches the router's table; one from the router reaches BIRD.
+    ebirdc(&["disable", "static1"]);
+    lab.wait_show("r1", "routes", 10, |v| {
+        !routes(v).iter().any(|x| x.starts_with("10.99.0.0/24"))
+    });
+    ibirdc(&["disable", "static1"]);
+    lab.wait_show("r1", "routes", 10, |v| {
+        !routes(v).iter().any(|x| x.starts_with("10.98.0.0/24"))
+    });
+    d11_lab::client::wait_until(Duration::from_secs(10), || {
+        Ok((!ebirdc(&["show", "route"]).contains("10.98.0.0/24")).then_some(()))
+    })
+    .expect("the router withdrew the iBGP prefix from the eBGP peer");
+    let _ = r;
+    for c in [&mut e, &mut i] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let files = lab.stop();
+    let pcap = files.0.join("pcap/link.pcapng");
+    assert!(malformed(&pcap, &[]).is_empty());
+}

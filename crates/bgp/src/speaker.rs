@@ -47,7 +47,7 @@ pub struct SpeakerConfig {
     pub networks: Vec<Ipv4Net>,
     #[serde(default)]
     pub neighbours: Vec<NeighbourConfig>,
-    /// ConnectRetry, seconds.
+    /// ConnectRetry, seconds (at least 4: a connection attempt is given 3 s).
     #[serde(default = "default_retry")]
     pub connect_retry_s: u64,
 }
@@ -113,7 +113,7 @@ impl Speaker {
             let mut s = Config::new(cfg.asn, n.remote_as, cfg.router_id);
             s.hold_time = n.hold_time;
             s.passive = n.passive;
-            s.connect_retry = Duration::from_secs(cfg.connect_retry_s.max(1));
+            s.connect_retry = Duration::from_secs(cfg.connect_retry_s.max(4));
             sessions.push(Session::new(s));
             peers.push(Peer {
                 addr: n.address,

@@ -114,7 +114,9 @@ impl BgpLogic {
         }
         .mac_for(&format!("{name}-bgp"))?;
         let ops = Rc::new(RefCell::new(Vec::new()));
-        let app = run(stack.clone(), speaker.clone(), ops.clone());
+        // Listening before the router reports ready: a peer started after us finds it.
+        let listener = stack.listen(PORT, 16)?;
+        let app = run(stack.clone(), listener, speaker.clone(), ops.clone());
         Ok((
             Self {
                 outbox: Outbox::default(),
@@ -253,7 +255,12 @@ fn now() -> Instant {
 }
 
 /// The task that runs the sessions over the stack.
-fn run(stack: Stack, speaker: Rc<RefCell<Speaker>>, ops: Rc<RefCell<Vec<RouteOp>>>) -> App {
+fn run(
+    stack: Stack,
+    listener: d11_stack::TcpListener,
+    speaker: Rc<RefCell<Speaker>>,
+    ops: Rc<RefCell<Vec<RouteOp>>>,
+) -> App {
     Box::pin(async move {
         let d = Rc::new(Driver {
             stack: stack.clone(),
@@ -262,7 +269,6 @@ fn run(stack: Stack, speaker: Rc<RefCell<Speaker>>, ops: Rc<RefCell<Vec<RouteOp>
             writers: RefCell::new(HashMap::new()),
             timer: Notify::new(),
         });
-        let listener = stack.listen(PORT, 16)?;
         let d2 = d.clone();
         tokio::task::spawn_local(async move {
             loop {
@@ -352,8 +358,10 @@ impl Driver {
                     let d = self.clone();
                     tokio::task::spawn_local(async move {
                         let to = SocketAddrV4::new(addr, PORT);
+                        // Given up before the ConnectRetry timer (5 s by default) would
+                        // start another attempt over it.
                         let r = tokio::time::timeout(
-                            std::time::Duration::from_secs(5),
+                            std::time::Duration::from_secs(3),
                             d.stack.connect(to),
                         )
                         .await;

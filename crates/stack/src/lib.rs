@@ -627,11 +627,23 @@ impl Stack {
             now: epoch,
         };
         let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(0));
+        // smoltcp holds a fixed number of addresses (the workspace asks for 8: a router's BGP
+        // stack has one per port); more is a config error, not silently fewer.
+        let mut full = false;
         iface.update_ip_addrs(|a| {
             for n in &port.addresses {
-                let _ = a.push(IpCidr::new(n.addr().into(), n.prefix_len()));
+                full |= a
+                    .push(IpCidr::new(n.addr().into(), n.prefix_len()))
+                    .is_err();
             }
         });
+        if full {
+            anyhow::bail!(
+                "port {}: {} addresses, more than the stack holds",
+                port.name,
+                port.addresses.len()
+            );
+        }
         if let Some(gw) = cfg.gateway {
             if !port.addresses.iter().any(|n| n.contains(&gw)) {
                 anyhow::bail!("gateway {gw} is not on the endpoint's subnet");

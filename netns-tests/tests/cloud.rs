@@ -647,6 +647,19 @@ fn reference_lab() -> String {
         )
 }
 
+/// Waits until BGP has carried the reference lab's prefixes where the order needs them: the
+/// cloud's and the ix's at the carrier's router, the carrier's at the cloud's border.
+fn bgp_converged(lab: &Lab) {
+    let has = |v: &serde_json::Value, p: &str| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|r| r["prefix"] == p))
+    };
+    lab.wait_show("a2", "routes", 30, |v| {
+        has(v, "203.0.113.0/24") && has(v, "192.0.2.0/24")
+    });
+    lab.wait_show("border", "routes", 30, |v| has(v, "198.51.100.0/24"));
+}
+
 /// Runs `d11 journey` on the reference lab with `args`; its report (the run must succeed).
 fn journey(args: &[&str]) -> serde_json::Value {
     require_root();
@@ -901,6 +914,7 @@ fn a_modem_phone_resolves_the_shop_through_the_carriers_dns_and_orders_with_curl
     let topo = reference_lab().replace("mode = \"app\"", "mode = \"modem\"");
     assert!(topo.contains("mode = \"modem\""));
     let lab = Lab::up(&topo);
+    bgp_converged(&lab);
     let ue = lab.wait_show("ue", "ue", 30, |u| u["state"] == "attached");
     assert_eq!(ue["dns"], "198.51.100.53", "{ue}");
     let netns = format!("{}-ue", lab.prefix);

@@ -133,49 +133,12 @@ ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }]
 "#,
     );
     let dir = scratch("bgp-bird");
-    let conf = dir.0.join("bird.conf");
-    let ctl = dir.0.join("bird.ctl");
-    std::fs::write(
-        &conf,
+    let (mut bird, birdc) = start_bird(
+        &lab,
+        "bird",
+        &dir.0,
         "router id 10.0.0.2;\nprotocol device {}\nprotocol static { ipv4; route 10.99.0.0/24 blackhole; }\nprotocol bgp d11 {\n  local 10.0.0.2 as 64501;\n  neighbor 10.0.0.1 as 64500;\n  hold time 9;\n  passive on;\n  ipv4 { import all; export all; };\n}\n",
-    )
-    .unwrap();
-    let mut bird = lab
-        .client()
-        .command(
-            "bird",
-            &[
-                "bird",
-                "-f",
-                "-c",
-                conf.to_str().unwrap(),
-                "-s",
-                ctl.to_str().unwrap(),
-            ],
-        )
-        .unwrap()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("bird (apt-get install bird2)");
-    let birdc = {
-        let ctl = ctl.clone();
-        move |args: &[&str]| -> String {
-            let o = std::process::Command::new("birdc")
-                .arg("-s")
-                .arg(&ctl)
-                .args(args)
-                .output()
-                .expect("birdc");
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        }
-    };
-    d11_lab::client::wait_until(Duration::from_secs(10), || {
-        Ok(birdc(&["show", "status"])
-            .contains("Daemon is up")
-            .then_some(()))
-    })
-    .expect("bird is up");
+    );
     let mut cfg = Config::new(64500, 64501, Ipv4Addr::new(10, 0, 0, 1));
     cfg.hold_time = 90;
     let b2 = birdc.clone();
@@ -255,7 +218,10 @@ fn start_bird(
     node: &str,
     dir: &std::path::Path,
     conf: &str,
-) -> (std::process::Child, impl Fn(&[&str]) -> String + Clone) {
+) -> (
+    std::process::Child,
+    impl Fn(&[&str]) -> String + Clone + Send + 'static,
+) {
     let file = dir.join(format!("{node}.conf"));
     let ctl = dir.join(format!("{node}.ctl"));
     std::fs::write(&file, conf).unwrap();

@@ -46,7 +46,7 @@ ensure_cargo() {
 }
 
 # The packages a lab with kernel hosts and captures needs.
-LAB_PACKAGES=(iproute2 ethtool tshark iputils-ping traceroute netcat-openbsd curl openssl sqlite3 dnsutils unbound nsd bird2)
+LAB_PACKAGES=(iproute2 ethtool tshark iputils-ping traceroute netcat-openbsd curl openssl sqlite3 dnsutils unbound nsd bird2 nftables)
 
 # A Dubbo 2 client that is not ours, for the netns tests: Apache dubbo-js 2.x from the npm
 # registry, pinned by netns-tests/dubbo-client/package-lock.json, run with Node.js.

@@ -105,6 +105,12 @@ enum LabCmd {
     /// Restart a node's program (SIGTERM, then the same command line): what a crash and a
     /// reboot do; GTP peers see its Recovery counter grow.
     Restart { node: String },
+    /// Take a segment down (nothing crosses it, as a cut cable; its capture goes on) or up.
+    Link {
+        segment: String,
+        /// down or up.
+        state: String,
+    },
     /// Run a command in a node's network namespace.
     Exec {
         node: String,
@@ -286,6 +292,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Lab(LabCmd::Restart { node }) => {
             let pid = d11_lab::restart(&prefix, &node)?;
             eprintln!("{node}: restarted, pid {pid}");
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::Link { segment, state }) => {
+            let up = match state.as_str() {
+                "up" => true,
+                "down" => false,
+                s => bail!("lab link {segment} {s:?}: down or up"),
+            };
+            d11_lab::link(&prefix, &segment, up)?;
+            eprintln!("{segment}: {state}");
             Ok(())
         }
         Cmd::Lab(LabCmd::Exec { node, cmd }) => {

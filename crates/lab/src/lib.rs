@@ -784,6 +784,77 @@ pub fn start_capture(st: &mut LabState, target: &str, file: &Path, bins: &Path) 
 /// Restarts the program of `node` (as a crash and reboot would): SIGTERM (SIGKILL after 5 s),
 /// then the same command line again; returns once it reports ready. Its ports come back on
 /// the same segments; what it kept in memory is gone.
+/// Takes segment `segment` down (`up` false: nothing crosses it any more, as a cut cable) or
+/// back up. The segment's bridge stays, so its capture goes on and shows the frames that go
+/// into the cut; an nftables rule in the fabric drops what the bridge would forward.
+pub fn link(prefix: &str, segment: &str, up: bool) -> Result<()> {
+    sys::require_root()?;
+    let st = LabState::load(prefix)?;
+    if !st.segments.iter().any(|s| s.name == segment) {
+        let names: Vec<_> = st.segments.iter().map(|s| s.name.as_str()).collect();
+        bail!(
+            "lab {prefix} has no segment {segment:?} (segments: {})",
+            names.join(", ")
+        );
+    }
+    let nft = |script: &str| -> Result<String> {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &st.fabric, "nft"]);
+        if script == "-a list chain bridge d11 forward" {
+            c.args(script.split(' '));
+            let o = c
+                .output()
+                .context("nft is needed for lab link (apt-get install nftables)")?;
+            return Ok(String::from_utf8_lossy(&o.stdout).into_owned());
+        }
+        c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+        let mut child = c
+            .spawn()
+            .context("nft is needed for lab link (apt-get install nftables)")?;
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .context("nft stdin")?
+            .write_all(script.as_bytes())?;
+        let o = child.wait_with_output()?;
+        if !o.status.success() {
+            bail!("nft: {}", String::from_utf8_lossy(&o.stderr).trim());
+        }
+        Ok(String::new())
+    };
+    nft("add table bridge d11\nadd chain bridge d11 forward { type filter hook forward priority 0; policy accept; }\n")?;
+    let tag = format!("cut {segment}");
+    let rules = nft("-a list chain bridge d11 forward")?;
+    let handles: Vec<String> = rules
+        .lines()
+        .filter(|l| l.contains(&format!("comment \"{tag}\"")))
+        .filter_map(|l| l.rsplit("# handle ").next().map(|h| h.trim().to_string()))
+        .collect();
+    if up {
+        for h in handles {
+            nft(&format!("delete rule bridge d11 forward handle {h}\n"))?;
+        }
+    } else if handles.is_empty() {
+        // The segment's ports (the fabric's side of each node's port on it).
+        let ports: Vec<String> = st
+            .nodes
+            .iter()
+            .flat_map(|n| n.ports.iter())
+            .filter(|p| p.segment == segment)
+            .map(|p| format!("\"{}\"", p.ifname))
+            .collect();
+        if ports.is_empty() {
+            bail!("segment {segment} has no ports");
+        }
+        nft(&format!(
+            "add rule bridge d11 forward iifname {{ {} }} drop comment \"{tag}\"\n",
+            ports.join(", ")
+        ))?;
+    }
+    Ok(())
+}
+
 pub fn restart(prefix: &str, node: &str) -> Result<u32> {
     sys::require_root()?;
     let mut st = LabState::load(prefix)?;

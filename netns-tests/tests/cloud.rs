@@ -964,3 +964,86 @@ fn a_modem_phone_resolves_the_shop_through_the_carriers_dns_and_orders_with_curl
     assert!(!conf.exists(), "{} left behind", conf.display());
     assert!(!conf.parent().unwrap().exists());
 }
+
+/// Orders through the reference lab while `x-c1-c2` is cut and restored (`d11 lab link`): the
+/// routers find the way through c3 within the hold time (a2's route to the cloud moves to
+/// 198.18.0.7, the orders cross x-a2-c3) and orders go on; restored, the route returns to c1.
+/// No order is acknowledged twice; at most the few in flight at the cut fail.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn orders_go_on_through_c3_when_the_c1_c2_link_is_cut_and_come_back() {
+    let topo = reference_lab()
+        .replace("Idempotency-Key: ue1-order-{n}", "Idempotency-Key: cut-{n}")
+        .replace("count = 2,", "count = 1000000,");
+    let lab = Lab::up(&topo);
+    bgp_converged(&lab);
+    let via = |lab: &Lab| -> String {
+        let r = lab.show("a2", "routes");
+        r.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["prefix"] == "203.0.113.0/24")
+            .map(|x| x["next_hop"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(via(&lab), "198.18.0.1", "through c1 first");
+    let ok = |v: &serde_json::Value| v["ok"].as_u64().unwrap_or(0);
+    lab.wait_show("ue", "app_summary", 60, |v| ok(v) >= 20);
+    let link = |state: &str| {
+        let o = d11()
+            .args(["--prefix", &lab.prefix, "lab", "link", "x-c1-c2", state])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    link("down");
+    let cut_at = std::time::Instant::now();
+    d11_lab::client::wait_until(std::time::Duration::from_secs(20), || {
+        Ok((via(&lab) == "198.18.0.7").then_some(()))
+    })
+    .expect("a2 goes through c3 within the hold time");
+    let failover = cut_at.elapsed();
+    let at = ok(&lab.show("ue", "app_summary"));
+    lab.wait_show("ue", "app_summary", 60, |v| ok(v) >= at + 20);
+    link("up");
+    d11_lab::client::wait_until(std::time::Duration::from_secs(30), || {
+        Ok((via(&lab) == "198.18.0.1").then_some(()))
+    })
+    .expect("back through c1 once restored");
+    let back = ok(&lab.show("ue", "app_summary"));
+    lab.wait_show("ue", "app_summary", 60, |v| ok(v) >= back + 20);
+    let app = lab.show("ue", "app");
+    let files = lab.stop();
+    eprintln!("failover after {failover:?}");
+    let results = app.as_array().unwrap();
+    let failed = results.iter().filter(|r| r["ok"] != true).count();
+    assert!(failed <= 3, "{failed} orders failed");
+    let mut ids = std::collections::HashSet::new();
+    // (Acknowledged: 201 with an order id; once the stock is gone, the answer is sold out.)
+    for r in results
+        .iter()
+        .filter(|r| r["ok"] == true && r["outcome"]["status"] == 201)
+    {
+        let body: serde_json::Value =
+            serde_json::from_str(r["outcome"]["body"].as_str().unwrap()).unwrap();
+        let id = body["orderId"].as_str().unwrap().to_string();
+        assert!(ids.insert(id.clone()), "order {id} acknowledged twice");
+    }
+    assert!(!ids.is_empty());
+    // The orders crossed the second upstream during the cut (TLS to the VIP on x-a2-c3).
+    let o = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(files.0.join("pcap/x-a2-c3.pcapng"))
+        .args([
+            "-Y",
+            "tcp.dstport == 443 && tcp.len > 0",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .unwrap();
+    let n = String::from_utf8_lossy(&o.stdout).lines().count();
+    assert!(n > 20, "orders on x-a2-c3: {n}");
+}

@@ -386,3 +386,181 @@ ports = [{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }]
     let pcap = files.0.join("pcap/link.pcapng");
     assert!(malformed(&pcap, &[]).is_empty());
 }
+
+/// Crafted BGP from a kernel host, one connection each: what the router answers (the
+/// NOTIFICATION's code and subcode, or `none` when it keeps the session), as lines
+/// `name code/sub`.
+const CRAFTED: &str = r#"
+import socket, struct, sys, time
+R, ME, MY_AS, R_AS = "10.0.0.1", "10.0.0.9", 64999, 64500
+def msg(t, body, marker=b"\xff" * 16, length=None):
+    return marker + struct.pack("!HB", length or 19 + len(body), t) + body
+def open_(version=4, asn=MY_AS, hold=90, ident=ME):
+    caps = bytes([2, 6, 65, 4]) + struct.pack("!I", asn)
+    return msg(1, struct.pack("!BHH", version, asn if asn < 65536 else 23456, hold)
+               + socket.inet_aton(ident) + bytes([len(caps)]) + caps)
+KEEPALIVE = msg(4, b"")
+def attr(flags, code, value):
+    return bytes([flags, code, len(value)]) + value
+def update(attrs, nlri):
+    a = b"".join(attrs)
+    return msg(2, struct.pack("!H", 0) + struct.pack("!H", len(a)) + a + nlri)
+def path(*asns):
+    return attr(0x40, 2, bytes([2, len(asns)]) + b"".join(struct.pack("!I", x) for x in asns))
+ORIGIN = attr(0x40, 1, b"\x00")
+NH = attr(0x40, 3, socket.inet_aton(ME))
+def read_notification(s):
+    s.settimeout(5)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+            while len(data) >= 19:
+                n = struct.unpack("!H", data[16:18])[0]
+                if len(data) < n:
+                    break
+                m, data = data[:n], data[n:]
+                if m[18] == 3:
+                    return "%d/%d" % (m[19], m[20])
+    except socket.timeout:
+        return "none"
+    return "closed"
+def conn():
+    s = socket.create_connection((R, 179), timeout=5)
+    return s
+def established():
+    s = conn()
+    s.sendall(open_())
+    s.sendall(KEEPALIVE)
+    # the router's OPEN and KEEPALIVE
+    time.sleep(0.5)
+    s.setblocking(False)
+    try:
+        s.recv(4096)
+    except BlockingIOError:
+        pass
+    s.setblocking(True)
+    return s
+cases = [
+    ("marker", msg(4, b"", marker=b"\xff" * 15 + b"\x00")),
+    ("length", msg(4, b"", length=5000)),
+    ("type", msg(9, b"")),
+    ("version", open_(version=3)),
+    ("peer_as", open_(asn=65000)),
+    ("hold", open_(hold=1)),
+    ("identifier", open_(ident="0.0.0.0")),
+]
+for name, m in cases:
+    s = conn()
+    s.sendall(m)
+    print(name, read_notification(s), flush=True)
+    s.close()
+    time.sleep(1.2)
+# In an established session: a loop, a missing NEXT_HOP (treat-as-withdraw), an NLRI of /33
+# and a message over 4,096 octets.
+for name, m in [
+    ("loop", update([ORIGIN, path(MY_AS, R_AS), NH], bytes([24, 10, 77, 1]))),
+    ("no_next_hop", update([ORIGIN, path(MY_AS)], bytes([24, 10, 77, 2]))),
+    ("nlri_33", update([ORIGIN, path(MY_AS), NH], bytes([33, 10, 77, 3, 0, 0]))),
+    ("too_long", update([ORIGIN, path(MY_AS), NH], bytes([24, 10, 77, 4]) * 1100)),
+]:
+    s = established()
+    s.sendall(m)
+    print(name, read_notification(s), flush=True)
+    s.close()
+    time.sleep(1.2)
+"#;
+
+/// Bad input from a kernel host speaking crafted BGP to a d11-router: bad marker, length and
+/// type; OPENs with a bad version, peer AS, hold time or identifier; in a session, an AS_PATH
+/// loop, a missing NEXT_HOP, an NLRI longer than 32 bits and a message over 4,096 octets. Each
+/// gets the NOTIFICATION RFC 4271 section 6 requires, or is treated as a withdrawal (RFC 7606)
+/// or refused, with the session kept; BIRD's session beside it stays up throughout and its
+/// route keeps forwarding.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn crafted_bgp_gets_its_notifications_and_other_sessions_go_on() {
+    require_root();
+    let lab = Lab::up(
+        r#"name = "bgp-crafted"
+[[segments]]
+name = "link"
+[[segments]]
+name = "lan"
+[[nodes]]
+name = "r1"
+role = "router"
+ports = [
+  { name = "link", segment = "link", addresses = ["10.0.0.1/24"] },
+  { name = "lan", segment = "lan", addresses = ["198.51.100.1/24"] },
+]
+bgp = { asn = 64500, router_id = "10.0.0.1", networks = ["198.51.100.0/24"], connect_retry_s = 30, neighbours = [
+  { address = "10.0.0.2", remote_as = 64501, hold_time = 9, import = { default_accept = true }, export = { default_accept = true } },
+  { address = "10.0.0.9", remote_as = 64999, hold_time = 90, passive = true, import = { default_accept = true }, export = { default_accept = true } },
+] }
+[[nodes]]
+name = "bird"
+role = "kernel"
+ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }]
+[[nodes]]
+name = "evil"
+role = "kernel"
+ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.9/24"] }]
+[[nodes]]
+name = "k1"
+role = "kernel"
+gateway = "198.51.100.1"
+ports = [{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }]
+"#,
+    );
+    let dir = scratch("bgp-crafted");
+    lab.exec_ok("bird", &["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]);
+    lab.exec_ok("bird", &["ip", "link", "set", "lo", "up"]);
+    let (mut bird, _birdc) = start_bird(
+        &lab,
+        "bird",
+        &dir.0,
+        "router id 10.0.0.2;\nprotocol device {}\nprotocol kernel { ipv4 { export all; }; }\nprotocol static { ipv4; route 10.99.0.0/24 blackhole; }\nprotocol bgp r1 {\n  local 10.0.0.2 as 64501;\n  neighbor 10.0.0.1 as 64500;\n  hold time 9;\n  ipv4 { import all; export where proto = \"static1\"; };\n}\n",
+    );
+    lab.wait_show("r1", "bgp", 30, |v| v[0]["state"] == "Established");
+    let before = lab.show("r1", "bgp")[0]["established"].clone();
+    let out = lab.exec_ok("evil", &["python3", "-c", CRAFTED]);
+    eprintln!("{out}");
+    let got: std::collections::BTreeMap<&str, &str> =
+        out.lines().filter_map(|l| l.split_once(' ')).collect();
+    let want = [
+        ("marker", "1/1"),
+        ("length", "1/2"),
+        ("type", "1/3"),
+        ("version", "2/1"),
+        ("peer_as", "2/2"),
+        ("hold", "2/6"),
+        ("identifier", "2/3"),
+        ("loop", "none"),
+        ("no_next_hop", "none"),
+        ("too_long", "1/2"),
+    ];
+    for (k, v) in want {
+        assert_eq!(got.get(k).copied(), Some(v), "{k}: {out}");
+    }
+    // An NLRI longer than 32 bits cannot be read on: a NOTIFICATION (UPDATE error).
+    assert!(
+        got.get("nlri_33").is_some_and(|v| v.starts_with("3/")),
+        "{out}"
+    );
+    // Neither the looped nor the treated-as-withdrawn prefix is in the table.
+    let routes = lab.show("r1", "routes").to_string();
+    assert!(!routes.contains("10.77."), "{routes}");
+    let bgp = lab.show("r1", "bgp");
+    assert!(bgp[1]["treated_as_withdraw"].as_u64() >= Some(1), "{bgp}");
+    assert!(bgp[1]["prefixes_refused"].as_u64() >= Some(1), "{bgp}");
+    // BIRD's session never went down, and its route still forwards.
+    assert_eq!(bgp[0]["state"], "Established", "{bgp}");
+    assert_eq!(bgp[0]["established"], before, "{bgp}");
+    lab.exec_ok("k1", &["ping", "-c", "1", "-W", "3", "10.99.0.1"]);
+    let _ = bird.kill();
+    let _ = bird.wait();
+}

@@ -64,6 +64,8 @@ enum Cmd {
         node: String,
         /// The table; without it, the list of tables.
         table: Option<String>,
+        /// A table's second word (`bgp routes` is the table `bgp-routes`).
+        sub: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -410,7 +412,16 @@ fn run(cli: Cli) -> Result<()> {
             print!("{text}");
             Ok(())
         }
-        Cmd::Show { node, table, json } => {
+        Cmd::Show {
+            node,
+            table,
+            sub,
+            json,
+        } => {
+            let table = match (table, sub) {
+                (Some(t), Some(s)) => Some(format!("{t}-{s}")),
+                (t, _) => t,
+            };
             let v = Client::open(&prefix)?.show(&node, table.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

@@ -256,7 +256,9 @@ impl Inner {
             }
             return;
         };
-        if dst == net.addr() || dst == net.broadcast() {
+        // Ourselves, or the subnet's broadcast (a /31 has none, RFC 3021: both addresses are
+        // hosts, the peer on a point-to-point link included).
+        if dst == net.addr() || (net.prefix_len() < 31 && dst == net.broadcast()) {
             return;
         }
         // Once answered, not asked again for 20 s (smoltcp's own cache keeps it 60 s); while

@@ -797,35 +797,13 @@ pub fn link(prefix: &str, segment: &str, up: bool) -> Result<()> {
             names.join(", ")
         );
     }
-    let nft = |script: &str| -> Result<String> {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &st.fabric, "nft"]);
-        if script == "-a list chain bridge d11 forward" {
-            c.args(script.split(' '));
-            let o = c
-                .output()
-                .context("nft is needed for lab link (apt-get install nftables)")?;
-            return Ok(String::from_utf8_lossy(&o.stdout).into_owned());
-        }
-        c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-        let mut child = c
-            .spawn()
-            .context("nft is needed for lab link (apt-get install nftables)")?;
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .context("nft stdin")?
-            .write_all(script.as_bytes())?;
-        let o = child.wait_with_output()?;
-        if !o.status.success() {
-            bail!("nft: {}", String::from_utf8_lossy(&o.stderr).trim());
-        }
-        Ok(String::new())
-    };
-    nft("add table bridge d11\nadd chain bridge d11 forward { type filter hook forward priority 0; policy accept; }\n")?;
+    let fabric = st.fabric.as_str();
+    nft(
+        fabric,
+        "add table bridge d11\nadd chain bridge d11 forward { type filter hook forward priority 0; policy accept; }\n",
+    )?;
     let tag = format!("cut {segment}");
-    let rules = nft("-a list chain bridge d11 forward")?;
+    let rules = nft_list(fabric)?;
     let handles: Vec<String> = rules
         .lines()
         .filter(|l| l.contains(&format!("comment \"{tag}\"")))
@@ -833,7 +811,10 @@ pub fn link(prefix: &str, segment: &str, up: bool) -> Result<()> {
         .collect();
     if up {
         for h in handles {
-            nft(&format!("delete rule bridge d11 forward handle {h}\n"))?;
+            nft(
+                fabric,
+                &format!("delete rule bridge d11 forward handle {h}\n"),
+            )?;
         }
     } else if handles.is_empty() {
         // The segment's ports (the fabric's side of each node's port on it).
@@ -847,12 +828,48 @@ pub fn link(prefix: &str, segment: &str, up: bool) -> Result<()> {
         if ports.is_empty() {
             bail!("segment {segment} has no ports");
         }
-        nft(&format!(
-            "add rule bridge d11 forward iifname {{ {} }} drop comment \"{tag}\"\n",
-            ports.join(", ")
-        ))?;
+        nft(
+            fabric,
+            &format!(
+                "add rule bridge d11 forward iifname {{ {} }} drop comment \"{tag}\"\n",
+                ports.join(", ")
+            ),
+        )?;
     }
     Ok(())
+}
+
+/// Runs an nftables script in namespace `ns`.
+fn nft(ns: &str, script: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("nft is needed for lab link (apt-get install nftables)")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
+    let o = child.wait_with_output()?;
+    if !o.status.success() {
+        bail!("nft: {}", String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(())
+}
+
+/// The lab's link rules in namespace `ns`, with their handles.
+fn nft_list(ns: &str) -> Result<String> {
+    let o = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "-a", "list", "chain", "bridge", "d11", "forward",
+        ])
+        .output()
+        .context("nft is needed for lab link (apt-get install nftables)")?;
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 pub fn restart(prefix: &str, node: &str) -> Result<u32> {

@@ -45,7 +45,6 @@ pub enum RouteOp {
 
 /// The router's BGP, when its config has a `bgp` table.
 pub struct Bgp {
-    stack: Stack,
     element: StackElement,
     /// What the stack believes every next hop's MAC is.
     peer_mac: [u8; 6],
@@ -116,12 +115,11 @@ impl BgpLogic {
         let ops = Rc::new(RefCell::new(Vec::new()));
         // Listening before the router reports ready: a peer started after us finds it.
         let listener = stack.listen(PORT, 16)?;
-        let app = run(stack.clone(), listener, speaker.clone(), ops.clone());
+        let app = run(stack, listener, speaker.clone(), ops.clone());
         Ok((
             Self {
                 outbox: Outbox::default(),
                 bgp: Some(Bgp {
-                    stack,
                     element,
                     peer_mac: [0x02, 0xd1, 0xb9, 0x00, 0x00, 0x01],
                     stack_mac,
@@ -240,7 +238,6 @@ impl RouterProgram for BgpLogic {
 
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
         if let Some(b) = &self.bgp {
-            let _ = &b.stack;
             b.element.counters(&mut |k, v| {
                 if k.starts_with("tcp_") {
                     out(&format!("bgp_{k}"), v)

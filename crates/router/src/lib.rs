@@ -963,16 +963,18 @@ impl Element for Router {
                     "source": e.source,
                 }))
                 .collect::<Vec<_>>())),
-            "rib" => Some(json!(self
-                .rib
-                .candidates()
+            "rib" => Some(json!({
+                let mut c: Vec<&Route> = self.rib.candidates().collect();
+                c.sort_by_key(|r| (r.prefix.prefix_len(), u32::from(r.prefix.addr()), r.source));
+                c
+            }
                 .iter()
                 .map(|r| json!({
                     "prefix": r.prefix.to_string(),
                     "next_hop": r.next_hop.map(|n| n.to_string()),
                     "port": r.port.map(port_name),
                     "source": r.source,
-                    "installed": self.rib.lookup(r.prefix.addr()).is_some_and(|e| e.prefix == r.prefix && e.source == r.source),
+                    "installed": self.rib.installed_for(r.prefix).is_some_and(|e| e.source == r.source),
                 }))
                 .collect::<Vec<_>>())),
             "arp" => Some(json!(self

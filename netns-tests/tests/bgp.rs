@@ -3,7 +3,7 @@
 //! from BIRD decoded, and a Cease that BIRD reports as an administrative shutdown.
 
 use d11_bgp::session::{Action, Config, Session, State};
-use d11_netns_tests::{malformed, require_root, scratch, Lab};
+use d11_netns_tests::{malformed, require_root, scratch, tshark_fields, Lab};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
@@ -562,4 +562,162 @@ ports = [{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }]
     lab.exec_ok("k1", &["ping", "-c", "1", "-W", "3", "10.99.0.1"]);
     let _ = bird.kill();
     let _ = bird.wait();
+}
+
+/// Crafted BFD from kernel hosts: from an address that is no BFD neighbour, with a TTL other
+/// than 255, and malformed (version 2). Prints nothing; the router's counters tell.
+const CRAFTED_BFD: &str = r#"
+import socket, struct, sys
+ttl, version = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+s.bind(("", 49999))
+# Down, Detect Mult 3, 24 octets, My Discriminator 7, intervals of one second.
+p = struct.pack("!BBBBIIIII", version << 5, 1 << 6, 3, 24, 7, 0, 1000000, 1000000, 0)
+for _ in range(5):
+    s.sendto(p, ("10.0.0.1", 3784))
+"#;
+
+/// BFD (RFC 5880/5881) between a d11-router and BIRD (Debian's, `bfd on` in its BGP): the
+/// BFD session comes Up both ways and the BGP session over it establishes with a hold time of
+/// 30 s. Crafted BFD (a stranger, TTL 64, version 2) is counted and dropped, the session
+/// untouched. Then the link is cut (`d11 lab link`): both sides take BGP down because BFD
+/// said so, not the hold timer, and the route is withdrawn; restored, BFD and BGP come back
+/// and the route forwards again. tshark decodes every BFD packet, nothing malformed.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn bfd_with_bird_takes_bgp_down_when_the_link_dies_and_back_up() {
+    require_root();
+    let lab = Lab::up(
+        r#"name = "bgp-bfd"
+[[segments]]
+name = "link"
+[[segments]]
+name = "lan"
+[[nodes]]
+name = "r1"
+role = "router"
+ports = [
+  { name = "link", segment = "link", addresses = ["10.0.0.1/24"] },
+  { name = "lan", segment = "lan", addresses = ["198.51.100.1/24"] },
+]
+bgp = { asn = 64500, router_id = "10.0.0.1", networks = ["198.51.100.0/24"], neighbours = [
+  { address = "10.0.0.2", remote_as = 64501, hold_time = 30, bfd = { interval_ms = 100, multiplier = 3 }, import = { default_accept = true }, export = { default_accept = true } },
+] }
+[[nodes]]
+name = "bird"
+role = "kernel"
+ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }]
+[[nodes]]
+name = "evil"
+role = "kernel"
+ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.9/24"] }]
+[[nodes]]
+name = "k1"
+role = "kernel"
+gateway = "198.51.100.1"
+ports = [{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }]
+"#,
+    );
+    let dir = scratch("bgp-bfd");
+    lab.exec_ok("bird", &["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]);
+    lab.exec_ok("bird", &["ip", "link", "set", "lo", "up"]);
+    let (mut bird, birdc) = start_bird(
+        &lab,
+        "bird",
+        &dir.0,
+        "router id 10.0.0.2;\nprotocol device {}\nprotocol kernel { ipv4 { export all; }; }\nprotocol static { ipv4; route 10.99.0.0/24 blackhole; }\nprotocol bfd { interface \"*\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }\nprotocol bgp r1 {\n  local 10.0.0.2 as 64501;\n  neighbor 10.0.0.1 as 64500;\n  hold time 30;\n  bfd on;\n  error wait time 1, 5;\n  ipv4 { import all; export where proto = \"static1\"; };\n}\n",
+    );
+    let has_route = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["prefix"] == "10.99.0.0/24")
+    };
+    lab.wait_show("r1", "bfd", 30, |v| v[0]["state"] == "Up");
+    lab.wait_show("r1", "routes", 30, has_route);
+    let bgp = lab.show("r1", "bgp");
+    assert_eq!(
+        (bgp[0]["state"].as_str(), bgp[0]["hold_time"].as_u64()),
+        (Some("Established"), Some(30)),
+        "{bgp}"
+    );
+    d11_lab::client::wait_until(Duration::from_secs(10), || {
+        let s = birdc(&["show", "bfd", "sessions"]);
+        Ok((s.contains("10.0.0.1") && s.contains(" Up ")).then_some(()))
+    })
+    .expect("BIRD's BFD session with the router is Up");
+    // Once the Poll Sequence is done both sides send every 75-100 ms: 300 ms to detect.
+    let bfd = lab.wait_show("r1", "bfd", 10, |v| {
+        v[0]["detection_time_ms"].as_f64() == Some(300.0)
+    });
+    assert_eq!(bfd[0]["ups"], 1, "{bfd}");
+
+    // Crafted: a stranger, a TTL of 64 from the neighbour, a version-2 packet.
+    lab.exec_ok("evil", &["python3", "-c", CRAFTED_BFD, "255", "1"]);
+    lab.exec_ok("bird", &["python3", "-c", CRAFTED_BFD, "64", "1"]);
+    lab.exec_ok("bird", &["python3", "-c", CRAFTED_BFD, "255", "2"]);
+    d11_lab::client::wait_until(Duration::from_secs(5), || {
+        Ok((lab.counter("r1", "bfd_dropped_not_a_neighbour") == 5
+            && lab.counter("r1", "bfd_dropped_bad_ttl") == 5
+            && lab.counter("r1", "bfd_dropped_malformed") == 5)
+            .then_some(()))
+    })
+    .expect("each crafted BFD packet counted as what it is");
+    let bfd = lab.show("r1", "bfd");
+    assert_eq!(
+        (bfd[0]["state"].as_str(), bfd[0]["ups"].as_u64()),
+        (Some("Up"), Some(1)),
+        "{bfd}"
+    );
+
+    // The cut: BGP goes down because BFD says so, on both sides, well within the hold time.
+    let link = |state: &str| {
+        let o = d11_netns_tests::d11()
+            .args(["--prefix", &lab.prefix, "lab", "link", "link", state])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    link("down");
+    let bgp = lab.wait_show("r1", "bgp", 10, |v| v[0]["state"] != "Established");
+    assert!(
+        bgp[0]["last_error"].as_str().unwrap_or("").contains("BFD"),
+        "{bgp}"
+    );
+    let bfd = lab.show("r1", "bfd");
+    assert_eq!(
+        bfd[0]["last_down"]["diagnostic"], "Control Detection Time Expired",
+        "{bfd}"
+    );
+    lab.wait_show("r1", "routes", 5, |v| !has_route(v));
+    d11_lab::client::wait_until(Duration::from_secs(10), || {
+        let s = birdc(&["show", "protocols", "all", "r1"]);
+        Ok(s.contains("BFD session down").then_some(()))
+    })
+    .expect("BIRD took its BGP session down on BFD");
+
+    // Restored: BFD, then BGP, then the route; a host behind the router reaches it.
+    link("up");
+    lab.wait_show("r1", "bfd", 30, |v| {
+        v[0]["state"] == "Up" && v[0]["ups"] == 2
+    });
+    lab.wait_show("r1", "routes", 30, has_route);
+    lab.exec_ok("k1", &["ping", "-c", "1", "-W", "3", "10.99.0.1"]);
+    let _ = bird.kill();
+    let _ = bird.wait();
+    let files = lab.stop();
+    let pcap = files.0.join("pcap/link.pcapng");
+    // Every BFD packet of the session decodes (the crafted ones included, as what they are),
+    // and both ends' Up packets are there with TTL 255.
+    let rows = tshark_fields(
+        &pcap,
+        "bfd && ip.ttl == 255 && bfd.sta == 3",
+        &["ip.src"],
+        &[],
+    );
+    for who in ["10.0.0.1", "10.0.0.2"] {
+        assert!(rows.iter().any(|r| r[0] == who), "no Up from {who}");
+    }
+    assert!(malformed(&pcap, &[]).is_empty());
 }

@@ -7,8 +7,10 @@
 //! - [`session`]: one session's finite state machine (RFC 4271 §8) and timers.
 //! - [`rib`]: Adj-RIB-In, import policy and the decision process (§9.1), with why.
 //! - [`speaker`]: sessions, RIB and Adj-RIB-Out together: what a router runs.
+//! - [`bfd`]: BFD (RFC 5880/5881), asynchronous mode, to see a dead link in milliseconds.
 //! - [`update`]: UPDATEs to and from the RIB's terms, with RFC 7606's treat-as-withdraw.
 
+pub mod bfd;
 pub mod rib;
 pub mod session;
 pub mod speaker;

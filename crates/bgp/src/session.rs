@@ -333,6 +333,16 @@ impl Session {
         out
     }
 
+    /// The path to the peer is dead (BFD said so, RFC 5882 §4.3): the connection is closed
+    /// without a NOTIFICATION, which could not arrive, and the session goes Idle.
+    pub fn link_down(&mut self, now: Instant, why: &str) -> Vec<Action> {
+        match self.state {
+            State::Idle => Vec::new(),
+            State::Connect | State::Active => Vec::new(),
+            _ => self.go_idle(now, why.into(), vec![Action::Close]),
+        }
+    }
+
     fn open(&self) -> BgpOpenMessage {
         let my_as = u16::try_from(self.cfg.local_as).unwrap_or(AS_TRANS);
         let caps = vec![

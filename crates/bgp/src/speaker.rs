@@ -36,6 +36,9 @@ pub struct NeighbourConfig {
     pub export: Option<Policy>,
     #[serde(default)]
     pub next_hop_self: bool,
+    /// BFD with the neighbour (RFC 5880/5881); its going down takes the session down.
+    #[serde(default)]
+    pub bfd: Option<crate::bfd::BfdConfig>,
 }
 
 /// A speaker's configuration (the topology's `bgp` table of a router).
@@ -109,6 +112,10 @@ impl Speaker {
                     n.address,
                     n.hold_time
                 );
+            }
+            if let Some(b) = &n.bfd {
+                b.check()
+                    .map_err(|e| anyhow::anyhow!("neighbour {}: {e}", n.address))?;
             }
             let mut s = Config::new(cfg.asn, n.remote_as, cfg.router_id);
             s.hold_time = n.hold_time;
@@ -289,6 +296,22 @@ impl Speaker {
                 }
             }
         }
+        out
+    }
+
+    /// BFD saw the path to peer `p` die: its session goes down at once.
+    pub fn link_down(&mut self, now: Instant, p: PeerId) -> Vec<Out> {
+        let mut out = Vec::new();
+        if self.second[p].take().is_some() {
+            let other = if self.dirs[p] == Dir::Out {
+                Dir::In
+            } else {
+                Dir::Out
+            };
+            out.push(Out::Close((p, other)));
+        }
+        let acts = self.sessions[p].link_down(now, "BFD: the neighbour is down");
+        out.extend(self.handle(now, p, acts));
         out
     }
 

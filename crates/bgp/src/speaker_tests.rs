@@ -369,3 +369,40 @@ fn a_connection_collision_keeps_one_connection() {
     let show = net.sp[0].show(net.now);
     assert_eq!(show[0]["established"], 1, "{show}");
 }
+
+/// BFD's verdict (`Speaker::link_down`) on both ends of c1-c2 moves a2 to c3 at once, not
+/// after a hold time; the session comes back once the link does.
+#[test]
+fn a_link_down_from_bfd_fails_over_at_once() {
+    let mut net = section5();
+    let now = net.now;
+    let mut first = Vec::new();
+    for (i, s) in net.sp.iter_mut().enumerate() {
+        first.extend(s.start(now).into_iter().map(|o| (i, o)));
+    }
+    net.run(first);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.as_path("a2", "203.0.113.0/24"), "64501 64510");
+    net.links[1].up = false;
+    let (a, b) = (net.links[1].a, net.links[1].b);
+    let now = net.now;
+    let mut outs: Vec<(usize, Out)> = Vec::new();
+    for (s, p) in [a, b] {
+        outs.extend(net.sp[s].link_down(now, p).into_iter().map(|o| (s, o)));
+    }
+    assert!(outs.iter().any(|(_, o)| matches!(o, Out::Down(..))));
+    net.run(outs);
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.as_path("a2", "203.0.113.0/24"), "64502 64510");
+    let show = net.sp[a.0].show(net.now);
+    assert!(
+        show[a.1]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("BFD"),
+        "{show}"
+    );
+    net.links[1].up = true;
+    net.run_for(Duration::from_secs(15));
+    assert_eq!(net.as_path("a2", "203.0.113.0/24"), "64501 64510");
+}

@@ -9,11 +9,18 @@
 //!
 //! An async task drives the sessions (connect, accept, read, write, timers) and leaves the
 //! route changes for [`RouterProgram::route_changes`], which the element applies to the RIB.
+//!
+//! BFD (RFC 5880/5881) runs in the element itself, beside the forwarding: its control
+//! packets are UDP to port 3784 with TTL 255 both ways, read from [`Hook::local`] and sent as
+//! the router's own packets. Packets from an address that is no BFD neighbour, with another
+//! TTL, or malformed, are counted and dropped. A session that leaves Up takes its BGP session
+//! down at once (the driver is told through a queue and a wakeup).
 
 use crate::program::{Outbox, RouterProgram};
 use crate::rib::Source;
 use crate::{Hook, HookVerdict};
-use d11_bgp::rib::Change;
+use d11_bgp::bfd;
+use d11_bgp::rib::{Change, PeerId};
 use d11_bgp::speaker::{Conn, Dir, Out, Speaker, SpeakerConfig};
 use d11_element::{App, Element, PortConfig, PortId, Transmit};
 use d11_stack::{Stack, StackConfig, StackElement, TcpStream};
@@ -53,11 +60,40 @@ pub struct Bgp {
     ops: Rc<RefCell<Vec<RouteOp>>>,
 }
 
+/// BFD with one BGP neighbour.
+struct BfdPeer {
+    peer: PeerId,
+    addr: Ipv4Addr,
+    local: Ipv4Addr,
+    /// Our source port, the same for every packet of the session (RFC 5881 §4).
+    sport: u16,
+    session: bfd::Session,
+}
+
+/// BFD's counters.
+#[derive(Debug, Default)]
+struct BfdCounters {
+    packets_in: u64,
+    packets_out: u64,
+    not_a_neighbour: u64,
+    bad_ttl: u64,
+    bad_udp: u64,
+    malformed: u64,
+    /// Sessions that went Down from Up, each taking its BGP session down.
+    sessions_down: u64,
+}
+
 /// The router's program: BGP if configured, else nothing (a plain router).
 #[derive(Default)]
 pub struct BgpLogic {
     outbox: Outbox,
     bgp: Option<Bgp>,
+    bfd: Vec<BfdPeer>,
+    bfd_c: BfdCounters,
+    /// Peers whose BFD went down, for the driver.
+    bfd_down: Rc<RefCell<Vec<PeerId>>>,
+    /// Wakes the driver.
+    driver_wake: Rc<Notify>,
     /// Frames the stack sent, between its call and their unwrapping.
     frames: Vec<Vec<u8>>,
 }
@@ -115,7 +151,38 @@ impl BgpLogic {
         let ops = Rc::new(RefCell::new(Vec::new()));
         // Listening before the router reports ready: a peer started after us finds it.
         let listener = stack.listen(PORT, 16)?;
-        let app = run(stack, listener, speaker.clone(), ops.clone());
+        let bfd_down = Rc::new(RefCell::new(Vec::new()));
+        let driver_wake = Rc::new(Notify::new());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ (u64::from(std::process::id()) << 32);
+        let start = now();
+        let bfd = cfg
+            .neighbours
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let b = n.bfd.clone()?;
+                let disc = ((seed as u32) & 0xffff_0000) | (i as u32 + 1);
+                Some(BfdPeer {
+                    peer: i,
+                    addr: n.address,
+                    local: n.local_address?,
+                    sport: 49152 + i as u16,
+                    session: bfd::Session::new(b, disc, seed.rotate_left(i as u32 * 7), start),
+                })
+            })
+            .collect();
+        let app = run(
+            stack,
+            listener,
+            speaker.clone(),
+            ops.clone(),
+            bfd_down.clone(),
+            driver_wake.clone(),
+        );
         Ok((
             Self {
                 outbox: Outbox::default(),
@@ -126,6 +193,10 @@ impl BgpLogic {
                     speaker,
                     ops,
                 }),
+                bfd,
+                bfd_c: BfdCounters::default(),
+                bfd_down,
+                driver_wake,
                 frames: Vec::new(),
             },
             Some(app),
@@ -168,10 +239,92 @@ impl BgpLogic {
         frames.clear();
         self.frames = frames;
     }
+
+    /// A BFD control packet for the router (UDP to port 3784).
+    fn bfd_in(&mut self, now: Instant, ip: &[u8], udp: &crate::udp::Udp) {
+        let Some(i) = self.bfd.iter().position(|b| b.addr == udp.src) else {
+            self.bfd_c.not_a_neighbour += 1;
+            return;
+        };
+        // Single hop: only a packet no router has forwarded (RFC 5881 §5).
+        if ip[8] != bfd::TTL {
+            self.bfd_c.bad_ttl += 1;
+            return;
+        }
+        let p = match bfd::Packet::decode(udp.payload) {
+            Ok(p) => p,
+            Err(_) => {
+                self.bfd_c.malformed += 1;
+                return;
+            }
+        };
+        self.bfd_c.packets_in += 1;
+        let ev = self.bfd[i].session.on_packet(now, &p);
+        self.bfd_event(i, ev);
+        self.bfd_poll(now);
+    }
+
+    fn bfd_event(&mut self, i: usize, ev: Option<bfd::Event>) {
+        let b = &self.bfd[i];
+        match ev {
+            Some(bfd::Event::Up) => tracing::info!(neighbour = %b.addr, "BFD session up"),
+            Some(bfd::Event::Down(d)) => {
+                tracing::warn!(neighbour = %b.addr, diagnostic = bfd::diag::name(d), "BFD session down");
+                self.bfd_c.sessions_down += 1;
+                self.bfd_down.borrow_mut().push(b.peer);
+                self.driver_wake.notify_one();
+            }
+            None => {}
+        }
+    }
+
+    /// BFD's timers: packets due go out as the router's own, TTL 255.
+    fn bfd_poll(&mut self, now: Instant) {
+        for i in 0..self.bfd.len() {
+            if !self.bfd[i].session.poll_at().is_some_and(|t| t <= now) {
+                continue;
+            }
+            let (pkt, ev) = self.bfd[i].session.poll(now);
+            self.bfd_event(i, ev);
+            let Some(pkt) = pkt else { continue };
+            let b = &self.bfd[i];
+            let (src, dst, sport) = (b.local, b.addr, b.sport);
+            let mut ip = self.outbox.buffer();
+            ip.resize(20 + 8 + bfd::LEN, 0);
+            d11_wire::ip::write_header(&mut ip, 20 + 8 + bfd::LEN, bfd::TTL, 17, src, dst);
+            ip[20..22].copy_from_slice(&sport.to_be_bytes());
+            ip[22..24].copy_from_slice(&bfd::PORT.to_be_bytes());
+            ip[24..26].copy_from_slice(&((8 + bfd::LEN) as u16).to_be_bytes());
+            ip[28..].copy_from_slice(&pkt.encode());
+            let sum = d11_wire::ip::udp_checksum(src, dst, &ip[20..]);
+            ip[26..28].copy_from_slice(&sum.to_be_bytes());
+            self.outbox.packets.push(ip);
+            self.bfd_c.packets_out += 1;
+        }
+    }
 }
 
 impl Hook for BgpLogic {
     fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
+        if ip.len() >= 20 && ip[9] == 17 && !self.bfd.is_empty() {
+            match crate::udp::parse_udp(ip) {
+                Ok(u) if u.dport == bfd::PORT => {
+                    self.bfd_in(now, ip, &u);
+                    return HookVerdict::Drop;
+                }
+                Err(crate::udp::UdpError::BadLength | crate::udp::UdpError::BadChecksum)
+                    if ip.len() >= 24
+                        && u16::from_be_bytes([
+                            ip[d11_wire::ip::header_len(ip) + 2],
+                            ip[d11_wire::ip::header_len(ip) + 3],
+                        ]) == bfd::PORT =>
+                {
+                    self.bfd_c.bad_udp += 1;
+                    return HookVerdict::Drop;
+                }
+                _ => {}
+            }
+        }
         let Some(b) = self.bgp.as_ref() else {
             return HookVerdict::Continue;
         };
@@ -199,11 +352,18 @@ impl RouterProgram for BgpLogic {
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.bgp.as_ref().and_then(|b| b.element.poll_at())
+        let stack = self.bgp.as_ref().and_then(|b| b.element.poll_at());
+        self.bfd
+            .iter()
+            .filter_map(|b| b.session.poll_at())
+            .chain(stack)
+            .min()
     }
 
     fn poll(&mut self, now: Instant) {
-        if self.poll_at().is_some_and(|t| t <= now) {
+        self.bfd_poll(now);
+        let stack = self.bgp.as_ref().and_then(|b| b.element.poll_at());
+        if stack.is_some_and(|t| t <= now) {
             self.with_stack(now, |st, tx| st.poll(now, tx));
         }
     }
@@ -221,7 +381,7 @@ impl RouterProgram for BgpLogic {
 
     fn tables(&self) -> &'static [&'static str] {
         if self.bgp.is_some() {
-            &["bgp", "bgp-routes"]
+            &["bgp", "bgp-routes", "bfd"]
         } else {
             &[]
         }
@@ -232,6 +392,17 @@ impl RouterProgram for BgpLogic {
         match table {
             "bgp" => Some(b.speaker.borrow().show(now)),
             "bgp-routes" => Some(b.speaker.borrow().rib.show_routes()),
+            "bfd" => Some(json!(self
+                .bfd
+                .iter()
+                .map(|p| {
+                    let mut v = p.session.show(now);
+                    v["neighbour"] = json!(p.addr.to_string());
+                    v["local_address"] = json!(p.local.to_string());
+                    v["source_port"] = json!(p.sport);
+                    v
+                })
+                .collect::<Vec<_>>())),
             _ => None,
         }
     }
@@ -243,6 +414,16 @@ impl RouterProgram for BgpLogic {
                     out(&format!("bgp_{k}"), v)
                 }
             });
+        }
+        if !self.bfd.is_empty() {
+            let c = &self.bfd_c;
+            out("bfd_packets_in", c.packets_in);
+            out("bfd_packets_out", c.packets_out);
+            out("bfd_dropped_not_a_neighbour", c.not_a_neighbour);
+            out("bfd_dropped_bad_ttl", c.bad_ttl);
+            out("bfd_dropped_bad_udp", c.bad_udp);
+            out("bfd_dropped_malformed", c.malformed);
+            out("bfd_sessions_down", c.sessions_down);
         }
     }
 }
@@ -257,6 +438,8 @@ fn run(
     listener: d11_stack::TcpListener,
     speaker: Rc<RefCell<Speaker>>,
     ops: Rc<RefCell<Vec<RouteOp>>>,
+    bfd_down: Rc<RefCell<Vec<PeerId>>>,
+    timer: Rc<Notify>,
 ) -> App {
     Box::pin(async move {
         let d = Rc::new(Driver {
@@ -264,7 +447,7 @@ fn run(
             speaker: speaker.clone(),
             ops,
             writers: RefCell::new(HashMap::new()),
-            timer: Notify::new(),
+            timer,
         });
         let d2 = d.clone();
         tokio::task::spawn_local(async move {
@@ -286,6 +469,11 @@ fn run(
         let outs = speaker.borrow_mut().start(now());
         d.dispatch(outs);
         loop {
+            let down = std::mem::take(&mut *bfd_down.borrow_mut());
+            for p in down {
+                let outs = d.speaker.borrow_mut().link_down(now(), p);
+                d.dispatch(outs);
+            }
             let at = d.speaker.borrow().poll_at();
             match at {
                 Some(t) => {
@@ -310,7 +498,7 @@ struct Driver {
     speaker: Rc<RefCell<Speaker>>,
     ops: Rc<RefCell<Vec<RouteOp>>>,
     writers: RefCell<HashMap<Conn, mpsc::UnboundedSender<Vec<u8>>>>,
-    timer: Notify,
+    timer: Rc<Notify>,
 }
 
 impl Driver {

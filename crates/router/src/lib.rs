@@ -968,15 +968,15 @@ impl Element for Router {
                 c.sort_by_key(|r| (r.prefix.prefix_len(), u32::from(r.prefix.addr()), r.source));
                 c
             }
-                .iter()
-                .map(|r| json!({
-                    "prefix": r.prefix.to_string(),
-                    "next_hop": r.next_hop.map(|n| n.to_string()),
-                    "port": r.port.map(port_name),
-                    "source": r.source,
-                    "installed": self.rib.installed_for(r.prefix).is_some_and(|e| e.source == r.source),
-                }))
-                .collect::<Vec<_>>())),
+            .iter()
+            .map(|r| json!({
+                "prefix": r.prefix.to_string(),
+                "next_hop": r.next_hop.map(|n| n.to_string()),
+                "port": r.port.map(port_name),
+                "source": r.source,
+                "installed": self.rib.installed_for(r.prefix).is_some_and(|e| e.source == r.source),
+            }))
+            .collect::<Vec<_>>())),
             "arp" => Some(json!(self
                 .neigh
                 .view(now)

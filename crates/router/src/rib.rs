@@ -408,7 +408,12 @@ mod tests {
             port: None,
             source: Source::Ebgp,
         });
-        assert_eq!(r.candidates().filter(|c| c.prefix == net("203.0.113.0/24")).count(), 1);
+        assert_eq!(
+            r.candidates()
+                .filter(|c| c.prefix == net("203.0.113.0/24"))
+                .count(),
+            1
+        );
         assert_eq!(r.lookup(ip("203.0.113.5")).unwrap().port, 0);
     }
 

@@ -281,7 +281,7 @@ impl BgpLogic {
     /// BFD's timers: packets due go out as the router's own, TTL 255.
     fn bfd_poll(&mut self, now: Instant) {
         for i in 0..self.bfd.len() {
-            if !self.bfd[i].session.poll_at().is_some_and(|t| t <= now) {
+            if self.bfd[i].session.poll_at().is_none_or(|t| t > now) {
                 continue;
             }
             let (pkt, ev) = self.bfd[i].session.poll(now);

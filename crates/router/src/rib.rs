@@ -92,6 +92,12 @@ fn key(addr: Ipv4Addr, len: u8) -> u32 {
     }
 }
 
+impl Default for Rib {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Rib {
     pub fn new() -> Self {
         Self {

@@ -49,6 +49,12 @@ enum Cmd {
         /// lab's default) or httpdns (the HTTPDNS service, DNS if that fails).
         #[arg(long)]
         resolver: Option<String>,
+        /// After the hops, cut this segment during a load of orders (as `d11 lab link SEGMENT
+        /// down`), restore it, and report the convergence: detection, UPDATEs per router,
+        /// the new path and its first order, orders lost or delayed. labs/double11.toml:
+        /// x-c1-c2 (the order then goes a2 -> c3 -> border).
+        #[arg(long, value_name = "SEGMENT")]
+        cut: Option<String>,
         /// Where to write out/journey-<time>/ (captures, report.md, report.json).
         #[arg(long, default_value = "out")]
         out: PathBuf,
@@ -197,6 +203,7 @@ fn run(cli: Cli) -> Result<()> {
             keep,
             pdn_type,
             resolver,
+            cut,
         } => {
             let ok = d11_journey::run(&d11_journey::Options {
                 topology: lab,
@@ -206,6 +213,7 @@ fn run(cli: Cli) -> Result<()> {
                 keep,
                 pdn_type,
                 resolver,
+                cut,
             })?;
             if !ok {
                 bail!("some hops did not match what the lab's state says they must be");

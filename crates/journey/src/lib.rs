@@ -10,6 +10,7 @@
 //! phone's address, the NAT's mapping, the controller the balancer chose, ...), checks every
 //! row against the captures and writes the report.
 
+pub mod convergence;
 pub mod plan;
 
 use anyhow::{bail, Context, Result};
@@ -60,6 +61,8 @@ pub struct Options {
     pub pdn_type: Option<String>,
     /// How the phone's app resolves ("dns" or "httpdns"), if not the lab's own.
     pub resolver: Option<String>,
+    /// A segment to cut during a load of orders, then restore, reporting the convergence.
+    pub cut: Option<String>,
 }
 
 /// Reads the first frame matching each hop's filter and compares its fields.
@@ -365,6 +368,24 @@ fn order(lab: &Client) -> Result<Observed> {
         }
     }
     let md = &mut obs.sections;
+    // Stage 2: the route each router used, both ways (where the lab has routers).
+    if let Ok(dst) = f["server"].parse::<std::net::Ipv4Addr>() {
+        let there = convergence::path(lab, &f["first_router"], dst)?;
+        if there.iter().any(|h| h.source.ends_with("bgp")) {
+            convergence::path_table(
+                md,
+                &format!("\n## Routes that forwarded the order\n\nTowards {dst}:"),
+                &there,
+            )?;
+            let back = match (there.last(), f["ext_ip"].parse::<std::net::Ipv4Addr>()) {
+                (Some(last), Ok(ext)) => convergence::path(lab, &last.router, ext)?,
+                _ => Vec::new(),
+            };
+            convergence::path_table(md, &format!("The reply, towards {}:", f["ext_ip"]), &back)?;
+            obs.json
+                .insert("routes".into(), json!({"there": there, "back": back}));
+        }
+    }
     if !timings.is_empty() {
         writeln!(
             md,
@@ -630,6 +651,20 @@ pub fn run(opts: &Options) -> Result<bool> {
             .context("--resolver: the lab has no phone (role ue) with an app")?;
         app.insert("resolver".into(), json!(r));
     }
+    if opts.cut.is_some() {
+        if plan.traffic != "order" {
+            bail!("--cut needs a journey of orders (traffic = \"order\")");
+        }
+        // The app goes on placing orders (each with its own Idempotency-Key) through the cut.
+        let app = topo
+            .nodes
+            .iter_mut()
+            .find(|n| n.role == "ue")
+            .and_then(|n| n.extra.get_mut("app"))
+            .and_then(|a| a.as_object_mut())
+            .context("--cut: the lab has no phone (role ue) with an app")?;
+        app.insert("count".into(), json!(1_000_000));
+    }
     let out = opts.out.join(format!("journey-{}", timestamp()));
     let pcap = out.join("pcap");
     std::fs::create_dir_all(&pcap).with_context(|| format!("cannot create {}", out.display()))?;
@@ -648,10 +683,15 @@ pub fn run(opts: &Options) -> Result<bool> {
     let up_time = t0.elapsed();
     let lab = Client::new(st);
     let result = (|| {
-        let obs = match plan.traffic.as_str() {
+        let mut obs = match plan.traffic.as_str() {
             "order" => order(&lab)?,
             _ => ping(&lab, &plan)?,
         };
+        if let Some(seg) = &opts.cut {
+            let (md, json) = convergence::cut(&lab, &pcap, seg, &obs.facts)?;
+            obs.sections.push_str(&md);
+            obs.json.insert("convergence".into(), json);
+        }
         report(&lab, &plan, obs, &out, &pcap, up_time)
     })();
     if !opts.keep {

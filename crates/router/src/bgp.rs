@@ -447,6 +447,7 @@ fn run(
             speaker: speaker.clone(),
             ops,
             writers: RefCell::new(HashMap::new()),
+            next_gen: std::cell::Cell::new(0),
             timer,
         });
         let d2 = d.clone();
@@ -492,12 +493,17 @@ fn run(
     })
 }
 
+/// Where a connection's writer takes the octets to send.
+type Writer = mpsc::UnboundedSender<Vec<u8>>;
+
 /// The sessions' connections.
 struct Driver {
     stack: Stack,
     speaker: Rc<RefCell<Speaker>>,
     ops: Rc<RefCell<Vec<RouteOp>>>,
-    writers: RefCell<HashMap<Conn, mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Each connection's writer, with the connection's number.
+    writers: RefCell<HashMap<Conn, (u64, Writer)>>,
+    next_gen: std::cell::Cell<u64>,
     timer: Rc<Notify>,
 }
 
@@ -505,7 +511,11 @@ impl Driver {
     /// A connection's reader (octets to the speaker) and writer (the speaker's octets out).
     fn attach(self: &Rc<Self>, c: Conn, conn: TcpStream) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        self.writers.borrow_mut().insert(c, tx);
+        // The same (peer, direction) names the next connection too: each has its own number,
+        // so that the end of an old one (a FIN that arrives late) never closes a new one.
+        let gen = self.next_gen.get();
+        self.next_gen.set(gen + 1);
+        self.writers.borrow_mut().insert(c, (gen, tx));
         let (mut r, mut w) = tokio::io::split(conn);
         tokio::task::spawn_local(async move {
             while let Some(b) = rx.recv().await {
@@ -528,7 +538,15 @@ impl Driver {
                 }
             }
             // Closed by the peer (or by us: then the speaker knows already).
-            if d.writers.borrow_mut().remove(&c).is_some() {
+            let ours = {
+                let mut w = d.writers.borrow_mut();
+                let current = w.get(&c).is_some_and(|(g, _)| *g == gen);
+                if current {
+                    w.remove(&c);
+                }
+                current
+            };
+            if ours {
                 let outs = d.speaker.borrow_mut().on_closed(now(), c);
                 d.dispatch(outs);
             }
@@ -561,7 +579,7 @@ impl Driver {
                     });
                 }
                 Out::Send(c, b) => {
-                    if let Some(w) = self.writers.borrow().get(&c) {
+                    if let Some((_, w)) = self.writers.borrow().get(&c) {
                         let _ = w.send(b);
                     }
                 }

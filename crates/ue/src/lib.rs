@@ -716,8 +716,12 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
                 .map(|h| h.replace("{n}", &(i + 1).to_string()))
                 .collect();
             let t = std::time::Instant::now();
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             let mut tries = 0;
-            let r = loop {
+            let mut r = loop {
                 tries += 1;
                 // The host's address first (unless pinned), from DNS or HTTPDNS.
                 let st = stack().await;
@@ -751,6 +755,10 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
                 }
             };
             let ms = t.elapsed().as_secs_f64() * 1e3;
+            // When it started (the host's clock, to set beside captures and other programs'
+            // events) and how long it took, retries included.
+            r["started_unix_ms"] = json!(started);
+            r["ms"] = json!(ms);
             tracing::debug!(result = %r, "app request");
             let mut s = sh.borrow_mut();
             if r["ok"] == true {

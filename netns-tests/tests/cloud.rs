@@ -894,12 +894,25 @@ fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
         );
         assert!(seen.insert(id.clone()), "order {id} acknowledged twice");
     }
-    // Each key was stored by one controller only.
-    let keys1: std::collections::HashSet<&str> =
-        o1.iter().map(|o| o["key"].as_str().unwrap()).collect();
-    assert!(o2
+    // A key stored by both controllers is an order ctl1 journaled and died before
+    // acknowledging: the phone tried again and ctl2 stored it (these journals are each
+    // controller's own; the shared back end that prevents it has its test in orders.rs).
+    // Only ctl2's copy was acknowledged, and only the few in flight at the kill are so.
+    let keys2: std::collections::HashMap<&str, &str> = o2
         .iter()
-        .all(|o| !keys1.contains(o["key"].as_str().unwrap())));
+        .map(|o| (o["key"].as_str().unwrap(), o["id"].as_str().unwrap()))
+        .collect();
+    let both: Vec<&serde_json::Value> = o1
+        .iter()
+        .filter(|o| keys2.contains_key(o["key"].as_str().unwrap()))
+        .collect();
+    assert!(both.len() <= 3, "{} keys stored by both: {both:?}", both.len());
+    for o in &both {
+        assert!(
+            !seen.contains(o["id"].as_str().unwrap()),
+            "ctl1's copy of {o} was acknowledged too"
+        );
+    }
     assert!(!o1.is_empty() && !o2.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -906,7 +906,11 @@ fn orders_go_on_when_a_controller_dies_and_none_acknowledged_is_lost() {
         .iter()
         .filter(|o| keys2.contains_key(o["key"].as_str().unwrap()))
         .collect();
-    assert!(both.len() <= 3, "{} keys stored by both: {both:?}", both.len());
+    assert!(
+        both.len() <= 3,
+        "{} keys stored by both: {both:?}",
+        both.len()
+    );
     for o in &both {
         assert!(
             !seen.contains(o["id"].as_str().unwrap()),

@@ -295,6 +295,14 @@ impl Rib {
         self.decide(prefix)
     }
 
+    /// Stops originating `prefix`.
+    pub fn unoriginate(&mut self, prefix: Ipv4Net) -> Vec<Change> {
+        if self.own.remove(&prefix).is_none() {
+            return Vec::new();
+        }
+        self.decide(prefix)
+    }
+
     /// A path from `peer` (an UPDATE's NLRI with its attributes): import, then decide.
     pub fn announce(&mut self, peer: PeerId, prefix: Ipv4Net, mut attrs: Attrs) -> Vec<Change> {
         self.routes[peer].received += 1;

@@ -1,8 +1,14 @@
 //! A BGP speaker, sans-IO: its sessions, its RIB and what it has sent each peer
 //! (Adj-RIB-Out). Events in (connections, octets, time), [`Out`] out: connections to make,
 //! octets to send, and changes of best paths for the forwarding table. A session that comes
-//! up is sent the whole table; a change of a best path is sent at once (no MRAI yet) to every
-//! peer whose export it changes, announcements with the same attributes in one UPDATE.
+//! up is sent the whole table; a change of a best path is sent to every peer whose export it
+//! changes, announcements with the same attributes in one UPDATE.
+//!
+//! MRAI (RFC 4271 §9.2.1.1), per neighbour (`mrai_ms`, 0 for none): after an UPDATE that
+//! announces, further announcements to that peer wait until the interval has passed, and then
+//! go together (one timer per peer, a technique the section allows). Withdrawals are not held
+//! back, as RFC 1771 had it and as most implementations do, so that a dead path leaves the
+//! network at once. No jitter is applied to the interval.
 
 use crate::rib::{Attrs, Change, Peer, PeerId, Policy, Rib};
 use crate::session::{Action, Config, Session, State};
@@ -39,6 +45,10 @@ pub struct NeighbourConfig {
     /// BFD with the neighbour (RFC 5880/5881); its going down takes the session down.
     #[serde(default)]
     pub bfd: Option<crate::bfd::BfdConfig>,
+    /// MinRouteAdvertisementInterval, milliseconds (0: announce at once). RFC 4271 suggests
+    /// 30 s for eBGP and 5 s for iBGP.
+    #[serde(default)]
+    pub mrai_ms: u64,
 }
 
 /// A speaker's configuration (the topology's `bgp` table of a router).
@@ -96,6 +106,12 @@ pub struct Speaker {
     sent: Vec<HashMap<Ipv4Net, Attrs>>,
     /// Prefixes to look at again for each peer.
     dirty: Vec<BTreeSet<Ipv4Net>>,
+    /// Each peer's MinRouteAdvertisementInterval, and until when announcements to it wait.
+    mrai: Vec<Duration>,
+    mrai_until: Vec<Option<Instant>>,
+    /// Announcements that waited for MRAI, per peer, and the prefixes waiting now.
+    mrai_held: Vec<u64>,
+    held: Vec<BTreeSet<Ipv4Net>>,
 }
 
 impl Speaker {
@@ -133,6 +149,11 @@ impl Speaker {
             });
         }
         let n = peers.len();
+        let mrai = cfg
+            .neighbours
+            .iter()
+            .map(|n| Duration::from_millis(n.mrai_ms))
+            .collect();
         let mut rib = Rib::new(cfg.asn, cfg.router_id, peers);
         for net in &cfg.networks {
             rib.originate(*net, Attrs::local(Ipv4Addr::UNSPECIFIED));
@@ -144,7 +165,40 @@ impl Speaker {
             sessions,
             sent: vec![HashMap::new(); n],
             dirty: vec![BTreeSet::new(); n],
+            mrai,
+            mrai_until: vec![None; n],
+            mrai_held: vec![0; n],
+            held: vec![BTreeSet::new(); n],
         })
+    }
+
+    /// Originates `prefix` (as a `networks` entry does) and tells the peers.
+    pub fn originate(&mut self, now: Instant, prefix: Ipv4Net) -> Vec<Out> {
+        let changes = self
+            .rib
+            .originate(prefix, Attrs::local(Ipv4Addr::UNSPECIFIED));
+        self.changed(now, changes)
+    }
+
+    /// Stops originating `prefix` and tells the peers.
+    pub fn unoriginate(&mut self, now: Instant, prefix: Ipv4Net) -> Vec<Out> {
+        let changes = self.rib.unoriginate(prefix);
+        self.changed(now, changes)
+    }
+
+    /// Marks what `changes` touched for every peer, then sends what is due.
+    fn changed(&mut self, now: Instant, changes: Vec<Change>) -> Vec<Out> {
+        for c in &changes {
+            let prefix = match c {
+                Change::Best { prefix, .. } | Change::Gone { prefix } => *prefix,
+            };
+            for d in &mut self.dirty {
+                d.insert(prefix);
+            }
+        }
+        let mut out: Vec<Out> = changes.into_iter().map(Out::Route).collect();
+        out.extend(self.flush(now));
+        out
     }
 
     /// The peer at `addr`, if it is one.
@@ -338,14 +392,20 @@ impl Speaker {
                 }
             }
         }
+        // Announcements whose MRAI has passed.
+        out.extend(self.flush(now));
         out
     }
 
     pub fn poll_at(&self) -> Option<Instant> {
+        let mrai = (0..self.sessions.len())
+            .filter(|&p| !self.dirty[p].is_empty())
+            .filter_map(|p| self.mrai_until[p]);
         self.sessions
             .iter()
             .chain(self.second.iter().flatten())
             .filter_map(Session::poll_at)
+            .chain(mrai)
             .min()
     }
 
@@ -375,6 +435,8 @@ impl Speaker {
                 Action::Down(why) => {
                     self.sent[p].clear();
                     self.dirty[p].clear();
+                    self.mrai_until[p] = None;
+                    self.held[p].clear();
                     changes.extend(self.rib.peer_down(p));
                     out.push(Out::Down(p, why));
                 }
@@ -397,16 +459,7 @@ impl Speaker {
                 }
             }
         }
-        for c in &changes {
-            let prefix = match c {
-                Change::Best { prefix, .. } | Change::Gone { prefix } => *prefix,
-            };
-            for d in &mut self.dirty {
-                d.insert(prefix);
-            }
-        }
-        out.extend(changes.into_iter().map(Out::Route));
-        out.extend(self.flush(now));
+        out.extend(self.changed(now, changes));
         out
     }
 
@@ -418,6 +471,7 @@ impl Speaker {
                 continue;
             }
             let prefixes = std::mem::take(&mut self.dirty[p]);
+            let waiting = self.mrai_until[p].is_some_and(|t| t > now);
             let mut withdraw = Vec::new();
             let mut announce: Vec<(Attrs, Vec<Ipv4Net>)> = Vec::new();
             for prefix in prefixes {
@@ -430,6 +484,13 @@ impl Speaker {
                     None => {
                         self.sent[p].remove(&prefix);
                         withdraw.push(prefix);
+                    }
+                    Some(_) if waiting => {
+                        // MRAI: announced when the interval has passed.
+                        if self.held[p].insert(prefix) {
+                            self.mrai_held[p] += 1;
+                        }
+                        self.dirty[p].insert(prefix);
                     }
                     Some(a) => {
                         self.sent[p].insert(prefix, a.clone());
@@ -450,6 +511,12 @@ impl Speaker {
                     Action::Send(b) => Some(Out::Send((p, self.dirs[p]), b)),
                     _ => None,
                 }));
+            }
+            if !waiting {
+                self.held[p].clear();
+            }
+            if !announce.is_empty() && !self.mrai[p].is_zero() {
+                self.mrai_until[p] = Some(now + self.mrai[p]);
             }
             for (a, nets) in &announce {
                 for chunk in nets.chunks(500) {
@@ -479,6 +546,8 @@ impl Speaker {
                 v["prefixes_accepted"] = json!(r.accepted);
                 v["prefixes_refused"] = json!(r.refused_policy + r.refused_loop);
                 v["prefixes_advertised"] = json!(self.sent[i].len());
+                v["mrai_ms"] = json!(self.mrai[i].as_millis() as u64);
+                v["announcements_held_by_mrai"] = json!(self.mrai_held[i]);
                 v
             })
             .collect::<Vec<_>>())

@@ -406,3 +406,100 @@ fn a_link_down_from_bfd_fails_over_at_once() {
     net.run_for(Duration::from_secs(15));
     assert_eq!(net.as_path("a2", "203.0.113.0/24"), "64501 64510");
 }
+
+/// MRAI (5 s from b to c) on a chain a - b - c: after the first announcements, a prefix a
+/// withdraws leaves c at once (withdrawals are not held), but announced again it waits in b
+/// until 5 s after b's last announcement to c; then it goes, and b counts what it held.
+#[test]
+fn mrai_holds_announcements_but_not_withdrawals() {
+    let n = |addr: &str, asn: u32, local: &str, passive: bool, mrai: u64| {
+        format!(
+            r#"{{"address": "{addr}", "remote_as": {asn}, "local_address": "{local}", "hold_time": 90, "passive": {passive}, "mrai_ms": {mrai}, "import": {{"default_accept": true}}, "export": {{"default_accept": true}}}}"#
+        )
+    };
+    let cfgs = [
+        (
+            64601,
+            "10.0.0.1",
+            vec![n("10.0.1.2", 64602, "10.0.1.1", false, 0)],
+        ),
+        (
+            64602,
+            "10.0.0.2",
+            vec![
+                n("10.0.1.1", 64601, "10.0.1.2", true, 0),
+                n("10.0.2.3", 64603, "10.0.2.2", false, 5000),
+            ],
+        ),
+        (
+            64603,
+            "10.0.0.3",
+            vec![n("10.0.2.2", 64602, "10.0.2.3", true, 0)],
+        ),
+    ];
+    let sp: Vec<Speaker> = cfgs
+        .iter()
+        .map(|(asn, id, neigh)| {
+            let text = format!(
+                r#"{{"asn": {asn}, "router_id": "{id}", "neighbours": [{}]}}"#,
+                neigh.join(",")
+            );
+            Speaker::new(&serde_json::from_str::<SpeakerConfig>(&text).unwrap()).unwrap()
+        })
+        .collect();
+    let mut net = Net {
+        names: vec!["a", "b", "c"],
+        fib: vec![HashMap::new(); 3],
+        sp,
+        links: vec![
+            Link {
+                a: (0, 0),
+                b: (1, 0),
+                up: true,
+            },
+            Link {
+                a: (1, 1),
+                b: (2, 0),
+                up: true,
+            },
+        ],
+        now: Instant::now(),
+        sent: 0,
+    };
+    let now = net.now;
+    let mut first = Vec::new();
+    for (i, s) in net.sp.iter_mut().enumerate() {
+        first.extend(s.start(now).into_iter().map(|o| (i, o)));
+    }
+    net.run(first);
+    let p: Ipv4Net = "192.0.2.0/24".parse().unwrap();
+    let q: Ipv4Net = "198.51.100.0/24".parse().unwrap();
+    let now = net.now;
+    let outs = net.sp[0].originate(now, p);
+    net.run(outs.into_iter().map(|o| (0, o)).collect());
+    // The first announcement to c goes at once.
+    assert!(net.fib[2].contains_key(&p));
+    net.run_for(Duration::from_secs(1));
+    // A withdrawal is not held back.
+    let now = net.now;
+    let outs = net.sp[0].unoriginate(now, p);
+    net.run(outs.into_iter().map(|o| (0, o)).collect());
+    assert!(
+        !net.fib[2].contains_key(&p),
+        "the withdrawal reached c at once"
+    );
+    // Announced again (and a second prefix with it): held in b until 5 s after its last
+    // announcement to c, then both go.
+    let now = net.now;
+    let mut outs = net.sp[0].originate(now, p);
+    outs.extend(net.sp[0].originate(now, q));
+    net.run(outs.into_iter().map(|o| (0, o)).collect());
+    assert!(net.fib[1].contains_key(&p) && net.fib[1].contains_key(&q));
+    net.run_for(Duration::from_millis(3900));
+    assert!(!net.fib[2].contains_key(&p), "held by MRAI");
+    net.run_for(Duration::from_millis(200));
+    assert!(net.fib[2].contains_key(&p) && net.fib[2].contains_key(&q));
+    let show = net.sp[1].show(net.now);
+    assert_eq!(show[1]["mrai_ms"], 5000);
+    assert_eq!(show[1]["announcements_held_by_mrai"], 2, "{show}");
+}

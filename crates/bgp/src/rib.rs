@@ -14,8 +14,9 @@
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// A peer's index in the RIB.
 pub type PeerId = usize;
@@ -249,6 +250,42 @@ pub struct PeerRoutes {
     pub refused_loop: u64,
 }
 
+/// The paths of one prefix, one per peer, in the peers' order: a vector, as most prefixes
+/// have one or two (a BTreeMap's node reserves room for eleven), each path's attributes shared
+/// with the prefixes that arrived with the same ones.
+#[derive(Debug, Default, Clone)]
+struct Paths(Vec<(PeerId, Arc<Attrs>)>);
+
+impl Paths {
+    fn get(&self, peer: &PeerId) -> Option<&Attrs> {
+        self.0.iter().find(|(p, _)| p == peer).map(|(_, a)| &**a)
+    }
+
+    fn contains_key(&self, peer: &PeerId) -> bool {
+        self.0.iter().any(|(p, _)| p == peer)
+    }
+
+    fn insert(&mut self, peer: PeerId, attrs: Arc<Attrs>) {
+        match self.0.binary_search_by_key(&peer, |(p, _)| *p) {
+            Ok(i) => self.0[i].1 = attrs,
+            Err(i) => self.0.insert(i, (peer, attrs)),
+        }
+    }
+
+    fn remove(&mut self, peer: &PeerId) -> Option<Arc<Attrs>> {
+        let i = self.0.iter().position(|(p, _)| p == peer)?;
+        Some(self.0.remove(i).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (PeerId, &Attrs)> {
+        self.0.iter().map(|(p, a)| (*p, &**a))
+    }
+}
+
 /// The RIB of one speaker.
 #[derive(Debug)]
 pub struct Rib {
@@ -258,8 +295,11 @@ pub struct Rib {
     /// The cost to reach a next hop (0 connected); a path whose next hop cannot be reached
     /// is not a candidate.
     pub igp_cost: fn(Ipv4Addr) -> Option<u32>,
-    adj_in: HashMap<Ipv4Net, BTreeMap<PeerId, Attrs>>,
+    adj_in: HashMap<Ipv4Net, Paths>,
     own: HashMap<Ipv4Net, Attrs>,
+    /// The attributes stored last: the next prefix with the same ones shares them (the
+    /// prefixes of one UPDATE usually do).
+    shared: Option<Arc<Attrs>>,
     /// The best path of each prefix: its source, why, and the next hop it had then.
     best: HashMap<Ipv4Net, (Option<PeerId>, Why, Ipv4Addr)>,
     pub routes: Vec<PeerRoutes>,
@@ -280,6 +320,7 @@ impl Rib {
             igp_cost: flat,
             adj_in: HashMap::new(),
             own: HashMap::new(),
+            shared: None,
             best: HashMap::new(),
             routes: vec![PeerRoutes::default(); n],
         }
@@ -327,6 +368,14 @@ impl Rib {
             return refuse(self, false);
         }
         self.routes[peer].accepted += 1;
+        let attrs = match &self.shared {
+            Some(s) if **s == attrs => s.clone(),
+            _ => {
+                let s = Arc::new(attrs);
+                self.shared = Some(s.clone());
+                s
+            }
+        };
         self.adj_in.entry(prefix).or_default().insert(peer, attrs);
         self.decide(prefix)
     }
@@ -388,7 +437,11 @@ impl Rib {
         };
         let nh = match from {
             None => self.own[&prefix].next_hop,
-            Some(p) => self.adj_in[&prefix][&p].next_hop,
+            Some(p) => self
+                .adj_in
+                .get(&prefix)
+                .and_then(|m| m.get(&p))
+                .map_or(Ipv4Addr::UNSPECIFIED, |a| a.next_hop),
         };
         self.best.insert(prefix, (from, why, nh));
         if old == Some((from, nh)) {
@@ -410,7 +463,7 @@ impl Rib {
         // Candidates: paths whose next hop can be reached, with its cost.
         let mut c: Vec<Candidate> = paths
             .iter()
-            .filter_map(|(p, a)| (self.igp_cost)(a.next_hop).map(|cost| (*p, a, cost)))
+            .filter_map(|(p, a)| (self.igp_cost)(a.next_hop).map(|cost| (p, a, cost)))
             .collect();
         if c.is_empty() {
             return None;
@@ -555,8 +608,8 @@ impl Rib {
             if let Some(a) = self.own.get(p) {
                 rows.push(row(None, a));
             }
-            for (peer, a) in self.adj_in.get(p).into_iter().flatten() {
-                rows.push(row(Some(*peer), a));
+            for (peer, a) in self.adj_in.get(p).map(Paths::iter).into_iter().flatten() {
+                rows.push(row(Some(peer), a));
             }
         }
         json!(rows)

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn default_hold() -> u16 {
@@ -103,7 +104,7 @@ pub struct Speaker {
     /// its session, on the other direction.
     second: Vec<Option<Session>>,
     /// What each peer has from us.
-    sent: Vec<HashMap<Ipv4Net, Attrs>>,
+    sent: Vec<HashMap<Ipv4Net, Arc<Attrs>>>,
     /// Prefixes to look at again for each peer.
     dirty: Vec<BTreeSet<Ipv4Net>>,
     /// Each peer's MinRouteAdvertisementInterval, and until when announcements to it wait.
@@ -473,10 +474,11 @@ impl Speaker {
             let prefixes = std::mem::take(&mut self.dirty[p]);
             let waiting = self.mrai_until[p].is_some_and(|t| t > now);
             let mut withdraw = Vec::new();
-            let mut announce: Vec<(Attrs, Vec<Ipv4Net>)> = Vec::new();
+            // Grouped by attributes, which the prefixes of a group share in `sent`.
+            let mut announce: Vec<(Arc<Attrs>, Vec<Ipv4Net>)> = Vec::new();
             for prefix in prefixes {
                 let want = self.rib.export(p, &prefix);
-                let had = self.sent[p].get(&prefix);
+                let had = self.sent[p].get(&prefix).map(|a| &**a);
                 if want.as_ref() == had {
                     continue;
                 }
@@ -493,11 +495,18 @@ impl Speaker {
                         self.dirty[p].insert(prefix);
                     }
                     Some(a) => {
-                        self.sent[p].insert(prefix, a.clone());
-                        match announce.iter_mut().find(|(x, _)| *x == a) {
-                            Some((_, v)) => v.push(prefix),
-                            None => announce.push((a, vec![prefix])),
-                        }
+                        let shared = match announce.iter_mut().find(|(x, _)| **x == a) {
+                            Some((x, v)) => {
+                                v.push(prefix);
+                                x.clone()
+                            }
+                            None => {
+                                let x = Arc::new(a);
+                                announce.push((x.clone(), vec![prefix]));
+                                x
+                            }
+                        };
+                        self.sent[p].insert(prefix, shared);
                     }
                 }
             }

@@ -997,6 +997,9 @@ impl Element for Router {
     fn counters(&self, out: &mut dyn FnMut(&str, u64)) {
         self.c.for_each(out);
         self.drops.for_each(out);
+        // Gauges: the size of the forwarding table and of the RIB behind it.
+        out("fib_routes", self.rib.len() as u64);
+        out("rib_candidates", self.rib.candidates().count() as u64);
     }
 }
 

@@ -663,7 +663,10 @@ fn bgp_converged(lab: &Lab) {
 /// Runs `d11 journey` on the reference lab with `args`; its report (the run must succeed).
 fn journey(args: &[&str]) -> serde_json::Value {
     require_root();
-    let prefix = format!("j{}x{}", std::process::id() % 100_000, args.len());
+    // Journeys of one run may go at once: each its own prefix.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let prefix = format!("j{}x{n}", std::process::id() % 100_000);
     let out_dir = scratch("journey");
     let out = out_dir.0.clone();
     let lab = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/double11.toml");

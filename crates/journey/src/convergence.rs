@@ -322,7 +322,14 @@ pub fn cut(lab: &Client, pcap: &Path, segment: &str, facts: &Facts) -> Result<(S
         })
         .with_context(|| format!("{first}'s route did not return within 60 s of the restore"))?;
         more_orders(lab, 20, "after the restore")?;
-        let restored = restored(lab, t_cut, t_restore)?;
+        // BFD comes back by itself, at a packet a second until Up: waited for, and reported
+        // as far as it got if not within 10 s.
+        let want = detected.len();
+        let restored = wait_until(Duration::from_secs(10), || {
+            let r = restored(lab, t_cut, t_restore)?;
+            Ok((r.len() >= want).then_some(r))
+        })
+        .or_else(|_| restored(lab, t_cut, t_restore))?;
         let new_seg = segment_of(lab, after.parse()?).unwrap_or_default();
         Report {
             segment,

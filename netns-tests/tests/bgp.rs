@@ -385,6 +385,44 @@ ports = [{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }]
     assert!(malformed(&pcap, &[]).is_empty());
 }
 
+/// A d11-router `r1` (10.0.0.1 on `link`, 198.51.100.1 on `lan`) with the `bgp` table given;
+/// on its link BIRD's host `bird` (10.0.0.2, with 10.99.0.1 on its loopback: the prefix it
+/// announces) and a stranger `evil` (10.0.0.9); behind it a kernel host `k1`.
+fn router_bird_lab(name: &str, bgp: &str) -> Lab {
+    let lab = Lab::up(&format!(
+        r#"name = "{name}"
+[[segments]]
+name = "link"
+[[segments]]
+name = "lan"
+[[nodes]]
+name = "r1"
+role = "router"
+ports = [
+  {{ name = "link", segment = "link", addresses = ["10.0.0.1/24"] }},
+  {{ name = "lan", segment = "lan", addresses = ["198.51.100.1/24"] }},
+]
+{bgp}
+[[nodes]]
+name = "bird"
+role = "kernel"
+ports = [{{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }}]
+[[nodes]]
+name = "evil"
+role = "kernel"
+ports = [{{ name = "eth0", segment = "link", addresses = ["10.0.0.9/24"] }}]
+[[nodes]]
+name = "k1"
+role = "kernel"
+gateway = "198.51.100.1"
+ports = [{{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }}]
+"#
+    ));
+    lab.exec_ok("bird", &["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]);
+    lab.exec_ok("bird", &["ip", "link", "set", "lo", "up"]);
+    lab
+}
+
 /// Crafted BGP from a kernel host, one connection each: what the router answers (the
 /// NOTIFICATION's code and subcode, or `none` when it keeps the session), as lines
 /// `name code/sub`.
@@ -483,41 +521,14 @@ for name, m in [
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn crafted_bgp_gets_its_notifications_and_other_sessions_go_on() {
     require_root();
-    let lab = Lab::up(
-        r#"name = "bgp-crafted"
-[[segments]]
-name = "link"
-[[segments]]
-name = "lan"
-[[nodes]]
-name = "r1"
-role = "router"
-ports = [
-  { name = "link", segment = "link", addresses = ["10.0.0.1/24"] },
-  { name = "lan", segment = "lan", addresses = ["198.51.100.1/24"] },
-]
-bgp = { asn = 64500, router_id = "10.0.0.1", networks = ["198.51.100.0/24"], connect_retry_s = 30, neighbours = [
+    let lab = router_bird_lab(
+        "bgp-crafted",
+        r#"bgp = { asn = 64500, router_id = "10.0.0.1", networks = ["198.51.100.0/24"], connect_retry_s = 30, neighbours = [
   { address = "10.0.0.2", remote_as = 64501, hold_time = 9, import = { default_accept = true }, export = { default_accept = true } },
   { address = "10.0.0.9", remote_as = 64999, hold_time = 90, passive = true, import = { default_accept = true }, export = { default_accept = true } },
-] }
-[[nodes]]
-name = "bird"
-role = "kernel"
-ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }]
-[[nodes]]
-name = "evil"
-role = "kernel"
-ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.9/24"] }]
-[[nodes]]
-name = "k1"
-role = "kernel"
-gateway = "198.51.100.1"
-ports = [{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }]
-"#,
+] }"#,
     );
     let dir = scratch("bgp-crafted");
-    lab.exec_ok("bird", &["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]);
-    lab.exec_ok("bird", &["ip", "link", "set", "lo", "up"]);
     let (mut bird, _birdc) = start_bird(
         &lab,
         "bird",
@@ -588,40 +599,13 @@ for _ in range(5):
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn bfd_with_bird_takes_bgp_down_when_the_link_dies_and_back_up() {
     require_root();
-    let lab = Lab::up(
-        r#"name = "bgp-bfd"
-[[segments]]
-name = "link"
-[[segments]]
-name = "lan"
-[[nodes]]
-name = "r1"
-role = "router"
-ports = [
-  { name = "link", segment = "link", addresses = ["10.0.0.1/24"] },
-  { name = "lan", segment = "lan", addresses = ["198.51.100.1/24"] },
-]
-bgp = { asn = 64500, router_id = "10.0.0.1", networks = ["198.51.100.0/24"], neighbours = [
+    let lab = router_bird_lab(
+        "bgp-bfd",
+        r#"bgp = { asn = 64500, router_id = "10.0.0.1", networks = ["198.51.100.0/24"], neighbours = [
   { address = "10.0.0.2", remote_as = 64501, hold_time = 30, bfd = { interval_ms = 100, multiplier = 3 }, import = { default_accept = true }, export = { default_accept = true } },
-] }
-[[nodes]]
-name = "bird"
-role = "kernel"
-ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.2/24"] }]
-[[nodes]]
-name = "evil"
-role = "kernel"
-ports = [{ name = "eth0", segment = "link", addresses = ["10.0.0.9/24"] }]
-[[nodes]]
-name = "k1"
-role = "kernel"
-gateway = "198.51.100.1"
-ports = [{ name = "eth0", segment = "lan", addresses = ["198.51.100.10/24"] }]
-"#,
+] }"#,
     );
     let dir = scratch("bgp-bfd");
-    lab.exec_ok("bird", &["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]);
-    lab.exec_ok("bird", &["ip", "link", "set", "lo", "up"]);
     let (mut bird, birdc) = start_bird(
         &lab,
         "bird",

@@ -95,6 +95,16 @@ impl Net {
         }
     }
 
+    /// Starts every speaker and runs what follows at once.
+    fn start(&mut self) {
+        let now = self.now;
+        let mut first = Vec::new();
+        for (i, s) in self.sp.iter_mut().enumerate() {
+            first.extend(s.start(now).into_iter().map(|o| (i, o)));
+        }
+        self.run(first);
+    }
+
     fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
         while let Some(t) = self.sp.iter().filter_map(Speaker::poll_at).min() {
@@ -254,12 +264,7 @@ fn section5() -> Net {
 #[test]
 fn section_5_converges_fails_over_and_returns() {
     let mut net = section5();
-    let now = net.now;
-    let mut first = Vec::new();
-    for (i, s) in net.sp.iter_mut().enumerate() {
-        first.extend(s.start(now).into_iter().map(|o| (i, o)));
-    }
-    net.run(first);
+    net.start();
     net.run_for(Duration::from_secs(2));
     for (i, s) in net.sp.iter().enumerate() {
         for p in 0..s.peers() {
@@ -375,12 +380,7 @@ fn a_connection_collision_keeps_one_connection() {
 #[test]
 fn a_link_down_from_bfd_fails_over_at_once() {
     let mut net = section5();
-    let now = net.now;
-    let mut first = Vec::new();
-    for (i, s) in net.sp.iter_mut().enumerate() {
-        first.extend(s.start(now).into_iter().map(|o| (i, o)));
-    }
-    net.run(first);
+    net.start();
     net.run_for(Duration::from_secs(2));
     assert_eq!(net.as_path("a2", "203.0.113.0/24"), "64501 64510");
     net.links[1].up = false;
@@ -466,12 +466,7 @@ fn mrai_holds_announcements_but_not_withdrawals() {
         now: Instant::now(),
         sent: 0,
     };
-    let now = net.now;
-    let mut first = Vec::new();
-    for (i, s) in net.sp.iter_mut().enumerate() {
-        first.extend(s.start(now).into_iter().map(|o| (i, o)));
-    }
-    net.run(first);
+    net.start();
     let p: Ipv4Net = "192.0.2.0/24".parse().unwrap();
     let q: Ipv4Net = "198.51.100.0/24".parse().unwrap();
     let now = net.now;

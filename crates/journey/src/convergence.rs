@@ -144,13 +144,7 @@ pub fn path(lab: &Client, first: &str, dst: Ipv4Addr) -> Result<Vec<RouteHop>> {
                 .find(|x| x["prefix"] == prefix.as_str() && x["best"] == true)
             {
                 hop.as_path = b["as_path"].as_str().map(str::to_string);
-                hop.from = b["from"].as_str().map(|f| match f.parse::<Ipv4Addr>() {
-                    Ok(a) => match owner(lab, a) {
-                        Some(n) => format!("{n} ({f})"),
-                        None => f.to_string(),
-                    },
-                    Err(_) => f.to_string(),
-                });
+                hop.from = b["from"].as_str().map(|f| named(lab, f));
                 hop.why = b["why"].as_str().map(str::to_string);
             }
         }
@@ -360,49 +354,57 @@ pub fn cut(lab: &Client, pcap: &Path, segment: &str, facts: &Facts) -> Result<(S
 /// error).
 type Detected = (String, String, String, f64, String);
 
-/// Each router's BFD and BGP sessions that went down since `t_cut`: (router, neighbour, BFD
-/// diagnostic, ms after the cut, BGP's last error).
-fn detection(lab: &Client, t_cut: f64) -> Result<Vec<Detected>> {
+/// `addr` with the name of the node that owns it: "c2 (198.18.0.3)".
+fn named(lab: &Client, addr: &str) -> String {
+    addr.parse::<Ipv4Addr>()
+        .ok()
+        .and_then(|a| owner(lab, a))
+        .map_or(addr.to_string(), |o| format!("{o} ({addr})"))
+}
+
+/// Every router's BFD sessions (`d11 show NODE bfd`), each with its router and when it was
+/// read (unix ms).
+fn bfd_sessions(lab: &Client) -> Vec<(String, Value, f64)> {
     let mut out = Vec::new();
     for n in lab.state.nodes.iter().filter(|n| n.role == "router") {
         let Ok(bfd) = lab.show(&n.name, Some("bfd")) else {
             continue;
         };
         let now = unix_ms();
-        let bgp = lab.show(&n.name, Some("bgp")).unwrap_or(Value::Null);
         for s in bfd.as_array().into_iter().flatten() {
-            let Some(ago) = s["last_down"]["ago_ms"].as_f64() else {
-                continue;
-            };
-            let at = now - ago - t_cut;
-            if at < -1.0 {
-                continue;
-            }
-            let nb = s["neighbour"].as_str().unwrap_or("?");
-            let err = bgp
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|b| b["neighbour"] == nb)
-                .and_then(|b| b["last_error"].as_str())
-                .unwrap_or("")
-                .to_string();
-            let who = nb
-                .parse::<Ipv4Addr>()
-                .ok()
-                .and_then(|a| owner(lab, a))
-                .map_or(nb.to_string(), |o| format!("{o} ({nb})"));
-            out.push((
-                n.name.clone(),
-                who,
-                s["last_down"]["diagnostic"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-                at,
-                err,
-            ));
+            out.push((n.name.clone(), s.clone(), now));
         }
+    }
+    out
+}
+
+/// Each router's BFD and BGP sessions that went down since `t_cut`: (router, neighbour, BFD
+/// diagnostic, ms after the cut, BGP's last error).
+fn detection(lab: &Client, t_cut: f64) -> Result<Vec<Detected>> {
+    let mut out = Vec::new();
+    for (router, s, now) in bfd_sessions(lab) {
+        let Some(ago) = s["last_down"]["ago_ms"].as_f64() else {
+            continue;
+        };
+        let at = now - ago - t_cut;
+        if at < -1.0 {
+            continue;
+        }
+        let nb = s["neighbour"].as_str().unwrap_or("?");
+        let bgp = lab.show(&router, Some("bgp")).unwrap_or(Value::Null);
+        let err = bgp
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["neighbour"] == nb)
+            .and_then(|b| b["last_error"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let diag = s["last_down"]["diagnostic"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        out.push((router, named(lab, nb), diag, at, err));
     }
     Ok(out)
 }
@@ -420,27 +422,16 @@ fn update_rows(ups: &BTreeMap<String, (u64, u64, u64, f64)>, t_cut: f64) -> Vec<
 /// `t_cut`).
 fn restored(lab: &Client, t_cut: f64, t_restore: f64) -> Result<Vec<(String, String, f64)>> {
     let mut out = Vec::new();
-    for n in lab.state.nodes.iter().filter(|n| n.role == "router") {
-        let Ok(bfd) = lab.show(&n.name, Some("bfd")) else {
+    for (router, s, now) in bfd_sessions(lab) {
+        let Some(up) = s["uptime_ms"].as_f64() else {
             continue;
         };
-        let now = unix_ms();
-        for s in bfd.as_array().into_iter().flatten() {
-            let Some(up) = s["uptime_ms"].as_f64() else {
-                continue;
-            };
-            let at = now - up;
-            if at + 1.0 < t_restore {
-                continue;
-            }
-            let nb = s["neighbour"].as_str().unwrap_or("?");
-            let who = nb
-                .parse::<Ipv4Addr>()
-                .ok()
-                .and_then(|a| owner(lab, a))
-                .map_or(nb.to_string(), |o| format!("{o} ({nb})"));
-            out.push((n.name.clone(), who, at - t_cut));
+        let at = now - up;
+        if at + 1.0 < t_restore {
+            continue;
         }
+        let nb = s["neighbour"].as_str().unwrap_or("?");
+        out.push((router, named(lab, nb), at - t_cut));
     }
     Ok(out)
 }

@@ -623,6 +623,19 @@ fn plan_path(opts: &Options, topo: &Topology) -> Result<PathBuf> {
     Ok(opts.topology.parent().unwrap_or(Path::new(".")).join(rel))
 }
 
+/// The phone's `app` table in the topology, for an option (`flag`) that changes it.
+fn phone_app<'a>(
+    topo: &'a mut Topology,
+    flag: &str,
+) -> Result<&'a mut serde_json::Map<String, Value>> {
+    topo.nodes
+        .iter_mut()
+        .find(|n| n.role == "ue")
+        .and_then(|n| n.extra.get_mut("app"))
+        .and_then(|a| a.as_object_mut())
+        .with_context(|| format!("{flag}: the lab has no phone (role ue) with an app"))
+}
+
 /// Runs the journey; returns true when every hop matched.
 pub fn run(opts: &Options) -> Result<bool> {
     let mut topo = Topology::load(&opts.topology)?;
@@ -642,28 +655,14 @@ pub fn run(opts: &Options) -> Result<bool> {
         if !matches!(r.as_str(), "dns" | "httpdns") {
             bail!("--resolver {r:?}: dns or httpdns");
         }
-        let app = topo
-            .nodes
-            .iter_mut()
-            .find(|n| n.role == "ue")
-            .and_then(|n| n.extra.get_mut("app"))
-            .and_then(|a| a.as_object_mut())
-            .context("--resolver: the lab has no phone (role ue) with an app")?;
-        app.insert("resolver".into(), json!(r));
+        phone_app(&mut topo, "--resolver")?.insert("resolver".into(), json!(r));
     }
     if opts.cut.is_some() {
         if plan.traffic != "order" {
             bail!("--cut needs a journey of orders (traffic = \"order\")");
         }
         // The app goes on placing orders (each with its own Idempotency-Key) through the cut.
-        let app = topo
-            .nodes
-            .iter_mut()
-            .find(|n| n.role == "ue")
-            .and_then(|n| n.extra.get_mut("app"))
-            .and_then(|a| a.as_object_mut())
-            .context("--cut: the lab has no phone (role ue) with an app")?;
-        app.insert("count".into(), json!(1_000_000));
+        phone_app(&mut topo, "--cut")?.insert("count".into(), json!(1_000_000));
     }
     let out = opts.out.join(format!("journey-{}", timestamp()));
     let pcap = out.join("pcap");

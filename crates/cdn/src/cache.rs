@@ -47,12 +47,16 @@ pub enum Lookup {
     },
     /// A stored response that must be revalidated first: send `request` upstream (it has the
     /// validators). `serve_stale` when stale-while-revalidate allows serving it meanwhile.
-    Stale {
-        id: u64,
-        request: hyper::http::request::Parts,
-        serve_stale: Option<Stored>,
-    },
+    Stale(Box<Revalidate>),
     Miss,
+}
+
+/// A stored response that must be revalidated.
+#[derive(Debug)]
+pub struct Revalidate {
+    pub id: u64,
+    pub request: hyper::http::request::Parts,
+    pub serve_stale: Option<Stored>,
 }
 
 /// The cache's counters.
@@ -175,10 +179,10 @@ impl Cache {
             match v.policy.before_request(req, now) {
                 BeforeRequest::Fresh(parts) => {
                     let (id, ttl) = (v.id, v.policy.time_to_live(now));
-                    let stored = Stored {
+                    let stored = Box::new(Stored {
                         parts,
                         body: v.stored.body.clone(),
-                    };
+                    });
                     self.touch(key, id);
                     self.stats.hits += 1;
                     return Lookup::Fresh { stored, ttl };
@@ -198,11 +202,11 @@ impl Cache {
         match stale {
             Some((id, request, serve_stale)) => {
                 self.stats.stale += 1;
-                Lookup::Stale {
+                Lookup::Stale(Box::new(Revalidate {
                     id,
                     request,
                     serve_stale,
-                }
+                }))
             }
             None => {
                 self.stats.misses += 1;
@@ -459,11 +463,7 @@ mod tests {
         }
         let later = t0() + Duration::from_secs(61);
         let (id, rq) = match c.lookup("k", &r, later) {
-            Lookup::Stale {
-                id,
-                request,
-                serve_stale: None,
-            } => (id, request),
+            Lookup::Stale(s) if s.serve_stale.is_none() => (s.id, s.request),
             l => panic!("{l:?}"),
         };
         assert_eq!(rq.headers["if-none-match"], "\"a\"");
@@ -548,7 +548,7 @@ mod tests {
         ));
         assert!(matches!(
             c.lookup("h", &r, t0() + Duration::from_secs(110)),
-            Lookup::Stale { .. }
+            Lookup::Stale(_)
         ));
     }
 

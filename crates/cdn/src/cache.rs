@@ -42,7 +42,7 @@ struct Variant {
 pub enum Lookup {
     /// A fresh response: serve it (its headers carry the updated `Age`).
     Fresh {
-        stored: Stored,
+        stored: Box<Stored>,
         ttl: Duration,
     },
     /// A stored response that must be revalidated first: send `request` upstream (it has the
@@ -569,18 +569,11 @@ mod tests {
             t0()
         ));
         match c.lookup("s", &r, t0() + Duration::from_secs(25)) {
-            Lookup::Stale {
-                serve_stale: Some(s),
-                ..
-            } => assert_eq!(s.parts.headers["age"], "25"),
+            Lookup::Stale(s) => assert_eq!(s.serve_stale.unwrap().parts.headers["age"], "25"),
             l => panic!("{l:?}"),
         }
         let id = match c.lookup("s", &r, t0() + Duration::from_secs(40)) {
-            Lookup::Stale {
-                id,
-                serve_stale: None,
-                ..
-            } => id,
+            Lookup::Stale(s) if s.serve_stale.is_none() => s.id,
             l => panic!("{l:?}"),
         };
         assert!(c
@@ -598,13 +591,9 @@ mod tests {
             t0()
         ));
         match c.lookup("m", &r, t0() + Duration::from_secs(15)) {
-            Lookup::Stale {
-                id,
-                serve_stale: None,
-                ..
-            } => {
+            Lookup::Stale(s) if s.serve_stale.is_none() => {
                 assert!(c
-                    .stale_if_error("m", id, t0() + Duration::from_secs(15))
+                    .stale_if_error("m", s.id, t0() + Duration::from_secs(15))
                     .is_none())
             }
             l => panic!("{l:?}"),

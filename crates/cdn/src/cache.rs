@@ -177,12 +177,12 @@ impl Cache {
         let mut stale = None;
         for v in vs {
             match v.policy.before_request(req, now) {
-                BeforeRequest::Fresh(parts) => {
+                BeforeRequest::Fresh(_) => {
+                    // The stored headers as they came, with the Age of now (the crate's own
+                    // rewrites Date with a "+0000" zone that is no HTTP-date, and adds the
+                    // Warning header RFC 9111 retired).
                     let (id, ttl) = (v.id, v.policy.time_to_live(now));
-                    let stored = Box::new(Stored {
-                        parts,
-                        body: v.stored.body.clone(),
-                    });
+                    let stored = Box::new(self.as_served(v, now));
                     self.touch(key, id);
                     self.stats.hits += 1;
                     return Lookup::Fresh { stored, ttl };

@@ -11,3 +11,4 @@
 pub mod cache;
 pub mod origin;
 pub mod picture;
+pub mod server;

@@ -1,7 +1,8 @@
 //! Object storage, the CDN's origin (`d11-origin`): objects by path, each with an ETag (from
 //! its content), Last-Modified, Content-Type and Cache-Control kept as metadata.
 //!
-//! - `PUT /path`: stores the body (`Content-Type` and `Cache-Control` of the request kept);
+//! - `PUT /path`: stores the body (`Content-Type`, `Cache-Control` and `Vary` of the request
+//!   kept);
 //!   201 when new, 204 when replaced; the ETag in the answer. Written to disk and synced
 //!   before the answer, so an acknowledged object survives a crash.
 //! - `GET` / `HEAD /path`: 200 with the metadata; `If-None-Match` (or, without it,
@@ -30,9 +31,16 @@ pub struct Object {
     pub last_modified: SystemTime,
     pub content_type: String,
     pub cache_control: Option<String>,
+    /// The `Vary` the object is served with, if any.
+    pub vary: Option<String>,
 }
 
 impl Object {
+    pub fn with_vary(mut self, vary: Option<&str>) -> Self {
+        self.vary = vary.map(str::to_string);
+        self
+    }
+
     pub fn new(
         body: Bytes,
         content_type: &str,
@@ -57,6 +65,7 @@ impl Object {
             last_modified: UNIX_EPOCH + Duration::from_secs(secs),
             content_type: content_type.to_string(),
             cache_control: cache_control.map(str::to_string),
+            vary: None,
         }
     }
 }
@@ -128,6 +137,7 @@ impl Store {
                         .unwrap_or("application/octet-stream")
                         .to_string(),
                     cache_control: meta["cache_control"].as_str().map(str::to_string),
+                    vary: meta["vary"].as_str().map(str::to_string),
                     body: Bytes::from(body),
                 },
             );
@@ -162,6 +172,7 @@ impl Store {
                 "last_modified": secs,
                 "content_type": o.content_type,
                 "cache_control": o.cache_control,
+                "vary": o.vary,
             });
             write_durably(
                 &dir.join(format!("{name}.meta")),
@@ -196,6 +207,7 @@ impl Store {
                 "etag": o.etag,
                 "content_type": o.content_type,
                 "cache_control": o.cache_control,
+                "vary": o.vary,
                 "last_modified": httpdate::fmt_http_date(o.last_modified),
             }))
             .collect::<Vec<_>>())
@@ -276,7 +288,8 @@ pub fn range(h: Option<&HeaderValue>, len: u64) -> Range {
     }
 }
 
-fn etag_matches(list: &str, etag: &str) -> bool {
+/// Whether an `If-None-Match` list names `etag` (weakly, as RFC 9110 §13.1.2 compares).
+pub fn etag_matches(list: &str, etag: &str) -> bool {
     let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
     list.split(',')
         .any(|t| t.trim() == "*" || strip(t) == strip(etag))
@@ -296,6 +309,9 @@ pub fn read(o: Option<&Object>, method: &Method, req: &HeaderMap) -> Answer {
     );
     if let Some(cc) = &o.cache_control {
         h.insert(header::CACHE_CONTROL, hv(cc));
+    }
+    if let Some(v) = &o.vary {
+        h.insert(header::VARY, hv(v));
     }
     let inm = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
     let not_modified = match inm {

@@ -677,13 +677,16 @@ fn start_program(
             }
         }
     }
-    // A relative `database` (the order store's and the inventory's SQLite files) lives in
-    // the lab's run directory, so it survives `lab restart` and goes with `lab down`.
-    if let Some(v) = cfg.get_mut("database") {
-        if let Some(p) = v.as_str().filter(|p| Path::new(p).is_relative()) {
-            let data = dir.join("data");
-            fs::create_dir_all(&data)?;
-            *v = serde_json::json!(data.join(p));
+    // A relative `database` (the order store's and the inventory's SQLite files) or
+    // `data_dir` (the origin's objects) lives in the lab's run directory, so it survives
+    // `lab restart` and goes with `lab down`.
+    for k in ["database", "data_dir"] {
+        if let Some(v) = cfg.get_mut(k) {
+            if let Some(p) = v.as_str().filter(|p| Path::new(p).is_relative()) {
+                let data = dir.join("data");
+                fs::create_dir_all(&data)?;
+                *v = serde_json::json!(data.join(p));
+            }
         }
     }
     // TLS nodes get the certificate the lab issued for them.

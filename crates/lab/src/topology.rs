@@ -117,6 +117,8 @@ pub const ROLES: &[(&str, &str)] = &[
         "dns",
         "a DNS server (authoritative for a zone from a master file)",
     ),
+    ("origin", "object storage, the CDN's origin (HTTP)"),
+    ("cdn", "an HTTP cache, the CDN's edge or parent"),
     ("null", "the null forwarder (benchmarks)"),
 ];
 /// The namespace suffix reserved for the lab's segments.

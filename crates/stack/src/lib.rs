@@ -369,6 +369,9 @@ impl Inner {
     /// half-open one if none listens: a client that answered beats one that may never), which
     /// is handed the client's SYN as smoltcp must see it; smoltcp's SYN-ACK is not sent (the
     /// client has the cookie's), and the connection's numbers are shifted from then on.
+    /// False when no socket could take it (every one of the pool busy with an established
+    /// connection): the caller drops the ACK, as Linux does with a full accept queue, and the
+    /// client's retransmission tries again (answered, it would be reset).
     fn open_by_cookie(
         &mut self,
         now: Instant,
@@ -376,7 +379,7 @@ impl Inner {
         s: &syncookie::Seg,
         mss: u16,
         tx: &mut dyn Transmit,
-    ) {
+    ) -> bool {
         if self.pool_full(s.dport) {
             let Inner {
                 pools, sockets, c, ..
@@ -399,8 +402,12 @@ impl Inner {
             Some(isn) => {
                 self.cookies.opened(now, s, isn);
                 self.c.tcp_syncookies_accepted += 1;
+                true
             }
-            None => self.c.tcp_syncookies_failed += 1,
+            None => {
+                self.c.tcp_syncookies_failed += 1;
+                false
+            }
         }
     }
 
@@ -807,8 +814,10 @@ impl Element for StackElement {
                     && !i.cookies.shifted.contains_key(&s.tuple_in())
                 {
                     if let Some(mss) = i.cookies.check(now, &s) {
-                        if !i.has_socket(&s.tuple_in()) {
-                            i.open_by_cookie(now, frame, &s, mss, tx);
+                        if !i.has_socket(&s.tuple_in())
+                            && !i.open_by_cookie(now, frame, &s, mss, tx)
+                        {
+                            return;
                         }
                     }
                 }

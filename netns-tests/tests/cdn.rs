@@ -1,0 +1,300 @@
+//! The CDN (stage 5): `d11-origin` (object storage) behind a parent `d11-cdn` behind an edge
+//! `d11-cdn`, driven with curl (Debian's) from a kernel host: misses that fill both caches,
+//! hits with a growing Age, revalidation with 304 after max-age, no-store, Vary,
+//! stale-if-error while the parent is stopped, purge, and 100 concurrent requests for a cold
+//! picture that make one request at the parent and one at the origin.
+
+use d11_netns_tests::{require_root, Lab};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TOPOLOGY: &str = r#"name = "cdn"
+[[segments]]
+name = "lan"
+[[nodes]]
+name = "origin"
+role = "origin"
+data_dir = "objects"
+writers = ["10.0.0.10/32"]
+pictures = [
+  { path = "/p/small.png", size = 10000, cache_control = "public, max-age=300" },
+  { path = "/p/big.png", size = 2000000, cache_control = "public, max-age=300" },
+]
+ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.80/24"] }]
+[[nodes]]
+name = "parent"
+role = "cdn"
+kind = "parent"
+upstream = "10.0.0.80:80"
+ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.81/24"] }]
+[[nodes]]
+name = "edge"
+role = "cdn"
+kind = "edge"
+upstream = "10.0.0.81:80"
+upstream_timeout_ms = 1000
+purge_from = ["10.0.0.10/32"]
+ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.82/24"] }]
+[[nodes]]
+name = "client"
+role = "kernel"
+ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.10/24"] }]
+"#;
+
+const EDGE: &str = "10.0.0.82";
+const ORIGIN: &str = "10.0.0.80";
+
+/// An answer as curl saw it.
+#[derive(Debug)]
+struct Got {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    len: usize,
+}
+
+impl Got {
+    fn h(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// `curl -X METHOD http://ADDR/path` from the client, with `headers`; for img.shop.example.
+fn curl(lab: &Lab, method: &str, addr: &str, path: &str, headers: &[&str]) -> Got {
+    let url = format!("http://{addr}{path}");
+    // Headers on stdout (-D -), the body's size after them (-w), the body itself nowhere.
+    let mut args = vec![
+        "curl",
+        "-s",
+        "-S",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        "-w",
+        "\nsize=%{size_download}",
+        "-X",
+        method,
+        "-H",
+        "Host: img.shop.example",
+        "--max-time",
+        "10",
+    ];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.push(&url);
+    let out = lab.exec_ok("client", &args);
+    let mut lines = out.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {out}"));
+    let mut len = 0;
+    let mut headers = BTreeMap::new();
+    for l in lines {
+        if let Some(n) = l.strip_prefix("size=") {
+            len = n.trim().parse().unwrap_or(0);
+        } else if let Some((k, v)) = l.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    Got {
+        status,
+        headers,
+        len,
+    }
+}
+
+fn get(lab: &Lab, path: &str) -> Got {
+    curl(lab, "GET", EDGE, path, &[])
+}
+
+/// The object is PUT at the origin with these headers.
+fn put(lab: &Lab, path: &str, headers: &[&str]) {
+    let url = format!("http://{ORIGIN}{path}");
+    let mut args = vec![
+        "curl",
+        "-s",
+        "-S",
+        "-f",
+        "-X",
+        "PUT",
+        "--data-binary",
+        "picture bytes",
+        "-H",
+        "Content-Type: image/png",
+    ];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.push(&url);
+    lab.exec_ok("client", &args);
+}
+
+fn http(lab: &Lab, node: &str, counter: &str) -> u64 {
+    lab.show(node, "http")[counter].as_u64().unwrap_or(0)
+}
+
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn a_picture_misses_through_parent_and_origin_then_hits_at_the_edge() {
+    require_root();
+    let lab = Lab::up(TOPOLOGY);
+    let first = get(&lab, "/p/small.png");
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(
+        first.h("cache-status"),
+        "parent; fwd=uri-miss; fwd-status=200; stored, edge; fwd=uri-miss; fwd-status=200; stored"
+    );
+    assert_eq!(first.h("via"), "1.1 parent (d11-cdn), 1.1 edge (d11-cdn)");
+    let direct = curl(&lab, "GET", ORIGIN, "/p/small.png", &[]);
+    assert_eq!(first.h("etag"), direct.h("etag"));
+    assert_eq!(first.len, direct.len);
+    assert!(first.len > 9000, "{first:?}");
+    // Then hits at the edge, the Age growing.
+    let hit = get(&lab, "/p/small.png");
+    assert!(hit.h("cache-status").contains("edge; hit; ttl="), "{hit:?}");
+    let later = d11_lab::client::wait_until(Duration::from_secs(5), || {
+        let g = get(&lab, "/p/small.png");
+        Ok((g.h("age").parse::<u64>().unwrap_or(0) >= 1).then_some(g))
+    })
+    .expect("Age grows");
+    assert!(later.h("cache-status").contains("edge; hit"), "{later:?}");
+    assert_eq!(
+        http(&lab, "origin", "requests"),
+        2,
+        "one for the parent, one direct"
+    );
+    // Range from the stored picture.
+    let part = curl(&lab, "GET", EDGE, "/p/small.png", &["Range: bytes=0-99"]);
+    assert_eq!((part.status, part.len), (206, 100), "{part:?}");
+    assert_eq!(part.h("content-range"), format!("bytes 0-99/{}", first.len));
+    let bad = curl(&lab, "GET", EDGE, "/p/small.png", &["Range: bytes=999999-"]);
+    assert_eq!(bad.status, 416, "{bad:?}");
+    // The client's own condition is answered at the edge.
+    let inm = format!("If-None-Match: {}", first.h("etag"));
+    let nm = curl(&lab, "GET", EDGE, "/p/small.png", &[&inm]);
+    assert_eq!(nm.status, 304, "{nm:?}");
+}
+
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn revalidation_no_store_vary_and_purge() {
+    require_root();
+    let lab = Lab::up(TOPOLOGY);
+    // max-age=1: after it, the edge (and the parent) revalidate with the ETag and get 304.
+    put(&lab, "/p/short.png", &["Cache-Control: max-age=1"]);
+    let a = get(&lab, "/p/short.png");
+    assert!(
+        a.h("cache-status")
+            .ends_with("edge; fwd=uri-miss; fwd-status=200; stored"),
+        "{a:?}"
+    );
+    let re = d11_lab::client::wait_until(Duration::from_secs(5), || {
+        let g = get(&lab, "/p/short.png");
+        Ok(g.h("cache-status")
+            .contains("edge; fwd=stale; fwd-status=304")
+            .then_some(g))
+    })
+    .expect("a 304 revalidation after max-age");
+    assert_eq!(re.status, 200);
+    assert_eq!(re.h("etag"), a.h("etag"));
+    assert!(lab.show("edge", "cache-stats")["revalidated_304"].as_u64() >= Some(1));
+
+    // no-store: never stored, every request goes to the origin.
+    put(&lab, "/p/secret.png", &["Cache-Control: no-store"]);
+    let before = http(&lab, "origin", "requests");
+    for _ in 0..2 {
+        let g = get(&lab, "/p/secret.png");
+        assert!(!g.h("cache-status").contains("stored"), "{g:?}");
+        assert!(!g.h("cache-status").contains("hit"), "{g:?}");
+    }
+    assert_eq!(http(&lab, "origin", "requests"), before + 2);
+
+    // Vary: Accept-Language: each language its own variant.
+    put(
+        &lab,
+        "/p/vary.png",
+        &["Cache-Control: max-age=300", "Vary: Accept-Language"],
+    );
+    let en = || curl(&lab, "GET", EDGE, "/p/vary.png", &["Accept-Language: en"]);
+    let zh = || curl(&lab, "GET", EDGE, "/p/vary.png", &["Accept-Language: zh"]);
+    assert!(en().h("cache-status").contains("edge; fwd=uri-miss"));
+    assert!(
+        zh().h("cache-status").contains("edge; fwd=uri-miss"),
+        "another variant"
+    );
+    assert!(en().h("cache-status").contains("edge; hit"));
+    assert!(zh().h("cache-status").contains("edge; hit"));
+
+    // Purge: the edge forgets the URL (the parent still has it); not from a stranger.
+    get(&lab, "/p/small.png");
+    assert!(get(&lab, "/p/small.png")
+        .h("cache-status")
+        .contains("edge; hit"));
+    let p = curl(&lab, "PURGE", EDGE, "/p/small.png", &[]);
+    assert_eq!(p.status, 200, "{p:?}");
+    let after = get(&lab, "/p/small.png");
+    assert!(
+        after.h("cache-status").contains("parent; hit")
+            && after.h("cache-status").contains("edge; fwd=uri-miss"),
+        "{after:?}"
+    );
+}
+
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn stale_if_error_while_the_parent_is_stopped() {
+    require_root();
+    let lab = Lab::up(TOPOLOGY);
+    put(
+        &lab,
+        "/p/sie.png",
+        &["Cache-Control: max-age=1, stale-if-error=600"],
+    );
+    let a = get(&lab, "/p/sie.png");
+    assert_eq!(a.status, 200);
+    let parent = lab.pid("parent");
+    unsafe { libc::kill(parent, libc::SIGSTOP) };
+    let stale = d11_lab::client::wait_until(Duration::from_secs(10), || {
+        let g = get(&lab, "/p/sie.png");
+        Ok(g.h("cache-status").contains("stale-if-error").then_some(g))
+    });
+    unsafe { libc::kill(parent, libc::SIGCONT) };
+    let stale = stale.expect("served stale while the parent does not answer");
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.h("etag"), a.h("etag"));
+    assert!(lab.show("edge", "http")["served_stale_if_error"].as_u64() >= Some(1));
+    // Without stale-if-error, the same failure is a 502.
+    put(&lab, "/p/plain.png", &["Cache-Control: max-age=1"]);
+    get(&lab, "/p/plain.png");
+    unsafe { libc::kill(parent, libc::SIGSTOP) };
+    let failed = d11_lab::client::wait_until(Duration::from_secs(10), || {
+        let g = get(&lab, "/p/plain.png");
+        Ok((g.status == 502).then_some(g))
+    });
+    unsafe { libc::kill(parent, libc::SIGCONT) };
+    failed.expect("no stale-if-error: 502 once stale");
+}
+
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn a_hundred_concurrent_misses_make_one_request_upstream() {
+    require_root();
+    let lab = Lab::up(TOPOLOGY);
+    let out = lab.exec_ok(
+        "client",
+        &[
+            "sh",
+            "-c",
+            "seq 100 | xargs -P 100 -I{} curl -s -o /dev/null -w '%{http_code}\\n' -H 'Host: img.shop.example' http://10.0.0.82/p/big.png",
+        ],
+    );
+    assert_eq!(out.lines().filter(|l| *l == "200").count(), 100, "{out}");
+    assert_eq!(http(&lab, "edge", "upstream_requests"), 1);
+    assert_eq!(http(&lab, "parent", "requests"), 1);
+    assert_eq!(http(&lab, "parent", "upstream_requests"), 1);
+    assert_eq!(http(&lab, "origin", "requests"), 1);
+    assert!(http(&lab, "edge", "collapsed") >= 1);
+}

@@ -3,12 +3,211 @@
 //! hits with a growing Age, revalidation with 304 after max-age, no-store, Vary,
 //! stale-if-error while the parent is stopped, purge, and 100 concurrent requests for a cold
 //! picture that make one request at the parent and one at the origin.
+//!
+//! The edge under test (`D11_CDN_SUBJECT`) is ours (`d11`, the default) or Varnish 7.1
+//! (`varnish`, Debian's) configured as the same edge in front of the same parent (the VCL
+//! below), so that the tests are known to be right: the same assertions hold of both, but
+//! for the ones about our own counters. Varnish has no stale-if-error of its own: the VCL
+//! keeps a stale object for the response's stale-if-error as grace and serves it while a
+//! health probe says the parent is down.
 
-use d11_netns_tests::{require_root, Lab};
+use d11_netns_tests::{require_root, scratch, Lab, LabDir};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const TOPOLOGY: &str = r#"name = "cdn"
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Subject {
+    D11,
+    Varnish,
+}
+
+fn subject() -> Subject {
+    match std::env::var("D11_CDN_SUBJECT").as_deref() {
+        Err(_) | Ok("d11") | Ok("") => Subject::D11,
+        Ok("varnish") => Subject::Varnish,
+        Ok(other) => panic!("D11_CDN_SUBJECT={other:?}: d11 or varnish"),
+    }
+}
+
+fn ours() -> bool {
+    subject() == Subject::D11
+}
+
+/// Varnish as the edge: the parent as its backend (with a probe, for stale-if-error), PURGE
+/// from the client, and a Cache-Status member written as ours writes it.
+const VCL: &str = r#"vcl 4.1;
+import std;
+
+backend parent {
+    .host = "10.0.0.81";
+    .port = "80";
+    .connect_timeout = 1s;
+    .first_byte_timeout = 1s;
+    .between_bytes_timeout = 1s;
+    .probe = {
+        .url = "/p/small.png";
+        .interval = 200ms;
+        .timeout = 200ms;
+        .window = 2;
+        .threshold = 2;
+    }
+}
+
+acl purgers { "10.0.0.10"; }
+
+sub vcl_recv {
+    if (req.method == "PURGE") {
+        if (client.ip !~ purgers) {
+            return (synth(403, "PURGE is not allowed from here"));
+        }
+        return (purge);
+    }
+}
+
+sub vcl_hit {
+    if (obj.ttl >= 0s) {
+        return (deliver);
+    }
+    if (!std.healthy(req.backend_hint) && obj.ttl + obj.grace > 0s) {
+        set req.http.X-Stale-If-Error = "1";
+        return (deliver);
+    }
+}
+
+sub vcl_backend_response {
+    # grace only as long as stale-if-error says; keep for revalidation with 304.
+    set beresp.grace = 0s;
+    if (beresp.http.Cache-Control ~ "stale-if-error=[0-9]+") {
+        set beresp.grace = std.duration(regsub(beresp.http.Cache-Control, "^.*stale-if-error=([0-9]+).*$", "\1") + "s", 0s);
+    }
+    set beresp.keep = 1h;
+    set beresp.http.X-Up-Via = beresp.http.Via;
+    if (beresp.was_304) {
+        set beresp.http.X-Fwd = "fwd=stale; fwd-status=304";
+    } else {
+        set beresp.http.X-Fwd = "fwd=uri-miss; fwd-status=" + beresp.status;
+    }
+    if (beresp.http.Cache-Control !~ "no-store|private") {
+        set beresp.http.X-Fwd = beresp.http.X-Fwd + "; stored";
+    }
+}
+
+sub vcl_deliver {
+    if (req.http.X-Stale-If-Error) {
+        set req.http.X-Member = "edge; fwd=stale; detail=stale-if-error";
+    } else if (obj.hits > 0) {
+        set req.http.X-Member = "edge; hit; ttl=" + obj.ttl;
+    } else {
+        set req.http.X-Member = "edge; " + resp.http.X-Fwd;
+    }
+    if (resp.http.Cache-Status) {
+        set resp.http.Cache-Status = resp.http.Cache-Status + ", " + req.http.X-Member;
+    } else {
+        set resp.http.Cache-Status = req.http.X-Member;
+    }
+    unset resp.http.X-Fwd;
+    # Via as RFC 9110 has it: the upstream's, then ours.
+    if (resp.http.X-Up-Via) {
+        set resp.http.Via = resp.http.X-Up-Via + ", 1.1 edge (Varnish/7.1)";
+    }
+    unset resp.http.X-Up-Via;
+}
+"#;
+
+/// The lab with the edge under test: ours from the topology, or varnishd started in the
+/// kernel node `edge` (stopped when this is dropped).
+struct CdnLab {
+    lab: Lab,
+    varnish: Option<std::process::Child>,
+    _dir: LabDir,
+}
+
+impl std::ops::Deref for CdnLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl Drop for CdnLab {
+    fn drop(&mut self) {
+        if let Some(c) = self.varnish.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn cdn_lab(name: &str) -> CdnLab {
+    let dir = scratch(name);
+    let edge = match subject() {
+        Subject::D11 => EDGE_NODE,
+        Subject::Varnish => VARNISH_NODE,
+    };
+    let topo = TOPOLOGY.replace("%NAME%", name).replace("%EDGE%", edge);
+    let lab = Lab::up(&topo);
+    if ours() {
+        return CdnLab {
+            lab,
+            varnish: None,
+            _dir: dir,
+        };
+    }
+    let vcl = dir.0.join("edge.vcl");
+    std::fs::write(&vcl, VCL).unwrap();
+    let work = dir.0.join("varnish");
+    let listen = format!("{EDGE}:80");
+    let child = lab
+        .client()
+        .command(
+            "edge",
+            &[
+                "varnishd",
+                "-F",
+                "-a",
+                &listen,
+                "-f",
+                vcl.to_str().unwrap(),
+                "-n",
+                work.to_str().unwrap(),
+                "-s",
+                "malloc,64m",
+            ],
+        )
+        .unwrap()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("varnishd (apt-get install varnish)");
+    let l = CdnLab {
+        lab,
+        varnish: Some(child),
+        _dir: dir,
+    };
+    // Ready when it answers through the parent (its probe has found the parent healthy).
+    d11_lab::client::wait_until(Duration::from_secs(20), || {
+        let g = try_curl(&l, "GET", EDGE, "/p/small.png?ready", &[]);
+        Ok(g.is_ok_and(|g| g.status == 200).then_some(()))
+    })
+    .expect("varnishd answers");
+    l
+}
+
+const EDGE_NODE: &str = r#"[[nodes]]
+name = "edge"
+role = "cdn"
+kind = "edge"
+upstream = "10.0.0.81:80"
+upstream_timeout_ms = 1000
+purge_from = ["10.0.0.10/32"]
+ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.82/24"] }]"#;
+
+const VARNISH_NODE: &str = r#"[[nodes]]
+name = "edge"
+role = "kernel"
+ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.82/24"] }]"#;
+
+const TOPOLOGY: &str = r#"name = "%NAME%"
 [[segments]]
 name = "lan"
 [[nodes]]
@@ -18,6 +217,7 @@ data_dir = "objects"
 writers = ["10.0.0.10/32"]
 pictures = [
   { path = "/p/small.png", size = 10000, cache_control = "public, max-age=300" },
+  { path = "/p/medium.png", size = 200000, cache_control = "public, max-age=300" },
   { path = "/p/big.png", size = 2000000, cache_control = "public, max-age=300" },
 ]
 ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.80/24"] }]
@@ -27,14 +227,7 @@ role = "cdn"
 kind = "parent"
 upstream = "10.0.0.80:80"
 ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.81/24"] }]
-[[nodes]]
-name = "edge"
-role = "cdn"
-kind = "edge"
-upstream = "10.0.0.81:80"
-upstream_timeout_ms = 1000
-purge_from = ["10.0.0.10/32"]
-ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.82/24"] }]
+%EDGE%
 [[nodes]]
 name = "client"
 role = "kernel"
@@ -60,6 +253,18 @@ impl Got {
 
 /// `curl -X METHOD http://ADDR/path` from the client, with `headers`; for img.shop.example.
 fn curl(lab: &Lab, method: &str, addr: &str, path: &str, headers: &[&str]) -> Got {
+    try_curl(lab, method, addr, path, headers)
+        .unwrap_or_else(|e| panic!("curl {method} {addr}{path}: {e}"))
+}
+
+/// [`curl`], or what went wrong.
+fn try_curl(
+    lab: &Lab,
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[&str],
+) -> Result<Got, String> {
     let url = format!("http://{addr}{path}");
     // Headers on stdout (-D -), the body's size after them (-w), the body itself nowhere.
     let mut args = vec![
@@ -83,13 +288,17 @@ fn curl(lab: &Lab, method: &str, addr: &str, path: &str, headers: &[&str]) -> Go
         args.extend(["-H", h]);
     }
     args.push(&url);
-    let out = lab.exec_ok("client", &args);
+    let o = lab.exec("client", &args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    if !o.status.success() {
+        return Err(format!("{}{}", out, String::from_utf8_lossy(&o.stderr)));
+    }
     let mut lines = out.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {out}"));
+        .ok_or_else(|| format!("no status line: {out}"))?;
     let mut len = 0;
     let mut headers = BTreeMap::new();
     for l in lines {
@@ -99,11 +308,11 @@ fn curl(lab: &Lab, method: &str, addr: &str, path: &str, headers: &[&str]) -> Go
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    Got {
+    Ok(Got {
         status,
         headers,
         len,
-    }
+    })
 }
 
 fn get(lab: &Lab, path: &str) -> Got {
@@ -132,6 +341,26 @@ fn put(lab: &Lab, path: &str, headers: &[&str]) {
     lab.exec_ok("client", &args);
 }
 
+/// Pictures other than the test's that reached the origin through the parent: with Varnish,
+/// the readiness check's and its probe's (the parent asks the origin once for each, then
+/// answers from its cache).
+fn other_fetches(lab: &Lab) -> u64 {
+    if ours() {
+        0
+    } else {
+        lab.show("parent", "cache")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["key"]
+                    .as_str()
+                    .is_some_and(|k| k.contains("/p/small.png"))
+            })
+            .count() as u64
+    }
+}
+
 fn http(lab: &Lab, node: &str, counter: &str) -> u64 {
     lab.show(node, "http")[counter].as_u64().unwrap_or(0)
 }
@@ -140,14 +369,17 @@ fn http(lab: &Lab, node: &str, counter: &str) -> u64 {
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_picture_misses_through_parent_and_origin_then_hits_at_the_edge() {
     require_root();
-    let lab = Lab::up(TOPOLOGY);
+    let lab = cdn_lab("cdn-hit");
     let first = get(&lab, "/p/small.png");
     assert_eq!(first.status, 200, "{first:?}");
     assert_eq!(
         first.h("cache-status"),
         "parent; fwd=uri-miss; fwd-status=200; stored, edge; fwd=uri-miss; fwd-status=200; stored"
     );
-    assert_eq!(first.h("via"), "1.1 parent (d11-cdn), 1.1 edge (d11-cdn)");
+    assert!(
+        first.h("via").starts_with("1.1 parent (d11-cdn), 1.1 edge"),
+        "{first:?}"
+    );
     let direct = curl(&lab, "GET", ORIGIN, "/p/small.png", &[]);
     assert_eq!(first.h("etag"), direct.h("etag"));
     assert_eq!(first.len, direct.len);
@@ -161,11 +393,10 @@ fn a_picture_misses_through_parent_and_origin_then_hits_at_the_edge() {
     })
     .expect("Age grows");
     assert!(later.h("cache-status").contains("edge; hit"), "{later:?}");
-    assert_eq!(
-        http(&lab, "origin", "requests"),
-        2,
-        "one for the parent, one direct"
-    );
+    // One for the parent, one direct (Varnish's readiness check and probe add theirs).
+    if ours() {
+        assert_eq!(http(&lab, "origin", "requests"), 2);
+    }
     // Range from the stored picture.
     let part = curl(&lab, "GET", EDGE, "/p/small.png", &["Range: bytes=0-99"]);
     assert_eq!((part.status, part.len), (206, 100), "{part:?}");
@@ -182,7 +413,7 @@ fn a_picture_misses_through_parent_and_origin_then_hits_at_the_edge() {
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn revalidation_no_store_vary_and_purge() {
     require_root();
-    let lab = Lab::up(TOPOLOGY);
+    let lab = cdn_lab("cdn-rules");
     // max-age=1: after it, the edge (and the parent) revalidate with the ETag and get 304.
     put(&lab, "/p/short.png", &["Cache-Control: max-age=1"]);
     let a = get(&lab, "/p/short.png");
@@ -200,7 +431,9 @@ fn revalidation_no_store_vary_and_purge() {
     .expect("a 304 revalidation after max-age");
     assert_eq!(re.status, 200);
     assert_eq!(re.h("etag"), a.h("etag"));
-    assert!(lab.show("edge", "cache-stats")["revalidated_304"].as_u64() >= Some(1));
+    if ours() {
+        assert!(lab.show("edge", "cache-stats")["revalidated_304"].as_u64() >= Some(1));
+    }
 
     // no-store: never stored, every request goes to the origin.
     put(&lab, "/p/secret.png", &["Cache-Control: no-store"]);
@@ -247,7 +480,7 @@ fn revalidation_no_store_vary_and_purge() {
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn stale_if_error_while_the_parent_is_stopped() {
     require_root();
-    let lab = Lab::up(TOPOLOGY);
+    let lab = cdn_lab("cdn-stale");
     put(
         &lab,
         "/p/sie.png",
@@ -265,36 +498,45 @@ fn stale_if_error_while_the_parent_is_stopped() {
     let stale = stale.expect("served stale while the parent does not answer");
     assert_eq!(stale.status, 200);
     assert_eq!(stale.h("etag"), a.h("etag"));
-    assert!(lab.show("edge", "http")["served_stale_if_error"].as_u64() >= Some(1));
+    if ours() {
+        assert!(lab.show("edge", "http")["served_stale_if_error"].as_u64() >= Some(1));
+    }
     // Without stale-if-error, the same failure is a 502.
     put(&lab, "/p/plain.png", &["Cache-Control: max-age=1"]);
     get(&lab, "/p/plain.png");
     unsafe { libc::kill(parent, libc::SIGSTOP) };
     let failed = d11_lab::client::wait_until(Duration::from_secs(10), || {
         let g = get(&lab, "/p/plain.png");
-        Ok((g.status == 502).then_some(g))
+        // (Ours says 502 Bad Gateway, Varnish 503 Backend fetch failed.)
+        Ok(matches!(g.status, 502 | 503).then_some(g))
     });
     unsafe { libc::kill(parent, libc::SIGCONT) };
-    failed.expect("no stale-if-error: 502 once stale");
+    failed.expect("no stale-if-error: a gateway error once stale");
 }
 
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_hundred_concurrent_misses_make_one_request_upstream() {
     require_root();
-    let lab = Lab::up(TOPOLOGY);
+    let lab = cdn_lab("cdn-collapse");
     let out = lab.exec_ok(
         "client",
         &[
             "sh",
             "-c",
-            "seq 100 | xargs -P 100 -I{} curl -s -o /dev/null -w '%{http_code}\\n' -H 'Host: img.shop.example' http://10.0.0.82/p/big.png",
+            "seq 100 | xargs -P 100 -I{} sh -c \"curl -sS -o /dev/null -w '%{http_code}\\n' -H 'Host: img.shop.example' http://10.0.0.82/p/medium.png 2>&1 || true\"",
         ],
     );
     assert_eq!(out.lines().filter(|l| *l == "200").count(), 100, "{out}");
-    assert_eq!(http(&lab, "edge", "upstream_requests"), 1);
-    assert_eq!(http(&lab, "parent", "requests"), 1);
-    assert_eq!(http(&lab, "parent", "upstream_requests"), 1);
-    assert_eq!(http(&lab, "origin", "requests"), 1);
-    assert!(http(&lab, "edge", "collapsed") >= 1);
+    // The picture at the parent and the origin: one request each.
+    assert_eq!(
+        http(&lab, "parent", "upstream_requests"),
+        1 + other_fetches(&lab)
+    );
+    assert_eq!(http(&lab, "origin", "requests"), 1 + other_fetches(&lab));
+    if ours() {
+        assert_eq!(http(&lab, "parent", "requests"), 1);
+        assert_eq!(http(&lab, "edge", "upstream_requests"), 1);
+        assert!(http(&lab, "edge", "collapsed") >= 1);
+    }
 }

@@ -157,6 +157,7 @@ counters! {
         purge_refused,
         writes_refused,
         range_not_satisfiable,
+        rejected_framing,
     }
 }
 
@@ -608,6 +609,26 @@ async fn cache_handle(
     st: Rc<CacheState>,
 ) -> Response<Full<Bytes>> {
     let (mut parts, _body) = req.into_parts();
+    // Request smuggling: a request framed by both Content-Length and Transfer-Encoding (RFC
+    // 9112 §6.1 lets a server reject it, and it must close the connection), or a GET or HEAD
+    // with a body at all, which a cache of pictures never needs: 400, and the connection
+    // closed, so nothing after it on the connection is read as a request.
+    let te = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let cl = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim() != "0");
+    if te || cl == Some(true) {
+        st.c.borrow_mut().rejected_framing += 1;
+        let mut r = text(
+            StatusCode::BAD_REQUEST,
+            "a request with a body (or two framings) is not served here",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     let key = key_of(&parts);
     if parts.method.as_str() == "PURGE" {
         if !st.purge_from.iter().any(|n| n.contains(&peer)) {

@@ -31,7 +31,9 @@ pub struct Request {
 pub struct Outcome {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body as text, up to 64 KiB (a picture's is not kept; `body_len` has its size).
     pub body: String,
+    pub body_len: usize,
     pub local: String,
     pub remote: String,
     pub tcp_ms: f64,
@@ -99,6 +101,7 @@ pub async fn fetch(stack: &Stack, req: &Request) -> Result<Outcome> {
         status: 0,
         headers: Vec::new(),
         body: String::new(),
+        body_len: 0,
         local,
         remote: addr.to_string(),
         tcp_ms,
@@ -180,7 +183,8 @@ pub async fn fetch(stack: &Stack, req: &Request) -> Result<Outcome> {
             .context("body timed out")??
             .to_bytes();
         out.response_ms.push(ms(t2.elapsed()));
-        out.body = String::from_utf8_lossy(&bytes).into_owned();
+        out.body_len = bytes.len();
+        out.body = String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned();
     }
     // Close as a polite client does: hyper shuts the stream down (TLS close_notify, then FIN)
     // once the last sender is gone. (A program about to exit then waits for the FIN exchange

@@ -367,7 +367,13 @@ fn order(lab: &Client) -> Result<Observed> {
             );
         }
     }
+    let pictures = lab.show("ue", Some("pictures")).unwrap_or(Value::Null);
     let md = &mut obs.sections;
+    // Stage 5: the product page's pictures, from the CDN.
+    if pictures.as_array().is_some_and(|a| !a.is_empty()) {
+        pictures_section(md, lab, &pictures)?;
+        obs.json.insert("pictures".into(), pictures.clone());
+    }
     // Stage 2: the route each router used, both ways (where the lab has routers).
     if let Ok(dst) = f["server"].parse::<std::net::Ipv4Addr>() {
         let there = convergence::path(lab, &f["first_router"], dst)?;
@@ -421,6 +427,85 @@ fn order(lab: &Client) -> Result<Observed> {
     );
     obs.facts = f;
     Ok(obs)
+}
+
+/// The product page (stage 5): how the phone found the CDN's edge (the CNAME chain of section
+/// 7), each picture's fetch with what every cache said of it (`Cache-Status`), and the
+/// caches' and the origin's counters.
+fn pictures_section(md: &mut String, lab: &Client, pictures: &Value) -> Result<()> {
+    let list = pictures.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    writeln!(md, "\n## The product page: pictures from the CDN\n")?;
+    if let Some(d) = list.first().map(|p| &p["result"]["dns"]) {
+        let chain: Vec<String> = d["cnames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        writeln!(
+            md,
+            "The phone resolved the pictures' host through {}: {}; A {} (the edge the CDN's GSLB picked for it).\n",
+            d["server"].as_str().unwrap_or("its resolver"),
+            if chain.is_empty() { "no CNAME".to_string() } else { chain.join(", ") },
+            d["addrs"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+        )?;
+    }
+    writeln!(
+        md,
+        "| order | picture | status | octets | Cache-Status (the parent's, then the edge's) | TCP / TLS / response ms |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    for p in list {
+        let r = &p["result"];
+        let ms = |k: &str| r[k].as_f64().map_or("-".to_string(), |v| format!("{v:.1}"));
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} / {} / {} |",
+            p["order"],
+            p["url"]
+                .as_str()
+                .unwrap_or("?")
+                .rsplit('/')
+                .next()
+                .unwrap_or("?"),
+            r["status"],
+            r["size"],
+            r["cache_status"]
+                .as_str()
+                .or(r["error"].as_str())
+                .unwrap_or(""),
+            ms("tcp_ms"),
+            ms("tls_ms"),
+            ms("response_ms"),
+        )?;
+    }
+    writeln!(
+        md,
+        "\n| cache | hits | misses | stored | objects | octets |\n|---|---|---|---|---|---|"
+    )?;
+    for n in lab.state.nodes.iter().filter(|n| n.role == "cdn") {
+        let c = lab.show(&n.name, Some("cache-stats"))?;
+        writeln!(
+            md,
+            "| {} ({}) | {} | {} | {} | {} | {} |",
+            n.name,
+            c["kind"].as_str().unwrap_or("?"),
+            c["hits"],
+            c["misses"],
+            c["stored"],
+            c["objects"],
+            c["bytes"]
+        )?;
+    }
+    for n in lab.state.nodes.iter().filter(|n| n.role == "origin") {
+        let h = lab.show(&n.name, Some("http"))?;
+        writeln!(
+            md,
+            "\nThe origin ({}) answered {} requests.",
+            n.name, h["requests"]
+        )?;
+    }
+    Ok(())
 }
 
 /// What the phone's resolutions observed (none if the app's address was pinned): how (`dns`

@@ -6,7 +6,13 @@ use std::path::Path;
 use std::process::Command;
 
 /// The filter that finds frames tshark marks malformed or with an error-level expert note.
-pub const MALFORMED: &str = "_ws.malformed || _ws.expert.severity == error";
+///
+/// Not counted: a TCP retransmission that lands in a reassembly already made (Wireshark's
+/// "New fragment overlaps old data (retransmission?)", which it files as a reassembly error)
+/// when its octets are the same as the first time; a retransmission whose octets differ
+/// (`tcp.segment.overlap.conflict`) still counts. A lossy path (the phone's 2 MB picture
+/// through the mobile network) retransmits, and that is no malformed frame.
+pub const MALFORMED: &str = "(_ws.malformed || _ws.expert.severity == error) && !(_ws.expert.message == \"New fragment overlaps old data (retransmission?)\" && !tcp.segment.overlap.conflict)";
 
 /// One tshark run over a capture file.
 pub struct Tshark {

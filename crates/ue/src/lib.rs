@@ -73,6 +73,10 @@ pub struct AppConfig {
     pub retries: usize,
     #[serde(default = "ten")]
     pub timeout_s: f64,
+    /// The product page: pictures (URLs) fetched before each order, once its host is
+    /// resolved, each resolved as that host is; `d11 show NODE pictures`.
+    #[serde(default)]
+    pub pictures: Vec<String>,
 }
 
 /// How the app resolves its host.
@@ -159,6 +163,8 @@ pub struct Shared {
     reject_cause: Option<String>,
     stack: Option<Stack>,
     app: Vec<Value>,
+    /// Each picture fetch of the product page.
+    pictures: Vec<Value>,
     /// Each successful request's time, connection to last byte.
     latencies_ms: Vec<f64>,
     app_elapsed_s: f64,
@@ -591,6 +597,7 @@ impl Element for Ue {
             "ue".to_string(),
             "app".to_string(),
             "app_summary".to_string(),
+            "pictures".to_string(),
             "interfaces".to_string(),
         ];
         if let Some(s) = &self.stack {
@@ -620,6 +627,7 @@ impl Element for Ue {
                 "bearers": if s.state == "attached" { json!([{"ebi": 5, "default": true}]) } else { json!([]) },
             })),
             "app" => Some(json!(s.app)),
+            "pictures" => Some(json!(s.pictures)),
             "app_summary" => {
                 let mut l = s.latencies_ms.clone();
                 l.sort_by(f64::total_cmp);
@@ -742,6 +750,15 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
                         }
                     }
                 }
+                // The product page, once the shop is found: its pictures, then the order.
+                if tries == 1 {
+                    for url in &a.pictures {
+                        let r = picture(&st, &a, sh.borrow().dns, url).await;
+                        sh.borrow_mut()
+                            .pictures
+                            .push(json!({"order": i + 1, "url": url, "result": r}));
+                    }
+                }
                 match fetch(&st, &req).await {
                     Ok(o) => {
                         break json!({"request": i + 1, "ok": true, "tries": tries, "dns": dns, "outcome": o})
@@ -770,6 +787,54 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
         std::future::pending::<()>().await;
         Ok(())
     }))
+}
+
+/// One picture of the product page: its host resolved (the CNAME chain into the CDN), then
+/// GET over HTTP(S); what the caches said (`Cache-Status`, `Via`, `Age`), the size and the
+/// times. The body is counted, not kept.
+async fn picture(stack: &Stack, a: &AppConfig, server: Option<Ipv4Addr>, url: &str) -> Value {
+    let Some((host, port)) = url_host(url) else {
+        return json!({"ok": false, "error": format!("bad URL {url:?}")});
+    };
+    let dns = match resolve_host(stack, a, server, &host).await {
+        Ok(r) => r,
+        Err(e) => return json!({"ok": false, "error": format!("resolving {host}: {e:#}")}),
+    };
+    let req = Request {
+        url: url.to_string(),
+        resolve: vec![format!("{host}:{port}:{}", dns.addrs[0])],
+        cacert: a.cacert.clone(),
+        data: None,
+        headers: Vec::new(),
+        count: 1,
+        timeout: Duration::from_secs_f64(a.timeout_s),
+    };
+    match fetch(stack, &req).await {
+        Ok(o) => {
+            let h = |name: &str| {
+                o.headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
+            json!({
+                "ok": o.status == 200,
+                "status": o.status,
+                "size": o.body_len,
+                "cache_status": h("cache-status"),
+                "via": h("via"),
+                "age": h("age"),
+                "etag": h("etag"),
+                "remote": o.remote,
+                "local": o.local,
+                "tcp_ms": o.tcp_ms,
+                "tls_ms": o.tls_ms,
+                "response_ms": o.response_ms.first(),
+                "dns": dns,
+            })
+        }
+        Err(e) => json!({"ok": false, "error": format!("{e:#}"), "dns": dns}),
+    }
 }
 
 /// The URL's host and port.

@@ -753,7 +753,8 @@ pub fn app(cfg: &UeConfig, sh: Rc<RefCell<Shared>>, attached: Rc<Notify>) -> Opt
                 // The product page, once the shop is found: its pictures, then the order.
                 if tries == 1 {
                     for url in &a.pictures {
-                        let r = picture(&st, &a, sh.borrow().dns, url).await;
+                        let server = sh.borrow().dns;
+                        let r = picture(&st, &a, server, url).await;
                         sh.borrow_mut()
                             .pictures
                             .push(json!({"order": i + 1, "url": url, "result": r}));

@@ -747,7 +747,10 @@ pub fn run(opts: &Options) -> Result<bool> {
             bail!("--cut needs a journey of orders (traffic = \"order\")");
         }
         // The app goes on placing orders (each with its own Idempotency-Key) through the cut.
-        phone_app(&mut topo, "--cut")?.insert("count".into(), json!(1_000_000));
+        let app = phone_app(&mut topo, "--cut")?;
+        app.insert("count".into(), json!(1_000_000));
+        // Orders only: the product page's pictures (2 MB a round) would fill the captures.
+        app.insert("pictures".into(), json!([]));
     }
     let out = opts.out.join(format!("journey-{}", timestamp()));
     let pcap = out.join("pcap");

@@ -267,7 +267,7 @@ fn try_curl(
 ) -> Result<Got, String> {
     let url = format!("http://{addr}{path}");
     // Headers on stdout (-D -), the body's size after them (-w), the body itself nowhere.
-    let mut args = vec![
+    let args = vec![
         "curl",
         "-s",
         "-S",
@@ -284,10 +284,7 @@ fn try_curl(
         "--max-time",
         "10",
     ];
-    for h in headers {
-        args.extend(["-H", h]);
-    }
-    args.push(&url);
+    let args = with_headers(args, headers, &url);
     let o = lab.exec("client", &args);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     if !o.status.success() {
@@ -322,7 +319,7 @@ fn get(lab: &Lab, path: &str) -> Got {
 /// The object is PUT at the origin with these headers.
 fn put(lab: &Lab, path: &str, headers: &[&str]) {
     let url = format!("http://{ORIGIN}{path}");
-    let mut args = vec![
+    let args = vec![
         "curl",
         "-s",
         "-S",
@@ -334,11 +331,17 @@ fn put(lab: &Lab, path: &str, headers: &[&str]) {
         "-H",
         "Content-Type: image/png",
     ];
+    let args = with_headers(args, headers, &url);
+    lab.exec_ok("client", &args);
+}
+
+/// A curl command line: `args`, each of `headers` after `-H`, then the URL.
+fn with_headers<'a>(mut args: Vec<&'a str>, headers: &[&'a str], url: &'a str) -> Vec<&'a str> {
     for h in headers {
         args.extend(["-H", h]);
     }
-    args.push(&url);
-    lab.exec_ok("client", &args);
+    args.push(url);
+    args
 }
 
 /// Pictures other than the test's that reached the origin through the parent: with Varnish,

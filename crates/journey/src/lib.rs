@@ -259,6 +259,7 @@ fn order(lab: &Client) -> Result<Observed> {
     ] {
         f.insert(k.into(), v);
     }
+    f.extend(cdn_facts(lab, &nat)?);
     let has_dns = dns.contains_key("dns_ms");
     let via_http = dns.get("httpdns").is_some_and(|v| v == "true");
     f.extend(dns);
@@ -506,6 +507,56 @@ fn pictures_section(md: &mut String, lab: &Client, pictures: &Value) -> Result<(
         )?;
     }
     Ok(())
+}
+
+/// The product page's first picture (stage 5), if the app has pictures: `cdn`, its path,
+/// the edge it came from (`edge_ip`), its ETag and size, and the NAT's mapping of its
+/// connection (`pic_ext_port`).
+fn cdn_facts(lab: &Client, nat: &Value) -> Result<Facts> {
+    let mut f = Facts::new();
+    let pictures = lab.show("ue", Some("pictures")).unwrap_or(Value::Null);
+    let first = pictures.as_array().and_then(|a| a.first()).cloned();
+    let Some(p) = first.filter(|p| p["result"]["ok"] == true) else {
+        f.insert("cdn".into(), flag(false));
+        return Ok(f);
+    };
+    let r = &p["result"];
+    let url = p["url"].as_str().unwrap_or("");
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+        .context("the picture's URL has no path")?;
+    let local = r["local"].as_str().unwrap_or("?");
+    let ext = nat
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|m| {
+                m["internal"] == local
+                    && m["proto"]
+                        .as_str()
+                        .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
+            })
+        })
+        .and_then(|m| m["external"].as_str())
+        .with_context(|| format!("no NAT mapping for the picture's connection from {local}"))?;
+    let edge = r["remote"]
+        .as_str()
+        .and_then(|e| e.split(':').next())
+        .unwrap_or("?");
+    for (k, v) in [
+        ("cdn", "true".to_string()),
+        ("pic_path", path),
+        ("pic_etag", r["etag"].as_str().unwrap_or("").to_string()),
+        ("pic_size", r["size"].to_string()),
+        ("edge_ip", edge.to_string()),
+        (
+            "pic_ext_port",
+            ext.rsplit(':').next().unwrap_or("?").to_string(),
+        ),
+    ] {
+        f.insert(k.into(), v);
+    }
+    Ok(f)
 }
 
 /// What the phone's resolutions observed (none if the app's address was pinned): how (`dns`

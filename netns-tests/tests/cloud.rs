@@ -754,6 +754,16 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
         "N7 (phone)",
         "N1 (again)",
         "N7 (again)",
+        "C1",
+        "C2'",
+        "C3'",
+        "C4",
+        "C4'",
+        "P1",
+        "P2",
+        "P3",
+        "P3'",
+        "P2'",
         "1",
         "2",
         "3",
@@ -777,6 +787,21 @@ fn the_journey_matches_every_hop_of_the_reference_lab() {
         "1'",
     ] {
         assert!(hops.contains(&n), "hop {n} missing: {hops:?}");
+    }
+    // The product page: the first round's pictures missed at both caches, the second's hit
+    // at the edge.
+    let pictures = report["pictures"].as_array().unwrap();
+    assert_eq!(pictures.len(), 6, "{pictures:?}");
+    for p in pictures {
+        let cs = p["result"]["cache_status"].as_str().unwrap_or("");
+        if p["order"] == 1 {
+            assert!(
+                cs.ends_with("cdn-edge; fwd=uri-miss; fwd-status=200; stored"),
+                "{p}"
+            );
+        } else {
+            assert!(cs.contains("cdn-edge; hit"), "{p}");
+        }
     }
     assert!(report["malformed"]
         .as_array()

@@ -206,20 +206,9 @@ fn order(lab: &Client) -> Result<Observed> {
     // The NAT's mapping of the order's connection (the phone's DNS questions have their own).
     let nat = lab.show("nat", Some("mappings"))?;
     let local = oc["local"].as_str().unwrap_or("?");
-    let ext = nat
-        .as_array()
-        .and_then(|a| {
-            a.iter().find(|m| {
-                m["internal"] == local
-                    && m["proto"]
-                        .as_str()
-                        .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
-            })
-        })
-        .and_then(|m| m["external"].as_str())
-        .with_context(|| {
-            format!("no NAT mapping for the order's connection from {local}: {nat}")
-        })?;
+    let ext = nat_external(&nat, local, "tcp").with_context(|| {
+        format!("no NAT mapping for the order's connection from {local}: {nat}")
+    })?;
     let (ext_ip, ext_port) = ext.split_once(':').context("external endpoint")?;
     let endpoint_part = |k: &str, addr: bool| -> Result<String> {
         oc[k]
@@ -509,6 +498,18 @@ fn pictures_section(md: &mut String, lab: &Client, pictures: &Value) -> Result<(
     Ok(())
 }
 
+/// The NAT's external endpoint for `internal` (ADDRESS:PORT) over `proto`, from its
+/// `mappings` table.
+fn nat_external<'a>(nat: &'a Value, internal: &str, proto: &str) -> Option<&'a str> {
+    nat.as_array()?.iter().find(|m| {
+        m["internal"] == internal
+            && m["proto"]
+                .as_str()
+                .is_some_and(|p| p.eq_ignore_ascii_case(proto))
+    })?["external"]
+        .as_str()
+}
+
 /// The product page's first picture (stage 5), if the app has pictures: `cdn`, its path,
 /// the edge it came from (`edge_ip`), its ETag and size, and the NAT's mapping of its
 /// connection (`pic_ext_port`).
@@ -527,17 +528,7 @@ fn cdn_facts(lab: &Client, nat: &Value) -> Result<Facts> {
         .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
         .context("the picture's URL has no path")?;
     let local = r["local"].as_str().unwrap_or("?");
-    let ext = nat
-        .as_array()
-        .and_then(|a| {
-            a.iter().find(|m| {
-                m["internal"] == local
-                    && m["proto"]
-                        .as_str()
-                        .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
-            })
-        })
-        .and_then(|m| m["external"].as_str())
+    let ext = nat_external(nat, local, "tcp")
         .with_context(|| format!("no NAT mapping for the picture's connection from {local}"))?;
     let edge = r["remote"]
         .as_str()
@@ -586,17 +577,7 @@ fn dns_facts(lab: &Client, app: &Value, ue_ip: &str, nat: &Value) -> Result<Fact
         .context("the app's resolution has no port")?;
     let internal = format!("{ue_ip}:{port}");
     let proto = if via == "ldns" { "udp" } else { "tcp" };
-    let ext = nat
-        .as_array()
-        .and_then(|a| {
-            a.iter().find(|m| {
-                m["internal"] == internal.as_str()
-                    && m["proto"]
-                        .as_str()
-                        .is_some_and(|p| p.eq_ignore_ascii_case(proto))
-            })
-        })
-        .and_then(|m| m["external"].as_str())
+    let ext = nat_external(nat, &internal, proto)
         .with_context(|| format!("no NAT mapping for the phone's resolution from {internal}"))?;
     let (ext_ip, ext_port) = ext.split_once(':').context("external endpoint")?;
     let ip: std::net::Ipv4Addr = ext_ip.parse().context("the NAT's external address")?;

@@ -402,6 +402,10 @@ mod tests {
                         r("www.shop.example.", "CNAME", "vip.shop.example."),
                         r("vip.shop.example.", "NS", "gslb.shop.example."),
                         r("gslb.shop.example.", "A", "203.0.113.54"),
+                        r("img.shop.example.", "CNAME", "img.shop.example.cdnco.example."),
+                        r("img.shop.example.cdnco.example.", "CNAME", "img-shop.gslb.cdnco.example."),
+                        r("gslb.cdnco.example.", "NS", "cdn-gslb.cdnco.example."),
+                        r("cdn-gslb.cdnco.example.", "A", "192.0.2.54"),
                     ]}]))
                 }
                 _ => bail!("{node} has no table {table}"),
@@ -564,6 +568,11 @@ expect = {}
             ("gslb_vips", "203.0.113.10,203.0.113.11"),
             ("gslb_vip1", "203.0.113.10"),
             ("dns2_port", "40003"),
+            ("pic_path", "/p/1.png"),
+            ("pic_etag", "\"e1\""),
+            ("pic_size", "10000"),
+            ("edge_ip", "198.51.100.80"),
+            ("pic_ext_port", "40004"),
         ];
         let mut names = Vec::new();
         for cloud in ["true", "false"] {
@@ -581,6 +590,8 @@ expect = {}
                                 ("dns", if how == "dns" { "true" } else { "false" }),
                                 ("dns_again", if how == "dns" { "true" } else { "false" }),
                                 ("httpdns", if how == "httpdns" { "true" } else { "false" }),
+                                // The product page's pictures, in the labs with DNS.
+                                ("cdn", if how == "dns" { "true" } else { "false" }),
                             ] {
                                 f.insert(k.into(), v.into());
                             }
@@ -605,7 +616,7 @@ expect = {}
         // Stage 4 before the order: N1-N7 of section 6, or HTTPDNS's H1-H5.
         assert_eq!(
             names[1],
-            "N1 N1 (NAT) N2 N2' N3 N3' N4 N4' N5 N5' N6 N7 N7 (phone) N1 (again) N7 (again) 1 2 3 4 5 6 7 8 9 10 11 12 13 14 rpc1 rpc2 rpc3 rpc4 14' 10' 9' 5' 4' 3' 2' 1'"
+            "N1 N1 (NAT) N2 N2' N3 N3' N4 N4' N5 N5' N6 N7 N7 (phone) N1 (again) N7 (again) C1 C2' C3' C4 C4' P1 P2 P3 P3' P2' 1 2 3 4 5 6 7 8 9 10 11 12 13 14 rpc1 rpc2 rpc3 rpc4 14' 10' 9' 5' 4' 3' 2' 1'"
         );
         assert!(names[2].starts_with("H1 H2 H3 H4 H5 1 2 "), "{}", names[2]);
     }

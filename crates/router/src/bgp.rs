@@ -304,6 +304,13 @@ impl BgpLogic {
     }
 }
 
+/// The destination port of a UDP datagram too broken to read whole (its header may run past
+/// the packet: then `None`).
+fn udp_dport(ip: &[u8]) -> Option<u16> {
+    let at = d11_wire::ip::header_len(ip);
+    Some(u16::from_be_bytes([*ip.get(at + 2)?, *ip.get(at + 3)?]))
+}
+
 impl Hook for BgpLogic {
     fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
         if ip.len() >= 20 && ip[9] == 17 && !self.bfd.is_empty() {
@@ -313,11 +320,7 @@ impl Hook for BgpLogic {
                     return HookVerdict::Drop;
                 }
                 Err(crate::udp::UdpError::BadLength | crate::udp::UdpError::BadChecksum)
-                    if ip.len() >= 24
-                        && u16::from_be_bytes([
-                            ip[d11_wire::ip::header_len(ip) + 2],
-                            ip[d11_wire::ip::header_len(ip) + 3],
-                        ]) == bfd::PORT =>
+                    if udp_dport(ip) == Some(bfd::PORT) =>
                 {
                     self.bfd_c.bad_udp += 1;
                     return HookVerdict::Drop;
@@ -614,5 +617,21 @@ impl Driver {
         }
         self.stack.kick();
         self.timer.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::udp_dport;
+
+    #[test]
+    fn a_udp_header_past_the_packet_reads_as_no_port() {
+        // IHL 15 (60 octets of header) in a packet of 24: no port, no panic.
+        let mut ip = vec![0u8; 24];
+        ip[0] = 0x4f;
+        assert_eq!(udp_dport(&ip), None);
+        ip[0] = 0x45;
+        ip[22..24].copy_from_slice(&3784u16.to_be_bytes());
+        assert_eq!(udp_dport(&ip), Some(3784));
     }
 }

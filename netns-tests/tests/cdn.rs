@@ -226,6 +226,7 @@ name = "parent"
 role = "cdn"
 kind = "parent"
 upstream = "10.0.0.80:80"
+clients = ["10.0.0.82/32"]
 ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.81/24"] }]
 %EDGE%
 [[nodes]]
@@ -387,6 +388,10 @@ fn a_picture_misses_through_parent_and_origin_then_hits_at_the_edge() {
     assert_eq!(first.h("etag"), direct.h("etag"));
     assert_eq!(first.len, direct.len);
     assert!(first.len > 9000, "{first:?}");
+    // The parent serves its edge only: the client asking it directly is refused, counted.
+    let refused = curl(&lab, "GET", "10.0.0.81", "/p/small.png", &[]);
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(http(&lab, "parent", "clients_refused"), 1);
     // Then hits at the edge, the Age growing.
     let hit = get(&lab, "/p/small.png");
     assert!(hit.h("cache-status").contains("edge; hit; ttl="), "{hit:?}");

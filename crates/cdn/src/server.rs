@@ -96,9 +96,12 @@ pub struct OriginConfig {
     /// Pictures made at start (unless an object is already stored at the path).
     #[serde(default)]
     pub pictures: Vec<Preload>,
-    /// Who may PUT and DELETE (CIDR blocks); anyone may read.
+    /// Who may PUT and DELETE (CIDR blocks).
     #[serde(default)]
     pub writers: Vec<ipnet::Ipv4Net>,
+    /// Who may read (CIDR blocks; none listed: anyone). The lab's origin lists its parent.
+    #[serde(default)]
+    pub readers: Vec<ipnet::Ipv4Net>,
 }
 
 fn default_max_bytes() -> usize {
@@ -128,6 +131,10 @@ pub struct CacheConfig {
     /// Who may PURGE (CIDR blocks).
     #[serde(default)]
     pub purge_from: Vec<ipnet::Ipv4Net>,
+    /// Who may ask at all (CIDR blocks; none listed: anyone, as an edge serves the public).
+    /// A parent lists its edges.
+    #[serde(default)]
+    pub clients: Vec<ipnet::Ipv4Net>,
     /// Milliseconds for an upstream exchange.
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout_ms: u64,
@@ -156,6 +163,7 @@ counters! {
         served_stale_if_error,
         purge_refused,
         writes_refused,
+        clients_refused,
         range_not_satisfiable,
         rejected_framing,
     }
@@ -323,11 +331,17 @@ pub fn build_origin(cfg: &OriginConfig) -> anyhow::Result<(StackElement, Option<
     stack_table(&stack, "http", move || counters_json(&c2.borrow()));
     let max_object = cfg.max_object;
     let writers = Rc::new(cfg.writers.clone());
+    let readers = Rc::new(cfg.readers.clone());
     let c3 = c.clone();
     let handler: Handler = Rc::new(move |req, peer| {
-        let (store, writers, c) = (store.clone(), writers.clone(), c3.clone());
+        let (store, writers, readers, c) =
+            (store.clone(), writers.clone(), readers.clone(), c3.clone());
         Box::pin(async move {
             let writes = matches!(*req.method(), Method::PUT | Method::DELETE);
+            if !writes && !allowed(&readers, peer) {
+                c.borrow_mut().clients_refused += 1;
+                return text(StatusCode::FORBIDDEN, "not served here");
+            }
             if writes && !writers.iter().any(|n| n.contains(&peer)) {
                 c.borrow_mut().writes_refused += 1;
                 return text(
@@ -340,6 +354,11 @@ pub fn build_origin(cfg: &OriginConfig) -> anyhow::Result<(StackElement, Option<
     });
     let app = serve(&stack, &cfg.listen, c, handler)?;
     Ok((element, Some(app)))
+}
+
+/// Whether `peer` is in `list`; an empty list lets anyone in.
+fn allowed(list: &[ipnet::Ipv4Net], peer: Ipv4Addr) -> bool {
+    list.is_empty() || list.iter().any(|n| n.contains(&peer))
 }
 
 fn counters_json(c: &HttpCounters) -> serde_json::Value {
@@ -506,6 +525,7 @@ struct CacheState {
     upstream: Upstream,
     inflight: RefCell<HashMap<String, Flight>>,
     purge_from: Vec<ipnet::Ipv4Net>,
+    clients: Vec<ipnet::Ipv4Net>,
     c: Rc<RefCell<HttpCounters>>,
 }
 
@@ -558,6 +578,7 @@ pub fn build_cache(node: &str, cfg: &CacheConfig) -> anyhow::Result<(StackElemen
         },
         inflight: RefCell::new(HashMap::new()),
         purge_from: cfg.purge_from.clone(),
+        clients: cfg.clients.clone(),
         c: c.clone(),
     });
     let s2 = st.clone();
@@ -608,6 +629,10 @@ async fn cache_handle(
     peer: Ipv4Addr,
     st: Rc<CacheState>,
 ) -> Response<Full<Bytes>> {
+    if !allowed(&st.clients, peer) {
+        st.c.borrow_mut().clients_refused += 1;
+        return text(StatusCode::FORBIDDEN, "not served here");
+    }
     let (mut parts, _body) = req.into_parts();
     // Request smuggling: a request framed by both Content-Length and Transfer-Encoding (RFC
     // 9112 §6.1 lets a server reject it, and it must close the connection), or a GET or HEAD

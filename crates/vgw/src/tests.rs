@@ -152,3 +152,115 @@ fn lb_checks_through_vxlan_under_virtual_time() {
         .count();
     assert!(vxlan >= 20, "{vxlan}");
 }
+
+#[global_allocator]
+static COUNTING: d11_element::alloc_count::Counting = d11_element::alloc_count::Counting;
+
+/// Once a flow is in the conntrack table and the next hops are known, the gateway node
+/// allocates nothing per packet: a client's segment to the VIP (translated to the LB and
+/// sent into VXLAN) and the LB's answer out of VXLAN (translated back to the VIP). The frames
+/// are a real handshake's, between a client and an LB VM on our stack, in memory under a
+/// virtual clock.
+#[test]
+fn forwarding_a_flow_both_ways_allocates_nothing_once_warm() {
+    use d11_element::sim::{paused, Sim};
+    use d11_stack::{Stack, StackConfig};
+    use std::net::SocketAddrV4;
+    paused(async {
+        let cfg: VgwConfig = serde_json::from_value(json!({
+            "name": "vgw1",
+            "ports": [
+                {"name": "external", "addresses": ["203.0.113.2/24"]},
+                {"name": "underlay", "addresses": ["10.1.0.1/24"]},
+            ],
+            "vpc": {"vni": 1001, "router": "192.168.1.1/24", "hosts": ["10.1.0.11"]},
+            "vips": [{"vip": "203.0.113.10", "lbs": ["192.168.1.10"]}],
+        }))
+        .unwrap();
+        let hosta: d11_vswitch::VswitchConfig = serde_json::from_value(json!({
+            "name": "hosta",
+            "ports": [{"name": "lb1"}, {"name": "underlay", "addresses": ["10.1.0.11/24"]}],
+            "vnis": {"lb1": 1001},
+            "vteps": {"1001": ["10.1.0.1"]},
+        }))
+        .unwrap();
+        let stack = |name: &str, ip: &str, gw: &str| -> StackConfig {
+            serde_json::from_value(json!({
+                "name": name,
+                "ports": [{"name": "eth0", "addresses": [ip]}],
+                "gateway": gw,
+            }))
+            .unwrap()
+        };
+        let (lb, lb_el) =
+            Stack::new(&stack("lb1", "192.168.1.10/24", "192.168.1.1"), "lb").unwrap();
+        let listener = lb.listen(443, 4).unwrap();
+        let (client, client_el) =
+            Stack::new(&stack("k1", "203.0.113.50/24", "203.0.113.2"), "client").unwrap();
+        let connected = std::rc::Rc::new(std::cell::Cell::new(false));
+        let c = connected.clone();
+        tokio::task::spawn_local(async move {
+            let _accepted = listener.accept().await;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::spawn_local(async move {
+            let vip = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 443);
+            if let Ok(conn) = client.connect(vip).await {
+                c.set(true);
+                let _keep = conn;
+                std::future::pending::<()>().await;
+            }
+        });
+        let mut sim = Sim::new();
+        let (g, h, l, k) = (
+            sim.add(Logic::new(&cfg).unwrap()),
+            sim.add(d11_vswitch::Logic::new(&hosta).unwrap()),
+            sim.add(lb_el),
+            sim.add(client_el),
+        );
+        let external = sim.segment(&[(g, 0), (k, 0)]);
+        let underlay = sim.segment(&[(g, UNDERLAY), (h, 1)]);
+        sim.segment(&[(h, 0), (l, 0)]);
+        sim.run_async_for(std::time::Duration::from_secs(2)).await;
+        assert!(connected.get(), "the client reached the LB through the VIP");
+        let is_tcp_to = |f: &[u8], dst: [u8; 4]| {
+            f.len() >= 54 && f[12..14] == [8, 0] && f[23] == 6 && f[30..34] == dst
+        };
+        // The client's last segment to the VIP, and the last VXLAN frame from the host
+        // carrying a segment from the LB to the client.
+        let to_vip = sim
+            .wire
+            .iter()
+            .rev()
+            .find(|s| {
+                s.segment == external && s.from.0 == k && is_tcp_to(&s.frame, [203, 0, 113, 10])
+            })
+            .map(|s| s.frame.clone())
+            .expect("a segment from the client to the VIP");
+        let from_lb = sim
+            .wire
+            .iter()
+            .rev()
+            .find(|s| {
+                s.segment == underlay
+                    && s.from.0 == h
+                    && s.frame.len() > 50 + 54
+                    && is_tcp_to(&s.frame[50..], [203, 0, 113, 50])
+            })
+            .map(|s| s.frame.clone())
+            .expect("VXLAN from the host with the LB's answer");
+        let now = sim.now();
+        let gw = sim.get_mut::<Vgw>(g);
+        let translated = counter(gw, "vip_translated");
+        let frames = [(0, to_vip), (UNDERLAY, from_lb)];
+        let (allocs, sent) =
+            d11_element::alloc_count::allocations_forwarding(gw, now, &frames, 1000);
+        assert_eq!(sent, 2000, "each frame forwarded");
+        assert!(counter(gw, "vip_translated") >= translated + 1000);
+        assert!(counter(gw, "vip_replies_translated") >= 1000);
+        assert_eq!(
+            allocs, 0,
+            "heap allocations for 1000 rounds of a flow both ways"
+        );
+    });
+}

@@ -82,6 +82,7 @@ pub(crate) struct Recovery {
     free: Vec<Vec<u8>>,
     pub(crate) resent: u64,
     pub(crate) probes: u64,
+    next_prune: Option<Instant>,
 }
 
 struct Seen<'a> {
@@ -306,19 +307,20 @@ impl Recovery {
         }
     }
 
-    /// Forgets connections silent for two minutes.
+    /// Forgets connections silent for two minutes (looking once a second at most).
     pub(crate) fn prune(&mut self, now: Instant) {
-        if self.flights.len() > 64 {
+        if self.flights.len() > 64 && crate::tracker::prune_due(&mut self.next_prune, now) {
             self.flights.retain(|_, f| {
-                f.last
-                    .is_some_and(|l| now.saturating_duration_since(l) < Duration::from_secs(120))
+                f.last.is_some_and(|l| {
+                    now.saturating_duration_since(l) < crate::tracker::FORGET_AFTER
+                })
             });
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use smoltcp::wire::{IpAddress, IpProtocol as P, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
 
@@ -326,7 +328,7 @@ mod tests {
     const PEER: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 1, 3), 40000);
 
     /// A TCP segment from `from` to `to` as an Ethernet frame.
-    fn seg(
+    pub(crate) fn seg(
         from: SocketAddrV4,
         to: SocketAddrV4,
         seq: u32,

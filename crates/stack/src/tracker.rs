@@ -77,6 +77,26 @@ pub struct Tracker {
     conns: HashMap<(SocketAddrV4, SocketAddrV4), Conn>,
     retransmits: u64,
     late_in: u64,
+    /// When [`Tracker::prune`] next looks (it scans every connection: once a second at most).
+    next_prune: Option<Instant>,
+}
+
+/// How long a tracked connection (here and in the recovery) may stay silent before it is
+/// forgotten.
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(120);
+
+/// How often the prunes scan their tables. They run at every poll; a scan of every connection
+/// at every poll made an endpoint that had closed a few thousand connections in the last two
+/// minutes spend most of its time there (see docs/perf.md, the balancer's profile).
+pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether a prune due at `next` runs at `now`; if so, the next one is scheduled.
+pub(crate) fn prune_due(next: &mut Option<Instant>, now: Instant) -> bool {
+    if next.is_some_and(|t| now < t) {
+        return false;
+    }
+    *next = Some(now + PRUNE_EVERY);
+    true
 }
 
 fn after(a: u32, b: u32) -> bool {
@@ -203,13 +223,60 @@ impl Tracker {
         }
     }
 
-    /// Forgets connections silent for two minutes.
+    /// Forgets connections silent for two minutes (looking once a second at most).
     pub fn prune(&mut self, now: Instant) {
-        if self.conns.len() > 256 {
+        if self.conns.len() > 256 && prune_due(&mut self.next_prune, now) {
             self.conns.retain(|_, c| {
                 c.last
-                    .is_some_and(|l| now.saturating_duration_since(l) < Duration::from_secs(120))
+                    .is_some_and(|l| now.saturating_duration_since(l) < FORGET_AFTER)
             });
         }
+    }
+
+    /// How many connections are tracked.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recovery::tests::seg;
+
+    fn conn(i: u16) -> (SocketAddrV4, SocketAddrV4) {
+        (
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), 443),
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 3), 10000 + i),
+        )
+    }
+
+    /// Connections silent for two minutes are forgotten, by a prune that looks at most once a
+    /// second however often it is called.
+    #[test]
+    fn silent_connections_are_forgotten_by_a_prune_once_a_second() {
+        let mut t = Tracker::default();
+        let t0 = Instant::now();
+        for i in 0..300 {
+            let (us, peer) = conn(i);
+            t.observe(t0, &seg(us, peer, 1, 1, b"x", &[]), Dir::Out);
+        }
+        // One of them goes on talking.
+        let (us, peer) = conn(0);
+        let later = t0 + FORGET_AFTER - Duration::from_millis(500);
+        t.observe(later, &seg(us, peer, 2, 1, b"y", &[]), Dir::Out);
+        t.prune(later);
+        assert_eq!(t.len(), 300, "none silent for two minutes yet");
+        // Two minutes of silence passed, but the last scan was under a second ago.
+        let due = t0 + FORGET_AFTER;
+        t.prune(due);
+        assert_eq!(t.len(), 300, "at most one scan a second");
+        t.prune(later + PRUNE_EVERY);
+        assert_eq!(t.len(), 1, "only the one still talking is kept");
+        assert!(t.get(us, peer).is_some());
     }
 }

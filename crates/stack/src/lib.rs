@@ -23,6 +23,7 @@ mod device;
 mod recovery;
 mod syncookie;
 mod tcp;
+mod timewait;
 pub mod tracker;
 mod udp;
 
@@ -41,7 +42,7 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -125,6 +126,16 @@ counters! {
     }
 }
 
+/// A TCP socket's local and remote IPv4 endpoints, once it has them.
+pub(crate) fn endpoints(s: &tcp::Socket) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    let (l, r) = (s.local_endpoint()?, s.remote_endpoint()?);
+    match (l.addr, r.addr) {
+        (smoltcp::wire::IpAddress::Ipv4(la), smoltcp::wire::IpAddress::Ipv4(ra)) => {
+            Some((SocketAddrV4::new(la, l.port), SocketAddrV4::new(ra, r.port)))
+        }
+    }
+}
+
 /// How many ICMP errors the stack sends: a token bucket of `RATE` a second holding at most
 /// `BURST`, as Linux's `icmp_msgs_per_sec` and `icmp_msgs_burst` default. Datagrams sprayed
 /// at closed ports (a flood of forged DNS answers guessing a resolver's port) are then
@@ -185,13 +196,17 @@ pub(crate) struct Inner {
     pub(crate) c: StackCounters,
     drops: GuardDrops,
     /// Sockets whose owner dropped them: removed once closed.
-    pub(crate) orphans: Vec<SocketHandle>,
+    /// Sockets the program let go of, closing, with their endpoints when they were let go
+    /// (smoltcp forgets them once a socket is closed).
+    pub(crate) orphans: Vec<(SocketHandle, Option<(SocketAddrV4, SocketAddrV4)>)>,
     /// UDP sockets dropped with datagrams still queued (waiting for ARP): removed once sent,
     /// or at their deadline.
     pub(crate) udp_orphans: Vec<(SocketHandle, Instant)>,
     /// Accept pools by port.
     pub(crate) pools: HashMap<u16, tcp::Pool>,
     cookies: syncookie::SynCookies,
+    /// Closed connections in TIME-WAIT, out of smoltcp's socket set.
+    timewait: timewait::TimeWait,
     /// Where outgoing frames of cookie connections are rewritten.
     cookie_scratch: Vec<u8>,
     icmp_limit: IcmpLimit,
@@ -496,23 +511,33 @@ impl Inner {
         for pool in self.pools.values_mut() {
             changed |= pool.maintain(now, syn_timeout, &mut self.sockets, &mut self.c);
         }
-        // Orphans: removed once closed. Under pressure (half of max_sockets in use), those in
-        // TIME-WAIT go at once, as Linux does past tcp_max_tw_buckets: a smoltcp socket in
-        // TIME-WAIT still holds its buffers, and a server that closes first makes thousands.
+        // Orphans: removed once closed. Those in TIME-WAIT leave the socket set for the
+        // TIME-WAIT table (see `timewait`): a smoltcp socket in TIME-WAIT still holds its
+        // buffers and is walked at every poll, and a server that closes first makes thousands.
         let before = self.orphans.len();
-        let pressure = self.tcp_count() * 2 > self.tuning.max_sockets;
-        let sockets = &mut self.sockets;
+        let (sockets, waits, wire) = (&mut self.sockets, &mut self.timewait, &mut self.wire);
         let mut tw_dropped = 0;
-        self.orphans.retain(|h| {
-            let state = sockets.get::<tcp::Socket>(*h).state();
+        self.orphans.retain(|(h, ends)| {
+            let s = sockets.get::<tcp::Socket>(*h);
+            let state = s.state();
             let tw = state == smoltcp::socket::tcp::State::TimeWait;
-            let gone = state == smoltcp::socket::tcp::State::Closed || (pressure && tw);
-            if gone {
-                tw_dropped += u64::from(tw);
-                sockets.remove(*h);
+            let gone = state == smoltcp::socket::tcp::State::Closed || tw;
+            if !gone {
+                return true;
             }
-            !gone
+            if let Some((l, r)) = endpoints(s).or(*ends) {
+                // The connection's bookkeeping goes with it, so that those tables hold live
+                // connections, not every one of the last two minutes.
+                wire.tracker.forget(l, r);
+                wire.recovery.forget(l, r);
+                if tw && !waits.enter(now, l, r) {
+                    tw_dropped += 1;
+                }
+            }
+            sockets.remove(*h);
+            false
         });
+        self.timewait.prune(now);
         self.c.tcp_closed += (before - self.orphans.len()) as u64;
         let sockets = &mut self.sockets;
         self.udp_orphans.retain(|(h, until)| {
@@ -681,6 +706,7 @@ impl Stack {
             udp_orphans: Vec::new(),
             pools: HashMap::new(),
             cookies: syncookie::SynCookies::new(epoch),
+            timewait: timewait::TimeWait::default(),
             cookie_scratch: Vec::new(),
             icmp_limit: IcmpLimit {
                 tokens: IcmpLimit::BURST,
@@ -796,6 +822,15 @@ impl Element for StackElement {
             }
         }
         if let Some(s) = tcp_at.and_then(|at| syncookie::Seg::parse(frame, at)) {
+            let mac = i.mac.0;
+            match i.timewait.on_segment(now, frame, &s, mac) {
+                timewait::Verdict::Pass => {}
+                timewait::Verdict::Drop => return,
+                timewait::Verdict::Ack(ack) => {
+                    tx.send(0, &ack);
+                    return;
+                }
+            }
             if i.pools.contains_key(&s.dport) {
                 if s.is_syn() {
                     // Every socket of the pool half-open (a flood, or a burst of clients): a
@@ -879,6 +914,12 @@ impl Element for StackElement {
         let i = self.stack.inner.borrow();
         i.c.for_each(out);
         out("tcp_sockets", i.tcp_count() as u64);
+        out("tcp_time_wait", i.timewait.len() as u64);
+        out("tcp_time_wait_acks", i.timewait.acks);
+        out(
+            "tcp_time_wait_segments_dropped",
+            i.timewait.dropped_segments,
+        );
         out("tcp_retransmits", i.wire.tracker.total_retransmits());
         out("tcp_late_in", i.wire.tracker.total_late_in());
         out("tcp_recovery_resent", i.wire.recovery.resent);

@@ -25,7 +25,7 @@
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpOption, TcpPacket,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,9 @@ pub(crate) struct Recovery {
     pub(crate) resent: u64,
     pub(crate) probes: u64,
     next_prune: Option<Instant>,
+    /// The connections with unacknowledged copies: the only ones a probe timeout concerns.
+    /// (The timer walks these, not every connection of the last two minutes.)
+    busy: HashSet<(SocketAddrV4, SocketAddrV4)>,
 }
 
 struct Seen<'a> {
@@ -147,6 +150,7 @@ impl Recovery {
         f.kept += s.payload;
         if f.segs.is_empty() {
             f.progress = Some(now);
+            self.busy.insert((s.local, s.remote));
         }
         f.segs.push_back(Seg {
             seq: s.seq,
@@ -167,6 +171,7 @@ impl Recovery {
             if let Some(f) = self.flights.remove(&key) {
                 self.free.extend(f.segs.into_iter().map(|s| s.frame));
             }
+            self.busy.remove(&key);
             return;
         }
         let Some(ack) = s.ack else { return };
@@ -277,13 +282,15 @@ impl Recovery {
         }
         if f.segs.is_empty() {
             f.recover = None;
+            self.busy.remove(&key);
         }
     }
 
     /// When the next probe timeout falls due.
     pub(crate) fn poll_at(&self) -> Option<Instant> {
-        self.flights
-            .values()
+        self.busy
+            .iter()
+            .filter_map(|k| self.flights.get(k))
             .filter(|f| !f.segs.is_empty())
             .filter_map(|f| f.progress.map(|p| p + f.pto()))
             .min()
@@ -291,7 +298,10 @@ impl Recovery {
 
     /// Probe timeouts due at `now`: the first unacknowledged segment of each goes again.
     pub(crate) fn on_timer(&mut self, now: Instant, resend: &mut Vec<Vec<u8>>) {
-        for f in self.flights.values_mut() {
+        for k in &self.busy {
+            let Some(f) = self.flights.get_mut(k) else {
+                continue;
+            };
             let Some(p) = f.progress else { continue };
             if f.segs.is_empty() || now < p + f.pto() {
                 continue;
@@ -307,6 +317,15 @@ impl Recovery {
         }
     }
 
+    /// Forgets a connection that is over, and gives its copies back to the free list.
+    pub(crate) fn forget(&mut self, local: SocketAddrV4, remote: SocketAddrV4) {
+        if let Some(f) = self.flights.remove(&(local, remote)) {
+            self.free.extend(f.segs.into_iter().map(|s| s.frame));
+            self.free.truncate(1024);
+        }
+        self.busy.remove(&(local, remote));
+    }
+
     /// Forgets connections silent for two minutes (looking once a second at most).
     pub(crate) fn prune(&mut self, now: Instant) {
         if self.flights.len() > 64 && crate::tracker::prune_due(&mut self.next_prune, now) {
@@ -315,6 +334,8 @@ impl Recovery {
                     now.saturating_duration_since(l) < crate::tracker::FORGET_AFTER
                 })
             });
+            let flights = &self.flights;
+            self.busy.retain(|k| flights.contains_key(k));
         }
     }
 }

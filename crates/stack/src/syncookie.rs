@@ -29,9 +29,9 @@ pub(crate) const MSS: [u16; 8] = [536, 1220, 1300, 1360, 1400, 1440, 1460, 8960]
 /// How long after the last cookie sent its ACKs are looked for (two counter periods).
 const VALID: Duration = Duration::from_secs(128);
 
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
+pub(crate) const SYN: u8 = 0x02;
+pub(crate) const RST: u8 = 0x04;
+pub(crate) const ACK: u8 = 0x10;
 
 /// A connection as the stack sees it: the remote address and port, and our port.
 pub(crate) type Tuple = (Ipv4Addr, u16, u16);
@@ -108,7 +108,7 @@ fn mss_option(frame: &[u8], at: usize) -> Option<u16> {
 }
 
 /// The pseudo-header sum and the TCP checksum of the segment at `at` (of `len` octets).
-fn fill_tcp_checksum(frame: &mut [u8], at: usize, len: usize) {
+pub(crate) fn fill_tcp_checksum(frame: &mut [u8], at: usize, len: usize) {
     frame[at + 16] = 0;
     frame[at + 17] = 0;
     let ip = &frame[14..];

@@ -141,6 +141,7 @@ impl Stack {
             let local = i.ephemeral_port();
             i.probe_neighbour(*remote.ip());
             let mut s = i.tcp_socket();
+            s.set_tsval_generator(Some(tsval));
             let Inner { iface, .. } = &mut *i;
             s.connect(
                 iface.context(),
@@ -185,6 +186,25 @@ impl Stack {
         .await?;
         Ok(stream)
     }
+}
+
+/// TCP timestamps (RFC 7323) of the connections we open: milliseconds of the wall clock, so
+/// that they grow from one connection to the next on the same four-tuple, across restarts too.
+///
+/// Why: a server that closed first holds the old connection in TIME-WAIT (60 s on Linux), and
+/// a balancer opening thousands of connections a second to it comes back to the same source
+/// port within that time. Linux takes a SYN in TIME-WAIT as a new connection when its
+/// timestamp is newer than the old connection's (or its sequence number is above the old
+/// one's, which smoltcp's random ISNs are only half the time); otherwise it answers with the
+/// old connection's ACK, we reset, and smoltcp sends the SYN again a second later. Measured:
+/// through d11-lb to nginx with a new connection per request, a few thousand requests a
+/// second fell to tens, each waiting a second (docs/perf.md). smoltcp drops the option when
+/// the peer's SYN-ACK has none. (The value is an option's content only: nothing here decides
+/// by it, so the virtual-time tests stay deterministic in what they do.)
+fn tsval() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u32)
 }
 
 impl Stack {
@@ -291,8 +311,10 @@ impl Drop for TcpListener {
         let mut i = self.stack.inner.borrow_mut();
         if let Some(pool) = i.pools.remove(&self.port) {
             for (h, _) in pool.sockets {
-                i.sockets.get_mut::<Socket>(h).abort();
-                i.orphans.push(h);
+                let s = i.sockets.get_mut::<Socket>(h);
+                let ends = crate::endpoints(s);
+                s.abort();
+                i.orphans.push((h, ends));
             }
         }
     }
@@ -434,8 +456,10 @@ impl Drop for TcpStream {
     fn drop(&mut self) {
         {
             let mut i = self.stack.inner.borrow_mut();
-            i.sockets.get_mut::<Socket>(self.handle).close();
-            i.orphans.push(self.handle);
+            let s = i.sockets.get_mut::<Socket>(self.handle);
+            let ends = crate::endpoints(s);
+            s.close();
+            i.orphans.push((self.handle, ends));
         }
         self.stack.kick();
     }

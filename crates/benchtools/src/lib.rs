@@ -36,6 +36,21 @@ impl Element for NullForwarder {
         self.frames += 1;
         tx.send(port ^ 1, frame);
     }
+    fn takes_gso(&self) -> bool {
+        true
+    }
+    /// A super-frame goes on whole (cut only if the other port has no offloads).
+    fn handle_frame_gso(
+        &mut self,
+        _now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &d11_wire::gso::Gso,
+        tx: &mut dyn Transmit,
+    ) {
+        self.frames += 1;
+        tx.send_gso(port ^ 1, frame, gso);
+    }
     fn show(&self, _table: &str, _now: Instant) -> Option<serde_json::Value> {
         None
     }

@@ -42,6 +42,11 @@ pub struct ElementArgs {
     #[arg(long = "impair", value_name = "PORT:DIR:SPEC")]
     pub impairments: Vec<String>,
 
+    /// Offloads on a port's TAP (IFF_VNET_HDR): TCP super-frames and partial checksums from
+    /// the kernel, passed on whole where the program and the next port can. Repeat per port.
+    #[arg(long = "offload", value_name = "PORT")]
+    pub offload: Vec<String>,
+
     /// Seed for impairments (same seed, same drops).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -139,7 +144,25 @@ impl ElementArgs {
                 bail!("--impair {s:?}: no --port named {port:?}");
             }
         }
+        for port in &self.offload {
+            if !self
+                .ports
+                .iter()
+                .any(|p| p.split('=').next() == Some(port.as_str()))
+            {
+                bail!("--offload {port:?}: no --port named {port:?}");
+            }
+            let imp = self.impairment(port)?;
+            if !imp.tx.is_none() || !imp.rx.is_none() {
+                bail!("--offload {port:?}: a port with offloads cannot be impaired (impairment works on segments)");
+            }
+        }
         Ok(())
+    }
+
+    /// Whether `--offload` names this port.
+    pub fn offloads(&self, name: &str) -> bool {
+        self.offload.iter().any(|p| p == name)
     }
 
     /// Reads and parses the config file into `T`.

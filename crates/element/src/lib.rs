@@ -41,6 +41,23 @@ pub trait Transmit {
         let _ = note;
         self.send(port, frame)
     }
+
+    /// Whether `port` takes offloaded frames whole (a TAP with offloads).
+    fn offloads(&self, port: PortId) -> bool {
+        let _ = port;
+        false
+    }
+
+    /// Sends a frame with its offload metadata: whole to a port with offloads, else cut into
+    /// segments with complete checksums first ([`d11_wire::gso::segment`]). This default cuts
+    /// into a buffer of its own; the runtime's transmitter reuses one.
+    fn send_gso(&mut self, port: PortId, frame: &[u8], gso: &d11_wire::gso::Gso) {
+        if gso.is_plain() {
+            return self.send(port, frame);
+        }
+        let mut buf = vec![0u8; frame.len().max(1514)];
+        let _ = d11_wire::gso::segment(frame, gso, &mut buf, |s| self.send(port, s));
+    }
 }
 
 /// Collects frames in memory: for unit tests of elements.
@@ -63,6 +80,27 @@ pub trait Element {
     /// Handles one frame received on `port`. The buffer may be rewritten in place (a router
     /// forwards by rewriting MACs and TTL). Must never panic on any input.
     fn handle_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8], tx: &mut dyn Transmit);
+
+    /// Whether the element takes offloaded frames whole through
+    /// [`handle_frame_gso`](Self::handle_frame_gso) (a forwarder that passes TCP super-frames
+    /// on). Otherwise the runtime cuts them into segments for [`handle_frame`](Self::handle_frame).
+    fn takes_gso(&self) -> bool {
+        false
+    }
+
+    /// Handles an offloaded frame (a TCP super-frame, or a frame whose checksum is partial), as
+    /// `gso` describes it; called only if [`takes_gso`](Self::takes_gso). Must never panic.
+    fn handle_frame_gso(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &d11_wire::gso::Gso,
+        tx: &mut dyn Transmit,
+    ) {
+        let _ = gso;
+        self.handle_frame(now, port, frame, tx)
+    }
 
     /// When [`poll`](Self::poll) next has work (retransmissions, ageing, ARP retries).
     fn poll_at(&self) -> Option<Instant> {

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use d11_netdev::impair::Impaired;
 use d11_netdev::pcap::Capture;
 use d11_netdev::tap::{Tap, TapConfig};
-use d11_netdev::{FrameDevice, MAX_FRAME};
+use d11_netdev::{FrameDevice, Gso, MAX_FRAME};
 use serde_json::{json, Map, Value};
 use std::future::poll_fn;
 use std::io::{BufWriter, Write};
@@ -33,6 +33,12 @@ pub struct Port {
     tx_errors: u64,
     rx_errors: u64,
     oversize: u64,
+    /// Offloads: super-frames read and written whole, segments cut in software (for a program
+    /// that reads segments, or a port without offloads), frames that could not be cut.
+    rx_gso: u64,
+    tx_gso: u64,
+    gso_segments: u64,
+    gso_errors: u64,
 }
 
 impl Port {
@@ -47,6 +53,10 @@ impl Port {
             tx_errors: 0,
             rx_errors: 0,
             oversize: 0,
+            rx_gso: 0,
+            tx_gso: 0,
+            gso_segments: 0,
+            gso_errors: 0,
         }
     }
 
@@ -62,6 +72,10 @@ impl Port {
             ("tx_errors", self.tx_errors),
             ("rx_errors", self.rx_errors),
             ("rx_oversize", self.oversize),
+            ("rx_gso", self.rx_gso),
+            ("tx_gso", self.tx_gso),
+            ("gso_segments", self.gso_segments),
+            ("gso_errors", self.gso_errors),
         ] {
             m.insert(k.into(), json!(v));
         }
@@ -75,6 +89,8 @@ impl Port {
 struct Ports<'a> {
     ports: &'a mut [Port],
     now: Instant,
+    /// Where a super-frame for a port without offloads is cut.
+    seg: &'a mut [u8],
 }
 
 impl Transmit for Ports<'_> {
@@ -92,6 +108,39 @@ impl Transmit for Ports<'_> {
     }
     fn wants_notes(&self, port: PortId) -> bool {
         self.ports.get(port).is_some_and(|p| p.dev.wants_notes())
+    }
+    fn offloads(&self, port: PortId) -> bool {
+        self.ports.get(port).is_some_and(|p| p.dev.offloads())
+    }
+    fn send_gso(&mut self, port: PortId, frame: &[u8], gso: &Gso) {
+        let now = self.now;
+        let Some(p) = self.ports.get_mut(port) else {
+            return;
+        };
+        if gso.is_plain() {
+            self.send(port, frame);
+        } else if p.dev.offloads() {
+            match p.dev.send_gso(now, frame, gso) {
+                Ok(()) => {
+                    p.tx_frames += 1;
+                    p.tx_gso += 1;
+                    p.tx_bytes += frame.len() as u64;
+                }
+                Err(_) => p.tx_errors += 1,
+            }
+        } else {
+            let r = d11_wire::gso::segment(frame, gso, self.seg, |s| match p.dev.send(now, s) {
+                Ok(()) => {
+                    p.tx_frames += 1;
+                    p.tx_bytes += s.len() as u64;
+                }
+                Err(_) => p.tx_errors += 1,
+            });
+            match r {
+                Ok(n) => p.gso_segments += n as u64,
+                Err(_) => p.gso_errors += 1,
+            }
+        }
     }
     fn send_noted(&mut self, port: PortId, frame: &[u8], note: &str) {
         let now = self.now;
@@ -120,6 +169,7 @@ pub fn open_ports(args: &ElementArgs) -> Result<Vec<Port>> {
             bridge: spec.bridge.as_deref(),
             mtu: None,
             tun: false,
+            offloads: args.offloads(&spec.name),
         })
         .with_context(|| format!("port {}: cannot open TAP {}", spec.name, spec.tap))?;
         let imp = args.impairment(&spec.name)?;
@@ -220,6 +270,11 @@ async fn run_loop<E: Element>(
     tracing::info!(node = %args.node, role = element.role(), ports = ports.len(), "ready");
 
     let mut buf = vec![0u8; MAX_FRAME];
+    // Segments cut from a super-frame: those handed to an element that reads segments only,
+    // and those sent to a port without offloads.
+    let mut seg_rx = vec![0u8; MAX_FRAME];
+    let mut seg_tx = vec![0u8; MAX_FRAME];
+    let takes_gso = element.takes_gso();
     // Ports whose budget ran out last turn: served again without waiting for an edge.
     let mut pending = vec![false; ports.len()];
     let mut ready = vec![false; ports.len()];
@@ -269,9 +324,9 @@ async fn run_loop<E: Element>(
             ready[i] = false;
             pending[i] = true;
             for _ in 0..BUDGET {
-                let r = ports[i].dev.recv(now, &mut buf);
+                let r = ports[i].dev.recv_gso(now, &mut buf);
                 match r {
-                    Ok(Some(n)) => {
+                    Ok(Some((n, gso))) => {
                         let p = &mut ports[i];
                         p.rx_frames += 1;
                         p.rx_bytes += n as u64;
@@ -279,11 +334,36 @@ async fn run_loop<E: Element>(
                             p.oversize += 1;
                             continue;
                         }
+                        if gso.is_plain() {
+                            let mut tx = Ports {
+                                ports: &mut ports,
+                                now,
+                                seg: &mut seg_tx,
+                            };
+                            element.handle_frame(now, i, &mut buf[..n], &mut tx);
+                            continue;
+                        }
+                        if !gso.is_single() {
+                            p.rx_gso += 1;
+                        }
                         let mut tx = Ports {
                             ports: &mut ports,
                             now,
+                            seg: &mut seg_tx,
                         };
-                        element.handle_frame(now, i, &mut buf[..n], &mut tx);
+                        if takes_gso {
+                            element.handle_frame_gso(now, i, &mut buf[..n], &gso, &mut tx);
+                            continue;
+                        }
+                        // The element reads segments: cut here, as the kernel's GSO would.
+                        let r = d11_wire::gso::segment(&buf[..n], &gso, &mut seg_rx, |s| {
+                            element.handle_frame(now, i, s, &mut tx)
+                        });
+                        let p = &mut ports[i];
+                        match r {
+                            Ok(k) => p.gso_segments += k as u64,
+                            Err(_) => p.gso_errors += 1,
+                        }
                     }
                     Ok(None) => {
                         pending[i] = false;
@@ -305,6 +385,7 @@ async fn run_loop<E: Element>(
             let mut tx = Ports {
                 ports: &mut ports,
                 now,
+                seg: &mut seg_tx,
             };
             element.poll(now, &mut tx);
         }
@@ -316,6 +397,7 @@ async fn run_loop<E: Element>(
         &mut Ports {
             ports: &mut ports,
             now,
+            seg: &mut seg_tx,
         },
     );
     for p in ports.iter_mut() {

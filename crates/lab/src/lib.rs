@@ -448,12 +448,14 @@ fn setup_kernel_host(topo: &Topology, n: &Node, st: &mut LabState, ni: usize) ->
             "-n", &fabric, "link", "set", "dev", &outer, "master", &p.segment, "up",
         ])?;
         // Full checksums and no segmentation offload on the kernel host's NIC, so that what a
-        // capture shows is what travels, and our programs receive complete frames.
+        // capture shows is what travels, and our programs receive complete frames; unless the
+        // port asks for offloads (a benchmark of super-frames).
+        let state = if p.offload { "on" } else { "off" };
         sys::run(
             "ip",
             &[
-                "netns", "exec", &ns, "ethtool", "-K", &p.name, "tx", "off", "tso", "off", "gso",
-                "off", "gro", "off",
+                "netns", "exec", &ns, "ethtool", "-K", &p.name, "tx", state, "tso", state, "gso",
+                state, "gro", state,
             ],
         )
         .context("ethtool is needed for kernel hosts (apt-get install ethtool)")?;
@@ -729,6 +731,9 @@ fn start_program(
             .arg(format!("{}={}@{}", p.name, ps.ifname, p.segment));
         for i in &p.impair {
             cmd.arg("--impair").arg(format!("{}:{}", p.name, i));
+        }
+        if p.offload {
+            cmd.arg("--offload").arg(&p.name);
         }
     }
     if let Some(d) = &opts.program_capture_dir {

@@ -60,6 +60,12 @@ pub struct Port {
     /// Impairment of what this port sends and receives: "tx:SPEC", "rx:SPEC" or "both:SPEC".
     #[serde(default)]
     pub impair: Vec<String>,
+    /// Segmentation and checksum offloads on: a kernel host's NIC keeps TSO, GSO, GRO and
+    /// checksum offload (the lab turns them off otherwise, so captures show what travels); a
+    /// d11 program's TAP takes TCP super-frames and partial checksums (`--offload`), which
+    /// programs that can pass on whole (the null forwarder) and the others get cut.
+    #[serde(default)]
+    pub offload: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -228,6 +234,9 @@ impl Topology {
                         .map_err(|e| anyhow::anyhow!("node {} port {}: {e}", n.name, p.name))?;
                     if n.is_kernel() {
                         bail!("node {} port {}: impairment needs a d11 program; put it on the peer's port", n.name, p.name);
+                    }
+                    if p.offload {
+                        bail!("node {} port {}: a port with offload = true cannot be impaired (impairment works on segments)", n.name, p.name);
                     }
                 }
                 if let Some(m) = &p.mac {

@@ -16,6 +16,7 @@ pub mod packet;
 pub mod pcap;
 pub mod tap;
 
+pub use d11_wire::gso::Gso;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
@@ -57,6 +58,32 @@ pub trait FrameDevice {
         let _ = now;
     }
 
+    /// Whether frames here carry offload metadata (a TAP with `IFF_VNET_HDR`): TCP
+    /// super-frames and partial checksums may come in, and may be sent with
+    /// [`send_gso`](Self::send_gso).
+    fn offloads(&self) -> bool {
+        false
+    }
+
+    /// Reads one frame and its offload metadata ([`Gso::NONE`] where there is none).
+    fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
+        Ok(self.recv(now, buf)?.map(|n| (n, Gso::NONE)))
+    }
+
+    /// Writes one frame with its offload metadata. Only for a device that
+    /// [`offloads`](Self::offloads); a caller cuts super-frames for the others
+    /// ([`d11_wire::gso::segment`]).
+    fn send_gso(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> io::Result<()> {
+        if gso.is_plain() {
+            self.send(now, frame)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an offloaded frame to a device without offloads",
+            ))
+        }
+    }
+
     /// The descriptor that becomes readable when `recv` may return a frame.
     fn raw_fd(&self) -> RawFd;
 
@@ -93,6 +120,15 @@ impl<D: FrameDevice + ?Sized> FrameDevice for Box<D> {
     }
     fn counters(&self, out: &mut dyn FnMut(&'static str, u64)) {
         (**self).counters(out)
+    }
+    fn offloads(&self) -> bool {
+        (**self).offloads()
+    }
+    fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
+        (**self).recv_gso(now, buf)
+    }
+    fn send_gso(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> io::Result<()> {
+        (**self).send_gso(now, frame, gso)
     }
 }
 

@@ -5,7 +5,7 @@
 //! nanosecond timestamps (`if_tsresol` = 9); each frame is an Enhanced Packet Block with its
 //! direction in `epb_flags` and, when the sender gave one, a comment saying what it decided.
 
-use crate::FrameDevice;
+use crate::{FrameDevice, Gso};
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
@@ -164,6 +164,21 @@ impl<D: FrameDevice, W: Write> FrameDevice for Capture<D, W> {
     fn send_noted(&mut self, now: Instant, frame: &[u8], note: &str) -> io::Result<()> {
         self.record(frame, Direction::Outbound, Some(note));
         self.inner.send(now, frame)
+    }
+    fn offloads(&self) -> bool {
+        self.inner.offloads()
+    }
+    // A super-frame is recorded as it travels, as tcpdump on an interface with TSO shows it.
+    fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
+        let r = self.inner.recv_gso(now, buf)?;
+        if let Some((n, _)) = r {
+            self.record(&buf[..n], Direction::Inbound, None);
+        }
+        Ok(r)
+    }
+    fn send_gso(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> io::Result<()> {
+        self.record(frame, Direction::Outbound, None);
+        self.inner.send_gso(now, frame, gso)
     }
     fn poll_at(&self) -> Option<Instant> {
         self.inner.poll_at()

@@ -9,7 +9,7 @@
 //! The device is not persistent (no `TUNSETPERSIST`): when the process dies its TAP goes with
 //! it, so a crashed program never leaves a device behind.
 
-use crate::{cvt, cvt_size, netns, FrameDevice};
+use crate::{cvt, cvt_size, netns, FrameDevice, Gso};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -22,6 +22,13 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+// TUNSETOFFLOAD: what we take from the kernel (it may then hand us such frames).
+const TUN_F_CSUM: libc::c_ulong = 0x01;
+const TUN_F_TSO4: libc::c_ulong = 0x02;
+const TUN_F_TSO_ECN: libc::c_ulong = 0x08;
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
 #[repr(C)]
@@ -75,6 +82,10 @@ pub struct TapConfig<'a> {
     pub mtu: Option<u32>,
     /// A TUN (IP packets, no Ethernet header) instead of a TAP.
     pub tun: bool,
+    /// Offloads: a `virtio_net_hdr` before every frame (`IFF_VNET_HDR`), and partial
+    /// checksums and TCP/IPv4 super-frames taken from the kernel (`TUN_F_CSUM`,
+    /// `TUN_F_TSO4`, `TUN_F_TSO_ECN`).
+    pub offloads: bool,
 }
 
 /// A TAP device: frames written here appear on the kernel interface, and frames the kernel
@@ -82,6 +93,7 @@ pub struct TapConfig<'a> {
 pub struct Tap {
     file: File,
     name: String,
+    offloads: bool,
 }
 
 impl Tap {
@@ -94,10 +106,21 @@ impl Tap {
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open("/dev/net/tun")?;
             let mut req = IfReq::new(cfg.name)?;
-            req.data.flags = if cfg.tun { IFF_TUN } else { IFF_TAP } | IFF_NO_PI;
+            req.data.flags = if cfg.tun { IFF_TUN } else { IFF_TAP }
+                | IFF_NO_PI
+                | if cfg.offloads { IFF_VNET_HDR } else { 0 };
             // SAFETY: TUNSETIFF reads and writes an ifreq we own.
             cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) })
                 .map_err(|e| io::Error::new(e.kind(), format!("TUNSETIFF {}: {e}", cfg.name)))?;
+            if cfg.offloads {
+                let size: libc::c_int = Gso::LEN as libc::c_int;
+                // SAFETY: TUNSETVNETHDRSZ reads an int we own; TUNSETOFFLOAD takes a value.
+                cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ as _, &size) })
+                    .map_err(|e| io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")))?;
+                let flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN;
+                cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD as _, flags) })
+                    .map_err(|e| io::Error::new(e.kind(), format!("TUNSETOFFLOAD: {e}")))?;
+            }
             let ctl = ControlSocket::new()?;
             if let Some(mtu) = cfg.mtu {
                 ctl.set_mtu(cfg.name, mtu)?;
@@ -109,8 +132,53 @@ impl Tap {
             Ok(Tap {
                 file,
                 name: cfg.name.to_string(),
+                offloads: cfg.offloads,
             })
         })
+    }
+}
+
+impl Tap {
+    fn read_gso(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
+        let mut hdr = [0u8; Gso::LEN];
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_mut_ptr().cast(),
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            },
+        ];
+        // SAFETY: both buffers are ours and the iovecs bound them.
+        let r = unsafe { libc::readv(self.file.as_raw_fd(), iov.as_ptr(), 2) };
+        match cvt_size(r) {
+            Ok(n) if n < Gso::LEN => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a read shorter than the offload header",
+            )),
+            Ok(n) => Ok(Some((n - Gso::LEN, Gso::parse(&hdr)))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_gso(&mut self, frame: &[u8], gso: &Gso) -> io::Result<()> {
+        let hdr = gso.emit();
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: the kernel only reads through these iovecs, which bound buffers we borrow.
+        let r = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), 2) };
+        cvt_size(r).map(|_| ())
     }
 }
 
@@ -119,6 +187,22 @@ impl FrameDevice for Tap {
         &self.name
     }
     fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if self.offloads {
+            // A reader that takes plain frames only: a partial checksum is completed; a
+            // super-frame is refused (the runtime reads with `recv_gso` and cuts it).
+            return match self.read_gso(buf)? {
+                None => Ok(None),
+                Some((n, g)) if g.is_single() => {
+                    d11_wire::gso::complete_checksum(&mut buf[..n], &g)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    Ok(Some(n))
+                }
+                Some(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a super-frame to a plain reader",
+                )),
+            };
+        }
         // SAFETY: reading into a buffer we own, bounded by its length.
         let r = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         match cvt_size(r) {
@@ -128,9 +212,34 @@ impl FrameDevice for Tap {
         }
     }
     fn send(&mut self, _now: Instant, frame: &[u8]) -> io::Result<()> {
+        if self.offloads {
+            return self.write_gso(frame, &Gso::NONE);
+        }
         // SAFETY: writing from a slice we borrow, bounded by its length.
         let r = unsafe { libc::write(self.file.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
         cvt_size(r).map(|_| ())
+    }
+    fn offloads(&self) -> bool {
+        self.offloads
+    }
+    fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
+        if self.offloads {
+            self.read_gso(buf)
+        } else {
+            Ok(self.recv(now, buf)?.map(|n| (n, Gso::NONE)))
+        }
+    }
+    fn send_gso(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> io::Result<()> {
+        if self.offloads {
+            self.write_gso(frame, gso)
+        } else if gso.is_plain() {
+            self.send(now, frame)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an offloaded frame to a TAP without offloads",
+            ))
+        }
     }
     fn raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()

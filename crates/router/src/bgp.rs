@@ -350,6 +350,12 @@ impl RouterProgram for BgpLogic {
         "router"
     }
 
+    /// BGP and BFD see only the router's own packets (which are cut first): transit
+    /// super-frames pass whole.
+    fn takes_gso(&self) -> bool {
+        true
+    }
+
     fn outbox(&mut self) -> &mut Outbox {
         &mut self.outbox
     }

@@ -16,6 +16,7 @@ pub mod udp;
 
 use d11_element::counters::GuardDrops;
 use d11_element::{counters, Element, PortId, Transmit};
+use d11_wire::gso::Gso;
 use d11_wire::guard::{check_frame, Frame, ETHERNET_HEADER_LEN as ETH};
 use d11_wire::{fill_ipv4_checksum, internet_checksum};
 use ipnet::Ipv4Net;
@@ -75,6 +76,11 @@ pub struct RouterConfig {
 counters! {
     pub struct RouterCounters {
         rx_frames,
+        // Offloaded frames (super-frames, partial checksums) taken, segments cut from those
+        // that could not go whole, and those that could not be cut.
+        gso_frames,
+        gso_cut,
+        gso_dropped,
         rx_arp,
         rx_ipv4,
         not_for_us,
@@ -223,6 +229,18 @@ impl Transmit for Divert<'_> {
             self.inner.send_noted(port, frame, note);
         }
     }
+    fn offloads(&self, port: PortId) -> bool {
+        port != self.port && self.inner.offloads(port)
+    }
+    fn send_gso(&mut self, port: PortId, frame: &[u8], gso: &Gso) {
+        if port != self.port {
+            return self.inner.send_gso(port, frame, gso);
+        }
+        // The tunnel's logic reads segments (a router never sends it a super-frame: this is
+        // for completeness, off the forwarding path).
+        let mut buf = vec![0u8; frame.len()];
+        let _ = d11_wire::gso::segment(frame, gso, &mut buf, |s| self.keep(s));
+    }
 }
 
 /// The hook of a plain router: nothing.
@@ -257,6 +275,10 @@ pub struct Router {
     /// Scratch for frames the router builds itself; reused, never allocated per frame.
     scratch: Vec<u8>,
     frag: Vec<u8>,
+    /// The offload metadata of the frame being handled ([`Gso::NONE`] for a plain frame).
+    gso: Gso,
+    /// Where a super-frame that cannot go whole is cut.
+    cut: Vec<u8>,
 }
 
 fn eth(mac: [u8; 6]) -> EthernetAddress {
@@ -321,6 +343,8 @@ impl Router {
             proxy_arp: Vec::new(),
             scratch: vec![0; 2048],
             frag: vec![0; d11_netdev::MAX_FRAME],
+            gso: Gso::NONE,
+            cut: Vec::new(),
         })
     }
 
@@ -510,7 +534,9 @@ impl Router {
         match self.neigh.resolve(now, port, next_hop, frame) {
             Resolution::Known { mac, probe } => {
                 frame[0..6].copy_from_slice(&mac.0);
-                if tx.wants_notes(port) {
+                if !self.gso.is_plain() {
+                    tx.send_gso(port, frame, &self.gso);
+                } else if tx.wants_notes(port) {
                     let text = match note {
                         Note::Forwarded {
                             in_port,
@@ -726,13 +752,31 @@ impl Router {
             self.icmp_error(now, in_port, &orig, IcmpError::NetUnreachable, tx);
             return;
         };
+        if !self.gso.is_plain() {
+            // An offloaded frame goes on whole when its segments fit the next port and the
+            // next hop is known (the neighbour queue keeps plain frames); otherwise it is cut
+            // here and each segment forwarded on its own.
+            let nh = route.next_hop.unwrap_or(dst);
+            let seg = gso_segment_len(&frame[..ip_end], &self.gso);
+            let fits = seg.is_some_and(|n| n <= self.ports[route.port].mtu);
+            if !fits || self.neigh.lookup(route.port, nh).is_none() {
+                self.forward_cut(now, in_port, &frame[..ip_end], tx, hook);
+                return;
+            }
+        }
         if hook.postrouting(now, in_port, route.port, &mut frame[ETH..ip_end]) == HookVerdict::Drop
         {
             return;
         }
         let mtu = self.ports[route.port].mtu;
         let df = frame[ETH + 6] & 0x40 != 0;
-        if total_len > mtu && df {
+        // A super-frame that goes whole was checked above: its segments fit.
+        let total_len_on_wire = if self.gso.is_single() {
+            total_len
+        } else {
+            mtu.min(total_len)
+        };
+        if total_len_on_wire > mtu && df {
             self.c.frag_needed += 1;
             let orig = frame[ETH..ip_end].to_vec();
             self.icmp_error(now, in_port, &orig, IcmpError::FragNeeded(mtu as u16), tx);
@@ -752,7 +796,7 @@ impl Router {
             prefix: route.prefix,
             ttl: frame[ETH + 8],
         };
-        if total_len > mtu {
+        if total_len_on_wire > mtu {
             self.c.fragmented += 1;
             let mut done = 0;
             let ip = frame[ETH..ip_end].to_vec();
@@ -770,6 +814,59 @@ impl Router {
         }
         self.c.forwarded += 1;
         self.send_l2(now, route.port, nh, &mut frame[..ip_end], tx, note);
+    }
+
+    /// Cuts the offloaded frame being handled into segments (checksums completed) and
+    /// forwards each as a plain frame.
+    fn forward_cut(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frame: &[u8],
+        tx: &mut dyn Transmit,
+        hook: &mut dyn Hook,
+    ) {
+        let gso = std::mem::replace(&mut self.gso, Gso::NONE);
+        let mut cut = std::mem::take(&mut self.cut);
+        cut.resize(d11_netdev::MAX_FRAME, 0);
+        let r = d11_wire::gso::segment(frame, &gso, &mut cut, |s| {
+            self.c.gso_cut += 1;
+            self.handle_frame_with(now, in_port, s, tx, hook);
+        });
+        if r.is_err() {
+            self.c.gso_dropped += 1;
+        }
+        self.cut = cut;
+        self.gso = gso;
+    }
+
+    /// Handles an offloaded frame (a TCP super-frame, or one whose checksum is partial): it is
+    /// forwarded whole where it can be (a plain router's transit traffic to a port with
+    /// offloads), and cut into segments for everything else (the router's own traffic, a
+    /// hook's, a next port that needs smaller frames).
+    pub fn handle_frame_gso_with(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &Gso,
+        tx: &mut dyn Transmit,
+        hook: &mut dyn Hook,
+    ) {
+        if gso.is_plain() {
+            return self.handle_frame_with(now, port, frame, tx, hook);
+        }
+        self.c.gso_frames += 1;
+        let transit = frame.len() >= ETH + 20
+            && frame[12..14] == [8, 0]
+            && !self.is_local(d11_wire::ip::dst(&frame[ETH..]));
+        self.gso = *gso;
+        if transit {
+            self.handle_frame_with(now, port, frame, tx, hook);
+        } else {
+            self.forward_cut(now, port, frame, tx, hook);
+        }
+        self.gso = Gso::NONE;
     }
 
     /// Handles one frame, letting `hook` see (and rewrite) every IPv4 packet first.
@@ -829,6 +926,20 @@ impl Router {
             }
         }
     }
+}
+
+/// The IP length of the largest segment an offloaded frame stands for: its IP and TCP
+/// headers and `gso_size` octets (the frame itself for one segment); `None` if it is no
+/// TCP/IPv4 frame whose headers fit.
+fn gso_segment_len(frame: &[u8], gso: &Gso) -> Option<usize> {
+    let ip_len = frame.len().checked_sub(ETH)?;
+    if gso.is_single() {
+        return Some(ip_len);
+    }
+    let ip = frame.get(ETH..)?;
+    let ihl = d11_wire::ip::header_len(ip);
+    let doff = usize::from(ip.get(ihl + 12)? >> 4) * 4;
+    Some((ihl + doff + usize::from(gso.gso_size)).min(ip_len))
 }
 
 /// Splits an IPv4 packet into fragments of at most `mtu` octets (RFC 791 §3.2): offsets in
@@ -913,6 +1024,21 @@ impl Element for Router {
         tx: &mut dyn Transmit,
     ) {
         self.handle_frame_with(now, port, frame, tx, &mut NoHook);
+    }
+
+    fn takes_gso(&self) -> bool {
+        true
+    }
+
+    fn handle_frame_gso(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &Gso,
+        tx: &mut dyn Transmit,
+    ) {
+        self.handle_frame_gso_with(now, port, frame, gso, tx, &mut NoHook);
     }
 
     fn poll_at(&self) -> Option<Instant> {

@@ -83,6 +83,13 @@ pub trait RouterProgram: Hook {
     /// Where the logic leaves what it wants sent.
     fn outbox(&mut self) -> &mut Outbox;
 
+    /// Whether transit super-frames may pass the router whole: the logic's hooks leave
+    /// transit packets alone (BGP's control plane) or handle partial checksums. Otherwise the
+    /// runtime cuts them into segments first.
+    fn takes_gso(&self) -> bool {
+        false
+    }
+
     /// A frame on a port the logic owns, not the router (an eNodeB's radio, a switch's VM
     /// ports): the logic takes it and returns true. Other ports' frames go to the router.
     fn own_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8]) -> bool {
@@ -284,6 +291,30 @@ impl<L: RouterProgram> Element for RouterElement<L> {
             }
             self.kept = kept;
         }
+        self.settle(now, tx);
+    }
+
+    fn takes_gso(&self) -> bool {
+        self.logic.takes_gso()
+    }
+
+    fn handle_frame_gso(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &d11_wire::gso::Gso,
+        tx: &mut dyn Transmit,
+    ) {
+        // A logic that takes GSO owns no port (it would be handed a super-frame).
+        let tunnel = self.logic.tunnel_port();
+        let mut kept = std::mem::take(&mut self.kept);
+        {
+            let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
+            self.router
+                .handle_frame_gso_with(now, port, frame, gso, &mut d, &mut self.logic);
+        }
+        self.kept = kept;
         self.settle(now, tx);
     }
 

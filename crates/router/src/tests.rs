@@ -8,11 +8,16 @@ const A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 
 fn router() -> Router {
+    router_with_mtu(600)
+}
+
+/// The test router, with this MTU on port 1.
+fn router_with_mtu(mtu: u16) -> Router {
     let cfg: RouterConfig = serde_json::from_value(json!({
         "name": "r",
         "ports": [
             {"name": "eth0", "addresses": ["10.0.1.1/24"]},
-            {"name": "eth1", "addresses": ["10.0.2.1/24"], "mtu": 600},
+            {"name": "eth1", "addresses": ["10.0.2.1/24"], "mtu": mtu},
         ],
         "routes": [{"prefix": "192.168.0.0/16", "via": "10.0.2.2"}],
         "icmp_limit": {"per_second": 10, "burst": 5},
@@ -383,4 +388,114 @@ fn forwarding_allocates_nothing_once_warm() {
         2008,
         "with the 4 rounds of warming"
     );
+}
+
+/// A TCP/IPv4 super-frame from A to B as a kernel with TSO hands it over: `n` octets of data
+/// in segments of 1448, the TCP checksum partial.
+fn super_frame(dst_mac: [u8; 6], n: usize) -> (Vec<u8>, d11_wire::gso::Gso) {
+    let mut f = vec![0u8; 14 + 40 + n];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&HA);
+    f[12..14].copy_from_slice(&[8, 0]);
+    d11_wire::ip::write_header(&mut f[14..34], 40 + n, 64, 6, A, B);
+    f[20] = 0x40; // DF
+    fill_ipv4_checksum(&mut f[14..34]);
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5001u16.to_be_bytes());
+    f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+    f[46] = 5 << 4;
+    f[47] = 0x18;
+    for (i, b) in f[54..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let mut ph = [0u8; 12];
+    ph[0..4].copy_from_slice(&A.octets());
+    ph[4..8].copy_from_slice(&B.octets());
+    ph[9] = 6;
+    ph[10..12].copy_from_slice(&((20 + n) as u16).to_be_bytes());
+    f[50..52].copy_from_slice(&d11_wire::ones_sum(&ph).to_be_bytes());
+    let g = d11_wire::gso::Gso {
+        flags: d11_wire::gso::NEEDS_CSUM,
+        gso_type: d11_wire::gso::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    (f, g)
+}
+
+/// A transmitter whose ports take offloaded frames whole.
+#[derive(Default)]
+struct Offloading {
+    frames: Vec<(PortId, Vec<u8>, d11_wire::gso::Gso)>,
+}
+
+impl Transmit for Offloading {
+    fn send(&mut self, port: PortId, frame: &[u8]) {
+        self.frames
+            .push((port, frame.to_vec(), d11_wire::gso::Gso::NONE));
+    }
+    fn offloads(&self, _port: PortId) -> bool {
+        true
+    }
+    fn send_gso(&mut self, port: PortId, frame: &[u8], gso: &d11_wire::gso::Gso) {
+        self.frames.push((port, frame.to_vec(), *gso));
+    }
+}
+
+/// A transit super-frame goes on whole, TTL and MACs rewritten like any packet, its offload
+/// metadata kept; to a port that takes only segments (the runtime's transmitter cuts), each
+/// segment is a valid TCP/IPv4 frame; one whose segments do not fit the next port is cut in
+/// the router and each segment gets "fragmentation needed".
+#[test]
+fn super_frames_pass_whole_or_are_cut() {
+    let now = Instant::now();
+    let mut r = router_with_mtu(1500);
+    learned(&mut r, now);
+    let (mut f, g) = super_frame(r_mac(&r, 0), 10_000);
+    let mut tx = Offloading::default();
+    r.handle_frame_gso(now, 0, &mut f, &g, &mut tx);
+    assert_eq!(tx.frames.len(), 1, "one super-frame out");
+    let (port, out, og) = &tx.frames[0];
+    assert_eq!((*port, og, out.len()), (1, &g, 14 + 40 + 10_000));
+    assert_eq!((&out[0..6], out[14 + 8]), (&HB[..], 63));
+    assert_eq!(internet_checksum(&out[14..34]), 0, "IP checksum updated");
+    assert_eq!(r.counters_ref().frag_needed, 0);
+    // Collect takes segments only: cut by the default transmitter, each complete.
+    let (mut f, g) = super_frame(r_mac(&r, 0), 10_000);
+    let mut tx = Collect::default();
+    r.handle_frame_gso(now, 0, &mut f, &g, &mut tx);
+    assert_eq!(tx.frames.len(), 7);
+    let mut data = Vec::new();
+    for (port, s) in &tx.frames {
+        assert_eq!(*port, 1);
+        assert_eq!(s[14 + 8], 63);
+        assert_eq!(internet_checksum(&s[14..34]), 0);
+        let tcp = &s[34..];
+        assert_eq!(
+            d11_wire::ip::pseudo_checksum(A, B, 6, tcp),
+            0,
+            "TCP checksum complete"
+        );
+        data.extend_from_slice(&tcp[20..]);
+    }
+    assert_eq!(data, f[54..].to_vec());
+    // Port 1's MTU made smaller than a segment: cut here, each segment refused with DF.
+    let mut small = router_with_mtu(1400);
+    learned(&mut small, now);
+    let (mut f, g) = super_frame(r_mac(&small, 0), 3000);
+    let mut tx = Offloading::default();
+    small.handle_frame_gso(now, 0, &mut f, &g, &mut tx);
+    // 3000 octets: 1448 + 1448 + 104. The two full segments are too big for 1400 with DF;
+    // the last fits and goes on, a plain frame.
+    assert_eq!(small.counters_ref().gso_cut, 3);
+    assert_eq!(small.counters_ref().frag_needed, 2);
+    let ports: Vec<PortId> = tx.frames.iter().map(|(p, _, _)| *p).collect();
+    assert_eq!(
+        ports,
+        [0, 0, 1],
+        "two ICMP errors back to A, one segment on"
+    );
+    assert!(tx.frames[2].2.is_plain());
 }

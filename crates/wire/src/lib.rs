@@ -10,6 +10,7 @@
 
 pub mod arp;
 pub mod fnv;
+pub mod gso;
 pub mod gtpu;
 pub mod gtpv2;
 pub mod guard;

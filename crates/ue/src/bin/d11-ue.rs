@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
                 bridge: None,
                 mtu: None,
                 tun,
+                offloads: false,
             })
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", cfg.tun_name))?;
             if !tun {

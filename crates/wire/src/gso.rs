@@ -1,0 +1,352 @@
+//! Segmentation offload metadata and software segmentation: the `virtio_net_hdr` a TAP opened
+//! with `IFF_VNET_HDR` puts before every frame (Linux `include/uapi/linux/virtio_net.h`, the
+//! virtio specification §5.1.6), and what to do with a frame it describes when the next device
+//! cannot take it as it is.
+//!
+//! With offloads on, the kernel hands a TAP TCP "super-frames" of up to 64 KiB: one Ethernet,
+//! IP and TCP header over the data of many segments (`gso_type` TCPV4, `gso_size` the MSS),
+//! with the TCP checksum left partial (`NEEDS_CSUM`: the pseudo-header's sum in the field, to be
+//! completed over `csum_start..`). A program that forwards such a frame whole does one read and
+//! one write for what would have been forty-four frames each way; a program that must see
+//! segments, or a port without offloads, cuts it here as the kernel's GSO would.
+
+use crate::ip;
+
+/// `flags`: the checksum at `csum_start + csum_offset` is partial and must be completed.
+pub const NEEDS_CSUM: u8 = 1;
+/// `gso_type` values.
+pub const GSO_NONE: u8 = 0;
+pub const GSO_TCPV4: u8 = 1;
+pub const GSO_UDP: u8 = 3;
+pub const GSO_TCPV6: u8 = 4;
+/// Or'ed into `gso_type`: the TCP segments carry ECN's CWR on the first one only.
+pub const GSO_ECN: u8 = 0x80;
+
+/// The metadata of one frame, as the 10-octet `struct virtio_net_hdr` carries it (little
+/// endian, as a TAP without `TUNSETVNETBE` uses on this machine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gso {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+/// Why a frame could not be segmented or completed (counted and dropped by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GsoError {
+    #[error("a GSO type other than TCP over IPv4")]
+    Unsupported,
+    #[error("headers or offsets that do not fit the frame")]
+    Malformed,
+    #[error("a segment larger than the buffer")]
+    TooBig,
+}
+
+impl Gso {
+    /// A frame that needs nothing done.
+    pub const NONE: Gso = Gso {
+        flags: 0,
+        gso_type: GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: 0,
+        csum_offset: 0,
+    };
+    /// The header's size on the wire of the TAP.
+    pub const LEN: usize = 10;
+
+    pub fn parse(b: &[u8; Self::LEN]) -> Gso {
+        let u = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Gso {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+
+    pub fn emit(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b
+    }
+
+    /// A frame as any device and any program takes it: complete, and one segment.
+    pub fn is_plain(&self) -> bool {
+        self.flags & NEEDS_CSUM == 0 && self.is_single()
+    }
+
+    /// One segment (the checksum may still be partial).
+    pub fn is_single(&self) -> bool {
+        self.gso_type & !GSO_ECN == GSO_NONE
+    }
+}
+
+/// Completes a partial checksum in place (the field holds the pseudo-header's sum; the sum
+/// over `csum_start..` is complemented into it). A UDP checksum of zero is sent as all ones.
+pub fn complete_checksum(frame: &mut [u8], g: &Gso) -> Result<(), GsoError> {
+    if g.flags & NEEDS_CSUM == 0 {
+        return Ok(());
+    }
+    let start = usize::from(g.csum_start);
+    let at = start + usize::from(g.csum_offset);
+    if at + 2 > frame.len() {
+        return Err(GsoError::Malformed);
+    }
+    let mut c = !crate::ones_sum(&frame[start..]);
+    if g.csum_offset == 6 && c == 0 {
+        // UDP (its checksum is at offset 6; TCP's at 16): zero means "none".
+        c = 0xffff;
+    }
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+/// The offsets of a TCP/IPv4 frame's headers: (IP at 14, TCP, data).
+fn tcp4_layout(frame: &[u8]) -> Result<(usize, usize), GsoError> {
+    if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+        return Err(GsoError::Malformed);
+    }
+    let tcp = 14 + ip::header_len(&frame[14..]);
+    if frame[14 + 9] != 6 || tcp < 34 || frame.len() < tcp + 20 {
+        return Err(GsoError::Malformed);
+    }
+    let data = tcp + usize::from(frame[tcp + 12] >> 4) * 4;
+    if data < tcp + 20 || data > frame.len() {
+        return Err(GsoError::Malformed);
+    }
+    Ok((tcp, data))
+}
+
+/// Cuts a TCP/IPv4 super-frame into the segments it stands for, as Linux's `tcp_gso_segment`
+/// does: each gets the headers, `gso_size` octets of data (the last the rest), the IP total
+/// length, an IP identification one more than the previous, its sequence number, FIN and PSH
+/// on the last only, CWR on the first only, and complete checksums. Each segment is built in
+/// `buf` and handed to `emit`; a frame that is one segment already is completed and handed on.
+pub fn segment(
+    frame: &[u8],
+    g: &Gso,
+    buf: &mut [u8],
+    mut emit: impl FnMut(&mut [u8]),
+) -> Result<usize, GsoError> {
+    if g.is_single() {
+        let n = frame.len();
+        let out = buf.get_mut(..n).ok_or(GsoError::TooBig)?;
+        out.copy_from_slice(frame);
+        complete_checksum(out, g)?;
+        emit(out);
+        return Ok(1);
+    }
+    if g.gso_type & !GSO_ECN != GSO_TCPV4 {
+        return Err(GsoError::Unsupported);
+    }
+    let (tcp, data) = tcp4_layout(frame)?;
+    let mss = usize::from(g.gso_size);
+    if mss == 0 {
+        return Err(GsoError::Malformed);
+    }
+    if data + mss > buf.len() {
+        return Err(GsoError::TooBig);
+    }
+    let payload = &frame[data..];
+    let id = u16::from_be_bytes([frame[18], frame[19]]);
+    let seq = u32::from_be_bytes([
+        frame[tcp + 4],
+        frame[tcp + 5],
+        frame[tcp + 6],
+        frame[tcp + 7],
+    ]);
+    let flags = frame[tcp + 13];
+    let (src, dst) = (ip::src(&frame[14..]), ip::dst(&frame[14..]));
+    let count = payload.len().div_ceil(mss).max(1);
+    for i in 0..count {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let len = data + chunk.len();
+        let out = &mut buf[..len];
+        out[..data].copy_from_slice(&frame[..data]);
+        out[data..].copy_from_slice(chunk);
+        // IP: length, identification, checksum.
+        out[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+        out[18..20].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        crate::fill_ipv4_checksum(&mut out[14..tcp]);
+        // TCP: sequence number, flags, checksum.
+        let s = seq.wrapping_add((i * mss) as u32);
+        out[tcp + 4..tcp + 8].copy_from_slice(&s.to_be_bytes());
+        let mut f = flags;
+        if i + 1 < count {
+            f &= !(0x01 | 0x08); // FIN, PSH: the last segment's
+        }
+        if i > 0 {
+            f &= !0x80; // CWR: the first segment's
+        }
+        out[tcp + 13] = f;
+        out[tcp + 16] = 0;
+        out[tcp + 17] = 0;
+        let c = ip::pseudo_checksum(src, dst, 6, &out[tcp..]);
+        out[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
+        emit(out);
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket};
+    use std::net::Ipv4Addr;
+
+    const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 3);
+    const DST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 30);
+
+    /// A TCP/IPv4 super-frame as the kernel hands it: `n` octets of data, checksum partial.
+    fn super_frame(n: usize, flags: u8) -> (Vec<u8>, Gso) {
+        let mut f = vec![0u8; 14 + 20 + 20 + n];
+        f[12..14].copy_from_slice(&[8, 0]);
+        ip::write_header(&mut f[14..34], 40 + n, 64, 6, SRC, DST);
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        crate::fill_ipv4_checksum(&mut f[14..34]);
+        let t = 34;
+        f[t..t + 2].copy_from_slice(&40000u16.to_be_bytes());
+        f[t + 2..t + 4].copy_from_slice(&9000u16.to_be_bytes());
+        f[t + 4..t + 8].copy_from_slice(&0xffff_f000u32.to_be_bytes());
+        f[t + 8..t + 12].copy_from_slice(&77u32.to_be_bytes());
+        f[t + 12] = 5 << 4;
+        f[t + 13] = flags;
+        f[t + 14..t + 16].copy_from_slice(&502u16.to_be_bytes());
+        for (i, b) in f[54..].iter_mut().enumerate() {
+            *b = (i * 31 % 251) as u8;
+        }
+        // The partial checksum: the pseudo-header's sum (length of the whole TCP segment).
+        let mut ph = [0u8; 12];
+        ph[0..4].copy_from_slice(&SRC.octets());
+        ph[4..8].copy_from_slice(&DST.octets());
+        ph[9] = 6;
+        ph[10..12].copy_from_slice(&((20 + n) as u16).to_be_bytes());
+        f[t + 16..t + 18].copy_from_slice(&crate::ones_sum(&ph).to_be_bytes());
+        let g = Gso {
+            flags: NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        (f, g)
+    }
+
+    #[test]
+    fn the_header_round_trips() {
+        let g = Gso {
+            flags: 1,
+            gso_type: GSO_TCPV4 | GSO_ECN,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        assert_eq!(Gso::parse(&g.emit()), g);
+        assert_eq!(g.emit()[4..6], [0xa8, 0x05], "little endian");
+        assert!(!g.is_single() && !g.is_plain() && Gso::NONE.is_plain());
+    }
+
+    #[test]
+    fn a_super_frame_becomes_valid_segments_that_carry_its_data() {
+        let (f, g) = super_frame(10_000, 0x18 | 0x01); // ACK PSH FIN
+        let mut buf = vec![0u8; 2000];
+        let mut segs: Vec<Vec<u8>> = Vec::new();
+        let n = segment(&f, &g, &mut buf, |s| segs.push(s.to_vec())).unwrap();
+        assert_eq!((n, segs.len()), (7, 7));
+        let mut data = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let ipp = Ipv4Packet::new_checked(&s[14..]).unwrap();
+            assert!(ipp.verify_checksum(), "IP checksum of segment {i}");
+            let r = Ipv4Repr::parse(&ipp, &Default::default()).unwrap();
+            assert_eq!(
+                (r.src_addr, r.dst_addr, r.next_header),
+                (SRC, DST, IpProtocol::Tcp)
+            );
+            assert_eq!(ipp.ident(), 0x1234 + i as u16);
+            let t = TcpPacket::new_checked(ipp.payload()).unwrap();
+            assert!(t.verify_checksum(&IpAddress::Ipv4(SRC), &IpAddress::Ipv4(DST)));
+            assert_eq!(
+                t.seq_number().0 as u32,
+                0xffff_f000u32.wrapping_add(1448 * i as u32),
+                "sequence numbers wrap"
+            );
+            let last = i == 6;
+            assert_eq!((t.fin(), t.psh(), t.ack()), (last, last, true));
+            assert_eq!(
+                t.payload().len(),
+                if last { 10_000 - 6 * 1448 } else { 1448 }
+            );
+            data.extend_from_slice(t.payload());
+        }
+        assert_eq!(&data[..], &f[54..]);
+    }
+
+    #[test]
+    fn a_single_frame_with_a_partial_checksum_is_completed() {
+        let (f, mut g) = super_frame(300, 0x18);
+        g.gso_type = GSO_NONE;
+        let mut buf = vec![0u8; 2000];
+        let mut out = Vec::new();
+        segment(&f, &g, &mut buf, |s| out = s.to_vec()).unwrap();
+        let t = TcpPacket::new_checked(&out[34..]).unwrap();
+        assert!(t.verify_checksum(&IpAddress::Ipv4(SRC), &IpAddress::Ipv4(DST)));
+    }
+
+    #[test]
+    fn what_cannot_be_cut_is_refused_not_a_panic() {
+        let (f, g) = super_frame(5000, 0x10);
+        let mut small = vec![0u8; 1000];
+        assert_eq!(segment(&f, &g, &mut small, |_| {}), Err(GsoError::TooBig));
+        let mut buf = vec![0u8; 2000];
+        let udp = Gso {
+            gso_type: GSO_UDP,
+            ..g
+        };
+        assert_eq!(
+            segment(&f, &udp, &mut buf, |_| {}),
+            Err(GsoError::Unsupported)
+        );
+        let zero = Gso { gso_size: 0, ..g };
+        assert_eq!(
+            segment(&f, &zero, &mut buf, |_| {}),
+            Err(GsoError::Malformed)
+        );
+        for cut in [0, 13, 20, 34, 40, 53] {
+            assert_eq!(
+                segment(&f[..cut], &g, &mut buf, |_| {}),
+                Err(GsoError::Malformed),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = f.clone();
+        bad[14 + 9] = 17;
+        assert_eq!(
+            segment(&bad, &g, &mut buf, |_| {}),
+            Err(GsoError::Malformed)
+        );
+        let far = Gso {
+            gso_type: GSO_NONE,
+            csum_start: 60000,
+            ..g
+        };
+        assert_eq!(segment(&f, &far, &mut buf, |_| {}), Err(GsoError::TooBig));
+        let mut small_frame = f[..200].to_vec();
+        assert_eq!(
+            complete_checksum(&mut small_frame, &far),
+            Err(GsoError::Malformed)
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Offloads: kernel hosts with TSO, GSO, GRO and checksum offload on, and a d11-router whose
+//! TAPs take TCP super-frames (`offload = true`). Transit super-frames cross the router whole
+//! where the next port takes them; where it does not (no offloads, or a smaller MTU) they are
+//! cut into segments with complete checksums. Kernel TCP at both ends checks every octet.
+
+use d11_netns_tests::*;
+use std::process::{Command, Stdio};
+
+const LAB: &str = r#"
+name = "offload"
+[[segments]]
+name = "a"
+[[segments]]
+name = "b"
+[[segments]]
+name = "c"
+[[nodes]]
+name = "k1"
+role = "kernel"
+gateway = "10.0.1.1"
+ports = [{ name = "eth0", segment = "a", addresses = ["10.0.1.3/24"], offload = true }]
+[[nodes]]
+name = "r1"
+role = "router"
+ports = [
+  { name = "eth0", segment = "a", addresses = ["10.0.1.1/24"], offload = true },
+  { name = "eth1", segment = "b", addresses = ["10.0.2.1/24"], offload = true },
+  { name = "eth2", segment = "c", addresses = ["10.0.3.1/24"], mtu = 1400 },
+]
+[[nodes]]
+name = "k2"
+role = "kernel"
+gateway = "10.0.2.1"
+ports = [{ name = "eth0", segment = "b", addresses = ["10.0.2.3/24"], offload = true }]
+[[nodes]]
+name = "k3"
+role = "kernel"
+gateway = "10.0.3.1"
+ports = [{ name = "eth0", segment = "c", addresses = ["10.0.3.3/24"], offload = true }]
+"#;
+
+/// Sends `file` (in the lab's directory) from `from` to `to`:5001 with nc, and returns the
+/// SHA-256 the receiver computed of what it got.
+fn transfer(lab: &Lab, from: &str, to: &str, to_addr: &str, file: &std::path::Path) -> String {
+    let rx = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-{to}", lab.prefix)])
+        .args(["sh", "-c", "nc -d -l -p 5001 | sha256sum"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("nc -l");
+    // The listener is up when ss shows it (no sleep).
+    d11_lab::client::wait_until(std::time::Duration::from_secs(10), || {
+        let out = lab.exec(to, &["ss", "-ltn", "sport", "= :5001"]).stdout;
+        Ok(out.windows(5).any(|w| w == b":5001").then_some(()))
+    })
+    .expect("the receiver listens");
+    let f = file.display().to_string();
+    lab.exec_ok(from, &["sh", "-c", &format!("nc -N {to_addr} 5001 < {f}")]);
+    let out = rx.wait_with_output().expect("receiver");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn port(lab: &Lab, node: &str, name: &str, key: &str) -> u64 {
+    lab.show(node, "ports")
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name))
+        .and_then(|p| p[key].as_u64())
+        .unwrap_or_else(|| panic!("{node} port {name}: no {key}"))
+}
+
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn super_frames_cross_the_router_whole_or_cut_and_every_octet_arrives() {
+    let lab = Lab::up(LAB);
+    let data = lab.dir.join("data.bin");
+    lab.exec_ok(
+        "k1",
+        &[
+            "sh",
+            "-c",
+            &format!("head -c 30000000 /dev/urandom > {}", data.display()),
+        ],
+    );
+    let want = lab.exec_ok("k1", &["sha256sum", &data.display().to_string()]);
+    let want = want.split_whitespace().next().unwrap().to_string();
+    for addr in ["10.0.2.3", "10.0.3.3"] {
+        let out = lab.exec_ok("k1", &["ping", "-c", "1", "-W", "2", addr]);
+        assert!(out.contains("1 received"), "{out}");
+    }
+
+    // k1 -> k2: both of the router's ports take super-frames, which pass whole.
+    let got = transfer(&lab, "k1", "k2", "10.0.2.3", &data);
+    assert_eq!(got, want, "k1 -> k2: what arrived is what was sent");
+    assert!(
+        port(&lab, "r1", "eth0", "rx_gso") > 0,
+        "super-frames came in"
+    );
+    assert!(port(&lab, "r1", "eth1", "tx_gso") > 0, "and went out whole");
+    assert!(lab.counter("r1", "gso_frames") > 0);
+    assert_eq!(
+        lab.counter("r1", "frag_needed"),
+        0,
+        "a super-frame is no big packet"
+    );
+
+    // k2 -> k1, the other way.
+    let back = lab.dir.join("back.bin");
+    lab.exec_ok(
+        "k2",
+        &[
+            "sh",
+            "-c",
+            &format!("head -c 20000000 /dev/urandom > {}", back.display()),
+        ],
+    );
+    let want_back = lab.exec_ok("k2", &["sha256sum", &back.display().to_string()]);
+    let got = transfer(&lab, "k2", "k1", "10.0.1.3", &back);
+    assert_eq!(Some(got.as_str()), want_back.split_whitespace().next());
+
+    // k1 -> k3: the router's next port has no offloads and a 1400-octet MTU (k3's is 1500, so
+    // k3 offers an MSS that does not fit it). The first super-frames' segments do not fit:
+    // cut, each too big with DF, answered "fragmentation needed"; k1 learns the path's MTU,
+    // and later super-frames pass the router whole until the port, which cuts them.
+    let got = transfer(&lab, "k1", "k3", "10.0.3.3", &data);
+    assert_eq!(got, want, "k1 -> k3: what arrived is what was sent");
+    assert!(
+        lab.counter("r1", "frag_needed") > 0,
+        "the path MTU was learned"
+    );
+    assert!(
+        lab.counter("r1", "gso_cut") + port(&lab, "r1", "eth2", "gso_segments") > 0,
+        "super-frames were cut for the port without offloads"
+    );
+    assert_eq!(lab.counter("r1", "gso_dropped"), 0);
+    assert_eq!(port(&lab, "r1", "eth2", "gso_errors"), 0);
+
+    // The captures show what travels, super-frames as such, and tshark finds nothing wrong.
+    let dir = lab.stop();
+    for seg in ["a", "b", "c"] {
+        let pcap = dir.0.join("pcap").join(format!("{seg}.pcapng"));
+        let bad = malformed(&pcap, &[]);
+        assert!(bad.is_empty(), "segment {seg}: {bad:?}");
+    }
+}

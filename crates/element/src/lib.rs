@@ -60,6 +60,26 @@ pub trait Transmit {
     }
 }
 
+/// Collects frames with their offload metadata, as ports that take offloaded frames whole
+/// would: for unit tests of elements that pass super-frames on.
+#[derive(Debug, Default)]
+pub struct CollectGso {
+    pub frames: Vec<(PortId, Vec<u8>, d11_wire::gso::Gso)>,
+}
+
+impl Transmit for CollectGso {
+    fn send(&mut self, port: PortId, frame: &[u8]) {
+        self.frames
+            .push((port, frame.to_vec(), d11_wire::gso::Gso::NONE));
+    }
+    fn offloads(&self, _port: PortId) -> bool {
+        true
+    }
+    fn send_gso(&mut self, port: PortId, frame: &[u8], gso: &d11_wire::gso::Gso) {
+        self.frames.push((port, frame.to_vec(), *gso));
+    }
+}
+
 /// Collects frames in memory: for unit tests of elements.
 #[derive(Debug, Default)]
 pub struct Collect {

@@ -183,6 +183,9 @@ pub struct Table {
     next_sweep: Option<Instant>,
     /// Set by prerouting for a hairpinned packet, taken by its postrouting.
     hairpin: bool,
+    /// The packets seen now have a partial transport checksum (an offloaded super-frame the
+    /// router forwards whole): see [`rewrite`].
+    partial: bool,
     /// (Empty: the NAT sends nothing of its own.)
     outbox: Outbox,
     pub c: NatCounters,
@@ -259,13 +262,33 @@ fn flow(ip: &[u8], quoted: bool) -> Option<Flow> {
 /// Rewrites the address at `a_at` and the port at `p_at` of `ip`, fixing the IP header
 /// checksum and (if present) the transport checksum at `csum` (which covers the pseudo-header
 /// for TCP and UDP, not for ICMP).
-fn rewrite(ip: &mut [u8], a_at: usize, p_at: usize, new: Ep, f: &Flow, fix_ip: bool) {
+///
+/// With `partial` (an offloaded packet: the field holds the pseudo-header's sum, not
+/// complemented, and the rest is summed later from the transport header on), only the address
+/// is folded in, the other way round; the port is part of what is summed later.
+fn rewrite(
+    ip: &mut [u8],
+    a_at: usize,
+    p_at: usize,
+    new: Ep,
+    f: &Flow,
+    fix_ip: bool,
+    partial: bool,
+) {
     let ihl = d11_wire::ip::header_len(ip);
     let old_a = [ip[a_at], ip[a_at + 1], ip[a_at + 2], ip[a_at + 3]];
     let old_p = [ip[p_at], ip[p_at + 1]];
     let na = new.0.octets();
     let np = new.1.to_be_bytes();
-    if let Some(c) = f.csum {
+    if partial {
+        if let Some(c) = f
+            .csum
+            .filter(|c| c + 2 <= ip.len() && f.proto != Proto::Icmp)
+        {
+            let s = !adjust(!port(ip, c), &old_a, &na);
+            ip[c..c + 2].copy_from_slice(&s.to_be_bytes());
+        }
+    } else if let Some(c) = f.csum {
         if c + 2 <= ip.len() {
             let mut sum = port(ip, c);
             if f.proto != Proto::Icmp {
@@ -315,6 +338,7 @@ impl Table {
             paired: HashMap::new(),
             next_sweep: None,
             hairpin: false,
+            partial: false,
             outbox: Outbox::default(),
             c: NatCounters::default(),
         })
@@ -428,7 +452,7 @@ impl Table {
         if let Some(m) = self.by_internal.get_mut(&(f.proto, src)) {
             Self::track(m, now, f.flags, true, dst);
         }
-        rewrite(ip, 12, f.sport, ext, &f, true);
+        rewrite(ip, 12, f.sport, ext, &f, true, self.partial);
         self.c.translated_out += 1;
         HookVerdict::Continue
     }
@@ -455,7 +479,7 @@ impl Table {
             return HookVerdict::Drop;
         }
         Self::track(m, now, f.flags, false, src);
-        rewrite(ip, 16, f.dport, internal, &f, true);
+        rewrite(ip, 16, f.dport, internal, &f, true, self.partial);
         self.c.translated_in += 1;
         HookVerdict::Continue
     }
@@ -487,7 +511,7 @@ impl Table {
         };
         // Embedded: source back to internal (its IP checksum; its transport checksum if quoted).
         let emb = &mut ip[emb_at..];
-        rewrite(emb, 12, f.sport, internal, &f, true);
+        rewrite(emb, 12, f.sport, internal, &f, true, false);
         // Outer: destination to the internal host; ICMP checksum over the whole message.
         ip[16..20].copy_from_slice(&internal.0.octets());
         fill_ipv4_checksum(&mut ip[..ihl]);
@@ -549,6 +573,10 @@ impl Table {
 }
 
 impl Hook for Table {
+    fn offload(&mut self, gso: &d11_wire::gso::Gso) {
+        self.partial = gso.flags & d11_wire::gso::NEEDS_CSUM != 0;
+    }
+
     /// Destination translation: packets from outside to the pool (and ICMP errors about
     /// them), and the destination half of hairpinning.
     fn prerouting(&mut self, now: Instant, in_port: PortId, ip: &mut [u8]) -> HookVerdict {
@@ -614,6 +642,11 @@ pub fn new(cfg: &NatConfig) -> anyhow::Result<Nat> {
 impl RouterProgram for Table {
     fn role(&self) -> &'static str {
         "nat"
+    }
+
+    /// Super-frames are translated whole: the table rewrites a partial checksum as such.
+    fn takes_gso(&self) -> bool {
+        true
     }
 
     fn outbox(&mut self) -> &mut Outbox {

@@ -391,3 +391,72 @@ fn translating_allocates_nothing_once_warm() {
     assert_eq!(allocs, 0, "heap allocations for 2000 translated packets");
     assert_eq!(n.logic.len(), 1);
 }
+
+/// A TCP super-frame (`n` octets in segments of 1448, checksum partial, as a kernel with TSO
+/// hands it over) from `src` to `dst`, as a frame to the NAT's `port`.
+fn super_frame(
+    n: &Nat,
+    port: PortId,
+    (src, sport): (Ipv4Addr, u16),
+    (dst, dport): (Ipv4Addr, u16),
+    len: usize,
+) -> (Vec<u8>, d11_wire::gso::Gso) {
+    let mut ip = tcp(src, sport, dst, dport, TcpControl::Psh, true);
+    ip.extend((0..len).map(|i| (i * 7) as u8));
+    let total = ip.len() as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    fill_ipv4_checksum(&mut ip[..20]);
+    let mac = n.router.port_mac(port).unwrap().0;
+    let mut f = eth(mac, if port == 0 { PGW_MAC } else { A2_MAC }, &ip);
+    let g = d11_wire::gso::offload_tcp4(&mut f, 1448).unwrap();
+    (f, g)
+}
+
+/// Super-frames are translated whole both ways: the partial checksum gets the new address
+/// folded in (not the port, which the segmentation sums), so every segment cut from what the
+/// NAT sent carries a valid checksum for the translated addresses and ports.
+#[test]
+fn super_frames_are_translated_whole_with_their_partial_checksums() {
+    let mut n = nat("endpoint-independent", 100);
+    let now = Instant::now();
+    let check = |out: &[(PortId, Vec<u8>, d11_wire::gso::Gso)], port: PortId| {
+        assert_eq!(out.len(), 1, "one super-frame out: {}", out.len());
+        let (p, f, g) = &out[0];
+        assert_eq!((*p, g.gso_size), (port, 1448));
+        // What the kernel (or a NIC) completes from: the pseudo-header's sum of the
+        // translated addresses, as the sender's kernel would have written it.
+        let mut expect = f.clone();
+        d11_wire::gso::offload_tcp4(&mut expect, g.gso_size).unwrap();
+        assert_eq!(
+            f[50..52],
+            expect[50..52],
+            "the partial checksum after translation"
+        );
+        let mut buf = vec![0u8; 2000];
+        let mut segs = Vec::new();
+        d11_wire::gso::segment(f, g, &mut buf, |s| segs.push(five(s))).unwrap();
+        assert_eq!(segs.len(), 4, "5000 octets: four segments");
+        assert!(segs.windows(2).all(|w| w[0] == w[1]));
+        segs[0]
+    };
+    // Out: the UE's source becomes the pool's.
+    let (mut f, g) = super_frame(&n, 0, (UE, 40000), (SRV, 443), 5000);
+    let mut tx = d11_element::CollectGso::default();
+    n.handle_frame_gso(now, 0, &mut f, &g, &mut tx);
+    let (ext, eport, dst, dport) = check(&tx.frames, 1);
+    assert_eq!((dst, dport), (SRV, 443));
+    assert!(ext == Ipv4Addr::new(198, 51, 100, 10) || ext == Ipv4Addr::new(198, 51, 100, 11));
+    // Back: the server's super-frame to the pool address goes to the UE.
+    let (mut f, g) = super_frame(&n, 1, (SRV, 443), (ext, eport), 5000);
+    let mut tx = d11_element::CollectGso::default();
+    n.handle_frame_gso(now, 1, &mut f, &g, &mut tx);
+    assert_eq!(check(&tx.frames, 0), (SRV, 443, UE, 40000));
+    // Cut for a port without offloads, the segments are as good.
+    let (mut f, g) = super_frame(&n, 0, (UE, 40000), (SRV, 443), 5000);
+    let mut tx = Collect::default();
+    n.handle_frame_gso(now, 0, &mut f, &g, &mut tx);
+    assert_eq!(tx.frames.len(), 4);
+    for (_, s) in &tx.frames {
+        assert_eq!(five(s), (ext, eport, SRV, 443));
+    }
+}

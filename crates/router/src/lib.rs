@@ -183,6 +183,14 @@ pub trait Hook {
         HookVerdict::Continue
     }
 
+    /// The offload metadata of the packets the next calls see, until told otherwise: a hook
+    /// that rewrites addresses must know when the transport checksum is partial (the
+    /// pseudo-header's sum, not complemented; the ports are summed later), as for a
+    /// super-frame the router forwards whole. [`Gso::NONE`] for complete packets.
+    fn offload(&mut self, gso: &Gso) {
+        let _ = gso;
+    }
+
     /// Sees a packet addressed to the router itself (not a fragment), before the router answers
     /// it (ping) or refuses it (port unreachable). A tunnel endpoint takes its UDP port here and
     /// returns `Drop` for what it consumed.
@@ -827,6 +835,7 @@ impl Router {
         hook: &mut dyn Hook,
     ) {
         let gso = std::mem::replace(&mut self.gso, Gso::NONE);
+        hook.offload(&Gso::NONE);
         let mut cut = std::mem::take(&mut self.cut);
         cut.resize(d11_netdev::MAX_FRAME, 0);
         let r = d11_wire::gso::segment(frame, &gso, &mut cut, |s| {
@@ -838,6 +847,7 @@ impl Router {
         }
         self.cut = cut;
         self.gso = gso;
+        hook.offload(&gso);
     }
 
     /// Handles an offloaded frame (a TCP super-frame, or one whose checksum is partial): it is
@@ -861,12 +871,14 @@ impl Router {
             && frame[12..14] == [8, 0]
             && !self.is_local(d11_wire::ip::dst(&frame[ETH..]));
         self.gso = *gso;
+        hook.offload(gso);
         if transit {
             self.handle_frame_with(now, port, frame, tx, hook);
         } else {
             self.forward_cut(now, port, frame, tx, hook);
         }
         self.gso = Gso::NONE;
+        hook.offload(&Gso::NONE);
     }
 
     /// Handles one frame, letting `hook` see (and rewrite) every IPv4 packet first.

@@ -408,40 +408,8 @@ fn super_frame(dst_mac: [u8; 6], n: usize) -> (Vec<u8>, d11_wire::gso::Gso) {
     for (i, b) in f[54..].iter_mut().enumerate() {
         *b = i as u8;
     }
-    let mut ph = [0u8; 12];
-    ph[0..4].copy_from_slice(&A.octets());
-    ph[4..8].copy_from_slice(&B.octets());
-    ph[9] = 6;
-    ph[10..12].copy_from_slice(&((20 + n) as u16).to_be_bytes());
-    f[50..52].copy_from_slice(&d11_wire::ones_sum(&ph).to_be_bytes());
-    let g = d11_wire::gso::Gso {
-        flags: d11_wire::gso::NEEDS_CSUM,
-        gso_type: d11_wire::gso::GSO_TCPV4,
-        hdr_len: 54,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-    };
+    let g = d11_wire::gso::offload_tcp4(&mut f, 1448).unwrap();
     (f, g)
-}
-
-/// A transmitter whose ports take offloaded frames whole.
-#[derive(Default)]
-struct Offloading {
-    frames: Vec<(PortId, Vec<u8>, d11_wire::gso::Gso)>,
-}
-
-impl Transmit for Offloading {
-    fn send(&mut self, port: PortId, frame: &[u8]) {
-        self.frames
-            .push((port, frame.to_vec(), d11_wire::gso::Gso::NONE));
-    }
-    fn offloads(&self, _port: PortId) -> bool {
-        true
-    }
-    fn send_gso(&mut self, port: PortId, frame: &[u8], gso: &d11_wire::gso::Gso) {
-        self.frames.push((port, frame.to_vec(), *gso));
-    }
 }
 
 /// A transit super-frame goes on whole, TTL and MACs rewritten like any packet, its offload
@@ -454,7 +422,7 @@ fn super_frames_pass_whole_or_are_cut() {
     let mut r = router_with_mtu(1500);
     learned(&mut r, now);
     let (mut f, g) = super_frame(r_mac(&r, 0), 10_000);
-    let mut tx = Offloading::default();
+    let mut tx = d11_element::CollectGso::default();
     r.handle_frame_gso(now, 0, &mut f, &g, &mut tx);
     assert_eq!(tx.frames.len(), 1, "one super-frame out");
     let (port, out, og) = &tx.frames[0];
@@ -485,7 +453,7 @@ fn super_frames_pass_whole_or_are_cut() {
     let mut small = router_with_mtu(1400);
     learned(&mut small, now);
     let (mut f, g) = super_frame(r_mac(&small, 0), 3000);
-    let mut tx = Offloading::default();
+    let mut tx = d11_element::CollectGso::default();
     small.handle_frame_gso(now, 0, &mut f, &g, &mut tx);
     // 3000 octets: 1448 + 1448 + 104. The two full segments are too big for 1400 with DF;
     // the last fits and goes on, a plain frame.

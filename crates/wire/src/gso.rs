@@ -112,6 +112,29 @@ pub fn complete_checksum(frame: &mut [u8], g: &Gso) -> Result<(), GsoError> {
     Ok(())
 }
 
+/// Turns a TCP/IPv4 frame with a complete checksum into what a kernel with TSO hands a TAP:
+/// the checksum partial (the pseudo-header's sum, its length field that of the whole segment)
+/// and, if `gso_size` is not zero, one super-frame of segments of that size. Returns its
+/// metadata. (Tests, and anything that makes offloaded frames, start here.)
+pub fn offload_tcp4(frame: &mut [u8], gso_size: u16) -> Result<Gso, GsoError> {
+    let (tcp, data) = tcp4_layout(frame)?;
+    let (src, dst) = (ip::src(&frame[14..]), ip::dst(&frame[14..]));
+    let mut ph = [0u8; 12];
+    ph[0..4].copy_from_slice(&src.octets());
+    ph[4..8].copy_from_slice(&dst.octets());
+    ph[9] = 6;
+    ph[10..12].copy_from_slice(&((frame.len() - tcp) as u16).to_be_bytes());
+    frame[tcp + 16..tcp + 18].copy_from_slice(&crate::ones_sum(&ph).to_be_bytes());
+    Ok(Gso {
+        flags: NEEDS_CSUM,
+        gso_type: if gso_size == 0 { GSO_NONE } else { GSO_TCPV4 },
+        hdr_len: data as u16,
+        gso_size,
+        csum_start: tcp as u16,
+        csum_offset: 16,
+    })
+}
+
 /// The offsets of a TCP/IPv4 frame's headers: (IP at 14, TCP, data).
 fn tcp4_layout(frame: &[u8]) -> Result<(usize, usize), GsoError> {
     if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
@@ -226,21 +249,7 @@ mod tests {
         for (i, b) in f[54..].iter_mut().enumerate() {
             *b = (i * 31 % 251) as u8;
         }
-        // The partial checksum: the pseudo-header's sum (length of the whole TCP segment).
-        let mut ph = [0u8; 12];
-        ph[0..4].copy_from_slice(&SRC.octets());
-        ph[4..8].copy_from_slice(&DST.octets());
-        ph[9] = 6;
-        ph[10..12].copy_from_slice(&((20 + n) as u16).to_be_bytes());
-        f[t + 16..t + 18].copy_from_slice(&crate::ones_sum(&ph).to_be_bytes());
-        let g = Gso {
-            flags: NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let g = offload_tcp4(&mut f, 1448).unwrap();
         (f, g)
     }
 

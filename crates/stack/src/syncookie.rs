@@ -107,6 +107,45 @@ fn mss_option(frame: &[u8], at: usize) -> Option<u16> {
     None
 }
 
+/// A segment we answer with, outside smoltcp (a cookie SYN-ACK, a TIME-WAIT ACK).
+pub(crate) struct Reply {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+}
+
+impl Reply {
+    /// Writes the answer to the segment `s` of `frame` into `out` (of 54 octets and the
+    /// options' length): to the sender's MAC and address from ours, with `opts` (a multiple of
+    /// four octets) and complete checksums.
+    pub fn write(&self, out: &mut [u8], frame: &[u8], s: &Seg, mac: [u8; 6], opts: &[u8]) {
+        let tcp_len = 20 + opts.len();
+        out[0..6].copy_from_slice(&frame[6..12]);
+        out[6..12].copy_from_slice(&mac);
+        out[12..14].copy_from_slice(&[0x08, 0x00]);
+        d11_wire::ip::write_header(
+            &mut out[14..34],
+            20 + tcp_len,
+            crate::DEFAULT_TTL,
+            6,
+            s.dst,
+            s.src,
+        );
+        let t = 34;
+        out[t..t + 2].copy_from_slice(&s.dport.to_be_bytes());
+        out[t + 2..t + 4].copy_from_slice(&s.sport.to_be_bytes());
+        out[t + 4..t + 8].copy_from_slice(&self.seq.to_be_bytes());
+        out[t + 8..t + 12].copy_from_slice(&self.ack.to_be_bytes());
+        out[t + 12] = ((tcp_len / 4) as u8) << 4;
+        out[t + 13] = self.flags;
+        out[t + 14..t + 16].copy_from_slice(&self.window.to_be_bytes());
+        out[t + 16..t + 20].fill(0);
+        out[t + 20..t + tcp_len].copy_from_slice(opts);
+        fill_tcp_checksum(out, t, tcp_len);
+    }
+}
+
 /// The pseudo-header sum and the TCP checksum of the segment at `at` (of `len` octets).
 pub(crate) fn fill_tcp_checksum(frame: &mut [u8], at: usize, len: usize) {
     frame[at + 16] = 0;
@@ -212,21 +251,13 @@ impl SynCookies {
         let (cookie, mss) = self.make(now, s, client_mss, our_mss);
         self.last_sent = Some(now);
         let mut f = [0u8; 58];
-        f[0..6].copy_from_slice(&frame[6..12]);
-        f[6..12].copy_from_slice(&mac);
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        d11_wire::ip::write_header(&mut f[14..34], 44, crate::DEFAULT_TTL, 6, s.dst, s.src);
-        // TCP: 24 octets with the MSS option.
-        let t = 34;
-        f[t..t + 2].copy_from_slice(&s.dport.to_be_bytes());
-        f[t + 2..t + 4].copy_from_slice(&s.sport.to_be_bytes());
-        f[t + 4..t + 8].copy_from_slice(&cookie.to_be_bytes());
-        f[t + 8..t + 12].copy_from_slice(&s.seq.wrapping_add(1).to_be_bytes());
-        f[t + 12] = 6 << 4;
-        f[t + 13] = SYN | ACK;
-        f[t + 14..t + 16].copy_from_slice(&window.to_be_bytes());
-        f[t + 20..t + 24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
-        fill_tcp_checksum(&mut f, t, 24);
+        let reply = Reply {
+            seq: cookie,
+            ack: s.seq.wrapping_add(1),
+            flags: SYN | ACK,
+            window,
+        };
+        reply.write(&mut f, frame, s, mac, &[2, 4, (mss >> 8) as u8, mss as u8]);
         f
     }
 

@@ -11,7 +11,7 @@
 //! SYN for the same four-tuple opens a new connection; a RST ends the wait; anything else of
 //! the old connection is dropped, not answered with a RST as a segment for no socket would be.
 
-use crate::syncookie::{fill_tcp_checksum, Seg, ACK, RST, SYN};
+use crate::syncookie::{Reply, Seg, ACK, RST, SYN};
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -128,25 +128,20 @@ fn payload_len(frame: &[u8], at: usize) -> Option<u32> {
 /// address, our sequence number being what it acknowledged.
 fn ack_of_fin(frame: &[u8], s: &Seg, len: u32, mac: [u8; 6]) -> [u8; 54] {
     let mut f = [0u8; 54];
-    f[0..6].copy_from_slice(&frame[6..12]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    d11_wire::ip::write_header(&mut f[14..34], 40, crate::DEFAULT_TTL, 6, s.dst, s.src);
-    let t = 34;
-    f[t..t + 2].copy_from_slice(&s.dport.to_be_bytes());
-    f[t + 2..t + 4].copy_from_slice(&s.sport.to_be_bytes());
-    f[t + 4..t + 8].copy_from_slice(&s.ack.to_be_bytes());
-    f[t + 8..t + 12].copy_from_slice(&s.seq.wrapping_add(len).wrapping_add(1).to_be_bytes());
-    f[t + 12] = 5 << 4;
-    f[t + 13] = ACK;
-    f[t + 14..t + 16].copy_from_slice(&0u16.to_be_bytes());
-    fill_tcp_checksum(&mut f, t, 20);
+    let reply = Reply {
+        seq: s.ack,
+        ack: s.seq.wrapping_add(len).wrapping_add(1),
+        flags: ACK,
+        window: 0,
+    };
+    reply.write(&mut f, frame, s, mac, &[]);
     f
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::syncookie::fill_tcp_checksum;
     use std::net::Ipv4Addr;
 
     const US: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), 443);

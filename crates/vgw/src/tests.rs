@@ -89,13 +89,12 @@ fn the_mac_table_is_bounded() {
     assert_eq!(counter(&g, "fdb_full"), 2);
 }
 
-/// The gateway node, host A's switch and an LB VM (our TCP stack, listening on 443) in a
-/// network in memory under a virtual clock: the node's SYN probes cross VXLAN to the VM, whose
-/// SYN-ACKs keep it up; the second LB address has no VM and goes down after `fall` checks.
-#[test]
-fn lb_checks_through_vxlan_under_virtual_time() {
-    use d11_element::sim::Sim;
-    use d11_stack::{Stack, StackConfig};
+/// The gateway node (VIP 203.0.113.10 to `lbs`, checks as `check` says) and host A's switch
+/// (port lb1 in VNI 1001), as the virtual-time tests join them.
+fn sim_configs(
+    lbs: serde_json::Value,
+    check: serde_json::Value,
+) -> (VgwConfig, d11_vswitch::VswitchConfig) {
     let cfg: VgwConfig = serde_json::from_value(json!({
         "name": "vgw1",
         "ports": [
@@ -103,8 +102,8 @@ fn lb_checks_through_vxlan_under_virtual_time() {
             {"name": "underlay", "addresses": ["10.1.0.1/24"]},
         ],
         "vpc": {"vni": 1001, "router": "192.168.1.1/24", "hosts": ["10.1.0.11"]},
-        "vips": [{"vip": "203.0.113.10", "lbs": ["192.168.1.10", "192.168.1.11"]}],
-        "lb_check": {"interval_ms": 1000, "timeout_ms": 500, "rise": 2, "fall": 2},
+        "vips": [{"vip": "203.0.113.10", "lbs": lbs}],
+        "lb_check": check,
     }))
     .unwrap();
     let hosta: d11_vswitch::VswitchConfig = serde_json::from_value(json!({
@@ -114,6 +113,20 @@ fn lb_checks_through_vxlan_under_virtual_time() {
         "vteps": {"1001": ["10.1.0.1"]},
     }))
     .unwrap();
+    (cfg, hosta)
+}
+
+/// The gateway node, host A's switch and an LB VM (our TCP stack, listening on 443) in a
+/// network in memory under a virtual clock: the node's SYN probes cross VXLAN to the VM, whose
+/// SYN-ACKs keep it up; the second LB address has no VM and goes down after `fall` checks.
+#[test]
+fn lb_checks_through_vxlan_under_virtual_time() {
+    use d11_element::sim::Sim;
+    use d11_stack::{Stack, StackConfig};
+    let (cfg, hosta) = sim_configs(
+        json!(["192.168.1.10", "192.168.1.11"]),
+        json!({"interval_ms": 1000, "timeout_ms": 500, "rise": 2, "fall": 2}),
+    );
     let lb1: StackConfig = serde_json::from_value(json!({
         "name": "lb1",
         "ports": [{"name": "eth0", "addresses": ["192.168.1.10/24"]}],
@@ -167,23 +180,7 @@ fn forwarding_a_flow_both_ways_allocates_nothing_once_warm() {
     use d11_stack::{Stack, StackConfig};
     use std::net::SocketAddrV4;
     paused(async {
-        let cfg: VgwConfig = serde_json::from_value(json!({
-            "name": "vgw1",
-            "ports": [
-                {"name": "external", "addresses": ["203.0.113.2/24"]},
-                {"name": "underlay", "addresses": ["10.1.0.1/24"]},
-            ],
-            "vpc": {"vni": 1001, "router": "192.168.1.1/24", "hosts": ["10.1.0.11"]},
-            "vips": [{"vip": "203.0.113.10", "lbs": ["192.168.1.10"]}],
-        }))
-        .unwrap();
-        let hosta: d11_vswitch::VswitchConfig = serde_json::from_value(json!({
-            "name": "hosta",
-            "ports": [{"name": "lb1"}, {"name": "underlay", "addresses": ["10.1.0.11/24"]}],
-            "vnis": {"lb1": 1001},
-            "vteps": {"1001": ["10.1.0.1"]},
-        }))
-        .unwrap();
+        let (cfg, hosta) = sim_configs(json!(["192.168.1.10"]), json!({}));
         let stack = |name: &str, ip: &str, gw: &str| -> StackConfig {
             serde_json::from_value(json!({
                 "name": name,

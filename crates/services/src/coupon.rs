@@ -75,10 +75,12 @@ impl CouponLedger {
 
     /// Redeems `coupon` for `order`, committed before it returns; the same order again is fine.
     pub fn redeem(&self, coupon: &str, order: &str) -> Result<(), LedgerError> {
-        let taken = self.db.execute(
-            "UPDATE coupons SET order_id = ?2 WHERE coupon = ?1 AND order_id IS NULL",
-            params![coupon, order],
-        )?;
+        let taken = self
+            .db
+            .prepare_cached(
+                "UPDATE coupons SET order_id = ?2 WHERE coupon = ?1 AND order_id IS NULL",
+            )?
+            .execute(params![coupon, order])?;
         if taken == 1 {
             return Ok(());
         }
@@ -91,21 +93,20 @@ impl CouponLedger {
 
     /// Compensation: frees `coupon` if `order` holds it; whether it did.
     pub fn release(&self, coupon: &str, order: &str) -> Result<bool, LedgerError> {
-        let n = self.db.execute(
-            "UPDATE coupons SET order_id = NULL WHERE coupon = ?1 AND order_id = ?2",
-            params![coupon, order],
-        )?;
+        let n = self
+            .db
+            .prepare_cached(
+                "UPDATE coupons SET order_id = NULL WHERE coupon = ?1 AND order_id = ?2",
+            )?
+            .execute(params![coupon, order])?;
         Ok(n == 1)
     }
 
     /// `None`: no such coupon; `Some(holder)` otherwise.
     fn holder_of(&self, coupon: &str) -> rusqlite::Result<Option<Option<String>>> {
         self.db
-            .query_row(
-                "SELECT order_id FROM coupons WHERE coupon = ?1",
-                [coupon],
-                |r| r.get::<_, Option<String>>(0),
-            )
+            .prepare_cached("SELECT order_id FROM coupons WHERE coupon = ?1")?
+            .query_row([coupon], |r| r.get::<_, Option<String>>(0))
             .optional()
     }
 

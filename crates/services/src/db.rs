@@ -101,31 +101,33 @@ impl OrderDb {
 
     /// Stores `o` unless its id is there; the order stored under the id.
     pub fn put(&self, o: &Order) -> rusqlite::Result<Order> {
-        self.db.execute(
-            "INSERT OR IGNORE INTO orders (id, key, user, item, quantity, coupon, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![o.id, o.key, o.user, o.item, o.quantity, o.coupon, o.detail],
-        )?;
+        self.db
+            .prepare_cached(
+                "INSERT OR IGNORE INTO orders (id, key, user, item, quantity, coupon, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                o.id, o.key, o.user, o.item, o.quantity, o.coupon, o.detail
+            ])?;
         self.get(&o.id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
     }
 
     pub fn get(&self, id: &str) -> rusqlite::Result<Option<Order>> {
         self.db
-            .query_row(
+            .prepare_cached(
                 "SELECT id, key, user, item, quantity, coupon, detail FROM orders WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(Order {
-                        id: r.get(0)?,
-                        key: r.get(1)?,
-                        user: r.get(2)?,
-                        item: r.get(3)?,
-                        quantity: r.get(4)?,
-                        coupon: r.get(5)?,
-                        detail: r.get(6)?,
-                    })
-                },
-            )
+            )?
+            .query_row([id], |r| {
+                Ok(Order {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    user: r.get(2)?,
+                    item: r.get(3)?,
+                    quantity: r.get(4)?,
+                    coupon: r.get(5)?,
+                    detail: r.get(6)?,
+                })
+            })
             .optional()
     }
 

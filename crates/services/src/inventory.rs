@@ -85,11 +85,12 @@ impl SqlStock {
 
     pub fn get(&self, item: &str) -> Option<(i64, u64)> {
         self.db
-            .query_row(
-                "SELECT quantity, version FROM stock WHERE item = ?1",
-                [item],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)),
-            )
+            .prepare_cached("SELECT quantity, version FROM stock WHERE item = ?1")
+            .and_then(|mut st| {
+                st.query_row([item], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+            })
             .optional()
             .unwrap_or_else(|e| {
                 self.error(&e);
@@ -138,17 +139,18 @@ impl SqlStock {
         why: &Deduction,
     ) -> rusqlite::Result<bool> {
         let tx = self.db.unchecked_transaction()?;
-        let n = tx.execute(
-            "UPDATE stock SET quantity = ?1, version = version + 1 WHERE item = ?2 AND version = ?3",
-            params![qty, item, version as i64],
-        )?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE stock SET quantity = ?1, version = version + 1 WHERE item = ?2 AND version = ?3",
+            )?
+            .execute(params![qty, item, version as i64])?;
         if n != 1 {
             return Ok(false);
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO deductions (order_id, item, n, restored) VALUES (?1, ?2, ?3, ?4)",
-            params![why.order, why.item, why.n, i64::from(why.restored)],
-        )?;
+        )?
+        .execute(params![why.order, why.item, why.n, i64::from(why.restored)])?;
         tx.commit()?;
         Ok(true)
     }

@@ -105,36 +105,35 @@ fn owed_row(c: &Compensation) -> (&'static str, &str, &str) {
 impl Journal for SqlJournal {
     fn begin(&self, i: &Intent) -> Result<(), String> {
         self.db
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO intents (order_id, key, coupon) VALUES (?1, ?2, ?3)",
-                params![i.order, i.key, i.coupon],
             )
+            .and_then(|mut st| st.execute(params![i.order, i.key, i.coupon]))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
     fn end(&self, order: &str) -> Result<(), String> {
         self.db
-            .execute("DELETE FROM intents WHERE order_id = ?1", [order])
+            .prepare_cached("DELETE FROM intents WHERE order_id = ?1")
+            .and_then(|mut st| st.execute([order]))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
     fn owe(&self, c: &Compensation) -> Result<(), String> {
         let (k, o, cp) = owed_row(c);
         self.db
-            .execute(
+            .prepare_cached(
                 "INSERT OR IGNORE INTO owed (kind, order_id, coupon) VALUES (?1, ?2, ?3)",
-                params![k, o, cp],
             )
+            .and_then(|mut st| st.execute(params![k, o, cp]))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
     fn paid(&self, c: &Compensation) -> Result<(), String> {
         let (k, o, cp) = owed_row(c);
         self.db
-            .execute(
-                "DELETE FROM owed WHERE kind = ?1 AND order_id = ?2 AND coupon = ?3",
-                params![k, o, cp],
-            )
+            .prepare_cached("DELETE FROM owed WHERE kind = ?1 AND order_id = ?2 AND coupon = ?3")
+            .and_then(|mut st| st.execute(params![k, o, cp]))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

@@ -79,21 +79,28 @@ fn port(lab: &Lab, node: &str, name: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{node} port {name}: no {key}"))
 }
 
+/// A file of `bytes` random octets made on `node` (in the lab's directory), and its SHA-256.
+fn random_file(lab: &Lab, node: &str, name: &str, bytes: usize) -> (std::path::PathBuf, String) {
+    let path = lab.dir.join(name);
+    let f = path.display().to_string();
+    lab.exec_ok(
+        node,
+        &["sh", "-c", &format!("head -c {bytes} /dev/urandom > {f}")],
+    );
+    let sum = lab.exec_ok(node, &["sha256sum", &f]);
+    let sum = sum
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (path, sum)
+}
+
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn super_frames_cross_the_router_whole_or_cut_and_every_octet_arrives() {
     let lab = Lab::up(LAB);
-    let data = lab.dir.join("data.bin");
-    lab.exec_ok(
-        "k1",
-        &[
-            "sh",
-            "-c",
-            &format!("head -c 30000000 /dev/urandom > {}", data.display()),
-        ],
-    );
-    let want = lab.exec_ok("k1", &["sha256sum", &data.display().to_string()]);
-    let want = want.split_whitespace().next().unwrap().to_string();
+    let (data, want) = random_file(&lab, "k1", "data.bin", 30_000_000);
     for addr in ["10.0.2.3", "10.0.3.3"] {
         let out = lab.exec_ok("k1", &["ping", "-c", "1", "-W", "2", addr]);
         assert!(out.contains("1 received"), "{out}");
@@ -115,18 +122,9 @@ fn super_frames_cross_the_router_whole_or_cut_and_every_octet_arrives() {
     );
 
     // k2 -> k1, the other way.
-    let back = lab.dir.join("back.bin");
-    lab.exec_ok(
-        "k2",
-        &[
-            "sh",
-            "-c",
-            &format!("head -c 20000000 /dev/urandom > {}", back.display()),
-        ],
-    );
-    let want_back = lab.exec_ok("k2", &["sha256sum", &back.display().to_string()]);
+    let (back, want_back) = random_file(&lab, "k2", "back.bin", 20_000_000);
     let got = transfer(&lab, "k2", "k1", "10.0.1.3", &back);
-    assert_eq!(Some(got.as_str()), want_back.split_whitespace().next());
+    assert_eq!(got, want_back, "k2 -> k1");
 
     // k1 -> k3: the router's next port has no offloads and a 1400-octet MTU (k3's is 1500, so
     // k3 offers an MSS that does not fit it). The first super-frames' segments do not fit:
@@ -192,35 +190,12 @@ ports = [{ name = "eth0", segment = "carrier", addresses = ["198.51.100.90/24"] 
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn the_nat_translates_super_frames_whole_and_every_octet_arrives() {
     let lab = Lab::up(NAT_LAB);
-    let up = lab.dir.join("up.bin");
-    lab.exec_ok(
-        "k1",
-        &[
-            "sh",
-            "-c",
-            &format!("head -c 20000000 /dev/urandom > {}", up.display()),
-        ],
-    );
-    let want = lab.exec_ok("k1", &["sha256sum", &up.display().to_string()]);
-    let want_up = want.clone();
-    // Out through the NAT (k1's data to s1), then back (s1's data to k1 over a connection k1
-    // opened: the listener is on k1's side of the NAT only for that direction's test).
+    let (up, want_up) = random_file(&lab, "k1", "up.bin", 20_000_000);
+    // Out through the NAT (k1's data to s1), then back (s1's data to k1, over a connection
+    // k1 opens: only an inside host can open a mapping).
     let got = transfer(&lab, "k1", "s1", "198.51.100.80", &up);
-    assert_eq!(
-        Some(got.as_str()),
-        want.split_whitespace().next(),
-        "k1 -> s1"
-    );
-    let down = lab.dir.join("down.bin");
-    lab.exec_ok(
-        "s1",
-        &[
-            "sh",
-            "-c",
-            &format!("head -c 20000000 /dev/urandom > {}", down.display()),
-        ],
-    );
-    let want = lab.exec_ok("s1", &["sha256sum", &down.display().to_string()]);
+    assert_eq!(got, want_up, "k1 -> s1");
+    let (down, want_down) = random_file(&lab, "s1", "down.bin", 20_000_000);
     let mut server = Command::new("ip")
         .args(["netns", "exec", &format!("{}-s1", lab.prefix)])
         .args([
@@ -247,7 +222,7 @@ fn the_nat_translates_super_frames_whole_and_every_octet_arrives() {
     let got = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         got.split_whitespace().next(),
-        want.split_whitespace().next(),
+        Some(want_down.as_str()),
         "s1 -> k1 through the mapping"
     );
     let _ = server.wait();

@@ -178,10 +178,11 @@ pub fn segment(
     if mss == 0 {
         return Err(GsoError::Malformed);
     }
-    if data + mss > buf.len() {
+    let payload = &frame[data..];
+    // The largest segment: a whole gso_size, or all the data if there is less.
+    if data + mss.min(payload.len()) > buf.len() {
         return Err(GsoError::TooBig);
     }
-    let payload = &frame[data..];
     let id = u16::from_be_bytes([frame[18], frame[19]]);
     let seq = u32::from_be_bytes([
         frame[tcp + 4],
@@ -319,6 +320,14 @@ mod tests {
         let (f, g) = super_frame(5000, 0x10);
         let mut small = vec![0u8; 1000];
         assert_eq!(segment(&f, &g, &mut small, |_| {}), Err(GsoError::TooBig));
+        // Less data than one gso_size: one segment, the frame's size, fits a buffer of it.
+        let (short, g9000) = super_frame(300, 0x10);
+        let g9000 = Gso {
+            gso_size: 9000,
+            ..g9000
+        };
+        let mut exact = vec![0u8; short.len()];
+        assert_eq!(segment(&short, &g9000, &mut exact, |_| {}), Ok(1));
         let mut buf = vec![0u8; 2000];
         let udp = Gso {
             gso_type: GSO_UDP,

@@ -181,6 +181,8 @@ pub(crate) struct Inner {
     pub(crate) iface: Interface,
     pub(crate) sockets: SocketSet<'static>,
     epoch: Instant,
+    /// The TCP timestamp clock at `epoch` (wall-clock milliseconds at the start).
+    ts_base: u32,
     /// The latest time the runtime gave (for what tasks do between polls).
     clock: Instant,
     /// The port's name in the topology (`interfaces` reports it).
@@ -465,6 +467,8 @@ impl Inner {
         self.clock = self.clock.max(now);
         let t =
             SmolInstant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64);
+        let since = now.saturating_duration_since(self.epoch).as_millis() as u32;
+        tcp::set_tsval(self.ts_base.wrapping_add(since));
         self.needs_poll = false;
         let mut dev = FrameIo {
             rx,
@@ -691,6 +695,9 @@ impl Stack {
             iface,
             sockets: SocketSet::new(Vec::new()),
             epoch,
+            ts_base: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u32),
             clock: epoch,
             port: port.name.clone(),
             mac,

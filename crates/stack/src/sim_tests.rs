@@ -119,3 +119,53 @@ fn datagrams_to_closed_ports_get_port_unreachable_at_the_icmp_rate() {
         assert_eq!(sim.counter(bn, "icmp_rate_limited"), 300);
     });
 }
+
+/// The TSval of a SYN we send (`frame` an Ethernet frame with TCP/IPv4), if it has one.
+fn syn_tsval(frame: &[u8]) -> Option<u32> {
+    let ip = smoltcp::wire::Ipv4Packet::new_checked(frame.get(14..)?).ok()?;
+    let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+    if !tcp.syn() || tcp.ack() {
+        return None;
+    }
+    let mut opts = tcp.options();
+    while !opts.is_empty() {
+        let (rest, opt) = smoltcp::wire::TcpOption::parse(opts).ok()?;
+        if let smoltcp::wire::TcpOption::TimeStamp { tsval, .. } = opt {
+            return Some(tsval);
+        }
+        opts = rest;
+    }
+    None
+}
+
+/// The connections we open carry TCP timestamps that follow the runtime's clock (virtual time
+/// here, where the wall clock does not move): two SYNs five seconds apart carry values five
+/// thousand milliseconds apart.
+#[test]
+fn syns_we_send_carry_timestamps_on_the_runtime_clock() {
+    paused(async {
+        let mut sim = Sim::new();
+        let ((a, a_el), (b, b_el)) = (host("a", "10.0.0.1/24"), host("b", "10.0.0.2/24"));
+        let (an, bn) = (sim.add(a_el), sim.add(b_el));
+        sim.segment(&[(an, 0), (bn, 0)]);
+        let _listener = b.listen(80, 4).unwrap();
+        let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);
+        for _ in 0..2 {
+            let a = a.clone();
+            tokio::task::spawn_local(async move {
+                let _conn = a.connect(to).await;
+            });
+            sim.run_async_for(Duration::from_secs(5)).await;
+        }
+        let ts: Vec<u32> = sim
+            .wire
+            .iter()
+            .filter(|s| s.from.0 == an)
+            .filter_map(|s| syn_tsval(&s.frame))
+            .collect();
+        assert_eq!(ts.len(), 2, "two SYNs with timestamps: {ts:?}");
+        // (Milliseconds cut from the runtime's time: one either way.)
+        let gap = ts[1].wrapping_sub(ts[0]);
+        assert!((4999..=5001).contains(&gap), "{ts:?}");
+    });
+}

@@ -188,8 +188,9 @@ impl Stack {
     }
 }
 
-/// TCP timestamps (RFC 7323) of the connections we open: milliseconds of the wall clock, so
-/// that they grow from one connection to the next on the same four-tuple, across restarts too.
+/// TCP timestamps (RFC 7323) of the connections we open: milliseconds, counted from the wall
+/// clock at the stack's start and then by the runtime's time, so that they grow from one
+/// connection to the next on the same four-tuple, across restarts too.
 ///
 /// Why: a server that closed first holds the old connection in TIME-WAIT (60 s on Linux), and
 /// a balancer opening thousands of connections a second to it comes back to the same source
@@ -199,12 +200,21 @@ impl Stack {
 /// old connection's ACK, we reset, and smoltcp sends the SYN again a second later. Measured:
 /// through d11-lb to nginx with a new connection per request, a few thousand requests a
 /// second fell to tens, each waiting a second (docs/perf.md). smoltcp drops the option when
-/// the peer's SYN-ACK has none. (The value is an option's content only: nothing here decides
-/// by it, so the virtual-time tests stay deterministic in what they do.)
+/// the peer's SYN-ACK has none.
+///
+/// smoltcp asks a plain `fn()`, so the stack sets the value before each poll
+/// ([`set_tsval`]); the stack reads no clock for it.
 fn tsval() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u32)
+    TSVAL.with(std::cell::Cell::get)
+}
+
+thread_local! {
+    static TSVAL: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The timestamp clock's value for what the stack polls next (see [`tsval`]).
+pub(crate) fn set_tsval(ms: u32) {
+    TSVAL.with(|t| t.set(ms));
 }
 
 impl Stack {

@@ -55,7 +55,7 @@ pub trait Transmit {
         if gso.is_plain() {
             return self.send(port, frame);
         }
-        let mut buf = vec![0u8; frame.len().max(1514)];
+        let mut buf = vec![0u8; frame.len()];
         let _ = d11_wire::gso::segment(frame, gso, &mut buf, |s| self.send(port, s));
     }
 }

@@ -258,3 +258,154 @@ fn the_nat_translates_super_frames_whole_and_every_octet_arrives() {
     }
     assert_eq!(lab.counter("nat", "gso_dropped"), 0);
 }
+
+const VXLAN_LAB: &str = r#"
+name = "offload-vxlan"
+[[segments]]
+name = "underlay"
+[[segments]]
+name = "vm-a"
+mtu = 1450
+[[segments]]
+name = "vm-b"
+mtu = 1450
+[[segments]]
+name = "vm-k"
+mtu = 1450
+[[nodes]]
+name = "vm1"
+role = "kernel"
+ports = [{ name = "eth0", segment = "vm-a", addresses = ["192.168.1.20/24"], offload = true }]
+[[nodes]]
+name = "vm2"
+role = "kernel"
+ports = [{ name = "eth0", segment = "vm-b", addresses = ["192.168.1.21/24"], offload = true }]
+[[nodes]]
+name = "vm3"
+role = "kernel"
+ports = [{ name = "eth0", segment = "vm-k", addresses = ["192.168.1.22/24"], offload = true }]
+[[nodes]]
+name = "hosta"
+role = "vswitch"
+ports = [
+  { name = "vm", segment = "vm-a", offload = true },
+  { name = "underlay", segment = "underlay", addresses = ["10.1.0.11/24"], offload = true },
+]
+vnis = { vm = 1001 }
+vteps = { "1001" = ["10.1.0.12", "10.1.0.13"] }
+[[nodes]]
+name = "hostb"
+role = "vswitch"
+ports = [
+  { name = "vm", segment = "vm-b", offload = true },
+  { name = "underlay", segment = "underlay", addresses = ["10.1.0.12/24"] },
+]
+vnis = { vm = 1001 }
+vteps = { "1001" = ["10.1.0.11", "10.1.0.13"] }
+[[nodes]]
+name = "hostk"
+role = "kernel"
+ports = [
+  { name = "vm", segment = "vm-k", offload = true },
+  { name = "underlay", segment = "underlay", addresses = ["10.1.0.13/24"], offload = true },
+]
+"#;
+
+/// VXLAN super-frames: hosta's VM sends TCP super-frames, which leave hosta whole inside
+/// VXLAN (a tunnel super-frame). Towards hostb, whose underlay TAP has no offloads, the kernel
+/// cuts them into VXLAN segments (checking our metadata as it does so); towards hostk, the
+/// kernel's own VXLAN device (a real peer) takes them whole. The other way, hostb cuts its
+/// VM's super-frames itself (its underlay takes none), and hostk's kernel VTEP sends tunnel
+/// super-frames that hosta takes whole. Kernel TCP at the ends checks every octet.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn vxlan_super_frames_cross_the_vswitch_whole_and_the_kernel_vtep_agrees() {
+    let lab = Lab::up(VXLAN_LAB);
+    // hostk: the kernel's VTEP, VNI 1001, with both d11 VTEPs as flood destinations, bridged
+    // to its VM's port.
+    for cmd in [
+        "ip link add vx0 type vxlan id 1001 local 10.1.0.13 dstport 4789 dev underlay",
+        "bridge fdb append 00:00:00:00:00:00 dev vx0 dst 10.1.0.11",
+        "bridge fdb append 00:00:00:00:00:00 dev vx0 dst 10.1.0.12",
+        "ip link add br0 type bridge",
+        "ip link set vm master br0",
+        "ip link set vx0 master br0",
+        "ip link set vx0 up",
+        "ip link set br0 up",
+    ] {
+        lab.exec_ok("hostk", &cmd.split(' ').collect::<Vec<_>>());
+    }
+    for (from, to) in [("vm1", "192.168.1.21"), ("vm1", "192.168.1.22")] {
+        let out = lab.exec_ok(from, &["ping", "-c", "1", "-W", "2", to]);
+        assert!(out.contains("1 received"), "{from} -> {to}: {out}");
+    }
+    let (a, want_a) = random_file(&lab, "vm1", "a.bin", 20_000_000);
+    let (b, want_b) = random_file(&lab, "vm2", "b.bin", 10_000_000);
+    let (k, want_k) = random_file(&lab, "vm3", "k.bin", 20_000_000);
+    assert_eq!(
+        transfer(&lab, "vm1", "vm2", "192.168.1.21", &a),
+        want_a,
+        "vm1 -> vm2"
+    );
+    assert!(
+        lab.counter("hosta", "encap_gso") > 0,
+        "hosta wrapped super-frames"
+    );
+    assert!(
+        port(&lab, "hosta", "underlay", "tx_gso") > 0,
+        "and sent them whole"
+    );
+    assert_eq!(
+        transfer(&lab, "vm2", "vm1", "192.168.1.20", &b),
+        want_b,
+        "vm2 -> vm1"
+    );
+    assert!(
+        port(&lab, "hostb", "underlay", "gso_segments") > 0,
+        "hostb cut its VM's super-frames for its plain underlay"
+    );
+    let whole_before = lab.counter("hosta", "decap_gso");
+    assert_eq!(
+        transfer(&lab, "vm1", "vm3", "192.168.1.22", &a),
+        want_a,
+        "vm1 -> the kernel VTEP"
+    );
+    assert_eq!(
+        transfer(&lab, "vm3", "vm1", "192.168.1.20", &k),
+        want_k,
+        "the kernel VTEP -> vm1"
+    );
+    assert!(
+        lab.counter("hosta", "decap_gso") > whole_before,
+        "the kernel VTEP's tunnel super-frames came in whole and were unwrapped"
+    );
+    for (node, counters) in [
+        (
+            "hosta",
+            ["vxlan_malformed", "gso_not_vxlan", "encap_too_big"],
+        ),
+        (
+            "hostb",
+            ["vxlan_malformed", "gso_not_vxlan", "encap_too_big"],
+        ),
+    ] {
+        for c in counters {
+            assert_eq!(lab.counter(node, c), 0, "{node} {c}");
+        }
+    }
+    for (node, p) in [
+        ("hosta", "vm"),
+        ("hosta", "underlay"),
+        ("hostb", "vm"),
+        ("hostb", "underlay"),
+    ] {
+        assert_eq!(port(&lab, node, p, "gso_errors"), 0, "{node} {p}");
+        assert_eq!(port(&lab, node, p, "tx_errors"), 0, "{node} {p}");
+    }
+    let dir = lab.stop();
+    for seg in ["underlay", "vm-a", "vm-b"] {
+        let pcap = dir.0.join("pcap").join(format!("{seg}.pcapng"));
+        let bad = malformed(&pcap, &["-d", "tcp.port==5001,data"]);
+        assert!(bad.is_empty(), "segment {seg}: {bad:?}");
+    }
+}

@@ -39,6 +39,9 @@ impl Element for NullForwarder {
     fn takes_gso(&self) -> bool {
         true
     }
+    fn takes_tunnel_gso(&self) -> bool {
+        true
+    }
     /// A super-frame goes on whole (cut only if the other port has no offloads).
     fn handle_frame_gso(
         &mut self,

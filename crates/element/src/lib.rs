@@ -108,6 +108,13 @@ pub trait Element {
         false
     }
 
+    /// Whether the element, taking offloaded frames, also takes super-frames inside a UDP
+    /// tunnel ([`Gso::is_tunnel`](d11_wire::gso::Gso::is_tunnel): a VTEP's). Otherwise the
+    /// runtime cuts those into segments first.
+    fn takes_tunnel_gso(&self) -> bool {
+        false
+    }
+
     /// Handles an offloaded frame (a TCP super-frame, or a frame whose checksum is partial), as
     /// `gso` describes it; called only if [`takes_gso`](Self::takes_gso). Must never panic.
     fn handle_frame_gso(

@@ -119,7 +119,7 @@ impl Transmit for Ports<'_> {
         };
         if gso.is_plain() {
             self.send(port, frame);
-        } else if p.dev.offloads() {
+        } else if p.dev.offloads() && (!gso.is_tunnel() || p.dev.tunnel_offloads()) {
             match p.dev.send_gso(now, frame, gso) {
                 Ok(()) => {
                     p.tx_frames += 1;
@@ -275,6 +275,7 @@ async fn run_loop<E: Element>(
     let mut seg_rx = vec![0u8; MAX_FRAME];
     let mut seg_tx = vec![0u8; MAX_FRAME];
     let takes_gso = element.takes_gso();
+    let takes_tunnel_gso = takes_gso && element.takes_tunnel_gso();
     // Ports whose budget ran out last turn: served again without waiting for an edge.
     let mut pending = vec![false; ports.len()];
     let mut ready = vec![false; ports.len()];
@@ -351,7 +352,7 @@ async fn run_loop<E: Element>(
                             now,
                             seg: &mut seg_tx,
                         };
-                        if takes_gso {
+                        if takes_gso && (takes_tunnel_gso || !gso.is_tunnel()) {
                             element.handle_frame_gso(now, i, &mut buf[..n], &gso, &mut tx);
                             continue;
                         }

@@ -65,6 +65,12 @@ pub trait FrameDevice {
         false
     }
 
+    /// Whether super-frames inside a UDP tunnel (VXLAN) may come in and be sent whole too
+    /// (a TAP with `TUN_F_UDP_TUNNEL_GSO`, Linux 6.17 and later).
+    fn tunnel_offloads(&self) -> bool {
+        false
+    }
+
     /// Reads one frame and its offload metadata ([`Gso::NONE`] where there is none).
     fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
         Ok(self.recv(now, buf)?.map(|n| (n, Gso::NONE)))
@@ -123,6 +129,9 @@ impl<D: FrameDevice + ?Sized> FrameDevice for Box<D> {
     }
     fn offloads(&self) -> bool {
         (**self).offloads()
+    }
+    fn tunnel_offloads(&self) -> bool {
+        (**self).tunnel_offloads()
     }
     fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
         (**self).recv_gso(now, buf)

@@ -29,6 +29,10 @@ const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
 const TUN_F_TSO_ECN: libc::c_ulong = 0x08;
+// Linux 6.17 and later: TCP super-frames inside a UDP tunnel (VXLAN), with or without the
+// outer UDP checksum; the header is then 24 octets.
+const TUN_F_UDP_TUNNEL_GSO: libc::c_ulong = 0x080;
+const TUN_F_UDP_TUNNEL_GSO_CSUM: libc::c_ulong = 0x100;
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
 #[repr(C)]
@@ -84,7 +88,8 @@ pub struct TapConfig<'a> {
     pub tun: bool,
     /// Offloads: a `virtio_net_hdr` before every frame (`IFF_VNET_HDR`), and partial
     /// checksums and TCP/IPv4 super-frames taken from the kernel (`TUN_F_CSUM`,
-    /// `TUN_F_TSO4`, `TUN_F_TSO_ECN`).
+    /// `TUN_F_TSO4`, `TUN_F_TSO_ECN`), and where the kernel has them (6.17 and later) the same
+    /// inside a UDP tunnel (`TUN_F_UDP_TUNNEL_GSO`, a 24-octet header).
     pub offloads: bool,
 }
 
@@ -94,6 +99,8 @@ pub struct Tap {
     file: File,
     name: String,
     offloads: bool,
+    /// The offload header's length: 0 (none), [`Gso::LEN`] or [`Gso::TUNNEL_LEN`].
+    hdr_len: usize,
 }
 
 impl Tap {
@@ -112,14 +119,30 @@ impl Tap {
             // SAFETY: TUNSETIFF reads and writes an ifreq we own.
             cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) })
                 .map_err(|e| io::Error::new(e.kind(), format!("TUNSETIFF {}: {e}", cfg.name)))?;
+            let mut hdr_len = 0;
             if cfg.offloads {
-                let size: libc::c_int = Gso::LEN as libc::c_int;
-                // SAFETY: TUNSETVNETHDRSZ reads an int we own; TUNSETOFFLOAD takes a value.
-                cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ as _, &size) })
-                    .map_err(|e| io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")))?;
+                let fd = file.as_raw_fd();
+                let set_hdr = |len: usize| {
+                    let size = len as libc::c_int;
+                    // SAFETY: TUNSETVNETHDRSZ reads an int we own.
+                    cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ as _, &size) })
+                        .map_err(|e| io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")))
+                };
                 let flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN;
-                cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD as _, flags) })
-                    .map_err(|e| io::Error::new(e.kind(), format!("TUNSETOFFLOAD: {e}")))?;
+                let tunnel = flags | TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM;
+                // The tunnel header first (the kernel refuses tunnel offloads with a shorter
+                // one); a kernel without them refuses the flags, and keeps the short header.
+                set_hdr(Gso::TUNNEL_LEN)?;
+                // SAFETY: TUNSETOFFLOAD takes a value.
+                if cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, tunnel) }).is_ok() {
+                    hdr_len = Gso::TUNNEL_LEN;
+                } else {
+                    set_hdr(Gso::LEN)?;
+                    // SAFETY: TUNSETOFFLOAD takes a value.
+                    cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, flags) })
+                        .map_err(|e| io::Error::new(e.kind(), format!("TUNSETOFFLOAD: {e}")))?;
+                    hdr_len = Gso::LEN;
+                }
             }
             let ctl = ControlSocket::new()?;
             if let Some(mtu) = cfg.mtu {
@@ -133,6 +156,7 @@ impl Tap {
                 file,
                 name: cfg.name.to_string(),
                 offloads: cfg.offloads,
+                hdr_len,
             })
         })
     }
@@ -140,7 +164,8 @@ impl Tap {
 
 impl Tap {
     fn read_gso(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
-        let mut hdr = [0u8; Gso::LEN];
+        let mut hdr = [0u8; Gso::TUNNEL_LEN];
+        let hdr = &mut hdr[..self.hdr_len];
         let iov = [
             libc::iovec {
                 iov_base: hdr.as_mut_ptr().cast(),
@@ -154,18 +179,20 @@ impl Tap {
         // SAFETY: both buffers are ours and the iovecs bound them.
         let r = unsafe { libc::readv(self.file.as_raw_fd(), iov.as_ptr(), 2) };
         match cvt_size(r) {
-            Ok(n) if n < Gso::LEN => Err(io::Error::new(
+            Ok(n) if n < hdr.len() => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a read shorter than the offload header",
             )),
-            Ok(n) => Ok(Some((n - Gso::LEN, Gso::parse(&hdr)))),
+            Ok(n) => Ok(Some((n - hdr.len(), Gso::parse(hdr)))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     fn write_gso(&mut self, frame: &[u8], gso: &Gso) -> io::Result<()> {
-        let hdr = gso.emit();
+        let mut hdr = [0u8; Gso::TUNNEL_LEN];
+        let hdr = &mut hdr[..self.hdr_len];
+        gso.emit_into(hdr);
         let iov = [
             libc::iovec {
                 iov_base: hdr.as_ptr() as *mut libc::c_void,
@@ -222,6 +249,9 @@ impl FrameDevice for Tap {
     fn offloads(&self) -> bool {
         self.offloads
     }
+    fn tunnel_offloads(&self) -> bool {
+        self.hdr_len == Gso::TUNNEL_LEN
+    }
     fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
         if self.offloads {
             self.read_gso(buf)
@@ -230,7 +260,12 @@ impl FrameDevice for Tap {
         }
     }
     fn send_gso(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> io::Result<()> {
-        if self.offloads {
+        if gso.is_tunnel() && !self.tunnel_offloads() {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a UDP-tunnel super-frame to a TAP without tunnel offloads",
+            ))
+        } else if self.offloads {
             self.write_gso(frame, gso)
         } else if gso.is_plain() {
             self.send(now, frame)

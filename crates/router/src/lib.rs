@@ -402,6 +402,77 @@ impl Router {
         true
     }
 
+    /// Sends a UDP datagram whose payload carries offloaded data: `payload[inner_at..]` is an
+    /// Ethernet frame that `inner` describes (a VTEP's TCP super-frame, or a frame whose
+    /// checksum is partial). It leaves whole, as a super-frame inside a UDP tunnel, when the
+    /// next hop is known (the port cuts it if it has no tunnel offloads); otherwise it is cut
+    /// here, since the neighbour queue keeps plain frames. The outer UDP checksum is zero, as
+    /// a tunnel over IPv4 may send it (RFC 7348 §5; the inner checksum is not complete yet).
+    /// Each segment must fit the port's MTU; returns false, counted, when one cannot.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_udp_gso(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        (sport, dport): (u16, u16),
+        payload: &[u8],
+        (inner_at, inner): (usize, &Gso),
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        if inner.is_plain() {
+            return self.send_udp(now, Some(src), dst, sport, dport, payload, tx);
+        }
+        let Some(route) = self.rib.lookup(dst).copied() else {
+            self.c.no_route += 1;
+            return false;
+        };
+        let total = 20 + 8 + payload.len();
+        let seg = if inner.is_single() {
+            payload.len()
+        } else {
+            (inner_at + usize::from(inner.hdr_len) + usize::from(inner.gso_size)).min(payload.len())
+        };
+        let outer = ETH + 28 + inner_at;
+        if total > usize::from(u16::MAX) || 28 + seg > self.ports[route.port].mtu || outer > 1024 {
+            self.c.local_too_big += 1;
+            return false;
+        }
+        if ETH + total > self.scratch.len() {
+            self.scratch.resize(ETH + total, 0);
+        }
+        self.scratch[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let b = &mut self.scratch[ETH..ETH + total];
+        write_ipv4_header(b, total, d11_wire::ip::DEFAULT_TTL, 17, src, dst);
+        b[20..22].copy_from_slice(&sport.to_be_bytes());
+        b[22..24].copy_from_slice(&dport.to_be_bytes());
+        b[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        b[26..28].fill(0);
+        b[28..].copy_from_slice(payload);
+        let g = inner.wrapped(outer as u16, (ETH + 20) as u16);
+        self.c.local_sent += 1;
+        let nh = route.next_hop.unwrap_or(dst);
+        if self.neigh.lookup(route.port, nh).is_some() {
+            self.gso = g;
+            self.output_local(now, total, tx);
+            self.gso = Gso::NONE;
+            return true;
+        }
+        let frame = std::mem::take(&mut self.scratch);
+        let mut cut = std::mem::take(&mut self.cut);
+        cut.resize(d11_netdev::MAX_FRAME, 0);
+        let r = d11_wire::gso::segment(&frame[..ETH + total], &g, &mut cut, |s| {
+            self.c.gso_cut += 1;
+            self.send_l2(now, route.port, nh, s, tx, Note::Originated);
+        });
+        if r.is_err() {
+            self.c.gso_dropped += 1;
+        }
+        self.cut = cut;
+        self.scratch = frame;
+        r.is_ok()
+    }
+
     /// Sends an IPv4 packet the router's owner made (a health-check probe): routes it and
     /// resolves the next hop. Returns false, counted, when there is no route or it is too big.
     pub fn send_ip(&mut self, now: Instant, ip: &[u8], tx: &mut dyn Transmit) -> bool {

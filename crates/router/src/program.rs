@@ -11,7 +11,9 @@
 //! - `frames`: frames sent as they are on a port the logic owns (an eNodeB's radio, a switch's
 //!   VM ports);
 //! - `inject`: frames that arrived through the logic's tunnels, for the router as if received
-//!   on the tunnel port (a PGW's UE side, the gateway's VPC router).
+//!   on the tunnel port (a PGW's UE side, the gateway's VPC router);
+//! - `gso_frames` and `gso_datagrams`: the same as `frames` and `datagrams` for offloaded data
+//!   (a switch's TCP super-frames, whole to a port that takes them, cut for the others).
 //!
 //! A *tunnel port* is a router port that is no device: what the router sends there is handed
 //! to [`RouterProgram::tunnel_frame`] (to be wrapped in GTP-U or VXLAN).
@@ -22,6 +24,7 @@
 use crate::udp::Datagram;
 use crate::{Divert, Hook, Router};
 use d11_element::{Element, PortId, Transmit};
+use d11_wire::gso::Gso;
 use serde_json::Value;
 use std::time::Instant;
 
@@ -33,6 +36,11 @@ pub struct Outbox {
     pub packets: Vec<Vec<u8>>,
     pub frames: Vec<(PortId, Vec<u8>)>,
     pub inject: Vec<Vec<u8>>,
+    /// Frames with their offload metadata.
+    pub gso_frames: Vec<(PortId, Vec<u8>, Gso)>,
+    /// Datagrams whose payload holds an offloaded frame at the offset given, as
+    /// [`Router::send_udp_gso`] takes them.
+    pub gso_datagrams: Vec<(Datagram, usize, Gso)>,
     /// Buffers sent, kept for reuse.
     spare: Vec<Vec<u8>>,
 }
@@ -72,6 +80,8 @@ impl Outbox {
             && self.packets.is_empty()
             && self.frames.is_empty()
             && self.inject.is_empty()
+            && self.gso_frames.is_empty()
+            && self.gso_datagrams.is_empty()
     }
 }
 
@@ -94,6 +104,19 @@ pub trait RouterProgram: Hook {
     /// ports): the logic takes it and returns true. Other ports' frames go to the router.
     fn own_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8]) -> bool {
         let _ = (now, port, frame);
+        false
+    }
+
+    /// Whether the logic also takes super-frames inside a UDP tunnel (a VTEP's own
+    /// [`own_frame_gso`](Self::own_frame_gso)); otherwise the runtime cuts them first.
+    fn takes_tunnel_gso(&self) -> bool {
+        false
+    }
+
+    /// An offloaded frame (see [`takes_gso`](Self::takes_gso)) the logic takes itself, as
+    /// [`own_frame`](Self::own_frame): returns true if it did. Others go to the router.
+    fn own_frame_gso(&mut self, now: Instant, port: PortId, frame: &mut [u8], gso: &Gso) -> bool {
+        let _ = (now, port, frame, gso);
         false
     }
 
@@ -222,10 +245,16 @@ impl<L: RouterProgram> RouterElement<L> {
                 packets,
                 frames,
                 inject,
+                gso_frames,
+                gso_datagrams,
                 spare,
             } = ob;
             for (p, f) in frames.drain(..) {
                 tx.send(p, &f);
+                keep_spare(spare, f);
+            }
+            for (p, f, g) in gso_frames.drain(..) {
+                tx.send_gso(p, &f, &g);
                 keep_spare(spare, f);
             }
             let mut inject = std::mem::take(inject);
@@ -242,6 +271,18 @@ impl<L: RouterProgram> RouterElement<L> {
                         &mut d,
                     );
                     keep_spare(spare, g.payload);
+                }
+                for (dg, at, g) in gso_datagrams.drain(..) {
+                    self.router.send_udp_gso(
+                        now,
+                        dg.src,
+                        dg.dst,
+                        (dg.sport, dg.dport),
+                        &dg.payload,
+                        (at, &g),
+                        &mut d,
+                    );
+                    keep_spare(spare, dg.payload);
                 }
                 for ip in packets.drain(..) {
                     self.router.send_ip(now, &ip, &mut d);
@@ -298,15 +339,22 @@ impl<L: RouterProgram> Element for RouterElement<L> {
         self.logic.takes_gso()
     }
 
+    fn takes_tunnel_gso(&self) -> bool {
+        self.logic.takes_tunnel_gso()
+    }
+
     fn handle_frame_gso(
         &mut self,
         now: Instant,
         port: PortId,
         frame: &mut [u8],
-        gso: &d11_wire::gso::Gso,
+        gso: &Gso,
         tx: &mut dyn Transmit,
     ) {
-        // A logic that takes GSO owns no port (it would be handed a super-frame).
+        if self.logic.own_frame_gso(now, port, frame, gso) {
+            self.settle(now, tx);
+            return;
+        }
         let tunnel = self.logic.tunnel_port();
         let mut kept = std::mem::take(&mut self.kept);
         {

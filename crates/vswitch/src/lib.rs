@@ -22,12 +22,18 @@
 //!   two VNIs are two different hosts.
 //! - The underlay side is a [`Router`]: ARP, ping, ICMP errors; VXLAN is taken in
 //!   [`Hook::local`] and sent with [`Router::send_udp`].
+//! - **Offloads** (`offload = true` on the ports): TCP super-frames from a VM leave whole in
+//!   one VXLAN super-frame (`Gso::wrapped`: the kernel, or the port, cuts it into VXLAN
+//!   segments, each with its outer lengths and a zero UDP checksum), and VXLAN super-frames
+//!   from the underlay go to the VM whole; a super-frame whose outer IP packet would pass
+//!   65,535 octets is cut into segments first (`encap_gso_cut`).
 //! - Bad input (malformed VXLAN, an unknown VNI, runt frames) is counted and dropped.
 
 use d11_element::{counters, mac_string, PortConfig, PortId};
 use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::udp::{self, Datagram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::gso::Gso;
 use d11_wire::vxlan;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -75,6 +81,8 @@ counters! {
         switched_local,
         flooded,
         encapsulated,
+        encap_gso,
+        encap_gso_cut,
         encap_too_big,
         hairpin_dropped,
         vxlan_rx,
@@ -86,6 +94,8 @@ counters! {
         vxlan_runt,
         vxlan_to_remote_dropped,
         decapsulated,
+        decap_gso,
+        gso_not_vxlan,
         mac_moves,
         fdb_full,
         fdb_aged,
@@ -122,6 +132,8 @@ pub struct Logic {
     next_sweep: Option<Instant>,
     /// VXLAN to send (datagrams) and frames to VM ports (frames).
     out: Outbox,
+    /// Where a super-frame too big for one VXLAN packet is cut.
+    cut: Vec<u8>,
     pub c: VswitchCounters,
 }
 
@@ -196,6 +208,7 @@ impl Logic {
                 fdb_max_per_vni: cfg.fdb_max_per_vni,
                 next_sweep: None,
                 out: Outbox::default(),
+                cut: Vec::new(),
                 c: VswitchCounters::default(),
             },
         ))
@@ -251,9 +264,36 @@ impl Logic {
             .map(|e| e.dest)
     }
 
-    fn encapsulate(&mut self, vni: u32, frame: &[u8], to: Ipv4Addr) {
-        if 20 + 8 + vxlan::HEADER_LEN + frame.len() > self.mtu {
+    /// A frame for local port `q`, with its offload metadata.
+    fn out_port(&mut self, q: PortId, f: &[u8], gso: &Gso) {
+        let c = self.out.copy(f);
+        if gso.is_plain() {
+            self.out.frames.push((q, c));
+        } else {
+            self.out.gso_frames.push((q, c, *gso));
+        }
+    }
+
+    fn encapsulate(&mut self, vni: u32, frame: &[u8], gso: &Gso, to: Ipv4Addr) {
+        // The largest segment the frame stands for: each must fit the underlay.
+        let seg = if gso.is_single() {
+            frame.len()
+        } else {
+            (usize::from(gso.hdr_len) + usize::from(gso.gso_size)).min(frame.len())
+        };
+        if 20 + 8 + vxlan::HEADER_LEN + seg > self.mtu {
             self.c.encap_too_big += 1;
+            return;
+        }
+        if !gso.is_plain() && 20 + 8 + vxlan::HEADER_LEN + frame.len() > usize::from(u16::MAX) {
+            // One IP packet cannot hold it: cut here, and send each segment.
+            self.c.encap_gso_cut += 1;
+            let mut cut = std::mem::take(&mut self.cut);
+            cut.resize(d11_netdev::MAX_FRAME, 0);
+            let _ = d11_wire::gso::segment(frame, gso, &mut cut, |s| {
+                self.encapsulate(vni, s, &Gso::NONE, to)
+            });
+            self.cut = cut;
             return;
         }
         let mut payload = self.out.buffer();
@@ -266,17 +306,23 @@ impl Logic {
         }
         payload[vxlan::HEADER_LEN..].copy_from_slice(frame);
         self.c.encapsulated += 1;
-        self.out.datagrams.push(Datagram {
+        let d = Datagram {
             src: self.addr,
             dst: to,
             sport: entropy_port(frame),
             dport: vxlan::UDP_PORT,
             payload,
-        });
+        };
+        if gso.is_plain() {
+            self.out.datagrams.push(d);
+        } else {
+            self.c.encap_gso += 1;
+            self.out.gso_datagrams.push((d, vxlan::HEADER_LEN, *gso));
+        }
     }
 
     /// A frame from VM port `port`.
-    fn frame_from_vm(&mut self, now: Instant, port: PortId, f: &[u8]) {
+    fn frame_from_vm(&mut self, now: Instant, port: PortId, f: &[u8], gso: &Gso) {
         self.c.vm_rx_frames += 1;
         let Some(vni) = self.vni_of.get(port).copied().flatten() else {
             return;
@@ -300,28 +346,26 @@ impl Logic {
             Some(Dest::Local(q)) if q == port => self.c.hairpin_dropped += 1,
             Some(Dest::Local(q)) => {
                 self.c.switched_local += 1;
-                let c = self.out.copy(f);
-                self.out.frames.push((q, c));
+                self.out_port(q, f, gso);
             }
-            Some(Dest::Remote(ip)) => self.encapsulate(vni, f, ip),
+            Some(Dest::Remote(ip)) => self.encapsulate(vni, f, gso, ip),
             None => {
                 self.c.flooded += 1;
                 for q in 0..self.vni_of.len() {
                     if q != port && self.vni_of[q] == Some(vni) {
-                        let c = self.out.copy(f);
-                        self.out.frames.push((q, c));
+                        self.out_port(q, f, gso);
                     }
                 }
                 let vteps = self.vteps.get(&vni).cloned().unwrap_or_default();
                 for v in vteps {
-                    self.encapsulate(vni, f, v);
+                    self.encapsulate(vni, f, gso, v);
                 }
             }
         }
     }
 
-    /// VXLAN from VTEP `from`.
-    fn vxlan_from_vtep(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
+    /// VXLAN from VTEP `from`; `gso` describes the inner frame (offsets from its start).
+    fn vxlan_from_vtep(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8], gso: &Gso) {
         self.c.vxlan_rx += 1;
         let Ok(p) = vxlan::Packet::new_checked(payload) else {
             self.c.vxlan_malformed += 1;
@@ -354,27 +398,62 @@ impl Logic {
             self.learn(now, vni, src, Dest::Remote(from));
         }
         self.c.decapsulated += 1;
+        if !gso.is_plain() {
+            self.c.decap_gso += 1;
+        }
         let known = if dst[0] & 1 == 0 {
             self.lookup(now, vni, dst)
         } else {
             None
         };
         match known {
-            Some(Dest::Local(q)) => {
-                let c = self.out.copy(f);
-                self.out.frames.push((q, c));
-            }
+            Some(Dest::Local(q)) => self.out_port(q, f, gso),
             // Split horizon: what came from the underlay never goes back to it.
             Some(Dest::Remote(_)) => self.c.vxlan_to_remote_dropped += 1,
             None => {
                 for q in 0..self.vni_of.len() {
                     if self.vni_of[q] == Some(vni) {
-                        let c = self.out.copy(f);
-                        self.out.frames.push((q, c));
+                        self.out_port(q, f, gso);
                     }
                 }
             }
         }
+    }
+
+    /// An offloaded frame from the underlay: VXLAN to this VTEP is taken here, its metadata
+    /// moved to the inner frame; anything else is the router's (false). A super-frame in a
+    /// UDP tunnel that is not VXLAN to us is counted and dropped (this VTEP forwards none).
+    fn offloaded_from_underlay(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> bool {
+        let vxlan_to_us = (|| {
+            let ip = frame.get(14..)?;
+            if frame.get(12..14)? != [8, 0] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+                return None;
+            }
+            // Not a fragment, and for us.
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+            if frag != 0 || d11_wire::ip::dst(ip) != self.addr {
+                return None;
+            }
+            let udp = d11_wire::ip::header_len(ip);
+            let u = ip.get(udp..udp + 8)?;
+            (u16::from_be_bytes([u[2], u[3]]) == vxlan::UDP_PORT)
+                .then(|| (d11_wire::ip::src(ip), 14 + udp + 8))
+        })();
+        let Some((from, at)) = vxlan_to_us else {
+            if gso.is_tunnel() {
+                self.c.gso_not_vxlan += 1;
+                return true;
+            }
+            return false;
+        };
+        match gso.unwrapped((at + vxlan::HEADER_LEN) as u16) {
+            Some(inner) => self.vxlan_from_vtep(now, from, &frame[at..], &inner),
+            None => {
+                self.c.vxlan_rx += 1;
+                self.c.vxlan_malformed += 1;
+            }
+        }
+        true
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -410,7 +489,7 @@ impl Hook for Logic {
         if u.dport != vxlan::UDP_PORT {
             return HookVerdict::Continue;
         }
-        self.vxlan_from_vtep(now, u.src, u.payload);
+        self.vxlan_from_vtep(now, u.src, u.payload, &Gso::NONE);
         HookVerdict::Drop
     }
 }
@@ -429,7 +508,23 @@ impl RouterProgram for Logic {
         if port == self.underlay {
             return false;
         }
-        self.frame_from_vm(now, port, frame);
+        self.frame_from_vm(now, port, frame, &Gso::NONE);
+        true
+    }
+
+    fn takes_gso(&self) -> bool {
+        true
+    }
+
+    fn takes_tunnel_gso(&self) -> bool {
+        true
+    }
+
+    fn own_frame_gso(&mut self, now: Instant, port: PortId, frame: &mut [u8], gso: &Gso) -> bool {
+        if port == self.underlay {
+            return self.offloaded_from_underlay(now, frame, gso);
+        }
+        self.frame_from_vm(now, port, frame, gso);
         true
     }
 

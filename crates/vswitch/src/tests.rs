@@ -240,3 +240,124 @@ fn switching_allocates_nothing_once_warm() {
         assert_eq!(allocs, 0, "heap allocations for 1000 frames on switch {s}");
     }
 }
+
+/// A TCP/IPv4 super-frame from `src` to `dst` of `n` octets of data, as a kernel with TSO
+/// hands it to a TAP (checksum partial, segments of `mss`).
+fn tcp_super_frame(dst: [u8; 6], src: [u8; 6], n: usize, mss: u16) -> (Vec<u8>, Gso) {
+    let (a, b) = (
+        Ipv4Addr::new(192, 168, 1, 20),
+        Ipv4Addr::new(192, 168, 1, 21),
+    );
+    let mut f = eth(dst, src, &[0u8; 40]);
+    f.truncate(54);
+    d11_wire::ip::write_header(&mut f[14..34], 40 + n, 64, 6, a, b);
+    d11_wire::fill_ipv4_checksum(&mut f[14..34]);
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5201u16.to_be_bytes());
+    f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+    f[46] = 5 << 4;
+    f[47] = 0x18;
+    f.extend((0..n).map(|i| (i * 7 % 253) as u8));
+    let g = d11_wire::gso::offload_tcp4(&mut f, mss).unwrap();
+    (f, g)
+}
+
+#[test]
+fn a_tcp_super_frame_crosses_the_underlay_whole_and_cut_segments_arrive_the_same() {
+    let mut sw = [
+        switch("hosta", "10.1.0.11/24", "10.1.0.12"),
+        switch("hostb", "10.1.0.12/24", "10.1.0.11"),
+    ];
+    // Learn both VMs, and the underlay neighbours.
+    run(&mut sw, vec![(0, 0, eth([0xff; 6], A1, b"who has"))]);
+    run(&mut sw, vec![(1, 0, eth(A1, B1, b"is at"))]);
+    let now = Instant::now();
+    let (f, g) = tcp_super_frame(B1, A1, 10_000, 1398);
+    let mut tx = d11_element::CollectGso::default();
+    sw[0].handle_frame_gso(now, 0, &mut f.clone(), &g, &mut tx);
+    assert_eq!(tx.frames.len(), 1, "one VXLAN super-frame: {:?}", tx.frames);
+    let (port, mut outer, og) = tx.frames.remove(0);
+    assert_eq!(port, UNDERLAY);
+    assert_eq!(
+        (
+            og.gso_type,
+            og.gso_size,
+            og.outer_th,
+            og.inner_nh,
+            og.csum_start
+        ),
+        (
+            d11_wire::gso::GSO_UDP_TUNNEL_IPV4 | d11_wire::gso::GSO_TCPV4,
+            1398,
+            34,
+            64,
+            84
+        )
+    );
+    assert_eq!(&outer[36..38], &4789u16.to_be_bytes(), "to the VXLAN port");
+    assert_eq!(&outer[40..42], &[0, 0], "a zero outer UDP checksum");
+    assert_eq!(&outer[50..], &f[..], "the inner frame as it came");
+    assert_eq!(sw[0].logic.c.encap_gso, 1);
+
+    // Whole to hostb: the VM gets the same super-frame with the same metadata.
+    let mut tx = d11_element::CollectGso::default();
+    sw[1].handle_frame_gso(now, UNDERLAY, &mut outer.clone(), &og, &mut tx);
+    assert_eq!(tx.frames, vec![(0, f.clone(), g)]);
+    assert_eq!(sw[1].logic.c.decap_gso, 1);
+
+    // Cut (as a port without tunnel offloads, or the kernel, would): eight plain VXLAN
+    // packets, taken by hostb's ordinary path, whose inner segments carry the data.
+    let mut buf = vec![0u8; 2000];
+    let mut segs = Vec::new();
+    d11_wire::gso::segment(&outer, &og, &mut buf, |s| segs.push(s.to_vec())).unwrap();
+    assert_eq!(segs.len(), 8);
+    let mut data = Vec::new();
+    for s in segs {
+        let mut tx = Collect::default();
+        sw[1].handle_frame(now, UNDERLAY, &mut s.clone(), &mut tx);
+        assert_eq!(tx.frames.len(), 1);
+        let inner = &tx.frames[0].1;
+        assert_eq!(
+            d11_wire::ip::pseudo_checksum(
+                Ipv4Addr::new(192, 168, 1, 20),
+                Ipv4Addr::new(192, 168, 1, 21),
+                6,
+                &inner[34..]
+            ),
+            0,
+            "the inner TCP checksum is complete"
+        );
+        data.extend_from_slice(&inner[54..]);
+    }
+    assert_eq!(&data[..], &f[54..]);
+
+    // From an underlay address that is no VTEP of the VNI: counted and dropped.
+    outer[26..30].copy_from_slice(&[10, 1, 0, 99]);
+    let mut tx = d11_element::CollectGso::default();
+    sw[1].handle_frame_gso(now, UNDERLAY, &mut outer, &og, &mut tx);
+    assert!(tx.frames.is_empty());
+    assert_eq!(sw[1].logic.c.vxlan_unknown_vtep, 1);
+    // A tunnel super-frame that is not VXLAN to us: counted and dropped, not forwarded.
+    let mut other = f.clone();
+    let mut tx = d11_element::CollectGso::default();
+    sw[1].handle_frame_gso(now, UNDERLAY, &mut other, &og, &mut tx);
+    assert!(tx.frames.is_empty());
+    assert_eq!(sw[1].logic.c.gso_not_vxlan, 1);
+
+    // Segments that cannot fit the underlay (1500) once wrapped: counted, not sent.
+    let (mut big, bg) = tcp_super_frame(B1, A1, 10_000, 1460);
+    let mut tx = d11_element::CollectGso::default();
+    sw[0].handle_frame_gso(now, 0, &mut big, &bg, &mut tx);
+    assert!(tx.frames.is_empty());
+    assert_eq!(sw[0].logic.c.encap_too_big, 1);
+    // A super-frame whose VXLAN packet would pass 65,535 octets is cut into segments first.
+    let (mut huge, hg) = tcp_super_frame(B1, A1, 65_481, 1398);
+    let mut tx = d11_element::CollectGso::default();
+    sw[0].handle_frame_gso(now, 0, &mut huge, &hg, &mut tx);
+    assert_eq!(tx.frames.len(), 65_481usize.div_ceil(1398));
+    assert!(tx
+        .frames
+        .iter()
+        .all(|(p, _, g)| *p == UNDERLAY && g.is_plain()));
+    assert_eq!(sw[0].logic.c.encap_gso_cut, 1);
+}

@@ -9,6 +9,13 @@
 //! completed over `csum_start..`). A program that forwards such a frame whole does one read and
 //! one write for what would have been forty-four frames each way; a program that must see
 //! segments, or a port without offloads, cuts it here as the kernel's GSO would.
+//!
+//! Since Linux 6.17 a TAP also takes and hands out super-frames *inside a UDP tunnel*
+//! (`TUN_F_UDP_TUNNEL_GSO`): outer Ethernet, IPv4 and UDP (VXLAN's), then the inner frame's
+//! headers over the data of many inner TCP segments. The header is then the 24-octet
+//! `struct virtio_net_hdr_v1_hash_tunnel`, whose last two fields say where the outer UDP
+//! header and the inner IP header start; `gso_type` is the inner type or'ed with
+//! [`GSO_UDP_TUNNEL_IPV4`], and `csum_start` points at the inner TCP header.
 
 use crate::ip;
 
@@ -21,6 +28,11 @@ pub const GSO_UDP: u8 = 3;
 pub const GSO_TCPV6: u8 = 4;
 /// Or'ed into `gso_type`: the TCP segments carry ECN's CWR on the first one only.
 pub const GSO_ECN: u8 = 0x80;
+/// Or'ed into `gso_type`: the segments are inside a UDP tunnel over IPv4 (or IPv6).
+pub const GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
+pub const GSO_UDP_TUNNEL_IPV6: u8 = 0x40;
+/// `flags`: each segment's outer UDP checksum is to be computed (else it is zero).
+pub const UDP_TUNNEL_CSUM: u8 = 8;
 
 /// The metadata of one frame, as the 10-octet `struct virtio_net_hdr` carries it (little
 /// endian, as a TAP without `TUNSETVNETBE` uses on this machine).
@@ -32,6 +44,10 @@ pub struct Gso {
     pub gso_size: u16,
     pub csum_start: u16,
     pub csum_offset: u16,
+    /// In a UDP tunnel: where the outer UDP header and the inner IP header start (zero
+    /// otherwise). Carried only by the 24-octet header ([`Gso::TUNNEL_LEN`]).
+    pub outer_th: u16,
+    pub inner_nh: u16,
 }
 
 /// Why a frame could not be segmented or completed (counted and dropped by the caller).
@@ -54,31 +70,116 @@ impl Gso {
         gso_size: 0,
         csum_start: 0,
         csum_offset: 0,
+        outer_th: 0,
+        inner_nh: 0,
     };
-    /// The header's size on the wire of the TAP.
+    /// The header's size on the wire of the TAP: `struct virtio_net_hdr`.
     pub const LEN: usize = 10;
+    /// With UDP-tunnel offloads: `struct virtio_net_hdr_v1_hash_tunnel` (the 10 octets, the
+    /// number of buffers, 8 of hash report, then the two tunnel offsets).
+    pub const TUNNEL_LEN: usize = 24;
 
-    pub fn parse(b: &[u8; Self::LEN]) -> Gso {
-        let u = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    /// Reads a header of [`Gso::LEN`] or [`Gso::TUNNEL_LEN`] octets (a shorter slice reads
+    /// as zeros).
+    pub fn parse(b: &[u8]) -> Gso {
+        let u = |i: usize| match (b.get(i), b.get(i + 1)) {
+            (Some(&lo), Some(&hi)) => u16::from_le_bytes([lo, hi]),
+            _ => 0,
+        };
         Gso {
-            flags: b[0],
-            gso_type: b[1],
+            flags: b.first().copied().unwrap_or(0),
+            gso_type: b.get(1).copied().unwrap_or(0),
             hdr_len: u(2),
             gso_size: u(4),
             csum_start: u(6),
             csum_offset: u(8),
+            outer_th: u(20),
+            inner_nh: u(22),
         }
     }
 
-    pub fn emit(&self) -> [u8; Self::LEN] {
-        let mut b = [0u8; Self::LEN];
+    /// The header in the TAP's format: the first `out.len()` octets of the 24 (10 or 24).
+    pub fn emit_into(&self, out: &mut [u8]) {
+        let mut b = [0u8; Self::TUNNEL_LEN];
         b[0] = self.flags;
         b[1] = self.gso_type;
         b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
         b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
         b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
         b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b[20..22].copy_from_slice(&self.outer_th.to_le_bytes());
+        b[22..24].copy_from_slice(&self.inner_nh.to_le_bytes());
+        let n = out.len().min(Self::TUNNEL_LEN);
+        out[..n].copy_from_slice(&b[..n]);
+    }
+
+    /// The 10-octet header.
+    pub fn emit(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        self.emit_into(&mut b);
         b
+    }
+
+    /// Segments inside a UDP tunnel (a VXLAN super-frame).
+    pub fn is_tunnel(&self) -> bool {
+        self.gso_type & (GSO_UDP_TUNNEL_IPV4 | GSO_UDP_TUNNEL_IPV6) != 0
+    }
+
+    /// The same segments wrapped in `outer` more octets of headers in front (a tunnel's):
+    /// every offset moves by `outer`, and the type says "in a UDP tunnel over IPv4" whose UDP
+    /// header starts at `udp`. A frame with only a partial checksum stays one frame.
+    pub fn wrapped(&self, outer: u16, udp: u16) -> Gso {
+        let mut g = Gso {
+            hdr_len: self.hdr_len + outer,
+            csum_start: self.csum_start + outer,
+            ..*self
+        };
+        if !self.is_single() {
+            g.gso_type |= GSO_UDP_TUNNEL_IPV4;
+            g.outer_th = udp;
+            g.inner_nh = outer + 14;
+        }
+        g
+    }
+
+    /// What is left once the first `outer` octets (the tunnel's headers) are taken off: the
+    /// inner frame's metadata, or `None` if the checksum to complete or the tunnel's inner
+    /// frame is not where `outer` says (a partial checksum in the outer headers needs
+    /// nothing once they are gone).
+    pub fn unwrapped(&self, outer: u16) -> Option<Gso> {
+        if self.is_tunnel() {
+            if self.inner_nh != outer + 14
+                || self.csum_start < outer
+                || self.hdr_len < outer
+                || self.gso_type & GSO_UDP_TUNNEL_IPV6 != 0
+            {
+                return None;
+            }
+            return Some(Gso {
+                flags: self.flags & NEEDS_CSUM,
+                gso_type: self.gso_type & !(GSO_UDP_TUNNEL_IPV4 | GSO_UDP_TUNNEL_IPV6),
+                hdr_len: self.hdr_len - outer,
+                gso_size: self.gso_size,
+                csum_start: self.csum_start - outer,
+                csum_offset: self.csum_offset,
+                outer_th: 0,
+                inner_nh: 0,
+            });
+        }
+        if !self.is_single() {
+            return None;
+        }
+        if self.flags & NEEDS_CSUM == 0 || self.csum_start < outer {
+            return Some(Gso::NONE);
+        }
+        Some(Gso {
+            flags: NEEDS_CSUM,
+            hdr_len: self.hdr_len.saturating_sub(outer),
+            csum_start: self.csum_start - outer,
+            outer_th: 0,
+            inner_nh: 0,
+            ..*self
+        })
     }
 
     /// A frame as any device and any program takes it: complete, and one segment.
@@ -117,7 +218,7 @@ pub fn complete_checksum(frame: &mut [u8], g: &Gso) -> Result<(), GsoError> {
 /// and, if `gso_size` is not zero, one super-frame of segments of that size. Returns its
 /// metadata. (Tests, and anything that makes offloaded frames, start here.)
 pub fn offload_tcp4(frame: &mut [u8], gso_size: u16) -> Result<Gso, GsoError> {
-    let (tcp, data) = tcp4_layout(frame)?;
+    let (tcp, data) = tcp4_layout(frame, 0)?;
     let (src, dst) = (ip::src(&frame[14..]), ip::dst(&frame[14..]));
     let mut ph = [0u8; 12];
     ph[0..4].copy_from_slice(&src.octets());
@@ -132,16 +233,19 @@ pub fn offload_tcp4(frame: &mut [u8], gso_size: u16) -> Result<Gso, GsoError> {
         gso_size,
         csum_start: tcp as u16,
         csum_offset: 16,
+        outer_th: 0,
+        inner_nh: 0,
     })
 }
 
-/// The offsets of a TCP/IPv4 frame's headers: (IP at 14, TCP, data).
-fn tcp4_layout(frame: &[u8]) -> Result<(usize, usize), GsoError> {
-    if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+/// The offsets of a TCP/IPv4 frame's headers, its Ethernet header at `base`: (TCP, data).
+fn tcp4_layout(frame: &[u8], base: usize) -> Result<(usize, usize), GsoError> {
+    let ipo = base + 14;
+    if frame.len() < ipo + 20 || frame[base + 12..ipo] != [0x08, 0x00] || frame[ipo] >> 4 != 4 {
         return Err(GsoError::Malformed);
     }
-    let tcp = 14 + ip::header_len(&frame[14..]);
-    if frame[14 + 9] != 6 || tcp < 34 || frame.len() < tcp + 20 {
+    let tcp = ipo + ip::header_len(&frame[ipo..]);
+    if frame[ipo + 9] != 6 || tcp < ipo + 20 || frame.len() < tcp + 20 {
         return Err(GsoError::Malformed);
     }
     let data = tcp + usize::from(frame[tcp + 12] >> 4) * 4;
@@ -151,11 +255,32 @@ fn tcp4_layout(frame: &[u8]) -> Result<(usize, usize), GsoError> {
     Ok((tcp, data))
 }
 
+/// The outer headers of a UDP-tunnel super-frame, checked: (the outer UDP header's offset,
+/// the inner Ethernet header's).
+fn tunnel_layout(frame: &[u8], g: &Gso) -> Result<(usize, usize), GsoError> {
+    if g.gso_type & GSO_UDP_TUNNEL_IPV6 != 0 {
+        return Err(GsoError::Unsupported);
+    }
+    let (udp, inner_nh) = (usize::from(g.outer_th), usize::from(g.inner_nh));
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+        return Err(GsoError::Malformed);
+    }
+    if frame[14 + 9] != 17 || udp != 14 + ip::header_len(&frame[14..]) || inner_nh < udp + 8 + 14 {
+        return Err(GsoError::Malformed);
+    }
+    Ok((udp, inner_nh - 14))
+}
+
 /// Cuts a TCP/IPv4 super-frame into the segments it stands for, as Linux's `tcp_gso_segment`
 /// does: each gets the headers, `gso_size` octets of data (the last the rest), the IP total
 /// length, an IP identification one more than the previous, its sequence number, FIN and PSH
 /// on the last only, CWR on the first only, and complete checksums. Each segment is built in
 /// `buf` and handed to `emit`; a frame that is one segment already is completed and handed on.
+///
+/// A super-frame inside a UDP tunnel (VXLAN) is cut the same way inside, and each segment
+/// gets the outer headers as Linux's `skb_udp_tunnel_segment` gives them: the outer IP total
+/// length, identification and checksum, the UDP length, and a UDP checksum of zero (or a
+/// complete one if `flags` has [`UDP_TUNNEL_CSUM`]).
 pub fn segment(
     frame: &[u8],
     g: &Gso,
@@ -170,10 +295,16 @@ pub fn segment(
         emit(out);
         return Ok(1);
     }
-    if g.gso_type & !GSO_ECN != GSO_TCPV4 {
+    let (outer_udp, base) = if g.is_tunnel() {
+        let (u, b) = tunnel_layout(frame, g)?;
+        (Some(u), b)
+    } else {
+        (None, 0)
+    };
+    if g.gso_type & !(GSO_ECN | GSO_UDP_TUNNEL_IPV4 | GSO_UDP_TUNNEL_IPV6) != GSO_TCPV4 {
         return Err(GsoError::Unsupported);
     }
-    let (tcp, data) = tcp4_layout(frame)?;
+    let (tcp, data) = tcp4_layout(frame, base)?;
     let mss = usize::from(g.gso_size);
     if mss == 0 {
         return Err(GsoError::Malformed);
@@ -183,7 +314,10 @@ pub fn segment(
     if data + mss.min(payload.len()) > buf.len() {
         return Err(GsoError::TooBig);
     }
-    let id = u16::from_be_bytes([frame[18], frame[19]]);
+    let ipo = base + 14;
+    let be16 = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    let id = be16(ipo + 4);
+    let outer_id = be16(18);
     let seq = u32::from_be_bytes([
         frame[tcp + 4],
         frame[tcp + 5],
@@ -191,7 +325,7 @@ pub fn segment(
         frame[tcp + 7],
     ]);
     let flags = frame[tcp + 13];
-    let (src, dst) = (ip::src(&frame[14..]), ip::dst(&frame[14..]));
+    let (src, dst) = (ip::src(&frame[ipo..]), ip::dst(&frame[ipo..]));
     let count = payload.len().div_ceil(mss).max(1);
     for i in 0..count {
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
@@ -200,9 +334,9 @@ pub fn segment(
         out[..data].copy_from_slice(&frame[..data]);
         out[data..].copy_from_slice(chunk);
         // IP: length, identification, checksum.
-        out[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
-        out[18..20].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        crate::fill_ipv4_checksum(&mut out[14..tcp]);
+        out[ipo + 2..ipo + 4].copy_from_slice(&((len - ipo) as u16).to_be_bytes());
+        out[ipo + 4..ipo + 6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        crate::fill_ipv4_checksum(&mut out[ipo..tcp]);
         // TCP: sequence number, flags, checksum.
         let s = seq.wrapping_add((i * mss) as u32);
         out[tcp + 4..tcp + 8].copy_from_slice(&s.to_be_bytes());
@@ -218,6 +352,18 @@ pub fn segment(
         out[tcp + 17] = 0;
         let c = ip::pseudo_checksum(src, dst, 6, &out[tcp..]);
         out[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
+        if let Some(udp) = outer_udp {
+            out[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+            out[18..20].copy_from_slice(&outer_id.wrapping_add(i as u16).to_be_bytes());
+            crate::fill_ipv4_checksum(&mut out[14..udp]);
+            out[udp + 4..udp + 6].copy_from_slice(&((len - udp) as u16).to_be_bytes());
+            out[udp + 6..udp + 8].fill(0);
+            if g.flags & UDP_TUNNEL_CSUM != 0 {
+                let (osrc, odst) = (ip::src(&out[14..]), ip::dst(&out[14..]));
+                let c = ip::udp_checksum(osrc, odst, &out[udp..]);
+                out[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
+            }
+        }
         emit(out);
     }
     Ok(count)
@@ -263,8 +409,20 @@ mod tests {
             gso_size: 1448,
             csum_start: 34,
             csum_offset: 16,
+            outer_th: 0,
+            inner_nh: 0,
         };
         assert_eq!(Gso::parse(&g.emit()), g);
+        let t = g.wrapped(50, 34);
+        let mut b = [0u8; Gso::TUNNEL_LEN];
+        t.emit_into(&mut b);
+        assert_eq!(Gso::parse(&b), t);
+        assert_eq!(b[22..24], [64, 0], "inner_nh, little endian");
+        assert_eq!(
+            Gso::parse(&t.emit()).inner_nh,
+            0,
+            "the short header has no offsets"
+        );
         assert_eq!(g.emit()[4..6], [0xa8, 0x05], "little endian");
         assert!(!g.is_single() && !g.is_plain() && Gso::NONE.is_plain());
     }
@@ -302,6 +460,100 @@ mod tests {
             data.extend_from_slice(t.payload());
         }
         assert_eq!(&data[..], &f[54..]);
+    }
+
+    /// `inner` wrapped in Ethernet, IPv4, UDP (port 4789) and an 8-octet VXLAN header.
+    fn in_vxlan(inner: &[u8], g: &Gso) -> (Vec<u8>, Gso) {
+        let mut f = vec![0u8; 50];
+        f[12..14].copy_from_slice(&[8, 0]);
+        let (a, b) = (Ipv4Addr::new(10, 1, 0, 11), Ipv4Addr::new(10, 1, 0, 12));
+        ip::write_header(&mut f[14..34], 36 + inner.len(), 64, 17, a, b);
+        f[18..20].copy_from_slice(&0x4000u16.to_be_bytes());
+        crate::fill_ipv4_checksum(&mut f[14..34]);
+        f[34..36].copy_from_slice(&50000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&4789u16.to_be_bytes());
+        f[38..40].copy_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
+        f[42] = 0x08;
+        f[46..49].copy_from_slice(&[0, 0x03, 0xe9]);
+        f.extend_from_slice(inner);
+        (f, g.wrapped(50, 34))
+    }
+
+    #[test]
+    fn a_super_frame_in_vxlan_becomes_vxlan_segments_each_whole() {
+        let (inner, ig) = super_frame(10_000, 0x18);
+        let (f, g) = in_vxlan(&inner, &ig);
+        assert!(g.is_tunnel() && !g.is_single());
+        assert_eq!(
+            g.unwrapped(50),
+            Some(ig),
+            "unwrapping gives the inner metadata back"
+        );
+        for csum in [false, true] {
+            let g = Gso {
+                flags: g.flags | if csum { UDP_TUNNEL_CSUM } else { 0 },
+                ..g
+            };
+            let mut buf = vec![0u8; 2000];
+            let mut segs: Vec<Vec<u8>> = Vec::new();
+            assert_eq!(segment(&f, &g, &mut buf, |s| segs.push(s.to_vec())), Ok(7));
+            let mut data = Vec::new();
+            for (i, s) in segs.iter().enumerate() {
+                let outer = Ipv4Packet::new_checked(&s[14..]).unwrap();
+                assert!(outer.verify_checksum(), "outer IP checksum of segment {i}");
+                assert_eq!(usize::from(outer.total_len()), s.len() - 14);
+                assert_eq!(outer.ident(), 0x4000 + i as u16);
+                let u = smoltcp::wire::UdpPacket::new_checked(outer.payload()).unwrap();
+                assert_eq!(usize::from(u.len()), s.len() - 34);
+                if csum {
+                    assert!(u.verify_checksum(
+                        &IpAddress::Ipv4(outer.src_addr()),
+                        &IpAddress::Ipv4(outer.dst_addr())
+                    ));
+                } else {
+                    assert_eq!(u.checksum(), 0);
+                }
+                assert_eq!(&s[42..50], &f[42..50], "the VXLAN header");
+                let ipp = Ipv4Packet::new_checked(&s[64..]).unwrap();
+                assert!(ipp.verify_checksum());
+                assert_eq!(ipp.ident(), 0x1234 + i as u16);
+                let t = TcpPacket::new_checked(ipp.payload()).unwrap();
+                assert!(t.verify_checksum(&IpAddress::Ipv4(SRC), &IpAddress::Ipv4(DST)));
+                data.extend_from_slice(t.payload());
+            }
+            assert_eq!(&data[..], &inner[54..]);
+        }
+        // Offsets that do not fit the frame are refused.
+        let mut buf = vec![0u8; 2000];
+        for bad in [
+            Gso { inner_nh: 40, ..g },
+            Gso { outer_th: 30, ..g },
+            Gso {
+                gso_type: GSO_UDP_TUNNEL_IPV6 | GSO_TCPV4,
+                ..g
+            },
+        ] {
+            assert!(segment(&f, &bad, &mut buf, |_| {}).is_err(), "{bad:?}");
+        }
+        assert_eq!(Gso { inner_nh: 60, ..g }.unwrapped(50), None);
+    }
+
+    #[test]
+    fn a_partial_checksum_inside_or_outside_a_tunnel_unwraps_as_it_should() {
+        let (inner, mut ig) = super_frame(300, 0x18);
+        ig.gso_type = GSO_NONE;
+        let (_, g) = in_vxlan(&inner, &ig);
+        assert!(g.is_single() && !g.is_tunnel());
+        assert_eq!(g.csum_start, ig.csum_start + 50);
+        assert_eq!(g.unwrapped(50), Some(ig));
+        // The checksum to complete is the outer UDP's: nothing is left to do inside.
+        let outer = Gso {
+            csum_start: 34,
+            csum_offset: 6,
+            ..g
+        };
+        assert_eq!(outer.unwrapped(50), Some(Gso::NONE));
+        assert_eq!(Gso::NONE.unwrapped(50), Some(Gso::NONE));
     }
 
     #[test]

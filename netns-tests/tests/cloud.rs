@@ -692,7 +692,154 @@ fn journey(args: &[&str]) -> serde_json::Value {
         .next()
         .unwrap()
         .path();
-    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+    let report = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let name = if args.is_empty() {
+        "journey".to_string()
+    } else {
+        format!("journey{}", args.join("").replace("--", "-"))
+    };
+    check_page(&dir, &report, &name);
+    report
+}
+
+/// Renders the journey's page (`index.html`) in Debian's headless Chromium, in a network
+/// namespace of its own with no interface up, and checks from the DOM its script produced
+/// that the page's hop table is the report's: the same hops, in order, each field with its
+/// expected and captured value and the frame's number. Chromium's network log must show no
+/// request at all (the page is self-contained). A screenshot goes to
+/// target/d11-page/NAME.png (the README's picture is one).
+fn check_page(dir: &std::path::Path, report: &serde_json::Value, name: &str) {
+    let page = dir.join("index.html");
+    assert!(page.exists(), "the journey wrote no page");
+    let netlog = dir.join("netlog.json");
+    let chromium = |extra: &[&str]| {
+        let o = std::process::Command::new("unshare")
+            .args([
+                "-n",
+                "chromium-headless-shell",
+                "--no-sandbox",
+                "--disable-gpu",
+            ])
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium-headless-shell (apt install chromium-headless-shell)");
+        assert!(
+            o.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    let dom = String::from_utf8(chromium(&[
+        &format!("--log-net-log={}", netlog.display()),
+        "--dump-dom",
+    ]))
+    .unwrap();
+    let log = std::fs::read_to_string(&netlog).unwrap_or_default();
+    assert!(
+        !log.contains("\"url\":\"http") && !log.contains("\"url\":\"ws"),
+        "the page asked the network for something"
+    );
+    // The rows the script made: (hop, field, expected, captured, frame of the hop's first row).
+    let unescape = |t: &str| {
+        t.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&nbsp;", "\u{a0}")
+            .replace("&amp;", "&")
+    };
+    let cell = |row: &str, class: &str| -> String {
+        let at = row
+            .find(&format!("class=\"{class}"))
+            .unwrap_or_else(|| panic!("no cell {class} in {row}"));
+        let start = at + row[at..].find('>').unwrap() + 1;
+        let end = start + row[start..].find("</td>").unwrap();
+        unescape(&row[start..end])
+    };
+    let attr = |row: &str, a: &str| -> String {
+        let k = format!("{a}=\"");
+        let start = row.find(&k).unwrap() + k.len();
+        unescape(&row[start..start + row[start..].find('"').unwrap()])
+    };
+    let rows: Vec<&str> = dom
+        .split("<tr data-hop=")
+        .skip(1)
+        .map(|r| &r[..r.find("</tr>").unwrap()])
+        .collect();
+    let mut want = Vec::new();
+    for h in report["hops"].as_array().unwrap() {
+        let found = h["found"].as_bool().unwrap();
+        for (j, f) in h["fields"].as_array().unwrap().iter().enumerate() {
+            let frame = (j == 0).then(|| {
+                if found {
+                    h["frame"]
+                        .as_u64()
+                        .expect("a found hop has its frame number")
+                        .to_string()
+                } else {
+                    "none".to_string()
+                }
+            });
+            let got = if found {
+                f[2].as_str().unwrap().to_string()
+            } else {
+                "(no frame)".into()
+            };
+            want.push((
+                h["hop"]["n"].as_str().unwrap().to_string(),
+                f[0].as_str().unwrap().to_string(),
+                f[1].as_str().unwrap().to_string(),
+                got,
+                frame,
+            ));
+        }
+    }
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let row = format!("data-hop={r}");
+            let frame = cell(&row, "frame");
+            (
+                attr(&row, "data-hop"),
+                attr(&row, "data-field"),
+                cell(&row, "exp"),
+                cell(&row, "got"),
+                (!frame.is_empty()).then_some(frame),
+            )
+        })
+        .collect();
+    assert_eq!(seen, want, "the page's hop table is the report's");
+    assert!(
+        dom.contains("Every hop matches"),
+        "the page says every hop matches"
+    );
+    // Every node of the lab is on the map, and the sequence diagram has an arrow per hop.
+    for n in report["map"]["nodes"].as_array().unwrap() {
+        let id = format!("id=\"node-{}\"", n["name"].as_str().unwrap());
+        assert!(dom.contains(&id), "{id} is not on the map");
+    }
+    assert_eq!(
+        dom.matches("<g class=\"hop").count(),
+        report["hops"].as_array().unwrap().len(),
+        "one arrow per hop in the sequence diagram"
+    );
+    let shots = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/d11-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join(format!("{name}.png"));
+    chromium(&[
+        "--hide-scrollbars",
+        "--window-size=1400,2200",
+        &format!("--screenshot={}", shot.display()),
+    ]);
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+        "no screenshot"
+    );
+    eprintln!(
+        "the journey's page, as Chromium drew it: {}",
+        shot.display()
+    );
 }
 
 /// `topo` with the phone's app placing orders only, without the product page's pictures

@@ -847,3 +847,77 @@ fn gtpv2_c_decodes_in_tshark_field_by_field() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `d11 lab web`: the page of a running lab and each node's tables, read with curl. The server
+/// runs in k1's namespace (made by the test) and listens on its loopback, so nothing reaches
+/// the host's own interfaces.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn lab_web_serves_the_page_and_each_nodes_tables_live() {
+    let lab = Lab::up(LAB);
+    let ns = format!("{}-k1", lab.prefix);
+    lab.exec_ok("k1", &["ip", "link", "set", "lo", "up"]);
+    /// Stops the server on every exit path, a failed assertion's too.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Server(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(bin_dir().join("d11"))
+            .args([
+                "--prefix",
+                &lab.prefix,
+                "lab",
+                "web",
+                "--listen",
+                "127.0.0.1:8011",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("d11 lab web"),
+    );
+    // Ready when it says where it serves (no sleep).
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("http://127.0.0.1:8011"), "{line}");
+    let curl = |args: &[&str]| {
+        let mut a = vec!["curl", "-s", "-o", "-", "-w", "\n%{http_code}"];
+        a.extend_from_slice(args);
+        let out = lab.exec_ok("k1", &a);
+        let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+        (code.to_string(), body.to_string())
+    };
+    let (code, page) = curl(&["http://127.0.0.1:8011/"]);
+    assert_eq!(code, "200");
+    assert!(
+        page.contains("<title>d11 journey: two-hosts-router</title>"),
+        "{page:.300}"
+    );
+    assert!(page.contains("\"name\":\"r1\""), "the map names the router");
+    let (code, tables) = curl(&["http://127.0.0.1:8011/api/show/r1"]);
+    assert_eq!(code, "200", "{tables}");
+    let v: serde_json::Value = serde_json::from_str(&tables).unwrap();
+    assert!(v["routes"].is_array(), "{v}");
+    assert!(v["counters"]["rx_frames"].is_u64(), "{v}");
+    // Live: a ping through the router shows in its counters at the next ask.
+    let before = v["counters"]["rx_frames"].as_u64().unwrap();
+    lab.exec_ok("k1", &["ping", "-c", "2", "-i", "0.2", "10.0.2.2"]);
+    let (_, again) = curl(&["http://127.0.0.1:8011/api/show/r1"]);
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert!(again["counters"]["rx_frames"].as_u64().unwrap() >= before + 4);
+    let (code, _) = curl(&["http://127.0.0.1:8011/api/show/nobody"]);
+    assert_eq!(code, "404");
+    let (code, _) = curl(&["-X", "POST", "http://127.0.0.1:8011/"]);
+    assert_eq!(code, "405");
+    let (code, _) = curl(&["http://127.0.0.1:8011/../../etc/passwd", "--path-as-is"]);
+    assert_eq!(code, "404");
+}

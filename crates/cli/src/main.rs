@@ -62,6 +62,14 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Write the page of a journey's report.json (again): index.html beside it, or -o FILE.
+    /// `d11 journey` writes it itself; this redraws an older report with this d11's page.
+    Page {
+        /// out/journey-<time>/report.json
+        report: PathBuf,
+        #[arg(short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Build, inspect and remove labs.
     #[command(subcommand)]
     Lab(LabCmd),
@@ -166,6 +174,16 @@ enum LabCmd {
         /// SERVICE METHOD TYPES ARGS.
         #[arg(last = true, required = true)]
         args: Vec<String>,
+    },
+    /// Serve the lab's page (the map; with --report, a journey's hops over it) on ADDR, each
+    /// node's tables (`d11 show`) live: click a node. Loopback only unless told otherwise.
+    Web {
+        /// Where to listen.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8011")]
+        listen: String,
+        /// A journey's report.json (out/journey-<time>/report.json) to step through.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Print a node's log.
     Logs {
@@ -313,6 +331,26 @@ fn run(cli: Cli) -> Result<()> {
             d11_lab::link(&prefix, &segment, up)?;
             eprintln!("{segment}: {state}");
             Ok(())
+        }
+        Cmd::Page { report, out } => {
+            let text = std::fs::read_to_string(&report)
+                .with_context(|| format!("cannot read {}", report.display()))?;
+            let v: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a journey's report.json", report.display()))?;
+            if !v["hops"].is_array() {
+                bail!(
+                    "{}: no hops (not a journey's report.json)",
+                    report.display()
+                );
+            }
+            let out = out.unwrap_or_else(|| report.with_file_name("index.html"));
+            std::fs::write(&out, d11_journey::page::render(&v, None))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("{}", out.display());
+            Ok(())
+        }
+        Cmd::Lab(LabCmd::Web { listen, report }) => {
+            d11_journey::page::serve(&prefix, &listen, report.as_deref())
         }
         Cmd::Lab(LabCmd::Exec { node, cmd }) => {
             let err = Client::open(&prefix)?.command(&node, &cmd)?.exec();

@@ -11,6 +11,7 @@
 //! row against the captures and writes the report.
 
 pub mod convergence;
+pub mod page;
 pub mod plan;
 
 use anyhow::{bail, Context, Result};
@@ -45,6 +46,10 @@ pub struct Hop {
 pub struct HopResult {
     pub hop: Hop,
     pub found: bool,
+    /// The frame's number in its segment's pcapng (as Wireshark numbers it), and its capture
+    /// time (seconds since the epoch).
+    pub frame: Option<u64>,
+    pub time: Option<f64>,
     /// (field, expected, captured, matches).
     pub fields: Vec<(String, String, String, bool)>,
     pub ok: bool,
@@ -71,11 +76,19 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop], ethernet_tpdu: bool) -> Result<
     let mut out = Vec::new();
     for h in hops {
         let file = pcap_dir.join(format!("{}.pcapng", h.segment));
-        let fields: Vec<&str> = h.expect.iter().map(|(f, _)| f.as_str()).collect();
+        let mut fields: Vec<&str> = h.expect.iter().map(|(f, _)| f.as_str()).collect();
+        fields.extend(["frame.number", "frame.time_epoch"]);
         let rows = tshark(&file, pcap_dir, ethernet_tpdu).fields(&h.filter, &fields)?;
         let first = rows.into_iter().next();
         let found = first.is_some();
-        let got: Vec<String> = first.unwrap_or_default();
+        let mut got: Vec<String> = first.unwrap_or_default();
+        let n = h.expect.len();
+        let (frame, time) = if got.len() >= n + 2 {
+            let t = got.pop().and_then(|t| t.parse().ok());
+            (got.pop().and_then(|f| f.parse().ok()), t)
+        } else {
+            (None, None)
+        };
         let fields: Vec<_> = h
             .expect
             .iter()
@@ -90,6 +103,8 @@ pub fn check_hops(pcap_dir: &Path, hops: &[Hop], ethernet_tpdu: bool) -> Result<
         out.push(HopResult {
             hop: h.clone(),
             found,
+            frame,
+            time,
             fields,
             ok,
         });
@@ -811,7 +826,7 @@ pub fn run(opts: &Options) -> Result<bool> {
             obs.sections.push_str(&md);
             obs.json.insert("convergence".into(), json);
         }
-        report(&lab, &plan, obs, &out, &pcap, up_time)
+        report(&lab, &topo, &plan, obs, &out, &pcap, up_time)
     })();
     if !opts.keep {
         d11_lab::down(&opts.prefix)?;
@@ -828,6 +843,7 @@ pub fn run(opts: &Options) -> Result<bool> {
 /// captures, and writes report.md and report.json.
 fn report(
     lab: &Client,
+    topo: &Topology,
     plan: &Plan,
     obs: Observed,
     out: &Path,
@@ -888,8 +904,20 @@ fn report(
         }
     }
     report["stages"] = Value::Object(stages);
+    report["summary"] = json!(plan.summary(lab, &obs.facts)?);
+    report["map"] = page::lab_map(topo);
+    report["events"] = json!(page::events(pcap, topo, &results, |f| tshark(
+        f,
+        pcap,
+        obs.ethernet_tpdu
+    )));
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(out.join("index.html"), page::render(&report, None))?;
     print!("{md}");
     println!("\nreport, captures: {}", out.display());
+    println!(
+        "the journey as a page: {}",
+        out.join("index.html").display()
+    );
     Ok(all_ok)
 }

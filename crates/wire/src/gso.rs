@@ -129,15 +129,16 @@ impl Gso {
     /// every offset moves by `outer`, and the type says "in a UDP tunnel over IPv4" whose UDP
     /// header starts at `udp`. A frame with only a partial checksum stays one frame.
     pub fn wrapped(&self, outer: u16, udp: u16) -> Gso {
+        // (Saturating: offsets come from a TAP's header, and nothing that large is sent.)
         let mut g = Gso {
-            hdr_len: self.hdr_len + outer,
-            csum_start: self.csum_start + outer,
+            hdr_len: self.hdr_len.saturating_add(outer),
+            csum_start: self.csum_start.saturating_add(outer),
             ..*self
         };
         if !self.is_single() {
             g.gso_type |= GSO_UDP_TUNNEL_IPV4;
             g.outer_th = udp;
-            g.inner_nh = outer + 14;
+            g.inner_nh = outer.saturating_add(14);
         }
         g
     }
@@ -148,7 +149,7 @@ impl Gso {
     /// nothing once they are gone).
     pub fn unwrapped(&self, outer: u16) -> Option<Gso> {
         if self.is_tunnel() {
-            if self.inner_nh != outer + 14
+            if self.inner_nh != outer.saturating_add(14)
                 || self.csum_start < outer
                 || self.hdr_len < outer
                 || self.gso_type & GSO_UDP_TUNNEL_IPV6 != 0

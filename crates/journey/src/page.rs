@@ -266,11 +266,19 @@ pub fn serve(prefix: &str, listen: &str, report: Option<&Path>) -> anyhow::Resul
     let lab = std::sync::Arc::new(lab);
     let page = std::sync::Arc::new(page);
     let data = std::sync::Arc::new(data);
+    // One thread per connection, at most this many at once (more are closed unanswered).
+    const MAX_CONNECTIONS: usize = 32;
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let (lab, page, data) = (lab.clone(), page.clone(), data.clone());
+        if busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_CONNECTIONS {
+            busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            continue;
+        }
+        let (lab, page, data, busy) = (lab.clone(), page.clone(), data.clone(), busy.clone());
         std::thread::spawn(move || {
             let _ = answer(conn, &lab, &page, &data);
+            busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         });
     }
     Ok(())

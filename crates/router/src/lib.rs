@@ -371,11 +371,26 @@ impl Router {
         payload: &[u8],
         tx: &mut dyn Transmit,
     ) -> bool {
+        self.send_udp_parts(now, src, dst, (sport, dport), &[payload], tx)
+    }
+
+    /// [`Router::send_udp`] with the payload in parts (a tunnel's header, then the frame it
+    /// carries, where it lies): copied once, into the frame sent.
+    pub fn send_udp_parts(
+        &mut self,
+        now: Instant,
+        src: Option<Ipv4Addr>,
+        dst: Ipv4Addr,
+        (sport, dport): (u16, u16),
+        parts: &[&[u8]],
+        tx: &mut dyn Transmit,
+    ) -> bool {
         let Some(route) = self.rib.lookup(dst).copied() else {
             self.c.no_route += 1;
             return false;
         };
-        let total = 20 + 8 + payload.len();
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let total = 20 + 8 + len;
         if total > self.ports[route.port].mtu {
             self.c.local_too_big += 1;
             return false;
@@ -384,17 +399,7 @@ impl Router {
             self.c.no_route += 1;
             return false;
         };
-        if ETH + total > self.scratch.len() {
-            self.scratch.resize(ETH + total, 0);
-        }
-        let b = &mut self.scratch[ETH..ETH + total];
-        write_ipv4_header(b, total, d11_wire::ip::DEFAULT_TTL, 17, src, dst);
-        let udp_len = (8 + payload.len()) as u16;
-        b[20..22].copy_from_slice(&sport.to_be_bytes());
-        b[22..24].copy_from_slice(&dport.to_be_bytes());
-        b[24..26].copy_from_slice(&udp_len.to_be_bytes());
-        b[26..28].fill(0);
-        b[28..].copy_from_slice(payload);
+        let b = self.udp_headers(src, dst, (sport, dport), parts, total);
         let sum = udp_checksum(src, dst, &b[20..]);
         b[26..28].copy_from_slice(&sum.to_be_bytes());
         self.c.local_sent += 1;
@@ -402,8 +407,36 @@ impl Router {
         true
     }
 
-    /// Sends a UDP datagram whose payload carries offloaded data: `payload[inner_at..]` is an
-    /// Ethernet frame that `inner` describes (a VTEP's TCP super-frame, or a frame whose
+    /// Writes IPv4 and UDP headers (checksum zero) and the payload's parts into the scratch
+    /// frame after its Ethernet header; returns the IP packet.
+    fn udp_headers(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        (sport, dport): (u16, u16),
+        parts: &[&[u8]],
+        total: usize,
+    ) -> &mut [u8] {
+        if ETH + total > self.scratch.len() {
+            self.scratch.resize(ETH + total, 0);
+        }
+        self.scratch[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let b = &mut self.scratch[ETH..ETH + total];
+        write_ipv4_header(b, total, d11_wire::ip::DEFAULT_TTL, 17, src, dst);
+        b[20..22].copy_from_slice(&sport.to_be_bytes());
+        b[22..24].copy_from_slice(&dport.to_be_bytes());
+        b[24..26].copy_from_slice(&((total - 20) as u16).to_be_bytes());
+        b[26..28].fill(0);
+        let mut at = 28;
+        for p in parts {
+            b[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        b
+    }
+
+    /// Sends a UDP datagram whose payload (`parts`, one after the other) carries offloaded
+    /// data: from octet `inner_at` of it on, an Ethernet frame that `inner` describes (a VTEP's TCP super-frame, or a frame whose
     /// checksum is partial). It leaves whole, as a super-frame inside a UDP tunnel, when the
     /// next hop is known (the port cuts it if it has no tunnel offloads); otherwise it is cut
     /// here, since the neighbour queue keeps plain frames. The outer UDP checksum is zero, as
@@ -415,40 +448,31 @@ impl Router {
         now: Instant,
         src: Ipv4Addr,
         dst: Ipv4Addr,
-        (sport, dport): (u16, u16),
-        payload: &[u8],
+        ports: (u16, u16),
+        parts: &[&[u8]],
         (inner_at, inner): (usize, &Gso),
         tx: &mut dyn Transmit,
     ) -> bool {
         if inner.is_plain() {
-            return self.send_udp(now, Some(src), dst, sport, dport, payload, tx);
+            return self.send_udp_parts(now, Some(src), dst, ports, parts, tx);
         }
         let Some(route) = self.rib.lookup(dst).copied() else {
             self.c.no_route += 1;
             return false;
         };
-        let total = 20 + 8 + payload.len();
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let total = 20 + 8 + len;
         let seg = if inner.is_single() {
-            payload.len()
+            len
         } else {
-            (inner_at + usize::from(inner.hdr_len) + usize::from(inner.gso_size)).min(payload.len())
+            (inner_at + usize::from(inner.hdr_len) + usize::from(inner.gso_size)).min(len)
         };
         let outer = ETH + 28 + inner_at;
         if total > usize::from(u16::MAX) || 28 + seg > self.ports[route.port].mtu || outer > 1024 {
             self.c.local_too_big += 1;
             return false;
         }
-        if ETH + total > self.scratch.len() {
-            self.scratch.resize(ETH + total, 0);
-        }
-        self.scratch[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        let b = &mut self.scratch[ETH..ETH + total];
-        write_ipv4_header(b, total, d11_wire::ip::DEFAULT_TTL, 17, src, dst);
-        b[20..22].copy_from_slice(&sport.to_be_bytes());
-        b[22..24].copy_from_slice(&dport.to_be_bytes());
-        b[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        b[26..28].fill(0);
-        b[28..].copy_from_slice(payload);
+        self.udp_headers(src, dst, ports, parts, total);
         let g = inner.wrapped(outer as u16, (ETH + 20) as u16);
         self.c.local_sent += 1;
         let nh = route.next_hop.unwrap_or(dst);

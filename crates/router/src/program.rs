@@ -114,9 +114,18 @@ pub trait RouterProgram: Hook {
     }
 
     /// An offloaded frame (see [`takes_gso`](Self::takes_gso)) the logic takes itself, as
-    /// [`own_frame`](Self::own_frame): returns true if it did. Others go to the router.
-    fn own_frame_gso(&mut self, now: Instant, port: PortId, frame: &mut [u8], gso: &Gso) -> bool {
-        let _ = (now, port, frame, gso);
+    /// [`own_frame`](Self::own_frame): returns true if it did. Others go to the router. What
+    /// it sends of the frame goes through `out` at once, while the frame is still borrowed (a
+    /// super-frame is up to 64 KiB: not copied into the outbox).
+    fn own_frame_gso(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &Gso,
+        out: &mut Direct<'_>,
+    ) -> bool {
+        let _ = (now, port, frame, gso, out);
         false
     }
 
@@ -165,6 +174,37 @@ pub trait RouterProgram: Hook {
     /// Routes the logic learned or lost (BGP), for the router's RIB.
     fn route_changes(&mut self) -> Vec<crate::bgp::RouteOp> {
         Vec::new()
+    }
+}
+
+/// Sends for a logic at once, from data it borrows: a frame whole to a port, or a datagram
+/// from the router built from parts (a tunnel's header and the frame).
+pub struct Direct<'a> {
+    router: &'a mut Router,
+    tx: &'a mut dyn Transmit,
+}
+
+impl Direct<'_> {
+    /// `frame` to `port` with its offload metadata (cut if the port cannot take it whole).
+    pub fn frame(&mut self, port: PortId, frame: &[u8], gso: &Gso) {
+        if gso.is_plain() {
+            self.tx.send(port, frame);
+        } else {
+            self.tx.send_gso(port, frame, gso);
+        }
+    }
+
+    /// A datagram from `src` whose payload is `parts`, as [`Router::send_udp_gso`] sends it.
+    pub fn udp(
+        &mut self,
+        now: Instant,
+        (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr),
+        ports: (u16, u16),
+        parts: &[&[u8]],
+        inner: (usize, &Gso),
+    ) -> bool {
+        self.router
+            .send_udp_gso(now, src, dst, ports, parts, inner, self.tx)
     }
 }
 
@@ -278,7 +318,7 @@ impl<L: RouterProgram> RouterElement<L> {
                         dg.src,
                         dg.dst,
                         (dg.sport, dg.dport),
-                        &dg.payload,
+                        &[&dg.payload],
                         (at, &g),
                         &mut d,
                     );
@@ -351,16 +391,18 @@ impl<L: RouterProgram> Element for RouterElement<L> {
         gso: &Gso,
         tx: &mut dyn Transmit,
     ) {
-        if self.logic.own_frame_gso(now, port, frame, gso) {
-            self.settle(now, tx);
-            return;
-        }
         let tunnel = self.logic.tunnel_port();
         let mut kept = std::mem::take(&mut self.kept);
         {
             let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
-            self.router
-                .handle_frame_gso_with(now, port, frame, gso, &mut d, &mut self.logic);
+            let mut direct = Direct {
+                router: &mut self.router,
+                tx: &mut d,
+            };
+            if !self.logic.own_frame_gso(now, port, frame, gso, &mut direct) {
+                self.router
+                    .handle_frame_gso_with(now, port, frame, gso, &mut d, &mut self.logic);
+            }
         }
         self.kept = kept;
         self.settle(now, tx);

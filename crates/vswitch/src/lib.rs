@@ -30,7 +30,7 @@
 //! - Bad input (malformed VXLAN, an unknown VNI, runt frames) is counted and dropped.
 
 use d11_element::{counters, mac_string, PortConfig, PortId};
-use d11_router::program::{Outbox, RouterElement, RouterProgram};
+use d11_router::program::{Direct, Outbox, RouterElement, RouterProgram};
 use d11_router::udp::{self, Datagram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gso::Gso;
@@ -264,8 +264,12 @@ impl Logic {
             .map(|e| e.dest)
     }
 
-    /// A frame for local port `q`, with its offload metadata.
-    fn out_port(&mut self, q: PortId, f: &[u8], gso: &Gso) {
+    /// A frame for local port `q`, with its offload metadata: sent at once through `direct`
+    /// where there is one (a super-frame, not copied), else left in the outbox.
+    fn out_port(&mut self, q: PortId, f: &[u8], gso: &Gso, direct: Option<&mut Direct<'_>>) {
+        if let Some(d) = direct {
+            return d.frame(q, f, gso);
+        }
         let c = self.out.copy(f);
         if gso.is_plain() {
             self.out.frames.push((q, c));
@@ -274,7 +278,15 @@ impl Logic {
         }
     }
 
-    fn encapsulate(&mut self, vni: u32, frame: &[u8], gso: &Gso, to: Ipv4Addr) {
+    fn encapsulate(
+        &mut self,
+        now: Instant,
+        vni: u32,
+        frame: &[u8],
+        gso: &Gso,
+        to: Ipv4Addr,
+        mut direct: Option<&mut Direct<'_>>,
+    ) {
         // The largest segment the frame stands for: each must fit the underlay.
         let seg = if gso.is_single() {
             frame.len()
@@ -291,21 +303,37 @@ impl Logic {
             let mut cut = std::mem::take(&mut self.cut);
             cut.resize(d11_netdev::MAX_FRAME, 0);
             let _ = d11_wire::gso::segment(frame, gso, &mut cut, |s| {
-                self.encapsulate(vni, s, &Gso::NONE, to)
+                self.encapsulate(now, vni, s, &Gso::NONE, to, direct.as_deref_mut())
             });
             self.cut = cut;
             return;
         }
-        let mut payload = self.out.buffer();
-        payload.resize(vxlan::HEADER_LEN + frame.len(), 0);
+        let mut header = [0u8; vxlan::HEADER_LEN];
         if vxlan::Repr::new(vni)
-            .and_then(|r| r.emit(&mut payload))
+            .and_then(|r| r.emit(&mut header))
             .is_err()
         {
             return;
         }
-        payload[vxlan::HEADER_LEN..].copy_from_slice(frame);
         self.c.encapsulated += 1;
+        if !gso.is_plain() {
+            self.c.encap_gso += 1;
+        }
+        if let Some(d) = direct {
+            // Header and frame are copied once, into the frame sent.
+            let ports = (entropy_port(frame), vxlan::UDP_PORT);
+            d.udp(
+                now,
+                (self.addr, to),
+                ports,
+                &[&header, frame],
+                (vxlan::HEADER_LEN, gso),
+            );
+            return;
+        }
+        let mut payload = self.out.buffer();
+        payload.extend_from_slice(&header);
+        payload.extend_from_slice(frame);
         let d = Datagram {
             src: self.addr,
             dst: to,
@@ -316,13 +344,19 @@ impl Logic {
         if gso.is_plain() {
             self.out.datagrams.push(d);
         } else {
-            self.c.encap_gso += 1;
             self.out.gso_datagrams.push((d, vxlan::HEADER_LEN, *gso));
         }
     }
 
     /// A frame from VM port `port`.
-    fn frame_from_vm(&mut self, now: Instant, port: PortId, f: &[u8], gso: &Gso) {
+    fn frame_from_vm(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        f: &[u8],
+        gso: &Gso,
+        mut direct: Option<&mut Direct<'_>>,
+    ) {
         self.c.vm_rx_frames += 1;
         let Some(vni) = self.vni_of.get(port).copied().flatten() else {
             return;
@@ -346,26 +380,33 @@ impl Logic {
             Some(Dest::Local(q)) if q == port => self.c.hairpin_dropped += 1,
             Some(Dest::Local(q)) => {
                 self.c.switched_local += 1;
-                self.out_port(q, f, gso);
+                self.out_port(q, f, gso, direct);
             }
-            Some(Dest::Remote(ip)) => self.encapsulate(vni, f, gso, ip),
+            Some(Dest::Remote(ip)) => self.encapsulate(now, vni, f, gso, ip, direct),
             None => {
                 self.c.flooded += 1;
                 for q in 0..self.vni_of.len() {
                     if q != port && self.vni_of[q] == Some(vni) {
-                        self.out_port(q, f, gso);
+                        self.out_port(q, f, gso, direct.as_deref_mut());
                     }
                 }
                 let vteps = self.vteps.get(&vni).cloned().unwrap_or_default();
                 for v in vteps {
-                    self.encapsulate(vni, f, gso, v);
+                    self.encapsulate(now, vni, f, gso, v, direct.as_deref_mut());
                 }
             }
         }
     }
 
     /// VXLAN from VTEP `from`; `gso` describes the inner frame (offsets from its start).
-    fn vxlan_from_vtep(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8], gso: &Gso) {
+    fn vxlan_from_vtep(
+        &mut self,
+        now: Instant,
+        from: Ipv4Addr,
+        payload: &[u8],
+        gso: &Gso,
+        mut direct: Option<&mut Direct<'_>>,
+    ) {
         self.c.vxlan_rx += 1;
         let Ok(p) = vxlan::Packet::new_checked(payload) else {
             self.c.vxlan_malformed += 1;
@@ -407,13 +448,13 @@ impl Logic {
             None
         };
         match known {
-            Some(Dest::Local(q)) => self.out_port(q, f, gso),
+            Some(Dest::Local(q)) => self.out_port(q, f, gso, direct),
             // Split horizon: what came from the underlay never goes back to it.
             Some(Dest::Remote(_)) => self.c.vxlan_to_remote_dropped += 1,
             None => {
                 for q in 0..self.vni_of.len() {
                     if self.vni_of[q] == Some(vni) {
-                        self.out_port(q, f, gso);
+                        self.out_port(q, f, gso, direct.as_deref_mut());
                     }
                 }
             }
@@ -423,7 +464,13 @@ impl Logic {
     /// An offloaded frame from the underlay: VXLAN to this VTEP is taken here, its metadata
     /// moved to the inner frame; anything else is the router's (false). A super-frame in a
     /// UDP tunnel that is not VXLAN to us is counted and dropped (this VTEP forwards none).
-    fn offloaded_from_underlay(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> bool {
+    fn offloaded_from_underlay(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        gso: &Gso,
+        direct: &mut Direct<'_>,
+    ) -> bool {
         let vxlan_to_us = (|| {
             let ip = frame.get(14..)?;
             if frame.get(12..14)? != [8, 0] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
@@ -447,7 +494,7 @@ impl Logic {
             return false;
         };
         match gso.unwrapped((at + vxlan::HEADER_LEN) as u16) {
-            Some(inner) => self.vxlan_from_vtep(now, from, &frame[at..], &inner),
+            Some(inner) => self.vxlan_from_vtep(now, from, &frame[at..], &inner, Some(direct)),
             None => {
                 self.c.vxlan_rx += 1;
                 self.c.vxlan_malformed += 1;
@@ -489,7 +536,7 @@ impl Hook for Logic {
         if u.dport != vxlan::UDP_PORT {
             return HookVerdict::Continue;
         }
-        self.vxlan_from_vtep(now, u.src, u.payload, &Gso::NONE);
+        self.vxlan_from_vtep(now, u.src, u.payload, &Gso::NONE, None);
         HookVerdict::Drop
     }
 }
@@ -508,7 +555,7 @@ impl RouterProgram for Logic {
         if port == self.underlay {
             return false;
         }
-        self.frame_from_vm(now, port, frame, &Gso::NONE);
+        self.frame_from_vm(now, port, frame, &Gso::NONE, None);
         true
     }
 
@@ -520,11 +567,18 @@ impl RouterProgram for Logic {
         true
     }
 
-    fn own_frame_gso(&mut self, now: Instant, port: PortId, frame: &mut [u8], gso: &Gso) -> bool {
+    fn own_frame_gso(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &Gso,
+        out: &mut Direct<'_>,
+    ) -> bool {
         if port == self.underlay {
-            return self.offloaded_from_underlay(now, frame, gso);
+            return self.offloaded_from_underlay(now, frame, gso, out);
         }
-        self.frame_from_vm(now, port, frame, gso);
+        self.frame_from_vm(now, port, frame, gso, Some(out));
         true
     }
 

@@ -409,3 +409,163 @@ fn vxlan_super_frames_cross_the_vswitch_whole_and_the_kernel_vtep_agrees() {
         assert!(bad.is_empty(), "segment {seg}: {bad:?}");
     }
 }
+
+const VGW_LAB: &str = r#"
+name = "offload-vgw"
+[[segments]]
+name = "dc"
+[[segments]]
+name = "underlay"
+[[segments]]
+name = "vm-lb1"
+mtu = 1450
+[[segments]]
+name = "vm-lb2"
+mtu = 1450
+[[nodes]]
+name = "cl"
+role = "kernel"
+ports = [{ name = "eth0", segment = "dc", addresses = ["203.0.113.50/24"], offload = true }]
+[[nodes]]
+name = "lb1"
+role = "host"
+gateway = "192.168.1.1"
+ports = [{ name = "eth0", segment = "vm-lb1", addresses = ["192.168.1.10/24"] }]
+[[nodes]]
+name = "lb2"
+role = "kernel"
+gateway = "192.168.1.1"
+ports = [{ name = "eth0", segment = "vm-lb2", addresses = ["192.168.1.11/24"], offload = true }]
+[[nodes]]
+name = "hosta"
+role = "vswitch"
+ports = [
+  { name = "lb1", segment = "vm-lb1", offload = true },
+  { name = "lb2", segment = "vm-lb2", offload = true },
+  { name = "underlay", segment = "underlay", addresses = ["10.1.0.11/24"], offload = true },
+]
+vnis = { lb1 = 1001, lb2 = 1001 }
+vteps = { "1001" = ["10.1.0.1"] }
+[[nodes]]
+name = "vgw1"
+role = "vgw"
+ports = [
+  { name = "external", segment = "dc", addresses = ["203.0.113.2/24"], offload = true },
+  { name = "underlay", segment = "underlay", addresses = ["10.1.0.1/24"], offload = true },
+]
+vpc = { vni = 1001, router = "192.168.1.1/24", hosts = ["10.1.0.11"] }
+vips = [
+  { vip = "203.0.113.10", ports = [9], lbs = ["192.168.1.10"] },
+  { vip = "203.0.113.11", ports = [8443], lbs = ["192.168.1.11"] },
+]
+lb_check = { interval_ms = 200, timeout_ms = 200, rise = 1, fall = 3 }
+"#;
+
+/// The cloud's gateway node with offloads: super-frames to a VIP are translated to the LB
+/// whole (the address folded into the partial checksum as such) and leave in VXLAN whole;
+/// the LB's super-frames come back in VXLAN whole, are unwrapped and translated back whole.
+/// A kernel peer trusts a partial checksum between veths, so each direction ends at our own
+/// stack on a TAP without offloads, where the kernel completes every segment's checksum from
+/// the partial one and our stack checks it (a wrong one would stall the transfer):
+/// - up: the kernel client cl sends to 203.0.113.10:9, lb1 (d11-host) hashes what it got;
+/// - down: a userspace client on dc (d11-fetch) gets 5 MB over HTTP from the kernel VM lb2
+///   through 203.0.113.11.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_gateway_translates_and_wraps_super_frames_whole() {
+    let lab = Lab::up(VGW_LAB);
+    let (up, want_up) = random_file(&lab, "cl", "up.bin", 20_000_000);
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    lab.exec_ok(
+        "lb2",
+        &[
+            "sh",
+            "-c",
+            &format!("head -c 5000000 /dev/urandom > {}/down.bin", www.display()),
+        ],
+    );
+    /// Stops the server on every exit path.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        Command::new("ip")
+            .args(["netns", "exec", &format!("{}-lb2", lab.prefix)])
+            .args(["python3", "-m", "http.server", "8443", "--directory"])
+            .arg(&www)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3"),
+    );
+    d11_lab::client::wait_until(std::time::Duration::from_secs(10), || {
+        let out = lab.exec("lb2", &["ss", "-ltn", "sport", "= :8443"]).stdout;
+        Ok(out.windows(5).any(|w| w == b":8443").then_some(()))
+    })
+    .expect("the VM's server listens");
+    lab.wait_show("vgw1", "vips", 10, |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().all(|x| x["lbs"][0]["state"] == "up"))
+    });
+
+    // Up: the client's super-frames to lb1, through the gateway and hosta.
+    let f = up.display().to_string();
+    lab.exec_ok(
+        "cl",
+        &[
+            "sh",
+            "-c",
+            &format!("timeout 30 nc -N 203.0.113.10 9 < {f}"),
+        ],
+    );
+    lab.wait_show("lb1", "transfers", 10, |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|t| t["sha256"] == want_up.as_str()))
+    });
+    assert!(
+        lab.counter("vgw1", "encap_gso") > 0,
+        "super-frames went into VXLAN whole"
+    );
+    assert!(port(&lab, "vgw1", "external", "rx_gso") > 0);
+
+    // Down: lb2's super-frames to a userspace client, back through the gateway.
+    let o = d11()
+        .args(["--prefix", &lab.prefix, "lab", "fetch", "dc", "--"])
+        .args(["--address", "203.0.113.60/24", "--gateway", "203.0.113.2"])
+        .args([
+            "--timeout",
+            "30",
+            "--json",
+            "http://203.0.113.11:8443/down.bin",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON outcome");
+    assert_eq!(o["status"], 200, "{o}");
+    assert_eq!(
+        o["body_len"], 5_000_000,
+        "every octet arrived, every checksum good"
+    );
+    assert!(
+        lab.counter("vgw1", "decap_gso") > 0,
+        "super-frames came out of VXLAN whole"
+    );
+    assert!(
+        port(&lab, "vgw1", "external", "tx_gso") > 0,
+        "and left whole"
+    );
+    assert!(lab.counter("vgw1", "vip_replies_translated") > 0);
+    for c in ["vxlan_malformed", "gso_not_vxlan", "encap_too_big"] {
+        assert_eq!(lab.counter("vgw1", c), 0, "{c}");
+    }
+    for p in ["external", "underlay"] {
+        assert_eq!(port(&lab, "vgw1", p, "gso_errors"), 0, "{p}");
+        assert_eq!(port(&lab, "vgw1", p, "tx_errors"), 0, "{p}");
+    }
+}

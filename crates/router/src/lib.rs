@@ -205,24 +205,25 @@ pub trait Hook {
 pub struct Divert<'a> {
     pub inner: &'a mut dyn Transmit,
     pub port: PortId,
-    pub kept: &'a mut Vec<Vec<u8>>,
+    /// Frames for the tunnel port, with their offload metadata (a super-frame stays whole).
+    pub kept: &'a mut Vec<(Vec<u8>, Gso)>,
     /// Buffers to keep frames in (reused: no allocation per frame once warm).
     pub spare: &'a mut Vec<Vec<u8>>,
 }
 
 impl Divert<'_> {
-    fn keep(&mut self, frame: &[u8]) {
+    fn keep(&mut self, frame: &[u8], gso: &Gso) {
         let mut b = self.spare.pop().unwrap_or_default();
         b.clear();
         b.extend_from_slice(frame);
-        self.kept.push(b);
+        self.kept.push((b, *gso));
     }
 }
 
 impl Transmit for Divert<'_> {
     fn send(&mut self, port: PortId, frame: &[u8]) {
         if port == self.port {
-            self.keep(frame);
+            self.keep(frame, &Gso::NONE);
         } else {
             self.inner.send(port, frame);
         }
@@ -232,7 +233,7 @@ impl Transmit for Divert<'_> {
     }
     fn send_noted(&mut self, port: PortId, frame: &[u8], note: &str) {
         if port == self.port {
-            self.keep(frame);
+            self.keep(frame, &Gso::NONE);
         } else {
             self.inner.send_noted(port, frame, note);
         }
@@ -244,10 +245,8 @@ impl Transmit for Divert<'_> {
         if port != self.port {
             return self.inner.send_gso(port, frame, gso);
         }
-        // The tunnel's logic reads segments (a router never sends it a super-frame: this is
-        // for completeness, off the forwarding path).
-        let mut buf = vec![0u8; frame.len()];
-        let _ = d11_wire::gso::segment(frame, gso, &mut buf, |s| self.keep(s));
+        // Kept whole: the element hands it to a logic that takes super-frames, or cuts it.
+        self.keep(frame, gso);
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Outbox {
     pub packets: Vec<Vec<u8>>,
     pub frames: Vec<(PortId, Vec<u8>)>,
     pub inject: Vec<Vec<u8>>,
+    /// The same, offloaded (a super-frame out of a tunnel), with its metadata.
+    pub inject_gso: Vec<(Vec<u8>, Gso)>,
     /// Frames with their offload metadata.
     pub gso_frames: Vec<(PortId, Vec<u8>, Gso)>,
     /// Datagrams whose payload holds an offloaded frame at the offset given, as
@@ -80,6 +82,7 @@ impl Outbox {
             && self.packets.is_empty()
             && self.frames.is_empty()
             && self.inject.is_empty()
+            && self.inject_gso.is_empty()
             && self.gso_frames.is_empty()
             && self.gso_datagrams.is_empty()
     }
@@ -137,6 +140,14 @@ pub trait RouterProgram: Hook {
     /// A frame the router sent to the tunnel port.
     fn tunnel_frame(&mut self, now: Instant, frame: &[u8]) {
         let _ = (now, frame);
+    }
+
+    /// An offloaded frame the router sent to the tunnel port (a super-frame, or a partial
+    /// checksum): true if the logic took it whole; otherwise the element cuts it and hands
+    /// each segment to [`tunnel_frame`](Self::tunnel_frame).
+    fn tunnel_frame_gso(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> bool {
+        let _ = (now, frame, gso);
+        false
     }
 
     /// When the logic wants [`RouterProgram::poll`] (its own timers).
@@ -218,8 +229,10 @@ pub struct RouterElement<L> {
     pub logic: L,
     /// Frames the router sent to the tunnel port, on their way to the logic, and the buffers
     /// they were kept in, for reuse.
-    kept: Vec<Vec<u8>>,
+    kept: Vec<(Vec<u8>, Gso)>,
     kept_spare: Vec<Vec<u8>>,
+    /// Where a kept super-frame is cut for a logic that reads segments.
+    cut: Vec<u8>,
 }
 
 impl<L: RouterProgram> RouterElement<L> {
@@ -229,6 +242,7 @@ impl<L: RouterProgram> RouterElement<L> {
             logic,
             kept: Vec::new(),
             kept_spare: Vec::new(),
+            cut: Vec::new(),
         }
     }
 
@@ -236,7 +250,7 @@ impl<L: RouterProgram> RouterElement<L> {
     fn divert<'a>(
         tunnel: Option<PortId>,
         tx: &'a mut dyn Transmit,
-        kept: &'a mut Vec<Vec<u8>>,
+        kept: &'a mut Vec<(Vec<u8>, Gso)>,
         spare: &'a mut Vec<Vec<u8>>,
     ) -> Divert<'a> {
         Divert {
@@ -272,8 +286,17 @@ impl<L: RouterProgram> RouterElement<L> {
         let tunnel = self.logic.tunnel_port();
         let mut kept = std::mem::take(&mut self.kept);
         for _ in 0..SETTLE_ROUNDS {
-            for f in kept.drain(..) {
-                self.logic.tunnel_frame(now, &f);
+            for (f, g) in kept.drain(..) {
+                if g.is_plain() {
+                    self.logic.tunnel_frame(now, &f);
+                } else if !self.logic.tunnel_frame_gso(now, &f, &g) {
+                    let mut cut = std::mem::take(&mut self.cut);
+                    cut.resize(d11_netdev::MAX_FRAME, 0);
+                    let logic = &mut self.logic;
+                    let _ =
+                        d11_wire::gso::segment(&f, &g, &mut cut, |s| logic.tunnel_frame(now, s));
+                    self.cut = cut;
+                }
                 keep_spare(&mut self.kept_spare, f);
             }
             let ob = self.logic.outbox();
@@ -285,6 +308,7 @@ impl<L: RouterProgram> RouterElement<L> {
                 packets,
                 frames,
                 inject,
+                inject_gso,
                 gso_frames,
                 gso_datagrams,
                 spare,
@@ -298,6 +322,7 @@ impl<L: RouterProgram> RouterElement<L> {
                 keep_spare(spare, f);
             }
             let mut inject = std::mem::take(inject);
+            let mut inject_gso = std::mem::take(inject_gso);
             {
                 let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
                 for g in datagrams.drain(..) {
@@ -335,14 +360,25 @@ impl<L: RouterProgram> RouterElement<L> {
                     self.router
                         .handle_frame_with(now, p, f, &mut d, &mut self.logic);
                 }
+                for (f, g) in inject_gso.iter_mut() {
+                    let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
+                    self.router
+                        .handle_frame_gso_with(now, p, f, g, &mut d, &mut self.logic);
+                }
             }
-            // The injected frames' buffers, and the queue itself, go back.
+            // The injected frames' buffers, and the queues themselves, go back.
             let ob = self.logic.outbox();
             for f in inject.drain(..) {
                 ob.recycle(f);
             }
+            for (f, _) in inject_gso.drain(..) {
+                ob.recycle(f);
+            }
             if ob.inject.is_empty() {
                 ob.inject = inject;
+            }
+            if ob.inject_gso.is_empty() {
+                ob.inject_gso = inject_gso;
             }
         }
         kept.clear();

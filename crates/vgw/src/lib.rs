@@ -14,9 +14,10 @@
 //! - Everything else (ARP, ping, TTL, ICMP errors, fragmentation needed) is `d11-router`'s.
 
 use d11_element::{counters, PortConfig, PortId};
-use d11_router::program::{Outbox, RouterElement, RouterProgram};
+use d11_router::program::{Direct, Outbox, RouterElement, RouterProgram};
 use d11_router::udp::{self, Datagram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::gso::Gso;
 use d11_wire::{checksum_adjust, fill_ipv4_checksum, vxlan};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
@@ -122,6 +123,10 @@ counters! {
         vxlan_tx,
         vxlan_flooded,
         encap_too_big,
+        encap_gso,
+        encap_gso_cut,
+        decap_gso,
+        gso_not_vxlan,
         udp_errors,
     }
 }
@@ -178,6 +183,11 @@ pub struct Logic {
     /// VXLAN to the hosts (datagrams), probes and resets (packets), frames from the hosts
     /// for the VPC router (inject).
     out: Outbox,
+    /// The packet the router hands the hooks now has a partial transport checksum (an
+    /// offloaded super-frame): addresses are folded into it as such.
+    partial: bool,
+    /// Where a super-frame too big for one VXLAN packet is cut.
+    cut: Vec<u8>,
     pub c: VgwCounters,
 }
 
@@ -264,6 +274,8 @@ impl Logic {
                 router_addr: cfg.vpc.router.addr(),
                 probe_port: 40000,
                 out: Outbox::default(),
+                partial: false,
+                cut: Vec::new(),
                 c: VgwCounters::default(),
             },
         ))
@@ -280,17 +292,21 @@ fn addr_at(ip: &[u8], at: usize) -> Ipv4Addr {
 
 /// Rewrites the IPv4 address at `at` (12: source, 16: destination) to `new`, fixing the IP
 /// header checksum and the TCP or UDP checksum (which covers the address in its
-/// pseudo-header).
-fn rewrite_addr(ip: &mut [u8], at: usize, new: Ipv4Addr) {
+/// pseudo-header). With `partial` (an offloaded packet: the field holds the pseudo-header's
+/// sum, not complemented; the rest is summed later), the address is folded in as such.
+fn rewrite_addr(ip: &mut [u8], at: usize, new: Ipv4Addr, partial: bool) {
     let ihl = d11_wire::ip::header_len(ip);
     let old = [ip[at], ip[at + 1], ip[at + 2], ip[at + 3]];
     let na = new.octets();
     let csum_at = match ip[9] {
         6 if ip.len() >= ihl + 18 => Some(ihl + 16),
-        17 if ip.len() >= ihl + 8 && (ip[ihl + 6] | ip[ihl + 7]) != 0 => Some(ihl + 6),
+        17 if ip.len() >= ihl + 8 && (partial || (ip[ihl + 6] | ip[ihl + 7]) != 0) => Some(ihl + 6),
         _ => None,
     };
-    if let Some(c) = csum_at {
+    if let (Some(c), true) = (csum_at, partial) {
+        let sum = !checksum_adjust(!u16::from_be_bytes([ip[c], ip[c + 1]]), &old, &na);
+        ip[c..c + 2].copy_from_slice(&sum.to_be_bytes());
+    } else if let Some(c) = csum_at {
         let mut sum = checksum_adjust(u16::from_be_bytes([ip[c], ip[c + 1]]), &old, &na);
         if ip[9] == 17 && sum == 0 {
             sum = 0xffff;
@@ -470,7 +486,7 @@ impl Logic {
                 lb
             }
         };
-        rewrite_addr(ip, 16, lb);
+        rewrite_addr(ip, 16, lb, self.partial);
         self.c.vip_translated += 1;
         HookVerdict::Continue
     }
@@ -487,17 +503,33 @@ impl Logic {
         if let Some(ct) = self.ct.get_mut(&key) {
             ct.seen = now;
         }
-        rewrite_addr(ip, 12, key.vip);
+        rewrite_addr(ip, 12, key.vip, self.partial);
         self.c.vip_replies_translated += 1;
     }
 
-    /// A frame the router sent towards the VPC: into VXLAN.
-    fn wrap_for_vpc(&mut self, now: Instant, f: &[u8]) {
+    /// A frame the router sent towards the VPC: into VXLAN. `gso` says what it stands for (a
+    /// super-frame goes whole, for the host's port or the kernel to cut).
+    fn wrap_for_vpc(&mut self, now: Instant, f: &[u8], gso: &Gso) {
         if f.len() < 14 {
             return;
         }
-        if 20 + 8 + vxlan::HEADER_LEN + f.len() > self.mtu {
+        let seg = if gso.is_single() {
+            f.len()
+        } else {
+            (usize::from(gso.hdr_len) + usize::from(gso.gso_size)).min(f.len())
+        };
+        if 20 + 8 + vxlan::HEADER_LEN + seg > self.mtu {
             self.c.encap_too_big += 1;
+            return;
+        }
+        if !gso.is_plain() && 20 + 8 + vxlan::HEADER_LEN + f.len() > usize::from(u16::MAX) {
+            // One IP packet cannot hold it: cut here, and wrap each segment.
+            self.c.encap_gso_cut += 1;
+            let mut cut = std::mem::take(&mut self.cut);
+            cut.resize(d11_netdev::MAX_FRAME, 0);
+            let _ =
+                d11_wire::gso::segment(f, gso, &mut cut, |s| self.wrap_for_vpc(now, s, &Gso::NONE));
+            self.cut = cut;
             return;
         }
         let mut dst = [0u8; 6];
@@ -519,16 +551,19 @@ impl Logic {
             return;
         }
         let mut payload = self.out.buffer();
-        payload.resize(vxlan::HEADER_LEN + f.len(), 0);
+        payload.resize(vxlan::HEADER_LEN, 0);
         if vxlan::Repr::new(self.vni)
             .and_then(|r| r.emit(&mut payload))
             .is_err()
         {
             return;
         }
-        payload[vxlan::HEADER_LEN..].copy_from_slice(f);
+        payload.extend_from_slice(f);
         let sport =
             49152 + (d11_wire::fnv::fnv1a32(f[..f.len().min(38)].iter().copied()) % 16384) as u16;
+        if !gso.is_plain() {
+            self.c.encap_gso += 1;
+        }
         for i in 0..n {
             let dst = known.unwrap_or_else(|| self.hosts[i]);
             // The last one takes the buffer itself; the others a copy.
@@ -538,17 +573,23 @@ impl Logic {
                 self.out.copy(&payload)
             };
             self.c.vxlan_tx += 1;
-            self.out.datagrams.push(Datagram {
+            let d = Datagram {
                 src: self.addr,
                 dst,
                 sport,
                 dport: vxlan::UDP_PORT,
                 payload: p,
-            });
+            };
+            if gso.is_plain() {
+                self.out.datagrams.push(d);
+            } else {
+                self.out.gso_datagrams.push((d, vxlan::HEADER_LEN, *gso));
+            }
         }
     }
 
-    fn unwrap_from_host(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8]) {
+    /// VXLAN from a host; `gso` describes the inner frame (offsets from its start).
+    fn unwrap_from_host(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8], gso: &Gso) {
         self.c.vxlan_rx += 1;
         let Ok(p) = vxlan::Packet::new_checked(payload) else {
             self.c.vxlan_malformed += 1;
@@ -589,7 +630,33 @@ impl Logic {
             }
         }
         let c = self.out.copy(f);
-        self.out.inject.push(c);
+        if gso.is_plain() {
+            self.out.inject.push(c);
+        } else {
+            self.c.decap_gso += 1;
+            self.out.inject_gso.push((c, *gso));
+        }
+    }
+
+    /// An offloaded frame from the underlay: VXLAN to this gateway is unwrapped, its metadata
+    /// moved to the inner frame; anything else is the router's (false). A super-frame in a
+    /// UDP tunnel that is not VXLAN to us is counted and dropped.
+    fn offloaded_from_underlay(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> bool {
+        let Some((from, at)) = vxlan::in_frame_for(frame, self.addr) else {
+            if gso.is_tunnel() {
+                self.c.gso_not_vxlan += 1;
+                return true;
+            }
+            return false;
+        };
+        match gso.unwrapped((at + vxlan::HEADER_LEN) as u16) {
+            Some(inner) => self.unwrap_from_host(now, from, &frame[at..], &inner),
+            None => {
+                self.c.vxlan_rx += 1;
+                self.c.vxlan_malformed += 1;
+            }
+        }
+        true
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -607,6 +674,10 @@ impl Logic {
 }
 
 impl Hook for Logic {
+    fn offload(&mut self, gso: &Gso) {
+        self.partial = gso.flags & d11_wire::gso::NEEDS_CSUM != 0;
+    }
+
     fn prerouting(&mut self, now: Instant, in_port: PortId, ip: &mut [u8]) -> HookVerdict {
         if in_port == self.external {
             return self.translate_to_lb(now, ip);
@@ -645,7 +716,7 @@ impl Hook for Logic {
         if u.dport != vxlan::UDP_PORT {
             return HookVerdict::Continue;
         }
-        self.unwrap_from_host(now, u.src, u.payload);
+        self.unwrap_from_host(now, u.src, u.payload, &Gso::NONE);
         HookVerdict::Drop
     }
 }
@@ -664,7 +735,33 @@ impl RouterProgram for Logic {
     }
 
     fn tunnel_frame(&mut self, now: Instant, frame: &[u8]) {
-        self.wrap_for_vpc(now, frame);
+        self.wrap_for_vpc(now, frame, &Gso::NONE);
+    }
+
+    fn tunnel_frame_gso(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> bool {
+        self.wrap_for_vpc(now, frame, gso);
+        true
+    }
+
+    /// Super-frames cross whole: the translation folds addresses into a partial checksum
+    /// as such, and VXLAN carries them with the tunnel's offload metadata.
+    fn takes_gso(&self) -> bool {
+        true
+    }
+
+    fn takes_tunnel_gso(&self) -> bool {
+        true
+    }
+
+    fn own_frame_gso(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &Gso,
+        _out: &mut Direct<'_>,
+    ) -> bool {
+        port == self.underlay && self.offloaded_from_underlay(now, frame, gso)
     }
 
     fn poll_at(&self) -> Option<Instant> {

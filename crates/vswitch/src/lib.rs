@@ -471,22 +471,7 @@ impl Logic {
         gso: &Gso,
         direct: &mut Direct<'_>,
     ) -> bool {
-        let vxlan_to_us = (|| {
-            let ip = frame.get(14..)?;
-            if frame.get(12..14)? != [8, 0] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
-                return None;
-            }
-            // Not a fragment, and for us.
-            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-            if frag != 0 || d11_wire::ip::dst(ip) != self.addr {
-                return None;
-            }
-            let udp = d11_wire::ip::header_len(ip);
-            let u = ip.get(udp..udp + 8)?;
-            (u16::from_be_bytes([u[2], u[3]]) == vxlan::UDP_PORT)
-                .then(|| (d11_wire::ip::src(ip), 14 + udp + 8))
-        })();
-        let Some((from, at)) = vxlan_to_us else {
+        let Some((from, at)) = vxlan::in_frame_for(frame, self.addr) else {
             if gso.is_tunnel() {
                 self.c.gso_not_vxlan += 1;
                 return true;

@@ -110,6 +110,24 @@ impl Repr {
     }
 }
 
+/// The VXLAN packet in Ethernet frame `frame` if it is one for `addr`: IPv4, not a fragment,
+/// UDP to port 4789. Returns its source address and where its VXLAN header starts. Checks no
+/// checksum: for frames whose metadata says the kernel has not filled them in yet (an
+/// offloaded super-frame, whose headers it made itself).
+pub fn in_frame_for(frame: &[u8], addr: std::net::Ipv4Addr) -> Option<(std::net::Ipv4Addr, usize)> {
+    let ip = frame.get(14..)?;
+    if frame.get(12..14)? != [8, 0] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+        return None;
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if frag != 0 || crate::ip::dst(ip) != addr {
+        return None;
+    }
+    let udp = crate::ip::header_len(ip);
+    let u = ip.get(udp..udp + 8)?;
+    (u16::from_be_bytes([u[2], u[3]]) == UDP_PORT).then(|| (crate::ip::src(ip), 14 + udp + 8))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

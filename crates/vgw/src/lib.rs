@@ -642,19 +642,16 @@ impl Logic {
     /// moved to the inner frame; anything else is the router's (false). A super-frame in a
     /// UDP tunnel that is not VXLAN to us is counted and dropped.
     fn offloaded_from_underlay(&mut self, now: Instant, frame: &[u8], gso: &Gso) -> bool {
-        let Some((from, at)) = vxlan::in_frame_for(frame, self.addr) else {
-            if gso.is_tunnel() {
-                self.c.gso_not_vxlan += 1;
-                return true;
+        match vxlan::offloaded_for(frame, gso, self.addr) {
+            vxlan::Offloaded::Vxlan { from, at, inner } => {
+                self.unwrap_from_host(now, from, &frame[at..], &inner)
             }
-            return false;
-        };
-        match gso.unwrapped((at + vxlan::HEADER_LEN) as u16) {
-            Some(inner) => self.unwrap_from_host(now, from, &frame[at..], &inner),
-            None => {
+            vxlan::Offloaded::Malformed => {
                 self.c.vxlan_rx += 1;
                 self.c.vxlan_malformed += 1;
             }
+            vxlan::Offloaded::OtherTunnel => self.c.gso_not_vxlan += 1,
+            vxlan::Offloaded::NotVxlan => return false,
         }
         true
     }

@@ -471,19 +471,16 @@ impl Logic {
         gso: &Gso,
         direct: &mut Direct<'_>,
     ) -> bool {
-        let Some((from, at)) = vxlan::in_frame_for(frame, self.addr) else {
-            if gso.is_tunnel() {
-                self.c.gso_not_vxlan += 1;
-                return true;
+        match vxlan::offloaded_for(frame, gso, self.addr) {
+            vxlan::Offloaded::Vxlan { from, at, inner } => {
+                self.vxlan_from_vtep(now, from, &frame[at..], &inner, Some(direct))
             }
-            return false;
-        };
-        match gso.unwrapped((at + vxlan::HEADER_LEN) as u16) {
-            Some(inner) => self.vxlan_from_vtep(now, from, &frame[at..], &inner, Some(direct)),
-            None => {
+            vxlan::Offloaded::Malformed => {
                 self.c.vxlan_rx += 1;
                 self.c.vxlan_malformed += 1;
             }
+            vxlan::Offloaded::OtherTunnel => self.c.gso_not_vxlan += 1,
+            vxlan::Offloaded::NotVxlan => return false,
         }
         true
     }

@@ -128,6 +128,36 @@ pub fn in_frame_for(frame: &[u8], addr: std::net::Ipv4Addr) -> Option<(std::net:
     (u16::from_be_bytes([u[2], u[3]]) == UDP_PORT).then(|| (crate::ip::src(ip), 14 + udp + 8))
 }
 
+/// An offloaded frame from the underlay (see [`crate::gso`]), as the VTEP at `addr` sorts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offloaded {
+    /// VXLAN for this VTEP: from `from`, its VXLAN header at `at`, and the metadata of the
+    /// inner frame (offsets from its start).
+    Vxlan {
+        from: std::net::Ipv4Addr,
+        at: usize,
+        inner: crate::gso::Gso,
+    },
+    /// VXLAN for this VTEP whose metadata does not match where its inner frame is.
+    Malformed,
+    /// A super-frame in a UDP tunnel that is not VXLAN for this VTEP (nothing a VTEP forwards).
+    OtherTunnel,
+    /// Anything else: not the VTEP's (a router's).
+    NotVxlan,
+}
+
+/// Sorts an offloaded frame from the underlay for the VTEP at `addr`.
+pub fn offloaded_for(frame: &[u8], gso: &crate::gso::Gso, addr: std::net::Ipv4Addr) -> Offloaded {
+    match in_frame_for(frame, addr) {
+        Some((from, at)) => match gso.unwrapped((at + HEADER_LEN) as u16) {
+            Some(inner) => Offloaded::Vxlan { from, at, inner },
+            None => Offloaded::Malformed,
+        },
+        None if gso.is_tunnel() => Offloaded::OtherTunnel,
+        None => Offloaded::NotVxlan,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

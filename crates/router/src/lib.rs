@@ -461,17 +461,18 @@ impl Router {
         };
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let total = 20 + 8 + len;
-        let seg = if inner.is_single() {
-            len
-        } else {
-            (inner_at + usize::from(inner.hdr_len) + usize::from(inner.gso_size)).min(len)
-        };
         let outer = ETH + 28 + inner_at;
-        if total > usize::from(u16::MAX) || 28 + seg > self.ports[route.port].mtu || outer > 1024 {
+        if total > usize::from(u16::MAX) || outer > ETH + total {
             self.c.local_too_big += 1;
             return false;
         }
         self.udp_headers(src, dst, ports, parts, total);
+        // Each segment, once cut, must fit the port.
+        let seg = d11_wire::gso::largest_segment(&self.scratch[outer..ETH + total], inner);
+        if 28 + inner_at + seg > self.ports[route.port].mtu {
+            self.c.local_too_big += 1;
+            return false;
+        }
         let g = inner.wrapped(outer as u16, (ETH + 20) as u16);
         self.c.local_sent += 1;
         let nh = route.next_hop.unwrap_or(dst);
@@ -859,8 +860,9 @@ impl Router {
             // next hop is known (the neighbour queue keeps plain frames); otherwise it is cut
             // here and each segment forwarded on its own.
             let nh = route.next_hop.unwrap_or(dst);
-            let seg = gso_segment_len(&frame[..ip_end], &self.gso);
-            let fits = seg.is_some_and(|n| n <= self.ports[route.port].mtu);
+            let seg =
+                d11_wire::gso::largest_segment(&frame[..ip_end], &self.gso).saturating_sub(ETH);
+            let fits = seg <= self.ports[route.port].mtu;
             if !fits || self.neigh.lookup(route.port, nh).is_none() {
                 self.forward_cut(now, in_port, &frame[..ip_end], tx, hook);
                 return;
@@ -1032,20 +1034,6 @@ impl Router {
             }
         }
     }
-}
-
-/// The IP length of the largest segment an offloaded frame stands for: its IP and TCP
-/// headers and `gso_size` octets (the frame itself for one segment); `None` if it is no
-/// TCP/IPv4 frame whose headers fit.
-fn gso_segment_len(frame: &[u8], gso: &Gso) -> Option<usize> {
-    let ip_len = frame.len().checked_sub(ETH)?;
-    if gso.is_single() {
-        return Some(ip_len);
-    }
-    let ip = frame.get(ETH..)?;
-    let ihl = d11_wire::ip::header_len(ip);
-    let doff = usize::from(ip.get(ihl + 12)? >> 4) * 4;
-    Some((ihl + doff + usize::from(gso.gso_size)).min(ip_len))
 }
 
 /// Splits an IPv4 packet into fragments of at most `mtu` octets (RFC 791 §3.2): offsets in

@@ -513,11 +513,7 @@ impl Logic {
         if f.len() < 14 {
             return;
         }
-        let seg = if gso.is_single() {
-            f.len()
-        } else {
-            (usize::from(gso.hdr_len) + usize::from(gso.gso_size)).min(f.len())
-        };
+        let seg = d11_wire::gso::largest_segment(f, gso);
         if 20 + 8 + vxlan::HEADER_LEN + seg > self.mtu {
             self.c.encap_too_big += 1;
             return;

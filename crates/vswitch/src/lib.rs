@@ -288,11 +288,7 @@ impl Logic {
         mut direct: Option<&mut Direct<'_>>,
     ) {
         // The largest segment the frame stands for: each must fit the underlay.
-        let seg = if gso.is_single() {
-            frame.len()
-        } else {
-            (usize::from(gso.hdr_len) + usize::from(gso.gso_size)).min(frame.len())
-        };
+        let seg = d11_wire::gso::largest_segment(frame, gso);
         if 20 + 8 + vxlan::HEADER_LEN + seg > self.mtu {
             self.c.encap_too_big += 1;
             return;

@@ -272,6 +272,26 @@ fn tunnel_layout(frame: &[u8], g: &Gso) -> Result<(usize, usize), GsoError> {
     Ok((udp, inner_nh - 14))
 }
 
+/// The length of the largest frame `frame` stands for once cut (itself, if it is one
+/// segment): its headers and one `gso_size` of data, the outer headers too for a tunnel
+/// super-frame. Read from the headers, not from `hdr_len`: a TAP puts the length of the
+/// kernel's linear part there, which may hold data as well. A frame whose headers cannot be
+/// read counts as itself (too big to pass whole, so it is cut, and the cut refuses it).
+pub fn largest_segment(frame: &[u8], g: &Gso) -> usize {
+    if g.is_single() {
+        return frame.len();
+    }
+    let base = if g.is_tunnel() {
+        tunnel_layout(frame, g).map(|(_, b)| b)
+    } else {
+        Ok(0)
+    };
+    match base.and_then(|b| tcp4_layout(frame, b)) {
+        Ok((_, data)) => (data + usize::from(g.gso_size)).min(frame.len()),
+        Err(_) => frame.len(),
+    }
+}
+
 /// Cuts a TCP/IPv4 super-frame into the segments it stands for, as Linux's `tcp_gso_segment`
 /// does: each gets the headers, `gso_size` octets of data (the last the rest), the IP total
 /// length, an IP identification one more than the previous, its sequence number, FIN and PSH

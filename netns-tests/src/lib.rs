@@ -97,6 +97,17 @@ pub struct Lab {
 /// programs flushed when they stopped; removed when dropped, kept if the test failed.
 pub struct LabDir(pub PathBuf);
 
+/// A process a test started (a server in a node's namespace): killed and reaped when the test
+/// ends, a failed assertion's exit included.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for LabDir {
     fn drop(&mut self) {
         remove_unless_failed(&self.0);

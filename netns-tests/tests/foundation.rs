@@ -857,15 +857,7 @@ fn lab_web_serves_the_page_and_each_nodes_tables_live() {
     let lab = Lab::up(LAB);
     let ns = format!("{}-k1", lab.prefix);
     lab.exec_ok("k1", &["ip", "link", "set", "lo", "up"]);
-    /// Stops the server on every exit path, a failed assertion's too.
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut server = Server(
+    let mut server = KillOnDrop(
         std::process::Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(bin_dir().join("d11"))

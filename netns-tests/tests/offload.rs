@@ -485,15 +485,7 @@ fn the_gateway_translates_and_wraps_super_frames_whole() {
             &format!("head -c 5000000 /dev/urandom > {}/down.bin", www.display()),
         ],
     );
-    /// Stops the server on every exit path.
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Server(
+    let _server = KillOnDrop(
         Command::new("ip")
             .args(["netns", "exec", &format!("{}-lb2", lab.prefix)])
             .args(["python3", "-m", "http.server", "8443", "--directory"])

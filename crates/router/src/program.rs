@@ -12,8 +12,8 @@
 //!   VM ports);
 //! - `inject`: frames that arrived through the logic's tunnels, for the router as if received
 //!   on the tunnel port (a PGW's UE side, the gateway's VPC router);
-//! - `gso_frames` and `gso_datagrams`: the same as `frames` and `datagrams` for offloaded data
-//!   (a switch's TCP super-frames, whole to a port that takes them, cut for the others).
+//! - `gso_datagrams`: datagrams whose payload is an offloaded frame (a gateway's TCP
+//!   super-frames in VXLAN), sent whole where the port takes them and cut for the others.
 //!
 //! A *tunnel port* is a router port that is no device: what the router sends there is handed
 //! to [`RouterProgram::tunnel_frame`] (to be wrapped in GTP-U or VXLAN).
@@ -38,8 +38,6 @@ pub struct Outbox {
     pub inject: Vec<Vec<u8>>,
     /// The same, offloaded (a super-frame out of a tunnel), with its metadata.
     pub inject_gso: Vec<(Vec<u8>, Gso)>,
-    /// Frames with their offload metadata.
-    pub gso_frames: Vec<(PortId, Vec<u8>, Gso)>,
     /// Datagrams whose payload holds an offloaded frame at the offset given, as
     /// [`Router::send_udp_gso`] takes them.
     pub gso_datagrams: Vec<(Datagram, usize, Gso)>,
@@ -83,7 +81,6 @@ impl Outbox {
             && self.frames.is_empty()
             && self.inject.is_empty()
             && self.inject_gso.is_empty()
-            && self.gso_frames.is_empty()
             && self.gso_datagrams.is_empty()
     }
 }
@@ -309,16 +306,11 @@ impl<L: RouterProgram> RouterElement<L> {
                 frames,
                 inject,
                 inject_gso,
-                gso_frames,
                 gso_datagrams,
                 spare,
             } = ob;
             for (p, f) in frames.drain(..) {
                 tx.send(p, &f);
-                keep_spare(spare, f);
-            }
-            for (p, f, g) in gso_frames.drain(..) {
-                tx.send_gso(p, &f, &g);
                 keep_spare(spare, f);
             }
             let mut inject = std::mem::take(inject);

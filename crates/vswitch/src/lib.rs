@@ -229,6 +229,31 @@ fn entropy_port(frame: &[u8]) -> u16 {
     49152 + (h % 16384) as u16
 }
 
+/// Where what the switch makes of a frame goes: the outbox (a plain frame, from the
+/// router's paths, sent once the frame is handled), or at once through a [`Direct`] with the
+/// frame's offload metadata (an offloaded frame, still borrowed: not copied).
+enum Via<'x, 'a> {
+    Outbox,
+    Direct(&'x mut Direct<'a>, Gso),
+}
+
+impl<'a> Via<'_, 'a> {
+    /// The same way out, again (for each port and VTEP of a flood).
+    fn again(&mut self) -> Via<'_, 'a> {
+        match self {
+            Via::Outbox => Via::Outbox,
+            Via::Direct(d, g) => Via::Direct(d, *g),
+        }
+    }
+
+    fn gso(&self) -> Gso {
+        match self {
+            Via::Outbox => Gso::NONE,
+            Via::Direct(_, g) => *g,
+        }
+    }
+}
+
 impl Logic {
     fn learn(&mut self, now: Instant, vni: u32, mac: [u8; 6], dest: Dest) {
         if mac[0] & 1 != 0 {
@@ -264,31 +289,22 @@ impl Logic {
             .map(|e| e.dest)
     }
 
-    /// A frame for local port `q`, with its offload metadata: sent at once through `direct`
-    /// where there is one (a super-frame, not copied), else left in the outbox.
-    fn out_port(&mut self, q: PortId, f: &[u8], gso: &Gso, direct: Option<&mut Direct<'_>>) {
-        if let Some(d) = direct {
-            return d.frame(q, f, gso);
-        }
-        let c = self.out.copy(f);
-        if gso.is_plain() {
-            self.out.frames.push((q, c));
-        } else {
-            self.out.gso_frames.push((q, c, *gso));
+    /// A frame for local port `q`: left in the outbox, or sent at once (a super-frame, not
+    /// copied) with its metadata.
+    fn out_port(&mut self, q: PortId, f: &[u8], via: Via<'_, '_>) {
+        match via {
+            Via::Direct(d, gso) => d.frame(q, f, &gso),
+            Via::Outbox => {
+                let c = self.out.copy(f);
+                self.out.frames.push((q, c));
+            }
         }
     }
 
-    fn encapsulate(
-        &mut self,
-        now: Instant,
-        vni: u32,
-        frame: &[u8],
-        gso: &Gso,
-        to: Ipv4Addr,
-        mut direct: Option<&mut Direct<'_>>,
-    ) {
+    fn encapsulate(&mut self, now: Instant, vni: u32, frame: &[u8], to: Ipv4Addr, mut via: Via) {
+        let gso = via.gso();
         // The largest segment the frame stands for: each must fit the underlay.
-        let seg = d11_wire::gso::largest_segment(frame, gso);
+        let seg = d11_wire::gso::largest_segment(frame, &gso);
         if 20 + 8 + vxlan::HEADER_LEN + seg > self.mtu {
             self.c.encap_too_big += 1;
             return;
@@ -298,8 +314,12 @@ impl Logic {
             self.c.encap_gso_cut += 1;
             let mut cut = std::mem::take(&mut self.cut);
             cut.resize(d11_netdev::MAX_FRAME, 0);
-            let _ = d11_wire::gso::segment(frame, gso, &mut cut, |s| {
-                self.encapsulate(now, vni, s, &Gso::NONE, to, direct.as_deref_mut())
+            let _ = d11_wire::gso::segment(frame, &gso, &mut cut, |s| {
+                let plain = match &mut via {
+                    Via::Direct(d, _) => Via::Direct(d, Gso::NONE),
+                    Via::Outbox => Via::Outbox,
+                };
+                self.encapsulate(now, vni, s, to, plain)
             });
             self.cut = cut;
             return;
@@ -315,44 +335,35 @@ impl Logic {
         if !gso.is_plain() {
             self.c.encap_gso += 1;
         }
-        if let Some(d) = direct {
+        let sport = entropy_port(frame);
+        match via {
             // Header and frame are copied once, into the frame sent.
-            let ports = (entropy_port(frame), vxlan::UDP_PORT);
-            d.udp(
-                now,
-                (self.addr, to),
-                ports,
-                &[&header, frame],
-                (vxlan::HEADER_LEN, gso),
-            );
-            return;
-        }
-        let mut payload = self.out.buffer();
-        payload.extend_from_slice(&header);
-        payload.extend_from_slice(frame);
-        let d = Datagram {
-            src: self.addr,
-            dst: to,
-            sport: entropy_port(frame),
-            dport: vxlan::UDP_PORT,
-            payload,
-        };
-        if gso.is_plain() {
-            self.out.datagrams.push(d);
-        } else {
-            self.out.gso_datagrams.push((d, vxlan::HEADER_LEN, *gso));
+            Via::Direct(d, gso) => {
+                d.udp(
+                    now,
+                    (self.addr, to),
+                    (sport, vxlan::UDP_PORT),
+                    &[&header, frame],
+                    (vxlan::HEADER_LEN, &gso),
+                );
+            }
+            Via::Outbox => {
+                let mut payload = self.out.buffer();
+                payload.extend_from_slice(&header);
+                payload.extend_from_slice(frame);
+                self.out.datagrams.push(Datagram {
+                    src: self.addr,
+                    dst: to,
+                    sport,
+                    dport: vxlan::UDP_PORT,
+                    payload,
+                });
+            }
         }
     }
 
     /// A frame from VM port `port`.
-    fn frame_from_vm(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        f: &[u8],
-        gso: &Gso,
-        mut direct: Option<&mut Direct<'_>>,
-    ) {
+    fn frame_from_vm(&mut self, now: Instant, port: PortId, f: &[u8], mut via: Via) {
         self.c.vm_rx_frames += 1;
         let Some(vni) = self.vni_of.get(port).copied().flatten() else {
             return;
@@ -376,33 +387,26 @@ impl Logic {
             Some(Dest::Local(q)) if q == port => self.c.hairpin_dropped += 1,
             Some(Dest::Local(q)) => {
                 self.c.switched_local += 1;
-                self.out_port(q, f, gso, direct);
+                self.out_port(q, f, via);
             }
-            Some(Dest::Remote(ip)) => self.encapsulate(now, vni, f, gso, ip, direct),
+            Some(Dest::Remote(ip)) => self.encapsulate(now, vni, f, ip, via),
             None => {
                 self.c.flooded += 1;
                 for q in 0..self.vni_of.len() {
                     if q != port && self.vni_of[q] == Some(vni) {
-                        self.out_port(q, f, gso, direct.as_deref_mut());
+                        self.out_port(q, f, via.again());
                     }
                 }
                 let vteps = self.vteps.get(&vni).cloned().unwrap_or_default();
                 for v in vteps {
-                    self.encapsulate(now, vni, f, gso, v, direct.as_deref_mut());
+                    self.encapsulate(now, vni, f, v, via.again());
                 }
             }
         }
     }
 
     /// VXLAN from VTEP `from`; `gso` describes the inner frame (offsets from its start).
-    fn vxlan_from_vtep(
-        &mut self,
-        now: Instant,
-        from: Ipv4Addr,
-        payload: &[u8],
-        gso: &Gso,
-        mut direct: Option<&mut Direct<'_>>,
-    ) {
+    fn vxlan_from_vtep(&mut self, now: Instant, from: Ipv4Addr, payload: &[u8], mut via: Via) {
         self.c.vxlan_rx += 1;
         let Ok(p) = vxlan::Packet::new_checked(payload) else {
             self.c.vxlan_malformed += 1;
@@ -435,7 +439,7 @@ impl Logic {
             self.learn(now, vni, src, Dest::Remote(from));
         }
         self.c.decapsulated += 1;
-        if !gso.is_plain() {
+        if !via.gso().is_plain() {
             self.c.decap_gso += 1;
         }
         let known = if dst[0] & 1 == 0 {
@@ -444,13 +448,13 @@ impl Logic {
             None
         };
         match known {
-            Some(Dest::Local(q)) => self.out_port(q, f, gso, direct),
+            Some(Dest::Local(q)) => self.out_port(q, f, via),
             // Split horizon: what came from the underlay never goes back to it.
             Some(Dest::Remote(_)) => self.c.vxlan_to_remote_dropped += 1,
             None => {
                 for q in 0..self.vni_of.len() {
                     if self.vni_of[q] == Some(vni) {
-                        self.out_port(q, f, gso, direct.as_deref_mut());
+                        self.out_port(q, f, via.again());
                     }
                 }
             }
@@ -469,7 +473,7 @@ impl Logic {
     ) -> bool {
         match vxlan::offloaded_for(frame, gso, self.addr) {
             vxlan::Offloaded::Vxlan { from, at, inner } => {
-                self.vxlan_from_vtep(now, from, &frame[at..], &inner, Some(direct))
+                self.vxlan_from_vtep(now, from, &frame[at..], Via::Direct(direct, inner))
             }
             vxlan::Offloaded::Malformed => {
                 self.c.vxlan_rx += 1;
@@ -514,7 +518,7 @@ impl Hook for Logic {
         if u.dport != vxlan::UDP_PORT {
             return HookVerdict::Continue;
         }
-        self.vxlan_from_vtep(now, u.src, u.payload, &Gso::NONE, None);
+        self.vxlan_from_vtep(now, u.src, u.payload, Via::Outbox);
         HookVerdict::Drop
     }
 }
@@ -533,7 +537,7 @@ impl RouterProgram for Logic {
         if port == self.underlay {
             return false;
         }
-        self.frame_from_vm(now, port, frame, &Gso::NONE, None);
+        self.frame_from_vm(now, port, frame, Via::Outbox);
         true
     }
 
@@ -556,7 +560,7 @@ impl RouterProgram for Logic {
         if port == self.underlay {
             return self.offloaded_from_underlay(now, frame, gso, out);
         }
-        self.frame_from_vm(now, port, frame, gso, Some(out));
+        self.frame_from_vm(now, port, frame, Via::Direct(out, *gso));
         true
     }
 

@@ -170,9 +170,32 @@ impl ElementArgs {
         let path = self.config.as_ref().context("--config FILE is required")?;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = self.mark_offloads(&text);
         let cfg: T =
             parse_json_config(&text).with_context(|| format!("config {}", path.display()))?;
         Ok(cfg)
+    }
+
+    /// The config with each port's `offload` as the command line says (`--offload`), so that
+    /// the device and the program that fills it agree. Text that is not a JSON object with
+    /// `ports` is left for the parser to judge.
+    fn mark_offloads(&self, text: &str) -> String {
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else {
+            return text.to_string();
+        };
+        let Some(ports) = v.get_mut("ports").and_then(|p| p.as_array_mut()) else {
+            return text.to_string();
+        };
+        for p in ports.iter_mut() {
+            let on = p
+                .get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| self.offloads(n));
+            if let Some(o) = p.as_object_mut() {
+                o.insert("offload".into(), serde_json::Value::Bool(on));
+            }
+        }
+        serde_json::to_string(&v).unwrap_or_else(|_| text.to_string())
     }
 
     /// Sets up logging to stderr (the lab builder sends it to the node's log file).
@@ -228,5 +251,35 @@ mod tests {
         );
         assert!(PortSpec::parse("eth0").is_err());
         assert!(PortSpec::parse("eth0=waytoolongtapname0").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: ElementArgs,
+    }
+
+    /// The config a program reads says of each port what `--offload` says, whatever the file
+    /// said.
+    #[test]
+    fn the_config_says_which_ports_offload_as_the_command_line_does() {
+        use clap::Parser;
+        let cli = Cli::parse_from([
+            "p",
+            "--port",
+            "eth0=t0",
+            "--port",
+            "eth1=t1",
+            "--offload",
+            "eth1",
+        ]);
+        let text =
+            r#"{"name": "n", "ports": [{"name": "eth0", "offload": true}, {"name": "eth1"}]}"#;
+        let v: serde_json::Value = serde_json::from_str(&cli.a.mark_offloads(text)).unwrap();
+        assert_eq!(v["ports"][0]["offload"], false);
+        assert_eq!(v["ports"][1]["offload"], true);
+        assert_eq!(v["name"], "n");
+        // Not a config with ports: left as it was, for the parser to judge.
+        assert_eq!(cli.a.mark_offloads("{oops"), "{oops");
     }
 }

@@ -307,6 +307,11 @@ pub struct PortConfig {
     pub addresses: Vec<ipnet::Ipv4Net>,
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// Whether the port's device takes offloaded frames (`--offload PORT`: a TAP with
+    /// `IFF_VNET_HDR`). [`ElementArgs::load_config`] sets it from the command line, so a
+    /// program that builds its own super-frames (the endpoint stack's TSO) knows it may.
+    #[serde(default)]
+    pub offload: bool,
 }
 
 impl PortConfig {

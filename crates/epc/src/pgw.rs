@@ -162,6 +162,7 @@ impl PgwLogic {
             mac: None,
             addresses: vec![Ipv4Net::new(gateway, net.prefix_len())?],
             mtu: Some(mtu),
+            offload: false,
         });
         let router = Router::new(&RouterConfig {
             name: cfg.name.clone(),

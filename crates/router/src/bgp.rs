@@ -146,6 +146,7 @@ impl BgpLogic {
             mac: None,
             addresses: Vec::new(),
             mtu: None,
+            offload: false,
         }
         .mac_for(&format!("{name}-bgp"))?;
         let ops = Rc::new(RefCell::new(Vec::new()));

@@ -117,6 +117,9 @@ counters! {
         tcp_syncookies_failed,
         tcp_refused_full,
         tcp_closed,
+        tcp_bad_checksum,
+        tcp_super_frames_received,
+        gso_unsupported,
         tcp_time_wait_dropped,
         udp_sent,
         udp_received,
@@ -133,6 +136,8 @@ pub(crate) fn endpoints(s: &tcp::Socket) -> Option<(SocketAddrV4, SocketAddrV4)>
         (smoltcp::wire::IpAddress::Ipv4(la), smoltcp::wire::IpAddress::Ipv4(ra)) => {
             Some((SocketAddrV4::new(la, l.port), SocketAddrV4::new(ra, r.port)))
         }
+        // (IPv4 only: the frame guard lets no IPv6 through.)
+        _ => None,
     }
 }
 
@@ -192,7 +197,7 @@ pub(crate) struct Inner {
     gateway: Option<Ipv4Addr>,
     pub(crate) tuning: TcpTuning,
     pub(crate) wire: Wire,
-    resend: Vec<Vec<u8>>,
+    resend: recovery::Resend,
     /// Next hops we asked for ourselves (see [`Inner::probe_neighbour`]).
     probed: HashMap<Ipv4Addr, Probe>,
     pub(crate) c: StackCounters,
@@ -303,7 +308,7 @@ impl Inner {
 
     fn arp_request(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.resend
-            .push(d11_wire::arp::request(self.mac.0, src, dst).to_vec());
+            .push((d11_wire::arp::request(self.mac.0, src, dst).to_vec(), 0));
         self.c.arp_probes += 1;
     }
 
@@ -505,9 +510,15 @@ impl Inner {
         }
         self.wire.recovery.on_timer(now, &mut self.resend);
         let reprobe_at = self.reprobe(now);
-        for f in self.resend.drain(..) {
+        for (mut f, seg) in self.resend.drain(..) {
             self.wire.tracker.observe(now, &f, tracker::Dir::Out);
-            tx.send(0, &f);
+            if seg == 0 {
+                tx.send(0, &f);
+            } else {
+                // A super-frame's copy: its partial checksum and metadata again.
+                let g = device::tcp_checksum(&mut f, Some(seg));
+                tx.send_gso(0, &f, &g);
+            }
         }
         // Accept pools: half-open sockets past the SYN-RECEIVED timeout go back to listening.
         let mut changed = false;
@@ -656,6 +667,8 @@ impl Stack {
             burst: cfg.tcp.burst,
             tracker: tracker::Tracker::default(),
             recovery: recovery::Recovery::default(),
+            offload: port.offload,
+            super_frames: 0,
         };
         let epoch = Instant::now();
         let mut dev = FrameIo {
@@ -767,16 +780,15 @@ impl Stack {
     }
 }
 
-impl Element for StackElement {
-    fn role(&self) -> &'static str {
-        self.stack.inner.borrow().role
-    }
-
-    fn handle_frame(
+impl StackElement {
+    /// A frame from the port; `trusted`: its TCP checksum needs no check (partial, or checked
+    /// by the kernel).
+    fn receive(
         &mut self,
         now: Instant,
         port: PortId,
         frame: &mut [u8],
+        trusted: bool,
         tx: &mut dyn Transmit,
     ) {
         let mut i = self.stack.inner.borrow_mut();
@@ -791,6 +803,7 @@ impl Element for StackElement {
                 protocol,
                 header_len,
                 total_len,
+                src,
                 dst,
                 ..
             }) => {
@@ -798,10 +811,21 @@ impl Element for StackElement {
                 // A datagram's ports are in its first fragment only.
                 let first = u16::from_be_bytes([frame[20], frame[21]]) & 0x1fff == 0;
                 let ours = i.addrs.iter().any(|n| n.addr() == dst);
+                let tcp = protocol == smoltcp::wire::IpProtocol::Tcp;
+                // On a port with offloads smoltcp leaves TCP checksums to the device: the ones
+                // the kernel did not vouch for are checked here.
+                if tcp
+                    && i.wire.offload
+                    && !trusted
+                    && first
+                    && !d11_wire::ip::tcp_checksum_ok(src, dst, &frame[at..14 + total_len])
+                {
+                    i.c.tcp_bad_checksum += 1;
+                    return;
+                }
                 (
                     dst_mac,
-                    (protocol == smoltcp::wire::IpProtocol::Tcp && total_len >= header_len + 20)
-                        .then_some(at),
+                    (tcp && total_len >= header_len + 20).then_some(at),
                     (protocol == smoltcp::wire::IpProtocol::Udp
                         && total_len >= header_len + 8
                         && first
@@ -870,6 +894,64 @@ impl Element for StackElement {
         }
         i.poll(now, Some(frame), tx);
     }
+}
+
+impl Element for StackElement {
+    fn role(&self) -> &'static str {
+        self.stack.inner.borrow().role
+    }
+
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
+        self.receive(now, port, frame, false, tx);
+    }
+
+    fn takes_gso(&self) -> bool {
+        self.stack.inner.borrow().wire.offload
+    }
+
+    fn handle_frame_gso(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        g: &d11_wire::gso::Gso,
+        tx: &mut dyn Transmit,
+    ) {
+        use d11_wire::gso::{DATA_VALID, GSO_ECN, GSO_TCPV4, NEEDS_CSUM};
+        if !g.is_single() && g.gso_type & !GSO_ECN != GSO_TCPV4 {
+            // (Only TCP is offered: TUN_F_TSO4. UDP-tunnel ones are cut before they come.)
+            let mut i = self.stack.inner.borrow_mut();
+            i.c.rx_frames += 1;
+            i.c.gso_unsupported += 1;
+            return;
+        }
+        let tcp4 = frame.len() >= 34 && frame[12..14] == [8, 0] && frame[23] == 6;
+        if g.flags & NEEDS_CSUM != 0 && !tcp4 {
+            // A datagram's partial checksum is completed; smoltcp checks those itself.
+            if d11_wire::gso::complete_checksum(frame, g).is_err() {
+                let mut i = self.stack.inner.borrow_mut();
+                i.c.rx_frames += 1;
+                i.c.gso_unsupported += 1;
+                return;
+            }
+        }
+        if !g.is_single() {
+            self.stack.inner.borrow_mut().c.tcp_super_frames_received += 1;
+        }
+        self.receive(
+            now,
+            port,
+            frame,
+            g.flags & (NEEDS_CSUM | DATA_VALID) != 0,
+            tx,
+        );
+    }
 
     fn poll_at(&self) -> Option<Instant> {
         let i = self.stack.inner.borrow();
@@ -931,6 +1013,7 @@ impl Element for StackElement {
         out("tcp_late_in", i.wire.tracker.total_late_in());
         out("tcp_recovery_resent", i.wire.recovery.resent);
         out("tcp_recovery_probes", i.wire.recovery.probes);
+        out("tcp_super_frames_sent", i.wire.super_frames);
         i.drops.for_each(out);
         for f in &i.app_counters {
             f(out);

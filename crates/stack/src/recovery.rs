@@ -17,6 +17,10 @@
 //!   while nothing moves, RFC 8985's PTO), the first unacknowledged segment is sent again, long
 //!   before smoltcp's 1 s RTO would go back to SND.UNA.
 //!
+//! A super-frame (TSO, on a port with offloads) is kept and sent again whole, with the segment
+//! size the device cuts it into: it counts as one segment here, so loss in it is repaired by
+//! the probe timeout rather than by SACK (such ports carry no impairment).
+//!
 //! The copies are the frames as they were sent (headers included): a receiver discards data it
 //! already has, and the stale ACK and window fields of a copy are older than what the peer
 //! knows, so TCP ignores them (RFC 9293 §3.10.7.4). smoltcp stays in charge of everything
@@ -45,6 +49,8 @@ struct Seg {
     seq: u32,
     end: u32,
     frame: Vec<u8>,
+    /// The segment size of a super-frame (0: one segment).
+    gso_size: u16,
     sacked: bool,
     sent: Instant,
     resent: Option<Instant>,
@@ -88,6 +94,9 @@ pub(crate) struct Recovery {
     busy: HashSet<(SocketAddrV4, SocketAddrV4)>,
 }
 
+/// Copies to send again, each with its segment size (see [`Recovery::on_out`]).
+pub(crate) type Resend = Vec<(Vec<u8>, u16)>;
+
 struct Seen<'a> {
     local: SocketAddrV4,
     remote: SocketAddrV4,
@@ -129,8 +138,9 @@ fn parse(frame: &[u8], out: bool) -> Option<Seen<'_>> {
 }
 
 impl Recovery {
-    /// A frame the stack sends: keep a copy of new data.
-    pub(crate) fn on_out(&mut self, now: Instant, frame: &[u8]) {
+    /// A frame the stack sends (a super-frame of `gso_size` segments, if not 0): keep a copy of
+    /// new data.
+    pub(crate) fn on_out(&mut self, now: Instant, frame: &[u8], gso_size: u16) {
         let Some(s) = parse(frame, true) else { return };
         if s.payload == 0 || s.syn_fin_rst {
             return;
@@ -156,6 +166,7 @@ impl Recovery {
             seq: s.seq,
             end,
             frame: copy,
+            gso_size,
             sacked: false,
             sent: now,
             resent: None,
@@ -163,7 +174,7 @@ impl Recovery {
     }
 
     /// A frame the stack received: learn what the peer has, and return copies to send again.
-    pub(crate) fn on_in(&mut self, now: Instant, frame: &[u8], resend: &mut Vec<Vec<u8>>) {
+    pub(crate) fn on_in(&mut self, now: Instant, frame: &[u8], resend: &mut Resend) {
         let Some(s) = parse(frame, false) else { return };
         let key = (s.local, s.remote);
         if s.rst {
@@ -229,13 +240,13 @@ impl Recovery {
             f.dupacks += 1;
         }
         let mut sent = 0;
-        let mut send = |g: &mut Seg, resend: &mut Vec<Vec<u8>>, n: &mut u64| {
+        let mut send = |g: &mut Seg, resend: &mut Resend, n: &mut u64| {
             if sent < MAX_PER_ACK
                 && g.resent
                     .is_none_or(|t| now.saturating_duration_since(t) >= RESEND_GAP)
             {
                 g.resent = Some(now);
-                resend.push(g.frame.clone());
+                resend.push((g.frame.clone(), g.gso_size));
                 *n += 1;
                 sent += 1;
             }
@@ -297,7 +308,7 @@ impl Recovery {
     }
 
     /// Probe timeouts due at `now`: the first unacknowledged segment of each goes again.
-    pub(crate) fn on_timer(&mut self, now: Instant, resend: &mut Vec<Vec<u8>>) {
+    pub(crate) fn on_timer(&mut self, now: Instant, resend: &mut Resend) {
         for k in &self.busy {
             let Some(f) = self.flights.get_mut(k) else {
                 continue;
@@ -308,7 +319,7 @@ impl Recovery {
             }
             if let Some(g) = f.segs.front_mut() {
                 g.resent = Some(now);
-                resend.push(g.frame.clone());
+                resend.push((g.frame.clone(), g.gso_size));
                 self.resent += 1;
                 self.probes += 1;
             }
@@ -408,7 +419,7 @@ pub(crate) mod tests {
         let mut r = Recovery::default();
         let t = Instant::now();
         for i in 0..10 {
-            r.on_out(t, &data(i));
+            r.on_out(t, &data(i), 0);
         }
         // Segments 2 and 5 lost: the peer ACKs 1200 and SACKs 1300..1500 and 1600..2000.
         let mut out = Vec::new();
@@ -417,7 +428,7 @@ pub(crate) mod tests {
             &seg(PEER, US, 1, 1200, &[], &[(1300, 1500), (1600, 2000)]),
             &mut out,
         );
-        let mut resent: Vec<u32> = out.iter().map(|f| seq_of(f)).collect();
+        let mut resent: Vec<u32> = out.iter().map(|(f, _)| seq_of(f)).collect();
         resent.sort();
         assert_eq!(resent, vec![1200, 1500], "both holes, at once");
         // The same ACK again: nothing twice within RESEND_GAP.
@@ -431,7 +442,7 @@ pub(crate) mod tests {
         // Not enough above a hole: segment 9 alone missing at the tail is not "lost" by SACK.
         let mut r = Recovery::default();
         for i in 0..10 {
-            r.on_out(t, &data(i));
+            r.on_out(t, &data(i), 0);
         }
         out.clear();
         r.on_in(t, &seg(PEER, US, 1, 1800, &[], &[(1900, 2000)]), &mut out);
@@ -443,7 +454,7 @@ pub(crate) mod tests {
         let mut r = Recovery::default();
         let t = Instant::now();
         for i in 0..5 {
-            r.on_out(t, &data(i));
+            r.on_out(t, &data(i), 0);
         }
         let mut out = Vec::new();
         r.on_in(t, &seg(PEER, US, 1, 1100, &[], &[]), &mut out); // new ACK
@@ -453,7 +464,7 @@ pub(crate) mod tests {
         assert!(out.is_empty(), "two duplicates are not enough");
         r.on_in(t, &seg(PEER, US, 1, 1100, &[], &[]), &mut out);
         assert_eq!(
-            out.iter().map(|f| seq_of(f)).collect::<Vec<_>>(),
+            out.iter().map(|(f, _)| seq_of(f)).collect::<Vec<_>>(),
             vec![1100]
         );
         // Nothing moves: a probe timeout resends the first unacknowledged segment.

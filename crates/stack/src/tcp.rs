@@ -247,9 +247,10 @@ impl Stack {
 }
 
 fn endpoint(e: Option<IpEndpoint>) -> Option<SocketAddrV4> {
-    e.map(|e| {
-        let smoltcp::wire::IpAddress::Ipv4(a) = e.addr;
-        SocketAddrV4::new(a, e.port)
+    // (IPv4 only: the frame guard lets no IPv6 through.)
+    e.and_then(|e| match e.addr {
+        smoltcp::wire::IpAddress::Ipv4(a) => Some(SocketAddrV4::new(a, e.port)),
+        smoltcp::wire::IpAddress::Ipv6(_) => None,
     })
 }
 

@@ -50,7 +50,11 @@ impl UdpSocket {
             let s = i.sockets.get_mut::<udp::Socket>(self.handle);
             match s.recv_slice(buf) {
                 Ok((n, meta)) => {
-                    let smoltcp::wire::IpAddress::Ipv4(a) = meta.endpoint.addr;
+                    let smoltcp::wire::IpAddress::Ipv4(a) = meta.endpoint.addr else {
+                        // (The frame guard lets no IPv6 through: an IPv4-only stack.)
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    };
                     i.c.udp_received += 1;
                     Poll::Ready(Ok((n, SocketAddrV4::new(a, meta.endpoint.port))))
                 }

@@ -422,6 +422,7 @@ impl Ue {
                         mac: Some(d11_element::mac_string(&self.mac)),
                         addresses: vec![net],
                         mtu: Some(mtu),
+                        offload: false,
                     }],
                     gateway: Some(gateway),
                     tcp: self.cfg.tcp.clone(),

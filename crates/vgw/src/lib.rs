@@ -222,6 +222,7 @@ impl Logic {
             mac: None,
             addresses: vec![cfg.vpc.router],
             mtu: Some((cfg.ports[underlay].ip_mtu() - vxlan::IPV4_OVERHEAD) as u16),
+            offload: false,
         });
         let mut router = Router::new(&RouterConfig {
             name: cfg.name.clone(),

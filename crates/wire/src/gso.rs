@@ -21,6 +21,8 @@ use crate::ip;
 
 /// `flags`: the checksum at `csum_start + csum_offset` is partial and must be completed.
 pub const NEEDS_CSUM: u8 = 1;
+/// `flags`: the checksums were checked already (the kernel's `CHECKSUM_UNNECESSARY`).
+pub const DATA_VALID: u8 = 2;
 /// `gso_type` values.
 pub const GSO_NONE: u8 = 0;
 pub const GSO_TCPV4: u8 = 1;

@@ -66,6 +66,12 @@ pub fn udp_checksum_ok(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> bool {
     pseudo_checksum(src, dst, 17, udp) == 0
 }
 
+/// Whether a received TCP segment's checksum is right (the sum over the pseudo-header and the
+/// whole segment, checksum included, is all ones). Reads in place.
+pub fn tcp_checksum_ok(src: Ipv4Addr, dst: Ipv4Addr, tcp: &[u8]) -> bool {
+    pseudo_checksum(src, dst, 6, tcp) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

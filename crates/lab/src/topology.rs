@@ -63,7 +63,8 @@ pub struct Port {
     /// Segmentation and checksum offloads on: a kernel host's NIC keeps TSO, GSO, GRO and
     /// checksum offload (the lab turns them off otherwise, so captures show what travels); a
     /// d11 program's TAP takes TCP super-frames and partial checksums (`--offload`), which
-    /// programs that can pass on whole (the null forwarder) and the others get cut.
+    /// forwarders pass on whole and endpoints take whole and send too (TSO); the others get
+    /// them cut.
     #[serde(default)]
     pub offload: bool,
 }

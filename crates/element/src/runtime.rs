@@ -382,6 +382,13 @@ async fn run_loop<E: Element>(
         for p in ports.iter_mut() {
             p.dev.poll(now);
         }
+        let mut now = now;
+        if notify.is_some() && element.poll_at().is_some_and(|t| t <= now) {
+            // The tasks the frames woke run first, so that what they answer leaves with the
+            // ACK of what woke them (one segment, not two).
+            tokio::task::yield_now().await;
+            now = Instant::now();
+        }
         if element.poll_at().is_some_and(|t| t <= now) {
             let mut tx = Ports {
                 ports: &mut ports,

@@ -436,9 +436,21 @@ impl Inner {
     /// Polls smoltcp with `rx` (if any); what it sends goes to `tx`, through the sequence
     /// shift of cookie connections when there are some.
     fn poll(&mut self, now: Instant, rx: Option<&[u8]>, tx: &mut dyn Transmit) {
+        self.poll_with(now, rx, true, tx);
+    }
+
+    /// A received frame, without sending what the sockets have to send (only smoltcp's direct
+    /// answers: ARP, ICMP, resets, challenge ACKs): the runtime polls the stack once the frames
+    /// of a wakeup are all in. A burst of segments is then acknowledged once, and every
+    /// socket's send queue is walked once per burst, not once per frame.
+    fn ingress(&mut self, now: Instant, frame: &[u8], tx: &mut dyn Transmit) {
+        self.poll_with(now, Some(frame), false, tx);
+    }
+
+    fn poll_with(&mut self, now: Instant, rx: Option<&[u8]>, egress: bool, tx: &mut dyn Transmit) {
         let shifted = std::mem::take(&mut self.cookies.shifted);
         if shifted.is_empty() {
-            self.poll_smoltcp(now, rx, tx);
+            self.poll_smoltcp(now, rx, egress, tx);
         } else {
             let mut scratch = std::mem::take(&mut self.cookie_scratch);
             let mut out = syncookie::ShiftOut {
@@ -446,7 +458,7 @@ impl Inner {
                 shifted: &shifted,
                 scratch: &mut scratch,
             };
-            self.poll_smoltcp(now, rx, &mut out);
+            self.poll_smoltcp(now, rx, egress, &mut out);
             self.cookie_scratch = scratch;
         }
         self.cookies.shifted = shifted;
@@ -468,7 +480,13 @@ impl Inner {
         }
     }
 
-    fn poll_smoltcp(&mut self, now: Instant, rx: Option<&[u8]>, tx: &mut dyn Transmit) {
+    fn poll_smoltcp(
+        &mut self,
+        now: Instant,
+        rx: Option<&[u8]>,
+        egress: bool,
+        tx: &mut dyn Transmit,
+    ) {
         self.clock = self.clock.max(now);
         let t =
             SmolInstant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64);
@@ -481,7 +499,12 @@ impl Inner {
             wire: &mut self.wire,
             now,
         };
-        self.iface.poll(t, &mut dev, &mut self.sockets);
+        if egress || rx.is_none() {
+            self.iface.poll(t, &mut dev, &mut self.sockets);
+        } else {
+            self.iface
+                .poll_ingress_single(t, &mut dev, &mut self.sockets);
+        }
         // Loss recovery from what the peer acknowledged and SACKed, and probe timeouts (see
         // `recovery`).
         if let Some(frame) = rx {
@@ -507,6 +530,12 @@ impl Inner {
                     }
                 }
             }
+        }
+        if !egress && rx.is_some() {
+            // Timers, resends, pools, orphans and the next deadline: at the poll that follows
+            // the burst.
+            self.needs_poll = true;
+            return;
         }
         self.wire.recovery.on_timer(now, &mut self.resend);
         let reprobe_at = self.reprobe(now);
@@ -892,7 +921,7 @@ impl StackElement {
                 i.cookies.shift_in(frame, &s);
             }
         }
-        i.poll(now, Some(frame), tx);
+        i.ingress(now, frame, tx);
     }
 }
 

@@ -201,24 +201,8 @@ impl Sim {
         let mut steps = 0usize;
         loop {
             // Deliver everything in flight, then poll whoever is due, at this instant.
-            while let Some((n, p, mut f)) = self.queue.pop_front() {
-                steps += 1;
-                assert!(steps < self.max_steps, "livelock: {steps} steps");
-                let mut out = Outbox::default();
-                self.nodes[n].handle_frame(self.now, p, &mut f, &mut out);
-                self.wire_out(n, out);
-            }
-            let mut polled = false;
-            for n in 0..self.nodes.len() {
-                if self.nodes[n].poll_at().is_some_and(|t| t <= self.now) {
-                    steps += 1;
-                    assert!(steps < self.max_steps, "livelock: {steps} steps");
-                    let mut out = Outbox::default();
-                    self.nodes[n].poll(self.now, &mut out);
-                    self.wire_out(n, out);
-                    polled = true;
-                }
-            }
+            self.hand_over(&mut steps);
+            let polled = self.poll_due(&mut steps);
             if polled || !self.queue.is_empty() {
                 continue;
             }
@@ -254,43 +238,50 @@ impl Sim {
                 .any(|e| e.poll_at().is_some_and(|t| t <= self.now))
     }
 
-    /// Delivers what is in flight and polls who is due, at this instant, until nothing is.
-    fn settle(&mut self, steps: &mut usize) {
-        while self.busy() {
-            while let Some((n, p, mut f)) = self.queue.pop_front() {
+    /// Hands every frame in flight to its node, and what that sends at once, at this instant.
+    fn hand_over(&mut self, steps: &mut usize) {
+        while let Some((n, p, mut f)) = self.queue.pop_front() {
+            *steps += 1;
+            assert!(*steps < self.max_steps, "livelock: {steps} steps");
+            let mut out = Outbox::default();
+            self.nodes[n].handle_frame(self.now, p, &mut f, &mut out);
+            self.wire_out(n, out);
+        }
+    }
+
+    /// Polls each node that is due at this instant; whether any was.
+    fn poll_due(&mut self, steps: &mut usize) -> bool {
+        let mut polled = false;
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].poll_at().is_some_and(|t| t <= self.now) {
                 *steps += 1;
                 assert!(*steps < self.max_steps, "livelock: {steps} steps");
                 let mut out = Outbox::default();
-                self.nodes[n].handle_frame(self.now, p, &mut f, &mut out);
+                self.nodes[n].poll(self.now, &mut out);
                 self.wire_out(n, out);
-            }
-            for n in 0..self.nodes.len() {
-                if self.nodes[n].poll_at().is_some_and(|t| t <= self.now) {
-                    *steps += 1;
-                    assert!(*steps < self.max_steps, "livelock: {steps} steps");
-                    let mut out = Outbox::default();
-                    self.nodes[n].poll(self.now, &mut out);
-                    self.wire_out(n, out);
-                }
+                polled = true;
             }
         }
+        polled
     }
 
     /// [`run_until`](Self::run_until) for networks whose programs are tokio tasks beside
     /// their elements (servers and clients on the userspace stack): the clock is tokio's,
     /// which a test pauses (a runtime built with `start_paused(true)`), so it moves only
-    /// when every task waits, to the next timer of a task or an element. Between instants
-    /// the tasks run, and an element a task woke is polled at once.
+    /// when every task waits, to the next timer of a task or an element. As the runtime
+    /// does, the frames in flight are handed over first, then the tasks they woke run, then
+    /// whoever is due is polled; an element a task woke is polled at once.
     pub async fn run_async_until(&mut self, deadline: Instant) {
         let wakeups: Vec<std::rc::Rc<tokio::sync::Notify>> =
             self.nodes.iter().filter_map(|n| n.wakeup()).collect();
         let mut steps = 0usize;
         loop {
             self.now = tokio::time::Instant::now().into_std();
-            self.settle(&mut steps);
+            self.hand_over(&mut steps);
             // The tasks run what the frames woke (and may wake elements again).
             tokio::task::yield_now().await;
             self.now = tokio::time::Instant::now().into_std();
+            self.poll_due(&mut steps);
             if self.busy() {
                 continue;
             }

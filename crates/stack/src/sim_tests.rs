@@ -270,3 +270,55 @@ fn an_offloading_stack_sends_super_frames_and_checks_checksums_itself() {
         assert_eq!(sim.counter(an, "tcp_bad_checksum"), 1);
     });
 }
+
+/// (flags, payload length) of each TCP segment `node` sent, in order.
+fn tcp_segments(sim: &Sim, node: usize) -> Vec<(u8, usize)> {
+    sim.wire
+        .iter()
+        .filter(|s| s.from.0 == node)
+        .filter_map(|s| {
+            let ip = smoltcp::wire::Ipv4Packet::new_checked(s.frame.get(14..)?).ok()?;
+            if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
+                return None;
+            }
+            let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+            Some((ip.payload()[13], tcp.payload().len()))
+        })
+        .collect()
+}
+
+/// What a task sends as soon as its connection opens leaves in the segment that ACKs the
+/// SYN-ACK, not after a pure ACK of its own: the stack takes a frame in without sending, and
+/// sends once the tasks the frame woke have run.
+#[test]
+fn the_first_data_rides_on_the_handshakes_last_ack() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    paused(async {
+        let mut sim = Sim::new();
+        let ((a, a_el), (b, b_el)) = (host("a", "10.0.0.1/24"), host("b", "10.0.0.2/24"));
+        let (an, bn) = (sim.add(a_el), sim.add(b_el));
+        sim.segment(&[(an, 0), (bn, 0)]);
+        let listener = b.listen(80, 4).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        tokio::task::spawn_local(async move {
+            let (mut c, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).await.unwrap();
+            g.borrow_mut().extend_from_slice(&buf);
+            std::future::pending::<()>().await;
+        });
+        tokio::task::spawn_local(async move {
+            let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);
+            let mut c = a.connect(to).await.unwrap();
+            c.write_all(b"hello").await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        sim.run_async_for(Duration::from_secs(1)).await;
+        assert_eq!(*got.borrow(), b"hello");
+        let segs = tcp_segments(&sim, an);
+        // SYN, then ACK with the data (PSH: all that was queued).
+        assert_eq!(segs.first(), Some(&(0x02, 0)), "{segs:?}");
+        assert_eq!(segs.get(1), Some(&(0x18, 5)), "{segs:?}");
+    });
+}

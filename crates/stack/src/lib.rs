@@ -47,6 +47,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// Closed TCP sockets kept for reuse at most (see `Inner::spare`): 16 x 2 x 256 KiB of
+/// address space, of which only the pages connections wrote are backed.
+const SPARE_SOCKETS: usize = 16;
+
 /// The TTL of packets the stack sends: smoltcp's default hop limit.
 pub const DEFAULT_TTL: u8 = 64;
 
@@ -117,6 +121,7 @@ counters! {
         tcp_syncookies_failed,
         tcp_refused_full,
         tcp_closed,
+        tcp_sockets_reused,
         tcp_bad_checksum,
         tcp_super_frames_received,
         gso_unsupported,
@@ -202,6 +207,13 @@ pub(crate) struct Inner {
     probed: HashMap<Ipv4Addr, Probe>,
     pub(crate) c: StackCounters,
     drops: GuardDrops,
+    /// TCP sockets of closed connections, kept (closed) for the next ones, at most
+    /// [`SPARE_SOCKETS`]. A new socket's two buffers are fresh mappings (the mmap threshold
+    /// is fixed, see `d11_element`), so a balancer opening thousands of connections a second
+    /// would spend a few percent of its time in mmap, page faults and munmap; a spare keeps
+    /// its pages. `listen` and `connect` reset everything of a connection but the tuning,
+    /// which `tcp_socket` sets again.
+    spare: Vec<tcp::Socket<'static>>,
     /// Sockets whose owner dropped them: removed once closed.
     /// Sockets the program let go of, closing, with their endpoints when they were let go
     /// (smoltcp forgets them once a socket is closed).
@@ -227,12 +239,25 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn tcp_socket(&self) -> tcp::Socket<'static> {
+    /// A TCP socket for a new connection or a listening place, closed and tuned: one a
+    /// closed connection left (see [`Inner::spare`]), or a new one.
+    pub(crate) fn tcp_socket(&mut self) -> tcp::Socket<'static> {
         let t = &self.tuning;
-        let mut s = smoltcp::socket::tcp::Socket::new(
-            smoltcp::socket::tcp::SocketBuffer::new(vec![0; t.buffer]),
-            smoltcp::socket::tcp::SocketBuffer::new(vec![0; t.buffer]),
-        );
+        let mut s = match self.spare.pop() {
+            Some(s) => {
+                self.c.tcp_sockets_reused += 1;
+                s
+            }
+            None => smoltcp::socket::tcp::Socket::new(
+                smoltcp::socket::tcp::SocketBuffer::new(vec![0; t.buffer]),
+                smoltcp::socket::tcp::SocketBuffer::new(vec![0; t.buffer]),
+            ),
+        };
+        // (Set anew for a spare: a fresh congestion state, no timestamps until `connect`
+        // asks for them, the idle timeout as configured.)
+        s.set_tsval_generator(None);
+        s.set_timeout(None);
+        s.set_keep_alive(None);
         s.set_congestion_control(match t.congestion.as_str() {
             "reno" => smoltcp::socket::tcp::CongestionControl::Reno,
             "none" => smoltcp::socket::tcp::CongestionControl::None,
@@ -559,7 +584,12 @@ impl Inner {
         // TIME-WAIT table (see `timewait`): a smoltcp socket in TIME-WAIT still holds its
         // buffers and is walked at every poll, and a server that closes first makes thousands.
         let before = self.orphans.len();
-        let (sockets, waits, wire) = (&mut self.sockets, &mut self.timewait, &mut self.wire);
+        let (sockets, waits, wire, spare) = (
+            &mut self.sockets,
+            &mut self.timewait,
+            &mut self.wire,
+            &mut self.spare,
+        );
         let mut tw_dropped = 0;
         self.orphans.retain(|(h, ends)| {
             let s = sockets.get::<tcp::Socket>(*h);
@@ -578,7 +608,11 @@ impl Inner {
                     tw_dropped += 1;
                 }
             }
-            sockets.remove(*h);
+            if let smoltcp::socket::Socket::Tcp(t) = sockets.remove(*h) {
+                if spare.len() < SPARE_SOCKETS {
+                    spare.push(t);
+                }
+            }
             false
         });
         self.timewait.prune(now);
@@ -757,6 +791,7 @@ impl Stack {
             cookies: syncookie::SynCookies::new(epoch),
             timewait: timewait::TimeWait::default(),
             cookie_scratch: Vec::new(),
+            spare: Vec::new(),
             icmp_limit: IcmpLimit {
                 tokens: IcmpLimit::BURST,
                 last: None,

@@ -322,3 +322,55 @@ fn the_first_data_rides_on_the_handshakes_last_ack() {
         assert_eq!(segs.get(1), Some(&(0x18, 5)), "{segs:?}");
     });
 }
+
+/// Closed connections leave their sockets for the next ones (no fresh buffers each time),
+/// and a reused socket starts a connection as a new one would: every exchange arrives whole.
+#[test]
+fn closed_connections_leave_their_sockets_to_the_next() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    paused(async {
+        let mut sim = Sim::new();
+        let ((a, a_el), (b, b_el)) = (host("a", "10.0.0.1/24"), host("b", "10.0.0.2/24"));
+        let (an, bn) = (sim.add(a_el), sim.add(b_el));
+        sim.segment(&[(an, 0), (bn, 0)]);
+        let listener = b.listen(80, 2).unwrap();
+        tokio::task::spawn_local(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                tokio::task::spawn_local(async move {
+                    let mut buf = Vec::new();
+                    if c.read_to_end(&mut buf).await.is_ok() {
+                        let _ = c.write_all(&buf).await;
+                    }
+                });
+            }
+        });
+        let done = Rc::new(RefCell::new(0));
+        let d = done.clone();
+        tokio::task::spawn_local(async move {
+            let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);
+            for i in 0..6usize {
+                let mut c = a.connect(to).await.unwrap();
+                let msg = pattern(1000 + 50_000 * i);
+                c.write_all(&msg).await.unwrap();
+                c.shutdown().await.unwrap();
+                let mut back = Vec::new();
+                c.read_to_end(&mut back).await.unwrap();
+                assert!(back == msg, "exchange {i}");
+                drop(c);
+                // The next connection once this one has left the socket set.
+                a.quiesce(Duration::from_secs(5)).await;
+                *d.borrow_mut() += 1;
+            }
+        });
+        sim.run_async_for(Duration::from_secs(60)).await;
+        assert_eq!(*done.borrow(), 6);
+        assert!(
+            sim.counter(an, "tcp_sockets_reused") > 0,
+            "the client reused"
+        );
+        assert!(
+            sim.counter(bn, "tcp_sockets_reused") > 0,
+            "the server reused"
+        );
+    });
+}

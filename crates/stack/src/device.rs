@@ -55,12 +55,17 @@ pub(crate) struct TxTok<'a> {
     seg: Option<u16>,
 }
 
+/// Whether an Ethernet frame holds TCP over IPv4.
+pub(crate) fn is_tcp4(frame: &[u8]) -> bool {
+    frame.len() >= 34 && frame[12..14] == [8, 0] && frame[23] == 6
+}
+
 /// A SYN we send (no ACK) echoes no timestamp: RFC 7323 §3.2 says its TSecr SHOULD be zero.
 /// smoltcp echoes the last TSval its socket saw, which for a socket reused from a closed
 /// connection (see `Inner::spare`) is the previous peer's. Sets it to zero, adjusting a
 /// complete checksum if `fix_checksum`. Anything else is left as it is.
 pub(crate) fn zero_syn_tsecr(frame: &mut [u8], fix_checksum: bool) {
-    if frame.len() < 34 || frame[12..14] != [8, 0] || frame[23] != 6 {
+    if !is_tcp4(frame) {
         return;
     }
     let tcp = 14 + d11_wire::ip::header_len(&frame[14..]);
@@ -116,8 +121,7 @@ pub(crate) fn zero_syn_tsecr(frame: &mut [u8], fix_checksum: bool) {
 /// partial for a super-frame of segments of `seg` octets. Returns the frame's metadata
 /// ([`Gso::NONE`] for a frame that is not TCP over IPv4).
 pub(crate) fn tcp_checksum(frame: &mut [u8], seg: Option<u16>) -> Gso {
-    let tcp4 = frame.len() >= 34 && frame[12..14] == [8, 0] && frame[23] == 6;
-    if !tcp4 {
+    if !is_tcp4(frame) {
         return Gso::NONE;
     }
     match gso::offload_tcp4(frame, seg.unwrap_or(0)) {

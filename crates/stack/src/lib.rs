@@ -545,7 +545,7 @@ impl Inner {
             // A connection opened to us (a SYN without ACK, IPv4 without options or with):
             // our SYN-ACK needs the next hop back, which may be new to us; ask for it now
             // rather than wait out smoltcp's silence (see `probe_neighbour`).
-            if frame.len() >= 34 && frame[12..14] == [8, 0] && frame[23] == 6 {
+            if device::is_tcp4(frame) {
                 let ihl = d11_wire::ip::header_len(&frame[14..]);
                 if let Some(&flags) = frame.get(14 + ihl + 13) {
                     // (Bounded: a flood of spoofed sources must not become a flood of ARP.)
@@ -988,22 +988,17 @@ impl Element for StackElement {
         tx: &mut dyn Transmit,
     ) {
         use d11_wire::gso::{DATA_VALID, GSO_ECN, GSO_TCPV4, NEEDS_CSUM};
-        if !g.is_single() && g.gso_type & !GSO_ECN != GSO_TCPV4 {
-            // (Only TCP is offered: TUN_F_TSO4. UDP-tunnel ones are cut before they come.)
+        // (Only TCP super-frames are offered: TUN_F_TSO4; UDP-tunnel ones are cut before they
+        // come.) A datagram's partial checksum is completed here: smoltcp checks those.
+        let unusable = (!g.is_single() && g.gso_type & !GSO_ECN != GSO_TCPV4)
+            || (g.flags & NEEDS_CSUM != 0
+                && !device::is_tcp4(frame)
+                && d11_wire::gso::complete_checksum(frame, g).is_err());
+        if unusable {
             let mut i = self.stack.inner.borrow_mut();
             i.c.rx_frames += 1;
             i.c.gso_unsupported += 1;
             return;
-        }
-        let tcp4 = frame.len() >= 34 && frame[12..14] == [8, 0] && frame[23] == 6;
-        if g.flags & NEEDS_CSUM != 0 && !tcp4 {
-            // A datagram's partial checksum is completed; smoltcp checks those itself.
-            if d11_wire::gso::complete_checksum(frame, g).is_err() {
-                let mut i = self.stack.inner.borrow_mut();
-                i.c.rx_frames += 1;
-                i.c.gso_unsupported += 1;
-                return;
-            }
         }
         if !g.is_single() {
             self.stack.inner.borrow_mut().c.tcp_super_frames_received += 1;

@@ -28,7 +28,7 @@ pub(crate) struct Wire {
     pub recovery: Recovery,
     /// The port takes offloaded frames: TSO super-frames out, partial checksums in.
     pub offload: bool,
-    /// Super-frames smoltcp built and the device was handed whole.
+    /// Super-frames smoltcp built (TSO; the runtime passes them whole to a port with offloads).
     pub super_frames: u64,
 }
 

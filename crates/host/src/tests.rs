@@ -67,11 +67,16 @@ impl Net {
 }
 
 fn world() -> (Net, Stack) {
+    world_with(true)
+}
+
+/// a -- r -- b, b's services `checked` or not.
+fn world_with(checked: bool) -> (Net, Stack) {
     let cfg = |name: &str, addr: &str, gw: &str| -> HostConfig {
         serde_json::from_value(json!({
             "name": name, "gateway": gw,
             "ports": [{"name": "eth0", "addresses": [addr]}],
-            "services": {"source_bytes": 300000},
+            "services": {"source_bytes": 300000, "checked": checked},
         }))
         .unwrap()
     };
@@ -239,5 +244,30 @@ fn garbage_is_counted_not_fatal() {
             }
         });
         assert_eq!(total, 7);
+    });
+}
+
+/// Unchecked services cost what `nc` does: the source sends zeros and neither hashes.
+#[test]
+fn unchecked_services_send_zeros_and_hash_nothing() {
+    run_local(async {
+        let (mut net, a) = world_with(false);
+        let dst = |p| std::net::SocketAddrV4::new("10.0.2.2".parse().unwrap(), p);
+        let mut c = drive(&mut net, a.connect(dst(19))).await.expect("connect");
+        let mut got = Vec::new();
+        drive(&mut net, c.read_to_end(&mut got)).await.unwrap();
+        assert_eq!(got.len(), 300000);
+        assert!(got.iter().all(|&b| b == 0));
+        let mut c = drive(&mut net, a.connect(dst(9))).await.expect("connect");
+        drive(&mut net, c.write_all(&[7u8; 5000])).await.unwrap();
+        drive(&mut net, c.shutdown()).await.unwrap();
+        let mut rest = Vec::new();
+        drive(&mut net, c.read_to_end(&mut rest)).await.unwrap();
+        let t = net.b.show("transfers", Instant::now()).unwrap();
+        let t = t.as_array().unwrap();
+        let row = |s: &str| t.iter().find(|x| x["service"] == s).cloned().unwrap();
+        assert_eq!(row("source")["bytes"], 300000);
+        assert_eq!(row("discard")["bytes"], 5000);
+        assert!(row("source")["sha256"].is_null() && row("discard")["sha256"].is_null());
     });
 }

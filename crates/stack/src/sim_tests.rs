@@ -12,15 +12,27 @@ fn host(name: &'static str, addr: &str) -> (Stack, StackElement) {
     Stack::new(&cfg, name).unwrap()
 }
 
+/// Two hosts on one segment of a new simulator: a (10.0.0.1, offloading if `a_offloads`)
+/// and b (10.0.0.2), with their node ids.
+fn pair(a_offloads: bool) -> (Sim, Stack, Stack, usize, usize) {
+    let mut sim = Sim::new();
+    let (a, a_el) = if a_offloads {
+        offload_host("a", "10.0.0.1/24")
+    } else {
+        host("a", "10.0.0.1/24")
+    };
+    let (b, b_el) = host("b", "10.0.0.2/24");
+    let (an, bn) = (sim.add(a_el), sim.add(b_el));
+    sim.segment(&[(an, 0), (bn, 0)]);
+    (sim, a, b, an, bn)
+}
+
 /// A datagram sent just before its socket is dropped, while the stack still asks ARP for the
 /// next hop, arrives all the same.
 #[test]
 fn a_dropped_udp_socket_still_sends_what_waits_for_arp() {
     paused(async {
-        let mut sim = Sim::new();
-        let ((a, a_el), (b, b_el)) = (host("a", "10.0.0.1/24"), host("b", "10.0.0.2/24"));
-        let (an, bn) = (sim.add(a_el), sim.add(b_el));
-        sim.segment(&[(an, 0), (bn, 0)]);
+        let (mut sim, a, b, _, _) = pair(false);
         let a_again = a.clone();
         let got = Rc::new(RefCell::new(Vec::new()));
         let g = got.clone();
@@ -144,10 +156,7 @@ fn syn_tsval(frame: &[u8]) -> Option<u32> {
 #[test]
 fn syns_we_send_carry_timestamps_on_the_runtime_clock() {
     paused(async {
-        let mut sim = Sim::new();
-        let ((a, a_el), (b, b_el)) = (host("a", "10.0.0.1/24"), host("b", "10.0.0.2/24"));
-        let (an, bn) = (sim.add(a_el), sim.add(b_el));
-        sim.segment(&[(an, 0), (bn, 0)]);
+        let (mut sim, a, b, an, _) = pair(false);
         let _listener = b.listen(80, 4).unwrap();
         let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);
         for _ in 0..2 {
@@ -204,10 +213,7 @@ fn tcp_checksum_right(frame: &[u8]) -> bool {
 fn an_offloading_stack_sends_super_frames_and_checks_checksums_itself() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     paused(async {
-        let mut sim = Sim::new();
-        let ((a, a_el), (b, b_el)) = (offload_host("a", "10.0.0.1/24"), host("b", "10.0.0.2/24"));
-        let (an, bn) = (sim.add(a_el), sim.add(b_el));
-        sim.segment(&[(an, 0), (bn, 0)]);
+        let (mut sim, a, b, an, bn) = pair(true);
         const N: usize = 3 << 20;
         let listener = b.listen(80, 4).unwrap();
         let got = Rc::new(RefCell::new(None));
@@ -294,10 +300,7 @@ fn tcp_segments(sim: &Sim, node: usize) -> Vec<(u8, usize)> {
 fn the_first_data_rides_on_the_handshakes_last_ack() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     paused(async {
-        let mut sim = Sim::new();
-        let ((a, a_el), (b, b_el)) = (host("a", "10.0.0.1/24"), host("b", "10.0.0.2/24"));
-        let (an, bn) = (sim.add(a_el), sim.add(b_el));
-        sim.segment(&[(an, 0), (bn, 0)]);
+        let (mut sim, a, b, an, _) = pair(false);
         let listener = b.listen(80, 4).unwrap();
         let got = Rc::new(RefCell::new(Vec::new()));
         let g = got.clone();
@@ -329,10 +332,7 @@ fn the_first_data_rides_on_the_handshakes_last_ack() {
 fn closed_connections_leave_their_sockets_to_the_next() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     paused(async {
-        let mut sim = Sim::new();
-        let ((a, a_el), (b, b_el)) = (host("a", "10.0.0.1/24"), host("b", "10.0.0.2/24"));
-        let (an, bn) = (sim.add(a_el), sim.add(b_el));
-        sim.segment(&[(an, 0), (bn, 0)]);
+        let (mut sim, a, b, an, bn) = pair(false);
         let listener = b.listen(80, 2).unwrap();
         tokio::task::spawn_local(async move {
             while let Ok((mut c, _)) = listener.accept().await {

@@ -64,8 +64,12 @@ fn transfer(lab: &Lab, from: &str, to: &str, to_addr: &str, file: &std::path::Pa
         ],
     );
     let out = rx.wait_with_output().expect("receiver");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
+    first_word(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The first word of a command's output (`sha256sum` prints the sum, then the file name).
+fn first_word(out: &str) -> String {
+    out.split_whitespace()
         .next()
         .unwrap_or_default()
         .to_string()
@@ -87,13 +91,7 @@ fn random_file(lab: &Lab, node: &str, name: &str, bytes: usize) -> (std::path::P
         node,
         &["sh", "-c", &format!("head -c {bytes} /dev/urandom > {f}")],
     );
-    let sum = lab.exec_ok(node, &["sha256sum", &f]);
-    let sum = sum
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    (path, sum)
+    (path, first_word(&lab.exec_ok(node, &["sha256sum", &f])))
 }
 
 #[test]
@@ -236,11 +234,7 @@ fn the_nat_translates_super_frames_whole_and_every_octet_arrives() {
             &format!("timeout 30 nc -N 198.51.100.90 9 < {f}"),
         ],
     );
-    let sha = want_up
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let sha = first_word(&want_up);
     lab.wait_show("h1", "transfers", 10, |v| {
         v.as_array()
             .is_some_and(|a| a.iter().any(|t| t["sha256"] == sha.as_str()))
@@ -625,11 +619,7 @@ fn the_endpoint_stack_takes_and_sends_super_frames_and_every_octet_arrives() {
         "k1",
         &["sh", "-c", "timeout 30 nc -d 10.0.1.11 19 | sha256sum"],
     );
-    let got = got
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let got = first_word(&got);
     // (The balancer's health checks to port 19 are transfers too, cut short.)
     lab.wait_show("h2", "transfers", 10, |v| {
         v.as_array().is_some_and(|a| {

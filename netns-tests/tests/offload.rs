@@ -94,6 +94,35 @@ fn random_file(lab: &Lab, node: &str, name: &str, bytes: usize) -> (std::path::P
     (path, first_word(&lab.exec_ok(node, &["sha256sum", &f])))
 }
 
+/// What a kernel node's IP layer has taken in: packets as the stack received them (a
+/// super-frame is one: `Ip: InReceives`) and the segments they carried (`IpExt: In*Pkts`,
+/// which count a super-frame's `gso_segs`).
+fn ip_in(lab: &Lab, node: &str) -> (u64, u64) {
+    let field = |file: &str, table: &str, names: &[&str]| -> u64 {
+        let text = lab.exec_ok(node, &["cat", file]);
+        let mut rows = text.lines().filter(|l| l.starts_with(table));
+        let (head, vals) = (rows.next().unwrap_or(""), rows.next().unwrap_or(""));
+        let vals: Vec<&str> = vals.split_whitespace().collect();
+        head.split_whitespace()
+            .enumerate()
+            .filter(|(_, h)| names.contains(h))
+            .map(|(i, h)| {
+                vals.get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("{node} {file}: no {h}"))
+            })
+            .sum()
+    };
+    (
+        field("/proc/net/snmp", "Ip:", &["InReceives"]),
+        field(
+            "/proc/net/netstat",
+            "IpExt:",
+            &["InNoECTPkts", "InECT1Pkts", "InECT0Pkts", "InCEPkts"],
+        ),
+    )
+}
+
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn super_frames_cross_the_router_whole_or_cut_and_every_octet_arrives() {
@@ -581,6 +610,11 @@ name = "h2"
 role = "host"
 ports = [{ name = "eth0", segment = "a", addresses = ["10.0.1.20/24"] }]
 services = { source_bytes = 20000000 }
+[[nodes]]
+name = "h3"
+role = "host"
+ports = [{ name = "eth0", segment = "a", addresses = ["10.0.1.30/24"], offload = true }]
+services = { source_bytes = 20000000 }
 "#;
 
 /// Our endpoint stack with offloads (two d11-lb, whose TAPs take super-frames): the kernel's
@@ -631,6 +665,34 @@ fn the_endpoint_stack_takes_and_sends_super_frames_and_every_octet_arrives() {
         })
     });
     assert!(lab.counter("lb19", "tcp_super_frames_sent") > 0);
+
+    // Straight from our stack to the kernel's: h3's super-frames must reach k1 whole. Linux
+    // cuts any that reach the veth's `gso_max_size` (65,536 with the link header), so k1's IP
+    // layer would then take in more packets than h3 sent frames.
+    let (k1_before, sent_before) = (ip_in(&lab, "k1"), port(&lab, "h3", "eth0", "tx_frames"));
+    let got = lab.exec_ok(
+        "k1",
+        &["sh", "-c", "timeout 30 nc -d 10.0.1.30 19 | sha256sum"],
+    );
+    let got = first_word(&got);
+    lab.wait_show("h3", "transfers", 10, |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|t| t["bytes"] == 20_000_000 && t["sha256"].as_str() == Some(got.as_str()))
+        })
+    });
+    let k1 = ip_in(&lab, "k1");
+    let (packets, segments) = (k1.0 - k1_before.0, k1.1 - k1_before.1);
+    let sent = port(&lab, "h3", "eth0", "tx_frames") - sent_before;
+    assert!(lab.counter("h3", "tcp_super_frames_sent") > 0);
+    assert!(
+        packets <= sent,
+        "h3 sent {sent} frames, k1 took {packets} packets ({segments} segments): cut on the way"
+    );
+    assert!(
+        segments > 2 * packets,
+        "{packets} packets, {segments} segments"
+    );
     for lb in ["lb9", "lb19"] {
         for c in ["tcp_bad_checksum", "gso_unsupported"] {
             assert_eq!(lab.counter(lb, c), 0, "{lb} {c}");

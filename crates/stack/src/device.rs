@@ -32,9 +32,11 @@ pub(crate) struct Wire {
     pub super_frames: u64,
 }
 
-/// The largest frame smoltcp may build for the device to segment: an IPv4 packet of 65,535
-/// octets with its Ethernet header.
-const TSO_MAX: usize = 14 + 65535;
+/// The largest frame smoltcp may build for the device to segment, Ethernet header included.
+/// Linux cuts in software any super-frame whose length with its link header reaches the
+/// outgoing device's `gso_max_size` (65,536 unless raised: `gso_features_check`), so a frame
+/// of 65,536 octets or more written to our TAP would be cut before the next hop.
+const TSO_MAX: usize = 65535;
 
 pub(crate) struct FrameIo<'a> {
     pub rx: Option<&'a [u8]>,

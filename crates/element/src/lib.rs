@@ -225,7 +225,7 @@ pub fn main_with(program: &str, f: impl FnOnce() -> anyhow::Result<()>) -> std::
     }
 }
 
-/// Allocations of 128 KiB and more (a TCP socket's windows are 256 KiB each) come from `mmap`
+/// Allocations of 128 KiB and more (a TCP socket's windows are 256 KiB or 1 MiB each) come from `mmap`
 /// and go back to the kernel when freed. glibc otherwise raises that threshold after the first
 /// such free, and from then on serves the windows from the heap: each new connection's `calloc`
 /// then clears 1 MiB by hand (`memset` was the first entry of the balancer's profile under new

@@ -47,8 +47,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// Closed TCP sockets kept for reuse at most (see `Inner::spare`): 16 x 2 x 256 KiB of
-/// address space, of which only the pages connections wrote are backed.
+/// Closed TCP sockets kept for reuse at most (see `Inner::spare`): 16 x 2 buffers of address
+/// space (256 KiB each, 1 MiB with offloads), of which only the pages connections wrote are
+/// backed.
 const SPARE_SOCKETS: usize = 16;
 
 /// The TTL of packets the stack sends: smoltcp's default hop limit.
@@ -57,12 +58,22 @@ pub const DEFAULT_TTL: u8 = 64;
 /// A port of an endpoint (one per endpoint).
 pub use d11_element::PortConfig as StackPort;
 
+/// The buffer per connection and direction on a port without offloads. From `bench/endpoint`'s
+/// sweep: 64 KiB windows cost a quarter of the goodput, more costs memory and wins nothing at
+/// the rates a frame per system call allows.
+pub const BUFFER_PLAIN: usize = 256 * 1024;
+/// The buffer on a port with offloads, where super-frames move 10 Gbit/s and more and the
+/// window must hold that rate for a round trip (the kernel's own TCP grows its buffers to
+/// megabytes for the same reason). The pages are touched only as data flows.
+pub const BUFFER_OFFLOAD: usize = 1024 * 1024;
+
 /// TCP settings for every socket of the stack.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct TcpTuning {
     /// Receive and send buffer per connection, octets. Above 64 KiB the stack advertises
-    /// window scaling (RFC 7323) with the shift the buffer needs.
+    /// window scaling (RFC 7323) with the shift the buffer needs. 0 (the default) is
+    /// [`BUFFER_OFFLOAD`] on a port with offloads and [`BUFFER_PLAIN`] on one without.
     pub buffer: usize,
     /// "cubic", "reno" or "none".
     pub congestion: String,
@@ -82,7 +93,7 @@ pub struct TcpTuning {
 impl Default for TcpTuning {
     fn default() -> Self {
         Self {
-            buffer: 256 * 1024,
+            buffer: 0,
             congestion: "cubic".into(),
             ack_delay_ms: 10,
             nagle: false,
@@ -699,9 +710,9 @@ impl Stack {
         if port.addresses.is_empty() {
             anyhow::bail!("port {}: an endpoint needs an address", port.name);
         }
-        if cfg.tcp.buffer < 1024 || cfg.tcp.buffer > (1 << 30) {
+        if cfg.tcp.buffer != 0 && (cfg.tcp.buffer < 1024 || cfg.tcp.buffer > (1 << 30)) {
             anyhow::bail!(
-                "tcp.buffer {} is out of range (1 KiB to 1 GiB)",
+                "tcp.buffer {} is out of range (1 KiB to 1 GiB, or 0 for the port's default)",
                 cfg.tcp.buffer
             );
         }
@@ -779,7 +790,14 @@ impl Stack {
             mac,
             addrs: port.addresses.clone(),
             gateway: cfg.gateway,
-            tuning: cfg.tcp.clone(),
+            tuning: TcpTuning {
+                buffer: match (cfg.tcp.buffer, port.offload) {
+                    (0, true) => BUFFER_OFFLOAD,
+                    (0, false) => BUFFER_PLAIN,
+                    (b, _) => b,
+                },
+                ..cfg.tcp.clone()
+            },
             wire,
             resend: Vec::new(),
             probed: HashMap::new(),

@@ -374,3 +374,58 @@ fn closed_connections_leave_their_sockets_to_the_next() {
         );
     });
 }
+
+/// The window scale (RFC 7323) in `node`'s SYN or SYN-ACK.
+fn syn_window_shift(sim: &Sim, node: usize) -> Option<u8> {
+    sim.wire.iter().filter(|s| s.from.0 == node).find_map(|s| {
+        let ip = smoltcp::wire::Ipv4Packet::new_checked(s.frame.get(14..)?).ok()?;
+        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+        let repr = smoltcp::wire::TcpRepr::parse(
+            &tcp,
+            &ip.src_addr().into(),
+            &ip.dst_addr().into(),
+            &smoltcp::phy::ChecksumCapabilities::ignored(),
+        )
+        .ok()?;
+        (repr.control == smoltcp::wire::TcpControl::Syn)
+            .then_some(repr.window_scale)
+            .flatten()
+    })
+}
+
+/// `tcp.buffer` left at 0 means 1 MiB on a port with offloads and 256 KiB on one without, and
+/// the SYNs say so: four times the buffer is a window scale two more. A buffer set in the
+/// config holds whatever the port; one out of range is refused.
+#[test]
+fn the_buffer_follows_the_port_unless_the_config_sets_it() {
+    paused(async {
+        let (mut sim, a, b, an, bn) = pair(true);
+        let listener = b.listen(80, 1).unwrap();
+        tokio::task::spawn_local(async move {
+            let _ = listener.accept().await;
+        });
+        tokio::task::spawn_local(async move {
+            let _ = a
+                .connect(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80))
+                .await;
+        });
+        sim.run_async_for(Duration::from_secs(1)).await;
+        let (sa, sb) = (syn_window_shift(&sim, an), syn_window_shift(&sim, bn));
+        assert_eq!(BUFFER_OFFLOAD, 4 * BUFFER_PLAIN);
+        assert!(sa.is_some(), "a's SYN scales its window");
+        assert_eq!(sb.map(|s| s + 2), sa, "offloading a, plain b");
+    });
+    let cfg = |buffer: usize| -> StackConfig {
+        serde_json::from_value(serde_json::json!({"name": "c",
+            "ports": [{"name": "eth0", "addresses": ["10.0.0.3/24"], "offload": true}],
+            "tcp": {"buffer": buffer}}))
+        .unwrap()
+    };
+    let (c, _) = Stack::new(&cfg(65536), "c").unwrap();
+    assert_eq!(c.inner.borrow().tuning.buffer, 65536);
+    let err = Stack::new(&cfg(512), "c")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("tcp.buffer 512"), "{err}");
+}

@@ -357,7 +357,7 @@ ports = [{{ name = "eth0", segment = "ix", addresses = ["192.0.2.66/24"] }}]
             std::fs::write(
                 &conf,
                 format!(
-                    "server:\n  ip-address: {addr}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd-{name}.pid\"\n  xfrdfile: \"{d}/xfrd-{name}.state\"\n  zonelistfile: \"{d}/zones-{name}.list\"\n  logfile: \"{d}/nsd-{name}.log\"\n  do-ip6: no\nremote-control:\n  control-enable: no\nzone:\n  name: \"{zone}\"\n  zonefile: \"{file}\"\n"
+                    "server:\n  ip-address: {addr}\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd-{name}.pid\"\n  xfrdfile: \"{d}/xfrd-{name}.state\"\n  xfrdir: \"{d}\"\n  zonelistfile: \"{d}/zones-{name}.list\"\n  logfile: \"{d}/nsd-{name}.log\"\n  do-ip6: no\nremote-control:\n  control-enable: no\nzone:\n  name: \"{zone}\"\n  zonefile: \"{file}\"\n"
                 ),
             )
             .unwrap();

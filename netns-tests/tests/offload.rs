@@ -617,6 +617,30 @@ ports = [{ name = "eth0", segment = "a", addresses = ["10.0.1.30/24"], offload =
 services = { source_bytes = 20000000 }
 "#;
 
+/// k1 downloads the source service (port 19) at `addr` with nc and hashes what came; then
+/// waits until `host`, the d11-host that serves it, lists a whole 20 MB transfer with that
+/// SHA-256 (a balancer's health checks to port 19 are transfers too, cut short).
+fn download_whole(lab: &Lab, addr: &str, host: &str) {
+    let got = lab.exec_ok(
+        "k1",
+        &[
+            "sh",
+            "-c",
+            &format!("timeout 30 nc -d {addr} 19 | sha256sum"),
+        ],
+    );
+    let got = first_word(&got);
+    lab.wait_show(host, "transfers", 10, |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter().any(|t| {
+                t["service"] == "source"
+                    && t["bytes"] == 20_000_000
+                    && t["sha256"].as_str() == Some(got.as_str())
+            })
+        })
+    });
+}
+
 /// Our endpoint stack with offloads (two d11-lb, whose TAPs take super-frames): the kernel's
 /// super-frames come in whole with partial checksums, and smoltcp sends super-frames of its
 /// own (TSO). Each direction has our stack on a TAP without offloads at one end (d11-host
@@ -649,38 +673,14 @@ fn the_endpoint_stack_takes_and_sends_super_frames_and_every_octet_arrives() {
     );
     assert!(port(&lab, "lb9", "eth0", "tx_gso") > 0, "which left whole");
 
-    let got = lab.exec_ok(
-        "k1",
-        &["sh", "-c", "timeout 30 nc -d 10.0.1.11 19 | sha256sum"],
-    );
-    let got = first_word(&got);
-    // (The balancer's health checks to port 19 are transfers too, cut short.)
-    lab.wait_show("h2", "transfers", 10, |v| {
-        v.as_array().is_some_and(|a| {
-            a.iter().any(|t| {
-                t["service"] == "source"
-                    && t["bytes"] == 20_000_000
-                    && t["sha256"].as_str() == Some(got.as_str())
-            })
-        })
-    });
+    download_whole(&lab, "10.0.1.11", "h2");
     assert!(lab.counter("lb19", "tcp_super_frames_sent") > 0);
 
     // Straight from our stack to the kernel's: h3's super-frames must reach k1 whole. Linux
     // cuts any that reach the veth's `gso_max_size` (65,536 with the link header), so k1's IP
     // layer would then take in more packets than h3 sent frames.
     let (k1_before, sent_before) = (ip_in(&lab, "k1"), port(&lab, "h3", "eth0", "tx_frames"));
-    let got = lab.exec_ok(
-        "k1",
-        &["sh", "-c", "timeout 30 nc -d 10.0.1.30 19 | sha256sum"],
-    );
-    let got = first_word(&got);
-    lab.wait_show("h3", "transfers", 10, |v| {
-        v.as_array().is_some_and(|a| {
-            a.iter()
-                .any(|t| t["bytes"] == 20_000_000 && t["sha256"].as_str() == Some(got.as_str()))
-        })
-    });
+    download_whole(&lab, "10.0.1.30", "h3");
     let k1 = ip_in(&lab, "k1");
     let (packets, segments) = (k1.0 - k1_before.0, k1.1 - k1_before.1);
     let sent = port(&lab, "h3", "eth0", "tx_frames") - sent_before;

@@ -277,18 +277,32 @@ fn an_offloading_stack_sends_super_frames_and_checks_checksums_itself() {
     });
 }
 
-/// (flags, payload length) of each TCP segment `node` sent, in order.
-fn tcp_segments(sim: &Sim, node: usize) -> Vec<(u8, usize)> {
+/// The TCP segments `node` sent, in order: source, destination, and the segment itself.
+fn tcp_sent(sim: &Sim, node: usize) -> Vec<(Ipv4Addr, Ipv4Addr, &[u8])> {
     sim.wire
         .iter()
         .filter(|s| s.from.0 == node)
         .filter_map(|s| {
             let ip = smoltcp::wire::Ipv4Packet::new_checked(s.frame.get(14..)?).ok()?;
-            if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
-                return None;
-            }
-            let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
-            Some((ip.payload()[13], tcp.payload().len()))
+            let tcp = s
+                .frame
+                .get(14 + ip.header_len() as usize..14 + ip.total_len() as usize)?;
+            (ip.next_header() == smoltcp::wire::IpProtocol::Tcp).then_some((
+                ip.src_addr(),
+                ip.dst_addr(),
+                tcp,
+            ))
+        })
+        .collect()
+}
+
+/// (flags, payload length) of each TCP segment `node` sent, in order.
+fn tcp_segments(sim: &Sim, node: usize) -> Vec<(u8, usize)> {
+    tcp_sent(sim, node)
+        .into_iter()
+        .filter_map(|(_, _, t)| {
+            let tcp = smoltcp::wire::TcpPacket::new_checked(t).ok()?;
+            Some((t[13], tcp.payload().len()))
         })
         .collect()
 }
@@ -377,13 +391,12 @@ fn closed_connections_leave_their_sockets_to_the_next() {
 
 /// The window scale (RFC 7323) in `node`'s SYN or SYN-ACK.
 fn syn_window_shift(sim: &Sim, node: usize) -> Option<u8> {
-    sim.wire.iter().filter(|s| s.from.0 == node).find_map(|s| {
-        let ip = smoltcp::wire::Ipv4Packet::new_checked(s.frame.get(14..)?).ok()?;
-        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+    tcp_sent(sim, node).into_iter().find_map(|(src, dst, t)| {
+        let tcp = smoltcp::wire::TcpPacket::new_checked(t).ok()?;
         let repr = smoltcp::wire::TcpRepr::parse(
             &tcp,
-            &ip.src_addr().into(),
-            &ip.dst_addr().into(),
+            &src.into(),
+            &dst.into(),
             &smoltcp::phy::ChecksumCapabilities::ignored(),
         )
         .ok()?;

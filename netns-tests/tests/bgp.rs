@@ -32,6 +32,24 @@ struct Seen {
 
 /// Drives a session over a kernel TCP connection to 10.0.0.2:179 until `done` says so or
 /// 20 s pass; `probe` runs once the session is Established (BIRD's view, then a stop).
+/// Closes as a speaker should after its NOTIFICATION: our FIN follows it, and what the peer
+/// still sends is read away until its own FIN (2 s at most). Dropping the socket with a
+/// KEEPALIVE or UPDATE unread makes the kernel answer with a reset, which can reach BIRD
+/// before it has read the NOTIFICATION: BIRD then reports "Connection reset by peer".
+fn close_after_notification(mut c: TcpStream, buf: &mut [u8]) {
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let _ = c.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match c.read(buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 fn drive(
     cfg: Config,
     probe: impl Fn(&mut Session, Instant) -> Vec<Action> + Send + 'static,
@@ -66,7 +84,11 @@ fn drive(
                         let _ = c.write_all(&b);
                     }
                 }
-                Action::Close => conn = None,
+                Action::Close => {
+                    if let Some(c) = conn.take() {
+                        close_after_notification(c, &mut buf);
+                    }
+                }
                 Action::Update(u) => seen.updates.push(format!("{u:?}")),
                 other => log.push(other),
             }

@@ -92,6 +92,7 @@ counters! {
         end_markers_sent,
         uplink_packets,
         downlink_packets,
+        switched_in_place,
         udp_errors,
     }
 }
@@ -736,7 +737,101 @@ fn gtpc_sender(p: &Packet<&[u8]>) -> u32 {
         .map_or(0, |f| f.teid)
 }
 
+impl SgwLogic {
+    /// A G-PDU from one tunnel to the next, switched where it lies rather than copied into a
+    /// datagram of ours: the same octets [`gtpu`](Self::gtpu) and the router would send
+    /// (IPv4 header, GTP-U ports, the next tunnel's TEID; the UDP checksum updated as RFC 1624
+    /// does, or computed if the sender sent none), counted the same. Only a plain G-PDU (see
+    /// [`Endpoint::plain_g_pdu`]) in an unfragmented IPv4 packet without options whose
+    /// checksum is right and whose session has both tunnels; false for anything else, which
+    /// the slow path takes (and counts).
+    fn switch_in_place(&mut self, ip: &mut [u8]) -> bool {
+        const HL: usize = 20;
+        if ip.len() < HL + 8 + d11_wire::gtpu::HEADER_LEN
+            || ip[0] != 0x45
+            || ip[9] != 17
+            || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
+        {
+            return false;
+        }
+        let (src, dst) = (d11_wire::ip::src(ip), d11_wire::ip::dst(ip));
+        let s1 = dst == self.s11_addr;
+        if !s1 && dst != self.s5_addr {
+            return false;
+        }
+        let (header, udp) = ip.split_at_mut(HL);
+        if u16::from_be_bytes([udp[2], udp[3]]) != GTPU
+            || usize::from(u16::from_be_bytes([udp[4], udp[5]])) != udp.len()
+        {
+            return false;
+        }
+        let sum = u16::from_be_bytes([udp[6], udp[7]]);
+        if sum != 0 && !d11_wire::ip::udp_checksum_ok(src, dst, udp) {
+            return false;
+        }
+        let (ep, next, map) = if s1 {
+            (&mut self.s1u, &mut self.s5u, &self.by_s1u)
+        } else {
+            (&mut self.s5u, &mut self.s1u, &self.by_s5u)
+        };
+        let Some(teid) = ep.plain_g_pdu(&udp[8..]) else {
+            return false;
+        };
+        let Some(s) = map.get(&teid).and_then(|t| self.sessions.get(t)) else {
+            return false;
+        };
+        let (out_teid, out_src) = if s1 {
+            (s.s5u_teid, self.s5_addr)
+        } else {
+            (s.s1u_teid, self.s11_addr)
+        };
+        // What the checksum covers and changes: the pseudo-header's addresses, the source
+        // port, the TEID.
+        let mut old = [0u8; 14];
+        old[..4].copy_from_slice(&src.octets());
+        old[4..8].copy_from_slice(&dst.octets());
+        old[8..10].copy_from_slice(&udp[0..2]);
+        old[10..14].copy_from_slice(&udp[12..16]);
+        let Some(to) = ep.switch_in_place(teid, next, out_teid, &mut udp[8..]) else {
+            return false;
+        };
+        if s1 {
+            self.c.uplink_packets += 1;
+        } else {
+            self.c.downlink_packets += 1;
+        }
+        self.c.switched_in_place += 1;
+        udp[0..2].copy_from_slice(&GTPU.to_be_bytes());
+        let sum = if sum == 0 {
+            udp[6..8].fill(0);
+            d11_wire::ip::udp_checksum(out_src, to, udp)
+        } else {
+            let mut new = [0u8; 14];
+            new[..4].copy_from_slice(&out_src.octets());
+            new[4..8].copy_from_slice(&to.octets());
+            new[8..10].copy_from_slice(&udp[0..2]);
+            new[10..14].copy_from_slice(&udp[12..16]);
+            match d11_wire::checksum_adjust(sum, &old, &new) {
+                0 => 0xffff,
+                c => c,
+            }
+        };
+        udp[6..8].copy_from_slice(&sum.to_be_bytes());
+        let total = HL + udp.len();
+        d11_wire::ip::write_header(header, total, d11_wire::ip::DEFAULT_TTL, 17, out_src, to);
+        true
+    }
+}
+
 impl Hook for SgwLogic {
+    fn prerouting(&mut self, _now: Instant, _in_port: PortId, ip: &mut [u8]) -> HookVerdict {
+        if self.switch_in_place(ip) {
+            HookVerdict::Send
+        } else {
+            HookVerdict::Continue
+        }
+    }
+
     fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
         if ip[9] != 17 {
             return HookVerdict::Continue;
@@ -865,7 +960,7 @@ impl RouterProgram for SgwLogic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{drive as drive_with, gpdu, udp_frame};
+    use crate::testutil::{drive as drive_with, drive_frames, gpdu, udp_frame};
     use d11_wire::gtpu::Packet as GtpU;
     use d11_wire::gtpv2::message::PgwRestartNotificationAck;
 
@@ -1169,6 +1264,62 @@ mod tests {
             ),
             (1, 1, 1)
         );
+    }
+
+    /// `f` (a UDP frame from `udp_frame`) with its UDP checksum filled in.
+    fn with_udp_checksum(mut f: Vec<u8>) -> Vec<u8> {
+        let (src, dst) = (d11_wire::ip::src(&f[14..]), d11_wire::ip::dst(&f[14..]));
+        let c = d11_wire::ip::udp_checksum(src, dst, &f[34..]);
+        f[40..42].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn a_plain_g_pdu_is_switched_in_place_into_the_octets_the_slow_path_sends() {
+        let mut s = sgw_with(json!({
+            "static_sessions": [{"imsi": "001010000000001", "enb": "172.16.1.2",
+                "enb_teid": 225, "s1u_teid": 4096, "pgw": "172.16.5.4", "pgw_teid": 119,
+                "s5u_teid": 8192}],
+        }));
+        let epc = mac(&s, 0);
+        let sgw_u = Ipv4Addr::new(172, 16, 1, 3);
+        let body: Vec<u8> = (0..1201u32).map(|i| (i * 7 % 251) as u8).collect();
+        // The same T-PDU with a sequence number (the slow path: parsed, copied, re-headed).
+        let mut seq = vec![0x32, 255];
+        seq.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+        seq.extend_from_slice(&4096u32.to_be_bytes());
+        seq.extend_from_slice(&[0, 9, 0, 0]);
+        seq.extend_from_slice(&body);
+        let frames = |s: &mut Sgw, f: Vec<u8>| drive_frames(s, 0, f, &[MME, ENB1, ENB2, PGW]);
+        let slow = frames(&mut s, udp_frame(epc, ENB1, sgw_u, GTPU, &seq));
+        let (sent, delivered) = (
+            s.router.counters_ref().local_sent,
+            s.router.counters_ref().local_delivered,
+        );
+        // Plain, without a UDP checksum (computed) and with one (updated).
+        let plain = udp_frame(epc, ENB1, sgw_u, GTPU, &gpdu(4096, &body));
+        let fast = frames(&mut s, plain.clone());
+        let fast_sum = frames(&mut s, with_udp_checksum(plain.clone()));
+        let [(1, slow)] = slow.as_slice() else {
+            panic!("{slow:?}")
+        };
+        assert_eq!(fast, [(1, slow.clone())]);
+        assert_eq!(fast_sum, [(1, slow.clone())]);
+        let out = gw::parse_udp(&slow[14..]).unwrap();
+        assert_eq!((out.src, out.dst), (Ipv4Addr::new(172, 16, 5, 3), PGW.1));
+        assert_eq!(GtpU::new_checked(out.payload).unwrap().teid(), 119);
+        assert_eq!(s.router.counters_ref().local_sent, sent + 2);
+        assert_eq!(s.router.counters_ref().local_delivered, delivered + 2);
+        assert_eq!(s.logic.c.uplink_packets, 3);
+        assert_eq!(s.logic.c.switched_in_place, 2);
+        assert_eq!(s.logic.s1u.c.rx_g_pdu, 3);
+        assert_eq!(s.logic.s5u.get(8192).unwrap().tx_packets, 3);
+        // A wrong checksum: not switched, counted by the slow path, nothing sent.
+        let mut bad = with_udp_checksum(plain);
+        bad[41] ^= 1;
+        assert!(frames(&mut s, bad).is_empty());
+        assert_eq!((s.logic.c.udp_errors, s.logic.c.uplink_packets), (1, 3));
+        assert_eq!(s.logic.c.switched_in_place, 2);
     }
 
     #[test]

@@ -238,6 +238,44 @@ impl Endpoint {
         out.truncate(n);
     }
 
+    /// The TEID of a G-PDU that can be switched where it lies: the mandatory header only (no
+    /// sequence number, N-PDU number or extension header), a length that is the message's,
+    /// and a tunnel of ours. Nothing is counted; anything else goes through
+    /// [`receive`](Self::receive).
+    pub fn plain_g_pdu(&self, msg: &[u8]) -> Option<u32> {
+        let h = msg.get(..d11_wire::gtpu::HEADER_LEN)?;
+        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        // Version 1, protocol type GTP, no optional field: 0x30; G-PDU: 255.
+        if h[0] != 0x30 || h[1] != 255 || len != msg.len() - d11_wire::gtpu::HEADER_LEN {
+            return None;
+        }
+        let teid = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        self.tunnels.contains_key(&teid).then_some(teid)
+    }
+
+    /// Switches a G-PDU that [`plain_g_pdu`](Self::plain_g_pdu) found for our tunnel `from`
+    /// to tunnel `to` of `next`, in place: its TEID becomes `to`'s remote TEID, and both ends
+    /// count it as [`receive`](Self::receive) and [`encapsulate`](Self::encapsulate) do.
+    /// Returns the far end, or `None` (nothing counted or changed) if either tunnel is gone.
+    pub fn switch_in_place(
+        &mut self,
+        from: u32,
+        next: &mut Endpoint,
+        to: u32,
+        msg: &mut [u8],
+    ) -> Option<Ipv4Addr> {
+        let out = next.tunnels.get_mut(&to)?;
+        let t = self.tunnels.get_mut(&from)?;
+        let len = (msg.len() - d11_wire::gtpu::HEADER_LEN) as u64;
+        t.rx_packets += 1;
+        t.rx_bytes += len;
+        self.c.rx_g_pdu += 1;
+        out.tx_packets += 1;
+        out.tx_bytes += len;
+        msg[4..8].copy_from_slice(&out.remote_teid.to_be_bytes());
+        Some(out.remote)
+    }
+
     /// An Echo Request for path supervision.
     pub fn echo_request(&mut self, out: &mut Vec<u8>) {
         self.signal(MessageType::EchoRequest, 0, &[], out);

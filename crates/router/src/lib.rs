@@ -21,7 +21,7 @@ use d11_wire::guard::{check_frame, Frame, ETHERNET_HEADER_LEN as ETH};
 use d11_wire::{fill_ipv4_checksum, internet_checksum};
 use ipnet::Ipv4Net;
 use neigh::{Neighbours, Resolution};
-use rib::{Rib, Route, Source};
+use rib::{FibEntry, Rib, Route, Source};
 use serde::Deserialize;
 use serde_json::json;
 use smoltcp::wire::{ArpOperation, ArpRepr, EthernetAddress, IpProtocol};
@@ -158,6 +158,12 @@ pub enum HookVerdict {
     Continue,
     /// Drop it (the hook counted why).
     Drop,
+    /// From `prerouting` only: the hook turned a packet addressed to the router into one the
+    /// router sends as its own, in place and at the same length (a tunnel endpoint switching
+    /// a G-PDU from one tunnel to the next), so the router routes it from here as it would a
+    /// datagram of its own: delivered, then sent, with no TTL taken off and no copy. Only for
+    /// a plain frame (no offload metadata); elsewhere it reads as `Continue`.
+    Send,
 }
 
 /// Sees the IPv4 packets the router handles and may rewrite them in place, at two points as
@@ -675,28 +681,50 @@ impl Router {
 
     /// Routes a packet the router made itself; `buf[ETH..ETH + len]` holds the IP packet.
     fn output_local(&mut self, now: Instant, len: usize, tx: &mut dyn Transmit) {
-        let dst = Ipv4Addr::new(
-            self.scratch[ETH + 16],
-            self.scratch[ETH + 17],
-            self.scratch[ETH + 18],
-            self.scratch[ETH + 19],
-        );
+        let mut frame = std::mem::take(&mut self.scratch);
+        self.route_own(now, &mut frame[..ETH + len], tx);
+        self.scratch = frame;
+    }
+
+    /// Routes `frame` (Ethernet header to fill, then an IP packet of the router's own) to its
+    /// next hop; counted when there is no route.
+    fn route_own(&mut self, now: Instant, frame: &mut [u8], tx: &mut dyn Transmit) {
+        let dst = d11_wire::ip::dst(&frame[ETH..]);
         let Some(route) = self.rib.lookup(dst).copied() else {
             self.c.no_route += 1;
             return;
         };
-        let mut frame = std::mem::take(&mut self.scratch);
+        self.send_routed(now, route, frame, tx);
+    }
+
+    /// Sends a frame of the router's own by `route` (the IP packet's destination looked up).
+    fn send_routed(
+        &mut self,
+        now: Instant,
+        route: FibEntry,
+        frame: &mut [u8],
+        tx: &mut dyn Transmit,
+    ) {
         frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        let nh = route.next_hop.unwrap_or(dst);
-        self.send_l2(
-            now,
-            route.port,
-            nh,
-            &mut frame[..ETH + len],
-            tx,
-            Note::Originated,
-        );
-        self.scratch = frame;
+        let nh = route.next_hop.unwrap_or(d11_wire::ip::dst(&frame[ETH..]));
+        self.send_l2(now, route.port, nh, frame, tx, Note::Originated);
+    }
+
+    /// Sends a received frame that a hook rewrote into a packet of the router's own
+    /// ([`HookVerdict::Send`]), where it lies: counted and checked as
+    /// [`Router::send_udp`] does.
+    fn send_own(&mut self, now: Instant, frame: &mut [u8], tx: &mut dyn Transmit) {
+        let dst = d11_wire::ip::dst(&frame[ETH..]);
+        let Some(route) = self.rib.lookup(dst).copied() else {
+            self.c.no_route += 1;
+            return;
+        };
+        if frame.len() - ETH > self.ports[route.port].mtu {
+            self.c.local_too_big += 1;
+            return;
+        }
+        self.c.local_sent += 1;
+        self.send_routed(now, route, frame, tx);
     }
 
     fn take_token(&mut self, now: Instant) -> bool {
@@ -1012,9 +1040,14 @@ impl Router {
                     self.c.not_for_us += 1;
                     return;
                 }
-                if hook.prerouting(now, port, &mut frame[ETH..ETH + total_len]) == HookVerdict::Drop
-                {
-                    return;
+                match hook.prerouting(now, port, &mut frame[ETH..ETH + total_len]) {
+                    HookVerdict::Drop => return,
+                    HookVerdict::Send if self.gso.is_plain() => {
+                        self.c.local_delivered += 1;
+                        self.send_own(now, &mut frame[..ETH + total_len], tx);
+                        return;
+                    }
+                    HookVerdict::Send | HookVerdict::Continue => {}
                 }
                 // Read after the hook, which may have rewritten it.
                 let dst = Ipv4Addr::new(

@@ -13,8 +13,9 @@ use crate::gw::{self, ethernet_frame as frame, Datagram, Gtpu, PathCounters, Pat
 use crate::s1::{self, Nas, S1};
 use crate::tunnel::Endpoint;
 use d11_element::{counters, PortId};
-use d11_router::program::{Outbox, RouterElement, RouterProgram};
+use d11_router::program::{Direct, Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::gso::Gso;
 use d11_wire::gtpu::UDP_PORT as GTPU;
 use d11_wire::gtpv2::message::PdnType;
 use serde::Deserialize;
@@ -193,7 +194,7 @@ impl EnbLogic {
         });
     }
 
-    fn radio_frame(&mut self, now: Instant, f: &[u8]) {
+    fn radio_frame(&mut self, now: Instant, f: &[u8], out: &mut Direct<'_>) {
         self.c.radio_frames += 1;
         if f.len() < 14 || f[6] & 1 != 0 {
             self.c.radio_bad_signalling += 1;
@@ -247,18 +248,17 @@ impl EnbLogic {
                 &f[14..]
             }
         };
-        let mut buf = self.out.buffer();
-        if let Some(to) = self.gtpu.encapsulate(b.teid, tpdu, &mut buf) {
+        // Header and T-PDU go out from where they lie, copied once into the frame sent.
+        if let Some((header, to)) = self.gtpu.g_pdu_header(b.teid, tpdu.len()) {
             self.c.uplink_packets += 1;
-            self.out.datagrams.push(Datagram {
-                src: self.addr,
-                dst: to,
-                sport: GTPU,
-                dport: GTPU,
-                payload: buf,
-            });
+            out.udp(
+                now,
+                (self.addr, to),
+                (GTPU, GTPU),
+                &[&header, tpdu],
+                (0, &Gso::NONE),
+            );
         }
-        let _ = now;
     }
 
     fn s1_message(&mut self, now: Instant, payload: &[u8]) {
@@ -389,11 +389,17 @@ impl RouterProgram for EnbLogic {
     }
 
     /// The radio port is the eNodeB's own (the UEs' frames and signalling).
-    fn own_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8]) -> bool {
+    fn own_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        out: &mut Direct<'_>,
+    ) -> bool {
         if port != self.radio {
             return false;
         }
-        self.radio_frame(now, frame);
+        self.radio_frame(now, frame, out);
         true
     }
 
@@ -445,5 +451,107 @@ impl RouterProgram for EnbLogic {
         self.c.for_each(out);
         self.pc.for_each(out);
         gw::endpoint_counters(&self.gtpu, "gtpu_", out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{drive_frames, gpdu, udp_frame};
+
+    const UE: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
+    const SGW: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 3], Ipv4Addr::new(172, 16, 1, 3));
+
+    /// An eNodeB on 172.16.1.2 with one bearer (Ethernet PDU) for UE: ours 100, the SGW's 200.
+    fn enb() -> Enb {
+        let cfg: EnbConfig = serde_json::from_value(json!({
+            "name": "enb",
+            "mme": "172.16.1.5",
+            "echo_interval_s": 0,
+            "ports": [
+                {"name": "radio"},
+                {"name": "epc", "addresses": ["172.16.1.2/24"]},
+            ],
+            "static_bearers": [{"ue_mac": "02:00:00:00:00:10", "pdn_type": "ethernet",
+                "ue_ip": "10.45.0.2", "enb_teid": 100, "sgw": "172.16.1.3", "sgw_teid": 200}],
+        }))
+        .unwrap();
+        EnbLogic::new(&cfg, 1).unwrap()
+    }
+
+    /// A frame from UE on the radio: IPv4 to 203.0.113.10, `n` octets of it.
+    fn from_ue(e: &Enb, n: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&e.router.port_mac(0).unwrap().0);
+        f.extend_from_slice(&UE);
+        f.extend_from_slice(&[8, 0]);
+        let mut ip = vec![0u8; n];
+        d11_wire::ip::write_header(
+            &mut ip,
+            n,
+            64,
+            17,
+            Ipv4Addr::new(10, 45, 0, 2),
+            Ipv4Addr::new(203, 0, 113, 10),
+        );
+        for (i, b) in ip[20..].iter_mut().enumerate() {
+            *b = (i * 13 % 251) as u8;
+        }
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    #[test]
+    fn uplink_frames_leave_in_g_pdus_and_downlink_g_pdus_reach_the_radio() {
+        let mut e = enb();
+        let up = from_ue(&e, 1400);
+        let out = drive_frames(&mut e, 0, up.clone(), &[SGW]);
+        let [(1, f)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        // A checked datagram from our address to the SGW's GTP-U port, the whole frame
+        // (Ethernet PDU) behind the SGW's TEID.
+        let u = gw::parse_udp(&f[14..]).unwrap();
+        assert_eq!((u.src, u.dst), (Ipv4Addr::new(172, 16, 1, 2), SGW.1));
+        assert_eq!((u.sport, u.dport), (GTPU, GTPU));
+        assert_ne!(u16::from_be_bytes([f[40], f[41]]), 0, "a UDP checksum");
+        assert_eq!(u.payload, gpdu(200, &up).as_slice());
+        assert_eq!(e.logic.c.uplink_packets, 1);
+        assert_eq!(e.logic.gtpu.get(100).unwrap().tx_packets, 1);
+        // Back: the SGW's G-PDU for our TEID becomes the frame on the radio.
+        let epc = e.router.port_mac(1).unwrap().0;
+        let down = udp_frame(
+            epc,
+            SGW,
+            Ipv4Addr::new(172, 16, 1, 2),
+            GTPU,
+            &gpdu(100, &up),
+        );
+        let out = drive_frames(&mut e, 1, down, &[SGW]);
+        assert_eq!(out, [(0, up)]);
+        assert_eq!(e.logic.c.downlink_packets, 1);
+    }
+
+    #[test]
+    fn forwarding_allocates_nothing_once_warm() {
+        let mut e = enb();
+        let up = from_ue(&e, 1400);
+        let epc = e.router.port_mac(1).unwrap().0;
+        let down = udp_frame(
+            epc,
+            SGW,
+            Ipv4Addr::new(172, 16, 1, 2),
+            GTPU,
+            &gpdu(100, &up),
+        );
+        assert_eq!(drive_frames(&mut e, 0, up.clone(), &[SGW]).len(), 1);
+        let (allocs, sent) = d11_element::alloc_count::allocations_forwarding(
+            &mut e,
+            Instant::now(),
+            &[(0, up), (1, down)],
+            1000,
+        );
+        assert_eq!(sent, 2000);
+        assert_eq!(allocs, 0, "heap allocations for 2000 frames");
     }
 }

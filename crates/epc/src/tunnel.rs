@@ -289,15 +289,27 @@ impl Endpoint {
         tpdu: &[u8],
         out: &mut Vec<u8>,
     ) -> Option<Ipv4Addr> {
-        let t = self.tunnels.get_mut(&local_teid)?;
-        let r = Repr::g_pdu(t.remote_teid, tpdu.len());
+        let (header, to) = self.g_pdu_header(local_teid, tpdu.len())?;
         out.clear();
-        out.resize(r.buffer_len(), 0);
-        r.emit(out).ok()?;
-        out[r.header_len()..].copy_from_slice(tpdu);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(tpdu);
+        Some(to)
+    }
+
+    /// The header of a G-PDU carrying `len` octets through the tunnel `local_teid`, counted
+    /// as sent, and the far end to send it to (for a caller that sends header and T-PDU
+    /// from where they lie); `None` if there is no such tunnel or the T-PDU is too long.
+    pub fn g_pdu_header(
+        &mut self,
+        local_teid: u32,
+        len: usize,
+    ) -> Option<([u8; d11_wire::gtpu::HEADER_LEN], Ipv4Addr)> {
+        let t = self.tunnels.get_mut(&local_teid)?;
+        let mut header = [0u8; d11_wire::gtpu::HEADER_LEN];
+        Repr::g_pdu(t.remote_teid, len).emit(&mut header).ok()?;
         t.tx_packets += 1;
-        t.tx_bytes += tpdu.len() as u64;
-        Some(t.remote)
+        t.tx_bytes += len as u64;
+        Some((header, t.remote))
     }
 }
 

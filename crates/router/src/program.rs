@@ -102,8 +102,16 @@ pub trait RouterProgram: Hook {
 
     /// A frame on a port the logic owns, not the router (an eNodeB's radio, a switch's VM
     /// ports): the logic takes it and returns true. Other ports' frames go to the router.
-    fn own_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8]) -> bool {
-        let _ = (now, port, frame);
+    /// What it sends of the frame may go through `out` at once, while the frame is still
+    /// borrowed (copied once, into the frame sent), or through the outbox.
+    fn own_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        out: &mut Direct<'_>,
+    ) -> bool {
+        let _ = (now, port, frame, out);
         false
     }
 
@@ -390,16 +398,20 @@ impl<L: RouterProgram> Element for RouterElement<L> {
         frame: &mut [u8],
         tx: &mut dyn Transmit,
     ) {
-        if !self.logic.own_frame(now, port, frame) {
-            let tunnel = self.logic.tunnel_port();
-            let mut kept = std::mem::take(&mut self.kept);
-            {
-                let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
+        let tunnel = self.logic.tunnel_port();
+        let mut kept = std::mem::take(&mut self.kept);
+        {
+            let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
+            let mut direct = Direct {
+                router: &mut self.router,
+                tx: &mut d,
+            };
+            if !self.logic.own_frame(now, port, frame, &mut direct) {
                 self.router
                     .handle_frame_with(now, port, frame, &mut d, &mut self.logic);
             }
-            self.kept = kept;
         }
+        self.kept = kept;
         self.settle(now, tx);
     }
 

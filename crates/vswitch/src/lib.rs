@@ -533,11 +533,17 @@ impl RouterProgram for Logic {
     }
 
     /// The VM ports are the switch's; the underlay port is the router's.
-    fn own_frame(&mut self, now: Instant, port: PortId, frame: &mut [u8]) -> bool {
+    fn own_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        out: &mut Direct<'_>,
+    ) -> bool {
         if port == self.underlay {
             return false;
         }
-        self.frame_from_vm(now, port, frame, Via::Outbox);
+        self.frame_from_vm(now, port, frame, Via::Direct(out, Gso::NONE));
         true
     }
 

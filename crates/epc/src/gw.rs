@@ -248,6 +248,44 @@ pub fn receive_gtpu<'a>(
     Gtpu::Done
 }
 
+/// A GTP-U datagram that an element may handle where it lies, split from its IPv4 header.
+pub struct InPlace<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub header: &'a mut [u8],
+    pub udp: &'a mut [u8],
+}
+
+/// The GTP-U datagram in `ip` if it is one a fast path may take: IPv4 without options, not
+/// a fragment, UDP to the GTP-U port with a length that is the packet's, room for a GTP-U
+/// header, and a right checksum (or none). `None` for anything else, which the slow path
+/// ([`parse_udp`] and [`receive_gtpu`]) handles and counts.
+pub fn gtpu_in_place(ip: &mut [u8]) -> Option<InPlace<'_>> {
+    if ip.len() < 20 + 8 + d11_wire::gtpu::HEADER_LEN
+        || ip[0] != 0x45
+        || ip[9] != 17
+        || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
+    {
+        return None;
+    }
+    let (src, dst) = (d11_wire::ip::src(ip), d11_wire::ip::dst(ip));
+    let (header, udp) = ip.split_at_mut(20);
+    if u16::from_be_bytes([udp[2], udp[3]]) != d11_wire::gtpu::UDP_PORT
+        || usize::from(u16::from_be_bytes([udp[4], udp[5]])) != udp.len()
+    {
+        return None;
+    }
+    if udp[6..8] != [0, 0] && !d11_wire::ip::udp_checksum_ok(src, dst, udp) {
+        return None;
+    }
+    Some(InPlace {
+        src,
+        dst,
+        header,
+        udp,
+    })
+}
+
 /// An Ethernet frame: destination, source, EtherType, payload (padded to 60 octets).
 pub fn ethernet_frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len().max(46));

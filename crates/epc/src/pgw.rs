@@ -94,6 +94,7 @@ counters! {
         downlink_packets,
         downlink_no_session,
         mss_clamped,
+        decapsulated_in_place,
         udp_errors,
     }
 }
@@ -135,6 +136,44 @@ pub struct PgwLogic {
 pub type Pgw = RouterElement<PgwLogic>;
 
 /// The MAC the PGW answers ARP with for an IPv4 PDU session's UE (which has none).
+/// Why a T-PDU from a UE does not go on.
+enum Refused {
+    NotIp,
+    Spoofed,
+}
+
+/// Whether a T-PDU that session `s`'s tunnel brought may go on: an IPv4 packet (or ARP, in an
+/// Ethernet PDU) from the UE's own address.
+fn uplink_check(s: &Session, tpdu: &[u8]) -> Result<(), Refused> {
+    let ue = s.ue_ip.octets();
+    match s.pdn_type {
+        PdnType::Ethernet => {
+            if tpdu.len() < 14 {
+                return Err(Refused::NotIp);
+            }
+            let src_ok = match u16::from_be_bytes([tpdu[12], tpdu[13]]) {
+                0x0800 => tpdu.len() >= 34 && tpdu[26..30] == ue,
+                0x0806 => tpdu.len() >= 42 && tpdu[28..32] == ue,
+                _ => return Err(Refused::NotIp),
+            };
+            if src_ok {
+                Ok(())
+            } else {
+                Err(Refused::Spoofed)
+            }
+        }
+        PdnType::Ipv4 => {
+            if tpdu.len() < 20 || tpdu[0] >> 4 != 4 {
+                Err(Refused::NotIp)
+            } else if tpdu[12..16] != ue {
+                Err(Refused::Spoofed)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 fn ipv4_session_mac(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0xd2, o[0], o[1], o[2], o[3]]
@@ -419,42 +458,56 @@ impl PgwLogic {
         else {
             return;
         };
-        match s.pdn_type {
-            PdnType::Ethernet => {
-                if tpdu.len() < 14 {
-                    self.c.uplink_not_ip += 1;
-                } else {
-                    let et = u16::from_be_bytes([tpdu[12], tpdu[13]]);
-                    let src_ok = match et {
-                        0x0800 => tpdu.len() >= 34 && tpdu[26..30] == s.ue_ip.octets(),
-                        0x0806 => tpdu.len() >= 42 && tpdu[28..32] == s.ue_ip.octets(),
-                        _ => false,
-                    };
-                    if !matches!(et, 0x0800 | 0x0806) {
-                        self.c.uplink_not_ip += 1;
-                    } else if !src_ok {
-                        self.c.uplink_spoofed += 1;
-                    } else {
-                        self.c.uplink_packets += 1;
-                        let f = self.out.copy(tpdu);
-                        self.out.inject.push(f);
+        match uplink_check(s, tpdu) {
+            Err(Refused::NotIp) => self.c.uplink_not_ip += 1,
+            Err(Refused::Spoofed) => self.c.uplink_spoofed += 1,
+            Ok(()) => {
+                self.c.uplink_packets += 1;
+                let mut f = self.out.buffer();
+                match s.pdn_type {
+                    PdnType::Ethernet => f.extend_from_slice(tpdu),
+                    PdnType::Ipv4 => {
+                        let from = ipv4_session_mac(s.ue_ip);
+                        gw::ethernet_frame_into(&mut f, self.ue_mac, from, 0x0800, tpdu);
                     }
                 }
-            }
-            PdnType::Ipv4 => {
-                if tpdu.len() < 20 || tpdu[0] >> 4 != 4 {
-                    self.c.uplink_not_ip += 1;
-                } else if tpdu[12..16] != s.ue_ip.octets() {
-                    self.c.uplink_spoofed += 1;
-                } else {
-                    self.c.uplink_packets += 1;
-                    let mut f = self.out.buffer();
-                    let from = ipv4_session_mac(s.ue_ip);
-                    gw::ethernet_frame_into(&mut f, self.ue_mac, from, 0x0800, tpdu);
-                    self.out.inject.push(f);
-                }
+                self.out.inject.push(f);
             }
         }
+    }
+
+    /// A G-PDU from the SGW taken out of its tunnel where it lies, rather than copied into a
+    /// frame for the router: for an IPv4 session the Ethernet header [`gtpu`](Self::gtpu)
+    /// would give the packet is written over the tunnel's headers in front of it. Only a
+    /// plain G-PDU ([`gw::gtpu_in_place`], [`Endpoint::plain_g_pdu`]) of a session whose
+    /// checks pass; counted as the slow path counts it. Returns where the frame starts in
+    /// `ip`, for [`HookVerdict::Decapsulated`].
+    fn decapsulate_in_place(&mut self, ip: &mut [u8]) -> Option<usize> {
+        let gw::InPlace { dst, udp, .. } = gw::gtpu_in_place(ip)?;
+        if dst != self.s5_addr {
+            return None;
+        }
+        let teid = self.s5u.plain_g_pdu(&udp[8..])?;
+        let s = self.by_s5u.get(&teid).and_then(|t| self.sessions.get(t))?;
+        const TPDU: usize = 8 + d11_wire::gtpu::HEADER_LEN;
+        uplink_check(s, &udp[TPDU..]).ok()?;
+        let (pdn_type, ue_ip) = (s.pdn_type, s.ue_ip);
+        if !self.s5u.delivered(teid, udp.len() - 8) {
+            return None;
+        }
+        self.c.uplink_packets += 1;
+        self.c.decapsulated_in_place += 1;
+        let at = match pdn_type {
+            PdnType::Ethernet => 20 + TPDU,
+            PdnType::Ipv4 => {
+                let eth = &mut udp[TPDU - 14..TPDU];
+                eth[..6].copy_from_slice(&self.ue_mac);
+                eth[6..12].copy_from_slice(&ipv4_session_mac(ue_ip));
+                eth[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                20 + TPDU - 14
+            }
+        };
+        Some(at)
     }
 
     /// A frame the router sent towards the UEs: into the tunnel of the UE it is for.
@@ -513,8 +566,15 @@ impl PgwLogic {
 
 impl Hook for PgwLogic {
     fn prerouting(&mut self, _now: Instant, in_port: PortId, ip: &mut [u8]) -> HookVerdict {
-        if in_port == self.ue_port && clamp_mss(ip, self.mss) {
-            self.c.mss_clamped += 1;
+        if in_port == self.ue_port {
+            if clamp_mss(ip, self.mss) {
+                self.c.mss_clamped += 1;
+            }
+        } else if let Some(at) = self.decapsulate_in_place(ip) {
+            return HookVerdict::Decapsulated {
+                at,
+                port: self.ue_port,
+            };
         }
         HookVerdict::Continue
     }
@@ -629,7 +689,7 @@ impl RouterProgram for PgwLogic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{drive, drive_frames, gpdu, udp_frame};
+    use crate::testutil::{drive, drive_frames, gpdu, gpdu_with_seq, udp_frame, with_udp_checksum};
     use d11_wire::gtpu::Packet as GtpU;
 
     const SGW: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 3], Ipv4Addr::new(172, 16, 5, 3));
@@ -736,6 +796,49 @@ mod tests {
 
     /// Decapsulating the phone's packets to SGi and tunnelling the answers, once the next
     /// hops are known, allocates nothing per packet.
+    #[test]
+    fn a_plain_g_pdu_is_taken_out_where_it_lies_into_the_frame_the_slow_path_sends() {
+        let mut p = pgw();
+        let s5_mac = p.router.port_mac(0).unwrap().0;
+        let s5 = Ipv4Addr::new(172, 16, 5, 4);
+        let srv = Ipv4Addr::new(203, 0, 113, 10);
+        let packet = syn(UE, srv, 1460, 1200);
+        let frames = |p: &mut Pgw, f| drive_frames(p, 0, f, &[SGW, NAT]);
+        // The slow path: a G-PDU with a sequence number, copied into a frame for the router.
+        let slow = frames(
+            &mut p,
+            udp_frame(s5_mac, SGW, s5, 2152, &gpdu_with_seq(300, &packet)),
+        );
+        let plain = udp_frame(s5_mac, SGW, s5, 2152, &gpdu(300, &packet));
+        let fast = frames(&mut p, plain.clone());
+        let fast_sum = frames(&mut p, with_udp_checksum(plain.clone()));
+        let [(1, slow)] = slow.as_slice() else {
+            panic!("{slow:?}")
+        };
+        assert_eq!(fast, [(1, slow.clone())]);
+        assert_eq!(fast_sum, [(1, slow.clone())]);
+        // TTL one less, the MSS clamped, from the UE to the server.
+        assert_eq!((slow[14 + 8], d11_wire::ip::src(&slow[14..])), (63, UE));
+        assert_eq!(p.logic.c.mss_clamped, 3);
+        assert_eq!(
+            (p.logic.c.uplink_packets, p.logic.c.decapsulated_in_place),
+            (3, 2)
+        );
+        assert_eq!(p.logic.s5u.c.rx_g_pdu, 3);
+        // A spoofed source and a wrong checksum: the slow path's, counted there.
+        let spoofed = syn(Ipv4Addr::new(10, 45, 0, 9), srv, 1460, 1200);
+        let f = udp_frame(s5_mac, SGW, s5, 2152, &gpdu(300, &spoofed));
+        assert!(frames(&mut p, f).is_empty());
+        let mut bad = with_udp_checksum(plain);
+        bad[41] ^= 1;
+        assert!(frames(&mut p, bad).is_empty());
+        assert_eq!((p.logic.c.uplink_spoofed, p.logic.c.udp_errors), (1, 1));
+        assert_eq!(
+            (p.logic.c.uplink_packets, p.logic.c.decapsulated_in_place),
+            (3, 2)
+        );
+    }
+
     #[test]
     fn forwarding_allocates_nothing_once_warm() {
         let mut p = pgw();

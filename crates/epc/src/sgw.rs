@@ -746,29 +746,20 @@ impl SgwLogic {
     /// checksum is right and whose session has both tunnels; false for anything else, which
     /// the slow path takes (and counts).
     fn switch_in_place(&mut self, ip: &mut [u8]) -> bool {
-        const HL: usize = 20;
-        if ip.len() < HL + 8 + d11_wire::gtpu::HEADER_LEN
-            || ip[0] != 0x45
-            || ip[9] != 17
-            || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
-        {
+        let Some(gw::InPlace {
+            src,
+            dst,
+            header,
+            udp,
+        }) = gw::gtpu_in_place(ip)
+        else {
             return false;
-        }
-        let (src, dst) = (d11_wire::ip::src(ip), d11_wire::ip::dst(ip));
+        };
         let s1 = dst == self.s11_addr;
         if !s1 && dst != self.s5_addr {
             return false;
         }
-        let (header, udp) = ip.split_at_mut(HL);
-        if u16::from_be_bytes([udp[2], udp[3]]) != GTPU
-            || usize::from(u16::from_be_bytes([udp[4], udp[5]])) != udp.len()
-        {
-            return false;
-        }
         let sum = u16::from_be_bytes([udp[6], udp[7]]);
-        if sum != 0 && !d11_wire::ip::udp_checksum_ok(src, dst, udp) {
-            return false;
-        }
         let (ep, next, map) = if s1 {
             (&mut self.s1u, &mut self.s5u, &self.by_s1u)
         } else {
@@ -817,7 +808,7 @@ impl SgwLogic {
             }
         };
         udp[6..8].copy_from_slice(&sum.to_be_bytes());
-        let total = HL + udp.len();
+        let total = header.len() + udp.len();
         d11_wire::ip::write_header(header, total, d11_wire::ip::DEFAULT_TTL, 17, out_src, to);
         true
     }
@@ -960,7 +951,9 @@ impl RouterProgram for SgwLogic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{drive as drive_with, drive_frames, gpdu, udp_frame};
+    use crate::testutil::{
+        drive as drive_with, drive_frames, gpdu, gpdu_with_seq, udp_frame, with_udp_checksum,
+    };
     use d11_wire::gtpu::Packet as GtpU;
     use d11_wire::gtpv2::message::PgwRestartNotificationAck;
 
@@ -1266,14 +1259,6 @@ mod tests {
         );
     }
 
-    /// `f` (a UDP frame from `udp_frame`) with its UDP checksum filled in.
-    fn with_udp_checksum(mut f: Vec<u8>) -> Vec<u8> {
-        let (src, dst) = (d11_wire::ip::src(&f[14..]), d11_wire::ip::dst(&f[14..]));
-        let c = d11_wire::ip::udp_checksum(src, dst, &f[34..]);
-        f[40..42].copy_from_slice(&c.to_be_bytes());
-        f
-    }
-
     #[test]
     fn a_plain_g_pdu_is_switched_in_place_into_the_octets_the_slow_path_sends() {
         let mut s = sgw_with(json!({
@@ -1285,11 +1270,7 @@ mod tests {
         let sgw_u = Ipv4Addr::new(172, 16, 1, 3);
         let body: Vec<u8> = (0..1201u32).map(|i| (i * 7 % 251) as u8).collect();
         // The same T-PDU with a sequence number (the slow path: parsed, copied, re-headed).
-        let mut seq = vec![0x32, 255];
-        seq.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
-        seq.extend_from_slice(&4096u32.to_be_bytes());
-        seq.extend_from_slice(&[0, 9, 0, 0]);
-        seq.extend_from_slice(&body);
+        let seq = gpdu_with_seq(4096, &body);
         let frames = |s: &mut Sgw, f: Vec<u8>| drive_frames(s, 0, f, &[MME, ENB1, ENB2, PGW]);
         let slow = frames(&mut s, udp_frame(epc, ENB1, sgw_u, GTPU, &seq));
         let (sent, delivered) = (

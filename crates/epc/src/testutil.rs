@@ -85,3 +85,22 @@ pub fn gpdu(teid: u32, body: &[u8]) -> Vec<u8> {
     b[r.header_len()..].copy_from_slice(body);
     b
 }
+
+/// A G-PDU for `teid` carrying `body` behind a sequence number: the same T-PDU as [`gpdu`],
+/// with an optional field the elements' fast paths leave to the slow one.
+pub fn gpdu_with_seq(teid: u32, body: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x32, 255];
+    b.extend_from_slice(&((4 + body.len()) as u16).to_be_bytes());
+    b.extend_from_slice(&teid.to_be_bytes());
+    b.extend_from_slice(&[0, 9, 0, 0]);
+    b.extend_from_slice(body);
+    b
+}
+
+/// `f` (a frame from [`udp_frame`]) with its UDP checksum filled in.
+pub fn with_udp_checksum(mut f: Vec<u8>) -> Vec<u8> {
+    let (src, dst) = (d11_wire::ip::src(&f[14..]), d11_wire::ip::dst(&f[14..]));
+    let c = d11_wire::ip::udp_checksum(src, dst, &f[34..]);
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    f
+}

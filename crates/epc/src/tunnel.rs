@@ -253,6 +253,19 @@ impl Endpoint {
         self.tunnels.contains_key(&teid).then_some(teid)
     }
 
+    /// Counts a G-PDU that [`plain_g_pdu`](Self::plain_g_pdu) found for our tunnel `teid`
+    /// (`len` octets with its header) as delivered, as [`receive`](Self::receive) counts
+    /// it; false (nothing counted) if the tunnel is gone.
+    pub fn delivered(&mut self, teid: u32, len: usize) -> bool {
+        let Some(t) = self.tunnels.get_mut(&teid) else {
+            return false;
+        };
+        t.rx_packets += 1;
+        t.rx_bytes += len.saturating_sub(d11_wire::gtpu::HEADER_LEN) as u64;
+        self.c.rx_g_pdu += 1;
+        true
+    }
+
     /// Switches a G-PDU that [`plain_g_pdu`](Self::plain_g_pdu) found for our tunnel `from`
     /// to tunnel `to` of `next`, in place: its TEID becomes `to`'s remote TEID, and both ends
     /// count it as [`receive`](Self::receive) and [`encapsulate`](Self::encapsulate) do.
@@ -265,11 +278,10 @@ impl Endpoint {
         msg: &mut [u8],
     ) -> Option<Ipv4Addr> {
         let out = next.tunnels.get_mut(&to)?;
-        let t = self.tunnels.get_mut(&from)?;
         let len = (msg.len() - d11_wire::gtpu::HEADER_LEN) as u64;
-        t.rx_packets += 1;
-        t.rx_bytes += len;
-        self.c.rx_g_pdu += 1;
+        if !self.delivered(from, msg.len()) {
+            return None;
+        }
         out.tx_packets += 1;
         out.tx_bytes += len;
         msg[4..8].copy_from_slice(&out.remote_teid.to_be_bytes());

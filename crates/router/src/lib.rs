@@ -164,6 +164,13 @@ pub enum HookVerdict {
     /// datagram of its own: delivered, then sent, with no TTL taken off and no copy. Only for
     /// a plain frame (no offload metadata); elsewhere it reads as `Continue`.
     Send,
+    /// From `prerouting` only: the packet, addressed to the router, carried a frame that the
+    /// hook took out of a tunnel where it lies: from octet `at` of the packet on, a whole
+    /// Ethernet frame (its header written by the hook if the tunnel carried only the IP
+    /// packet), which arrived through the tunnel port `port`. The router counts the packet
+    /// delivered and handles that frame as received on `port`, hooks and all, with no copy
+    /// (a PGW's uplink). Only for a plain frame; elsewhere it reads as `Continue`.
+    Decapsulated { at: usize, port: PortId },
 }
 
 /// Sees the IPv4 packets the router handles and may rewrite them in place, at two points as
@@ -1047,7 +1054,17 @@ impl Router {
                         self.send_own(now, &mut frame[..ETH + total_len], tx);
                         return;
                     }
-                    HookVerdict::Send | HookVerdict::Continue => {}
+                    HookVerdict::Decapsulated { at, port: inner }
+                        if self.gso.is_plain() && at <= total_len =>
+                    {
+                        self.c.local_delivered += 1;
+                        let inner_frame = &mut frame[ETH + at..ETH + total_len];
+                        self.handle_frame_with(now, inner, inner_frame, tx, hook);
+                        return;
+                    }
+                    HookVerdict::Send
+                    | HookVerdict::Decapsulated { .. }
+                    | HookVerdict::Continue => {}
                 }
                 // Read after the hook, which may have rewritten it.
                 let dst = Ipv4Addr::new(

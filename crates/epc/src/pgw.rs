@@ -31,7 +31,8 @@ use d11_wire::gtpv2::{value::Fteid, Packet};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+// (Keys are ours: TEIDs and UE addresses we gave out.)
+use foldhash::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -222,9 +223,9 @@ impl PgwLogic {
                 ue_mac: derive_mac(&cfg.name, UE_PORT),
                 mss: mtu - 40,
                 pool,
-                sessions: HashMap::new(),
-                by_ip: HashMap::new(),
-                by_s5u: HashMap::new(),
+                sessions: HashMap::default(),
+                by_ip: HashMap::default(),
+                by_s5u: HashMap::default(),
                 next_teid: 0x7c00_0001,
                 s5u: Endpoint::new(s5_addr, recovery, 0x7700_0001),
                 paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),

@@ -31,7 +31,8 @@ use d11_wire::gtpv2::{cause, iface, msg};
 use d11_wire::gtpv2::{value::Fteid, Packet};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+// (Keys are ours: TEIDs and UE addresses we gave out.)
+use foldhash::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -182,10 +183,10 @@ impl SgwLogic {
                 s11_addr,
                 s5_addr,
                 recovery,
-                sessions: HashMap::new(),
-                by_s5c: HashMap::new(),
-                by_s1u: HashMap::new(),
-                by_s5u: HashMap::new(),
+                sessions: HashMap::default(),
+                by_s5c: HashMap::default(),
+                by_s1u: HashMap::default(),
+                by_s5u: HashMap::default(),
                 next_teid: 0x5100_0001,
                 seq: 0,
                 pending: Transactions::default(),

@@ -11,7 +11,8 @@
 
 use d11_wire::gtpu::{emit_signalling, ext, Ie, IeIter, MessageType, Packet, Repr};
 use serde::Serialize;
-use std::collections::HashMap;
+// (Keys are ours: TEIDs and UE addresses we gave out.)
+use foldhash::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// One tunnel as seen from this endpoint.
@@ -89,7 +90,7 @@ impl Endpoint {
         Self {
             local,
             recovery,
-            tunnels: HashMap::new(),
+            tunnels: HashMap::default(),
             next_teid: first_teid.max(1),
             seq: 0,
             c: Counters::default(),

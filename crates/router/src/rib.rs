@@ -74,7 +74,9 @@ const MAX_VISITS: u8 = 4;
 pub struct Rib {
     /// Per prefix, its candidates in order of distance.
     candidates: HashMap<Ipv4Net, Vec<Route>>,
-    fib: Vec<HashMap<u32, FibEntry>>,
+    // (A fast hash, seeded per process: every lookup of every forwarded packet hashes here,
+    // and the keys come from the configuration and from BGP neighbours we trust.)
+    fib: Vec<foldhash::HashMap<u32, FibEntry>>,
     /// How many prefixes of each length are installed.
     per_length: [u32; 33],
     /// Bit n set when some /n is installed.
@@ -102,7 +104,7 @@ impl Rib {
     pub fn new() -> Self {
         Self {
             candidates: HashMap::new(),
-            fib: vec![HashMap::new(); 33],
+            fib: vec![foldhash::HashMap::default(); 33],
             per_length: [0; 33],
             lengths: 0,
             by_gateway: HashMap::new(),

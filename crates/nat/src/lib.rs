@@ -259,8 +259,8 @@ fn flow(ip: &[u8], quoted: bool) -> Option<Flow> {
     }
 }
 
-/// Rewrites the address at `a_at` and the port at `p_at` of `ip`, fixing the IP header
-/// checksum and (if present) the transport checksum at `csum` (which covers the pseudo-header
+/// Rewrites the address at `a_at` and the port at `p_at` of `ip`, updating the IP header
+/// checksum (with `fix_ip`) and (if present) the transport checksum at `csum` (which covers the pseudo-header
 /// for TCP and UDP, not for ICMP).
 ///
 /// With `partial` (an offloaded packet: the field holds the pseudo-header's sum, not
@@ -275,7 +275,6 @@ fn rewrite(
     fix_ip: bool,
     partial: bool,
 ) {
-    let ihl = d11_wire::ip::header_len(ip);
     let old_a = [ip[a_at], ip[a_at + 1], ip[a_at + 2], ip[a_at + 3]];
     let old_p = [ip[p_at], ip[p_at + 1]];
     let na = new.0.octets();
@@ -304,7 +303,10 @@ fn rewrite(
     ip[a_at..a_at + 4].copy_from_slice(&na);
     ip[p_at..p_at + 2].copy_from_slice(&np);
     if fix_ip {
-        fill_ipv4_checksum(&mut ip[..ihl]);
+        // RFC 1624, as for the transport checksum: the header's was checked on the way in
+        // (or, quoted in an ICMP error, is the sender's to keep).
+        let s = adjust(u16::from_be_bytes([ip[10], ip[11]]), &old_a, &na);
+        ip[10..12].copy_from_slice(&s.to_be_bytes());
     }
 }
 
@@ -446,12 +448,22 @@ impl Table {
         };
         let src = (addr(ip, 12), port(ip, f.sport));
         let dst = addr(ip, 16);
-        let Some(ext) = self.map(now, f.proto, src) else {
-            return HookVerdict::Drop;
+        // An existing mapping is looked up once; a new one is made, then tracked.
+        let ext = match self.by_internal.get_mut(&(f.proto, src)) {
+            Some(m) => {
+                Self::track(m, now, f.flags, true, dst);
+                m.external
+            }
+            None => {
+                let Some(ext) = self.map(now, f.proto, src) else {
+                    return HookVerdict::Drop;
+                };
+                if let Some(m) = self.by_internal.get_mut(&(f.proto, src)) {
+                    Self::track(m, now, f.flags, true, dst);
+                }
+                ext
+            }
         };
-        if let Some(m) = self.by_internal.get_mut(&(f.proto, src)) {
-            Self::track(m, now, f.flags, true, dst);
-        }
         rewrite(ip, 12, f.sport, ext, &f, true, self.partial);
         self.c.translated_out += 1;
         HookVerdict::Continue

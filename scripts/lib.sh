@@ -58,3 +58,14 @@ ensure_dubbo_client() {
     (cd "$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 }
+
+# A frames-per-second sink: namespace $1 counts the IPv4 frames its device $2 receives (the
+# device's rx counter) and drops them at ingress (nftables, netdev family), before IP. What
+# the kernel would otherwise do with each (route it, check a UDP checksum, answer "port
+# unreachable") runs in the softirq of the sender's write and would be charged to the program
+# under test, unevenly: a checksum is checked only where one was sent. ARP still goes through.
+sink_drops_ipv4() {
+  ip netns exec "$1" nft add table netdev sink
+  ip netns exec "$1" nft add chain netdev sink ingress "{ type filter hook ingress device $2 priority 0; }"
+  ip netns exec "$1" nft add rule netdev sink ingress meta protocol ip drop
+}

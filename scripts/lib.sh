@@ -69,3 +69,7 @@ sink_drops_ipv4() {
   ip netns exec "$1" nft add chain netdev sink ingress "{ type filter hook ingress device $2 priority 0; }"
   ip netns exec "$1" nft add rule netdev sink ingress meta protocol ip drop
 }
+
+# "median lowest highest" of the numbers in $1 (separated by blanks); of an even count, the
+# lower middle one.
+median_range() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[1], a[NR]}'; }

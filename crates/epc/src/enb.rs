@@ -502,6 +502,17 @@ mod tests {
         f
     }
 
+    /// The SGW's G-PDU for our TEID 100 carrying `frame`, to our epc port's `mac`.
+    fn from_sgw(mac: [u8; 6], frame: &[u8]) -> Vec<u8> {
+        udp_frame(
+            mac,
+            SGW,
+            Ipv4Addr::new(172, 16, 1, 2),
+            GTPU,
+            &gpdu(100, frame),
+        )
+    }
+
     #[test]
     fn uplink_frames_leave_in_g_pdus_and_downlink_g_pdus_reach_the_radio() {
         let mut e = enb();
@@ -521,13 +532,7 @@ mod tests {
         assert_eq!(e.logic.gtpu.get(100).unwrap().tx_packets, 1);
         // Back: the SGW's G-PDU for our TEID becomes the frame on the radio.
         let epc = e.router.port_mac(1).unwrap().0;
-        let down = udp_frame(
-            epc,
-            SGW,
-            Ipv4Addr::new(172, 16, 1, 2),
-            GTPU,
-            &gpdu(100, &up),
-        );
+        let down = from_sgw(epc, &up);
         let out = drive_frames(&mut e, 1, down, &[SGW]);
         assert_eq!(out, [(0, up)]);
         assert_eq!(e.logic.c.downlink_packets, 1);
@@ -538,13 +543,7 @@ mod tests {
         let mut e = enb();
         let up = from_ue(&e, 1400);
         let epc = e.router.port_mac(1).unwrap().0;
-        let down = udp_frame(
-            epc,
-            SGW,
-            Ipv4Addr::new(172, 16, 1, 2),
-            GTPU,
-            &gpdu(100, &up),
-        );
+        let down = from_sgw(epc, &up);
         assert_eq!(drive_frames(&mut e, 0, up.clone(), &[SGW]).len(), 1);
         let (allocs, sent) = d11_element::alloc_count::allocations_forwarding(
             &mut e,

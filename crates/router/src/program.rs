@@ -386,6 +386,51 @@ impl<L: RouterProgram> RouterElement<L> {
     }
 }
 
+impl<L: RouterProgram> RouterElement<L> {
+    /// A frame from a port (with its offload metadata, if the port has offloads): the logic's
+    /// if it owns it, the router's otherwise; then what that left is sent.
+    fn receive(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: Option<&Gso>,
+        tx: &mut dyn Transmit,
+    ) {
+        let tunnel = self.logic.tunnel_port();
+        let mut kept = std::mem::take(&mut self.kept);
+        {
+            let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
+            let mut direct = Direct {
+                router: &mut self.router,
+                tx: &mut d,
+            };
+            let taken = match gso {
+                None => self.logic.own_frame(now, port, frame, &mut direct),
+                Some(g) => self.logic.own_frame_gso(now, port, frame, g, &mut direct),
+            };
+            if !taken {
+                match gso {
+                    None => {
+                        self.router
+                            .handle_frame_with(now, port, frame, &mut d, &mut self.logic)
+                    }
+                    Some(g) => self.router.handle_frame_gso_with(
+                        now,
+                        port,
+                        frame,
+                        g,
+                        &mut d,
+                        &mut self.logic,
+                    ),
+                }
+            }
+        }
+        self.kept = kept;
+        self.settle(now, tx);
+    }
+}
+
 impl<L: RouterProgram> Element for RouterElement<L> {
     fn role(&self) -> &'static str {
         self.logic.role()
@@ -398,21 +443,7 @@ impl<L: RouterProgram> Element for RouterElement<L> {
         frame: &mut [u8],
         tx: &mut dyn Transmit,
     ) {
-        let tunnel = self.logic.tunnel_port();
-        let mut kept = std::mem::take(&mut self.kept);
-        {
-            let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
-            let mut direct = Direct {
-                router: &mut self.router,
-                tx: &mut d,
-            };
-            if !self.logic.own_frame(now, port, frame, &mut direct) {
-                self.router
-                    .handle_frame_with(now, port, frame, &mut d, &mut self.logic);
-            }
-        }
-        self.kept = kept;
-        self.settle(now, tx);
+        self.receive(now, port, frame, None, tx);
     }
 
     fn takes_gso(&self) -> bool {
@@ -431,21 +462,7 @@ impl<L: RouterProgram> Element for RouterElement<L> {
         gso: &Gso,
         tx: &mut dyn Transmit,
     ) {
-        let tunnel = self.logic.tunnel_port();
-        let mut kept = std::mem::take(&mut self.kept);
-        {
-            let mut d = Self::divert(tunnel, tx, &mut kept, &mut self.kept_spare);
-            let mut direct = Direct {
-                router: &mut self.router,
-                tx: &mut d,
-            };
-            if !self.logic.own_frame_gso(now, port, frame, gso, &mut direct) {
-                self.router
-                    .handle_frame_gso_with(now, port, frame, gso, &mut d, &mut self.logic);
-            }
-        }
-        self.kept = kept;
-        self.settle(now, tx);
+        self.receive(now, port, frame, Some(gso), tx);
     }
 
     fn poll_at(&self) -> Option<Instant> {

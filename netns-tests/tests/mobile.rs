@@ -157,7 +157,21 @@ fn app_order_rides_the_tunnels_and_captures_match_hops_1_to_5() {
                 .collect();
             assert_eq!(got, want, "{}: {fields:?}", file.display());
         }
-        let bad = malformed(file, &["-o", "gtp.dissect_tpdu_as:ETHERNET"]);
+        // With every IPv4, UDP and TCP checksum checked: the SGW and PGW rewrite G-PDUs
+        // where they lie and update the UDP checksum incrementally.
+        let bad = malformed(
+            file,
+            &[
+                "-o",
+                "gtp.dissect_tpdu_as:ETHERNET",
+                "-o",
+                "ip.check_checksum:TRUE",
+                "-o",
+                "udp.check_checksum:TRUE",
+                "-o",
+                "tcp.check_checksum:TRUE",
+            ],
+        );
         assert!(bad.is_empty(), "{}: {bad:?}", file.display());
     };
     // Hop 1, radio: the UE's own frame, to the MAC of its gateway (the PGW's tunnel end).

@@ -256,34 +256,36 @@ pub struct InPlace<'a> {
     pub udp: &'a mut [u8],
 }
 
-/// The GTP-U datagram in `ip` if it is one a fast path may take: IPv4 without options, not
-/// a fragment, UDP to the GTP-U port with a length that is the packet's, room for a GTP-U
-/// header, and a right checksum (or none). `None` for anything else, which the slow path
-/// ([`parse_udp`] and [`receive_gtpu`]) handles and counts.
+/// The GTP-U datagram in `ip` if it is one a fast path may take: read by [`parse_udp`] (its
+/// length and checksum right), in IPv4 without options, not a fragment, to the GTP-U port,
+/// filling the packet, with room for a GTP-U header. `None` for anything else, which the
+/// slow path ([`parse_udp`] and [`receive_gtpu`]) handles and counts.
 pub fn gtpu_in_place(ip: &mut [u8]) -> Option<InPlace<'_>> {
-    if ip.len() < 20 + 8 + d11_wire::gtpu::HEADER_LEN
-        || ip[0] != 0x45
-        || ip[9] != 17
-        || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
+    if ip.len() < 20 || ip[0] != 0x45 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let u = parse_udp(ip).ok()?;
+    let (src, dst) = (u.src, u.dst);
+    if u.dport != d11_wire::gtpu::UDP_PORT
+        || u.payload.len() != ip.len() - 28
+        || u.payload.len() < d11_wire::gtpu::HEADER_LEN
     {
         return None;
     }
-    let (src, dst) = (d11_wire::ip::src(ip), d11_wire::ip::dst(ip));
     let (header, udp) = ip.split_at_mut(20);
-    if u16::from_be_bytes([udp[2], udp[3]]) != d11_wire::gtpu::UDP_PORT
-        || usize::from(u16::from_be_bytes([udp[4], udp[5]])) != udp.len()
-    {
-        return None;
-    }
-    if udp[6..8] != [0, 0] && !d11_wire::ip::udp_checksum_ok(src, dst, udp) {
-        return None;
-    }
     Some(InPlace {
         src,
         dst,
         header,
         udp,
     })
+}
+
+/// Writes an Ethernet header (destination, source, EtherType) into the first 14 octets of `h`.
+pub fn ethernet_header(h: &mut [u8], dst: [u8; 6], src: [u8; 6], ethertype: u16) {
+    h[..6].copy_from_slice(&dst);
+    h[6..12].copy_from_slice(&src);
+    h[12..14].copy_from_slice(&ethertype.to_be_bytes());
 }
 
 /// An Ethernet frame: destination, source, EtherType, payload (padded to 60 octets).
@@ -302,9 +304,8 @@ pub fn ethernet_frame_into(
     payload: &[u8],
 ) {
     let start = f.len();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.resize(start + 14, 0);
+    ethernet_header(&mut f[start..], dst, src, ethertype);
     f.extend_from_slice(payload);
     if f.len() - start < 60 {
         f.resize(start + 60, 0);

@@ -502,9 +502,7 @@ impl PgwLogic {
             PdnType::Ethernet => 20 + TPDU,
             PdnType::Ipv4 => {
                 let eth = &mut udp[TPDU - 14..TPDU];
-                eth[..6].copy_from_slice(&self.ue_mac);
-                eth[6..12].copy_from_slice(&ipv4_session_mac(ue_ip));
-                eth[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                gw::ethernet_header(eth, self.ue_mac, ipv4_session_mac(ue_ip), 0x0800);
                 20 + TPDU - 14
             }
         };

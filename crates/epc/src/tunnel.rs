@@ -244,13 +244,14 @@ impl Endpoint {
     /// and a tunnel of ours. Nothing is counted; anything else goes through
     /// [`receive`](Self::receive).
     pub fn plain_g_pdu(&self, msg: &[u8]) -> Option<u32> {
-        let h = msg.get(..d11_wire::gtpu::HEADER_LEN)?;
-        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        // Version 1, protocol type GTP, no optional field: 0x30; G-PDU: 255.
-        if h[0] != 0x30 || h[1] != 255 || len != msg.len() - d11_wire::gtpu::HEADER_LEN {
+        let p = Packet::new_checked(msg).ok()?;
+        if p.has_optional()
+            || p.message_type() != MessageType::GPdu
+            || usize::from(p.length()) != msg.len() - d11_wire::gtpu::HEADER_LEN
+        {
             return None;
         }
-        let teid = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        let teid = p.teid();
         self.tunnels.contains_key(&teid).then_some(teid)
     }
 

@@ -688,20 +688,17 @@ impl Router {
 
     /// Routes a packet the router made itself; `buf[ETH..ETH + len]` holds the IP packet.
     fn output_local(&mut self, now: Instant, len: usize, tx: &mut dyn Transmit) {
-        let mut frame = std::mem::take(&mut self.scratch);
-        self.route_own(now, &mut frame[..ETH + len], tx);
-        self.scratch = frame;
-    }
-
-    /// Routes `frame` (Ethernet header to fill, then an IP packet of the router's own) to its
-    /// next hop; counted when there is no route.
-    fn route_own(&mut self, now: Instant, frame: &mut [u8], tx: &mut dyn Transmit) {
-        let dst = d11_wire::ip::dst(&frame[ETH..]);
-        let Some(route) = self.rib.lookup(dst).copied() else {
+        let Some(route) = self
+            .rib
+            .lookup(d11_wire::ip::dst(&self.scratch[ETH..]))
+            .copied()
+        else {
             self.c.no_route += 1;
             return;
         };
-        self.send_routed(now, route, frame, tx);
+        let mut frame = std::mem::take(&mut self.scratch);
+        self.send_routed(now, route, &mut frame[..ETH + len], tx);
+        self.scratch = frame;
     }
 
     /// Sends a frame of the router's own by `route` (the IP packet's destination looked up).

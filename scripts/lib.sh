@@ -73,3 +73,19 @@ sink_drops_ipv4() {
 # "median lowest highest" of the numbers in $1 (separated by blanks); of an even count, the
 # lower middle one.
 median_range() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[1], a[NR]}'; }
+
+# With PERF=DIR set: `perf record` (PERF_ARGS, `-g` by default) of the first process of
+# network namespace $1 into DIR/$2.data, until perf_stop. Without PERF, nothing.
+perf_pid=
+perf_start() {
+  perf_pid=
+  [ -n "${PERF:-}" ] || return 0
+  mkdir -p "$PERF"
+  perf record ${PERF_ARGS:--g} -o "$PERF/$2.data" -p "$(ip netns pids "$1" | head -1)" >/dev/null 2>&1 &
+  perf_pid=$!
+}
+perf_stop() {
+  [ -n "${perf_pid:-}" ] || return 0
+  kill -INT "$perf_pid"; wait "$perf_pid" || true
+  perf_pid=
+}

@@ -1117,6 +1117,19 @@ fn a_modem_phone_resolves_the_shop_through_the_carriers_dns_and_orders_with_curl
     let topo = reference_lab().replace("mode = \"app\"", "mode = \"modem\"");
     assert!(topo.contains("mode = \"modem\""));
     let lab = Lab::up(&topo);
+    // The reference lab runs its programs under SCHED_BATCH (its `scheduling`), a restarted
+    // one too; its kernel hosts keep the policy they were given.
+    let policy = |pid: i32| unsafe { libc::sched_getscheduler(pid) };
+    assert_eq!(lab.status()["scheduling"], "batch");
+    for n in lab.status()["nodes"].as_array().unwrap() {
+        if let Some(pid) = n["pid"].as_i64() {
+            assert_eq!(policy(pid as i32), libc::SCHED_BATCH, "{n}");
+        }
+    }
+    lab.restart("coupon");
+    assert_eq!(policy(lab.pid("coupon")), libc::SCHED_BATCH);
+    let shell = lab.exec_ok("ue", &["sh", "-c", "chrt -p $$"]);
+    assert!(shell.contains("SCHED_OTHER"), "{shell}");
     bgp_converged(&lab);
     let ue = lab.wait_show("ue", "ue", 30, |u| u["state"] == "attached");
     assert_eq!(ue["dns"], "198.51.100.53", "{ue}");

@@ -296,16 +296,21 @@ fn run(cli: Cli) -> Result<()> {
                     "captures": st.captures,
                     "pki": st.pki,
                     "keylog": st.keylog,
+                    "scheduling": st.scheduling,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "lab {} (prefix {}, topology {})",
+                    "lab {} (prefix {}, topology {}, programs scheduled {})",
                     st.name,
                     st.prefix,
                     st.topology
                         .as_ref()
-                        .map_or("-".into(), |p| p.display().to_string())
+                        .map_or("-".into(), |p| p.display().to_string()),
+                    match st.scheduling {
+                        d11_lab::topology::Scheduling::Normal => "SCHED_OTHER",
+                        d11_lab::topology::Scheduling::Batch => "SCHED_BATCH",
+                    }
                 );
                 print_status(&st);
             }

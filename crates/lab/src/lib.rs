@@ -26,7 +26,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use topology::{Node, Topology, FABRIC};
+use topology::{Node, Scheduling, Topology, FABRIC};
 
 /// Where labs keep their state.
 pub const RUN_ROOT: &str = "/run/d11";
@@ -93,6 +93,9 @@ pub struct LabState {
     /// Where programs write TLS secrets (SSLKEYLOGFILE), with `lab up --keylog`.
     #[serde(default)]
     pub keylog: Option<PathBuf>,
+    /// The scheduling policy the programs run under (the topology's `scheduling`).
+    #[serde(default)]
+    pub scheduling: Scheduling,
 }
 
 pub fn run_dir(prefix: &str) -> PathBuf {
@@ -251,6 +254,7 @@ pub fn up(topo: &Topology, topo_path: Option<&Path>, opts: &UpOptions) -> Result
             .keylog
             .as_ref()
             .map(|k| std::path::absolute(k).unwrap_or(k.clone())),
+        scheduling: topo.scheduling,
     };
     st.save()?;
     match build(topo, opts, &bins, &mut st) {
@@ -573,7 +577,15 @@ fn program_error(log: &str) -> String {
     }
 }
 
-fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Result<u32> {
+/// Starts `cmd` in the namespace at `ns_path` under `policy` and waits for it to write READY
+/// on descriptor 3.
+fn spawn_ready(
+    mut cmd: Command,
+    ns_path: &Path,
+    log: &Path,
+    what: &str,
+    policy: Scheduling,
+) -> Result<u32> {
     let nsfd = File::open(ns_path).with_context(|| format!("open {}", ns_path.display()))?;
     let (r, w) = pipe()?;
     let logf = OpenOptions::new().create(true).append(true).open(log)?;
@@ -582,10 +594,20 @@ fn spawn_ready(mut cmd: Command, ns_path: &Path, log: &Path, what: &str) -> Resu
         .stderr(logf);
     let ns_raw = nsfd.as_raw_fd();
     let w_raw = w.as_raw_fd();
-    // SAFETY: only async-signal-safe calls (setns, setsid, dup2) between fork and exec.
+    let sched = match policy {
+        Scheduling::Normal => libc::SCHED_OTHER,
+        Scheduling::Batch => libc::SCHED_BATCH,
+    };
+    // SAFETY: only async-signal-safe calls (setns, sched_setscheduler, setsid, dup2) between
+    // fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(ns_raw, libc::CLONE_NEWNET) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Inherited by every thread the program starts (sched(7)).
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(0, sched, &param) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // Own session: a Ctrl-C meant for the shell that ran `d11 lab up` does not reach it.
@@ -752,7 +774,13 @@ fn start_program(
         .collect();
     st.save()?;
     let ns_path = Path::new("/run/netns").join(&st.nodes[ni].netns);
-    let pid = spawn_ready(cmd, &ns_path, &log, &format!("node {} ({prog})", n.name))?;
+    let pid = spawn_ready(
+        cmd,
+        &ns_path,
+        &log,
+        &format!("node {} ({prog})", n.name),
+        st.scheduling,
+    )?;
     st.nodes[ni].pid = Some(pid);
     st.nodes[ni].start_time = sys::start_time(pid);
     st.save()?;
@@ -779,7 +807,13 @@ pub fn start_capture(st: &mut LabState, target: &str, file: &Path, bins: &Path) 
         .join("logs")
         .join(format!("capture-{}.log", target.replace(':', "-")));
     let ns_path = Path::new("/run/netns").join(&st.fabric);
-    let pid = spawn_ready(cmd, &ns_path, &log, &format!("capture of {target}"))?;
+    let pid = spawn_ready(
+        cmd,
+        &ns_path,
+        &log,
+        &format!("capture of {target}"),
+        Scheduling::Normal,
+    )?;
     st.captures.push(CaptureState {
         target: target.to_string(),
         file: file.to_path_buf(),
@@ -913,7 +947,7 @@ pub fn restart(prefix: &str, node: &str) -> Result<u32> {
         .clone()
         .unwrap_or_else(|| st.run_dir.join("logs").join(format!("{node}.log")));
     let ns_path = Path::new("/run/netns").join(&n.netns);
-    let pid = spawn_ready(cmd, &ns_path, &log, &format!("node {node}"))?;
+    let pid = spawn_ready(cmd, &ns_path, &log, &format!("node {node}"), st.scheduling)?;
     st.nodes[ni].pid = Some(pid);
     st.nodes[ni].start_time = sys::start_time(pid);
     st.save()?;

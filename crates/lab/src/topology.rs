@@ -31,10 +31,28 @@ pub struct Topology {
     /// file): its hops as rows of data (`labs/journeys/`).
     #[serde(default)]
     pub journey: Option<String>,
+    /// How Linux schedules the lab's programs (not its kernel hosts): `normal` (the default)
+    /// or `batch`.
+    #[serde(default)]
+    pub scheduling: Scheduling,
     #[serde(default)]
     pub segments: Vec<Segment>,
     #[serde(default)]
     pub nodes: Vec<Node>,
+}
+
+/// The Linux scheduling policy the lab's programs run under (sched(7)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduling {
+    /// `SCHED_OTHER`: a program woken by a frame may preempt the one that wrote it.
+    #[default]
+    Normal,
+    /// `SCHED_BATCH`: a woken program never preempts a running one; it waits for a CPU that
+    /// is free or for the running program's slice to end. Many programs, each woken by the
+    /// last one's frames, then switch less and take several frames per wakeup
+    /// (docs/perf.md, the whole chain).
+    Batch,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -366,5 +384,21 @@ mod tests {
                 .contains("\"switch\" is not a role; the roles are kernel, host, router"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn scheduling_is_normal_unless_the_lab_says_batch() {
+        let text = "name = \"t\"\n[[segments]]\nname = \"a\"\n";
+        assert_eq!(parse(text).unwrap().scheduling, Scheduling::Normal);
+        let batch = format!("scheduling = \"batch\"\n{text}");
+        assert_eq!(parse(&batch).unwrap().scheduling, Scheduling::Batch);
+        let bad = format!("scheduling = \"fifo\"\n{text}");
+        let e = toml::from_str::<Topology>(&bad).unwrap_err();
+        let m = toml_error(&bad, &e);
+        assert!(
+            m.contains("unknown variant `fifo`, expected `normal` or `batch`"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'));
     }
 }

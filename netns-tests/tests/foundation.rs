@@ -286,6 +286,41 @@ fn garbage_on_the_wire_is_counted_and_service_goes_on() {
     );
 }
 
+/// ARP requests for the router's address from 1,500 senders it has never met (each a
+/// sender to remember, RFC 826): its neighbour table stops at its bound (1,024, Linux's
+/// `gc_thresh3`), the rest are counted, and it still forwards: the next hops it needs take
+/// the place of the oldest entries.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn an_arp_flood_from_strangers_fills_the_table_no_further_than_its_bound() {
+    let lab = Lab::up(LAB);
+    let frames: Vec<Vec<u8>> = (0..1500u16)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            let mac = [0x02, 0x77, 0, 0, hi, lo];
+            let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
+            arp.extend_from_slice(&mac);
+            arp.extend_from_slice(&[172, 16, hi, lo]);
+            arp.extend_from_slice(&[0; 6]);
+            arp.extend_from_slice(&[10, 0, 1, 1]);
+            frame([0xff; 6], mac, 0x0806, &arp)
+        })
+        .collect();
+    inject(&format!("{}-k1", lab.prefix), "eth0", &frames).expect("inject");
+    let c = lab.wait_show("r1", "counters", 10, |c| {
+        c["rx_arp"].as_u64().unwrap_or(0) >= 1500
+    });
+    let (n, full) = (c["neighbours"].as_u64(), c["neighbour_table_full"].as_u64());
+    assert_eq!(n, Some(1024), "{c}");
+    assert!(full.unwrap() >= 1500 - 1024, "{c}");
+    let out = lab.exec_ok(
+        "k1",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.2.2"],
+    );
+    assert!(out.contains("2 received"), "{out}");
+    assert!(lab.counter("r1", "neighbours") <= 1024);
+}
+
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn codecs_decode_in_tshark_field_by_field() {

@@ -101,6 +101,7 @@ counters! {
         icmp_rate_limited,
         icmp_suppressed,
         neighbour_queue_dropped,
+        neighbour_table_full_dropped,
         local_broadcast_dropped,
         local_tcp_dropped,
         local_sent,
@@ -683,6 +684,7 @@ impl Router {
                     self.send_arp_request(port, next_hop, tx);
                 }
             }
+            Resolution::TableFull => self.c.neighbour_table_full_dropped += 1,
         }
     }
 
@@ -1267,6 +1269,9 @@ impl Element for Router {
         // Gauges: the size of the forwarding table and of the RIB behind it.
         out("fib_routes", self.rib.len() as u64);
         out("rib_candidates", self.rib.candidates().count() as u64);
+        // The ARP table's size, and the entries refused or evicted because it was full.
+        out("neighbours", self.neigh.len() as u64);
+        out("neighbour_table_full", self.neigh.full());
     }
 }
 

@@ -4,7 +4,11 @@
 //! `unres_qlen`) while ARP requests go out once a second, three times; after that the queue is
 //! given back to the caller for ICMP host-unreachable. A resolved entry is used for
 //! `REACHABLE`; after that it is still used but re-probed, and forgotten after `STALE_LIMIT`
-//! without confirmation.
+//! without confirmation. The table holds at most `MAX_ENTRIES` (Linux's `gc_thresh3`): ARP
+//! requests from strangers (each names a sender to remember) or packets to every address of
+//! a connected prefix cannot grow it without bound. When it is full, a stranger's sender is
+//! not remembered, and a next hop the element needs takes the place of the entry confirmed
+//! longest ago; both are counted (`neighbour_table_full`).
 
 use crate::PortId;
 use serde::Serialize;
@@ -18,6 +22,7 @@ pub const TRIES: u8 = 3;
 pub const QUEUE: usize = 8;
 pub const REACHABLE: Duration = Duration::from_secs(30);
 pub const STALE_LIMIT: Duration = Duration::from_secs(60);
+pub const MAX_ENTRIES: usize = 1024;
 
 #[derive(Debug)]
 enum State {
@@ -42,6 +47,8 @@ pub enum Resolution {
     Queued { request: bool },
     /// The queue was full: the oldest frame was dropped to make room.
     QueuedDroppedOldest { request: bool },
+    /// The table is full of next hops still being resolved: the frame was dropped.
+    TableFull,
 }
 
 /// Work that timers produced.
@@ -56,6 +63,7 @@ pub struct Expired {
 #[derive(Debug, Default)]
 pub struct Neighbours {
     entries: HashMap<(PortId, Ipv4Addr), State>,
+    full: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +84,40 @@ impl Neighbours {
         }
     }
 
+    /// Entries in the table.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries not made, or made in another's place, because the table was full.
+    pub fn full(&self) -> u64 {
+        self.full
+    }
+
+    /// Makes room for one entry in a full table: the resolved entry confirmed longest ago
+    /// goes. False if every entry is still being resolved.
+    fn evict(&mut self) -> bool {
+        let oldest = self
+            .entries
+            .iter()
+            .filter_map(|(k, s)| match s {
+                State::Reachable { confirmed, .. } => Some((*confirmed, *k)),
+                State::Incomplete { .. } => None,
+            })
+            .min();
+        match oldest {
+            Some((_, k)) => {
+                self.entries.remove(&k);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Finds the MAC for `addr` on `port`, or queues `frame` (a whole Ethernet frame whose
     /// destination MAC is to be filled in) until ARP answers.
     pub fn resolve(
@@ -85,6 +127,12 @@ impl Neighbours {
         addr: Ipv4Addr,
         frame: &[u8],
     ) -> Resolution {
+        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&(port, addr)) {
+            self.full += 1;
+            if !self.evict() {
+                return Resolution::TableFull;
+            }
+        }
         let e = self
             .entries
             .entry((port, addr))
@@ -158,8 +206,14 @@ impl Neighbours {
         create: bool,
     ) -> Vec<Vec<u8>> {
         let key = (port, addr);
-        if !create && !self.entries.contains_key(&key) {
-            return Vec::new();
+        if !self.entries.contains_key(&key) {
+            if !create {
+                return Vec::new();
+            }
+            if self.entries.len() >= MAX_ENTRIES {
+                self.full += 1;
+                return Vec::new();
+            }
         }
         let reachable = State::Reachable {
             mac,
@@ -322,5 +376,56 @@ mod tests {
         );
         assert!(n.learn(t, 1, A, MAC, false).is_empty());
         assert!(n.lookup(1, A).is_none());
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_a_next_hop_takes_the_oldest_place() {
+        let mut n = Neighbours::default();
+        let t = Instant::now();
+        let addr = |i: usize| Ipv4Addr::from(0x0a00_0000 + i as u32);
+        for i in 0..MAX_ENTRIES {
+            n.learn(t + Duration::from_millis(i as u64), 0, addr(i), MAC, true);
+        }
+        assert_eq!(n.len(), MAX_ENTRIES);
+        // A stranger's ARP is not remembered.
+        assert!(n.learn(t, 0, addr(MAX_ENTRIES), MAC, true).is_empty());
+        assert!(n.lookup(0, addr(MAX_ENTRIES)).is_none());
+        assert_eq!((n.len(), n.full()), (MAX_ENTRIES, 1));
+        // A next hop the element needs replaces the entry confirmed longest ago.
+        let later = t + Duration::from_secs(1);
+        assert_eq!(
+            n.resolve(later, 0, addr(MAX_ENTRIES + 1), &[1]),
+            Resolution::Queued { request: true }
+        );
+        assert!(n.lookup(0, addr(0)).is_none());
+        assert!(n.lookup(0, addr(1)).is_some());
+        assert_eq!((n.len(), n.full()), (MAX_ENTRIES, 2));
+        // Known entries are updated as before, full or not.
+        n.learn(
+            later,
+            0,
+            addr(1),
+            EthernetAddress([2, 0, 0, 0, 0, 9]),
+            false,
+        );
+        assert_eq!(
+            n.lookup(0, addr(1)),
+            Some(EthernetAddress([2, 0, 0, 0, 0, 9]))
+        );
+        assert_eq!(n.full(), 2);
+    }
+
+    #[test]
+    fn a_table_full_of_unresolved_next_hops_drops_the_frame() {
+        let mut n = Neighbours::default();
+        let t = Instant::now();
+        for i in 0..MAX_ENTRIES {
+            n.resolve(t, 0, Ipv4Addr::from(0x0a00_0000 + i as u32), &[0]);
+        }
+        assert_eq!(
+            n.resolve(t, 0, Ipv4Addr::new(192, 0, 2, 1), &[1]),
+            Resolution::TableFull
+        );
+        assert_eq!((n.len(), n.full()), (MAX_ENTRIES, 1));
     }
 }

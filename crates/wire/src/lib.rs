@@ -75,9 +75,27 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
 /// It adds 32-bit words in the machine's byte order into 64 bits (no carry can be lost below
 /// 2^32 words, and the compiler vectorises the loop), folds, and swaps the folded sum at the
 /// end: the sum is independent of byte order but for that swap (RFC 1071 §2(B)). Every GTP-U
-/// and VXLAN datagram a forwarding element builds is summed whole; on 1,458 octets this takes
-/// 54 ns where a 16-bit word at a time took 79 (one measurement, rustc -O on this machine).
+/// and VXLAN datagram a forwarding element builds is summed whole. On x86-64 a CPU with AVX2
+/// runs the same loop compiled for it (detected once, at the first call): 1,436 octets in
+/// 20 ns where the baseline build's SSE2 took 36 (and a 16-bit word at a time about 79; one
+/// measurement each, rustc -O on this machine).
 pub fn ones_sum(data: &[u8]) -> u16 {
+    let mut s = ones_acc_any(data);
+    s = (s >> 32) + (s & 0xffff_ffff);
+    s = (s >> 32) + (s & 0xffff_ffff);
+    let mut s = s as u32;
+    s = (s >> 16) + (s & 0xffff);
+    s = (s >> 16) + (s & 0xffff);
+    if cfg!(target_endian = "little") {
+        (s as u16).swap_bytes()
+    } else {
+        s as u16
+    }
+}
+
+/// The 32-bit words of `data` (the last padded with zeros) added into 64 bits.
+#[inline(always)]
+fn ones_acc(data: &[u8]) -> u64 {
     let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
@@ -89,16 +107,24 @@ pub fn ones_sum(data: &[u8]) -> u16 {
         w[..rest.len()].copy_from_slice(rest);
         acc += u64::from(u32::from_ne_bytes(w));
     }
-    let mut s = (acc >> 32) + (acc & 0xffff_ffff);
-    s = (s >> 32) + (s & 0xffff_ffff);
-    let mut s = s as u32;
-    s = (s >> 16) + (s & 0xffff);
-    s = (s >> 16) + (s & 0xffff);
-    if cfg!(target_endian = "little") {
-        (s as u16).swap_bytes()
-    } else {
-        s as u16
+    acc
+}
+
+/// [`ones_acc`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn ones_acc_avx2(data: &[u8]) -> u64 {
+    ones_acc(data)
+}
+
+/// [`ones_acc`] as fast as this CPU runs it (short data: not worth the check).
+fn ones_acc_any(data: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if data.len() >= 64 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { ones_acc_avx2(data) };
     }
+    ones_acc(data)
 }
 
 /// Two ones'-complement sums added (with end-around carry).
@@ -163,6 +189,8 @@ mod checksum_tests {
             for len in 0..(data.len() - start) {
                 let d = &data[start..start + len];
                 assert_eq!(super::ones_sum(d), slow_sum(d), "start {start} len {len}");
+                // The baseline build's loop too, where this CPU takes another.
+                assert_eq!(super::ones_acc(d), super::ones_acc_any(d));
             }
         }
         // Carries everywhere.

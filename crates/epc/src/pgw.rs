@@ -20,7 +20,7 @@ use crate::pool::Pool;
 use crate::tunnel::Endpoint;
 use d11_element::{counters, derive_mac, PortConfig, PortId};
 use d11_router::program::{Outbox, RouterElement, RouterProgram};
-use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_router::{Encap, Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gtpu::UDP_PORT as GTPU;
 use d11_wire::gtpv2::message::{
     self as gtpc, CreateSessionRequest, CreateSessionResponse, DeleteSessionResponse, EchoResponse,
@@ -96,6 +96,7 @@ counters! {
         downlink_no_session,
         mss_clamped,
         decapsulated_in_place,
+        encapsulated_at_once,
         udp_errors,
     }
 }
@@ -591,6 +592,31 @@ impl Hook for PgwLogic {
         HookVerdict::Continue
     }
 
+    /// A packet for an IPv4 session's UE goes into its tunnel at once, as
+    /// [`downlink`](Self::downlink) would put it there, with no ARP on the UEs' side and no
+    /// frame in between (an Ethernet session's T-PDU needs the UE's MAC: that way).
+    fn encapsulate(&mut self, _now: Instant, out_port: PortId, ip: &[u8]) -> Option<Encap> {
+        if out_port != self.ue_port || ip.len() < 20 {
+            return None;
+        }
+        let s = self
+            .by_ip
+            .get(&d11_wire::ip::dst(ip))
+            .and_then(|t| self.sessions.get(t))?;
+        if s.pdn_type != PdnType::Ipv4 {
+            return None;
+        }
+        let (header, to) = self.s5u.g_pdu_header(s.s5u_teid, ip.len())?;
+        self.c.downlink_packets += 1;
+        self.c.encapsulated_at_once += 1;
+        Some(Encap {
+            src: self.s5_addr,
+            dst: to,
+            ports: (GTPU, GTPU),
+            header,
+        })
+    }
+
     fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
         if ip[9] != 17 {
             return HookVerdict::Continue;
@@ -835,6 +861,63 @@ mod tests {
         assert_eq!(
             (p.logic.c.uplink_packets, p.logic.c.decapsulated_in_place),
             (3, 2)
+        );
+    }
+
+    /// A packet for an IPv4 session's UE goes into its tunnel at once: the frame is the one
+    /// the slow path sends (built here by hand), and the UE is never ARPed for. A packet the
+    /// router must fragment for the tunnel still goes the slow way.
+    #[test]
+    fn a_packet_for_an_ipv4_session_goes_into_its_tunnel_at_once() {
+        let mut p = pgw();
+        let s5_mac = p.router.port_mac(0).unwrap().0;
+        let sgi_mac = p.router.port_mac(1).unwrap().0;
+        let s5 = Ipv4Addr::new(172, 16, 5, 4);
+        let srv = Ipv4Addr::new(203, 0, 113, 10);
+        let from_sgi = |ip: &[u8]| {
+            let mut f = Vec::new();
+            f.extend_from_slice(&sgi_mac);
+            f.extend_from_slice(&NAT.0);
+            f.extend_from_slice(&[8, 0]);
+            f.extend_from_slice(ip);
+            f
+        };
+        let mut data = syn(srv, UE, 1400, 1040);
+        data[33] = 0x10;
+        let out = drive_frames(&mut p, 1, from_sgi(&data), &[SGW, NAT]);
+        let mut inner = data.clone();
+        inner[8] -= 1;
+        d11_wire::fill_ipv4_checksum(&mut inner[..20]);
+        let want = with_udp_checksum(udp_frame(
+            SGW.0,
+            (s5_mac, s5),
+            SGW.1,
+            2152,
+            &gpdu(400, &inner),
+        ));
+        assert_eq!(out, [(0, want)]);
+        assert_eq!(
+            (p.logic.c.downlink_packets, p.logic.c.encapsulated_at_once),
+            (1, 1)
+        );
+        assert_eq!(p.logic.s5u.get(300).unwrap().tx_packets, 1);
+        // The SGW's entry only: nobody asked for the UE's MAC.
+        let arp = d11_element::Element::show(&p.router, "arp", Instant::now()).unwrap();
+        assert_eq!(arp.as_array().unwrap().len(), 1, "{arp}");
+        // 1,480 octets without DF over the tunnel's 1,450: two fragments, each its G-PDU.
+        let mut big = syn(srv, UE, 1400, 1480);
+        big[6] = 0;
+        big[33] = 0x10;
+        d11_wire::fill_ipv4_checksum(&mut big[..20]);
+        let out = drive(&mut p, 1, from_sgi(&big), &[SGW, NAT]);
+        assert_eq!(out.len(), 2, "{out:?}");
+        for (port, to, dport, g) in &out {
+            assert_eq!((*port, *to, *dport), (0, SGW.1, 2152));
+            assert_eq!(GtpU::new_checked(&g[..]).unwrap().teid(), 400);
+        }
+        assert_eq!(
+            (p.logic.c.downlink_packets, p.logic.c.encapsulated_at_once),
+            (3, 1)
         );
     }
 

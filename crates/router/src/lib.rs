@@ -212,6 +212,27 @@ pub trait Hook {
         let _ = (now, in_port, ip);
         HookVerdict::Continue
     }
+
+    /// A plain packet being forwarded to the router's tunnel port ([`Router::set_tunnel_port`]),
+    /// after `postrouting`, the MTU check and the TTL: the hook may give the headers of the
+    /// UDP tunnel that carries it as it stands (a PGW's G-PDU for an IPv4 session), and the
+    /// router sends the datagram at once, the packet copied once into the frame sent, as
+    /// [`Router::send_udp`] would send the header and packet. `None` sends the packet to the
+    /// tunnel port as a frame, resolved by ARP (the way for what the hook does not take).
+    fn encapsulate(&mut self, now: Instant, out_port: PortId, ip: &[u8]) -> Option<Encap> {
+        let _ = (now, out_port, ip);
+        None
+    }
+}
+
+/// The UDP tunnel a [`Hook::encapsulate`] puts a packet in: addresses, ports, and the
+/// tunnel's 8-octet header in front of the packet (GTP-U's mandatory header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encap {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ports: (u16, u16),
+    pub header: [u8; 8],
 }
 
 /// A [`Transmit`] that keeps what the router sends to one port (a port that is no device but tunnels:
@@ -300,6 +321,8 @@ pub struct Router {
     gso: Gso,
     /// Where a super-frame that cannot go whole is cut.
     cut: Vec<u8>,
+    /// The port that is no device but a tunnel's way in ([`Hook::encapsulate`]).
+    tunnel: Option<PortId>,
 }
 
 fn eth(mac: [u8; 6]) -> EthernetAddress {
@@ -366,7 +389,14 @@ impl Router {
             frag: vec![0; d11_netdev::MAX_FRAME],
             gso: Gso::NONE,
             cut: Vec::new(),
+            tunnel: None,
         })
+    }
+
+    /// Makes `port` the tunnel port: a plain packet forwarded there is first offered to
+    /// [`Hook::encapsulate`].
+    pub fn set_tunnel_port(&mut self, port: Option<PortId>) {
+        self.tunnel = port;
     }
 
     /// Sends a UDP datagram the router's owner made (a tunnel endpoint's GTP-U, a signalling
@@ -416,7 +446,7 @@ impl Router {
         let sum = udp_checksum(src, dst, &b[20..]);
         b[26..28].copy_from_slice(&sum.to_be_bytes());
         self.c.local_sent += 1;
-        self.output_local(now, total, tx);
+        self.output_routed(now, route, total, tx);
         true
     }
 
@@ -492,7 +522,7 @@ impl Router {
         let nh = route.next_hop.unwrap_or(dst);
         if self.neigh.lookup(route.port, nh).is_some() {
             self.gso = g;
-            self.output_local(now, total, tx);
+            self.output_routed(now, route, total, tx);
             self.gso = Gso::NONE;
             return true;
         }
@@ -531,7 +561,7 @@ impl Router {
         }
         self.scratch[ETH..ETH + ip.len()].copy_from_slice(ip);
         self.c.local_sent += 1;
-        self.output_local(now, ip.len(), tx);
+        self.output_routed(now, route, ip.len(), tx);
         true
     }
 
@@ -698,6 +728,12 @@ impl Router {
             self.c.no_route += 1;
             return;
         };
+        self.output_routed(now, route, len, tx);
+    }
+
+    /// [`Router::output_local`] by the route the caller looked up for the packet's
+    /// destination.
+    fn output_routed(&mut self, now: Instant, route: FibEntry, len: usize, tx: &mut dyn Transmit) {
         let mut frame = std::mem::take(&mut self.scratch);
         self.send_routed(now, route, &mut frame[..ETH + len], tx);
         self.scratch = frame;
@@ -928,6 +964,14 @@ impl Router {
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);
         frame[ETH + 10..ETH + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        if self.tunnel == Some(route.port) && self.gso.is_plain() && total_len <= mtu {
+            let ip = &frame[ETH..ip_end];
+            if let Some(t) = hook.encapsulate(now, route.port, ip) {
+                self.c.forwarded += 1;
+                self.send_udp_parts(now, Some(t.src), t.dst, t.ports, &[&t.header, ip], tx);
+                return;
+            }
+        }
         let nh = route.next_hop.unwrap_or(dst);
         let note = Note::Forwarded {
             in_port,

@@ -241,7 +241,8 @@ pub struct RouterElement<L> {
 }
 
 impl<L: RouterProgram> RouterElement<L> {
-    pub fn new(router: Router, logic: L) -> Self {
+    pub fn new(mut router: Router, logic: L) -> Self {
+        router.set_tunnel_port(logic.tunnel_port());
         Self {
             router,
             logic,

@@ -592,10 +592,17 @@ impl Hook for PgwLogic {
         HookVerdict::Continue
     }
 
-    /// A packet for an IPv4 session's UE goes into its tunnel at once, as
-    /// [`downlink`](Self::downlink) would put it there, with no ARP on the UEs' side and no
-    /// frame in between (an Ethernet session's T-PDU needs the UE's MAC: that way).
-    fn encapsulate(&mut self, _now: Instant, out_port: PortId, ip: &[u8]) -> Option<Encap> {
+    /// A packet for a UE goes into its tunnel at once, as [`downlink`](Self::downlink)
+    /// would put it there, with no frame in between: an IPv4 session's T-PDU is the packet
+    /// (no ARP on the UEs' side), an Ethernet session's the packet in a frame to the UE's MAC
+    /// once the router's ARP through the tunnel has it (until then, the slow way).
+    fn encapsulate(
+        &mut self,
+        _now: Instant,
+        out_port: PortId,
+        ip: &[u8],
+        next_hop_mac: &mut dyn FnMut() -> Option<[u8; 6]>,
+    ) -> Option<Encap> {
         if out_port != self.ue_port || ip.len() < 20 {
             return None;
         }
@@ -603,18 +610,18 @@ impl Hook for PgwLogic {
             .by_ip
             .get(&d11_wire::ip::dst(ip))
             .and_then(|t| self.sessions.get(t))?;
-        if s.pdn_type != PdnType::Ipv4 {
-            return None;
-        }
-        let (header, to) = self.s5u.g_pdu_header(s.s5u_teid, ip.len())?;
+        let mut eth = [0u8; 14];
+        let (eth, tpdu_len): (&[u8], usize) = match s.pdn_type {
+            PdnType::Ipv4 => (&[], ip.len()),
+            PdnType::Ethernet => {
+                gw::ethernet_header(&mut eth, next_hop_mac()?, self.ue_mac, 0x0800);
+                (&eth, 14 + ip.len())
+            }
+        };
+        let (header, to) = self.s5u.g_pdu_header(s.s5u_teid, tpdu_len)?;
         self.c.downlink_packets += 1;
         self.c.encapsulated_at_once += 1;
-        Some(Encap {
-            src: self.s5_addr,
-            dst: to,
-            ports: (GTPU, GTPU),
-            header,
-        })
+        Encap::new(self.s5_addr, to, (GTPU, GTPU), &[&header, eth])
     }
 
     fn local(&mut self, now: Instant, _in_port: PortId, ip: &[u8]) -> HookVerdict {
@@ -864,6 +871,80 @@ mod tests {
         );
     }
 
+    /// `ip` in a frame from the NAT to the PGW's SGi port (MAC `sgi_mac`).
+    fn from_nat(sgi_mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&sgi_mac);
+        f.extend_from_slice(&NAT.0);
+        f.extend_from_slice(&[8, 0]);
+        f.extend_from_slice(ip);
+        f
+    }
+
+    /// A TCP data segment (ACK) of 1,040 octets from `src` to `dst`.
+    fn segment(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        let mut ip = syn(src, dst, 1400, 1040);
+        ip[33] = 0x10;
+        ip
+    }
+
+    /// A packet for an Ethernet session's UE goes into its tunnel at once when the router's
+    /// ARP through the tunnel has the UE's MAC: the same octets as the slow way, which
+    /// resolved it, sent.
+    #[test]
+    fn a_packet_for_an_ethernet_session_goes_into_its_tunnel_at_once_once_the_ue_is_resolved() {
+        let cfg: PgwConfig = serde_json::from_value(json!({
+            "name": "pgw",
+            "ports": [
+                {"name": "s5", "addresses": ["172.16.5.4/24"]},
+                {"name": "sgi", "addresses": ["172.16.9.4/24"]},
+            ],
+            "routes": [{"prefix": "0.0.0.0/0", "via": "172.16.9.1"}],
+            "echo_interval_s": 0,
+            "static_sessions": [{"imsi": "2", "ue_ip": "10.45.0.3", "pdn_type": "ethernet",
+                "s5u_teid": 301, "sgw": "172.16.5.3", "sgw_teid": 401}],
+        }))
+        .unwrap();
+        let mut p = PgwLogic::new(&cfg, 1).unwrap();
+        let s5_mac = p.router.port_mac(0).unwrap().0;
+        let sgi_mac = p.router.port_mac(1).unwrap().0;
+        let s5 = Ipv4Addr::new(172, 16, 5, 4);
+        let (ue, ue_mac) = (Ipv4Addr::new(10, 45, 0, 3), [2, 0, 0, 0, 0, 0x45]);
+        let packet = segment(Ipv4Addr::new(203, 0, 113, 10), ue);
+        let peers = [SGW, NAT];
+        // The first packet waits while the router asks for the UE through the tunnel.
+        let out = drive(&mut p, 1, from_nat(sgi_mac, &packet), &peers);
+        let [(0, to, 2152, g)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*to, SGW.1);
+        let g = GtpU::new_checked(&g[..]).unwrap();
+        let request = g.payload();
+        assert_eq!(
+            (&request[12..14], &request[38..42]),
+            (&[8, 6][..], &ue.octets()[..])
+        );
+        let pgw_mac: [u8; 6] = request[6..12].try_into().unwrap();
+        // The UE answers through the tunnel: the packet leaves the slow way.
+        let answer = d11_wire::arp::reply(ue_mac, ue, pgw_mac, Ipv4Addr::new(10, 45, 0, 1));
+        let up = udp_frame(s5_mac, SGW, s5, 2152, &gpdu(301, &answer));
+        let slow = drive_frames(&mut p, 0, up, &peers);
+        let [(0, slow)] = slow.as_slice() else {
+            panic!("{slow:?}")
+        };
+        assert_eq!(p.logic.c.encapsulated_at_once, 0);
+        // The same packet again: at once, the same octets.
+        let fast = drive_frames(&mut p, 1, from_nat(sgi_mac, &packet), &peers);
+        assert_eq!(fast, [(0, slow.clone())]);
+        let inner = &slow[14 + 20 + 8 + 8..];
+        assert_eq!((&inner[..6], &inner[6..12]), (&ue_mac[..], &pgw_mac[..]));
+        assert_eq!(
+            (p.logic.c.downlink_packets, p.logic.c.encapsulated_at_once),
+            (3, 1)
+        );
+        assert_eq!(p.logic.s5u.get(301).unwrap().tx_packets, 3);
+    }
+
     /// A packet for an IPv4 session's UE goes into its tunnel at once: the frame is the one
     /// the slow path sends (built here by hand), and the UE is never ARPed for. A packet the
     /// router must fragment for the tunnel still goes the slow way.
@@ -874,16 +955,8 @@ mod tests {
         let sgi_mac = p.router.port_mac(1).unwrap().0;
         let s5 = Ipv4Addr::new(172, 16, 5, 4);
         let srv = Ipv4Addr::new(203, 0, 113, 10);
-        let from_sgi = |ip: &[u8]| {
-            let mut f = Vec::new();
-            f.extend_from_slice(&sgi_mac);
-            f.extend_from_slice(&NAT.0);
-            f.extend_from_slice(&[8, 0]);
-            f.extend_from_slice(ip);
-            f
-        };
-        let mut data = syn(srv, UE, 1400, 1040);
-        data[33] = 0x10;
+        let from_sgi = |ip: &[u8]| from_nat(sgi_mac, ip);
+        let data = segment(srv, UE);
         let out = drive_frames(&mut p, 1, from_sgi(&data), &[SGW, NAT]);
         let mut inner = data.clone();
         inner[8] -= 1;

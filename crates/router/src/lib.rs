@@ -214,25 +214,65 @@ pub trait Hook {
     }
 
     /// A plain packet being forwarded to the router's tunnel port ([`Router::set_tunnel_port`]),
-    /// after `postrouting`, the MTU check and the TTL: the hook may give the headers of the
-    /// UDP tunnel that carries it as it stands (a PGW's G-PDU for an IPv4 session), and the
-    /// router sends the datagram at once, the packet copied once into the frame sent, as
-    /// [`Router::send_udp`] would send the header and packet. `None` sends the packet to the
-    /// tunnel port as a frame, resolved by ARP (the way for what the hook does not take).
-    fn encapsulate(&mut self, now: Instant, out_port: PortId, ip: &[u8]) -> Option<Encap> {
-        let _ = (now, out_port, ip);
+    /// after `postrouting`, the MTU check and the TTL: the hook may give the UDP tunnel that
+    /// carries it (a PGW's G-PDU), and the router sends the datagram at once, the packet
+    /// copied once into the frame sent, as [`Router::send_udp`] would send the tunnel's
+    /// headers and the packet. Where the tunnel carries frames, `next_hop_mac` gives the MAC
+    /// the router's ARP has for the packet's next hop on the tunnel port, if it may be used
+    /// now (asking may note a refreshing ARP probe, which the router then sends). `None`
+    /// sends the packet to the tunnel port as a frame, resolved by ARP (the way for what the
+    /// hook does not take).
+    fn encapsulate(
+        &mut self,
+        now: Instant,
+        out_port: PortId,
+        ip: &[u8],
+        next_hop_mac: &mut dyn FnMut() -> Option<[u8; 6]>,
+    ) -> Option<Encap> {
+        let _ = (now, out_port, ip, next_hop_mac);
         None
     }
 }
 
-/// The UDP tunnel a [`Hook::encapsulate`] puts a packet in: addresses, ports, and the
-/// tunnel's 8-octet header in front of the packet (GTP-U's mandatory header).
+/// The UDP tunnel a [`Hook::encapsulate`] puts a packet in: addresses, ports, and the octets
+/// in front of the packet in the datagram (the tunnel's header; then an Ethernet header where
+/// the tunnel carries frames).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Encap {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub ports: (u16, u16),
-    pub header: [u8; 8],
+    header: [u8; Encap::MAX_HEADER],
+    len: usize,
+}
+
+impl Encap {
+    /// The most octets in front of the packet.
+    pub const MAX_HEADER: usize = 32;
+
+    /// A tunnel from `src` to `dst` whose datagram carries `parts` (at most
+    /// [`MAX_HEADER`](Self::MAX_HEADER) octets together) and then the packet; `None` if
+    /// they do not fit.
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), parts: &[&[u8]]) -> Option<Self> {
+        let mut header = [0u8; Self::MAX_HEADER];
+        let mut len = 0;
+        for p in parts {
+            header.get_mut(len..len + p.len())?.copy_from_slice(p);
+            len += p.len();
+        }
+        Some(Self {
+            src,
+            dst,
+            ports,
+            header,
+            len,
+        })
+    }
+
+    /// The octets in front of the packet.
+    pub fn header(&self) -> &[u8] {
+        &self.header[..self.len]
+    }
 }
 
 /// A [`Transmit`] that keeps what the router sends to one port (a port that is no device but tunnels:
@@ -964,15 +1004,29 @@ impl Router {
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);
         frame[ETH + 10..ETH + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let nh = route.next_hop.unwrap_or(dst);
         if self.tunnel == Some(route.port) && self.gso.is_plain() && total_len <= mtu {
             let ip = &frame[ETH..ip_end];
-            if let Some(t) = hook.encapsulate(now, route.port, ip) {
+            let mut probe = false;
+            let neigh = &mut self.neigh;
+            let mut mac = || {
+                let (mac, p) = neigh.known(now, route.port, nh)?;
+                probe = p;
+                Some(mac.0)
+            };
+            let encap = hook.encapsulate(now, route.port, ip, &mut mac);
+            if let Some(t) = &encap {
                 self.c.forwarded += 1;
-                self.send_udp_parts(now, Some(t.src), t.dst, t.ports, &[&t.header, ip], tx);
+                let parts = [t.header(), ip];
+                self.send_udp_parts(now, Some(t.src), t.dst, t.ports, &parts, tx);
+            }
+            if probe {
+                self.send_arp_request(route.port, nh, tx);
+            }
+            if encap.is_some() {
                 return;
             }
         }
-        let nh = route.next_hop.unwrap_or(dst);
         let note = Note::Forwarded {
             in_port,
             prefix: route.prefix,

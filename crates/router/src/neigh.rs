@@ -60,6 +60,31 @@ pub struct Expired {
     pub failed: Vec<(PortId, Vec<u8>)>,
 }
 
+/// A resolved entry's MAC while it may be used (up to [`STALE_LIMIT`]), and whether it is due
+/// a probe (past [`REACHABLE`], none in the last [`RETRY`]), which is then noted as sent.
+fn usable(e: &mut State, now: Instant) -> Option<(EthernetAddress, bool)> {
+    let State::Reachable {
+        mac,
+        confirmed,
+        probed,
+    } = e
+    else {
+        return None;
+    };
+    let age = now.saturating_duration_since(*confirmed);
+    if age < REACHABLE {
+        return Some((*mac, false));
+    }
+    if age >= STALE_LIMIT {
+        return None;
+    }
+    let probe = probed.is_none_or(|p| now.saturating_duration_since(p) >= RETRY);
+    if probe {
+        *probed = Some(now);
+    }
+    Some((*mac, probe))
+}
+
 #[derive(Debug, Default)]
 pub struct Neighbours {
     entries: HashMap<(PortId, Ipv4Addr), State>,
@@ -82,6 +107,18 @@ impl Neighbours {
             Some(State::Reachable { mac, .. }) => Some(*mac),
             _ => None,
         }
+    }
+
+    /// The MAC for `addr` on `port` if it may be used now, as [`resolve`](Self::resolve)
+    /// finds it (and whether to probe it: the probe is counted as sent), with nothing queued
+    /// or made when it may not.
+    pub fn known(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        addr: Ipv4Addr,
+    ) -> Option<(EthernetAddress, bool)> {
+        usable(self.entries.get_mut(&(port, addr))?, now)
     }
 
     /// Entries in the table.
@@ -141,26 +178,10 @@ impl Neighbours {
                 tries: 0,
                 next_try: now,
             });
-        if let State::Reachable {
-            mac,
-            confirmed,
-            probed,
-        } = e
-        {
-            let age = now.saturating_duration_since(*confirmed);
-            if age < REACHABLE {
-                return Resolution::Known {
-                    mac: *mac,
-                    probe: false,
-                };
-            }
-            if age < STALE_LIMIT {
-                let probe = probed.is_none_or(|p| now.saturating_duration_since(p) >= RETRY);
-                if probe {
-                    *probed = Some(now);
-                }
-                return Resolution::Known { mac: *mac, probe };
-            }
+        if let Some((mac, probe)) = usable(e, now) {
+            return Resolution::Known { mac, probe };
+        }
+        if let State::Reachable { .. } = e {
             *e = State::Incomplete {
                 queue: VecDeque::new(),
                 tries: 0,
@@ -342,6 +363,35 @@ mod tests {
                 probe: false
             }
         );
+    }
+
+    /// `known` finds what `resolve` would send to, probes included, and makes or queues
+    /// nothing where there is none.
+    #[test]
+    fn known_is_resolve_without_the_queue() {
+        let mut n = Neighbours::default();
+        let t = Instant::now();
+        assert_eq!(n.known(t, 0, A), None);
+        assert!(n.is_empty());
+        n.resolve(t, 0, A, &[1]);
+        assert_eq!(n.known(t, 0, A), None, "still being resolved");
+        n.learn(t, 0, A, MAC, true);
+        assert_eq!(n.known(t, 0, A), Some((MAC, false)));
+        let stale = t + REACHABLE + Duration::from_millis(1);
+        assert_eq!(n.known(stale, 0, A), Some((MAC, true)));
+        assert_eq!(
+            n.known(stale, 0, A),
+            Some((MAC, false)),
+            "probed once per RETRY"
+        );
+        assert_eq!(
+            n.resolve(stale, 0, A, &[2]),
+            Resolution::Known {
+                mac: MAC,
+                probe: false
+            }
+        );
+        assert_eq!(n.known(t + STALE_LIMIT, 0, A), None);
     }
 
     #[test]

@@ -311,6 +311,10 @@ fn modem_mode_runs_curl_and_traceroute_on_the_phone() {
         assert!(got == page, "{node}: curl got {} bytes", got.len());
     }
     assert_ne!(ips[0], ips[1]);
+    // Both pages went down the tunnels at once (one copy, no frame to the UEs' port between):
+    // at least a full-sized segment's worth of G-PDUs per page.
+    let at_once = lab.counter("pgw", "encapsulated_at_once");
+    assert!(at_once >= 2 * (page.len() / 1450) as u64, "{at_once}");
     let _ = server.kill();
     let _ = server.wait();
     // Traceroute from the phone: the PGW (its gateway), the NAT, the router, the server.

@@ -728,7 +728,16 @@ mod tests {
     const NAT: ([u8; 6], Ipv4Addr) = ([2, 0, 0, 0, 0, 1], Ipv4Addr::new(172, 16, 9, 1));
     const UE: Ipv4Addr = Ipv4Addr::new(10, 45, 0, 2);
 
+    /// A PGW with one IPv4 session: UE 10.45.0.2, TEIDs 300 (ours) and 400 (the SGW's).
     fn pgw() -> Pgw {
+        pgw_with(
+            json!({"imsi": "1", "ue_ip": "10.45.0.2", "pdn_type": "ipv4",
+            "s5u_teid": 300, "sgw": "172.16.5.3", "sgw_teid": 400}),
+        )
+    }
+
+    /// A PGW with the one static session `session`.
+    fn pgw_with(session: Value) -> Pgw {
         let cfg: PgwConfig = serde_json::from_value(json!({
             "name": "pgw",
             "ports": [
@@ -737,8 +746,7 @@ mod tests {
             ],
             "routes": [{"prefix": "0.0.0.0/0", "via": "172.16.9.1"}],
             "echo_interval_s": 0,
-            "static_sessions": [{"imsi": "1", "ue_ip": "10.45.0.2", "pdn_type": "ipv4",
-                "s5u_teid": 300, "sgw": "172.16.5.3", "sgw_teid": 400}],
+            "static_sessions": [session],
         }))
         .unwrap();
         PgwLogic::new(&cfg, 1).unwrap()
@@ -893,19 +901,10 @@ mod tests {
     /// resolved it, sent.
     #[test]
     fn a_packet_for_an_ethernet_session_goes_into_its_tunnel_at_once_once_the_ue_is_resolved() {
-        let cfg: PgwConfig = serde_json::from_value(json!({
-            "name": "pgw",
-            "ports": [
-                {"name": "s5", "addresses": ["172.16.5.4/24"]},
-                {"name": "sgi", "addresses": ["172.16.9.4/24"]},
-            ],
-            "routes": [{"prefix": "0.0.0.0/0", "via": "172.16.9.1"}],
-            "echo_interval_s": 0,
-            "static_sessions": [{"imsi": "2", "ue_ip": "10.45.0.3", "pdn_type": "ethernet",
-                "s5u_teid": 301, "sgw": "172.16.5.3", "sgw_teid": 401}],
-        }))
-        .unwrap();
-        let mut p = PgwLogic::new(&cfg, 1).unwrap();
+        let mut p = pgw_with(
+            json!({"imsi": "2", "ue_ip": "10.45.0.3", "pdn_type": "ethernet",
+            "s5u_teid": 301, "sgw": "172.16.5.3", "sgw_teid": 401}),
+        );
         let s5_mac = p.router.port_mac(0).unwrap().0;
         let sgi_mac = p.router.port_mac(1).unwrap().0;
         let s5 = Ipv4Addr::new(172, 16, 5, 4);

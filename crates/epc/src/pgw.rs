@@ -621,6 +621,8 @@ impl Hook for PgwLogic {
         let (header, to) = self.s5u.g_pdu_header(s.s5u_teid, tpdu_len)?;
         self.c.downlink_packets += 1;
         self.c.encapsulated_at_once += 1;
+        // Counted as sent already: the headers must fit (checked when this is compiled).
+        const _: () = assert!(d11_wire::gtpu::HEADER_LEN + 14 <= Encap::MAX_HEADER);
         Encap::new(self.s5_addr, to, (GTPU, GTPU), &[&header, eth])
     }
 

@@ -39,6 +39,9 @@ impl Element for NullForwarder {
     fn takes_gso(&self) -> bool {
         true
     }
+    fn takes_udp_segments(&self) -> bool {
+        true
+    }
     fn takes_tunnel_gso(&self) -> bool {
         true
     }

@@ -115,6 +115,14 @@ pub trait Element {
         false
     }
 
+    /// Whether the element, taking offloaded frames, also takes UDP super-frames
+    /// ([`Gso::is_udp_segments`](d11_wire::gso::Gso::is_udp_segments): a GTP-U element's
+    /// G-PDUs, one after the other). The runtime then asks its ports to hand them over whole;
+    /// otherwise it cuts any that come into datagrams first.
+    fn takes_udp_segments(&self) -> bool {
+        false
+    }
+
     /// Handles an offloaded frame (a TCP super-frame, or a frame whose checksum is partial), as
     /// `gso` describes it; called only if [`takes_gso`](Self::takes_gso). Must never panic.
     fn handle_frame_gso(

@@ -276,6 +276,14 @@ async fn run_loop<E: Element>(
     let mut seg_tx = vec![0u8; MAX_FRAME];
     let takes_gso = element.takes_gso();
     let takes_tunnel_gso = takes_gso && element.takes_tunnel_gso();
+    let takes_udp_segments = takes_gso && element.takes_udp_segments();
+    if takes_udp_segments {
+        for p in ports.iter_mut().filter(|p| p.dev.offloads()) {
+            if !p.dev.take_udp_segments() {
+                tracing::info!(port = %p.name, "no UDP super-frames from this kernel's TAP");
+            }
+        }
+    }
     // Ports whose budget ran out last turn: served again without waiting for an edge.
     let mut pending = vec![false; ports.len()];
     let mut ready = vec![false; ports.len()];
@@ -352,7 +360,10 @@ async fn run_loop<E: Element>(
                             now,
                             seg: &mut seg_tx,
                         };
-                        if takes_gso && (takes_tunnel_gso || !gso.is_tunnel()) {
+                        if takes_gso
+                            && (takes_tunnel_gso || !gso.is_tunnel())
+                            && (takes_udp_segments || !gso.is_udp_segments())
+                        {
                             element.handle_frame_gso(now, i, &mut buf[..n], &gso, &mut tx);
                             continue;
                         }

@@ -10,6 +10,7 @@ pub mod pool;
 pub mod s1;
 pub mod sgw;
 pub mod subscribers;
+pub mod superframe;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod transactions;

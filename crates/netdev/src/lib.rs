@@ -71,6 +71,14 @@ pub trait FrameDevice {
         false
     }
 
+    /// Asks the device to hand UDP super-frames over whole too ([`Gso::is_udp_segments`]: a
+    /// TAP with `TUN_F_USO4`, Linux 6.2 and later), for a program that takes them; true if
+    /// it will. Sending them needs nothing asked: a TAP with offloads takes them, and the
+    /// kernel cuts them for a device that cannot.
+    fn take_udp_segments(&mut self) -> bool {
+        false
+    }
+
     /// Reads one frame and its offload metadata ([`Gso::NONE`] where there is none).
     fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
         Ok(self.recv(now, buf)?.map(|n| (n, Gso::NONE)))
@@ -132,6 +140,9 @@ impl<D: FrameDevice + ?Sized> FrameDevice for Box<D> {
     }
     fn tunnel_offloads(&self) -> bool {
         (**self).tunnel_offloads()
+    }
+    fn take_udp_segments(&mut self) -> bool {
+        (**self).take_udp_segments()
     }
     fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
         (**self).recv_gso(now, buf)

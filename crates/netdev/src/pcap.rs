@@ -171,6 +171,9 @@ impl<D: FrameDevice, W: Write> FrameDevice for Capture<D, W> {
     fn tunnel_offloads(&self) -> bool {
         self.inner.tunnel_offloads()
     }
+    fn take_udp_segments(&mut self) -> bool {
+        self.inner.take_udp_segments()
+    }
     // A super-frame is recorded as it travels, as tcpdump on an interface with TSO shows it.
     fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
         let r = self.inner.recv_gso(now, buf)?;

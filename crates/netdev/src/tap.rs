@@ -29,6 +29,9 @@ const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
 const TUN_F_TSO_ECN: libc::c_ulong = 0x08;
+// Linux 6.2 and later: UDP super-frames (the kernel takes both or neither).
+const TUN_F_USO4: libc::c_ulong = 0x20;
+const TUN_F_USO6: libc::c_ulong = 0x40;
 // Linux 6.17 and later: TCP super-frames inside a UDP tunnel (VXLAN), with or without the
 // outer UDP checksum; the header is then 24 octets.
 const TUN_F_UDP_TUNNEL_GSO: libc::c_ulong = 0x080;
@@ -69,6 +72,12 @@ impl IfReq {
     }
 }
 
+/// TUNSETOFFLOAD: what the kernel may hand this TAP.
+fn set_offload(fd: RawFd, flags: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes a value.
+    cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, flags) }).map(|_| ())
+}
+
 fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
 }
@@ -99,6 +108,8 @@ pub struct Tap {
     file: File,
     name: String,
     offloads: bool,
+    /// What TUNSETOFFLOAD was given.
+    offload_flags: libc::c_ulong,
     /// The offload header's length: 0 (none), [`Gso::LEN`] or [`Gso::TUNNEL_LEN`].
     hdr_len: usize,
 }
@@ -120,6 +131,7 @@ impl Tap {
             cvt(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) })
                 .map_err(|e| io::Error::new(e.kind(), format!("TUNSETIFF {}: {e}", cfg.name)))?;
             let mut hdr_len = 0;
+            let mut offload_flags = 0;
             if cfg.offloads {
                 let fd = file.as_raw_fd();
                 let set_hdr = |len: usize| {
@@ -133,15 +145,15 @@ impl Tap {
                 // The tunnel header first (the kernel refuses tunnel offloads with a shorter
                 // one); a kernel without them refuses the flags, and keeps the short header.
                 set_hdr(Gso::TUNNEL_LEN)?;
-                // SAFETY: TUNSETOFFLOAD takes a value.
-                if cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, tunnel) }).is_ok() {
+                if set_offload(fd, tunnel).is_ok() {
                     hdr_len = Gso::TUNNEL_LEN;
+                    offload_flags = tunnel;
                 } else {
                     set_hdr(Gso::LEN)?;
-                    // SAFETY: TUNSETOFFLOAD takes a value.
-                    cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, flags) })
+                    set_offload(fd, flags)
                         .map_err(|e| io::Error::new(e.kind(), format!("TUNSETOFFLOAD: {e}")))?;
                     hdr_len = Gso::LEN;
+                    offload_flags = flags;
                 }
             }
             let ctl = ControlSocket::new()?;
@@ -157,6 +169,7 @@ impl Tap {
                 name: cfg.name.to_string(),
                 offloads: cfg.offloads,
                 hdr_len,
+                offload_flags,
             })
         })
     }
@@ -251,6 +264,17 @@ impl FrameDevice for Tap {
     }
     fn tunnel_offloads(&self) -> bool {
         self.hdr_len == Gso::TUNNEL_LEN
+    }
+    fn take_udp_segments(&mut self) -> bool {
+        if !self.offloads {
+            return false;
+        }
+        let flags = self.offload_flags | TUN_F_USO4 | TUN_F_USO6;
+        if set_offload(self.file.as_raw_fd(), flags).is_err() {
+            return false;
+        }
+        self.offload_flags = flags;
+        true
     }
     fn recv_gso(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, Gso)>> {
         if self.offloads {

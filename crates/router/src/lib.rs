@@ -559,7 +559,63 @@ impl Router {
         }
         let g = inner.wrapped(outer as u16, (ETH + 20) as u16);
         self.c.local_sent += 1;
-        let nh = route.next_hop.unwrap_or(dst);
+        self.send_scratch_gso(now, route, total, &g, tx)
+    }
+
+    /// Sends a UDP datagram whose payload is the payloads of many datagrams to the same
+    /// place, one after the other, each `size` octets (the last the rest): a tunnel's packets
+    /// (G-PDUs) as one super-frame ([`Gso::udp_segments`]), its UDP checksum partial. It
+    /// leaves whole when the next hop is known (the port, or the kernel, cuts it into the
+    /// datagrams it stands for); otherwise it is cut here. Each datagram must fit the port's
+    /// MTU; returns false, counted, when they cannot.
+    pub fn send_udp_segments(
+        &mut self,
+        now: Instant,
+        (src, dst): (Ipv4Addr, Ipv4Addr),
+        ports: (u16, u16),
+        payload: &[u8],
+        size: u16,
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        if payload.len() <= usize::from(size) {
+            return self.send_udp_parts(now, Some(src), dst, ports, &[payload], tx);
+        }
+        let Some(route) = self.rib.lookup(dst).copied() else {
+            self.c.no_route += 1;
+            return false;
+        };
+        let total = 20 + 8 + payload.len();
+        if total > usize::from(u16::MAX)
+            || size == 0
+            || 28 + usize::from(size) > self.ports[route.port].mtu
+        {
+            self.c.local_too_big += 1;
+            return false;
+        }
+        self.udp_headers(src, dst, ports, &[payload], total);
+        if d11_wire::gso::udp4_partial(&mut self.scratch[..ETH + total]).is_err() {
+            self.c.local_too_big += 1;
+            return false;
+        }
+        self.c.local_sent += 1;
+        self.send_scratch_gso(now, route, total, &Gso::udp_segments(size), tx)
+    }
+
+    /// Sends the offloaded frame of the router's own in the scratch (`total` octets of IP) by
+    /// `route`: whole when the next hop is known, else cut here (the neighbour queue keeps
+    /// plain frames). False if it could not be cut.
+    fn send_scratch_gso(
+        &mut self,
+        now: Instant,
+        route: FibEntry,
+        total: usize,
+        g: &Gso,
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        let g = *g;
+        let nh = route
+            .next_hop
+            .unwrap_or(d11_wire::ip::dst(&self.scratch[ETH..]));
         if self.neigh.lookup(route.port, nh).is_some() {
             self.gso = g;
             self.output_routed(now, route, total, tx);
@@ -617,6 +673,11 @@ impl Router {
 
     pub fn rib_mut(&mut self) -> &mut Rib {
         &mut self.rib
+    }
+
+    /// Counts an offloaded frame that could not be cut (for an owner that cuts for it).
+    pub fn count_gso_dropped(&mut self) {
+        self.c.gso_dropped += 1;
     }
 
     pub fn counters_ref(&self) -> &RouterCounters {

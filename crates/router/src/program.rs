@@ -14,6 +14,8 @@
 //!   on the tunnel port (a PGW's UE side, the gateway's VPC router);
 //! - `gso_datagrams`: datagrams whose payload is an offloaded frame (a gateway's TCP
 //!   super-frames in VXLAN), sent whole where the port takes them and cut for the others.
+//! - `segmented`: datagrams whose payload is many datagrams' payloads of one size (a PGW's
+//!   G-PDUs, one after the other), sent as one UDP super-frame.
 //!
 //! A *tunnel port* is a router port that is no device: what the router sends there is handed
 //! to [`RouterProgram::tunnel_frame`] (to be wrapped in GTP-U or VXLAN).
@@ -41,6 +43,9 @@ pub struct Outbox {
     /// Datagrams whose payload holds an offloaded frame at the offset given, as
     /// [`Router::send_udp_gso`] takes them.
     pub gso_datagrams: Vec<(Datagram, usize, Gso)>,
+    /// Datagrams whose payload is that of many datagrams to the same place, each of the size
+    /// given (the last the rest), as [`Router::send_udp_segments`] takes them.
+    pub segmented: Vec<(Datagram, u16)>,
     /// Buffers sent, kept for reuse.
     spare: Vec<Vec<u8>>,
 }
@@ -82,6 +87,7 @@ impl Outbox {
             && self.inject.is_empty()
             && self.inject_gso.is_empty()
             && self.gso_datagrams.is_empty()
+            && self.segmented.is_empty()
     }
 }
 
@@ -119,6 +125,21 @@ pub trait RouterProgram: Hook {
     /// [`own_frame_gso`](Self::own_frame_gso)); otherwise the runtime cuts them first.
     fn takes_tunnel_gso(&self) -> bool {
         false
+    }
+
+    /// Whether the logic also takes UDP super-frames ([`Gso::is_udp_segments`]: G-PDUs one
+    /// after the other) in [`own_frame_gso`](Self::own_frame_gso); otherwise the runtime
+    /// cuts them first.
+    fn takes_udp_segments(&self) -> bool {
+        false
+    }
+
+    /// Whether an offloaded frame from `port` that the logic did not take may go to the
+    /// router whole. If not, the element cuts it into plain frames first, as the runtime
+    /// would for a logic that does not take offloaded frames at all.
+    fn routes_gso(&self, port: PortId, gso: &Gso) -> bool {
+        let _ = (port, gso);
+        true
     }
 
     /// An offloaded frame (see [`takes_gso`](Self::takes_gso)) the logic takes itself, as
@@ -222,6 +243,20 @@ impl Direct<'_> {
         self.router
             .send_udp_gso(now, src, dst, ports, parts, inner, self.tx)
     }
+
+    /// A datagram from `src` whose payload is that of many, each `size` octets (the last the
+    /// rest), as [`Router::send_udp_segments`] sends it.
+    pub fn udp_segments(
+        &mut self,
+        now: Instant,
+        addrs: (std::net::Ipv4Addr, std::net::Ipv4Addr),
+        ports: (u16, u16),
+        payload: &[u8],
+        size: u16,
+    ) -> bool {
+        self.router
+            .send_udp_segments(now, addrs, ports, payload, size, self.tx)
+    }
 }
 
 /// How many rounds of "the router sent to the tunnels, the tunnels delivered to the router"
@@ -316,6 +351,7 @@ impl<L: RouterProgram> RouterElement<L> {
                 inject,
                 inject_gso,
                 gso_datagrams,
+                segmented,
                 spare,
             } = ob;
             for (p, f) in frames.drain(..) {
@@ -346,6 +382,17 @@ impl<L: RouterProgram> RouterElement<L> {
                         (dg.sport, dg.dport),
                         &[&dg.payload],
                         (at, &g),
+                        &mut d,
+                    );
+                    keep_spare(spare, dg.payload);
+                }
+                for (dg, size) in segmented.drain(..) {
+                    self.router.send_udp_segments(
+                        now,
+                        (dg.src, dg.dst),
+                        (dg.sport, dg.dport),
+                        &dg.payload,
+                        size,
                         &mut d,
                     );
                     keep_spare(spare, dg.payload);
@@ -416,6 +463,20 @@ impl<L: RouterProgram> RouterElement<L> {
                         self.router
                             .handle_frame_with(now, port, frame, &mut d, &mut self.logic)
                     }
+                    Some(g) if !g.is_plain() && !self.logic.routes_gso(port, g) => {
+                        // Cut here for the router, as the runtime would have.
+                        let mut cut = std::mem::take(&mut self.cut);
+                        cut.resize(d11_netdev::MAX_FRAME, 0);
+                        let (router, logic) = (&mut self.router, &mut self.logic);
+                        if d11_wire::gso::segment(frame, g, &mut cut, |s| {
+                            router.handle_frame_with(now, port, s, &mut d, logic)
+                        })
+                        .is_err()
+                        {
+                            router.count_gso_dropped();
+                        }
+                        self.cut = cut;
+                    }
                     Some(g) => self.router.handle_frame_gso_with(
                         now,
                         port,
@@ -453,6 +514,10 @@ impl<L: RouterProgram> Element for RouterElement<L> {
 
     fn takes_tunnel_gso(&self) -> bool {
         self.logic.takes_tunnel_gso()
+    }
+
+    fn takes_udp_segments(&self) -> bool {
+        self.logic.takes_udp_segments()
     }
 
     fn handle_frame_gso(

@@ -28,6 +28,11 @@ pub const GSO_NONE: u8 = 0;
 pub const GSO_TCPV4: u8 = 1;
 pub const GSO_UDP: u8 = 3;
 pub const GSO_TCPV6: u8 = 4;
+/// UDP segmentation (Linux's `SKB_GSO_UDP_L4`, `TUN_F_USO4`): one Ethernet, IP and UDP header
+/// over many datagrams' payloads, each `gso_size` octets (the last the rest); the UDP checksum
+/// partial, its pseudo-header counting the whole length. Each segment is a datagram of its
+/// own: a tunnel's packets one after the other (G-PDUs, each whole) travel as one.
+pub const GSO_UDP_L4: u8 = 5;
 /// Or'ed into `gso_type`: the TCP segments carry ECN's CWR on the first one only.
 pub const GSO_ECN: u8 = 0x80;
 /// Or'ed into `gso_type`: the segments are inside a UDP tunnel over IPv4 (or IPv6).
@@ -120,6 +125,28 @@ impl Gso {
         let mut b = [0u8; Self::LEN];
         self.emit_into(&mut b);
         b
+    }
+
+    /// Metadata of a UDP/IPv4 super-frame (Ethernet, then IPv4 without options, then UDP)
+    /// whose datagrams carry `size` octets each: what [`segment`] cuts and a TAP with
+    /// `TUN_F_USO4` takes whole. The UDP header must hold the length of the whole and the
+    /// pseudo-header's sum ([`udp4_partial`]).
+    pub fn udp_segments(size: u16) -> Gso {
+        Gso {
+            flags: NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: 14 + 20 + 8,
+            gso_size: size,
+            csum_start: 14 + 20,
+            csum_offset: 6,
+            outer_th: 0,
+            inner_nh: 0,
+        }
+    }
+
+    /// UDP segmentation ([`GSO_UDP_L4`]).
+    pub fn is_udp_segments(&self) -> bool {
+        self.gso_type & !GSO_ECN == GSO_UDP_L4
     }
 
     /// Segments inside a UDP tunnel (a VXLAN super-frame).
@@ -241,6 +268,35 @@ pub fn offload_tcp4(frame: &mut [u8], gso_size: u16) -> Result<Gso, GsoError> {
     })
 }
 
+/// Makes the UDP checksum of a UDP/IPv4 frame partial, as a kernel with checksum offload
+/// leaves it: the pseudo-header's sum (addresses, protocol, the UDP length) in the field.
+pub fn udp4_partial(frame: &mut [u8]) -> Result<(), GsoError> {
+    let udp = udp4_layout(frame)?;
+    let (src, dst) = (ip::src(&frame[14..]), ip::dst(&frame[14..]));
+    let mut ph = [0u8; 12];
+    ph[0..4].copy_from_slice(&src.octets());
+    ph[4..8].copy_from_slice(&dst.octets());
+    ph[9] = 17;
+    ph[10..12].copy_from_slice(&frame[udp + 4..udp + 6]);
+    frame[udp + 6..udp + 8].copy_from_slice(&crate::ones_sum(&ph).to_be_bytes());
+    Ok(())
+}
+
+/// The offset of a UDP/IPv4 frame's UDP header, its length field checked against the frame.
+fn udp4_layout(frame: &[u8]) -> Result<usize, GsoError> {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+        return Err(GsoError::Malformed);
+    }
+    let udp = 14 + ip::header_len(&frame[14..]);
+    if frame[14 + 9] != 17 || udp < 34 || frame.len() < udp + 8 {
+        return Err(GsoError::Malformed);
+    }
+    if usize::from(u16::from_be_bytes([frame[udp + 4], frame[udp + 5]])) != frame.len() - udp {
+        return Err(GsoError::Malformed);
+    }
+    Ok(udp)
+}
+
 /// The offsets of a TCP/IPv4 frame's headers, its Ethernet header at `base`: (TCP, data).
 fn tcp4_layout(frame: &[u8], base: usize) -> Result<(usize, usize), GsoError> {
     let ipo = base + 14;
@@ -283,6 +339,12 @@ pub fn largest_segment(frame: &[u8], g: &Gso) -> usize {
     if g.is_single() {
         return frame.len();
     }
+    if g.is_udp_segments() {
+        return match udp4_layout(frame) {
+            Ok(udp) => (udp + 8 + usize::from(g.gso_size)).min(frame.len()),
+            Err(_) => frame.len(),
+        };
+    }
     let base = if g.is_tunnel() {
         tunnel_layout(frame, g).map(|(_, b)| b)
     } else {
@@ -304,6 +366,10 @@ pub fn largest_segment(frame: &[u8], g: &Gso) -> usize {
 /// gets the outer headers as Linux's `skb_udp_tunnel_segment` gives them: the outer IP total
 /// length, identification and checksum, the UDP length, and a UDP checksum of zero (or a
 /// complete one if `flags` has [`UDP_TUNNEL_CSUM`]).
+///
+/// A UDP super-frame ([`GSO_UDP_L4`]) is cut as Linux's `__udp_gso_segment` cuts it: each
+/// datagram gets the headers and `gso_size` octets of the payload (the last the rest), its
+/// own IP total length, identification and checksum, UDP length and complete checksum.
 pub fn segment(
     frame: &[u8],
     g: &Gso,
@@ -317,6 +383,9 @@ pub fn segment(
         complete_checksum(out, g)?;
         emit(out);
         return Ok(1);
+    }
+    if g.is_udp_segments() {
+        return segment_udp(frame, g, buf, emit);
     }
     let (outer_udp, base) = if g.is_tunnel() {
         let (u, b) = tunnel_layout(frame, g)?;
@@ -387,6 +456,146 @@ pub fn segment(
                 out[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
             }
         }
+        emit(out);
+    }
+    Ok(count)
+}
+
+/// Builds one TCP/IPv4 super-frame in `out` from IP packets that are consecutive segments of
+/// one flow, as Linux's GRO merges them: `eth` (the Ethernet header to give it), then the
+/// first packet's headers and every packet's data. Each packet must be whole and checked (IP
+/// and TCP checksums right, no IP options or fragments), and each must follow the one before:
+/// the same addresses, ports, TTL, TOS, acknowledgement, window, TCP options and flags, its
+/// sequence number where the last one's data ended, as much data as the first (the last may
+/// have less), no SYN, RST or URG, PSH or FIN on the last only, CWR on the first only.
+/// Returns the super-frame's metadata ([`offload_tcp4`]'s: the checksum partial), or `None`
+/// when the packets are not that (or are fewer than two): the caller sends them as they are.
+pub fn coalesce_tcp4<'a>(
+    eth: &[u8; 14],
+    packets: impl IntoIterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+) -> Option<Gso> {
+    out.clear();
+    let (mut mss, mut hl, mut next_seq, mut count) = (0, 0, 0u32, 0);
+    let (mut ended, mut flags_last) = (false, 0u8);
+    for p in packets {
+        if ended {
+            return None;
+        }
+        let (th, data) = checked_tcp4(p)?;
+        let len = p.len() - data;
+        let seq = u32::from_be_bytes([p[th + 4], p[th + 5], p[th + 6], p[th + 7]]);
+        let flags = p[th + 13];
+        if flags & (0x02 | 0x04 | 0x20) != 0 || len == 0 {
+            return None; // SYN, RST, URG; or no data
+        }
+        if count == 0 {
+            if th != 20 {
+                return None;
+            }
+            out.extend_from_slice(eth);
+            out.extend_from_slice(&p[..data]);
+            (mss, hl) = (len, data);
+        } else {
+            let first = &out[14..14 + hl];
+            // IP: version, IHL, TOS; DF; TTL, protocol; addresses. TCP: ports; acknowledgement;
+            // data offset; window; urgent pointer; options.
+            let same = data == hl
+                && p[0..2] == first[0..2]
+                && p[6..10] == first[6..10]
+                && p[12..20] == first[12..20]
+                && p[20..24] == first[20..24]
+                && p[28..33] == first[28..33]
+                && p[34..36] == first[34..36]
+                && p[38..data] == first[38..data]
+                && (flags & !(0x01 | 0x08)) == (first[33] & !(0x01 | 0x08 | 0x80));
+            if !same || seq != next_seq || len > mss {
+                return None;
+            }
+        }
+        ended = len < mss || flags & (0x01 | 0x08) != 0;
+        flags_last = flags;
+        next_seq = seq.wrapping_add(len as u32);
+        count += 1;
+        if out.len() + len > 14 + usize::from(u16::MAX) {
+            return None;
+        }
+        out.extend_from_slice(&p[data..]);
+    }
+    if count < 2 {
+        return None;
+    }
+    let total = out.len() - 14;
+    let ipo = &mut out[14..];
+    ipo[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    crate::fill_ipv4_checksum(&mut ipo[..20]);
+    let cwr = ipo[33] & 0x80 != 0;
+    ipo[33] |= flags_last & (0x01 | 0x08);
+    let mut g = offload_tcp4(out, mss as u16).ok()?;
+    if cwr {
+        g.gso_type |= GSO_ECN;
+    }
+    Some(g)
+}
+
+/// The offsets of a whole, checked TCP/IPv4 packet's TCP header and data: its total length the
+/// packet's, no options or fragments, both checksums right.
+fn checked_tcp4(p: &[u8]) -> Option<(usize, usize)> {
+    if p.len() < 40 || p[0] != 0x45 || p[9] != 6 || p[6] & 0x3f != 0 || p[7] != 0 {
+        return None;
+    }
+    if usize::from(u16::from_be_bytes([p[2], p[3]])) != p.len()
+        || crate::ones_sum(&p[..20]) != 0xffff
+    {
+        return None;
+    }
+    let data = 20 + usize::from(p[32] >> 4) * 4;
+    if data < 40 || data > p.len() {
+        return None;
+    }
+    // The sum over the pseudo-header (with this length) and the segment is all ones.
+    let mut pseudo = [0u8; 12];
+    pseudo[0..8].copy_from_slice(&p[12..20]);
+    pseudo[9] = 6;
+    pseudo[10..12].copy_from_slice(&((p.len() - 20) as u16).to_be_bytes());
+    if crate::ones_add(crate::ones_sum(&pseudo), crate::ones_sum(&p[20..])) != 0xffff {
+        return None;
+    }
+    Some((20, data))
+}
+
+/// [`segment`] for a UDP super-frame.
+fn segment_udp(
+    frame: &[u8],
+    g: &Gso,
+    buf: &mut [u8],
+    mut emit: impl FnMut(&mut [u8]),
+) -> Result<usize, GsoError> {
+    let udp = udp4_layout(frame)?;
+    let size = usize::from(g.gso_size);
+    if size == 0 {
+        return Err(GsoError::Malformed);
+    }
+    let payload = &frame[udp + 8..];
+    if udp + 8 + size.min(payload.len()) > buf.len() {
+        return Err(GsoError::TooBig);
+    }
+    let id = u16::from_be_bytes([frame[18], frame[19]]);
+    let (src, dst) = (ip::src(&frame[14..]), ip::dst(&frame[14..]));
+    let count = payload.len().div_ceil(size).max(1);
+    for i in 0..count {
+        let chunk = &payload[(i * size).min(payload.len())..((i + 1) * size).min(payload.len())];
+        let len = udp + 8 + chunk.len();
+        let out = &mut buf[..len];
+        out[..udp + 8].copy_from_slice(&frame[..udp + 8]);
+        out[udp + 8..].copy_from_slice(chunk);
+        out[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+        out[18..20].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        crate::fill_ipv4_checksum(&mut out[14..udp]);
+        out[udp + 4..udp + 6].copy_from_slice(&((len - udp) as u16).to_be_bytes());
+        out[udp + 6..udp + 8].fill(0);
+        let c = ip::udp_checksum(src, dst, &out[udp..]);
+        out[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
         emit(out);
     }
     Ok(count)
@@ -641,5 +850,135 @@ mod tests {
             complete_checksum(&mut small_frame, &far),
             Err(GsoError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_udp_super_frame_becomes_whole_datagrams_each_with_its_checksum() {
+        let data: Vec<u8> = (0..350).map(|i| (i * 7 % 253) as u8).collect();
+        let mut f = vec![0u8; 42];
+        f[12..14].copy_from_slice(&[8, 0]);
+        ip::write_header(&mut f[14..34], 28 + data.len(), 64, 17, SRC, DST);
+        f[18..20].copy_from_slice(&0xfffeu16.to_be_bytes());
+        crate::fill_ipv4_checksum(&mut f[14..34]);
+        f[34..36].copy_from_slice(&2152u16.to_be_bytes());
+        f[36..38].copy_from_slice(&2152u16.to_be_bytes());
+        f[38..40].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&data);
+        udp4_partial(&mut f).unwrap();
+        let g = Gso::udp_segments(100);
+        assert!(g.is_udp_segments() && !g.is_single() && !g.is_tunnel());
+        assert_eq!(largest_segment(&f, &g), 142);
+        let mut buf = vec![0u8; 2000];
+        let mut segs: Vec<Vec<u8>> = Vec::new();
+        assert_eq!(segment(&f, &g, &mut buf, |s| segs.push(s.to_vec())), Ok(4));
+        let mut got = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let ipp = Ipv4Packet::new_checked(&s[14..]).unwrap();
+            assert!(ipp.verify_checksum(), "IP checksum of datagram {i}");
+            assert_eq!(usize::from(ipp.total_len()), s.len() - 14);
+            assert_eq!(ipp.ident(), 0xfffeu16.wrapping_add(i as u16), "wraps");
+            let u = smoltcp::wire::UdpPacket::new_checked(ipp.payload()).unwrap();
+            assert_eq!(usize::from(u.len()), s.len() - 34);
+            assert!(u.verify_checksum(&IpAddress::Ipv4(SRC), &IpAddress::Ipv4(DST)));
+            assert_eq!(u.payload().len(), if i == 3 { 50 } else { 100 });
+            got.extend_from_slice(u.payload());
+        }
+        assert_eq!(got, data);
+        // A UDP length that is not the frame's, a buffer too small, a size of zero: refused.
+        let mut bad = f.clone();
+        bad[38..40].copy_from_slice(&9u16.to_be_bytes());
+        assert_eq!(
+            segment(&bad, &g, &mut buf, |_| {}),
+            Err(GsoError::Malformed)
+        );
+        assert_eq!(largest_segment(&bad, &g), bad.len());
+        assert_eq!(
+            segment(&f, &g, &mut buf[..100], |_| {}),
+            Err(GsoError::TooBig)
+        );
+        let zero = Gso::udp_segments(0);
+        assert_eq!(
+            segment(&f, &zero, &mut buf, |_| {}),
+            Err(GsoError::Malformed)
+        );
+        for cut in [0, 20, 34, 41] {
+            assert!(
+                segment(&f[..cut], &g, &mut buf, |_| {}).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn segments_of_one_flow_merge_into_the_super_frame_they_were_cut_from() {
+        let (f, g) = super_frame(10_000, 0x18 | 0x01 | 0x80); // ACK PSH FIN CWR
+        let mut buf = vec![0u8; 2000];
+        let mut segs: Vec<Vec<u8>> = Vec::new();
+        segment(&f, &g, &mut buf, |s| segs.push(s.to_vec())).unwrap();
+        let eth: [u8; 14] = f[..14].try_into().unwrap();
+        let mut out = Vec::new();
+        let m = coalesce_tcp4(&eth, segs.iter().map(|s| &s[14..]), &mut out).unwrap();
+        assert_eq!((m.gso_size, m.gso_type), (1448, GSO_TCPV4 | GSO_ECN));
+        assert_eq!((m.csum_start, m.csum_offset, m.hdr_len), (34, 16, 54));
+        assert_eq!(out.len(), f.len());
+        assert_eq!(&out[54..], &f[54..], "the data");
+        let mut again: Vec<Vec<u8>> = Vec::new();
+        segment(&out, &m, &mut buf, |s| again.push(s.to_vec())).unwrap();
+        assert_eq!(again, segs, "cut again, the same segments");
+
+        let ip = |v: &Vec<Vec<u8>>| v.iter().map(|s| s[14..].to_vec()).collect::<Vec<_>>();
+        let merges = |v: &[Vec<u8>]| {
+            let mut o = Vec::new();
+            coalesce_tcp4(&eth, v.iter().map(|p| &p[..]), &mut o).is_some()
+        };
+        let good = ip(&segs);
+        assert!(merges(&good));
+        assert!(!merges(&good[..1]), "one is no super-frame");
+        let mut gap = good.clone();
+        gap.remove(3);
+        assert!(!merges(&gap), "a segment missing");
+        let mut swapped = good.clone();
+        swapped.swap(1, 2);
+        assert!(!merges(&swapped), "out of order");
+        let mut corrupt = good.clone();
+        corrupt[2][100] ^= 1;
+        assert!(!merges(&corrupt), "a TCP checksum wrong");
+        let mut other_ack = good.clone();
+        other_ack[4][28] ^= 1;
+        assert!(!merges(&other_ack), "another acknowledgement");
+        let mut spoofed = good.clone();
+        spoofed[1][12] ^= 1;
+        assert!(!merges(&spoofed), "another source (and a bad IP checksum)");
+        let mut short = good.clone();
+        let n = short[1].len() - 1;
+        short[1].truncate(n);
+        assert!(!merges(&short), "a total length that is not the packet's");
+        // A segment with less data than the first ends the super-frame.
+        let (f2, g2) = super_frame(3000, 0x10);
+        let mut s2: Vec<Vec<u8>> = Vec::new();
+        segment(
+            &f2,
+            &Gso {
+                gso_size: 1000,
+                ..g2
+            },
+            &mut buf,
+            |s| s2.push(s[14..].to_vec()),
+        )
+        .unwrap();
+        let (f3, g3) = super_frame(1500, 0x10);
+        segment(
+            &f3,
+            &Gso {
+                gso_size: 500,
+                ..g3
+            },
+            &mut buf,
+            |s| s2.push(s[14..].to_vec()),
+        )
+        .unwrap();
+        assert_eq!(s2.len(), 6);
+        assert!(merges(&s2[..3]));
+        assert!(!merges(&s2[..4]), "a smaller segment from elsewhere");
     }
 }

@@ -64,9 +64,12 @@ counters! {
         radio_bad_signalling,
         radio_no_bearer,
         radio_not_ip,
+        radio_bad_offload,
         uplink_packets,
         downlink_packets,
         downlink_no_bearer,
+        uplink_super_frames,
+        downlink_super_frames,
         s1_received,
         s1_bad,
         s1_unknown_ue,
@@ -109,6 +112,9 @@ pub struct EnbLogic {
     /// S1 and GTP-U datagrams, and frames to the UEs on the radio port.
     out: Outbox,
     reply: Vec<u8>,
+    /// Where super-frames are cut, packed and merged (see [`crate::superframe`]).
+    cut: Vec<u8>,
+    packed: Vec<u8>,
     pub c: EnbCounters,
     pub pc: PathCounters,
 }
@@ -152,6 +158,8 @@ impl EnbLogic {
                 paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
                 out: Outbox::default(),
                 reply: Vec::new(),
+                cut: Vec::new(),
+                packed: Vec::new(),
                 c: EnbCounters::default(),
                 pc: PathCounters::default(),
             },
@@ -260,6 +268,151 @@ impl EnbLogic {
                 (0, &Gso::NONE),
             );
         }
+    }
+
+    /// An offloaded frame from the radio: a UE's TCP super-frame goes up its tunnel as one
+    /// UDP super-frame of G-PDUs (see [`crate::superframe`]), each G-PDU the one
+    /// [`radio_frame`](Self::radio_frame) would send for that segment. Anything else is cut
+    /// and taken frame by frame.
+    fn radio_frame_gso(&mut self, now: Instant, f: &mut [u8], g: &Gso, out: &mut Direct<'_>) {
+        self.cut.resize(crate::superframe::CUT_LEN, 0);
+        if g.gso_type & !d11_wire::gso::GSO_ECN == d11_wire::gso::GSO_TCPV4
+            && self.pack_uplink(now, f, g, out)
+        {
+            return;
+        }
+        let mut cut = std::mem::take(&mut self.cut);
+        if d11_wire::gso::segment(f, g, &mut cut, |s| self.radio_frame(now, s, out)).is_err() {
+            self.c.radio_frames += 1;
+            self.c.radio_bad_offload += 1;
+        }
+        self.cut = cut;
+    }
+
+    /// [`radio_frame_gso`](Self::radio_frame_gso) for a TCP super-frame from a UE with a
+    /// bearer: false (nothing sent or counted) if it cannot go as one.
+    fn pack_uplink(&mut self, now: Instant, f: &[u8], g: &Gso, out: &mut Direct<'_>) -> bool {
+        if f.len() < 14 || f[6] & 1 != 0 {
+            return false;
+        }
+        let src: [u8; 6] = f[6..12].try_into().unwrap_or_default();
+        let Some(b) = self.ues.get(&src).and_then(|u| u.bearer.as_ref()) else {
+            return false;
+        };
+        let strip = match b.pdn_type {
+            PdnType::Ethernet => false,
+            PdnType::Ipv4 => {
+                if f[12..14] != [8, 0] || f[0..6] != self.radio_mac {
+                    return false;
+                }
+                true
+            }
+        };
+        let (teid, gtpu) = (b.teid, &mut self.gtpu);
+        let mut to = None;
+        let packed = crate::superframe::pack(
+            f,
+            g,
+            &mut self.cut,
+            strip,
+            |len| {
+                let (h, t) = gtpu.g_pdu_header(teid, len)?;
+                to = Some(t);
+                Some(h)
+            },
+            &mut self.packed,
+        );
+        let (Some((size, n)), Some(to)) = (packed, to) else {
+            return false;
+        };
+        self.c.radio_frames += n as u64;
+        self.c.uplink_packets += n as u64;
+        self.c.uplink_super_frames += 1;
+        out.udp_segments(now, (self.addr, to), (GTPU, GTPU), &self.packed, size);
+        true
+    }
+
+    /// A UDP super-frame of G-PDUs for one of our tunnels (see [`crate::superframe`]): its
+    /// T-PDUs go to the UE merged back into a TCP super-frame where they were cut from one,
+    /// else one by one, as [`gtpu_message`](Self::gtpu_message) sends each. False for
+    /// anything else (which is cut and taken G-PDU by G-PDU).
+    fn unpack_downlink(&mut self, frame: &mut [u8], g: &Gso, out: &mut Direct<'_>) -> bool {
+        let Some(pdus) = crate::superframe::g_pdus(frame, g) else {
+            return false;
+        };
+        if pdus.dst != self.addr {
+            return false;
+        }
+        let mut teid = None;
+        for pdu in pdus.iter() {
+            let t = self.gtpu.plain_g_pdu(pdu);
+            if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
+                return false;
+            }
+            teid = t;
+        }
+        let Some(teid) = teid else {
+            return false;
+        };
+        let Some(ctx) = self.by_teid.get(&teid).and_then(|m| self.ues.get(m)) else {
+            return false;
+        };
+        let ethernet = matches!(
+            ctx.bearer.as_ref().map(|b| b.pdn_type),
+            Some(PdnType::Ethernet)
+        );
+        let mut n = 0u64;
+        for pdu in pdus.iter() {
+            if self.gtpu.delivered(teid, pdu.len()) {
+                n += 1;
+            }
+        }
+        self.c.downlink_packets += n;
+        const H: usize = d11_wire::gtpu::HEADER_LEN;
+        let eth = if ethernet {
+            pdus.iter()
+                .next()
+                .and_then(|p| crate::superframe::ethernet_of(&p[H..]))
+        } else {
+            let mut e = [0u8; 14];
+            gw::ethernet_header(&mut e, ctx.mac, self.radio_mac, 0x0800);
+            Some(e)
+        };
+        let skip = if ethernet { H + 14 } else { H };
+        let same_eth = |p: &[u8]| !ethernet || p.get(H..H + 14) == eth.as_ref().map(|e| &e[..]);
+        let merged = eth.and_then(|e| {
+            if !pdus.iter().all(same_eth) {
+                return None;
+            }
+            let packets = pdus.iter().map(|p| p.get(skip..).unwrap_or_default());
+            d11_wire::gso::coalesce_tcp4(&e, packets, &mut self.packed)
+        });
+        match merged {
+            Some(m) => {
+                self.c.downlink_super_frames += 1;
+                out.frame(self.radio, &self.packed, &m);
+            }
+            None => {
+                let mac = ctx.mac;
+                for pdu in pdus.iter() {
+                    let tpdu = &pdu[H..];
+                    if ethernet {
+                        out.frame(self.radio, tpdu, &Gso::NONE);
+                    } else {
+                        self.packed.clear();
+                        gw::ethernet_frame_into(
+                            &mut self.packed,
+                            mac,
+                            self.radio_mac,
+                            0x0800,
+                            tpdu,
+                        );
+                        out.frame(self.radio, &self.packed, &Gso::NONE);
+                    }
+                }
+            }
+        }
+        true
     }
 
     fn s1_message(&mut self, now: Instant, payload: &[u8]) {
@@ -402,6 +555,35 @@ impl RouterProgram for EnbLogic {
         }
         self.radio_frame(now, frame, out);
         true
+    }
+
+    /// The radio's super-frames go up as UDP super-frames of G-PDUs; those from the SGW come
+    /// down merged. Every other offloaded frame is cut into plain ones.
+    fn takes_gso(&self) -> bool {
+        true
+    }
+
+    fn takes_udp_segments(&self) -> bool {
+        true
+    }
+
+    fn routes_gso(&self, _port: PortId, _gso: &Gso) -> bool {
+        false
+    }
+
+    fn own_frame_gso(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &mut [u8],
+        gso: &Gso,
+        out: &mut Direct<'_>,
+    ) -> bool {
+        if port == self.radio {
+            self.radio_frame_gso(now, frame, gso, out);
+            return true;
+        }
+        self.unpack_downlink(frame, gso, out)
     }
 
     fn poll_at(&self) -> Option<Instant> {

@@ -19,8 +19,9 @@ use crate::mss::clamp_mss;
 use crate::pool::Pool;
 use crate::tunnel::Endpoint;
 use d11_element::{counters, derive_mac, PortConfig, PortId};
-use d11_router::program::{Outbox, RouterElement, RouterProgram};
+use d11_router::program::{Direct, Outbox, RouterElement, RouterProgram};
 use d11_router::{Encap, Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::gso::{Gso, GSO_ECN, GSO_TCPV4};
 use d11_wire::gtpu::UDP_PORT as GTPU;
 use d11_wire::gtpv2::message::{
     self as gtpc, CreateSessionRequest, CreateSessionResponse, DeleteSessionResponse, EchoResponse,
@@ -97,6 +98,8 @@ counters! {
         mss_clamped,
         decapsulated_in_place,
         encapsulated_at_once,
+        uplink_super_frames,
+        downlink_super_frames,
         udp_errors,
     }
 }
@@ -130,6 +133,9 @@ pub struct PgwLogic {
     /// (inject).
     out: Outbox,
     reply: Vec<u8>,
+    /// Where super-frames are cut and packed (see [`crate::superframe`]).
+    cut: Vec<u8>,
+    packed: Vec<u8>,
     pub c: PgwCounters,
     pub pc: PathCounters,
 }
@@ -232,6 +238,8 @@ impl PgwLogic {
                 paths: Paths::new(Duration::from_secs(cfg.echo_interval_s)),
                 out: Outbox::default(),
                 reply: Vec::new(),
+                cut: Vec::new(),
+                packed: Vec::new(),
                 c: PgwCounters::default(),
                 pc: PathCounters::default(),
             },
@@ -510,6 +518,136 @@ impl PgwLogic {
         Some(at)
     }
 
+    /// A UDP super-frame of G-PDUs from the SGW for one of our sessions (see
+    /// [`crate::superframe`]): each T-PDU checked and counted as [`gtpu`](Self::gtpu) does,
+    /// then all of them to the router as one TCP super-frame where they were cut from one,
+    /// else one by one. False for anything else (cut, and taken G-PDU by G-PDU).
+    fn unpack_uplink(&mut self, frame: &mut [u8], g: &Gso) -> bool {
+        let Some(pdus) = crate::superframe::g_pdus(frame, g) else {
+            return false;
+        };
+        if pdus.dst != self.s5_addr {
+            return false;
+        }
+        const H: usize = d11_wire::gtpu::HEADER_LEN;
+        let mut teid = None;
+        for pdu in pdus.iter() {
+            let t = self.s5u.plain_g_pdu(pdu);
+            if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
+                return false;
+            }
+            teid = t;
+        }
+        let Some(teid) = teid else {
+            return false;
+        };
+        let Some(s) = self.by_s5u.get(&teid).and_then(|t| self.sessions.get(t)) else {
+            return false;
+        };
+        if pdus.iter().any(|p| uplink_check(s, &p[H..]).is_err()) {
+            return false;
+        }
+        let mut n = 0;
+        for pdu in pdus.iter() {
+            if self.s5u.delivered(teid, pdu.len()) {
+                n += 1;
+            }
+        }
+        self.c.uplink_packets += n;
+        let (eth, skip) = match s.pdn_type {
+            PdnType::Ethernet => (
+                pdus.iter()
+                    .next()
+                    .and_then(|p| crate::superframe::ethernet_of(&p[H..])),
+                H + 14,
+            ),
+            PdnType::Ipv4 => {
+                let mut e = [0u8; 14];
+                gw::ethernet_header(&mut e, self.ue_mac, ipv4_session_mac(s.ue_ip), 0x0800);
+                (Some(e), H)
+            }
+        };
+        let same_eth = |p: &[u8]| skip == H || p.get(H..H + 14) == eth.as_ref().map(|e| &e[..]);
+        let mut f = self.out.buffer();
+        let merged = eth.and_then(|e| {
+            if !pdus.iter().all(same_eth) {
+                return None;
+            }
+            let packets = pdus.iter().map(|p| p.get(skip..).unwrap_or_default());
+            d11_wire::gso::coalesce_tcp4(&e, packets, &mut f)
+        });
+        match merged {
+            Some(m) => {
+                self.c.uplink_super_frames += 1;
+                self.out.inject_gso.push((f, m));
+            }
+            None => {
+                self.out.recycle(f);
+                for pdu in pdus.iter() {
+                    let mut f = self.out.buffer();
+                    match eth {
+                        Some(e) if skip == H => {
+                            f.extend_from_slice(&e);
+                            f.extend_from_slice(&pdu[H..]);
+                        }
+                        _ => f.extend_from_slice(&pdu[H..]),
+                    }
+                    self.out.inject.push(f);
+                }
+            }
+        }
+        true
+    }
+
+    /// A TCP super-frame the router sent towards a UE: down its tunnel as one UDP
+    /// super-frame of G-PDUs, each the one [`downlink`](Self::downlink) would send for that
+    /// segment. False (nothing sent or counted) if it cannot go as one.
+    fn pack_downlink(&mut self, f: &[u8], g: &Gso) -> bool {
+        if g.gso_type & !GSO_ECN != GSO_TCPV4 || f.len() < 34 || f[12..14] != [8, 0] {
+            return false;
+        }
+        let Some(s) = self
+            .by_ip
+            .get(&d11_wire::ip::dst(&f[14..]))
+            .and_then(|t| self.sessions.get(t))
+        else {
+            return false;
+        };
+        let (teid, strip) = (s.s5u_teid, s.pdn_type == PdnType::Ipv4);
+        self.cut.resize(crate::superframe::CUT_LEN, 0);
+        let s5u = &mut self.s5u;
+        let mut to = None;
+        let packed = crate::superframe::pack(
+            f,
+            g,
+            &mut self.cut,
+            strip,
+            |len| {
+                let (h, t) = s5u.g_pdu_header(teid, len)?;
+                to = Some(t);
+                Some(h)
+            },
+            &mut self.packed,
+        );
+        let (Some((size, n)), Some(to)) = (packed, to) else {
+            return false;
+        };
+        self.c.downlink_packets += n as u64;
+        self.c.downlink_super_frames += 1;
+        let payload = self.out.copy(&self.packed);
+        self.out.segmented.push((
+            Datagram {
+                src: self.s5_addr,
+                dst: to,
+                sport: GTPU,
+                dport: GTPU,
+                payload,
+            },
+            size,
+        ));
+        true
+    }
+
     /// A frame the router sent towards the UEs: into the tunnel of the UE it is for.
     fn downlink(&mut self, f: &[u8]) {
         if f.len() < 14 {
@@ -665,6 +803,37 @@ impl RouterProgram for PgwLogic {
     /// What the router sent to a UE goes down its tunnel.
     fn tunnel_frame(&mut self, _now: Instant, frame: &[u8]) {
         self.downlink(frame);
+    }
+
+    /// A TCP super-frame to a UE goes down its tunnel as one UDP super-frame of G-PDUs.
+    fn tunnel_frame_gso(&mut self, _now: Instant, frame: &[u8], gso: &Gso) -> bool {
+        self.pack_downlink(frame, gso)
+    }
+
+    /// TCP super-frames are routed whole (to the UEs: into [`tunnel_frame_gso`]); UDP
+    /// super-frames of G-PDUs from the SGW are taken out of their tunnel whole. Every other
+    /// offloaded frame is cut into plain ones for the router.
+    fn takes_gso(&self) -> bool {
+        true
+    }
+
+    fn takes_udp_segments(&self) -> bool {
+        true
+    }
+
+    fn routes_gso(&self, _port: PortId, gso: &Gso) -> bool {
+        gso.gso_type & !GSO_ECN == GSO_TCPV4
+    }
+
+    fn own_frame_gso(
+        &mut self,
+        _now: Instant,
+        _port: PortId,
+        frame: &mut [u8],
+        gso: &Gso,
+        _out: &mut Direct<'_>,
+    ) -> bool {
+        self.unpack_uplink(frame, gso)
     }
 
     fn poll_at(&self) -> Option<Instant> {

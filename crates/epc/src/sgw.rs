@@ -19,8 +19,9 @@ use crate::gw::{self, Datagram, Gtpu, PathCounters, Paths};
 use crate::transactions::Transactions;
 use crate::tunnel::Endpoint;
 use d11_element::{counters, PortId};
-use d11_router::program::{Outbox, RouterElement, RouterProgram};
+use d11_router::program::{Direct, Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
+use d11_wire::gso::Gso;
 use d11_wire::gtpu::{emit_signalling, MessageType, UDP_PORT as GTPU};
 use d11_wire::gtpv2::message::{
     self as gtpc, CreateSessionRequest, CreateSessionResponse, DeleteSessionRequest,
@@ -94,6 +95,7 @@ counters! {
         uplink_packets,
         downlink_packets,
         switched_in_place,
+        super_frames_switched,
         udp_errors,
     }
 }
@@ -815,6 +817,75 @@ impl SgwLogic {
     }
 }
 
+impl SgwLogic {
+    /// A UDP super-frame of G-PDUs (see [`crate::superframe`]) switched as
+    /// [`switch_in_place`](Self::switch_in_place) switches one, every G-PDU of it in place,
+    /// and sent on as one super-frame. Only if every G-PDU is plain and of one tunnel whose
+    /// session has both; false for anything else, which is cut and taken G-PDU by G-PDU.
+    fn switch_super_frame(
+        &mut self,
+        now: Instant,
+        frame: &mut [u8],
+        g: &Gso,
+        out: &mut Direct<'_>,
+    ) -> bool {
+        let Some(mut pdus) = crate::superframe::g_pdus(frame, g) else {
+            return false;
+        };
+        let s1 = pdus.dst == self.s11_addr;
+        if !s1 && pdus.dst != self.s5_addr {
+            return false;
+        }
+        let (ep, next, map) = if s1 {
+            (&mut self.s1u, &mut self.s5u, &self.by_s1u)
+        } else {
+            (&mut self.s5u, &mut self.s1u, &self.by_s5u)
+        };
+        let mut teid = None;
+        for pdu in pdus.iter() {
+            let t = ep.plain_g_pdu(pdu);
+            if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
+                return false;
+            }
+            teid = t;
+        }
+        let Some(s) = teid
+            .and_then(|t| map.get(&t))
+            .and_then(|t| self.sessions.get(t))
+        else {
+            return false;
+        };
+        let (teid, out_src) = (
+            teid.unwrap_or_default(),
+            if s1 { self.s5_addr } else { self.s11_addr },
+        );
+        let out_teid = if s1 { s.s5u_teid } else { s.s1u_teid };
+        let mut to = None;
+        let mut n = 0;
+        for pdu in pdus.iter_mut() {
+            // Both tunnels exist (checked above): every G-PDU switches, or none.
+            match ep.switch_in_place(teid, next, out_teid, pdu) {
+                Some(t) => to = Some(t),
+                None => break,
+            }
+            n += 1;
+        }
+        let Some(to) = to else {
+            return false;
+        };
+        if s1 {
+            self.c.uplink_packets += n;
+        } else {
+            self.c.downlink_packets += n;
+        }
+        self.c.switched_in_place += n;
+        self.c.super_frames_switched += 1;
+        let size = pdus.size as u16;
+        out.udp_segments(now, (out_src, to), (GTPU, GTPU), pdus.payload, size);
+        true
+    }
+}
+
 impl Hook for SgwLogic {
     fn prerouting(&mut self, _now: Instant, _in_port: PortId, ip: &mut [u8]) -> HookVerdict {
         if self.switch_in_place(ip) {
@@ -847,6 +918,31 @@ impl Hook for SgwLogic {
 impl RouterProgram for SgwLogic {
     fn role(&self) -> &'static str {
         "sgw"
+    }
+
+    /// UDP super-frames of G-PDUs are switched whole; every other offloaded frame is cut
+    /// into plain ones for the router.
+    fn takes_gso(&self) -> bool {
+        true
+    }
+
+    fn takes_udp_segments(&self) -> bool {
+        true
+    }
+
+    fn routes_gso(&self, _port: PortId, _gso: &Gso) -> bool {
+        false
+    }
+
+    fn own_frame_gso(
+        &mut self,
+        now: Instant,
+        _port: PortId,
+        frame: &mut [u8],
+        gso: &Gso,
+        out: &mut Direct<'_>,
+    ) -> bool {
+        self.switch_super_frame(now, frame, gso, out)
     }
 
     fn outbox(&mut self) -> &mut Outbox {

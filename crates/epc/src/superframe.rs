@@ -22,6 +22,9 @@ use d11_wire::gso::{self, Gso};
 use d11_wire::gtpu::HEADER_LEN;
 use std::net::Ipv4Addr;
 
+/// Room enough for any segment (or frame) cut from a super-frame.
+pub const CUT_LEN: usize = 65536 + 64;
+
 /// The G-PDUs of a UDP super-frame to the GTP-U port.
 pub struct GPdus<'a> {
     pub src: Ipv4Addr,
@@ -72,7 +75,7 @@ pub fn g_pdus<'a>(frame: &'a mut [u8], g: &Gso) -> Option<GPdus<'a>> {
     }
     let (src, dst) = (d11_wire::ip::src(ip), d11_wire::ip::dst(ip));
     let payload = &mut frame[42..];
-    if payload.len() % size != 0 && payload.len() % size < HEADER_LEN {
+    if !payload.len().is_multiple_of(size) && payload.len() % size < HEADER_LEN {
         return None;
     }
     Some(GPdus {

@@ -564,11 +564,33 @@ impl Router {
 
     /// Sends a UDP datagram whose payload is the payloads of many datagrams to the same
     /// place, one after the other, each `size` octets (the last the rest): a tunnel's packets
-    /// (G-PDUs) as one super-frame ([`Gso::udp_segments`]), its UDP checksum partial. It
-    /// leaves whole when the next hop is known (the port, or the kernel, cuts it into the
-    /// datagrams it stands for); otherwise it is cut here. Each datagram must fit the port's
-    /// MTU; returns false, counted, when they cannot.
+    /// (G-PDUs) as one super-frame ([`Gso::udp_segments`]), its UDP checksum partial; as
+    /// several, if they are more than one IPv4 packet holds. It leaves whole when the next
+    /// hop is known (the port, or the kernel, cuts it into the datagrams it stands for);
+    /// otherwise it is cut here. Each datagram must fit the port's MTU; returns false,
+    /// counted, when they cannot.
     pub fn send_udp_segments(
+        &mut self,
+        now: Instant,
+        addrs: (Ipv4Addr, Ipv4Addr),
+        ports: (u16, u16),
+        payload: &[u8],
+        size: u16,
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        let size = usize::from(size);
+        let per = (usize::from(u16::MAX) - 28) / size.max(1);
+        if size == 0 || per == 0 {
+            self.c.local_too_big += 1;
+            return false;
+        }
+        payload
+            .chunks(per * size)
+            .all(|p| self.send_udp_segments_one(now, addrs, ports, p, size as u16, tx))
+    }
+
+    /// [`Router::send_udp_segments`] for a payload one IPv4 packet holds.
+    fn send_udp_segments_one(
         &mut self,
         now: Instant,
         (src, dst): (Ipv4Addr, Ipv4Addr),
@@ -585,10 +607,7 @@ impl Router {
             return false;
         };
         let total = 20 + 8 + payload.len();
-        if total > usize::from(u16::MAX)
-            || size == 0
-            || 28 + usize::from(size) > self.ports[route.port].mtu
-        {
+        if total > usize::from(u16::MAX) || 28 + usize::from(size) > self.ports[route.port].mtu {
             self.c.local_too_big += 1;
             return false;
         }

@@ -12,6 +12,8 @@ pub mod sgw;
 pub mod subscribers;
 pub mod superframe;
 #[cfg(test)]
+mod superframe_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 pub mod transactions;
 pub mod tunnel;

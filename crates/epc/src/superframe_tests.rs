@@ -1,0 +1,324 @@
+//! A TCP super-frame through eNodeB, SGW and PGW, each element's output fed to the next: it
+//! crosses as UDP super-frames of G-PDUs and comes out as the super-frame it was, and each of
+//! those UDP super-frames, cut, is octet for octet what the element sends for each segment.
+
+use crate::enb::{EnbConfig, EnbLogic};
+use crate::pgw::{PgwConfig, PgwLogic};
+use crate::sgw::{SgwConfig, SgwLogic};
+use d11_element::{CollectGso, Element, PortId};
+use d11_wire::gso::{self, Gso, GSO_TCPV4};
+use serde_json::json;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+const UE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
+const UE: Ipv4Addr = Ipv4Addr::new(10, 45, 0, 2);
+const SRV_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
+const SRV: Ipv4Addr = Ipv4Addr::new(172, 16, 9, 1);
+
+type Frames = Vec<(PortId, Vec<u8>, Gso)>;
+
+/// The three elements as bench/mobile sets them up: an Ethernet PDU session, static tunnels
+/// (eNodeB 100, SGW 200 and 400, PGW 300).
+struct Core {
+    enb: crate::enb::Enb,
+    sgw: crate::sgw::Sgw,
+    pgw: crate::pgw::Pgw,
+}
+
+impl Core {
+    fn new() -> Core {
+        let enb: EnbConfig = serde_json::from_value(json!({
+            "name": "enb", "mme": "172.16.1.5", "echo_interval_s": 0,
+            "ports": [{"name": "radio"}, {"name": "epc", "addresses": ["172.16.1.2/24"]}],
+            "static_bearers": [{"ue_mac": "02:00:00:00:00:10", "pdn_type": "ethernet",
+                "ue_ip": "10.45.0.2", "enb_teid": 100, "sgw": "172.16.1.3", "sgw_teid": 200}],
+        }))
+        .unwrap();
+        let sgw: SgwConfig = serde_json::from_value(json!({
+            "name": "sgw", "echo_interval_s": 0,
+            "ports": [{"name": "epc", "addresses": ["172.16.1.3/24"]},
+                      {"name": "s5", "addresses": ["172.16.5.3/24"]}],
+            "static_sessions": [{"imsi": "001010000000001", "enb": "172.16.1.2", "enb_teid": 100,
+                "s1u_teid": 200, "pgw": "172.16.5.4", "pgw_teid": 300, "s5u_teid": 400}],
+        }))
+        .unwrap();
+        let pgw: PgwConfig = serde_json::from_value(json!({
+            "name": "pgw", "echo_interval_s": 0,
+            "ports": [{"name": "s5", "addresses": ["172.16.5.4/24"]},
+                      {"name": "sgi", "addresses": ["172.16.9.4/24"]}],
+            "routes": [{"prefix": "0.0.0.0/0", "via": "172.16.9.1"}],
+            "static_sessions": [{"imsi": "001010000000001", "ue_ip": "10.45.0.2",
+                "pdn_type": "ethernet", "s5u_teid": 300, "sgw": "172.16.5.3", "sgw_teid": 400}],
+        }))
+        .unwrap();
+        Core {
+            enb: EnbLogic::new(&enb, 1).unwrap(),
+            sgw: SgwLogic::new(&sgw, 1).unwrap(),
+            pgw: PgwLogic::new(&pgw, 1).unwrap(),
+        }
+    }
+
+    /// Every element's address and MAC, for the ARP each asks.
+    fn peers(&self) -> Vec<([u8; 6], Ipv4Addr)> {
+        let mac = |r: &d11_router::Router, p: &str| r.port_mac(r.port_index(p).unwrap()).unwrap().0;
+        vec![
+            (mac(&self.enb.router, "epc"), Ipv4Addr::new(172, 16, 1, 2)),
+            (mac(&self.sgw.router, "epc"), Ipv4Addr::new(172, 16, 1, 3)),
+            (mac(&self.sgw.router, "s5"), Ipv4Addr::new(172, 16, 5, 3)),
+            (mac(&self.pgw.router, "s5"), Ipv4Addr::new(172, 16, 5, 4)),
+            (SRV_MAC, SRV),
+        ]
+    }
+
+    /// The MAC the UEs' gateway (the PGW's side of the tunnels) has.
+    fn gateway_mac(&self) -> [u8; 6] {
+        let r = &self.pgw.router;
+        r.port_mac(r.port_index(crate::pgw::UE_PORT).unwrap())
+            .unwrap()
+            .0
+    }
+
+    /// A frame (with its metadata) from the UE's radio through all three: what leaves each.
+    fn uplink(&mut self, f: Vec<u8>, g: Gso) -> [Frames; 3] {
+        let peers = self.peers();
+        let a = feed(&mut self.enb, 0, vec![(f, g)], &peers);
+        let b = feed(&mut self.sgw, 0, frames(&a), &peers);
+        let c = feed(&mut self.pgw, 0, frames(&b), &peers);
+        [a, b, c]
+    }
+
+    /// A frame (with its metadata) from the server through all three: what leaves each.
+    fn downlink(&mut self, f: Vec<u8>, g: Gso) -> [Frames; 3] {
+        let peers = self.peers();
+        let a = feed(&mut self.pgw, 1, vec![(f, g)], &peers);
+        let b = feed(&mut self.sgw, 1, frames(&a), &peers);
+        let c = feed(&mut self.enb, 1, frames(&b), &peers);
+        [a, b, c]
+    }
+}
+
+fn frames(f: &Frames) -> Vec<(Vec<u8>, Gso)> {
+    f.iter().map(|(_, f, g)| (f.clone(), *g)).collect()
+}
+
+/// Feeds frames to `port` of `e`, answering its ARP for `peers`; what else it sent.
+fn feed(
+    e: &mut dyn Element,
+    port: PortId,
+    input: Vec<(Vec<u8>, Gso)>,
+    peers: &[([u8; 6], Ipv4Addr)],
+) -> Frames {
+    let now = Instant::now();
+    let mut tx = CollectGso::default();
+    for (mut f, g) in input {
+        if g.is_plain() {
+            e.handle_frame(now, port, &mut f, &mut tx);
+        } else {
+            e.handle_frame_gso(now, port, &mut f, &g, &mut tx);
+        }
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < tx.frames.len() {
+        let (p, fr, g) = tx.frames[i].clone();
+        i += 1;
+        if fr[12..14] == [8, 6] && fr[20..22] == [0, 1] {
+            let target = Ipv4Addr::new(fr[38], fr[39], fr[40], fr[41]);
+            if let Some(peer) = peers.iter().find(|x| x.1 == target) {
+                let mine: [u8; 6] = fr[6..12].try_into().unwrap();
+                let asker = Ipv4Addr::new(fr[28], fr[29], fr[30], fr[31]);
+                let mut a = d11_wire::arp::reply(peer.0, peer.1, mine, asker).to_vec();
+                e.handle_frame(now, p, &mut a, &mut tx);
+                continue;
+            }
+        }
+        out.push((p, fr, g));
+    }
+    out
+}
+
+/// A TCP/IPv4 super-frame from `src` to `dst` in a frame from `from` to `to`: `n` octets of
+/// data in segments of `mss`, the checksum partial, as a kernel with TSO hands it over.
+fn tcp_super_frame(
+    (from, to): ([u8; 6], [u8; 6]),
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    n: usize,
+    mss: u16,
+) -> (Vec<u8>, Gso) {
+    let mut f = vec![0u8; 66 + n];
+    f[0..6].copy_from_slice(&to);
+    f[6..12].copy_from_slice(&from);
+    f[12..14].copy_from_slice(&[8, 0]);
+    d11_wire::ip::write_header(&mut f[14..34], 52 + n, 64, 6, src, dst);
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5201u16.to_be_bytes());
+    f[38..42].copy_from_slice(&7u32.to_be_bytes());
+    f[42..46].copy_from_slice(&9u32.to_be_bytes());
+    f[46] = 8 << 4;
+    f[47] = 0x18;
+    f[48..50].copy_from_slice(&1000u16.to_be_bytes());
+    // Timestamps, as Linux sends them.
+    f[54..66].copy_from_slice(&[1, 1, 8, 10, 0, 0, 1, 2, 0, 0, 3, 4]);
+    for (i, x) in f[66..].iter_mut().enumerate() {
+        *x = (i * 11 % 249) as u8;
+    }
+    let g = gso::offload_tcp4(&mut f, mss).unwrap();
+    (f, g)
+}
+
+/// Every segment a frame stands for, as IP packets.
+fn segments(f: &[u8], g: &Gso) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 70_000];
+    let mut out = Vec::new();
+    gso::segment(f, g, &mut buf, |s| out.push(s[14..].to_vec())).unwrap();
+    out
+}
+
+/// The same packet one router hop later: TTL one less (and the checksum with it).
+fn hop(ip: &[u8]) -> Vec<u8> {
+    let mut p = ip.to_vec();
+    p[8] -= 1;
+    d11_wire::fill_ipv4_checksum(&mut p[..20]);
+    p
+}
+
+/// What `e` sends, one frame at a time, for each segment of `f`: the UDP datagrams.
+fn one_by_one(
+    e: &mut dyn Element,
+    port: PortId,
+    f: &[u8],
+    g: &Gso,
+    peers: &[([u8; 6], Ipv4Addr)],
+) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 70_000];
+    let mut input = Vec::new();
+    gso::segment(f, g, &mut buf, |s| input.push((s.to_vec(), Gso::NONE))).unwrap();
+    feed(e, port, input, peers)
+        .into_iter()
+        .map(|(_, f, _)| f[34..].to_vec())
+        .collect()
+}
+
+/// The UDP datagrams a UDP super-frame stands for.
+fn datagrams(f: &[u8], g: &Gso) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 70_000];
+    let mut out = Vec::new();
+    gso::segment(f, g, &mut buf, |s| out.push(s[34..].to_vec())).unwrap();
+    out
+}
+
+#[test]
+fn a_tcp_super_frame_crosses_the_core_whole_both_ways() {
+    let mut core = Core::new();
+    let up = |core: &Core, n| tcp_super_frame((UE_MAC, core.gateway_mac()), (UE, SRV), n, 1386);
+    // The PGW learns the UE's MAC from its ARP answer (up the tunnel), and every element its
+    // next hop from a first super-frame each way.
+    let arp = d11_wire::arp::reply(UE_MAC, UE, core.gateway_mac(), Ipv4Addr::new(10, 45, 0, 1));
+    core.uplink(arp.to_vec(), Gso::NONE);
+    let (f, g) = up(&core, 20_000);
+    core.uplink(f, g);
+    let pgw_sgi = core.pgw.router.port_mac(1).unwrap().0;
+    let down = |n| tcp_super_frame((SRV_MAC, pgw_sgi), (SRV, UE), n, 1386);
+    let (f, g) = down(20_000);
+    core.downlink(f, g);
+
+    for n in [20_000, 63_000] {
+        let (f, g) = up(&core, n);
+        let [enb, sgw, pgw] = core.uplink(f.clone(), g);
+        for (hopname, out) in [("eNodeB", &enb), ("SGW", &sgw)] {
+            assert!(
+                out.iter().all(|(_, _, g)| g.is_udp_segments()),
+                "{hopname} sent UDP super-frames only: {:?}",
+                out.iter().map(|x| x.2).collect::<Vec<_>>()
+            );
+        }
+        // 46 G-PDUs of 1,460 octets do not fit one IPv4 packet: two super-frames then.
+        assert_eq!(enb.len(), if n == 63_000 { 2 } else { 1 });
+        assert_eq!(
+            pgw.len(),
+            enb.len(),
+            "a TCP super-frame out of the PGW for each"
+        );
+        let mut got = Vec::new();
+        for (port, out, og) in &pgw {
+            assert_eq!((*port, og.gso_type, og.gso_size), (1, GSO_TCPV4, 1386));
+            got.extend(segments(out, og));
+        }
+        let want: Vec<_> = segments(&f, &g).iter().map(|p| hop(p)).collect();
+        assert_eq!(got, want, "the segments that went in, one hop later");
+        // Each UDP super-frame, cut, is what goes one G-PDU per frame.
+        let via_enb: Vec<_> = enb.iter().flat_map(|(_, f, g)| datagrams(f, g)).collect();
+        let peers = core.peers();
+        assert_eq!(via_enb, one_by_one(&mut core.enb, 0, &f, &g, &peers));
+
+        let (f, g) = down(n);
+        let [pgw, sgw, enb] = core.downlink(f.clone(), g);
+        assert!(pgw.iter().chain(&sgw).all(|(_, _, g)| g.is_udp_segments()));
+        assert_eq!(
+            enb.len(),
+            sgw.len(),
+            "a TCP super-frame to the radio for each"
+        );
+        let mut got = Vec::new();
+        for (port, out, og) in &enb {
+            assert_eq!((*port, og.gso_type, &out[..6]), (0, GSO_TCPV4, &UE_MAC[..]));
+            got.extend(segments(out, og));
+        }
+        let want: Vec<_> = segments(&f, &g).iter().map(|p| hop(p)).collect();
+        assert_eq!(got, want);
+        let via_sgw: Vec<_> = sgw.iter().flat_map(|(_, f, g)| datagrams(f, g)).collect();
+        let via_pgw: Vec<_> = pgw.iter().flat_map(|(_, f, g)| datagrams(f, g)).collect();
+        let direct: Vec<_> = via_pgw
+            .iter()
+            .map(|d| {
+                let fr = crate::testutil::udp_frame(
+                    core.sgw.router.port_mac(1).unwrap().0,
+                    (
+                        core.pgw.router.port_mac(0).unwrap().0,
+                        Ipv4Addr::new(172, 16, 5, 4),
+                    ),
+                    Ipv4Addr::new(172, 16, 5, 3),
+                    2152,
+                    &d[8..],
+                );
+                let fr = crate::testutil::with_udp_checksum(fr);
+                (fr, Gso::NONE)
+            })
+            .collect();
+        let peers = core.peers();
+        let switched: Vec<_> = feed(&mut core.sgw, 1, direct, &peers)
+            .into_iter()
+            .map(|(_, f, _)| f[34..].to_vec())
+            .collect();
+        assert_eq!(
+            via_sgw, switched,
+            "the SGW switches each G-PDU as it switches one"
+        );
+    }
+    assert!(
+        core.enb.logic.c.uplink_super_frames >= 3 && core.enb.logic.c.downlink_super_frames >= 2
+    );
+    assert!(
+        core.pgw.logic.c.uplink_super_frames >= 2 && core.pgw.logic.c.downlink_super_frames >= 3
+    );
+}
+
+#[test]
+fn g_pdus_that_do_not_merge_go_on_one_by_one() {
+    let mut core = Core::new();
+    let arp = d11_wire::arp::reply(UE_MAC, UE, core.gateway_mac(), Ipv4Addr::new(10, 45, 0, 1));
+    core.uplink(arp.to_vec(), Gso::NONE);
+    let (f, g) = tcp_super_frame((UE_MAC, core.gateway_mac()), (UE, SRV), 10_000, 1386);
+    core.uplink(f.clone(), g);
+    let [enb, _, _] = core.uplink(f.clone(), g);
+    let (_, mut sf, sg) = enb[0].clone();
+    // One G-PDU's T-PDU corrupted on the way (its TCP checksum no longer right).
+    let at = 42 + usize::from(sg.gso_size) * 2 + 8 + 14 + 52 + 100;
+    sf[at] ^= 0xff;
+    let peers = core.peers();
+    let b = feed(&mut core.sgw, 0, vec![(sf, sg)], &peers);
+    let c = feed(&mut core.pgw, 0, frames(&b), &peers);
+    assert_eq!(c.len(), segments(&f, &g).len(), "each segment on its own");
+    assert!(c.iter().all(|(p, _, g)| *p == 1 && g.is_plain()));
+}

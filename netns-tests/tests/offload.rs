@@ -708,3 +708,139 @@ fn the_endpoint_stack_takes_and_sends_super_frames_and_every_octet_arrives() {
     );
     assert!(bad.is_empty(), "{bad:?}");
 }
+
+/// The mobile core between two kernel hosts with offloads on (an Ethernet PDU session set up
+/// by configuration); `$S5` is whether the SGW's S5 port takes super-frames. Every other port
+/// of the eNodeB, SGW and PGW does.
+const GTP_LAB: &str = r#"
+name = "offload-gtp"
+[[segments]]
+name = "radio"
+mtu = 1450
+[[segments]]
+name = "epc"
+[[segments]]
+name = "s5"
+[[segments]]
+name = "sgi"
+mtu = 1450
+[[nodes]]
+name = "ue"
+role = "kernel"
+gateway = "10.45.0.1"
+ports = [{ name = "eth0", segment = "radio", addresses = ["10.45.0.2/16"], offload = true }]
+[[nodes]]
+name = "enb"
+role = "enb"
+mme = "172.16.1.5"
+echo_interval_s = 0
+ports = [{ name = "radio", segment = "radio", offload = true }, { name = "epc", segment = "epc", addresses = ["172.16.1.2/24"], offload = true }]
+static_bearers = [{ ue_mac = "02:d1:00:00:be:01", pdn_type = "ethernet", ue_ip = "10.45.0.2", enb_teid = 100, sgw = "172.16.1.3", sgw_teid = 200 }]
+[[nodes]]
+name = "sgw"
+role = "sgw"
+echo_interval_s = 0
+ports = [{ name = "epc", segment = "epc", addresses = ["172.16.1.3/24"], offload = true }, { name = "s5", segment = "s5", addresses = ["172.16.5.3/24"], offload = $S5 }]
+static_sessions = [{ imsi = "001010000000001", enb = "172.16.1.2", enb_teid = 100, s1u_teid = 200, pgw = "172.16.5.4", pgw_teid = 300, s5u_teid = 400 }]
+[[nodes]]
+name = "pgw"
+role = "pgw"
+echo_interval_s = 0
+ports = [{ name = "s5", segment = "s5", addresses = ["172.16.5.4/24"], offload = true }, { name = "sgi", segment = "sgi", addresses = ["172.16.9.4/24"], offload = true }]
+static_sessions = [{ imsi = "001010000000001", ue_ip = "10.45.0.2", pdn_type = "ethernet", s5u_teid = 300, sgw = "172.16.5.3", sgw_teid = 400 }]
+[[nodes]]
+name = "srv"
+role = "kernel"
+gateway = "172.16.9.4"
+ports = [{ name = "eth0", segment = "sgi", addresses = ["172.16.9.1/24"], offload = true }]
+"#;
+
+/// The GTP lab up, the phone given the MAC its bearer knows, 20 MB sent each way between
+/// phone and server, every octet checked.
+fn gtp_lab_transfers(s5_offload: bool) -> Lab {
+    let lab = Lab::up(&GTP_LAB.replace("$S5", &s5_offload.to_string()));
+    lab.exec_ok(
+        "ue",
+        &[
+            "ip",
+            "link",
+            "set",
+            "dev",
+            "eth0",
+            "address",
+            "02:d1:00:00:be:01",
+        ],
+    );
+    let out = lab.exec_ok("ue", &["ping", "-c", "1", "-W", "5", "172.16.9.1"]);
+    assert!(out.contains("1 received"), "{out}");
+    let (up, want_up) = random_file(&lab, "ue", "up.bin", 20_000_000);
+    assert_eq!(
+        transfer(&lab, "ue", "srv", "172.16.9.1", &up),
+        want_up,
+        "phone -> server"
+    );
+    let (down, want_down) = random_file(&lab, "srv", "down.bin", 20_000_000);
+    assert_eq!(
+        transfer(&lab, "srv", "ue", "10.45.0.2", &down),
+        want_down,
+        "server -> phone"
+    );
+    lab
+}
+
+/// With offloads on every port, the phone's and the server's TCP super-frames cross the
+/// core as UDP super-frames of G-PDUs and leave it merged again.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn tcp_super_frames_cross_the_gtp_core_whole_and_every_octet_arrives() {
+    let lab = gtp_lab_transfers(true);
+    for (node, name) in [
+        ("enb", "uplink_super_frames"),
+        ("enb", "downlink_super_frames"),
+        ("sgw", "super_frames_switched"),
+        ("pgw", "uplink_super_frames"),
+        ("pgw", "downlink_super_frames"),
+    ] {
+        assert!(lab.counter(node, name) > 0, "{node} {name}");
+    }
+    assert!(port(&lab, "sgw", "epc", "rx_gso") > 0 && port(&lab, "sgw", "s5", "tx_gso") > 0);
+    for node in ["enb", "sgw", "pgw"] {
+        assert_eq!(lab.counter(node, "gso_dropped"), 0, "{node}");
+        assert_eq!(lab.counter(node, "local_too_big"), 0, "{node}");
+    }
+    let dir = lab.stop();
+    for seg in ["radio", "epc", "s5", "sgi"] {
+        let pcap = dir.0.join("pcap").join(format!("{seg}.pcapng"));
+        let bad = malformed(&pcap, &["-d", "tcp.port==5001,data"]);
+        assert!(bad.is_empty(), "segment {seg}: {bad:?}");
+    }
+}
+
+/// Where a port cannot take them, UDP super-frames of G-PDUs are cut into the G-PDUs they
+/// stand for: by the SGW's runtime towards its S5 port (uplink), by the kernel towards that
+/// port's TAP (downlink, from the PGW); the SGW's checks of each (its UDP checksum among them)
+/// pass, and every octet arrives.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn g_pdu_super_frames_are_cut_where_a_port_cannot_take_them() {
+    let lab = gtp_lab_transfers(false);
+    assert!(
+        lab.counter("sgw", "super_frames_switched") > 0,
+        "uplink: whole into the SGW"
+    );
+    assert!(
+        port(&lab, "sgw", "s5", "gso_segments") > 0,
+        "cut by the SGW for S5"
+    );
+    assert!(
+        lab.counter("pgw", "downlink_super_frames") > 0,
+        "downlink: packed by the PGW"
+    );
+    assert!(
+        lab.counter("sgw", "switched_in_place") > lab.counter("sgw", "super_frames_switched") * 10,
+        "the downlink's G-PDUs, cut by the kernel, switched one by one"
+    );
+    assert_eq!(lab.counter("sgw", "udp_errors"), 0);
+    assert_eq!(port(&lab, "sgw", "s5", "gso_errors"), 0);
+    lab.stop();
+}

@@ -426,7 +426,32 @@ fn wrong_key_is_rejected_and_bad_gtp_is_answered_or_counted() {
     }
     lab.udp_send("probe", "172.16.1.3", 2123, bad_gtpc);
     lab.udp_send("probe", "172.16.1.3", 2152, echo);
+    // A G-PDU for the good phone's own tunnel, from the probe (no eNodeB of that tunnel): a
+    // UDP packet to the server inside, which must not come out of the PGW.
+    let sessions = lab.show("sgw", "sessions");
+    let teid = sessions
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["imsi"] == imsi(1)))
+        .and_then(|s| s["s1u_sgw_teid"].as_u64())
+        .unwrap_or_else(|| panic!("the phone's S1-U TEID: {sessions}")) as u32;
+    let mut spoofed = vec![0x30, 0xff, 0, 28];
+    spoofed.extend_from_slice(&teid.to_be_bytes());
+    let mut inner = [0u8; 28];
+    inner[0] = 0x45;
+    inner[3] = 28;
+    inner[8] = 64;
+    inner[9] = 17;
+    inner[12..16].copy_from_slice(&[10, 45, 0, 2]);
+    inner[16..20].copy_from_slice(&[203, 0, 113, 10]);
+    inner[20..22].copy_from_slice(&9u16.to_be_bytes());
+    inner[22..24].copy_from_slice(&9u16.to_be_bytes());
+    inner[25] = 8;
+    spoofed.extend_from_slice(&inner);
+    let up = lab.counter("sgw", "uplink_packets");
+    lab.udp_send("probe", "172.16.1.3", 2152, &spoofed);
     let c = lab.show("sgw", "counters");
+    assert_eq!(c["s1u_rx_wrong_peer"], 1, "{c}");
+    assert_eq!(c["uplink_packets"], up, "{c}");
     assert_eq!(c["s1u_rx_unknown_teid"], 1, "{c}");
     assert_eq!(c["s1u_tx_error_indication"], 1, "{c}");
     assert!(c["s1u_rx_malformed"].as_u64().unwrap() >= 3, "{c}");

@@ -345,7 +345,7 @@ impl EnbLogic {
         }
         let mut teid = None;
         for pdu in pdus.iter() {
-            let t = self.gtpu.plain_g_pdu(pdu);
+            let t = self.gtpu.plain_g_pdu(pdus.src, pdu);
             if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
                 return false;
             }

@@ -223,7 +223,7 @@ pub fn receive_gtpu<'a>(
             payload: reply.to_vec(),
         })
     };
-    match ep.receive(payload, io.reply) {
+    match ep.receive(from, payload, io.reply) {
         Received::Deliver { local_teid, tpdu } => return Gtpu::Deliver { local_teid, tpdu },
         Received::EndMarker { local_teid } => {
             io.c.end_markers_received += 1;
@@ -324,6 +324,7 @@ pub fn endpoint_counters(ep: &Endpoint, prefix: &str, out: &mut dyn FnMut(&str, 
         ("rx_g_pdu", c.rx_g_pdu),
         ("rx_malformed", c.rx_malformed),
         ("rx_unknown_teid", c.rx_unknown_teid),
+        ("rx_wrong_peer", c.rx_wrong_peer),
         ("rx_unsupported_extension", c.rx_unsupported_extension),
         ("rx_unexpected", c.rx_unexpected),
         ("tx_error_indication", c.tx_error_indication),

@@ -493,11 +493,11 @@ impl PgwLogic {
     /// checks pass; counted as the slow path counts it. Returns where the frame starts in
     /// `ip`, for [`HookVerdict::Decapsulated`].
     fn decapsulate_in_place(&mut self, ip: &mut [u8]) -> Option<usize> {
-        let gw::InPlace { dst, udp, .. } = gw::gtpu_in_place(ip)?;
+        let gw::InPlace { src, dst, udp, .. } = gw::gtpu_in_place(ip)?;
         if dst != self.s5_addr {
             return None;
         }
-        let teid = self.s5u.plain_g_pdu(&udp[8..])?;
+        let teid = self.s5u.plain_g_pdu(src, &udp[8..])?;
         let s = self.by_s5u.get(&teid).and_then(|t| self.sessions.get(t))?;
         const TPDU: usize = 8 + d11_wire::gtpu::HEADER_LEN;
         uplink_check(s, &udp[TPDU..]).ok()?;
@@ -532,7 +532,7 @@ impl PgwLogic {
         const H: usize = d11_wire::gtpu::HEADER_LEN;
         let mut teid = None;
         for pdu in pdus.iter() {
-            let t = self.s5u.plain_g_pdu(pdu);
+            let t = self.s5u.plain_g_pdu(pdus.src, pdu);
             if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
                 return false;
             }

@@ -768,7 +768,7 @@ impl SgwLogic {
         } else {
             (&mut self.s5u, &mut self.s1u, &self.by_s5u)
         };
-        let Some(teid) = ep.plain_g_pdu(&udp[8..]) else {
+        let Some(teid) = ep.plain_g_pdu(src, &udp[8..]) else {
             return false;
         };
         let Some(s) = map.get(&teid).and_then(|t| self.sessions.get(t)) else {
@@ -843,7 +843,7 @@ impl SgwLogic {
         };
         let mut teid = None;
         for pdu in pdus.iter() {
-            let t = ep.plain_g_pdu(pdu);
+            let t = ep.plain_g_pdu(pdus.src, pdu);
             if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
                 return false;
             }

@@ -1,7 +1,9 @@
 //! A GTP-U tunnel endpoint (3GPP TS 29.281), sans-IO: the UDP payloads of port 2152 in, what
 //! to deliver or answer out. The eNodeB, SGW and PGW each hold one.
 //!
-//! - A G-PDU for a known TEID is delivered (its T-PDU), counted per tunnel.
+//! - A G-PDU for a known TEID is delivered (its T-PDU), counted per tunnel, if it comes from
+//!   the tunnel's far end; from any other address it is counted (`rx_wrong_peer`) and dropped,
+//!   unanswered (an answer would go to whoever the source claims to be).
 //! - A G-PDU for an unknown TEID draws an Error Indication (TEID 0; TEID Data I and GTP-U Peer
 //!   Address IEs, §7.3.1), so the sender can tear the tunnel down.
 //! - An extension header the endpoint must understand but does not draws a Supported Extension
@@ -56,6 +58,7 @@ pub enum Received<'a> {
 pub enum Drop {
     Malformed,
     UnknownTeid,
+    WrongPeer,
     UnsupportedExtension,
     UnexpectedMessage,
 }
@@ -65,6 +68,7 @@ pub struct Counters {
     pub rx_g_pdu: u64,
     pub rx_malformed: u64,
     pub rx_unknown_teid: u64,
+    pub rx_wrong_peer: u64,
     pub rx_unsupported_extension: u64,
     pub rx_unexpected: u64,
     pub tx_error_indication: u64,
@@ -148,7 +152,12 @@ impl Endpoint {
     }
 
     /// Handles one GTP-U message from `peer`; answers go into `reply`.
-    pub fn receive<'a>(&mut self, msg: &'a [u8], reply: &mut Vec<u8>) -> Received<'a> {
+    pub fn receive<'a>(
+        &mut self,
+        peer: Ipv4Addr,
+        msg: &'a [u8],
+        reply: &mut Vec<u8>,
+    ) -> Received<'a> {
         reply.clear();
         let Ok(p) = Packet::new_checked(msg) else {
             self.c.rx_malformed += 1;
@@ -179,6 +188,10 @@ impl Endpoint {
                     self.signal(MessageType::ErrorIndication, 0, &ies, reply);
                     return Received::Dropped(Drop::UnknownTeid);
                 };
+                if t.remote != peer {
+                    self.c.rx_wrong_peer += 1;
+                    return Received::Dropped(Drop::WrongPeer);
+                }
                 // The T-PDU as a slice of `msg` (the view's payload borrows the view).
                 let (hl, len) = (p.header_len(), p.payload().len());
                 t.rx_packets += 1;
@@ -222,7 +235,7 @@ impl Endpoint {
                     }
                 }
             }
-            MessageType::EndMarker if self.tunnels.contains_key(&teid) => {
+            MessageType::EndMarker if self.tunnels.get(&teid).is_some_and(|t| t.remote == peer) => {
                 Received::EndMarker { local_teid: teid }
             }
             _ => {
@@ -239,11 +252,11 @@ impl Endpoint {
         out.truncate(n);
     }
 
-    /// The TEID of a G-PDU that can be switched where it lies: the mandatory header only (no
-    /// sequence number, N-PDU number or extension header), a length that is the message's,
-    /// and a tunnel of ours. Nothing is counted; anything else goes through
-    /// [`receive`](Self::receive).
-    pub fn plain_g_pdu(&self, msg: &[u8]) -> Option<u32> {
+    /// The TEID of a G-PDU from `peer` that can be switched where it lies: the mandatory
+    /// header only (no sequence number, N-PDU number or extension header), a length that is
+    /// the message's, and a tunnel of ours whose far end is `peer`. Nothing is counted;
+    /// anything else goes through [`receive`](Self::receive).
+    pub fn plain_g_pdu(&self, peer: Ipv4Addr, msg: &[u8]) -> Option<u32> {
         let p = Packet::new_checked(msg).ok()?;
         if p.has_optional()
             || p.message_type() != MessageType::GPdu
@@ -252,7 +265,10 @@ impl Endpoint {
             return None;
         }
         let teid = p.teid();
-        self.tunnels.contains_key(&teid).then_some(teid)
+        self.tunnels
+            .get(&teid)
+            .is_some_and(|t| t.remote == peer)
+            .then_some(teid)
     }
 
     /// Counts a G-PDU that [`plain_g_pdu`](Self::plain_g_pdu) found for our tunnel `teid`
@@ -353,13 +369,23 @@ mod tests {
         assert_eq!(to, SGW);
         let mut reply = Vec::new();
         assert_eq!(
-            sgw.receive(&wire, &mut reply),
+            sgw.receive(ENB, &wire, &mut reply),
             Received::Deliver {
                 local_teid: s_teid,
                 tpdu: b"ip packet"
             }
         );
         assert!(reply.is_empty());
+        // The same G-PDU from anyone but the tunnel's far end: dropped, unanswered.
+        let elsewhere = Ipv4Addr::new(172, 16, 1, 66);
+        assert_eq!(
+            sgw.receive(elsewhere, &wire, &mut reply),
+            Received::Dropped(Drop::WrongPeer)
+        );
+        assert!(reply.is_empty());
+        assert_eq!(sgw.c.rx_wrong_peer, 1);
+        assert_eq!(sgw.plain_g_pdu(ENB, &wire), Some(s_teid));
+        assert_eq!(sgw.plain_g_pdu(elsewhere, &wire), None);
         assert_eq!(
             (
                 sgw.get(s_teid).unwrap().rx_packets,
@@ -387,7 +413,7 @@ mod tests {
         let hl = r.header_len();
         m[hl..].copy_from_slice(b"data");
         assert_eq!(
-            sgw.receive(&m, &mut reply),
+            sgw.receive(ENB, &m, &mut reply),
             Received::Deliver {
                 local_teid: s_teid,
                 tpdu: b"data"
@@ -402,7 +428,7 @@ mod tests {
         Repr::g_pdu(0xdead, 3).emit(&mut m).unwrap();
         let mut reply = Vec::new();
         assert_eq!(
-            sgw.receive(&m, &mut reply),
+            sgw.receive(ENB, &m, &mut reply),
             Received::Dropped(Drop::UnknownTeid)
         );
         let p = Packet::new_checked(&reply[..]).unwrap();
@@ -418,7 +444,7 @@ mod tests {
         // The peer learns which tunnel it was.
         let mut enb = Endpoint::new(ENB, 1, 1);
         assert_eq!(
-            enb.receive(&reply, &mut Vec::new()),
+            enb.receive(SGW, &reply, &mut Vec::new()),
             Received::ErrorIndication { teid: 0xdead }
         );
     }
@@ -430,9 +456,9 @@ mod tests {
         let mut req = Vec::new();
         a.echo_request(&mut req);
         let mut resp = Vec::new();
-        assert_eq!(b.receive(&req, &mut resp), Received::Reply);
+        assert_eq!(b.receive(ENB, &req, &mut resp), Received::Reply);
         assert_eq!(
-            a.receive(&resp, &mut Vec::new()),
+            a.receive(SGW, &resp, &mut Vec::new()),
             Received::EchoResponse { recovery: Some(9) }
         );
     }
@@ -459,7 +485,7 @@ mod tests {
         r.emit(&mut m).unwrap();
         let mut reply = Vec::new();
         assert_eq!(
-            sgw.receive(&m, &mut reply),
+            sgw.receive(ENB, &m, &mut reply),
             Received::Dropped(Drop::UnsupportedExtension)
         );
         let p = Packet::new_checked(&reply[..]).unwrap();
@@ -474,7 +500,7 @@ mod tests {
             &[0x30, 0xff, 0, 9, 0, 0, 0, 1][..],
         ] {
             assert!(matches!(
-                sgw.receive(bad, &mut reply),
+                sgw.receive(ENB, bad, &mut reply),
                 Received::Dropped(Drop::Malformed)
             ));
         }

@@ -308,25 +308,18 @@ impl EnbLogic {
                 true
             }
         };
-        let (teid, gtpu) = (b.teid, &mut self.gtpu);
-        let mut to = None;
-        let packed = crate::superframe::pack(
-            f,
-            g,
+        let Some((size, n, to)) = crate::superframe::pack_for(
+            &mut self.gtpu,
+            b.teid,
+            (f, g),
             &mut self.cut,
             strip,
-            |len| {
-                let (h, t) = gtpu.g_pdu_header(teid, len)?;
-                to = Some(t);
-                Some(h)
-            },
             &mut self.packed,
-        );
-        let (Some((size, n)), Some(to)) = (packed, to) else {
+        ) else {
             return false;
         };
-        self.c.radio_frames += n as u64;
-        self.c.uplink_packets += n as u64;
+        self.c.radio_frames += n;
+        self.c.uplink_packets += n;
         self.c.uplink_super_frames += 1;
         out.udp_segments(now, (self.addr, to), (GTPU, GTPU), &self.packed, size);
         true
@@ -343,15 +336,7 @@ impl EnbLogic {
         if pdus.dst != self.addr {
             return false;
         }
-        let mut teid = None;
-        for pdu in pdus.iter() {
-            let t = self.gtpu.plain_g_pdu(pdus.src, pdu);
-            if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
-                return false;
-            }
-            teid = t;
-        }
-        let Some(teid) = teid else {
+        let Some(teid) = pdus.one_tunnel(&self.gtpu) else {
             return false;
         };
         let Some(ctx) = self.by_teid.get(&teid).and_then(|m| self.ues.get(m)) else {
@@ -361,32 +346,11 @@ impl EnbLogic {
             ctx.bearer.as_ref().map(|b| b.pdn_type),
             Some(PdnType::Ethernet)
         );
-        let mut n = 0u64;
-        for pdu in pdus.iter() {
-            if self.gtpu.delivered(teid, pdu.len()) {
-                n += 1;
-            }
-        }
-        self.c.downlink_packets += n;
+        self.c.downlink_packets += pdus.deliver(&mut self.gtpu, teid);
         const H: usize = d11_wire::gtpu::HEADER_LEN;
-        let eth = if ethernet {
-            pdus.iter()
-                .next()
-                .and_then(|p| crate::superframe::ethernet_of(&p[H..]))
-        } else {
-            let mut e = [0u8; 14];
-            gw::ethernet_header(&mut e, ctx.mac, self.radio_mac, 0x0800);
-            Some(e)
-        };
-        let skip = if ethernet { H + 14 } else { H };
-        let same_eth = |p: &[u8]| !ethernet || p.get(H..H + 14) == eth.as_ref().map(|e| &e[..]);
-        let merged = eth.and_then(|e| {
-            if !pdus.iter().all(same_eth) {
-                return None;
-            }
-            let packets = pdus.iter().map(|p| p.get(skip..).unwrap_or_default());
-            d11_wire::gso::coalesce_tcp4(&e, packets, &mut self.packed)
-        });
+        let mut eth = [0u8; 14];
+        gw::ethernet_header(&mut eth, ctx.mac, self.radio_mac, 0x0800);
+        let merged = pdus.merge((!ethernet).then_some(eth), &mut self.packed);
         match merged {
             Some(m) => {
                 self.c.downlink_super_frames += 1;

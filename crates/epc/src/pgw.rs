@@ -530,15 +530,7 @@ impl PgwLogic {
             return false;
         }
         const H: usize = d11_wire::gtpu::HEADER_LEN;
-        let mut teid = None;
-        for pdu in pdus.iter() {
-            let t = self.s5u.plain_g_pdu(pdus.src, pdu);
-            if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
-                return false;
-            }
-            teid = t;
-        }
-        let Some(teid) = teid else {
+        let Some(teid) = pdus.one_tunnel(&self.s5u) else {
             return false;
         };
         let Some(s) = self.by_s5u.get(&teid).and_then(|t| self.sessions.get(t)) else {
@@ -547,35 +539,17 @@ impl PgwLogic {
         if pdus.iter().any(|p| uplink_check(s, &p[H..]).is_err()) {
             return false;
         }
-        let mut n = 0;
-        for pdu in pdus.iter() {
-            if self.s5u.delivered(teid, pdu.len()) {
-                n += 1;
-            }
-        }
-        self.c.uplink_packets += n;
-        let (eth, skip) = match s.pdn_type {
-            PdnType::Ethernet => (
-                pdus.iter()
-                    .next()
-                    .and_then(|p| crate::superframe::ethernet_of(&p[H..])),
-                H + 14,
-            ),
+        self.c.uplink_packets += pdus.deliver(&mut self.s5u, teid);
+        let eth = match s.pdn_type {
+            PdnType::Ethernet => None,
             PdnType::Ipv4 => {
                 let mut e = [0u8; 14];
                 gw::ethernet_header(&mut e, self.ue_mac, ipv4_session_mac(s.ue_ip), 0x0800);
-                (Some(e), H)
+                Some(e)
             }
         };
-        let same_eth = |p: &[u8]| skip == H || p.get(H..H + 14) == eth.as_ref().map(|e| &e[..]);
         let mut f = self.out.buffer();
-        let merged = eth.and_then(|e| {
-            if !pdus.iter().all(same_eth) {
-                return None;
-            }
-            let packets = pdus.iter().map(|p| p.get(skip..).unwrap_or_default());
-            d11_wire::gso::coalesce_tcp4(&e, packets, &mut f)
-        });
+        let merged = pdus.merge(eth, &mut f);
         match merged {
             Some(m) => {
                 self.c.uplink_super_frames += 1;
@@ -585,13 +559,10 @@ impl PgwLogic {
                 self.out.recycle(f);
                 for pdu in pdus.iter() {
                     let mut f = self.out.buffer();
-                    match eth {
-                        Some(e) if skip == H => {
-                            f.extend_from_slice(&e);
-                            f.extend_from_slice(&pdu[H..]);
-                        }
-                        _ => f.extend_from_slice(&pdu[H..]),
+                    if let Some(e) = eth {
+                        f.extend_from_slice(&e);
                     }
+                    f.extend_from_slice(&pdu[H..]);
                     self.out.inject.push(f);
                 }
             }
@@ -614,25 +585,17 @@ impl PgwLogic {
             return false;
         };
         let (teid, strip) = (s.s5u_teid, s.pdn_type == PdnType::Ipv4);
-        self.cut.resize(crate::superframe::CUT_LEN, 0);
-        let s5u = &mut self.s5u;
-        let mut to = None;
-        let packed = crate::superframe::pack(
-            f,
-            g,
+        let Some((size, n, to)) = crate::superframe::pack_for(
+            &mut self.s5u,
+            teid,
+            (f, g),
             &mut self.cut,
             strip,
-            |len| {
-                let (h, t) = s5u.g_pdu_header(teid, len)?;
-                to = Some(t);
-                Some(h)
-            },
             &mut self.packed,
-        );
-        let (Some((size, n)), Some(to)) = (packed, to) else {
+        ) else {
             return false;
         };
-        self.c.downlink_packets += n as u64;
+        self.c.downlink_packets += n;
         self.c.downlink_super_frames += 1;
         let payload = self.out.copy(&self.packed);
         self.out.segmented.push((

@@ -841,24 +841,13 @@ impl SgwLogic {
         } else {
             (&mut self.s5u, &mut self.s1u, &self.by_s5u)
         };
-        let mut teid = None;
-        for pdu in pdus.iter() {
-            let t = ep.plain_g_pdu(pdus.src, pdu);
-            if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
-                return false;
-            }
-            teid = t;
-        }
-        let Some(s) = teid
-            .and_then(|t| map.get(&t))
-            .and_then(|t| self.sessions.get(t))
-        else {
+        let Some(teid) = pdus.one_tunnel(ep) else {
             return false;
         };
-        let (teid, out_src) = (
-            teid.unwrap_or_default(),
-            if s1 { self.s5_addr } else { self.s11_addr },
-        );
+        let Some(s) = map.get(&teid).and_then(|t| self.sessions.get(t)) else {
+            return false;
+        };
+        let out_src = if s1 { self.s5_addr } else { self.s11_addr };
         let out_teid = if s1 { s.s5u_teid } else { s.s1u_teid };
         let mut to = None;
         let mut n = 0;

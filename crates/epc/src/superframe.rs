@@ -18,6 +18,7 @@
 //!   their T-PDUs back into a TCP super-frame ([`d11_wire::gso::coalesce_tcp4`], which checks
 //!   each segment as GRO would); what does not merge goes on packet by packet.
 
+use crate::tunnel::Endpoint;
 use d11_wire::gso::{self, Gso};
 use d11_wire::gtpu::HEADER_LEN;
 use std::net::Ipv4Addr;
@@ -44,6 +45,69 @@ impl GPdus<'_> {
     pub fn iter_mut(&mut self) -> std::slice::ChunksMut<'_, u8> {
         self.payload.chunks_mut(self.size)
     }
+
+    /// The TEID of the one tunnel of `ep` every G-PDU is for, if each is one its fast path
+    /// may take ([`Endpoint::plain_g_pdu`]: from the tunnel's far end among others).
+    pub fn one_tunnel(&self, ep: &Endpoint) -> Option<u32> {
+        let mut teid = None;
+        for pdu in self.iter() {
+            let t = ep.plain_g_pdu(self.src, pdu);
+            if t.is_none() || teid.is_some_and(|x| Some(x) != t) {
+                return None;
+            }
+            teid = t;
+        }
+        teid
+    }
+
+    /// Counts every G-PDU as delivered by tunnel `teid` of `ep`; how many were.
+    pub fn deliver(&self, ep: &mut Endpoint, teid: u32) -> u64 {
+        self.iter().filter(|p| ep.delivered(teid, p.len())).count() as u64
+    }
+
+    /// The T-PDUs merged into one TCP super-frame in `out`, as
+    /// [`d11_wire::gso::coalesce_tcp4`] merges segments: behind `eth` if the T-PDUs are IP
+    /// packets; if they are Ethernet frames (`eth` `None`), behind theirs, which must all be
+    /// the same. `None` if they do not merge.
+    pub fn merge(&self, eth: Option<[u8; 14]>, out: &mut Vec<u8>) -> Option<Gso> {
+        let (eth, skip) = match eth {
+            Some(e) => (e, HEADER_LEN),
+            None => {
+                let e = self
+                    .iter()
+                    .next()
+                    .and_then(|p| ethernet_of(&p[HEADER_LEN..]))?;
+                let same = |p: &[u8]| p.get(HEADER_LEN..HEADER_LEN + 14) == Some(&e[..]);
+                if !self.iter().all(same) {
+                    return None;
+                }
+                (e, HEADER_LEN + 14)
+            }
+        };
+        let packets = self.iter().map(|p| p.get(skip..).unwrap_or_default());
+        gso::coalesce_tcp4(&eth, packets, out)
+    }
+}
+
+/// [`pack`] into tunnel `teid` of `ep`, each G-PDU's header the tunnel's (counted as sent):
+/// the size of each G-PDU, how many there are and the far end to send them to.
+pub fn pack_for(
+    ep: &mut Endpoint,
+    teid: u32,
+    (frame, g): (&[u8], &Gso),
+    cut: &mut Vec<u8>,
+    strip_ethernet: bool,
+    out: &mut Vec<u8>,
+) -> Option<(u16, u64, Ipv4Addr)> {
+    cut.resize(CUT_LEN, 0);
+    let mut to = None;
+    let header = |len| {
+        let (h, t) = ep.g_pdu_header(teid, len)?;
+        to = Some(t);
+        Some(h)
+    };
+    let (size, n) = pack(frame, g, cut, strip_ethernet, header, out)?;
+    Some((size, n as u64, to?))
 }
 
 /// The G-PDUs in `frame` if it is a UDP super-frame ([`Gso::is_udp_segments`]) to the

@@ -1055,6 +1055,12 @@ impl Router {
             let fits = seg <= self.ports[route.port].mtu;
             if !fits || self.neigh.lookup(route.port, nh).is_none() {
                 self.forward_cut(now, in_port, &frame[..ip_end], tx, hook);
+                // Its segments may have gone into the tunnel at once (`Hook::encapsulate`),
+                // which asks no ARP: ask now, so that the next one goes whole.
+                if fits && self.tunnel == Some(route.port) && self.neigh.wanted(now, route.port, nh)
+                {
+                    self.send_arp_request(route.port, nh, tx);
+                }
                 return;
             }
         }

@@ -101,6 +101,19 @@ pub struct NeighbourView {
     pub queued: usize,
 }
 
+/// What [`Neighbours::solicit`] found.
+enum Solicit<'a> {
+    Full,
+    Known {
+        mac: EthernetAddress,
+        probe: bool,
+    },
+    Wait {
+        queue: &'a mut VecDeque<Vec<u8>>,
+        request: bool,
+    },
+}
+
 impl Neighbours {
     pub fn lookup(&self, port: PortId, addr: Ipv4Addr) -> Option<EthernetAddress> {
         match self.entries.get(&(port, addr)) {
@@ -164,10 +177,42 @@ impl Neighbours {
         addr: Ipv4Addr,
         frame: &[u8],
     ) -> Resolution {
+        let (queue, request) = match self.solicit(now, port, addr) {
+            Solicit::Full => return Resolution::TableFull,
+            Solicit::Known { mac, probe } => return Resolution::Known { mac, probe },
+            Solicit::Wait { queue, request } => (queue, request),
+        };
+        let dropped = if queue.len() >= QUEUE {
+            queue.pop_front();
+            true
+        } else {
+            false
+        };
+        queue.push_back(frame.to_vec());
+        if dropped {
+            Resolution::QueuedDroppedOldest { request }
+        } else {
+            Resolution::Queued { request }
+        }
+    }
+
+    /// Whether an ARP request for `addr` should go out now, for a caller that has nothing to
+    /// queue (a super-frame, cut and sent another way meanwhile): as [`resolve`](Self::resolve)
+    /// would decide it, the entry made incomplete if it was not usable.
+    pub fn wanted(&mut self, now: Instant, port: PortId, addr: Ipv4Addr) -> bool {
+        matches!(
+            self.solicit(now, port, addr),
+            Solicit::Wait { request: true, .. }
+        )
+    }
+
+    /// The entry for `addr`, made (incomplete) if there was none or it was stale: its MAC if
+    /// usable, else its queue and whether to ask now.
+    fn solicit(&mut self, now: Instant, port: PortId, addr: Ipv4Addr) -> Solicit<'_> {
         if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&(port, addr)) {
             self.full += 1;
             if !self.evict() {
-                return Resolution::TableFull;
+                return Solicit::Full;
             }
         }
         let e = self
@@ -179,7 +224,7 @@ impl Neighbours {
                 next_try: now,
             });
         if let Some((mac, probe)) = usable(e, now) {
-            return Resolution::Known { mac, probe };
+            return Solicit::Known { mac, probe };
         }
         if let State::Reachable { .. } = e {
             *e = State::Incomplete {
@@ -201,18 +246,7 @@ impl Neighbours {
             *tries = 1;
             *next_try = now + RETRY;
         }
-        let dropped = if queue.len() >= QUEUE {
-            queue.pop_front();
-            true
-        } else {
-            false
-        };
-        queue.push_back(frame.to_vec());
-        if dropped {
-            Resolution::QueuedDroppedOldest { request }
-        } else {
-            Resolution::Queued { request }
-        }
+        Solicit::Wait { queue, request }
     }
 
     /// Records `mac` for `addr`. With `create` false only an existing entry is updated (RFC 826:

@@ -133,9 +133,8 @@ pub struct PgwLogic {
     /// (inject).
     out: Outbox,
     reply: Vec<u8>,
-    /// Where super-frames are cut and packed (see [`crate::superframe`]).
+    /// Where super-frames are cut (see [`crate::superframe`]).
     cut: Vec<u8>,
-    packed: Vec<u8>,
     pub c: PgwCounters,
     pub pc: PathCounters,
 }
@@ -239,7 +238,6 @@ impl PgwLogic {
                 out: Outbox::default(),
                 reply: Vec::new(),
                 cut: Vec::new(),
-                packed: Vec::new(),
                 c: PgwCounters::default(),
                 pc: PathCounters::default(),
             },
@@ -585,19 +583,21 @@ impl PgwLogic {
             return false;
         };
         let (teid, strip) = (s.s5u_teid, s.pdn_type == PdnType::Ipv4);
-        let Some((size, n, to)) = crate::superframe::pack_for(
+        let mut payload = self.out.buffer();
+        let packed = crate::superframe::pack_for(
             &mut self.s5u,
             teid,
             (f, g),
             &mut self.cut,
             strip,
-            &mut self.packed,
-        ) else {
+            &mut payload,
+        );
+        let Some((size, n, to)) = packed else {
+            self.out.recycle(payload);
             return false;
         };
         self.c.downlink_packets += n;
         self.c.downlink_super_frames += 1;
-        let payload = self.out.copy(&self.packed);
         self.out.segmented.push((
             Datagram {
                 src: self.s5_addr,

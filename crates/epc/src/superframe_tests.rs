@@ -365,3 +365,87 @@ fn g_pdus_that_do_not_merge_go_on_one_by_one() {
     assert_eq!(c.len(), segments(&f, &g).len(), "each segment on its own");
     assert!(c.iter().all(|(p, _, g)| *p == 1 && g.is_plain()));
 }
+
+/// Counts what an element sends, whole super-frames as one, and keeps nothing.
+#[derive(Default)]
+struct Sink(u64);
+
+impl d11_element::Transmit for Sink {
+    fn send(&mut self, _port: PortId, _frame: &[u8]) {
+        self.0 += 1;
+    }
+    fn offloads(&self, _port: PortId) -> bool {
+        true
+    }
+    fn send_gso(&mut self, _port: PortId, _frame: &[u8], _gso: &Gso) {
+        self.0 += 1;
+    }
+}
+
+/// Feeds `frame` to `port` of `e` `rounds` times through one buffer; the allocations that
+/// made and the frames sent.
+fn allocations(
+    e: &mut dyn Element,
+    port: PortId,
+    (frame, g): (&[u8], Gso),
+    rounds: usize,
+) -> (u64, u64) {
+    let now = Instant::now();
+    let mut buf = frame.to_vec();
+    let mut tx = Sink::default();
+    let mut run = |e: &mut dyn Element, tx: &mut Sink| {
+        buf.copy_from_slice(frame);
+        e.handle_frame_gso(now, port, &mut buf, &g, tx);
+    };
+    // A few rounds first: buffer pools fill.
+    for _ in 0..4 {
+        run(e, &mut tx);
+    }
+    let before = tx.0;
+    let allocs = d11_element::alloc_count::allocations_in(|| {
+        for _ in 0..rounds {
+            run(e, &mut tx);
+        }
+    });
+    (allocs, tx.0 - before)
+}
+
+#[test]
+fn super_frames_cross_each_element_without_allocating_once_warm() {
+    assert!(d11_element::alloc_count::counting_is_on());
+    for pdn in ["ethernet", "ipv4"] {
+        let mut core = Core::warm(pdn);
+        let (f, g) = tcp_super_frame((UE_MAC, core.ue_next_hop()), (UE, SRV), 40_000, 1386);
+        let [enb, sgw, _] = core.uplink(f.clone(), g);
+        let pgw_sgi = core.pgw.router.port_mac(1).unwrap().0;
+        let (df, dg) = tcp_super_frame((SRV_MAC, pgw_sgi), (SRV, UE), 40_000, 1386);
+        let [pgw, sgw_d, _] = core.downlink(df.clone(), dg);
+        let runs = [
+            ("eNodeB up", allocations(&mut core.enb, 0, (&f, g), 200)),
+            (
+                "SGW up",
+                allocations(&mut core.sgw, 0, (&enb[0].1, enb[0].2), 200),
+            ),
+            (
+                "PGW up",
+                allocations(&mut core.pgw, 0, (&sgw[0].1, sgw[0].2), 200),
+            ),
+            ("PGW down", allocations(&mut core.pgw, 1, (&df, dg), 200)),
+            (
+                "SGW down",
+                allocations(&mut core.sgw, 1, (&pgw[0].1, pgw[0].2), 200),
+            ),
+            (
+                "eNodeB down",
+                allocations(&mut core.enb, 1, (&sgw_d[0].1, sgw_d[0].2), 200),
+            ),
+        ];
+        for (what, (allocs, sent)) in runs {
+            assert_eq!(sent, 200, "{pdn} {what}: one frame out for each");
+            assert_eq!(
+                allocs, 0,
+                "{pdn} {what}: heap allocations for 200 super-frames"
+            );
+        }
+    }
+}

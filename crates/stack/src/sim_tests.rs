@@ -442,3 +442,59 @@ fn the_buffer_follows_the_port_unless_the_config_sets_it() {
         .to_string();
     assert!(err.contains("tcp.buffer 512"), "{err}");
 }
+
+/// A program that closes first still acknowledges the peer's FIN (and the data with it) when
+/// it comes, whether it let go of the connection at once or when it read the end: the peer
+/// sends its FIN once, not again after a retransmission timeout, and no ACK of ours closes
+/// the window.
+#[test]
+fn a_connection_closed_first_acknowledges_the_peers_fin() {
+    for read_to_end in [false, true] {
+        fin_acknowledged(read_to_end);
+    }
+}
+
+fn fin_acknowledged(read_to_end: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    paused(async {
+        let (mut sim, a, b, an, bn) = pair(false);
+        let listener = b.listen(443, 2).unwrap();
+        tokio::task::spawn_local(async move {
+            let (mut c, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).await.unwrap();
+            // A last record after the peer's (TLS's close_notify), then our FIN.
+            let _ = c.write_all(&[0x15; 24]).await;
+            let _ = c.shutdown().await;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::spawn_local(async move {
+            let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 443);
+            let mut c = a.connect(to).await.unwrap();
+            c.write_all(&[0x15; 24]).await.unwrap();
+            c.shutdown().await.unwrap();
+            if read_to_end {
+                // Let go of it the moment the end is read (a proxy's side done).
+                let mut buf = Vec::new();
+                let _ = c.read_to_end(&mut buf).await;
+            }
+            drop(c);
+            std::future::pending::<()>().await;
+        });
+        sim.run_async_for(Duration::from_secs(5)).await;
+        let segs = tcp_segments(&sim, bn);
+        let fins = segs.iter().filter(|(f, _)| f & 0x01 != 0).count();
+        assert_eq!(
+            fins, 1,
+            "read to end {read_to_end}: b's FIN, once: {segs:?}"
+        );
+        let zero_window = tcp_sent(&sim, an)
+            .iter()
+            .any(|(_, _, t)| t[13] & 0x02 == 0 && t[14..16] == [0, 0]);
+        assert!(
+            !zero_window,
+            "a closed the window: {:?}",
+            tcp_segments(&sim, an)
+        );
+    });
+}

@@ -219,8 +219,9 @@ pub(crate) fn set_tsval(ms: u32) {
 
 impl Stack {
     /// Waits until no connection is still closing (every TCP socket is listening, closed or in
-    /// TIME-WAIT), at most `timeout`: a program that is about to exit calls it so its FINs
-    /// reach the wire.
+    /// TIME-WAIT, and those let go of have left for the TIME-WAIT table, their last ACK sent),
+    /// at most `timeout`: a program that is about to exit calls it so its FINs and ACKs reach
+    /// the wire.
     pub async fn quiesce(&self, timeout: Duration) {
         let _ = tokio::time::timeout(
             timeout,
@@ -234,6 +235,15 @@ impl Stack {
                             s.register_send_waker(cx.waker());
                         }
                     }
+                }
+                let sockets = &i.sockets;
+                let leaving = i
+                    .orphans
+                    .iter()
+                    .any(|o| sockets.get::<Socket>(o.handle).state() == State::TimeWait);
+                if leaving {
+                    busy = true;
+                    i.orphans_gone = Some(cx.waker().clone());
                 }
                 if busy {
                     Poll::Pending
@@ -325,7 +335,11 @@ impl Drop for TcpListener {
                 let s = i.sockets.get_mut::<Socket>(h);
                 let ends = crate::endpoints(s);
                 s.abort();
-                i.orphans.push((h, ends));
+                i.orphans.push(crate::Orphan {
+                    handle: h,
+                    ends,
+                    time_wait_since: None,
+                });
             }
         }
     }
@@ -470,7 +484,14 @@ impl Drop for TcpStream {
             let s = i.sockets.get_mut::<Socket>(self.handle);
             let ends = crate::endpoints(s);
             s.close();
-            i.orphans.push((self.handle, ends));
+            // No delayed ACK from here on: the peer's FIN, when it comes, is acknowledged at
+            // once, and the socket leaves for the TIME-WAIT table at the next poll.
+            s.set_ack_delay(None);
+            i.orphans.push(crate::Orphan {
+                handle: self.handle,
+                ends,
+                time_wait_since: None,
+            });
         }
         self.stack.kick();
     }

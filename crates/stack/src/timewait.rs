@@ -10,6 +10,12 @@
 //! (RFC 9293 §3.10.7.4): a retransmitted FIN is acknowledged again and restarts the wait; a new
 //! SYN for the same four-tuple opens a new connection; a RST ends the wait; anything else of
 //! the old connection is dropped, not answered with a RST as a segment for no socket would be.
+//!
+//! A socket moves here only once its ACK of the peer's FIN has gone out: a socket its program
+//! let go of acknowledges at once, and one seen in TIME-WAIT stays an ACK delay longer, since
+//! smoltcp keeps a delayed ACK's timer. (Before, that ACK left with the socket, unsent: the
+//! peer sent its FIN again after a second, and this table's ACK of it advertised a window of
+//! zero; every journey's capture showed eight of each.)
 
 use crate::syncookie::{Reply, Seg, ACK, RST, SYN};
 use std::collections::HashMap;

@@ -47,15 +47,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// A TCP socket its program let go of, until it is closed or in TIME-WAIT.
-pub(crate) struct Orphan {
-    pub(crate) handle: SocketHandle,
-    /// Its endpoints when it was let go of (smoltcp forgets them once a socket is closed).
-    pub(crate) ends: Option<(SocketAddrV4, SocketAddrV4)>,
-    /// When it was first seen in TIME-WAIT: it leaves the socket set an ACK delay later.
-    pub(crate) time_wait_since: Option<Instant>,
-}
-
 /// Closed TCP sockets kept for reuse at most (see `Inner::spare`): 16 x 2 buffers of address
 /// space (256 KiB each, 1 MiB with offloads), of which only the pages connections wrote are
 /// backed.
@@ -237,9 +228,7 @@ pub(crate) struct Inner {
     /// Sockets whose owner dropped them: removed once closed.
     /// Sockets the program let go of, closing, with their endpoints when they were let go
     /// (smoltcp forgets them once a socket is closed).
-    pub(crate) orphans: Vec<Orphan>,
-    /// Woken when orphans leave the socket set (`Stack::quiesce` waits for that).
-    pub(crate) orphans_gone: Option<std::task::Waker>,
+    pub(crate) orphans: Vec<(SocketHandle, Option<(SocketAddrV4, SocketAddrV4)>)>,
     /// UDP sockets dropped with datagrams still queued (waiting for ARP): removed once sent,
     /// or at their deadline.
     pub(crate) udp_orphans: Vec<(SocketHandle, Instant)>,
@@ -612,26 +601,16 @@ impl Inner {
             &mut self.wire,
             &mut self.spare,
         );
-        let ack_delay = Duration::from_millis(self.tuning.ack_delay_ms);
         let mut tw_dropped = 0;
-        self.orphans.retain_mut(|o| {
-            let s = sockets.get::<tcp::Socket>(o.handle);
+        self.orphans.retain(|(h, ends)| {
+            let s = sockets.get::<tcp::Socket>(*h);
             let state = s.state();
             let tw = state == smoltcp::socket::tcp::State::TimeWait;
-            if tw {
-                // The ACK of the peer's FIN may still wait out its delay (smoltcp keeps the
-                // timer it set when the FIN came, even for a socket let go of since): stay in
-                // the set until it has gone out, or it would leave with the socket.
-                let since = *o.time_wait_since.get_or_insert(now);
-                if now < since + ack_delay {
-                    return true;
-                }
-            }
             let gone = state == smoltcp::socket::tcp::State::Closed || tw;
             if !gone {
                 return true;
             }
-            if let Some((l, r)) = endpoints(s).or(o.ends) {
+            if let Some((l, r)) = endpoints(s).or(*ends) {
                 // The connection's bookkeeping goes with it, so that those tables hold live
                 // connections, not every one of the last two minutes.
                 wire.tracker.forget(l, r);
@@ -640,7 +619,7 @@ impl Inner {
                     tw_dropped += 1;
                 }
             }
-            if let smoltcp::socket::Socket::Tcp(t) = sockets.remove(o.handle) {
+            if let smoltcp::socket::Socket::Tcp(t) = sockets.remove(*h) {
                 if spare.len() < SPARE_SOCKETS {
                     spare.push(t);
                 }
@@ -649,11 +628,6 @@ impl Inner {
         });
         self.timewait.prune(now);
         self.c.tcp_closed += (before - self.orphans.len()) as u64;
-        if self.orphans.len() < before {
-            if let Some(w) = self.orphans_gone.take() {
-                w.wake();
-            }
-        }
         let sockets = &mut self.sockets;
         self.udp_orphans.retain(|(h, until)| {
             let sent = sockets.get::<smoltcp::socket::udp::Socket>(*h).send_queue() == 0;
@@ -686,10 +660,6 @@ impl Inner {
             self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
         }
         if let Some(at) = self.udp_orphans.iter().map(|(_, until)| *until).min() {
-            self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
-        }
-        if let Some(at) = self.orphans.iter().filter_map(|o| o.time_wait_since).min() {
-            let at = at + Duration::from_millis(self.tuning.ack_delay_ms);
             self.next_poll = Some(self.next_poll.map_or(at, |n| n.min(at)));
         }
         // Pools with half-open sockets need a look when their timeout runs out.
@@ -834,7 +804,6 @@ impl Stack {
             c: StackCounters::default(),
             drops: GuardDrops::default(),
             orphans: Vec::new(),
-            orphans_gone: None,
             udp_orphans: Vec::new(),
             pools: HashMap::new(),
             cookies: syncookie::SynCookies::new(epoch),

@@ -219,9 +219,8 @@ pub(crate) fn set_tsval(ms: u32) {
 
 impl Stack {
     /// Waits until no connection is still closing (every TCP socket is listening, closed or in
-    /// TIME-WAIT, and those let go of have left for the TIME-WAIT table, their last ACK sent),
-    /// at most `timeout`: a program that is about to exit calls it so its FINs and ACKs reach
-    /// the wire.
+    /// TIME-WAIT), at most `timeout`: a program that is about to exit calls it so its FINs
+    /// reach the wire.
     pub async fn quiesce(&self, timeout: Duration) {
         let _ = tokio::time::timeout(
             timeout,
@@ -235,15 +234,6 @@ impl Stack {
                             s.register_send_waker(cx.waker());
                         }
                     }
-                }
-                let sockets = &i.sockets;
-                let leaving = i
-                    .orphans
-                    .iter()
-                    .any(|o| sockets.get::<Socket>(o.handle).state() == State::TimeWait);
-                if leaving {
-                    busy = true;
-                    i.orphans_gone = Some(cx.waker().clone());
                 }
                 if busy {
                     Poll::Pending
@@ -335,11 +325,7 @@ impl Drop for TcpListener {
                 let s = i.sockets.get_mut::<Socket>(h);
                 let ends = crate::endpoints(s);
                 s.abort();
-                i.orphans.push(crate::Orphan {
-                    handle: h,
-                    ends,
-                    time_wait_since: None,
-                });
+                i.orphans.push((h, ends));
             }
         }
     }
@@ -466,12 +452,15 @@ impl AsyncWrite for TcpStream {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.closed_by_us = true;
-        this.stack
-            .inner
-            .borrow_mut()
-            .sockets
-            .get_mut::<Socket>(this.handle)
-            .close();
+        let mut i = this.stack.inner.borrow_mut();
+        let s = i.sockets.get_mut::<Socket>(this.handle);
+        s.close();
+        // An end that closes first reaches TIME-WAIT when the peer's FIN comes; if its
+        // program has let go of it, it then leaves smoltcp's set for the TIME-WAIT table at
+        // the next poll, and an ACK still waiting out its delay would leave with it, unsent
+        // (the peer would send its FIN again). From here on, ACKs go at once.
+        s.set_ack_delay(None);
+        drop(i);
         this.stack.kick();
         Poll::Ready(Ok(()))
     }
@@ -484,14 +473,9 @@ impl Drop for TcpStream {
             let s = i.sockets.get_mut::<Socket>(self.handle);
             let ends = crate::endpoints(s);
             s.close();
-            // No delayed ACK from here on: the peer's FIN, when it comes, is acknowledged at
-            // once, and the socket leaves for the TIME-WAIT table at the next poll.
+            // As in `poll_shutdown`: the peer's FIN, when it comes, is acknowledged at once.
             s.set_ack_delay(None);
-            i.orphans.push(crate::Orphan {
-                handle: self.handle,
-                ends,
-                time_wait_since: None,
-            });
+            i.orphans.push((self.handle, ends));
         }
         self.stack.kick();
     }

@@ -11,11 +11,10 @@
 //! SYN for the same four-tuple opens a new connection; a RST ends the wait; anything else of
 //! the old connection is dropped, not answered with a RST as a segment for no socket would be.
 //!
-//! A socket moves here only once its ACK of the peer's FIN has gone out: a socket its program
-//! let go of acknowledges at once, and one seen in TIME-WAIT stays an ACK delay longer, since
-//! smoltcp keeps a delayed ACK's timer. (Before, that ACK left with the socket, unsent: the
-//! peer sent its FIN again after a second, and this table's ACK of it advertised a window of
-//! zero; every journey's capture showed eight of each.)
+//! A socket moves here only once its ACK of the peer's FIN has gone out: once its program
+//! has closed it, it sends its ACKs without delay. (Before, an ACK waiting out its delay left
+//! with the socket, unsent: the peer sent its FIN again after a second, and this table's ACK
+//! of it advertised a window of zero; every journey's capture showed eight of each.)
 
 use crate::syncookie::{Reply, Seg, ACK, RST, SYN};
 use std::collections::HashMap;

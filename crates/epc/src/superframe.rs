@@ -111,8 +111,8 @@ pub fn pack_for(
 }
 
 /// The G-PDUs in `frame` if it is a UDP super-frame ([`Gso::is_udp_segments`]) to the
-/// GTP-U port: Ethernet, IPv4 without options and not a fragment, its checksum right, UDP
-/// whose length is the frame's, each datagram big enough for a GTP-U header. `None` for
+/// GTP-U port: Ethernet, IPv4 without options and not a fragment, its header's checksum
+/// right, UDP whose length is the frame's, each datagram big enough for a GTP-U header. `None` for
 /// anything else (which the caller cuts and takes packet by packet). The UDP checksum is
 /// partial, as the sender's offload leaves it: the datagrams' checksums are made where the
 /// super-frame is cut.
@@ -121,20 +121,18 @@ pub fn g_pdus<'a>(frame: &'a mut [u8], g: &Gso) -> Option<GPdus<'a>> {
     if !g.is_udp_segments() || size < HEADER_LEN || frame.len() < 42 + HEADER_LEN {
         return None;
     }
+    // Ethernet, IPv4, UDP whose length is the frame's; no IP options, no fragment, the IP
+    // header's checksum right, to the GTP-U port.
+    if gso::udp4_layout(frame).ok()? != 34 {
+        return None;
+    }
     let ip = &frame[14..];
-    if frame[12..14] != [8, 0] || ip[0] != 0x45 || ip[9] != 17 || ip[6] & 0x3f != 0 || ip[7] != 0 {
-        return None;
-    }
-    if usize::from(u16::from_be_bytes([ip[2], ip[3]])) != ip.len()
+    if ip[6] & 0x3f != 0
+        || ip[7] != 0
+        || usize::from(u16::from_be_bytes([ip[2], ip[3]])) != ip.len()
         || d11_wire::ones_sum(&ip[..20]) != 0xffff
+        || u16::from_be_bytes([ip[22], ip[23]]) != d11_wire::gtpu::UDP_PORT
     {
-        return None;
-    }
-    let (dport, len) = (
-        u16::from_be_bytes([ip[22], ip[23]]),
-        usize::from(u16::from_be_bytes([ip[24], ip[25]])),
-    );
-    if dport != d11_wire::gtpu::UDP_PORT || len != ip.len() - 20 {
         return None;
     }
     let (src, dst) = (d11_wire::ip::src(ip), d11_wire::ip::dst(ip));

@@ -283,7 +283,7 @@ pub fn udp4_partial(frame: &mut [u8]) -> Result<(), GsoError> {
 }
 
 /// The offset of a UDP/IPv4 frame's UDP header, its length field checked against the frame.
-fn udp4_layout(frame: &[u8]) -> Result<usize, GsoError> {
+pub fn udp4_layout(frame: &[u8]) -> Result<usize, GsoError> {
     if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
         return Err(GsoError::Malformed);
     }
@@ -482,17 +482,14 @@ pub fn coalesce_tcp4<'a>(
         if ended {
             return None;
         }
-        let (th, data) = checked_tcp4(p)?;
+        let data = checked_tcp4(p)?;
         let len = p.len() - data;
-        let seq = u32::from_be_bytes([p[th + 4], p[th + 5], p[th + 6], p[th + 7]]);
-        let flags = p[th + 13];
+        let seq = u32::from_be_bytes([p[24], p[25], p[26], p[27]]);
+        let flags = p[33];
         if flags & (0x02 | 0x04 | 0x20) != 0 || len == 0 {
             return None; // SYN, RST, URG; or no data
         }
         if count == 0 {
-            if th != 20 {
-                return None;
-            }
             out.extend_from_slice(eth);
             out.extend_from_slice(&p[..data]);
             (mss, hl) = (len, data);
@@ -538,9 +535,9 @@ pub fn coalesce_tcp4<'a>(
     Some(g)
 }
 
-/// The offsets of a whole, checked TCP/IPv4 packet's TCP header and data: its total length the
-/// packet's, no options or fragments, both checksums right.
-fn checked_tcp4(p: &[u8]) -> Option<(usize, usize)> {
+/// Where the data of a whole, checked TCP/IPv4 packet starts (its TCP header is at 20): its
+/// total length the packet's, no options or fragments, both checksums right.
+fn checked_tcp4(p: &[u8]) -> Option<usize> {
     if p.len() < 40 || p[0] != 0x45 || p[9] != 6 || p[6] & 0x3f != 0 || p[7] != 0 {
         return None;
     }
@@ -553,15 +550,9 @@ fn checked_tcp4(p: &[u8]) -> Option<(usize, usize)> {
     if data < 40 || data > p.len() {
         return None;
     }
-    // The sum over the pseudo-header (with this length) and the segment is all ones.
-    let mut pseudo = [0u8; 12];
-    pseudo[0..8].copy_from_slice(&p[12..20]);
-    pseudo[9] = 6;
-    pseudo[10..12].copy_from_slice(&((p.len() - 20) as u16).to_be_bytes());
-    if crate::ones_add(crate::ones_sum(&pseudo), crate::ones_sum(&p[20..])) != 0xffff {
-        return None;
-    }
-    Some((20, data))
+    // Right when the sum over the pseudo-header and the segment, checksum included, is all
+    // ones: what is left to complement is zero.
+    (ip::pseudo_checksum(ip::src(p), ip::dst(p), 6, &p[20..]) == 0).then_some(data)
 }
 
 /// [`segment`] for a UDP super-frame.

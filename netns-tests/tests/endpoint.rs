@@ -454,6 +454,59 @@ fn bulk_50mb_userspace_to_kernel_with_loss_and_reordering() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// The kernel's `Tcp: RetransSegs` on kernel host `node` (/proc/net/snmp).
+fn kernel_retransmits(lab: &Lab, node: &str) -> u64 {
+    let text = lab.exec_ok(node, &["cat", "/proc/net/snmp"]);
+    let mut rows = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (head, vals) = (rows.next().unwrap_or(""), rows.next().unwrap_or(""));
+    let i = head
+        .split_whitespace()
+        .position(|h| h == "RetransSegs")
+        .expect("RetransSegs in /proc/net/snmp");
+    vals.split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .expect("a number")
+}
+
+/// Our end closes first (the source service: its data, then FIN), and the kernel's end
+/// answers with a last word and its own FIN, as TLS's close_notify comes back: our ACK of
+/// them goes out at once, so the kernel never sends them again (it did, a second later, when
+/// that ACK waited out its delay and the socket left for the TIME-WAIT table without it), and
+/// our TIME-WAIT table has nothing to answer.
+#[test]
+#[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
+fn the_kernels_last_word_after_our_fin_is_acknowledged_once() {
+    let lab = Lab::up(&bulk_lab("").replace("source_bytes = 52428800", "source_bytes = 100000"));
+    let before = kernel_retransmits(&lab, "k1");
+    // Read to our FIN, then send three octets and close.
+    let client = "import socket\n\
+        s = socket.create_connection(('10.0.2.2', 19))\n\
+        n = 0\n\
+        while True:\n    b = s.recv(65536)\n    if not b: break\n    n += len(b)\n\
+        s.sendall(b'bye')\n\
+        s.close()\n\
+        print(n)\n";
+    for _ in 0..3 {
+        let n = lab.exec_ok("k1", &["python3", "-c", client]);
+        assert_eq!(n.trim(), "100000");
+    }
+    // Done when the kernel has closed all three: none left waiting for our last ACK.
+    d11_lab::client::wait_until(Duration::from_secs(10), || {
+        let out = lab.exec_ok("k1", &["ss", "-tanH", "state", "last-ack"]);
+        Ok(out.trim().is_empty().then_some(()))
+    })
+    .expect("the kernel's connections closed");
+    assert_eq!(
+        kernel_retransmits(&lab, "k1") - before,
+        0,
+        "the kernel sent again"
+    );
+    let c = lab.show("h2", "counters");
+    assert_eq!(c["tcp_time_wait"], 3, "{c}");
+    assert_eq!(c["tcp_time_wait_acks"], 0, "{c}");
+}
+
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()

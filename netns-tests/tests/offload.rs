@@ -845,31 +845,32 @@ fn g_pdu_super_frames_are_cut_where_a_port_cannot_take_them() {
     lab.stop();
 }
 
-/// A kernel host beside the eNodeB, sending with UDP segmentation (`UDP_SEGMENT`): the
-/// kernel's own UDP super-frames, each datagram a GTP-U message. Prints the reply of each
-/// message answered: its type and sequence number, or its TEID for an Error Indication.
+/// A kernel host beside a GTP-U element (`argv`: its own address, the element's, and the TEID
+/// of the phone's tunnel there), sending with UDP segmentation (`UDP_SEGMENT`): the kernel's
+/// own UDP super-frames, each datagram a GTP-U message. Prints the reply of each message
+/// answered: its type and sequence number, or the TEID an Error Indication names.
 const UDP_SUPER_FRAMES: &str = r#"
-import socket, struct
+import socket, struct, sys
 SOL_UDP, UDP_SEGMENT = 17, 103
+me, element, teid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("172.16.1.9", 2152))
+s.bind((me, 2152))
 s.settimeout(3)
 def send(segs, size):
     assert all(len(x) == size for x in segs[:-1]) and 0 < len(segs[-1]) <= size
-    s.sendmsg([b"".join(segs)], [(SOL_UDP, UDP_SEGMENT, struct.pack("H", size))], 0, ("172.16.1.3", 2152))
+    s.sendmsg([b"".join(segs)], [(SOL_UDP, UDP_SEGMENT, struct.pack("H", size))], 0, (element, 2152))
 def echo(seq):
     return struct.pack("!BBHIHBB", 0x32, 1, 4, 0, seq, 0, 0)
 def g_pdu(teid, body, length=None):
     return struct.pack("!BBHI", 0x30, 255, len(body) if length is None else length, teid) + body
 # 60 Echo Requests in one super-frame.
 send([echo(i) for i in range(60)], 12)
-# One of each kind: the phone's uplink tunnel (but not from its eNodeB), a tunnel that does not
+# One of each kind: the phone's tunnel (but not from its far end), a tunnel that does not
 # exist, not GTP at all, a length past the datagram's end, and last, shorter, an Echo Request.
-send([g_pdu(200, bytes(32)), g_pdu(9999, bytes(32)), b"\xff" * 40,
-      g_pdu(200, bytes(32), length=100), echo(77)], 40)
-# Five G-PDUs for the phone's uplink tunnel, all alike, as its eNodeB would send them; but from
-# here, not from the eNodeB.
-send([g_pdu(200, bytes(32))] * 5, 40)
+send([g_pdu(teid, bytes(32)), g_pdu(9999, bytes(32)), b"\xff" * 40,
+      g_pdu(teid, bytes(32), length=100), echo(77)], 40)
+# Five G-PDUs for the phone's tunnel, all alike, as its far end would send them; but from here.
+send([g_pdu(teid, bytes(32))] * 5, 40)
 try:
     while True:
         d = s.recv(2000)
@@ -882,11 +883,11 @@ except socket.timeout:
     pass
 "#;
 
-/// A kernel peer's UDP super-frames to the SGW's GTP-U port arrive whole (the port takes
-/// them) and are taken as the datagrams they stand for, each on its own merits: every Echo
-/// Request answered, G-PDUs for a tunnel whose far end is someone else dropped unanswered (a
-/// whole super-frame of them too), one for no tunnel answered with an Error Indication, the
-/// malformed counted; nothing forwarded.
+/// A kernel peer's UDP super-frames to the GTP-U port of the eNodeB, the SGW and the PGW
+/// arrive whole (their ports take them) and are taken as the datagrams they stand for, each
+/// on its own merits: every Echo Request answered, G-PDUs for a tunnel whose far end is
+/// someone else dropped unanswered (a whole super-frame of them too), one for no tunnel
+/// answered with an Error Indication, the malformed counted; nothing forwarded.
 #[test]
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_kernel_peers_udp_super_frames_are_taken_datagram_by_datagram() {
@@ -895,33 +896,63 @@ fn a_kernel_peers_udp_super_frames_are_taken_datagram_by_datagram() {
 [[nodes]]
 name = "probe"
 role = "kernel"
-ports = [{ name = "eth0", segment = "epc", addresses = ["172.16.1.9/24"], offload = true }]
+ports = [
+  { name = "eth0", segment = "epc", addresses = ["172.16.1.9/24"], offload = true },
+  { name = "eth1", segment = "s5", addresses = ["172.16.5.9/24"], offload = true },
+]
 "#;
     let lab = Lab::up(&topology);
-    let out = lab.exec_ok("probe", &["python3", "-c", UDP_SUPER_FRAMES]);
-    let mut replies: Vec<&str> = out.lines().collect();
-    replies.sort();
     let mut want: Vec<String> = (0..60)
         .chain([77])
         .map(|i| format!("type 2 seq {i}"))
         .collect();
     want.push("error-indication 9999".into());
     want.sort();
-    assert_eq!(replies, want, "{out}");
-    assert_eq!(
-        port(&lab, "sgw", "epc", "rx_gso"),
-        3,
-        "every super-frame whole"
-    );
-    for (name, n) in [
-        ("s1u_tx_echo_response", 61),
-        ("s1u_tx_error_indication", 1),
-        ("s1u_rx_unknown_teid", 1),
-        ("s1u_rx_wrong_peer", 6),
-        ("s1u_rx_malformed", 2),
+    // (element, its GTP-U port, where it would forward, its counters' prefix, the probe's
+    // address beside it, the element's, the phone's TEID there)
+    for (node, gtp_port, onward, c, me, element, teid) in [
+        (
+            "enb",
+            "epc",
+            "radio",
+            "gtpu",
+            "172.16.1.9",
+            "172.16.1.2",
+            "100",
+        ),
+        ("sgw", "epc", "s5", "s1u", "172.16.1.9", "172.16.1.3", "200"),
+        ("pgw", "s5", "sgi", "s5u", "172.16.5.9", "172.16.5.4", "300"),
     ] {
-        assert_eq!(lab.counter("sgw", name), n, "{name}");
+        let out = lab.exec_ok(
+            "probe",
+            &["python3", "-c", UDP_SUPER_FRAMES, me, element, teid],
+        );
+        let mut replies: Vec<&str> = out.lines().collect();
+        replies.sort();
+        assert_eq!(replies, want, "{node}: {out}");
+        assert_eq!(
+            port(&lab, node, gtp_port, "rx_gso"),
+            3,
+            "{node}: every super-frame whole"
+        );
+        for (name, n) in [
+            ("tx_echo_response", 61),
+            ("tx_error_indication", 1),
+            ("rx_unknown_teid", 1),
+            ("rx_wrong_peer", 6),
+            ("rx_malformed", 2),
+        ] {
+            assert_eq!(
+                lab.counter(node, &format!("{c}_{name}")),
+                n,
+                "{node} {c}_{name}"
+            );
+        }
+        assert_eq!(
+            port(&lab, node, onward, "tx_frames"),
+            0,
+            "{node}: nothing forwarded"
+        );
     }
-    assert_eq!(port(&lab, "sgw", "s5", "tx_frames"), 0, "nothing forwarded");
     lab.stop();
 }

@@ -20,7 +20,7 @@ use d11_wire::gtpu::UDP_PORT as GTPU;
 use d11_wire::gtpv2::message::PdnType;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -104,8 +104,8 @@ pub struct EnbLogic {
     mme: Ipv4Addr,
     ues: HashMap<[u8; 6], UeCtx>,
     // (Keys we gave out; `ues`, keyed by what the radio sends, keeps std's SipHash.)
-    by_id: foldhash::HashMap<u32, [u8; 6]>,
-    by_teid: foldhash::HashMap<u32, [u8; 6]>,
+    by_id: HashMap<u32, [u8; 6]>,
+    by_teid: HashMap<u32, [u8; 6]>,
     next_id: u32,
     pub gtpu: Endpoint,
     paths: Paths,
@@ -150,7 +150,7 @@ impl EnbLogic {
                 radio_mac,
                 addr,
                 mme: cfg.mme,
-                ues: HashMap::new(),
+                ues: HashMap::default(),
                 by_id: Default::default(),
                 by_teid: Default::default(),
                 next_id: 1,

@@ -13,7 +13,8 @@
 use crate::PortId;
 use serde::Serialize;
 use smoltcp::wire::EthernetAddress;
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 

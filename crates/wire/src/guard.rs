@@ -122,10 +122,11 @@ pub fn check_frame(frame: &[u8]) -> Result<Frame, DropReason> {
             if total_len < header_len || total_len > b.len() {
                 return Err(DropReason::Ipv4BadTotalLength);
             }
-            let p = Ipv4Packet::new_unchecked(b);
-            if !p.verify_checksum() {
+            // A right header sums to all ones (RFC 1071), its checksum included.
+            if crate::ones_sum(&b[..header_len]) != 0xffff {
                 return Err(DropReason::Ipv4BadChecksum);
             }
+            let p = Ipv4Packet::new_unchecked(b);
             let src = p.src_addr();
             if src.is_broadcast() || src.is_multicast() {
                 return Err(DropReason::Ipv4BadSource);

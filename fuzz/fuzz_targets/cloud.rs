@@ -1,9 +1,11 @@
 #![no_main]
 //! Any sequence of frames into a vswitch or the gateway node: raw frames, VXLAN datagrams to
-//! their underlay address in well-formed IPv4/UDP, and TCP/UDP to a VIP. Never a panic.
+//! their underlay address in well-formed IPv4/UDP, and TCP/UDP to a VIP; each plain or with
+//! any offload header (as a TAP with `IFF_VNET_HDR` hands them over). Never a panic.
 use d11_element::{Collect, Element};
 use d11_vgw::{Logic as VgwLogic, VgwConfig};
 use d11_vswitch::{Logic as VswitchLogic, VswitchConfig};
+use d11_wire::gso::Gso;
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 
@@ -36,14 +38,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, data)) = data.split_first() else { return };
     let mut e: Box<dyn Element> = if which % 2 == 0 {
         let cfg: VswitchConfig = serde_json::from_str(
-            r#"{"name":"hosta","ports":[{"name":"vm1"},{"name":"vm2"},{"name":"underlay","addresses":["10.1.0.11/24"]}],
+            r#"{"name":"hosta","ports":[{"name":"vm1","offload":true},{"name":"vm2"},{"name":"underlay","addresses":["10.1.0.11/24"],"offload":true}],
                 "vnis":{"vm1":1001,"vm2":1002},"vteps":{"1001":["10.1.0.12"]}}"#,
         )
         .unwrap();
         Box::new(VswitchLogic::new(&cfg).unwrap())
     } else {
         let cfg: VgwConfig = serde_json::from_str(
-            r#"{"name":"vgw1","ports":[{"name":"external","addresses":["203.0.113.2/24"]},{"name":"underlay","addresses":["10.1.0.1/24"]}],
+            r#"{"name":"vgw1","ports":[{"name":"external","addresses":["203.0.113.2/24"],"offload":true},{"name":"underlay","addresses":["10.1.0.1/24"],"offload":true}],
                 "vpc":{"vni":1001,"router":"192.168.1.1/24","hosts":["10.1.0.11","10.1.0.12"]},
                 "vips":[{"vip":"203.0.113.10","lbs":["192.168.1.10"]}]}"#,
         )
@@ -63,6 +65,14 @@ fuzz_target!(|data: &[u8]| {
         let kind = rest[0];
         let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
         let body = &rest[3..3 + len];
+        // With the kind's top bit, the bytes start with an offload header's 24 octets.
+        let (g, body) = if kind & 0x80 != 0 {
+            let (h, b) = body.split_at(body.len().min(Gso::TUNNEL_LEN));
+            (Some(Gso::parse(h)), b)
+        } else {
+            (None, body)
+        };
+        let kind = kind & 0x7f;
         let (port, mut f) = match kind % 4 {
             0 => (usize::from(kind >> 2) % 3, body.to_vec()),
             1 => (underlay_port, ipv4([0xff; 6], [10, 1, 0, 12], underlay_addr, 17, &udp(4789, body))),
@@ -75,7 +85,10 @@ fuzz_target!(|data: &[u8]| {
                 None => (1, body.to_vec()),
             },
         };
-        e.handle_frame(now, port, &mut f, &mut tx);
+        match g {
+            Some(g) if e.takes_gso() => e.handle_frame_gso(now, port, &mut f, &g, &mut tx),
+            _ => e.handle_frame(now, port, &mut f, &mut tx),
+        }
         now += Duration::from_millis(300);
         e.poll(now, &mut tx);
         tx.frames.clear();

@@ -141,21 +141,10 @@ fuzz_target!(|data: &[u8]| {
                 let (f, g) = tcp(mac, a, b, size, tail);
                 (f, Some(g))
             }
-            // Any frame with any offload header.
+            // Any frame with any offload header (its 24 octets as a TAP hands them over).
             _ => {
-                let h = body.get(..10).unwrap_or_default();
-                let at = |i: usize| h.get(i..i + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-                let g = Gso {
-                    flags: h.first().copied().unwrap_or(0),
-                    gso_type: h.get(1).copied().unwrap_or(0),
-                    hdr_len: at(2),
-                    gso_size: at(4),
-                    csum_start: at(6),
-                    csum_offset: at(8),
-                    outer_th: 0,
-                    inner_nh: 0,
-                };
-                (body.get(10..).unwrap_or_default().to_vec(), Some(g))
+                let (h, f) = body.split_at(body.len().min(Gso::TUNNEL_LEN));
+                (f.to_vec(), Some(Gso::parse(h)))
             }
         };
         match g {

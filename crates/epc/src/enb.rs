@@ -18,9 +18,9 @@ use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gso::Gso;
 use d11_wire::gtpu::UDP_PORT as GTPU;
 use d11_wire::gtpv2::message::PdnType;
+use foldhash::HashMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use foldhash::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 

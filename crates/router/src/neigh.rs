@@ -11,9 +11,9 @@
 //! longest ago; both are counted (`neighbour_table_full`).
 
 use crate::PortId;
+use foldhash::HashMap;
 use serde::Serialize;
 use smoltcp::wire::EthernetAddress;
-use foldhash::HashMap;
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

@@ -289,15 +289,6 @@ fn crosses_whole(pdn: &str) {
 
         let (f, g) = down(n);
         let [pgw, sgw, enb] = core.downlink(f.clone(), g);
-        for (p, f, g) in pgw.iter().chain(&sgw) {
-            eprintln!(
-                "out port {p} len {} gso {:?} et {:02x}{:02x}",
-                f.len(),
-                g,
-                f[12],
-                f[13]
-            );
-        }
         assert!(pgw[0].2.is_udp_segments() && sgw[0].2.is_udp_segments());
         assert_eq!(enb.len(), sgw.len(), "a frame to the radio for each");
         assert_eq!(

@@ -219,7 +219,7 @@ fn updates(
         if !file.exists() {
             continue;
         }
-        let rows = Tshark::read(&file).fields(
+        let rows = Tshark::read_live(&file).fields(
             &filter,
             &[
                 "ip.src",
@@ -250,7 +250,7 @@ fn updates(
 /// (unix ms): its time.
 fn first_order_frame(pcap: &Path, segment: &str, server: &str, after: f64) -> Result<Option<f64>> {
     let file = pcap.join(format!("{segment}.pcapng"));
-    let rows = Tshark::read(&file).fields(
+    let rows = Tshark::read_live(&file).fields(
         &format!(
             "ip.dst == {server} && tcp.len > 0 && frame.time_epoch >= {:.3}",
             after / 1e3

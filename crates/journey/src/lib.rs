@@ -117,9 +117,11 @@ const DUBBO_LUA: &str = include_str!("../../../contrib/wireshark/dubbo.lua");
 
 /// tshark over a capture of the journey: GTP-U T-PDUs as Ethernet for an Ethernet PDU
 /// session, TLS decrypted with the run's key log, and the Dubbo dissector (written next to the
-/// captures, so a user can load the same file into Wireshark).
+/// captures, so a user can load the same file into Wireshark). The journey reads its captures
+/// while the lab is up, so as live ones ([`Tshark::read_live`]): a `--cut` journey's phone
+/// goes on placing orders, and a capture may end inside the frame being written.
 fn tshark(file: &Path, pcap_dir: &Path, ethernet_tpdu: bool) -> Tshark {
-    let t = Tshark::read(file)
+    let t = Tshark::read_live(file)
         .ethernet_tpdu(ethernet_tpdu)
         .keylog(&pcap_dir.join("../keylog.txt"));
     let lua = pcap_dir.join("../dubbo.lua");

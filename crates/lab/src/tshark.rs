@@ -36,10 +36,11 @@ impl Tshark {
         }
     }
 
-    /// `tshark -n -r FILE`, of a capture its writer is still writing (a lab that is up): the
-    /// writer buffers and flushes at least every 100 ms, so the file may end inside the block
-    /// it is writing. tshark then reads every frame before that block and exits with an
-    /// error; here that is what was asked for, not an error.
+    /// `tshark -n -r FILE`, of a capture its writer is still writing (a lab that is up): a
+    /// segment's capture appends frame by frame, a port's every 100 ms, and an append is not
+    /// atomic to a reader, so the file may end inside the block being written. tshark then
+    /// reads every frame before that block and exits with an error; here that is what was
+    /// asked for, not an error.
     pub fn read_live(file: &Path) -> Self {
         Self {
             live: true,

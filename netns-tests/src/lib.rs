@@ -400,6 +400,34 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// Freezes the capture process (SIGSTOP), once it is stopped: frames wait in its socket
+    /// until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        let pid = self.child.id();
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGSTOP);
+        }
+        // The state field follows the command's closing parenthesis in /proc/PID/stat.
+        let stopped = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+                .unwrap_or(false)
+        };
+        while !stopped() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Lets a paused capture go on (SIGCONT).
+    pub fn resume(&self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
+    }
+
     /// Stops the capture (SIGTERM; it flushes and exits) and returns the file.
     pub fn stop(mut self) -> PathBuf {
         // SAFETY: signalling our own child.

@@ -15,10 +15,14 @@ fn ping_traceroute_and_tcp_echo_through_the_router() {
     let right = lab.capture("right");
     let port = lab.capture("r1:eth1");
 
+    // The segment's capture is frozen while the pings cross: each frame keeps the time it
+    // crossed the segment, not the time the capture read it.
+    right.pause();
     let out = lab.exec_ok(
         "k1",
         &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.2"],
     );
+    right.resume();
     assert!(out.contains("3 received"), "{out}");
 
     let (hops, out) = lab.traceroute("k1", "10.0.2.2");
@@ -65,6 +69,17 @@ fn ping_traceroute_and_tcp_echo_through_the_router() {
                 "10.0.1.3".into(),
                 "10.0.2.2".into()
             ]
+        );
+    }
+    let times: Vec<f64> = tshark_fields(&right, "icmp.type == 8", &["frame.time_epoch"], &[])
+        .iter()
+        .map(|r| r[0].parse().expect("a time"))
+        .collect();
+    for w in times.windows(2) {
+        assert!(
+            w[1] - w[0] >= 0.15,
+            "echo requests sent 0.2 s apart, captured {:.6} s apart: {times:?}",
+            w[1] - w[0]
         );
     }
     let replies = tshark_fields(

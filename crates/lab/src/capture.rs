@@ -4,7 +4,9 @@
 //! hands the bridge device every frame that enters the bridge from any port (not only frames
 //! addressed to the bridge), so each frame on the segment is seen once. A port is captured on
 //! its fabric-side interface (TAP or veth), both directions, with pcapng direction flags from
-//! the node's point of view.
+//! the node's point of view. Each frame carries the kernel's timestamp of when it crossed the
+//! interface (`SO_TIMESTAMPNS`), so that frames the capture reads late, in a burst, keep
+//! their real spacing.
 
 use anyhow::{Context, Result};
 use d11_netdev::packet::PacketSocket;
@@ -50,6 +52,11 @@ pub fn capture<W: Write>(opts: &CaptureOptions<'_>, out: W, ready: impl FnOnce()
     };
     let rcvbuf: libc::c_int = 8 << 20;
     sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    // Each frame stamped by the kernel when it crossed the interface, not when this process
+    // read it: frames that wait in the socket's queue keep their own spacing.
+    let on: libc::c_int = 1;
+    sock.setsockopt(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on)
+        .context("kernel timestamps (SO_TIMESTAMPNS)")?;
     // (Best effort: a smaller buffer only drops more under load.)
     let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf);
     let mut sink = PcapngSink::new(
@@ -64,6 +71,8 @@ pub fn capture<W: Write>(opts: &CaptureOptions<'_>, out: W, ready: impl FnOnce()
     ready();
     let started = Instant::now();
     let mut buf = vec![0u8; 65536 + 64];
+    // Room for one control message holding a `timespec` (u64 words: aligned as cmsghdr).
+    let mut control = [0u64; 8];
     let mut n_frames = 0u64;
     while !STOP.load(Ordering::SeqCst) {
         if opts.count.is_some_and(|c| n_frames >= c)
@@ -72,18 +81,20 @@ pub fn capture<W: Write>(opts: &CaptureOptions<'_>, out: W, ready: impl FnOnce()
             break;
         }
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut flen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-        // SAFETY: bounded receive into our buffer, address into a sockaddr_ll.
-        let n = unsafe {
-            libc::recvfrom(
-                sock.fd().as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                0,
-                (&mut from as *mut libc::sockaddr_ll).cast(),
-                &mut flen,
-            )
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
+        // SAFETY: all-zero is a valid msghdr; its pointers are set just below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() * std::mem::size_of::<u64>();
+        // SAFETY: a bounded receive into our buffer, address and control space.
+        let n = unsafe { libc::recvmsg(sock.fd().as_raw_fd(), &mut msg, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             match e.kind() {
@@ -103,15 +114,33 @@ pub fn capture<W: Write>(opts: &CaptureOptions<'_>, out: W, ready: impl FnOnce()
         } else {
             Direction::Outbound
         };
-        if sink
-            .write(&buf[..n as usize], dir, None)
-            .and_then(|_| sink.flush())
-            .is_err()
-        {
+        let written = match kernel_time(&msg) {
+            Some(ts) => sink.write_at(ts, &buf[..n as usize], dir, None),
+            None => sink.write(&buf[..n as usize], dir, None),
+        };
+        if written.and_then(|_| sink.flush()).is_err() {
             break; // reader went away (e.g. Wireshark closed)
         }
         n_frames += 1;
     }
     let _ = sink.flush();
     Ok(n_frames)
+}
+
+/// The kernel's timestamp of a received frame (`SCM_TIMESTAMPNS`), as time since the Unix
+/// epoch; `None` if the message carries none.
+fn kernel_time(msg: &libc::msghdr) -> Option<Duration> {
+    // SAFETY: walking the control messages the kernel wrote into `msg`'s buffer, by the
+    // CMSG macros, within `msg_controllen`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
 }

@@ -332,7 +332,9 @@ async fn run_loop<E: Element>(
     }
     tracing::info!(node = %args.node, role = element.role(), ports = ports.len(), "ready");
 
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_FRAME]).collect();
+    // Read buffers, one per frame of a batch: made as a batch first needs them (once each),
+    // so a program that reads a frame or two per wakeup keeps one or two resident.
+    let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; MAX_FRAME]];
     let mut lens = [0usize; BATCH];
     let mut txq = TxQueue::default();
     // Segments cut from a super-frame: those handed to an element that reads segments only,
@@ -407,6 +409,9 @@ async fn run_loop<E: Element>(
                 let mut ended = false;
                 while k < BATCH && left > 0 {
                     left -= 1;
+                    if k == bufs.len() {
+                        bufs.push(vec![0u8; MAX_FRAME]);
+                    }
                     match ports[i].dev.recv_gso(now, &mut bufs[k]) {
                         Ok(Some((n, gso))) => {
                             let p = &mut ports[i];

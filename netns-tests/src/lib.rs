@@ -409,14 +409,21 @@ impl Capture {
             libc::kill(pid as i32, libc::SIGSTOP);
         }
         // The state field follows the command's closing parenthesis in /proc/PID/stat.
-        let stopped = || {
+        let state = || {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
-                .unwrap_or(false)
+                .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
         };
-        while !stopped() {
-            std::thread::yield_now();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match state() {
+                Some('T') => return,
+                Some('Z' | 'X') | None => panic!("the capture (pid {pid}) exited"),
+                _ if std::time::Instant::now() > deadline => {
+                    panic!("the capture (pid {pid}) did not stop within 10 s")
+                }
+                _ => std::thread::yield_now(),
+            }
         }
     }
 

@@ -171,11 +171,9 @@ impl Transmit for Ports<'_> {
         }
         // Whatever was kept goes first: frames leave in the order sent.
         self.flush();
-        let now = self.now;
-        if let Some(p) = self.ports.get_mut(port) {
-            let r = p.dev.send(now, frame);
-            count_sent(p, frame.len(), r);
-        }
+        let p = &mut self.ports[port];
+        let r = p.dev.send(self.now, frame);
+        count_sent(p, frame.len(), r);
     }
     fn wants_notes(&self, port: PortId) -> bool {
         self.ports.get(port).is_some_and(|p| p.dev.wants_notes())

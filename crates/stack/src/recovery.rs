@@ -14,8 +14,9 @@
 //!   during recovery resends the next one (RFC 6582, NewReno);
 //! - a segment is sent again at most once per `RESEND_GAP`;
 //! - when no ACK has advanced for a probe timeout (2 x SRTT + 10 ms, at least 20 ms, doubling
-//!   while nothing moves, RFC 8985's PTO), the first unacknowledged segment is sent again, long
-//!   before smoltcp's 1 s RTO would go back to SND.UNA.
+//!   while nothing moves, RFC 8985's PTO; 2 x SRTT + 20 ms for a lone segment, whose ACK the
+//!   peer may delay), the first unacknowledged segment is sent again, long before smoltcp's 1 s
+//!   RTO would go back to SND.UNA.
 //!
 //! A super-frame (TSO, on a port with offloads) is kept and sent again whole, with the segment
 //! size the device cuts it into: it counts as one segment here, so loss in it is repaired by
@@ -73,10 +74,23 @@ struct Flight {
     backoff: u32,
 }
 
+/// How much longer a probe waits when one segment is in flight, whose ACK the peer may delay
+/// (RFC 8985 §7.2 adds WCDelAckT then): twice our own delayed-ACK timer (10 ms), so a probe
+/// waits out the ACK our own stack delays, with room for the timer's lateness. Linux holds an ACK 40 ms or more, and
+/// against it a lone segment may still be probed before its ACK comes; waiting that long too
+/// cost 11 % of the orders under 5 % loss (docs/perf.md, "A probe for a lone segment").
+const LONE_SEGMENT_ACK_DELAY: Duration = Duration::from_millis(20);
+
 impl Flight {
     fn pto(&self) -> Duration {
         let base = self.srtt.map_or(Duration::from_millis(200), |s| {
-            (s * 2 + Duration::from_millis(10)).max(Duration::from_millis(20))
+            let lone = self.segs.len() == 1 && self.segs[0].gso_size == 0;
+            let delay = if lone {
+                LONE_SEGMENT_ACK_DELAY
+            } else {
+                Duration::from_millis(10)
+            };
+            (s * 2 + delay).max(Duration::from_millis(20))
         });
         (base * (1 << self.backoff.min(6))).min(Duration::from_secs(1))
     }
@@ -447,6 +461,32 @@ pub(crate) mod tests {
         out.clear();
         r.on_in(t, &seg(PEER, US, 1, 1800, &[], &[(1900, 2000)]), &mut out);
         assert!(out.is_empty(), "one segment above is below DupThresh");
+    }
+
+    #[test]
+    fn a_probe_for_a_lone_segment_waits_out_the_peers_delayed_ack() {
+        let mut r = Recovery::default();
+        let t = Instant::now();
+        let mut out = Vec::new();
+        // An RTT sample of 5 ms.
+        r.on_out(t, &data(0), 0);
+        let t = t + Duration::from_millis(5);
+        r.on_in(t, &seg(PEER, US, 1, 1100, &[], &[]), &mut out);
+        assert!(r.poll_at().is_none());
+        // One segment in flight: the peer may hold its ACK for its delayed-ACK timer.
+        r.on_out(t, &data(1), 0);
+        assert_eq!(r.poll_at(), Some(t + Duration::from_millis(2 * 5 + 20)));
+        // Nothing comes back in 2 x SRTT + 10 ms: no probe yet.
+        r.on_timer(t + Duration::from_millis(20), &mut out);
+        assert!(out.is_empty());
+        // Two in flight: the peer ACKs every second segment at once.
+        r.on_out(t, &data(2), 0);
+        assert_eq!(r.poll_at(), Some(t + Duration::from_millis(2 * 5 + 10)));
+        r.on_timer(t + Duration::from_millis(20), &mut out);
+        assert_eq!(
+            out.iter().map(|(f, _)| seq_of(f)).collect::<Vec<_>>(),
+            vec![1100]
+        );
     }
 
     #[test]

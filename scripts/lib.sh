@@ -74,6 +74,16 @@ sink_drops_ipv4() {
 # lower middle one.
 median_range() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[1], a[NR]}'; }
 
+# "median first-quartile third-quartile" of the numbers in $1 (separated by blanks), by rank:
+# of an even count, the lower middle one.
+quartiles() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[int((NR+3)/4)], a[int((3*NR+3)/4)]}'; }
+
+# Paired points, for a machine whose speed drifts within seconds (another tenant, the CPU's
+# clock): each point of the program under test runs between two points of the baseline, and
+# its ratio is to their mean, so both saw the same second of the machine. A bench reports the
+# median of these ratios over its rounds. pair_ratio DUT BASELINE_BEFORE BASELINE_AFTER.
+pair_ratio() { awk -v d="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.4f", (a + b > 0 ? 2 * d / (a + b) : 0) }'; }
+
 # With PERF=DIR set: `perf record` (PERF_ARGS, `-g` by default) of the first process of
 # network namespace $1 into DIR/$2.data, until perf_stop. Without PERF, nothing.
 perf_pid=

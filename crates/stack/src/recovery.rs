@@ -13,10 +13,10 @@
 //! - without SACK, three duplicate ACKs resend the segment at the ACK, and each partial ACK
 //!   during recovery resends the next one (RFC 6582, NewReno);
 //! - a segment is sent again at most once per `RESEND_GAP`;
-//! - when no ACK has advanced for a probe timeout (2 x SRTT + 10 ms, at least 20 ms, doubling
-//!   while nothing moves, RFC 8985's PTO; 2 x SRTT + 20 ms for a lone segment, whose ACK the
-//!   peer may delay), the first unacknowledged segment is sent again, long before smoltcp's 1 s
-//!   RTO would go back to SND.UNA.
+//! - when neither an ACK has advanced nor new data gone out for a probe timeout (2 x SRTT +
+//!   10 ms, at least 20 ms, doubling while nothing moves, RFC 8985's PTO; 2 x SRTT + 20 ms for
+//!   a lone segment, whose ACK the peer may delay), the first unacknowledged segment is sent
+//!   again, long before smoltcp's 1 s RTO would go back to SND.UNA.
 //!
 //! A super-frame (TSO, on a port with offloads) is kept and sent again whole, with the segment
 //! size the device cuts it into: it counts as one segment here, so loss in it is repaired by
@@ -67,7 +67,8 @@ struct Flight {
     /// NewReno: the highest sequence sent when recovery began.
     recover: Option<u32>,
     last: Option<Instant>,
-    /// When the ACK last advanced (or the first segment of a flight was sent).
+    /// When the probe timer last started: new data went out, the ACK advanced, or a probe
+    /// was sent (RFC 8985 §7.2 restarts it after each transmission of new data).
     progress: Option<Instant>,
     srtt: Option<Duration>,
     /// Probe timeouts in a row without progress (the PTO doubles with each).
@@ -172,8 +173,8 @@ impl Recovery {
         copy.clear();
         copy.extend_from_slice(frame);
         f.kept += s.payload;
+        f.progress = Some(now);
         if f.segs.is_empty() {
-            f.progress = Some(now);
             self.busy.insert((s.local, s.remote));
         }
         f.segs.push_back(Seg {
@@ -479,10 +480,17 @@ pub(crate) mod tests {
         // Nothing comes back in 2 x SRTT + 10 ms: no probe yet.
         r.on_timer(t + Duration::from_millis(20), &mut out);
         assert!(out.is_empty());
-        // Two in flight: the peer ACKs every second segment at once.
-        r.on_out(t, &data(2), 0);
-        assert_eq!(r.poll_at(), Some(t + Duration::from_millis(2 * 5 + 10)));
-        r.on_timer(t + Duration::from_millis(20), &mut out);
+        // Two in flight: the peer ACKs every second segment at once. New data restarts the
+        // timer (RFC 8985 §7.2): the probe is due 2 x SRTT + 10 ms after the second segment.
+        let t2 = t + Duration::from_millis(15);
+        r.on_out(t2, &data(2), 0);
+        assert_eq!(r.poll_at(), Some(t2 + Duration::from_millis(2 * 5 + 10)));
+        r.on_timer(t + Duration::from_millis(30), &mut out);
+        assert!(
+            out.is_empty(),
+            "not before 2 x SRTT + 10 ms after the last new data"
+        );
+        r.on_timer(t2 + Duration::from_millis(20), &mut out);
         assert_eq!(
             out.iter().map(|(f, _)| seq_of(f)).collect::<Vec<_>>(),
             vec![1100]

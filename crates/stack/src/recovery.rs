@@ -77,15 +77,16 @@ struct Flight {
 
 /// How much longer a probe waits when one segment is in flight, whose ACK the peer may delay
 /// (RFC 8985 §7.2 adds WCDelAckT then): twice our own delayed-ACK timer (10 ms), so a probe
-/// waits out the ACK our own stack delays, with room for the timer's lateness. Linux holds an ACK 40 ms or more, and
-/// against it a lone segment may still be probed before its ACK comes; waiting that long too
-/// cost 11 % of the orders under 5 % loss (docs/perf.md, "A probe for a lone segment").
+/// waits out the ACK our own stack delays, with room for the timer's lateness. Linux holds an
+/// ACK 40 ms or more, and against it a lone segment may still be probed before its ACK comes;
+/// waiting that long too cost 11 % of the orders under 5 % loss (docs/perf.md, "A probe for a
+/// lone segment").
 const LONE_SEGMENT_ACK_DELAY: Duration = Duration::from_millis(20);
 
 impl Flight {
     fn pto(&self) -> Duration {
         let base = self.srtt.map_or(Duration::from_millis(200), |s| {
-            let lone = self.segs.len() == 1 && self.segs[0].gso_size == 0;
+            let lone = self.segs.len() == 1 && self.segs.front().is_some_and(|g| g.gso_size == 0);
             let delay = if lone {
                 LONE_SEGMENT_ACK_DELAY
             } else {

@@ -74,9 +74,19 @@ sink_drops_ipv4() {
 # lower middle one.
 median_range() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[1], a[NR]}'; }
 
-# "median first-quartile third-quartile" of the numbers in $1 (separated by blanks), by rank:
-# of an even count, the lower middle one.
-quartiles() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[int((NR+3)/4)], a[int((3*NR+3)/4)]}'; }
+# The paired ratios in $1 (separated by blanks) as a bench reports them: "median (first
+# quartile-third quartile)", to two places, by rank (of an even count, the lower middle one).
+ratio_summary() {
+  printf '%s\n' $1 | sort -g | awk '{a[NR]=$1}
+    END {printf "%.2f (%.2f-%.2f)", a[int((NR+1)/2)], a[int((NR+3)/4)], a[int((3*NR+3)/4)]}'
+}
+
+# Exits with a one-line error unless $2 is a number of seconds above 0 (the variable $1 of a
+# bench: POINT=0.5).
+require_seconds() {
+  [[ $2 =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v p="$2" 'BEGIN { exit !(p > 0) }' ||
+    { echo "$1: seconds, more than 0" >&2; exit 2; }
+}
 
 # Paired points, for a machine whose speed drifts within seconds (another tenant, the CPU's
 # clock): each point of the program under test runs between two points of the baseline, and

@@ -2,7 +2,9 @@
 //! `d11-cdn`, driven with curl (Debian's) from a kernel host: misses that fill both caches,
 //! hits with a growing Age, revalidation with 304 after max-age, no-store, Vary,
 //! stale-if-error while the parent is stopped, purge, and 100 concurrent requests for a cold
-//! picture that make one request at the parent and one at the origin.
+//! picture that make one request at the parent and one at the origin (the origin is stopped
+//! until the other 99 wait at the edge on the first one's fill, so that they are concurrent
+//! however slowly the client starts them).
 //!
 //! The edge under test (`D11_CDN_SUBJECT`) is ours (`d11`, the default) or Varnish 7.1
 //! (`varnish`, Debian's) configured as the same edge in front of the same parent (the VCL
@@ -42,7 +44,7 @@ backend parent {
     .host = "10.0.0.81";
     .port = "80";
     .connect_timeout = 1s;
-    .first_byte_timeout = 1s;
+    .first_byte_timeout = %TIMEOUT_S%s;
     .between_bytes_timeout = 1s;
     .probe = {
         .url = "/p/small.png";
@@ -119,6 +121,8 @@ sub vcl_deliver {
 struct CdnLab {
     lab: Lab,
     varnish: Option<std::process::Child>,
+    /// varnishd's working directory (`-n`), where varnishstat finds it.
+    varnish_dir: Option<std::path::PathBuf>,
     _dir: LabDir,
 }
 
@@ -138,23 +142,36 @@ impl Drop for CdnLab {
     }
 }
 
+/// The lab whose edge gives up on the parent after 1 s (and the parent on the origin after
+/// 5 s, its default).
 fn cdn_lab(name: &str) -> CdnLab {
+    cdn_lab_waiting(name, 1, 5)
+}
+
+/// The lab whose edge waits `edge_s` seconds for the parent's answer, and the parent
+/// `parent_s` for the origin's.
+fn cdn_lab_waiting(name: &str, edge_s: u64, parent_s: u64) -> CdnLab {
     let dir = scratch(name);
     let edge = match subject() {
         Subject::D11 => EDGE_NODE,
         Subject::Varnish => VARNISH_NODE,
     };
-    let topo = TOPOLOGY.replace("%NAME%", name).replace("%EDGE%", edge);
+    let topo = TOPOLOGY
+        .replace("%NAME%", name)
+        .replace("%EDGE%", edge)
+        .replace("%EDGE_TIMEOUT_MS%", &(edge_s * 1000).to_string())
+        .replace("%PARENT_TIMEOUT_MS%", &(parent_s * 1000).to_string());
     let lab = Lab::up(&topo);
     if ours() {
         return CdnLab {
             lab,
             varnish: None,
+            varnish_dir: None,
             _dir: dir,
         };
     }
     let vcl = dir.0.join("edge.vcl");
-    std::fs::write(&vcl, VCL).unwrap();
+    std::fs::write(&vcl, VCL.replace("%TIMEOUT_S%", &edge_s.to_string())).unwrap();
     let work = dir.0.join("varnish");
     let listen = format!("{EDGE}:80");
     let child = lab
@@ -182,6 +199,7 @@ fn cdn_lab(name: &str) -> CdnLab {
     let l = CdnLab {
         lab,
         varnish: Some(child),
+        varnish_dir: Some(work),
         _dir: dir,
     };
     // Ready when it answers through the parent (its probe has found the parent healthy).
@@ -198,7 +216,7 @@ name = "edge"
 role = "cdn"
 kind = "edge"
 upstream = "10.0.0.81:80"
-upstream_timeout_ms = 1000
+upstream_timeout_ms = %EDGE_TIMEOUT_MS%
 purge_from = ["10.0.0.10/32"]
 ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.82/24"] }]"#;
 
@@ -226,6 +244,7 @@ name = "parent"
 role = "cdn"
 kind = "parent"
 upstream = "10.0.0.80:80"
+upstream_timeout_ms = %PARENT_TIMEOUT_MS%
 clients = ["10.0.0.82/32"]
 ports = [{ name = "eth0", segment = "lan", addresses = ["10.0.0.81/24"] }]
 %EDGE%
@@ -345,24 +364,20 @@ fn with_headers<'a>(mut args: Vec<&'a str>, headers: &[&'a str], url: &'a str) -
     args
 }
 
-/// Pictures other than the test's that reached the origin through the parent: with Varnish,
-/// the readiness check's and its probe's (the parent asks the origin once for each, then
-/// answers from its cache).
+/// The small picture's URLs that reached the origin through the parent (it asks the origin
+/// once for each, then answers from its cache): the test's own warm-up, and with Varnish
+/// also the readiness check's and the probe's.
 fn other_fetches(lab: &Lab) -> u64 {
-    if ours() {
-        0
-    } else {
-        lab.show("parent", "cache")
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| {
-                e["key"]
-                    .as_str()
-                    .is_some_and(|k| k.contains("/p/small.png"))
-            })
-            .count() as u64
-    }
+    lab.show("parent", "cache")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["key"]
+                .as_str()
+                .is_some_and(|k| k.contains("/p/small.png"))
+        })
+        .count() as u64
 }
 
 fn http(lab: &Lab, node: &str, counter: &str) -> u64 {
@@ -526,15 +541,46 @@ fn stale_if_error_while_the_parent_is_stopped() {
 #[cfg_attr(not(netns_root), ignore = "needs root: run sudo ./scripts/test")]
 fn a_hundred_concurrent_misses_make_one_request_upstream() {
     require_root();
-    let lab = cdn_lab("cdn-collapse");
-    let out = lab.exec_ok(
-        "client",
-        &[
-            "sh",
-            "-c",
-            "seq 100 | xargs -P 100 -I{} sh -c \"curl -sS -o /dev/null -w '%{http_code}\\n' -H 'Host: img.shop.example' http://10.0.0.82/p/medium.png 2>&1 || true\"",
-        ],
-    );
+    // Upstreams that wait 30 s: the origin is stopped below until every request is at the
+    // edge, 20 s at most.
+    let lab = cdn_lab_waiting("cdn-collapse", 30, 30);
+    // Warm-up: keep-alive connections from the edge to the parent and from the parent to the
+    // origin, so that the one fill below goes out on them and only waits for an answer.
+    assert_eq!(get(&lab, "/p/small.png?warm").status, 200);
+    // Our edge's and parent's counters (a kernel host's Varnish has none of ours).
+    let before = ours().then(|| {
+        (
+            http(&lab, "edge", "requests"),
+            http(&lab, "edge", "upstream_requests"),
+            http(&lab, "parent", "requests"),
+        )
+    });
+    let origin = lab.pid("origin");
+    unsafe { libc::kill(origin, libc::SIGSTOP) };
+    let clients = lab
+        .client()
+        .command(
+            "client",
+            &[
+                "sh",
+                "-c",
+                "seq 100 | xargs -P 100 -I{} sh -c \"curl -sS -m 60 -o /dev/null -w '%{http_code}\\n' -H 'Host: img.shop.example' http://10.0.0.82/p/medium.png 2>&1 || true\"",
+            ],
+        )
+        .unwrap()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh in the client");
+    // The one request that went upstream waits on the stopped origin; the other 99 wait on it.
+    let waiting = d11_lab::client::wait_until(Duration::from_secs(20), || {
+        let n = waiting_at_the_edge(&lab);
+        Ok((n >= 99).then_some(n))
+    });
+    unsafe { libc::kill(origin, libc::SIGCONT) };
+    let out = clients.wait_with_output().expect("the curls");
+    let out = String::from_utf8_lossy(&out.stdout);
+    let waiting = waiting.expect("99 requests waiting on the first one's fill at the edge");
+    assert_eq!(waiting, 99, "{out}");
     assert_eq!(out.lines().filter(|l| *l == "200").count(), 100, "{out}");
     // The picture at the parent and the origin: one request each.
     assert_eq!(
@@ -542,11 +588,30 @@ fn a_hundred_concurrent_misses_make_one_request_upstream() {
         1 + other_fetches(&lab)
     );
     assert_eq!(http(&lab, "origin", "requests"), 1 + other_fetches(&lab));
-    if ours() {
-        assert_eq!(http(&lab, "parent", "requests"), 1);
-        assert_eq!(http(&lab, "edge", "upstream_requests"), 1);
-        assert!(http(&lab, "edge", "collapsed") >= 1);
+    if let Some((requests, upstream, parent)) = before {
+        assert_eq!(http(&lab, "edge", "requests"), requests + 100);
+        assert_eq!(http(&lab, "edge", "upstream_requests"), upstream + 1);
+        assert_eq!(http(&lab, "parent", "requests"), parent + 1);
     }
+}
+
+/// Requests the edge has put to wait on another's fill: ours counts them as `collapsed`,
+/// Varnish as `busy_sleep` (sent to sleep on a busy object).
+fn waiting_at_the_edge(lab: &CdnLab) -> u64 {
+    let Some(dir) = lab.varnish_dir.as_ref() else {
+        return http(lab, "edge", "collapsed");
+    };
+    let o = std::process::Command::new("varnishstat")
+        .arg("-n")
+        .arg(dir)
+        .args(["-1", "-f", "MAIN.busy_sleep"])
+        .output()
+        .expect("varnishstat");
+    let out = String::from_utf8_lossy(&o.stdout);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Crafted requests, each on its own connection, from a kernel host: the status the edge

@@ -20,9 +20,9 @@ use d11_element::{counters, PortId};
 use d11_router::program::{Outbox, RouterElement, RouterProgram};
 use d11_router::{Hook, HookVerdict, Router, RouterConfig};
 use d11_wire::{checksum_adjust as adjust, fill_ipv4_checksum, internet_checksum};
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -177,6 +177,9 @@ pub struct Table {
     filtering: Filtering,
     max: usize,
     t: Timeouts,
+    // foldhash, not std's SipHash: a lookup or two on every frame. Its seed is random in each
+    // process (hashbrown's default hasher), and the table is bounded by `max` whatever keys
+    // the subscribers choose.
     by_internal: HashMap<(Proto, Ep), Mapping>,
     by_external: HashMap<(Proto, Ep), Ep>,
     paired: HashMap<Ipv4Addr, Ipv4Addr>,
@@ -335,9 +338,9 @@ impl Table {
             filtering: s.filtering,
             max: s.max_mappings,
             t: s.timeouts.clone(),
-            by_internal: HashMap::new(),
-            by_external: HashMap::new(),
-            paired: HashMap::new(),
+            by_internal: HashMap::default(),
+            by_external: HashMap::default(),
+            paired: HashMap::default(),
             next_sweep: None,
             hairpin: false,
             partial: false,

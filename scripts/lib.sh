@@ -94,6 +94,25 @@ require_seconds() {
 # median of these ratios over its rounds. pair_ratio DUT BASELINE_BEFORE BASELINE_AFTER.
 pair_ratio() { awk -v d="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.4f", (a + b > 0 ? 2 * d / (a + b) : 0) }'; }
 
+# Paired rounds of figures that take seconds each (TCP throughput): `paired_rounds N FN BASE
+# POINT...` runs N rounds of `FN BASE`, then for each POINT `FN POINT` and `FN BASE` again;
+# each POINT's ratio is to the mean of the BASE figures beside it. `FN X` prints one figure.
+# They gather in the associative arrays `paired` (by point, BASE's too) and `paired_ratio` (by
+# point), which the caller declares: `declare -A paired paired_ratio`.
+paired_rounds() {
+  local n=$1 fn=$2 base=$3 round point before after v
+  shift 3
+  for round in $(seq "$n"); do
+    before=$($fn "$base"); paired[$base]+=" $before"
+    for point in "$@"; do
+      v=$($fn "$point"); after=$($fn "$base")
+      paired[$point]+=" $v"; paired[$base]+=" $after"
+      paired_ratio[$point]+=" $(pair_ratio "$v" "$before" "$after")"
+      before=$after
+    done
+  done
+}
+
 # With PERF=DIR set: `perf record` (PERF_ARGS, `-g` by default) of the first process of
 # network namespace $1 into DIR/$2.data, until perf_stop. Without PERF, nothing.
 perf_pid=

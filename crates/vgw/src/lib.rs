@@ -19,10 +19,10 @@ use d11_router::udp::{self, Datagram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gso::Gso;
 use d11_wire::{checksum_adjust, fill_ipv4_checksum, vxlan};
+use foldhash::HashMap;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -167,7 +167,9 @@ pub struct Logic {
     vni: u32,
     hosts: Vec<Ipv4Addr>,
     vips: Vec<VipConfig>,
-    /// Forward (client -> VIP) and reverse (LB -> client) views of each flow.
+    /// Forward (client -> VIP) and reverse (LB -> client) views of each flow. (foldhash, not
+    /// std's SipHash: a lookup on every frame. Its seed is random in each process, and the
+    /// table holds `ct_max` flows at most whatever the clients send.)
     ct: HashMap<Key, Ct>,
     rev: HashMap<(u8, Ipv4Addr, u16, Ipv4Addr, u16), Key>,
     ct_max: usize,
@@ -262,12 +264,12 @@ impl Logic {
                 vni: cfg.vpc.vni,
                 hosts: cfg.vpc.hosts.clone(),
                 vips: cfg.vips.clone(),
-                ct: HashMap::new(),
-                rev: HashMap::new(),
+                ct: HashMap::default(),
+                rev: HashMap::default(),
                 ct_max: cfg.conntrack_max,
                 idle: Duration::from_secs(cfg.idle_timeout_s.max(1)),
                 next_sweep: None,
-                fdb: HashMap::new(),
+                fdb: HashMap::default(),
                 fdb_max: cfg.vpc.fdb_max,
                 lbs,
                 check: cfg.lb_check.clone(),

@@ -35,9 +35,10 @@ use d11_router::udp::{self, Datagram};
 use d11_router::{Hook, HookVerdict, RouteConfig, Router, RouterConfig};
 use d11_wire::gso::Gso;
 use d11_wire::vxlan;
+use foldhash::HashMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,9 @@ pub struct Logic {
     vni_of: Vec<Option<u32>>,
     port_names: Vec<String>,
     vteps: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    // foldhash, not std's SipHash: a learn and a lookup on every frame. Its seed is random in
+    // each process (hashbrown's default hasher), and a VNI learns `fdb_max_per_vni` MACs at
+    // most whatever the VMs send.
     fdb: HashMap<(u32, [u8; 6]), FdbEntry>,
     /// Entries in `fdb` per VNI.
     fdb_len: HashMap<u32, usize>,
@@ -202,8 +206,8 @@ impl Logic {
                 vni_of,
                 port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
                 vteps,
-                fdb: HashMap::new(),
-                fdb_len: HashMap::new(),
+                fdb: HashMap::default(),
+                fdb_len: HashMap::default(),
                 ageing: Duration::from_secs(cfg.fdb_ageing_s.max(1)),
                 fdb_max_per_vni: cfg.fdb_max_per_vni,
                 next_sweep: None,

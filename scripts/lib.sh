@@ -74,6 +74,13 @@ sink_drops_ipv4() {
 # lower middle one.
 median_range() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)], a[1], a[NR]}'; }
 
+# wrk's output (run with --latency) on stdin -> "requests/s p50 p99", the latencies in ms.
+wrk_summary() {
+  awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
+       /Requests\/sec/ {r=$2} /^ +50%/ {p50=ms($2)} /^ +99%/ {p99=ms($2)}
+       END {printf "%s %.3f %.3f\n", r, p50, p99}'
+}
+
 # The paired ratios in $1 (separated by blanks) as a bench reports them: "median (first
 # quartile-third quartile)", to two places, by rank (of an even count, the lower middle one).
 ratio_summary() {
